@@ -1,0 +1,1 @@
+"""Strait server: gRPC job orchestration on a PostgreSQL queue."""

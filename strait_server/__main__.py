@@ -1,0 +1,3 @@
+from strait_server.cli import main
+
+raise SystemExit(main())

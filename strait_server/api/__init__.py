@@ -1,0 +1,1 @@
+"""gRPC surface: thin servicers, the auth/error interceptor, proto<->model conversion, validation."""

@@ -1,0 +1,85 @@
+"""Model -> protobuf conversion. Proto types stop here; nothing below api/ sees them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from strait_client.v1 import job_pb2, project_pb2, run_pb2
+from strait_server import model
+
+
+def ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    out = Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def duration_ms(ms: float) -> Duration:
+    out = Duration()
+    out.FromMilliseconds(int(ms))
+    return out
+
+
+def run_status(status: str) -> int:
+    return int(run_pb2.RunStatus.Value("RUN_STATUS_" + status.upper())) if status else 0
+
+
+def status_name(value: int) -> str:
+    """RUN_STATUS_DEAD_LETTER -> dead_letter (raises ValueError for unknown numbers)."""
+    return str(run_pb2.RunStatus.Name(value)).removeprefix("RUN_STATUS_").lower()  # type: ignore[arg-type]
+
+
+def project(p: model.Project) -> project_pb2.Project:
+    return project_pb2.Project(id=p.id, slug=p.slug, name=p.name, create_time=ts(p.create_time))
+
+
+def api_key(k: model.ApiKey) -> project_pb2.ApiKey:
+    return project_pb2.ApiKey(id=k.id, project_id=k.project_id, name=k.name, key_prefix=k.key_prefix,
+                              create_time=ts(k.create_time), revoke_time=ts(k.revoke_time))
+
+
+def job(j: model.Job) -> job_pb2.Job:
+    strategy = (job_pb2.RETRY_STRATEGY_FIXED if j.retry_strategy is model.RetryStrategy.FIXED
+                else job_pb2.RETRY_STRATEGY_EXPONENTIAL)
+    return job_pb2.Job(
+        id=j.id, project_id=j.project_id, slug=j.slug, name=j.name, description=j.description,
+        endpoint_url=j.endpoint_url, fallback_endpoint_url=j.fallback_endpoint_url,
+        execution_mode=(job_pb2.EXECUTION_MODE_WORKER if j.execution_mode is model.ExecutionMode.WORKER
+                        else job_pb2.EXECUTION_MODE_HTTP),
+        queue=j.queue, max_attempts=j.max_attempts, timeout=duration_ms(j.timeout_ms),
+        retry_policy=job_pb2.RetryPolicy(strategy=strategy, initial_delay=duration_ms(j.retry_initial_ms),
+                                         max_delay=duration_ms(j.retry_max_ms)),
+        priority=j.priority, enabled=j.enabled, has_signing_secret=bool(j.signing_secret),
+        tags=j.tags, metadata=j.metadata, create_time=ts(j.create_time), update_time=ts(j.update_time),
+        etag=j.etag,
+    )
+
+
+def run(r: model.Run) -> run_pb2.Run:
+    return run_pb2.Run(
+        id=r.id, job_id=r.job_id, project_id=r.project_id, status=run_status(r.status.value),  # type: ignore[arg-type]
+        attempt=r.attempt, max_attempts=r.max_attempts, priority=r.priority, payload_json=r.payload,
+        output_json=r.output or "", error=r.error, error_class=r.error_class,
+        scheduled_time=ts(r.scheduled_time), create_time=ts(r.create_time), start_time=ts(r.start_time),
+        finish_time=ts(r.finish_time), update_time=ts(r.update_time), idempotency_key=r.idempotency_key,
+        tags=r.tags, metadata=r.metadata, timeout=duration_ms(r.timeout_ms), replay_of_run_id=r.replay_of,
+        attempts=[
+            run_pb2.RunAttempt(attempt=a.attempt, status_code=a.status_code, duration=duration_ms(a.duration_ms),
+                               error=a.error, endpoint_url=a.endpoint_url, start_time=ts(a.start_time))
+            for a in r.attempts
+        ],
+    )
+
+
+def event(e: model.RunEvent) -> run_pb2.RunEvent:
+    return run_pb2.RunEvent(
+        run_id=e.run_id, job_id=e.job_id, sequence=e.seq, type=e.type,
+        from_status=run_status(e.from_status),  # type: ignore[arg-type]
+        to_status=run_status(e.to_status),  # type: ignore[arg-type]
+        message=e.message, data_json=e.data, create_time=ts(e.create_time), attempt=e.attempt,
+    )

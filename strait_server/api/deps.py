@@ -1,0 +1,26 @@
+"""What the servicers need, built once by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from strait_server.api.interceptor import Authenticator
+from strait_server.api.pagination import PageTokens
+from strait_server.config import Settings
+from strait_server.store.jobs import JobStore
+from strait_server.store.projects import ProjectStore
+from strait_server.store.runs import RunStore
+
+
+@dataclass(frozen=True)
+class Deps:
+    settings: Settings
+    projects: ProjectStore
+    jobs: JobStore
+    runs: RunStore
+    authenticator: Authenticator
+    page_tokens: PageTokens
+    # Called after runs are enqueued (wakes dispatchers) and after delayed runs are created.
+    on_enqueued: Callable[[], Awaitable[None]]
+    on_delayed: Callable[[], None]

@@ -1,0 +1,156 @@
+"""One interceptor for every public RPC: authentication, safe request decoding, error mapping.
+
+Handlers are wrapped (rather than checked in intercept_service) so that the principal lives in a
+contextvar of the handler's own task, and so that a request that fails to decode becomes
+INVALID_ARGUMENT instead of grpcio's INTERNAL.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+from google.protobuf.message import DecodeError
+
+from strait_server import auth, errors
+from strait_server.api import errors as api_errors
+from strait_server.store.projects import ProjectStore
+
+log = logging.getLogger(__name__)
+
+_principal: contextvars.ContextVar[auth.Principal] = contextvars.ContextVar("strait_principal")
+
+EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def principal() -> auth.Principal:
+    return _principal.get()
+
+
+def project_id() -> str:
+    """The caller's project; the admin key has none and is refused here."""
+    p = _principal.get()
+    if p.project_id is None:
+        raise errors.PermissionDenied("the admin key manages projects; use a project API key for this call")
+    return p.project_id
+
+
+class Authenticator:
+    """Resolves bearer keys to principals, caching digests briefly to spare a query per call."""
+
+    def __init__(self, projects: ProjectStore, admin_key: str, cache_seconds: float = 5.0) -> None:
+        self._projects = projects
+        self._admin_key = admin_key
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    async def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> auth.Principal:
+        value = ""
+        for key, v in metadata or ():
+            if key == "authorization":
+                value = v if isinstance(v, str) else v.decode("latin-1")
+                break
+        scheme, _, token = value.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise errors.Unauthenticated("missing or malformed authorization: expected 'Bearer <key>'")
+        if auth.is_admin_key(token, self._admin_key):
+            return auth.Principal(project_id=None, is_admin=True)
+        if not token.startswith(auth.KEY_PREFIX) or len(token) > 128:
+            raise errors.Unauthenticated("invalid API key")
+        digest = auth.digest_of(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return auth.Principal(project_id=cached[0])
+        found = await self._projects.authenticate(digest)
+        if found is None:
+            raise errors.Unauthenticated("invalid API key")
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (found, now + self._ttl)
+        return auth.Principal(project_id=found)
+
+
+def _map_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, Any], ...]]:
+    if isinstance(exc, errors.StraitError):
+        return api_errors.to_grpc(exc)
+    if isinstance(exc, asyncpg.DataError):
+        return api_errors.to_grpc(errors.InvalidArgument(
+            [errors.FieldViolation("request", "contains a value that cannot be stored")]))
+    if isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError |
+                  asyncpg.TooManyConnectionsError | asyncpg.QueryCanceledError):
+        return api_errors.to_grpc(errors.Unavailable("the database is unavailable; retry later"))
+    request_id = uuid.uuid4().hex
+    log.error("unhandled error in RPC", exc_info=exc, extra={"action": "rpc_internal", "request_id": request_id})
+    return api_errors.internal(request_id)
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, handler.request_deserializer),
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, handler.request_deserializer),
+                response_serializer=handler.response_serializer)
+        return handler
+
+    async def _prepare(self, raw: bytes, deserializer: Callable[[bytes], Any] | None,
+                       context: grpc.aio.ServicerContext) -> Any:
+        principal = await self._auth.authenticate(context.invocation_metadata())
+        _principal.set(principal)
+        if deserializer is None:
+            return raw
+        try:
+            return deserializer(raw)
+        except (DecodeError, ValueError, TypeError, RuntimeError):
+            raise errors.InvalidArgument([errors.FieldViolation("request", "is not a valid protobuf message")],
+                                         "malformed request message") from None
+
+    def _wrap_unary(self, behavior: Callable[[Any, Any], Awaitable[Any]],
+                    deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes, Any], Awaitable[Any]]:
+        async def wrapped(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = await self._prepare(raw, deserializer, context)
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # every error leaves with a precise status
+                code, message, trailers = _map_exception(exc)
+                await context.abort(code, message, trailing_metadata=trailers)
+        return wrapped
+
+    def _wrap_stream(self, behavior: Callable[[Any, Any], AsyncIterator[Any]],
+                     deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes, Any], AsyncIterator[Any]]:
+        async def wrapped(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                request = await self._prepare(raw, deserializer, context)
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                code, message, trailers = _map_exception(exc)
+                await context.abort(code, message, trailing_metadata=trailers)
+        return wrapped

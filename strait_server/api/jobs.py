@@ -1,0 +1,112 @@
+"""JobService: job definitions and triggers."""
+
+from __future__ import annotations
+
+import grpc
+
+from strait_client.v1 import job_pb2, job_pb2_grpc
+from strait_server import errors
+from strait_server.api import convert, validate
+from strait_server.api.deps import Deps
+from strait_server.api.interceptor import project_id
+from strait_server.api.pagination import fingerprint, page_size
+from strait_server.errors import Violations
+from strait_server.model import Job, NewRun, RunStatus
+from strait_server.store.jobs import spec_of
+from strait_server.store.runs import Inserted
+
+
+class JobServicer(job_pb2_grpc.JobServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self._d = deps
+
+    async def _job(self, v: Violations, request: object) -> Job:
+        job_id, slug = validate.selector(v, request)
+        v.raise_if_any()
+        return await self._d.jobs.get(project_id(), job_id=job_id, slug=slug)
+
+    async def CreateJob(self, request: job_pb2.CreateJobRequest,
+                        context: grpc.aio.ServicerContext) -> job_pb2.CreateJobResponse:
+        project = project_id()
+        v = Violations()
+        spec = validate.job_spec(v, request.job, allow_private=self._d.settings.allow_private_endpoints)
+        v.raise_if_any()
+        created = await self._d.jobs.create(project, spec)
+        return job_pb2.CreateJobResponse(job=convert.job(created))
+
+    async def GetJob(self, request: job_pb2.GetJobRequest,
+                     context: grpc.aio.ServicerContext) -> job_pb2.GetJobResponse:
+        return job_pb2.GetJobResponse(job=convert.job(await self._job(Violations(), request)))
+
+    async def ListJobs(self, request: job_pb2.ListJobsRequest,
+                       context: grpc.aio.ServicerContext) -> job_pb2.ListJobsResponse:
+        project = project_id()
+        size = page_size(request.page_size)
+        fp = fingerprint("jobs", project)
+        cursor = self._d.page_tokens.decode(request.page_token, fp)
+        items = await self._d.jobs.list(project, cursor, size + 1)
+        token = ""
+        if len(items) > size:
+            items = items[:size]
+            token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
+        return job_pb2.ListJobsResponse(jobs=[convert.job(j) for j in items], next_page_token=token)
+
+    async def UpdateJob(self, request: job_pb2.UpdateJobRequest,
+                        context: grpc.aio.ServicerContext) -> job_pb2.UpdateJobResponse:
+        project = project_id()
+        v = Violations()
+        paths = validate.update_paths(v, list(request.update_mask.paths))
+        if not request.job.id and not request.job.slug:
+            v.add("job.id", "set job.id (or job.slug) to name the job to update")
+        v.raise_if_any()
+        if request.job.id:
+            current = await self._d.jobs.get(project, job_id=request.job.id)
+        else:
+            current = await self._d.jobs.get(project, slug=request.job.slug)
+        spec = validate.job_spec(v, request.job, allow_private=self._d.settings.allow_private_endpoints,
+                                 base=spec_of(current), paths=paths)
+        v.raise_if_any()
+        updated = await self._d.jobs.update(current, spec, etag=request.job.etag)
+        return job_pb2.UpdateJobResponse(job=convert.job(updated))
+
+    async def DeleteJob(self, request: job_pb2.DeleteJobRequest,
+                        context: grpc.aio.ServicerContext) -> job_pb2.DeleteJobResponse:
+        v = Violations()
+        validate.check_text(v, "etag", request.etag, max_len=32)
+        job = await self._job(v, request)
+        deleted = await self._d.jobs.delete(job, etag=request.etag)
+        return job_pb2.DeleteJobResponse(job=convert.job(deleted))
+
+    async def _trigger(self, job: Job, runs: list[NewRun]) -> list[Inserted]:
+        if not job.enabled:
+            raise errors.FailedPrecondition(f"job {job.slug!r} is disabled", reason="JOB_DISABLED",
+                                            subject=job.id, violation_type="JOB_STATE")
+        inserted = await self._d.runs.insert(job, runs)
+        created = [i.run for i in inserted if not i.repeat]
+        if any(r.status is RunStatus.QUEUED for r in created):
+            await self._d.on_enqueued()
+        if any(r.status is RunStatus.DELAYED for r in created):
+            self._d.on_delayed()
+        return inserted
+
+    async def TriggerJob(self, request: job_pb2.TriggerJobRequest,
+                         context: grpc.aio.ServicerContext) -> job_pb2.TriggerJobResponse:
+        v = Violations()
+        new = validate.run_options(v, "options", request.options,
+                                   max_payload=self._d.settings.max_payload_bytes, now=validate.utc_now())
+        job = await self._job(v, request)
+        [result] = await self._trigger(job, [new])
+        return job_pb2.TriggerJobResponse(run=convert.run(result.run), idempotent_repeat=result.repeat)
+
+    async def BatchTriggerJob(self, request: job_pb2.BatchTriggerJobRequest,
+                              context: grpc.aio.ServicerContext) -> job_pb2.BatchTriggerJobResponse:
+        v = Violations()
+        if not 1 <= len(request.runs) <= validate.MAX_BATCH:
+            v.add("runs", f"must hold 1 to {validate.MAX_BATCH} runs")
+        now = validate.utc_now()
+        news = [validate.run_options(v, f"runs[{i}]", o, max_payload=self._d.settings.max_payload_bytes,
+                                     now=now) for i, o in enumerate(request.runs[: validate.MAX_BATCH])]
+        job = await self._job(v, request)
+        results = await self._trigger(job, news)
+        return job_pb2.BatchTriggerJobResponse(runs=[convert.run(r.run) for r in results],
+                                               idempotent_repeats=[r.repeat for r in results])

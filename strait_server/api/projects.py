@@ -1,0 +1,115 @@
+"""ProjectService: projects (admin key) and their API keys."""
+
+from __future__ import annotations
+
+import grpc
+
+from strait_client.v1 import project_pb2, project_pb2_grpc
+from strait_server import auth, errors
+from strait_server.api import convert, validate
+from strait_server.api.deps import Deps
+from strait_server.api.interceptor import principal
+from strait_server.api.pagination import fingerprint, page_size
+from strait_server.errors import Violations
+
+
+def _require_admin() -> None:
+    if not principal().is_admin:
+        raise errors.PermissionDenied("creating projects needs the admin key (STRAIT_ADMIN_KEY)")
+
+
+def _target_project(requested: str) -> str:
+    """Project keys act on their own project only; another project's id is NOT_FOUND (no leak)."""
+    p = principal()
+    if p.is_admin:
+        if not requested:
+            raise errors.InvalidArgument([errors.FieldViolation("project_id", "is required with the admin key")])
+        return requested
+    assert p.project_id is not None
+    if requested and requested != p.project_id:
+        raise errors.NotFound("project", requested)
+    return p.project_id
+
+
+class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self._d = deps
+
+    async def CreateProject(self, request: project_pb2.CreateProjectRequest,
+                            context: grpc.aio.ServicerContext) -> project_pb2.CreateProjectResponse:
+        _require_admin()
+        v = Violations()
+        if not validate.SLUG_RE.match(request.slug):
+            v.add("slug", "must be 1-128 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")
+        validate.check_text(v, "name", request.name, max_len=255)
+        v.raise_if_any()
+        created = await self._d.projects.create(request.slug, request.name or request.slug)
+        return project_pb2.CreateProjectResponse(project=convert.project(created))
+
+    async def GetProject(self, request: project_pb2.GetProjectRequest,
+                         context: grpc.aio.ServicerContext) -> project_pb2.GetProjectResponse:
+        v = Violations()
+        validate.check_text(v, "id", request.id, max_len=128, required=True)
+        v.raise_if_any()
+        project_id = _target_project(request.id)
+        found = await self._d.projects.get(project_id)
+        if found is None:
+            raise errors.NotFound("project", request.id)
+        return project_pb2.GetProjectResponse(project=convert.project(found))
+
+    async def ListProjects(self, request: project_pb2.ListProjectsRequest,
+                           context: grpc.aio.ServicerContext) -> project_pb2.ListProjectsResponse:
+        size = page_size(request.page_size)
+        p = principal()
+        only = None if p.is_admin else [p.project_id or ""]
+        fp = fingerprint("projects", only)
+        cursor = self._d.page_tokens.decode(request.page_token, fp)
+        items = await self._d.projects.list(only, cursor, size + 1)
+        token = ""
+        if len(items) > size:
+            items = items[:size]
+            token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
+        return project_pb2.ListProjectsResponse(projects=[convert.project(i) for i in items],
+                                                next_page_token=token)
+
+    async def CreateApiKey(self, request: project_pb2.CreateApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> project_pb2.CreateApiKeyResponse:
+        v = Violations()
+        validate.check_text(v, "project_id", request.project_id, max_len=128)
+        validate.check_text(v, "name", request.name, max_len=255)
+        v.raise_if_any()
+        project_id = _target_project(request.project_id)
+        if await self._d.projects.get(project_id) is None:
+            raise errors.NotFound("project", project_id)
+        secret, prefix, digest = auth.new_api_key()
+        key = await self._d.projects.create_key(project_id, request.name, prefix, digest)
+        return project_pb2.CreateApiKeyResponse(api_key=convert.api_key(key), secret=secret)
+
+    async def ListApiKeys(self, request: project_pb2.ListApiKeysRequest,
+                          context: grpc.aio.ServicerContext) -> project_pb2.ListApiKeysResponse:
+        v = Violations()
+        validate.check_text(v, "project_id", request.project_id, max_len=128)
+        v.raise_if_any()
+        size = page_size(request.page_size)
+        project_id = _target_project(request.project_id)
+        fp = fingerprint("keys", project_id)
+        cursor = self._d.page_tokens.decode(request.page_token, fp)
+        items = await self._d.projects.list_keys(project_id, cursor, size + 1)
+        token = ""
+        if len(items) > size:
+            items = items[:size]
+            token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
+        return project_pb2.ListApiKeysResponse(api_keys=[convert.api_key(k) for k in items],
+                                               next_page_token=token)
+
+    async def RevokeApiKey(self, request: project_pb2.RevokeApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> project_pb2.RevokeApiKeyResponse:
+        v = Violations()
+        validate.check_text(v, "id", request.id, max_len=128, required=True)
+        v.raise_if_any()
+        p = principal()
+        key = await self._d.projects.revoke_key(request.id, None if p.is_admin else p.project_id)
+        if key is None:
+            raise errors.NotFound("api_key", request.id)
+        self._d.authenticator.forget()
+        return project_pb2.RevokeApiKeyResponse(api_key=convert.api_key(key))

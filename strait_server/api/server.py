@@ -1,0 +1,52 @@
+"""Builds the grpc.aio server: public services behind the guard interceptor, health, reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from strait_client.v1 import job_pb2, job_pb2_grpc, project_pb2, project_pb2_grpc, run_pb2, run_pb2_grpc
+from strait_server.api.deps import Deps
+from strait_server.api.interceptor import GuardInterceptor
+from strait_server.api.jobs import JobServicer
+from strait_server.api.projects import ProjectServicer
+from strait_server.api.runs import RunServicer
+
+SERVICE_NAMES = (
+    project_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
+    job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+)
+
+
+def build_server(deps: Deps) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    max_msg = deps.settings.grpc_max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[GuardInterceptor(deps.authenticator)],
+        options=[
+            ("grpc.max_receive_message_length", max_msg),
+            ("grpc.max_send_message_length", max_msg),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+    project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(deps), server)
+    job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), server)
+    run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(deps), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    return server, health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, status)

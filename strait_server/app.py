@@ -1,0 +1,134 @@
+"""Composition root: builds the components for the chosen roles, starts and stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health
+
+from strait_server import db
+from strait_server.api.deps import Deps
+from strait_server.api.interceptor import Authenticator
+from strait_server.api.pagination import PageTokens
+from strait_server.api.server import build_server, set_serving
+from strait_server.config import Settings
+from strait_server.dispatch.dispatcher import Dispatcher
+from strait_server.dispatch.http import HttpExecutor
+from strait_server.queue import Queue
+from strait_server.scheduler.sweeper import Sweeper
+from strait_server.store.jobs import JobStore
+from strait_server.store.projects import ProjectStore
+from strait_server.store.runs import RunStore
+from strait_server.wake import WakeHub
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    API = "api"
+    WORKER = "worker"
+    SCHEDULER = "scheduler"
+
+
+ALL_ROLES = frozenset(Role)
+
+
+def roles_for_mode(mode: str) -> frozenset[Role]:
+    return ALL_ROLES if mode == "all" else frozenset({Role(mode)})
+
+
+@dataclass
+class App:
+    settings: Settings
+    roles: frozenset[Role] = ALL_ROLES
+    port: int = 0
+    pool: db.Pool | None = None
+    redis: aioredis.Redis | None = None
+    dispatcher: Dispatcher | None = None
+    _server: grpc.aio.Server | None = None
+    _health: health.aio.HealthServicer | None = None
+    _wake: WakeHub | None = None
+    _sweeper: Sweeper | None = None
+    _executor: HttpExecutor | None = None
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self, *, migrate: bool = True) -> None:
+        s = self.settings
+        if migrate:
+            await db.apply_migrations(s.database_url)
+        self.pool = await db.create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
+        missing = await db.verify_schema(self.pool)
+        if missing:
+            raise RuntimeError(f"database schema is missing tables {missing}; run `strait migrate`")
+        self.redis = aioredis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3,
+                                       health_check_interval=10) if s.redis_url else None
+        self._wake = WakeHub(self.redis, s.redis_namespace)
+        queue = Queue(self.pool)
+        if Role.SCHEDULER in self.roles:
+            self._sweeper = Sweeper(queue, interval=s.sweep_interval, owner_stale_after=s.owner_stale_after,
+                                    on_requeued=self._wake.notify)
+            self._sweeper.start()
+        if Role.WORKER in self.roles:
+            await self._wake.start_listening()
+            self._executor = HttpExecutor(
+                concurrency=s.dispatch_concurrency, allow_private=s.allow_private_endpoints,
+                jwt_key=s.jwt_signing_key, max_output_bytes=s.max_output_bytes,
+                token_margin_s=s.run_token_ttl_margin.total_seconds())
+            await self._executor.start()
+            self.dispatcher = Dispatcher(queue, self._executor, self._wake.event, s)
+            await self.dispatcher.start()
+        if Role.API in self.roles:
+            await self._start_api()
+
+    async def _start_api(self) -> None:
+        assert self.pool is not None and self._wake is not None
+        s = self.settings
+        projects = ProjectStore(self.pool)
+        sweeper = self._sweeper
+        deps = Deps(
+            settings=s, projects=projects, jobs=JobStore(self.pool), runs=RunStore(self.pool),
+            authenticator=Authenticator(projects, s.admin_key),
+            page_tokens=PageTokens(s.jwt_signing_key or s.admin_key),
+            on_enqueued=self._wake.notify,
+            on_delayed=(sweeper.nudge.set if sweeper is not None else (lambda: None)),
+        )
+        self._server, self._health = build_server(deps)
+        self.port = self._server.add_insecure_port(s.address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {s.address}")
+        await self._server.start()
+        await set_serving(self._health, True)
+        log.info("serving gRPC", extra={"action": "serve", "address": s.address, "port": self.port})
+
+    async def stop(self) -> None:
+        """Idempotent, ordered shutdown: stop serving and claiming, drain, hand back, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        s = self.settings
+        if self._health is not None:
+            await set_serving(self._health, False)
+        tasks = []
+        if self._server is not None:
+            tasks.append(self._server.stop(s.shutdown_grace.total_seconds()))
+        if self.dispatcher is not None:
+            tasks.append(self.dispatcher.stop(s.drain_timeout.total_seconds()))
+        await asyncio.gather(*tasks)
+        if self._sweeper is not None:
+            await self._sweeper.stop()
+        if self._wake is not None:
+            await self._wake.stop()
+        if self._executor is not None:
+            await self._executor.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

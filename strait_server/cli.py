@@ -1,0 +1,165 @@
+"""`strait dev | serve | migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from strait_server import auth, db, embedded
+from strait_server.app import App, roles_for_mode
+from strait_server.config import ConfigError, Settings
+from strait_server.store.projects import ProjectStore
+
+log = logging.getLogger("strait")
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+async def _preflight(settings: Settings) -> None:
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=5)
+        await conn.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"cannot reach PostgreSQL at {_redact(settings.database_url)}: {exc}") from None
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        await client.ping()
+    except (RedisError, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot reach Redis at {_redact(settings.redis_url)}: {exc}") from None
+    finally:
+        await client.aclose()
+
+
+async def _run_until_signal(app: App, on_started: object = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        if callable(on_started):
+            await on_started()
+        await stop.wait()
+        log.info("shutting down", extra={"action": "shutdown"})
+    finally:
+        await app.stop()
+
+
+async def _serve(mode: str) -> None:
+    settings = Settings.from_env()
+    settings.require_backends()
+    await _preflight(settings)
+    await _run_until_signal(App(settings, roles_for_mode(mode)))
+
+
+def _persistent_secret(path: Path, nbytes: int = 32) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_hex(nbytes)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+async def _dev_key(app: App, data_dir: Path) -> str:
+    """The development project's API key: reused from the data directory while it stays valid."""
+    assert app.pool is not None
+    store = ProjectStore(app.pool)
+    key_file = data_dir / "dev-api-key"
+    if key_file.exists():
+        secret = key_file.read_text().strip()
+        if await store.authenticate(auth.digest_of(secret)) is not None:
+            return secret
+    project = await store.get_by_slug("dev") or await store.create("dev", "Development")
+    secret, prefix, digest = auth.new_api_key()
+    await store.create_key(project.id, "dev", prefix, digest)
+    key_file.write_text(secret)
+    key_file.chmod(0o600)
+    return secret
+
+
+async def _dev(address: str, data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    backends = await asyncio.to_thread(embedded.start, data_dir)
+    try:
+        env = dict(os.environ)
+        settings = Settings.from_env(
+            env, database_url=backends.database_url, redis_url=backends.redis_url, address=address,
+            allow_private_endpoints=True,
+            admin_key=env.get("STRAIT_ADMIN_KEY") or _persistent_secret(data_dir / "admin-key"),
+            jwt_signing_key=env.get("STRAIT_JWT_SIGNING_KEY") or _persistent_secret(data_dir / "jwt-key"),
+        )
+        app = App(settings)
+
+        async def announce() -> None:
+            key = await _dev_key(app, data_dir)
+            host = address.rsplit(":", 1)[0]
+            print(f"Strait is serving on {host}:{app.port} (embedded PostgreSQL and Redis in {data_dir})")
+            print(f"  export STRAIT_ADDRESS={host}:{app.port}")
+            print(f"  export STRAIT_API_KEY={key}")
+            print("Stop with Ctrl-C.", flush=True)
+
+        await _run_until_signal(app, announce)
+    finally:
+        await asyncio.to_thread(backends.close)
+
+
+async def _migrate(rollback: bool) -> None:
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise ConfigError("STRAIT_DATABASE_URL must be set")
+    if rollback:
+        await db.rollback_migrations(settings.database_url)
+        print("rolled back all migrations")
+    else:
+        applied = await db.apply_migrations(settings.database_url)
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="strait", description="Strait job orchestration server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev = sub.add_parser("dev", help="serve with embedded PostgreSQL and Redis (development)")
+    dev.add_argument("--address", default=os.environ.get("STRAIT_ADDRESS", "127.0.0.1:50051"))
+    dev.add_argument("--data-dir", type=Path, default=Path(".strait"))
+    serve = sub.add_parser("serve", help="serve against STRAIT_DATABASE_URL and STRAIT_REDIS_URL")
+    serve.add_argument("--mode", choices=("all", "api", "worker", "scheduler"), default="all")
+    migrate = sub.add_parser("migrate", help="apply database migrations (or roll them back)")
+    migrate.add_argument("--rollback", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = os.environ.get("STRAIT_LOG_LEVEL", "info").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "dev":
+            asyncio.run(_dev(args.address, args.data_dir.resolve()))
+        elif args.command == "serve":
+            asyncio.run(_serve(args.mode))
+        else:
+            asyncio.run(_migrate(args.rollback))
+    except ConfigError as exc:
+        print(f"strait: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+

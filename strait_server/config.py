@@ -1,0 +1,110 @@
+"""One settings object, read from STRAIT_* environment variables (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A STRAIT_* variable is missing or malformed."""
+
+
+def _duration(raw: str, name: str) -> timedelta:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    text = raw.strip()
+    for suffix in ("ms", "s", "m", "h", "d"):
+        if text.endswith(suffix):
+            number = text[: -len(suffix)]
+            try:
+                return timedelta(seconds=float(number) * units[suffix])
+            except ValueError:
+                break
+    try:
+        return timedelta(seconds=float(text))
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a duration (examples: 500ms, 30s, 5m, 720h)") from None
+
+
+def _bool(raw: str, name: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Server settings. Field names map to STRAIT_<UPPER_NAME>."""
+
+    database_url: str = ""
+    redis_url: str = ""
+    address: str = "127.0.0.1:50051"
+    admin_key: str = field(default="", repr=False)
+    jwt_signing_key: str = field(default="", repr=False)
+    # Namespace for every Redis key and channel, so several deployments (or tests) can share a server.
+    redis_namespace: str = "strait"
+    allow_private_endpoints: bool = False
+    # Dispatcher.
+    dispatch_concurrency: int = 200
+    claim_batch_size: int = 100
+    poll_interval: timedelta = timedelta(seconds=1)
+    settle_flush_interval: timedelta = timedelta(milliseconds=2)
+    settle_batch_size: int = 200
+    drain_timeout: timedelta = timedelta(seconds=30)
+    heartbeat_interval: timedelta = timedelta(seconds=1)
+    owner_stale_after: timedelta = timedelta(seconds=5)
+    sweep_interval: timedelta = timedelta(seconds=1)
+    max_output_bytes: int = 1024 * 1024
+    run_token_ttl_margin: timedelta = timedelta(seconds=60)
+    # Database pool.
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    # API.
+    max_payload_bytes: int = 1024 * 1024
+    grpc_max_message_bytes: int = 8 * 1024 * 1024
+    shutdown_grace: timedelta = timedelta(seconds=5)
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = "STRAIT_" + f.name.upper()
+            if name not in env:
+                continue
+            raw = env[name]
+            default = getattr(cls(), f.name)
+            if isinstance(default, bool):
+                values[f.name] = _bool(raw, name)
+            elif isinstance(default, int):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+            elif isinstance(default, timedelta):
+                values[f.name] = _duration(raw, name)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def require_backends(self) -> None:
+        missing = [n for n, v in (("STRAIT_DATABASE_URL", self.database_url),
+                                  ("STRAIT_REDIS_URL", self.redis_url)) if not v]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} must be set for `strait serve` "
+                "(use `strait dev` for an embedded PostgreSQL and Redis)"
+            )
+        if len(self.jwt_signing_key) < 32:
+            raise ConfigError("STRAIT_JWT_SIGNING_KEY must be set to at least 32 characters")

@@ -1,0 +1,1 @@
+"""Dispatch: the claim loop, the HTTP executor, retry decisions, the settle buffer."""

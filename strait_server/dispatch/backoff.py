@@ -1,0 +1,46 @@
+"""Retry delays and the retry/dead-letter decision (reference model §3.5, with the issue's 408 rule)."""
+
+from __future__ import annotations
+
+import random
+
+from strait_server.model import RunStatus
+
+# Error classes that are worth retrying; everything else goes to dead_letter at once.
+RETRYABLE = frozenset({"rate_limited", "request_timeout", "server", "connection", "timeout", "unknown"})
+# Classes for which the fallback endpoint is tried within the same attempt.
+TRANSIENT = frozenset({"rate_limited", "connection", "timeout"})
+
+
+def classify_status(code: int) -> str:
+    if code == 429:
+        return "rate_limited"
+    if code == 408:
+        return "request_timeout"
+    if code in (401, 403):
+        return "auth"
+    if 400 <= code < 500:
+        return "client"
+    if code >= 500:
+        return "server"
+    return "unknown"
+
+
+def retry_delay_ms(strategy: str, initial_ms: int, max_ms: int, failed_attempt: int,
+                   rng: random.Random | None = None) -> int:
+    """initial * 2^(attempt-1) capped at max (or initial when fixed), then ±20% uniform jitter."""
+    if strategy == "fixed":
+        base = float(initial_ms)
+    else:
+        base = min(initial_ms * 2.0 ** max(failed_attempt - 1, 0), float(max_ms))
+    jitter = (rng or random).uniform(0.8, 1.2)
+    return max(0, int(base * jitter))
+
+
+def next_status(error_class: str, attempt: int, max_attempts: int) -> RunStatus:
+    """Where a failed attempt goes: back to the queue, timed_out, or dead_letter."""
+    if error_class in RETRYABLE and attempt < max_attempts:
+        return RunStatus.QUEUED
+    if error_class == "timeout":
+        return RunStatus.TIMED_OUT
+    return RunStatus.DEAD_LETTER

@@ -1,0 +1,127 @@
+"""The dispatcher: claims due runs in batches, runs them on the executor, and settles the outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+import asyncpg
+
+from strait_server import ids
+from strait_server.config import Settings
+from strait_server.dispatch.http import HttpExecutor
+from strait_server.dispatch.settle import SettleBuffer
+from strait_server.model import RunStatus
+from strait_server.queue import ClaimedRun, Outcome, Queue
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, queue: Queue, executor: HttpExecutor, wake: asyncio.Event, settings: Settings) -> None:
+        self.owner = ids.new_id("disp")
+        self._queue = queue
+        self._executor = executor
+        self._wake = wake
+        self._settings = settings
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._settler = SettleBuffer(queue, self.owner,
+                                     flush_interval_s=settings.settle_flush_interval.total_seconds(),
+                                     batch_size=settings.settle_batch_size, on_settled=self._on_settled)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def start(self) -> None:
+        # The heartbeat row must exist before the first claim, or a sweep would take the runs back.
+        await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+        self._settler.start()
+        self._tasks = [asyncio.create_task(self._claim_loop(), name="claim-loop"),
+                       asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat")]
+        log.info("dispatcher started", extra={"action": "dispatcher_start", "owner": self.owner})
+
+    async def stop(self, drain_timeout_s: float) -> list[str]:
+        """Stop claiming, let in-flight runs finish up to the timeout, then hand the rest back."""
+        self._stopping.set()
+        self._wake.set()
+        claim_loop = self._tasks[0] if self._tasks else None
+        if claim_loop is not None:
+            await asyncio.wait([claim_loop])
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=drain_timeout_s)
+        for task in list(self._inflight.values()):
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()))
+        await self._settler.stop()
+        handed_back = await self._queue.hand_back(self.owner)
+        for task in self._tasks[1:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(asyncpg.PostgresError, OSError):
+            await self._queue.remove_dispatcher(self.owner)
+        if handed_back:
+            self._wake.set()
+        log.info("dispatcher stopped", extra={"action": "dispatcher_stop", "handed_back": len(handed_back)})
+        return handed_back
+
+    def _on_settled(self, outcomes: list[Outcome], settled: set[str]) -> None:
+        loop = asyncio.get_running_loop()
+        for o in outcomes:
+            if o.run_id in settled and o.to_status is RunStatus.QUEUED:
+                # Come back for the retry when its backoff ends, without waiting for the next poll.
+                loop.call_later(o.delay_ms / 1000, self._wake.set)
+
+    async def _claim_loop(self) -> None:
+        concurrency = self._settings.dispatch_concurrency
+        low_water = max(1, min(self._settings.claim_batch_size, concurrency) // 4)
+        poll = self._settings.poll_interval.total_seconds()
+        while not self._stopping.is_set():
+            free = concurrency - len(self._inflight)
+            if free < low_water and self._inflight:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            want = min(free, self._settings.claim_batch_size)
+            self._wake.clear()
+            try:
+                claimed = await self._queue.claim(self.owner, want)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
+                claimed = []
+                await asyncio.sleep(min(poll, 1.0))
+            for run in claimed:
+                self._inflight[run.id] = asyncio.create_task(self._run_one(run))
+            if len(claimed) == want or self._stopping.is_set():
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def _run_one(self, run: ClaimedRun) -> None:
+        try:
+            outcome = await self._executor.execute(run)
+            self._settler.add(outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dispatch failed unexpectedly", extra={"action": "dispatch_error", "run_id": run.id})
+        finally:
+            self._inflight.pop(run.id, None)
+            self._slot_freed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._settings.heartbeat_interval.total_seconds()
+        host, pid = socket.gethostname(), os.getpid()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._queue.heartbeat(self.owner, host, pid)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("dispatcher heartbeat failed: %s", exc, extra={"action": "heartbeat_error"})

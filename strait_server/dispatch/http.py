@@ -1,0 +1,125 @@
+"""HTTP executor: POST the payload to the job's endpoint and turn the answer into an Outcome."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+
+from strait_server import auth
+from strait_server.dispatch.backoff import TRANSIENT, classify_status, next_status, retry_delay_ms
+from strait_server.endpoints import PublicOnlyResolver
+from strait_server.model import RunStatus
+from strait_server.queue import ClaimedRun, Outcome
+
+_TRACE_KEYS = ("traceparent", "tracestate", "baggage", "sentry-trace")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    status_code: int
+    error: str
+    error_class: str
+    output: str | None
+    endpoint_url: str
+
+
+class HttpExecutor:
+    def __init__(self, *, concurrency: int, allow_private: bool, jwt_key: str, max_output_bytes: int,
+                 token_margin_s: float) -> None:
+        self._concurrency = concurrency
+        self._allow_private = allow_private
+        self._jwt_key = jwt_key
+        self._max_output = max_output_bytes
+        self._token_margin = token_margin_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        resolver = None if self._allow_private else PublicOnlyResolver()
+        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=0, ttl_dns_cache=60,
+                                         resolver=resolver, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                              skip_auto_headers=("User-Agent",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, run: ClaimedRun, body: bytes) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "strait",
+            "X-Run-ID": run.id,
+            "X-Job-ID": run.job_id,
+            "X-Attempt": str(run.attempt),
+            "X-Run-Token": auth.run_token(self._jwt_key, run.id, run.attempt,
+                                          run.timeout_ms / 1000 + self._token_margin),
+        }
+        if run.signing_secret:
+            ts = int(time.time())
+            headers["X-Strait-Timestamp"] = str(ts)
+            headers["X-Strait-Signature"] = auth.sign_body(run.signing_secret, ts, body)
+        if run.attempt > 1 and run.previous_error:
+            headers["X-Previous-Error"] = run.previous_error[:1024]
+        for key in _TRACE_KEYS:
+            if key in run.metadata:
+                headers[key] = run.metadata[key]
+        return headers
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str], budget_s: float) -> Attempt:
+        assert self._session is not None
+        timeout = aiohttp.ClientTimeout(total=max(budget_s, 0.001))
+        try:
+            async with self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                          allow_redirects=False) as resp:
+                if 200 <= resp.status < 300:
+                    raw = await resp.content.read(self._max_output + 1)
+                    return Attempt(resp.status, "", "", self._output(raw), url)
+                return Attempt(resp.status, f"endpoint returned {resp.status}", classify_status(resp.status),
+                               None, url)
+        except TimeoutError:
+            return Attempt(0, f"endpoint timed out after {budget_s:.3g}s", "timeout", None, url)
+        except (aiohttp.ClientError, OSError) as exc:
+            return Attempt(0, f"connection error: {type(exc).__name__}: {exc}"[:1024], "connection", None, url)
+
+    def _output(self, raw: bytes) -> str | None:
+        if not raw:
+            return None
+        if len(raw) > self._max_output:
+            return json.dumps({"truncated": True, "limit_bytes": self._max_output})
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            json.loads(text)
+        except ValueError:
+            return json.dumps(text)  # non-JSON answers are kept as a JSON string
+        return text
+
+    async def execute(self, run: ClaimedRun) -> Outcome:
+        body = run.payload.encode()
+        headers = self._headers(run, body)
+        started = time.monotonic()
+        start_time = datetime.now(UTC)
+        deadline = started + run.timeout_ms / 1000
+        result = await self._post(run.endpoint_url, body, headers, deadline - time.monotonic())
+        if result.error_class in TRANSIENT and run.fallback_endpoint_url:
+            remaining = deadline - time.monotonic()
+            if remaining > 0.01:
+                result = await self._post(run.fallback_endpoint_url, body, headers, remaining)
+        duration_ms = (time.monotonic() - started) * 1000
+        record = {"attempt": run.attempt, "status_code": result.status_code,
+                  "duration_ms": round(duration_ms, 3), "error": result.error,
+                  "endpoint_url": result.endpoint_url, "start_time": start_time.isoformat()}
+        if not result.error_class:
+            return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.COMPLETED,
+                           output=result.output, error="", error_class="", delay_ms=0, record=record)
+        status = next_status(result.error_class, run.attempt, run.max_attempts)
+        delay = 0
+        if status is RunStatus.QUEUED:
+            delay = retry_delay_ms(run.retry_strategy, run.retry_initial_ms, run.retry_max_ms, run.attempt)
+        return Outcome(run_id=run.id, attempt=run.attempt, to_status=status, output=None,
+                       error=result.error, error_class=result.error_class, delay_ms=delay, record=record)
+

@@ -1,0 +1,81 @@
+"""Endpoint URL rules: scheme, host, and no private or loopback targets unless allowed (SSRF guard)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+_BLOCKED_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata.google.internal"})
+_EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in (
+    "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+)]
+
+
+def is_private_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (not ip.is_global or ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast
+            or ip.is_reserved or ip.is_unspecified or any(ip in net for net in _EXTRA_BLOCKED))
+
+
+def _literal_ip(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    try:  # non-standard IPv4 forms such as 0x7f.1 or 2130706433
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def check_url(url: str, *, allow_private: bool) -> str | None:
+    """Returns why `url` is not acceptable as an endpoint, or None when it is."""
+    if len(url) > 2048:
+        return "must be at most 2048 characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http or https URL"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "must name a host"
+    if parts.username or parts.password:
+        return "must not carry credentials"
+    del port
+    if allow_private:
+        return None
+    if host in _BLOCKED_NAMES or host.endswith(".localhost"):
+        return "must not point at a loopback or private host (set STRAIT_ALLOW_PRIVATE_ENDPOINTS to allow)"
+    literal = _literal_ip(host)
+    if literal is not None and is_private_address(literal):
+        return "must not point at a loopback or private address (set STRAIT_ALLOW_PRIVATE_ENDPOINTS to allow)"
+    return None
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Refuses, at dial time, names that resolve to private addresses (DNS rebinding guard)."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if host.lower() in _BLOCKED_NAMES:
+            raise OSError(f"endpoint host {host!r} is not allowed")
+        results = await self._inner.resolve(host, port, family)
+        public = [r for r in results if not is_private_address(r["host"])]
+        if not public:
+            raise OSError(f"endpoint host {host!r} resolves only to private addresses")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()

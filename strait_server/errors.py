@@ -1,0 +1,91 @@
+"""Domain errors. api/errors.py maps each to a gRPC status with google.rpc details."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class StraitError(Exception):
+    """Base of every error a client may see."""
+
+    reason: str = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(StraitError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        text = message or "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(text)
+        self.violations = violations
+
+
+class NotFound(StraitError):
+    def __init__(self, resource_type: str, name: str) -> None:
+        super().__init__(f"{resource_type} {name!r} not found", reason=f"{resource_type.upper()}_NOT_FOUND")
+        self.resource_type = resource_type
+        self.name = name
+
+
+class AlreadyExists(StraitError):
+    def __init__(self, resource_type: str, name: str) -> None:
+        super().__init__(f"{resource_type} {name!r} already exists",
+                         reason=f"{resource_type.upper()}_ALREADY_EXISTS")
+        self.resource_type = resource_type
+        self.name = name
+
+
+class FailedPrecondition(StraitError):
+    def __init__(self, message: str, *, reason: str = "RUN_STATUS", subject: str = "",
+                 violation_type: str = "RUN_STATUS") -> None:
+        super().__init__(message, reason=reason)
+        self.subject = subject
+        self.violation_type = violation_type
+
+
+class Aborted(StraitError):
+    reason = "ETAG_MISMATCH"
+
+
+class Unauthenticated(StraitError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(StraitError):
+    reason = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(StraitError):
+    def __init__(self, message: str, *, reason: str, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unavailable(StraitError):
+    reason = "UNAVAILABLE"
+
+
+@dataclass
+class Violations:
+    """Collects field violations; raise() throws InvalidArgument if any were added."""
+
+    items: list[FieldViolation] = field(default_factory=list)
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(FieldViolation(path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(list(self.items))

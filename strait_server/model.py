@@ -1,0 +1,201 @@
+"""Domain types: run states and their allowed transitions, jobs, runs, events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class RunStatus(enum.StrEnum):
+    DELAYED = "delayed"
+    QUEUED = "queued"
+    DEQUEUED = "dequeued"
+    EXECUTING = "executing"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CRASHED = "crashed"
+    SYSTEM_FAILED = "system_failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    DEAD_LETTER = "dead_letter"
+    REPLAY_STAGED = "replay_staged"
+    PAUSED = "paused"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL: frozenset[RunStatus] = frozenset(
+    {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CRASHED,
+        RunStatus.SYSTEM_FAILED,
+        RunStatus.CANCELED,
+        RunStatus.EXPIRED,
+        RunStatus.DEAD_LETTER,
+    }
+)
+
+S = RunStatus
+# The run state machine (reference model, fsm.go). Every UPDATE of runs.status names its allowed
+# "from" states from this table; tests/unit/test_model.py checks the store against it.
+TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    S.DELAYED: frozenset({S.QUEUED, S.CANCELED, S.EXPIRED}),
+    S.QUEUED: frozenset({S.DEQUEUED, S.EXECUTING, S.CANCELED, S.EXPIRED}),
+    S.DEQUEUED: frozenset({S.EXECUTING, S.QUEUED, S.CANCELED, S.SYSTEM_FAILED}),
+    S.EXECUTING: frozenset(
+        {S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CRASHED, S.CANCELED, S.WAITING, S.QUEUED,
+         S.SYSTEM_FAILED, S.DEAD_LETTER, S.PAUSED}
+    ),
+    S.WAITING: frozenset({S.EXECUTING, S.COMPLETED, S.FAILED, S.CANCELED, S.TIMED_OUT}),
+    S.DEAD_LETTER: frozenset({S.QUEUED, S.REPLAY_STAGED}),
+    S.REPLAY_STAGED: frozenset({S.QUEUED, S.CANCELED}),
+    S.PAUSED: frozenset({S.QUEUED, S.CANCELED}),
+}
+
+
+def sources_of(target: RunStatus) -> list[str]:
+    """Statuses from which `target` may be reached, as the text stored in runs.status."""
+    return sorted(src.value for src, dsts in TRANSITIONS.items() if target in dsts)
+
+
+def can_transition(src: RunStatus, dst: RunStatus) -> bool:
+    return dst in TRANSITIONS.get(src, frozenset())
+
+
+# Statuses a user may cancel (every non-terminal one that the machine lets reach CANCELED).
+CANCELABLE = sources_of(RunStatus.CANCELED)
+
+
+class ExecutionMode(enum.StrEnum):
+    HTTP = "http"
+    WORKER = "worker"
+
+
+class RetryStrategy(enum.StrEnum):
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Project:
+    id: str
+    slug: str
+    name: str
+    create_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiKey:
+    id: str
+    project_id: str
+    name: str
+    key_prefix: str
+    create_time: datetime
+    revoke_time: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """The user-settable fields of a job, validated."""
+
+    slug: str
+    name: str
+    description: str = ""
+    endpoint_url: str = ""
+    fallback_endpoint_url: str = ""
+    execution_mode: ExecutionMode = ExecutionMode.HTTP
+    queue: str = "default"
+    max_attempts: int = 3
+    timeout_ms: int = 300_000
+    retry_strategy: RetryStrategy = RetryStrategy.EXPONENTIAL
+    retry_initial_ms: int = 1_000
+    retry_max_ms: int = 3_600_000
+    priority: int = 0
+    enabled: bool = True
+    signing_secret: str = field(default="", repr=False)
+    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job(JobSpec):
+    id: str
+    project_id: str
+    version: int
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def etag(self) -> str:
+        return f"v{self.version}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptRecord:
+    attempt: int
+    status_code: int
+    duration_ms: float
+    error: str
+    endpoint_url: str
+    start_time: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    id: str
+    project_id: str
+    job_id: str
+    status: RunStatus
+    attempt: int
+    max_attempts: int
+    priority: int
+    timeout_ms: int
+    payload: str
+    output: str | None
+    error: str
+    error_class: str
+    scheduled_time: datetime
+    create_time: datetime
+    update_time: datetime
+    start_time: datetime | None
+    finish_time: datetime | None
+    idempotency_key: str
+    tags: dict[str, str]
+    metadata: dict[str, str]
+    attempts: list[AttemptRecord]
+    replay_of: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEvent:
+    run_id: str
+    job_id: str
+    seq: int
+    type: str
+    from_status: str
+    to_status: str
+    attempt: int
+    message: str
+    data: str
+    create_time: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """A validated request for one run of a job."""
+
+    payload: str = "{}"
+    scheduled_time: datetime | None = None
+    priority: int | None = None
+    timeout_ms: int | None = None
+    max_attempts: int | None = None
+    idempotency_key: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,237 @@
+"""The dispatch hot path: claim due runs, settle outcomes, recover lost runs, promote delayed ones.
+
+Every statement here is a conditional UPDATE that appends the matching run_events rows in the same
+statement, and bumps the run's event_seq under the row lock (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from strait_server.model import RunStatus, sources_of
+
+CLAIM = """
+WITH due AS (
+    -- Served by runs_claim_idx; SKIP LOCKED lets any number of dispatchers claim side by side.
+    SELECT id FROM runs
+    WHERE status = 'queued' AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE runs r
+    SET status = 'executing', attempt = r.attempt + 1, start_time = now(), update_time = now(),
+        lease_owner = $2, deadline = now() + r.timeout_ms * interval '1 millisecond',
+        event_seq = r.event_seq + 1
+    FROM due WHERE r.id = due.id
+    RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
+        r.event_seq, r.metadata, r.error, r.start_time
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
+    SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'executing', attempt FROM claimed
+)
+SELECT c.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy,
+    j.retry_initial_ms, j.retry_max_ms
+FROM claimed c JOIN jobs j ON j.id = c.job_id
+ORDER BY c.id
+"""
+"""$1 batch size, $2 owner (dispatcher id). Flips due queued runs to executing and returns them."""
+
+SETTLE = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::bigint[], $8::jsonb[])
+        AS v(id, attempt, to_status, output, error, error_class, delay_ms, rec)
+), upd AS (
+    UPDATE runs r
+    SET status = v.to_status,
+        output = coalesce(v.output, r.output),
+        error = v.error, error_class = v.error_class,
+        finish_time = CASE WHEN v.to_status = 'queued' THEN NULL ELSE now() END,
+        run_at = CASE WHEN v.to_status = 'queued' THEN now() + v.delay_ms * interval '1 millisecond'
+                      ELSE r.run_at END,
+        lease_owner = NULL, deadline = NULL, update_time = now(),
+        attempt_history = r.attempt_history || jsonb_build_array(v.rec),
+        event_seq = r.event_seq + 1
+    FROM v
+    -- Fencing: only the owner of this very attempt may settle it; a canceled or recovered run is left alone.
+    WHERE r.id = v.id AND r.status = 'executing' AND r.attempt = v.attempt AND r.lease_owner = $9
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, v.to_status, v.error
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', to_status, attempt, error FROM upd
+RETURNING run_id
+"""
+"""$1..$8 per-outcome arrays, $9 owner. Returns the ids actually settled."""
+
+RECOVER = """
+WITH lost AS (
+    SELECT r.id FROM runs r
+    WHERE r.status = 'executing'
+      AND (r.lease_owner IS NULL
+           OR NOT EXISTS (SELECT 1 FROM dispatchers d
+                          WHERE d.id = r.lease_owner AND d.heartbeat_time > now() - $1::interval)
+           OR r.deadline < now() - $2::interval)
+    LIMIT 1000
+    FOR UPDATE OF r SKIP LOCKED
+), upd AS (
+    UPDATE runs r
+    SET status = CASE WHEN r.attempt < r.max_attempts THEN 'queued' ELSE 'crashed' END,
+        error = CASE WHEN r.attempt < r.max_attempts THEN 'dispatcher lost; retry scheduled'
+                     ELSE 'dispatcher lost' END,
+        error_class = 'crashed',
+        run_at = now() + CASE WHEN j.retry_strategy = 'fixed' THEN j.retry_initial_ms
+                 ELSE least(j.retry_initial_ms * power(2, greatest(r.attempt - 1, 0)), j.retry_max_ms)
+                 END * interval '1 millisecond',
+        finish_time = CASE WHEN r.attempt < r.max_attempts THEN NULL ELSE now() END,
+        lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1
+    FROM lost, jobs j
+    WHERE r.id = lost.id AND j.id = r.job_id
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.status, r.error
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd
+RETURNING run_id
+"""
+"""$1 owner staleness, $2 deadline grace. Requeues (or crashes) runs whose dispatcher died."""
+
+HAND_BACK = """
+WITH upd AS (
+    UPDATE runs r
+    SET status = 'queued', attempt = r.attempt - 1, run_at = now(), start_time = NULL,
+        lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1
+    WHERE r.status = 'executing' AND r.lease_owner = $1
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', 'queued', attempt,
+    'handed back at shutdown' FROM upd
+RETURNING run_id
+"""
+"""$1 owner. At shutdown: unfinished runs go back to the queue at once, without using an attempt."""
+
+PROMOTE_DELAYED = """
+WITH due AS (
+    SELECT id FROM runs WHERE status = 'delayed' AND run_at <= now()
+    ORDER BY run_at LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE runs r SET status = 'queued', update_time = now(), event_seq = r.event_seq + 1
+    FROM due WHERE r.id = due.id
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
+SELECT id, project_id, job_id, event_seq, 'status_change', 'delayed', 'queued', attempt FROM upd
+RETURNING run_id
+"""
+
+NEXT_DELAYED = "SELECT min(run_at) - now() FROM runs WHERE status = 'delayed'"
+
+HEARTBEAT = """
+INSERT INTO dispatchers (id, hostname, pid) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET heartbeat_time = now()
+"""
+
+REMOVE_DISPATCHER = "DELETE FROM dispatchers WHERE id = $1"
+PRUNE_DISPATCHERS = "DELETE FROM dispatchers WHERE heartbeat_time < now() - interval '1 hour'"
+
+# The conditional updates above must agree with the transition table in model.py.
+for _src, _dst in (("queued", "executing"), ("executing", "completed"), ("executing", "queued"),
+                   ("executing", "dead_letter"), ("executing", "timed_out"), ("executing", "crashed"),
+                   ("delayed", "queued")):
+    assert _src in sources_of(RunStatus(_dst)), (_src, _dst)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimedRun:
+    id: str
+    project_id: str
+    job_id: str
+    attempt: int
+    max_attempts: int
+    timeout_ms: int
+    payload: str
+    metadata: dict[str, str]
+    previous_error: str
+    endpoint_url: str
+    fallback_endpoint_url: str
+    signing_secret: str
+    retry_strategy: str
+    retry_initial_ms: int
+    retry_max_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    run_id: str
+    attempt: int
+    to_status: RunStatus
+    output: str | None
+    error: str
+    error_class: str
+    delay_ms: int
+    record: dict[str, Any]
+
+
+def _claimed(row: Any) -> ClaimedRun:
+    return ClaimedRun(
+        id=row["id"], project_id=row["project_id"], job_id=row["job_id"], attempt=row["attempt"],
+        max_attempts=row["max_attempts"], timeout_ms=row["timeout_ms"], payload=row["payload"],
+        metadata=dict(row["metadata"]), previous_error=row["error"], endpoint_url=row["endpoint_url"],
+        fallback_endpoint_url=row["fallback_endpoint_url"], signing_secret=row["signing_secret"],
+        retry_strategy=row["retry_strategy"], retry_initial_ms=row["retry_initial_ms"],
+        retry_max_ms=row["retry_max_ms"],
+    )
+
+
+class Queue:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def claim(self, owner: str, limit: int) -> list[ClaimedRun]:
+        rows = await self._pool.fetch(CLAIM, limit, owner)
+        return [_claimed(r) for r in rows]
+
+    async def settle(self, owner: str, outcomes: list[Outcome]) -> set[str]:
+        rows = await self._pool.fetch(
+            SETTLE,
+            [o.run_id for o in outcomes],
+            [o.attempt for o in outcomes],
+            [o.to_status.value for o in outcomes],
+            [o.output for o in outcomes],
+            [o.error for o in outcomes],
+            [o.error_class for o in outcomes],
+            [o.delay_ms for o in outcomes],
+            [o.record for o in outcomes],
+            owner,
+        )
+        return {r["run_id"] for r in rows}
+
+    async def recover(self, stale_after: timedelta, deadline_grace: timedelta) -> list[str]:
+        rows = await self._pool.fetch(RECOVER, stale_after, deadline_grace)
+        return [r["run_id"] for r in rows]
+
+    async def hand_back(self, owner: str) -> list[str]:
+        rows = await self._pool.fetch(HAND_BACK, owner)
+        return [r["run_id"] for r in rows]
+
+    async def promote_delayed(self) -> list[str]:
+        rows = await self._pool.fetch(PROMOTE_DELAYED)
+        return [r["run_id"] for r in rows]
+
+    async def next_delayed_in(self) -> timedelta | None:
+        value = await self._pool.fetchval(NEXT_DELAYED)
+        return value if isinstance(value, timedelta) else None
+
+    async def heartbeat(self, owner: str, hostname: str, pid: int) -> None:
+        await self._pool.execute(HEARTBEAT, owner, hostname, pid)
+
+    async def remove_dispatcher(self, owner: str) -> None:
+        await self._pool.execute(REMOVE_DISPATCHER, owner)
+
+    async def prune_dispatchers(self) -> None:
+        await self._pool.execute(PRUNE_DISPATCHERS)

@@ -1,0 +1,1 @@
+"""Scheduler role: sweeps that keep the queue honest (lease recovery, delayed promotion)."""

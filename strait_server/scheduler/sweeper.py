@@ -1,0 +1,69 @@
+"""Recovers runs of dead dispatchers and promotes delayed runs when they become due."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import asyncpg
+
+from strait_server.queue import Queue
+
+log = logging.getLogger(__name__)
+
+# A run whose dispatcher is alive but silent this long past its deadline is taken back too.
+DEADLINE_GRACE = timedelta(seconds=30)
+
+
+class Sweeper:
+    def __init__(self, queue: Queue, *, interval: timedelta, owner_stale_after: timedelta,
+                 on_requeued: Callable[[], Awaitable[None]]) -> None:
+        self._queue = queue
+        self._interval = interval.total_seconds()
+        self._stale = owner_stale_after
+        self._on_requeued = on_requeued
+        self.nudge = asyncio.Event()  # set when a delayed run is created here, to re-read the next due time
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._recover_loop(), name="recover-sweep"),
+                       asyncio.create_task(self._promote_loop(), name="promote-delayed")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _recover_loop(self) -> None:
+        ticks = 0
+        while True:
+            try:
+                recovered = await self._queue.recover(self._stale, DEADLINE_GRACE)
+                if recovered:
+                    log.warning("recovered runs of lost dispatchers", extra={
+                        "action": "recover", "count": len(recovered)})
+                    await self._on_requeued()
+                ticks += 1
+                if ticks % 600 == 0:
+                    await self._queue.prune_dispatchers()
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("recovery sweep failed: %s", exc, extra={"action": "recover_error"})
+            await asyncio.sleep(self._interval)
+
+    async def _promote_loop(self) -> None:
+        while True:
+            wait = self._interval
+            try:
+                if await self._queue.promote_delayed():
+                    await self._on_requeued()
+                next_in = await self._queue.next_delayed_in()
+                if next_in is not None:
+                    wait = max(0.005, min(wait, next_in.total_seconds()))
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("promoting delayed runs failed: %s", exc, extra={"action": "promote_error"})
+            self.nudge.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.nudge.wait(), wait)

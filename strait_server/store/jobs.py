@@ -1,0 +1,140 @@
+"""Jobs: create, read, list, optimistic update, soft delete (which cancels the job's pending runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from strait_server import ids
+from strait_server.errors import Aborted, AlreadyExists, NotFound
+from strait_server.model import ExecutionMode, Job, JobSpec, RetryStrategy
+from strait_server.store import runs as run_sql
+
+_COLUMNS = """id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url, execution_mode,
+queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms, priority, enabled,
+signing_secret, tags, metadata, version, create_time, update_time"""
+
+INSERT_JOB = f"""
+INSERT INTO jobs (id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url,
+    execution_mode, queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms,
+    priority, enabled, signing_secret, tags, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+ON CONFLICT (project_id, slug) WHERE delete_time IS NULL DO NOTHING
+RETURNING {_COLUMNS}
+"""
+"""$1..$19 as listed. No row: the slug is taken in this project."""
+
+GET_BY_ID = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 AND project_id = $2 AND delete_time IS NULL"
+GET_BY_SLUG = f"SELECT {_COLUMNS} FROM jobs WHERE slug = $1 AND project_id = $2 AND delete_time IS NULL"
+
+LIST_JOBS = f"""
+SELECT {_COLUMNS} FROM jobs
+WHERE project_id = $1 AND delete_time IS NULL
+  AND ($2::timestamptz IS NULL OR (create_time, id) > ($2, $3))
+ORDER BY create_time, id
+LIMIT $4
+"""
+
+UPDATE_JOB = f"""
+UPDATE jobs SET slug = $4, name = $5, description = $6, endpoint_url = $7, fallback_endpoint_url = $8,
+    execution_mode = $9, queue = $10, max_attempts = $11, timeout_ms = $12, retry_strategy = $13,
+    retry_initial_ms = $14, retry_max_ms = $15, priority = $16, enabled = $17, signing_secret = $18,
+    tags = $19, metadata = $20, version = version + 1, update_time = now()
+WHERE id = $1 AND project_id = $2 AND version = $3 AND delete_time IS NULL
+RETURNING {_COLUMNS}
+"""
+"""$1 id, $2 project, $3 expected version, $4..$20 the new spec."""
+
+DELETE_JOB = f"""
+UPDATE jobs SET delete_time = now(), version = version + 1, update_time = now()
+WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND ($3::int IS NULL OR version = $3)
+RETURNING {_COLUMNS}
+"""
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row["id"], project_id=row["project_id"], slug=row["slug"], name=row["name"],
+        description=row["description"], endpoint_url=row["endpoint_url"],
+        fallback_endpoint_url=row["fallback_endpoint_url"],
+        execution_mode=ExecutionMode(row["execution_mode"]), queue=row["queue"],
+        max_attempts=row["max_attempts"], timeout_ms=row["timeout_ms"],
+        retry_strategy=RetryStrategy(row["retry_strategy"]), retry_initial_ms=row["retry_initial_ms"],
+        retry_max_ms=row["retry_max_ms"], priority=row["priority"], enabled=row["enabled"],
+        signing_secret=row["signing_secret"], tags=dict(row["tags"]), metadata=dict(row["metadata"]),
+        version=row["version"], create_time=row["create_time"], update_time=row["update_time"],
+    )
+
+
+def _spec_args(spec: JobSpec) -> tuple[Any, ...]:
+    return (
+        spec.slug, spec.name, spec.description, spec.endpoint_url, spec.fallback_endpoint_url,
+        spec.execution_mode.value, spec.queue, spec.max_attempts, spec.timeout_ms,
+        spec.retry_strategy.value, spec.retry_initial_ms, spec.retry_max_ms, spec.priority, spec.enabled,
+        spec.signing_secret, spec.tags, spec.metadata,
+    )
+
+
+def spec_of(job: Job) -> JobSpec:
+    return JobSpec(**{f.name: getattr(job, f.name) for f in dataclasses.fields(JobSpec)})
+
+
+def _parse_etag(etag: str) -> int:
+    if etag.startswith("v") and etag[1:].isdigit():
+        return int(etag[1:])
+    raise Aborted(f"etag {etag!r} does not match the job's current etag")
+
+
+class JobStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, project_id: str, spec: JobSpec) -> Job:
+        row = await self._pool.fetchrow(INSERT_JOB, ids.new_id("job"), project_id, *_spec_args(spec))
+        if row is None:
+            raise AlreadyExists("job", spec.slug)
+        return _job(row)
+
+    async def find(self, project_id: str, *, job_id: str = "", slug: str = "") -> Job | None:
+        if job_id:
+            row = await self._pool.fetchrow(GET_BY_ID, job_id, project_id)
+        else:
+            row = await self._pool.fetchrow(GET_BY_SLUG, slug, project_id)
+        return None if row is None else _job(row)
+
+    async def get(self, project_id: str, *, job_id: str = "", slug: str = "") -> Job:
+        job = await self.find(project_id, job_id=job_id, slug=slug)
+        if job is None:
+            raise NotFound("job", job_id or slug)
+        return job
+
+    async def list(self, project_id: str, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+        t, i = after if after else (None, None)
+        rows = await self._pool.fetch(LIST_JOBS, project_id, t, i, limit)
+        return [_job(r) for r in rows]
+
+    async def update(self, current: Job, spec: JobSpec, *, etag: str = "") -> Job:
+        """Write `spec` if the job is still at `current`'s version (or at `etag` when given)."""
+        version = _parse_etag(etag) if etag else current.version
+        try:
+            row = await self._pool.fetchrow(UPDATE_JOB, current.id, current.project_id, version,
+                                            *_spec_args(spec))
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists("job", spec.slug) from None
+        if row is None:
+            if await self.find(current.project_id, job_id=current.id) is None:
+                raise NotFound("job", current.id)
+            raise Aborted(f"job {current.id!r} changed concurrently (etag mismatch); read it again")
+        return _job(row)
+
+    async def delete(self, job: Job, *, etag: str = "") -> Job:
+        version = _parse_etag(etag) if etag else None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(DELETE_JOB, job.id, job.project_id, version)
+            if row is None:
+                raise Aborted(f"job {job.id!r} changed concurrently (etag mismatch); read it again")
+            await run_sql.cancel_pending_runs_of_job(conn, job.id, "job deleted")
+        return _job(row)

@@ -1,0 +1,254 @@
+"""Runs outside the dispatch hot path: insert (trigger, replay), read, list, cancel, events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from strait_server import ids
+from strait_server.errors import FailedPrecondition, NotFound
+from strait_server.model import (
+    CANCELABLE,
+    TERMINAL,
+    AttemptRecord,
+    Job,
+    NewRun,
+    Run,
+    RunEvent,
+    RunStatus,
+    sources_of,
+)
+
+RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
+error, error_class, scheduled_time, create_time, update_time, start_time, finish_time, idempotency_key,
+tags, metadata, attempt_history, replay_of"""
+
+_EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, message, data, create_time"
+
+INSERT_RUNS = f"""
+WITH ins AS (
+    INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
+        run_at, scheduled_time, idempotency_key, tags, metadata, replay_of, event_seq)
+    SELECT v.id, $1, $2,
+        CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
+        v.max_attempts, v.priority, v.timeout_ms, v.payload,
+        greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
+        v.idem, v.tags, v.metadata, $13, 1
+    FROM unnest($3::text[], $4::int[], $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
+                $9::text[], $10::jsonb[], $11::jsonb[], $12::int[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord)
+    ORDER BY v.ord
+    RETURNING {RUN_COLUMNS}
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
+    SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
+)
+SELECT * FROM ins
+"""
+"""$1 project, $2 job, $3..$12 per-run arrays, $13 replay_of. Writes each run and its first event."""
+
+CLAIM_IDEMPOTENCY_KEYS = """
+INSERT INTO idempotency_keys AS k (scope, key, run_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+ON CONFLICT (scope, key) DO UPDATE SET run_id = EXCLUDED.run_id, create_time = now()
+    -- A key is reusable once its run finished more than 24 hours ago.
+    WHERE EXISTS (SELECT 1 FROM runs r WHERE r.id = k.run_id
+                  AND r.finish_time < now() - interval '24 hours')
+RETURNING key, run_id
+"""
+"""$1 scopes, $2 keys, $3 new run ids. Returns the keys this transaction won."""
+
+READ_IDEMPOTENCY_KEYS = """
+SELECT key, run_id FROM idempotency_keys WHERE scope = $1 AND key = ANY($2::text[])
+"""
+
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND project_id = $2"
+GET_RUNS = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1::text[]) AND project_id = $2"
+
+LIST_RUNS = f"""
+SELECT {RUN_COLUMNS} FROM runs
+WHERE project_id = $1
+  AND ($2::text IS NULL OR job_id = $2)
+  AND ($3::text[] IS NULL OR status = ANY($3::text[]))
+  AND ($4::timestamptz IS NULL OR create_time > $4)
+  AND ($5::timestamptz IS NULL OR create_time < $5)
+  AND ($6::timestamptz IS NULL OR (create_time, id) < ($6, $7))
+ORDER BY create_time DESC, id DESC
+LIMIT $8
+"""
+"""$1 project, $2 job, $3 statuses, $4/$5 create-time range, $6/$7 keyset cursor, $8 limit."""
+
+CANCEL_RUNS = """
+WITH old AS (
+    SELECT id, status FROM runs
+    WHERE ($1::text IS NULL OR id = $1) AND ($2::text IS NULL OR job_id = $2)
+      AND ($3::text IS NULL OR project_id = $3) AND status = ANY($4::text[])
+    FOR UPDATE
+), upd AS (
+    UPDATE runs r SET status = 'canceled', error = $5, finish_time = now(), update_time = now(),
+        lease_owner = NULL, deadline = NULL, event_seq = r.event_seq + 1
+    FROM old WHERE r.id = old.id
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, old.status AS from_status
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'canceled', attempt, $5 FROM upd
+RETURNING run_id
+"""
+"""$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason."""
+
+LIST_EVENTS = f"""
+SELECT {_EVENT_COLUMNS} FROM run_events
+WHERE run_id = $1 AND project_id = $2 AND seq > $3
+ORDER BY seq
+LIMIT $4
+"""
+
+
+def run_from_row(row: Any) -> Run:
+    history = row["attempt_history"]
+    return Run(
+        id=row["id"], project_id=row["project_id"], job_id=row["job_id"], status=RunStatus(row["status"]),
+        attempt=row["attempt"], max_attempts=row["max_attempts"], priority=row["priority"],
+        timeout_ms=row["timeout_ms"], payload=row["payload"], output=row["output"], error=row["error"],
+        error_class=row["error_class"], scheduled_time=row["scheduled_time"],
+        create_time=row["create_time"], update_time=row["update_time"], start_time=row["start_time"],
+        finish_time=row["finish_time"], idempotency_key=row["idempotency_key"], tags=dict(row["tags"]),
+        metadata=dict(row["metadata"]),
+        attempts=[
+            AttemptRecord(
+                attempt=a["attempt"], status_code=a["status_code"], duration_ms=a["duration_ms"],
+                error=a["error"], endpoint_url=a["endpoint_url"],
+                start_time=datetime.fromisoformat(a["start_time"]) if a.get("start_time") else None,
+            )
+            for a in history
+        ],
+        replay_of=row["replay_of"],
+    )
+
+
+def _event(row: Any) -> RunEvent:
+    return RunEvent(
+        run_id=row["run_id"], job_id=row["job_id"], seq=row["seq"], type=row["type"],
+        from_status=row["from_status"], to_status=row["to_status"], attempt=row["attempt"],
+        message=row["message"], data=json.dumps(row["data"]), create_time=row["create_time"],
+    )
+
+
+async def cancel_pending_runs_of_job(conn: asyncpg.Connection, job_id: str, reason: str) -> int:
+    """Cancels a job's runs that have not started (queued, delayed). Returns how many."""
+    pending = [RunStatus.QUEUED.value, RunStatus.DELAYED.value]
+    rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, pending, reason)
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class Inserted:
+    run: Run
+    repeat: bool
+
+
+class RunStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "",
+                     idempotency_scope: str = "") -> list[Inserted]:
+        """Creates runs of `job` with their first events; idempotency keys return existing runs."""
+        new_ids = ids.new_ids("run", len(runs))
+        scope = idempotency_scope or job.id
+        keyed = {r.idempotency_key: new_ids[i] for i, r in reversed(list(enumerate(runs)))
+                 if r.idempotency_key}
+        if not keyed:
+            rows = await self._pool.fetch(INSERT_RUNS, *self._insert_args(job, runs, new_ids, replay_of))
+            return [Inserted(run_from_row(r), False) for r in rows]
+        async with self._pool.acquire() as conn, conn.transaction():
+            keys = list(keyed)
+            won = await conn.fetch(CLAIM_IDEMPOTENCY_KEYS, [scope] * len(keys), keys,
+                                   [keyed[k] for k in keys])
+            owner = {r["key"]: r["run_id"] for r in won}
+            lost = [k for k in keys if k not in owner]
+            if lost:
+                existing = await conn.fetch(READ_IDEMPOTENCY_KEYS, scope, lost)
+                owner.update({r["key"]: r["run_id"] for r in existing})
+            # A run is created when it carries no key, or is the first in this call to carry a key we won.
+            fresh = [i for i, r in enumerate(runs)
+                     if not r.idempotency_key or (owner[r.idempotency_key] == new_ids[i])]
+            rows = await conn.fetch(INSERT_RUNS, *self._insert_args(
+                job, [runs[i] for i in fresh], [new_ids[i] for i in fresh], replay_of))
+            created = {r["id"]: run_from_row(r) for r in rows}
+            old_ids = [owner[r.idempotency_key] for r in runs
+                       if r.idempotency_key and owner[r.idempotency_key] not in created]
+            old = {r["id"]: run_from_row(r) for r in
+                   await conn.fetch(GET_RUNS, old_ids, job.project_id)} if old_ids else {}
+        out = []
+        for i, r in enumerate(runs):
+            run_id = owner[r.idempotency_key] if r.idempotency_key else new_ids[i]
+            if run_id in created:
+                out.append(Inserted(created[run_id], repeat=run_id != new_ids[i]))
+            else:
+                out.append(Inserted(old[run_id], repeat=True))
+        return out
+
+    @staticmethod
+    def _insert_args(job: Job, runs: list[NewRun], new_ids: list[str], replay_of: str) -> tuple[Any, ...]:
+        return (
+            job.project_id, job.id, new_ids,
+            [r.max_attempts or job.max_attempts for r in runs],
+            [job.priority if r.priority is None else r.priority for r in runs],
+            [r.timeout_ms or job.timeout_ms for r in runs],
+            [r.payload for r in runs],
+            [r.scheduled_time for r in runs],
+            [r.idempotency_key for r in runs],
+            [{**job.tags, **r.tags} for r in runs],
+            [r.metadata for r in runs],
+            list(range(len(runs))),
+            replay_of,
+        )
+
+    async def get(self, project_id: str, run_id: str) -> Run:
+        row = await self._pool.fetchrow(GET_RUN, run_id, project_id)
+        if row is None:
+            raise NotFound("run", run_id)
+        return run_from_row(row)
+
+    async def list(self, project_id: str, *, job_id: str | None, statuses: list[str] | None,
+                   after: datetime | None, before: datetime | None,
+                   cursor: tuple[datetime, str] | None, limit: int) -> list[Run]:
+        t, i = cursor if cursor else (None, None)
+        rows = await self._pool.fetch(LIST_RUNS, project_id, job_id, statuses, after, before, t, i, limit)
+        return [run_from_row(r) for r in rows]
+
+    async def cancel(self, project_id: str, run_id: str, reason: str) -> Run:
+        rows = await self._pool.fetch(CANCEL_RUNS, run_id, None, project_id, CANCELABLE, reason)
+        run = await self.get(project_id, run_id)
+        if not rows:
+            raise FailedPrecondition(
+                f"run {run_id!r} is {run.status.value} and can no longer be canceled", subject=run_id)
+        return run
+
+    async def replay(self, project_id: str, job: Job, run_id: str, idempotency_key: str) -> Inserted:
+        original = await self.get(project_id, run_id)
+        if original.status not in TERMINAL:
+            raise FailedPrecondition(
+                f"run {run_id!r} is {original.status.value}; only finished runs can be replayed",
+                subject=run_id)
+        new = NewRun(payload=original.payload, priority=original.priority, timeout_ms=original.timeout_ms,
+                     max_attempts=original.max_attempts, idempotency_key=idempotency_key,
+                     tags=original.tags, metadata=original.metadata)
+        [inserted] = await self.insert(job, [new], replay_of=original.id,
+                                       idempotency_scope=f"replay:{original.id}")
+        return inserted
+
+    async def events(self, project_id: str, run_id: str, after_seq: int, limit: int) -> list[RunEvent]:
+        rows = await self._pool.fetch(LIST_EVENTS, run_id, project_id, after_seq, limit)
+        if not rows:
+            await self.get(project_id, run_id)  # NOT_FOUND for a run that is not there
+        return [_event(r) for r in rows]
+
+
+# The store's conditional updates name their "from" statuses from the transition table.
+assert set(CANCELABLE) == set(sources_of(RunStatus.CANCELED))

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+
+from strait_client.v1 import job_pb2, job_pb2_grpc, project_pb2, project_pb2_grpc, run_pb2, run_pb2_grpc
+from strait_server.app import ALL_ROLES, App, Role
+from strait_server.config import Settings
+from tests.backends import Backend, Databases, start_backend
+from tests.sink import Sink, start_sink
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[Backend]:
+    with start_backend() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def databases(backend: Backend) -> Iterator[Databases]:
+    dbs = Databases(backend)
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture
+def database_url(databases: Databases) -> Iterator[str]:
+    url = databases.clone()
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture
+def settings(database_url: str, backend: Backend) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=backend.redis_url,
+        redis_namespace=f"t{uuid.uuid4().hex[:12]}",
+        address="127.0.0.1:0",
+        admin_key="admin-" + secrets.token_hex(16),
+        jwt_signing_key=secrets.token_hex(32),
+        allow_private_endpoints=True,
+        poll_interval=timedelta(milliseconds=200),
+        sweep_interval=timedelta(milliseconds=200),
+        heartbeat_interval=timedelta(milliseconds=200),
+        owner_stale_after=timedelta(seconds=2),
+        drain_timeout=timedelta(seconds=5),
+        shutdown_grace=timedelta(seconds=1),
+        db_pool_min=1,
+        db_pool_max=10,
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 15.0,
+                     interval: float = 0.02) -> T:
+    """Polls `check` until it returns something truthy, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+@dataclass
+class Api:
+    """Generated stubs on a real channel, with the project's API key attached."""
+
+    channel: grpc.aio.Channel
+    key: str
+    admin_key: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.key}"),)
+
+    @property
+    def admin_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.admin_key}"),)
+
+    @property
+    def projects(self) -> project_pb2_grpc.ProjectServiceStub:
+        return project_pb2_grpc.ProjectServiceStub(self.channel)
+
+    @property
+    def jobs(self) -> job_pb2_grpc.JobServiceStub:
+        return job_pb2_grpc.JobServiceStub(self.channel)
+
+    @property
+    def runs(self) -> run_pb2_grpc.RunServiceStub:
+        return run_pb2_grpc.RunServiceStub(self.channel)
+
+    async def create_job(self, slug: str, endpoint_url: str, **fields: Any) -> job_pb2.Job:
+        resp = await self.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=job_pb2.Job(slug=slug, endpoint_url=endpoint_url, **fields)),
+            metadata=self.metadata)
+        return resp.job
+
+    async def trigger(self, job: job_pb2.Job, **options: Any) -> run_pb2.Run:
+        resp = await self.jobs.TriggerJob(
+            job_pb2.TriggerJobRequest(id=job.id, options=job_pb2.RunOptions(**options)), metadata=self.metadata)
+        return resp.run
+
+    async def get_run(self, run_id: str) -> run_pb2.Run:
+        return (await self.runs.GetRun(run_pb2.GetRunRequest(id=run_id), metadata=self.metadata)).run
+
+    async def wait_status(self, run_id: str, *statuses: int, timeout: float = 15.0) -> run_pb2.Run:
+        async def check() -> run_pb2.Run | None:
+            run = await self.get_run(run_id)
+            return run if run.status in statuses else None
+        return await eventually(check, timeout)
+
+    async def events(self, run_id: str) -> list[run_pb2.RunEvent]:
+        resp = await self.runs.ListRunEvents(run_pb2.ListRunEventsRequest(run_id=run_id, page_size=1000),
+                                             metadata=self.metadata)
+        return list(resp.events)
+
+
+async def connect(app: App, admin_key: str) -> Api:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    admin = (("authorization", f"Bearer {admin_key}"),)
+    stub = project_pb2_grpc.ProjectServiceStub(channel)
+    slug = f"p-{uuid.uuid4().hex[:8]}"
+    project = (await stub.CreateProject(project_pb2.CreateProjectRequest(slug=slug), metadata=admin)).project
+    key = await stub.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project.id, name="test"),
+                                  metadata=admin)
+    return Api(channel, key.secret, admin_key)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[App]:
+    application = App(settings, ALL_ROLES)
+    await application.start(migrate=False)
+    yield application
+    await application.stop()
+
+
+@pytest.fixture
+async def api(app: App, settings: Settings) -> AsyncIterator[Api]:
+    client = await connect(app, settings.admin_key)
+    yield client
+    await client.channel.close()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    s, runner = await start_sink()
+    yield s
+    await runner.cleanup()
+
+
+def api_only(settings: Settings) -> App:
+    return App(settings, frozenset({Role.API}))

@@ -1,0 +1,91 @@
+"""A real local HTTP endpoint that receives dispatches and answers as each test scripts it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def run_id(self) -> str:
+        return self.headers.get("X-Run-ID", "")
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str = '{"ok": true}'
+    delay: float = 0.0  # seconds before answering (to exercise timeouts and in-flight states)
+    block: asyncio.Event | None = None  # answer only once this is set
+
+
+@dataclass
+class Sink:
+    base_url: str = ""
+    received: list[Received] = field(default_factory=list)
+    _scripts: dict[str, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
+    _default: dict[str, Reply] = field(default_factory=dict)
+    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def script(self, path: str, *replies: Reply, then: Reply | None = None) -> str:
+        """Answers the next requests to `path` with `replies` in order, then `then` (default 200)."""
+        self._scripts[path].extend(replies)
+        if then is not None:
+            self._default[path] = then
+        return self.url(path)
+
+    def for_path(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+    async def wait_for(self, count: int, path: str | None = None, timeout: float = 15.0) -> list[Received]:
+        def ready() -> bool:
+            return len(self.received if path is None else self.for_path(path)) >= count
+
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(ready), timeout)
+        return self.received if path is None else self.for_path(path)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.received.append(Received(request.path, dict(request.headers), body, time.monotonic()))
+        async with self._arrived:
+            self._arrived.notify_all()
+        queue = self._scripts[request.path]
+        reply = queue.popleft() if queue else self._default.get(request.path, Reply())
+        if reply.block is not None:
+            await reply.block.wait()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.Response(status=reply.status, text=reply.body, content_type="application/json")
+
+
+async def start_sink() -> tuple[Sink, web.AppRunner]:
+    sink = Sink()
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", sink.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sink.base_url = f"http://127.0.0.1:{port}"
+    return sink, runner
