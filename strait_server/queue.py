@@ -29,7 +29,7 @@ WITH due AS (
         event_seq = r.event_seq + 1
     FROM due WHERE r.id = due.id
     RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
-        r.event_seq, r.metadata, r.error, r.start_time
+        r.event_seq, r.metadata, r.error, r.priority, r.run_at
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
     SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'executing', attempt FROM claimed
@@ -37,7 +37,7 @@ WITH due AS (
 SELECT c.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy,
     j.retry_initial_ms, j.retry_max_ms
 FROM claimed c JOIN jobs j ON j.id = c.job_id
-ORDER BY c.id
+ORDER BY c.priority DESC, c.run_at, c.id
 """
 """$1 batch size, $2 owner (dispatcher id). Flips due queued runs to executing and returns them."""
 

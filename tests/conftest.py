@@ -129,23 +129,43 @@ class Api:
         return list(resp.events)
 
 
-async def connect(app: App, admin_key: str) -> Api:
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+async def connect(target: App | int, admin_key: str, project_id: str = "") -> Api:
+    """A client for a server (an App, or a port): a new project and key, or a new key for `project_id`."""
+    port = target if isinstance(target, int) else target.port
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     admin = (("authorization", f"Bearer {admin_key}"),)
     stub = project_pb2_grpc.ProjectServiceStub(channel)
-    slug = f"p-{uuid.uuid4().hex[:8]}"
-    project = (await stub.CreateProject(project_pb2.CreateProjectRequest(slug=slug), metadata=admin)).project
-    key = await stub.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project.id, name="test"),
+    if not project_id:
+        slug = f"p-{uuid.uuid4().hex[:8]}"
+        project = await stub.CreateProject(project_pb2.CreateProjectRequest(slug=slug), metadata=admin)
+        project_id = project.project.id
+    key = await stub.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project_id, name="test"),
                                   metadata=admin)
     return Api(channel, key.secret, admin_key)
 
 
+AppFactory = Callable[..., Awaitable[App]]
+
+
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[App]:
-    application = App(settings, ALL_ROLES)
-    await application.start(migrate=False)
-    yield application
-    await application.stop()
+async def make_app(settings: Settings) -> AsyncIterator[AppFactory]:
+    """Starts extra server processes' worth of components in this process (stopped at teardown)."""
+    started: list[App] = []
+
+    async def factory(roles: frozenset[Role] = ALL_ROLES, **overrides: Any) -> App:
+        application = App(settings.with_(**overrides), roles)
+        await application.start(migrate=False)
+        started.append(application)
+        return application
+
+    yield factory
+    for application in reversed(started):
+        await application.stop()
+
+
+@pytest.fixture
+async def app(make_app: AppFactory) -> App:
+    return await make_app()
 
 
 @pytest.fixture
@@ -162,5 +182,3 @@ async def sink() -> AsyncIterator[Sink]:
     await runner.cleanup()
 
 
-def api_only(settings: Settings) -> App:
-    return App(settings, frozenset({Role.API}))

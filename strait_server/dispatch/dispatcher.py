@@ -30,6 +30,9 @@ class Dispatcher:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Outcomes the database refused because the run had moved on (canceled, recovered elsewhere).
+        self.outcomes_dropped = 0
+        self.outcomes_settled = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._settler = SettleBuffer(queue, self.owner,
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
@@ -74,6 +77,8 @@ class Dispatcher:
 
     def _on_settled(self, outcomes: list[Outcome], settled: set[str]) -> None:
         loop = asyncio.get_running_loop()
+        self.outcomes_settled += len(settled)
+        self.outcomes_dropped += len(outcomes) - len(settled)
         for o in outcomes:
             if o.run_id in settled and o.to_status is RunStatus.QUEUED:
                 # Come back for the retry when its backoff ends, without waiting for the next poll.

@@ -1,0 +1,131 @@
+"""Malformed and random messages at every RPC: the answer is always a precise status, never
+UNKNOWN, INTERNAL or UNAVAILABLE."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor as d
+from google.protobuf.message import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from strait_client.v1 import job_pb2, project_pb2, run_pb2
+from tests.conftest import Api
+
+FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
+             grpc.StatusCode.DEADLINE_EXCEEDED}
+
+METHODS: list[tuple[str, Any]] = []
+for module in (project_pb2, job_pb2, run_pb2):
+    for service in module.DESCRIPTOR.services_by_name.values():
+        for method in service.methods:
+            METHODS.append((f"/{service.full_name}/{method.name}", method.input_type._concrete_class))
+
+INTERESTING_TEXT = st.sampled_from([
+    "", "a", "job_x", "run_x", "x" * 300, "\x00", "a\x00b", "UPPER", "-lead", "ok-slug", "🎉", "{}", "[]",
+    '{"a": 1}', "null", "NaN", '{"a": NaN}', "http://127.0.0.1:1/x", "ftp://x", "http://[::1]/", "v1", "v999",
+    "https://example.com/hook", " ", "\ud7ff", "1e999", '{"deep": ' * 50 + "1" + "}" * 50,
+])
+TEXT = st.one_of(INTERESTING_TEXT, st.text(max_size=80))
+JSON_OBJECTS = st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=8), st.none()),
+                               max_size=4).map(json.dumps)
+
+
+def scalar(field: d.FieldDescriptor) -> st.SearchStrategy[Any]:
+    t = field.type
+    if t == d.FieldDescriptor.TYPE_STRING:
+        return st.one_of(TEXT, JSON_OBJECTS) if field.name.endswith("_json") else TEXT
+    if t == d.FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if t in (d.FieldDescriptor.TYPE_INT32, d.FieldDescriptor.TYPE_SINT32, d.FieldDescriptor.TYPE_SFIXED32):
+        return st.one_of(st.sampled_from([0, 1, -1, 10, 11, 100, 101, 1000, 1001, 2**31 - 1, -(2**31)]),
+                         st.integers(-(2**31), 2**31 - 1))
+    if t in (d.FieldDescriptor.TYPE_INT64, d.FieldDescriptor.TYPE_SINT64, d.FieldDescriptor.TYPE_SFIXED64):
+        return st.one_of(st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63)]), st.integers(-(2**63), 2**63 - 1))
+    if t in (d.FieldDescriptor.TYPE_UINT32, d.FieldDescriptor.TYPE_FIXED32):
+        return st.integers(0, 2**32 - 1)
+    if t in (d.FieldDescriptor.TYPE_UINT64, d.FieldDescriptor.TYPE_FIXED64):
+        return st.integers(0, 2**64 - 1)
+    if t == d.FieldDescriptor.TYPE_ENUM:
+        return st.integers(-3, 40)
+    if t == d.FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=32)
+    if t in (d.FieldDescriptor.TYPE_DOUBLE, d.FieldDescriptor.TYPE_FLOAT):
+        return st.floats(allow_nan=True)
+    raise AssertionError(f"unhandled field type {t}")
+
+
+def messages(desc: d.Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:
+    cls = desc._concrete_class
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Message:
+        msg = cls()
+        for field in desc.fields:
+            if not draw(st.booleans()):
+                continue
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                entries = draw(st.dictionaries(TEXT, TEXT, max_size=3))
+                getattr(msg, field.name).update(entries)
+            elif field.message_type is not None:
+                if depth >= 3:
+                    continue
+                sub = messages(field.message_type, depth + 1)
+                if field.is_repeated:
+                    getattr(msg, field.name).extend(draw(st.lists(sub, max_size=3)))
+                else:
+                    getattr(msg, field.name).CopyFrom(draw(sub))
+            elif field.is_repeated:
+                getattr(msg, field.name).extend(draw(st.lists(scalar(field), max_size=3)))
+            else:
+                setattr(msg, field.name, draw(scalar(field)))
+        return msg
+
+    return build()
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+async def _call(api: Api, path: str, raw: bytes) -> grpc.StatusCode:
+    call = api.channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)
+    try:
+        await call(raw, metadata=api.metadata, timeout=10)
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.mark.parametrize(("path", "cls"), METHODS, ids=[m[0].rsplit("/", 1)[1] for m in METHODS])
+@FUZZ
+@given(data=st.data())
+async def test_random_messages_get_precise_statuses(api: Api, path: str, cls: type[Message],
+                                                    data: st.DataObject) -> None:
+    message = data.draw(messages(cls.DESCRIPTOR))
+    code = await _call(api, path, message.SerializeToString())
+    assert code not in FORBIDDEN, (path, message)
+
+
+@pytest.mark.parametrize(("path", "cls"), METHODS, ids=[m[0].rsplit("/", 1)[1] for m in METHODS])
+@FUZZ
+@given(raw=st.one_of(st.binary(max_size=64), st.sampled_from([b"\xff", b"\x0a\xff\xff\xff\xff\x0f", b"\x08"])))
+async def test_malformed_bytes_get_precise_statuses(api: Api, path: str, cls: type[Message], raw: bytes) -> None:
+    code = await _call(api, path, raw)
+    assert code not in FORBIDDEN, (path, raw)
+
+
+@pytest.mark.parametrize(("path", "cls"), METHODS[:3], ids=[m[0].rsplit("/", 1)[1] for m in METHODS[:3]])
+async def test_missing_key_is_unauthenticated(api: Api, path: str, cls: type[Message]) -> None:
+    call = api.channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)
+    for metadata in [(), (("authorization", "Bearer strait_nope"),), (("authorization", "Basic x"),)]:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(b"", metadata=metadata, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from strait_server.dispatch.backoff import classify_status, next_status, retry_delay_ms
+from strait_server.model import CANCELABLE, TERMINAL, TRANSITIONS, RunStatus
+
+
+def test_terminal_states_have_no_way_out_except_dead_letter_replay() -> None:
+    for status in TERMINAL - {RunStatus.DEAD_LETTER}:
+        assert status not in TRANSITIONS
+    assert TRANSITIONS[RunStatus.DEAD_LETTER] == {RunStatus.QUEUED, RunStatus.REPLAY_STAGED}
+
+
+def test_cancelable_statuses_are_exactly_the_non_terminal_ones_that_may_cancel() -> None:
+    assert set(CANCELABLE) == {"delayed", "queued", "dequeued", "executing", "waiting", "replay_staged", "paused"}
+    assert not set(CANCELABLE) & {s.value for s in TERMINAL}
+
+
+def test_exponential_backoff_doubles_with_jitter_and_caps() -> None:
+    rng = random.Random(7)
+    for attempt, base in [(1, 1000), (2, 2000), (3, 4000), (10, 60_000)]:
+        delay = retry_delay_ms("exponential", 1000, 60_000, attempt, rng)
+        assert base * 0.8 <= delay <= base * 1.2
+    assert 400 <= retry_delay_ms("fixed", 500, 60_000, 9, rng) <= 600
+
+
+@pytest.mark.parametrize(("code", "klass"), [
+    (429, "rate_limited"), (408, "request_timeout"), (401, "auth"), (403, "auth"), (404, "client"),
+    (500, "server"), (503, "server"), (302, "unknown"),
+])
+def test_status_classes(code: int, klass: str) -> None:
+    assert classify_status(code) == klass
+
+
+def test_retry_decision() -> None:
+    assert next_status("server", 1, 3) is RunStatus.QUEUED
+    assert next_status("server", 3, 3) is RunStatus.DEAD_LETTER
+    assert next_status("client", 1, 3) is RunStatus.DEAD_LETTER
+    assert next_status("auth", 1, 3) is RunStatus.DEAD_LETTER
+    assert next_status("timeout", 2, 3) is RunStatus.QUEUED
+    assert next_status("timeout", 3, 3) is RunStatus.TIMED_OUT
+    assert next_status("request_timeout", 3, 3) is RunStatus.DEAD_LETTER
