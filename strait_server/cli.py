@@ -68,12 +68,20 @@ async def _serve(mode: str) -> None:
 
 
 def _persistent_secret(path: Path, nbytes: int = 32) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    value = secrets.token_hex(nbytes)
+    value = _read(path)
+    if not value:
+        value = secrets.token_hex(nbytes)
+        _write_private(path, value)
+    return value
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
+
+
+def _write_private(path: Path, value: str) -> None:
     path.write_text(value)
     path.chmod(0o600)
-    return value
 
 
 async def _dev_key(app: App, data_dir: Path) -> str:
@@ -81,30 +89,30 @@ async def _dev_key(app: App, data_dir: Path) -> str:
     assert app.pool is not None
     store = ProjectStore(app.pool)
     key_file = data_dir / "dev-api-key"
-    if key_file.exists():
-        secret = key_file.read_text().strip()
-        if await store.authenticate(auth.digest_of(secret)) is not None:
-            return secret
+    secret = await asyncio.to_thread(_read, key_file)
+    if secret and await store.authenticate(auth.digest_of(secret)) is not None:
+        return secret
     project = await store.get_by_slug("dev") or await store.create("dev", "Development")
     secret, prefix, digest = auth.new_api_key()
     await store.create_key(project.id, "dev", prefix, digest)
-    key_file.write_text(secret)
-    key_file.chmod(0o600)
+    await asyncio.to_thread(_write_private, key_file, secret)
     return secret
 
 
+def _dev_settings(address: str, data_dir: Path, backends: embedded.EmbeddedBackends) -> Settings:
+    env = dict(os.environ)
+    return Settings.from_env(
+        env, database_url=backends.database_url, redis_url=backends.redis_url, address=address,
+        allow_private_endpoints=True,
+        admin_key=env.get("STRAIT_ADMIN_KEY") or _persistent_secret(data_dir / "admin-key"),
+        jwt_signing_key=env.get("STRAIT_JWT_SIGNING_KEY") or _persistent_secret(data_dir / "jwt-key"),
+    )
+
+
 async def _dev(address: str, data_dir: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
     backends = await asyncio.to_thread(embedded.start, data_dir)
     try:
-        env = dict(os.environ)
-        settings = Settings.from_env(
-            env, database_url=backends.database_url, redis_url=backends.redis_url, address=address,
-            allow_private_endpoints=True,
-            admin_key=env.get("STRAIT_ADMIN_KEY") or _persistent_secret(data_dir / "admin-key"),
-            jwt_signing_key=env.get("STRAIT_JWT_SIGNING_KEY") or _persistent_secret(data_dir / "jwt-key"),
-        )
-        app = App(settings)
+        app = App(await asyncio.to_thread(_dev_settings, address, data_dir, backends))
 
         async def announce() -> None:
             key = await _dev_key(app, data_dir)
@@ -112,6 +120,7 @@ async def _dev(address: str, data_dir: Path) -> None:
             print(f"Strait is serving on {host}:{app.port} (embedded PostgreSQL and Redis in {data_dir})")
             print(f"  export STRAIT_ADDRESS={host}:{app.port}")
             print(f"  export STRAIT_API_KEY={key}")
+            print(f"  admin key (STRAIT_ADMIN_KEY): {app.settings.admin_key}")
             print("Stop with Ctrl-C.", flush=True)
 
         await _run_until_signal(app, announce)

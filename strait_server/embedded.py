@@ -26,7 +26,7 @@ def start_postgres(data_dir: Path) -> tuple[str, Any]:
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(server.get_uri()), server
 
 
@@ -39,6 +39,7 @@ def start_redis(data_dir: Path) -> tuple[str, Any]:
 
 
 def start(data_dir: Path) -> EmbeddedBackends:
+    data_dir.mkdir(parents=True, exist_ok=True)
     pg_url, pg = start_postgres(data_dir / "postgres")
     redis_url, redis = start_redis(data_dir / "redis")
     return EmbeddedBackends(pg_url, redis_url, pg, redis)

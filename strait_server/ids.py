@@ -1,25 +1,28 @@
-"""Prefixed, time-sortable identifiers: proj_, key_, job_, run_ (48-bit ms time + 80 random bits)."""
+"""Prefixed, time-sortable identifiers: proj_, key_, job_, run_ (48-bit ms time + 80 random bits).
+
+The 128 bits are written in lower-case Crockford base32 (26 characters), so ids sort by creation time.
+"""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+# Standard base32 digits, value for value, to Crockford's (whose order matches ASCII order).
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789abcdefghjkmnpqrstvwxyz")
 
 
-def _encode(value: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+def _encode(stamp: bytes, noise: bytes) -> str:
+    return base64.b32encode(stamp + noise)[:26].translate(_TO_CROCKFORD).decode()
 
 
 def new_id(prefix: str) -> str:
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return f"{prefix}_{_encode(value, 26)}"
+    stamp = int(time.time() * 1000).to_bytes(6, "big")
+    return f"{prefix}_{_encode(stamp, os.urandom(10))}"
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
-    return [new_id(prefix) for _ in range(count)]
+    stamp = int(time.time() * 1000).to_bytes(6, "big")
+    noise = os.urandom(10 * count)
+    return [f"{prefix}_{_encode(stamp, noise[i * 10:(i + 1) * 10])}" for i in range(count)]

@@ -68,6 +68,30 @@ RETRY_STRATEGY_FIXED: RetryStrategy.ValueType  # 2
 """initial_delay every time."""
 Global___RetryStrategy: _TypeAlias = RetryStrategy  # noqa: Y015
 
+class _RunView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RunViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RUN_VIEW_UNSPECIFIED: _RunView.ValueType  # 0
+    """The method's default: BASIC for BatchTriggerJob."""
+    RUN_VIEW_BASIC: _RunView.ValueType  # 1
+    """id, job_id, project_id, status, priority, max_attempts, scheduled_time, create_time, idempotency_key."""
+    RUN_VIEW_FULL: _RunView.ValueType  # 2
+    """Every field, including the payload, tags and metadata echoed back."""
+
+class RunView(_RunView, metaclass=_RunViewEnumTypeWrapper):
+    """How much of each run a response carries (AIP-157 partial responses)."""
+
+RUN_VIEW_UNSPECIFIED: RunView.ValueType  # 0
+"""The method's default: BASIC for BatchTriggerJob."""
+RUN_VIEW_BASIC: RunView.ValueType  # 1
+"""id, job_id, project_id, status, priority, max_attempts, scheduled_time, create_time, idempotency_key."""
+RUN_VIEW_FULL: RunView.ValueType  # 2
+"""Every field, including the payload, tags and metadata echoed back."""
+Global___RunView: _TypeAlias = RunView  # noqa: Y015
+
 @_typing.final
 class RetryPolicy(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -630,8 +654,11 @@ class BatchTriggerJobRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     SLUG_FIELD_NUMBER: _builtins.int
     RUNS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     slug: _builtins.str
+    view: Global___RunView.ValueType
+    """BASIC unless FULL is asked for: echoing 1,000 payloads back is rarely wanted."""
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunOptions]:
         """1..1000 runs."""
@@ -642,10 +669,11 @@ class BatchTriggerJobRequest(_message.Message):
         id: _builtins.str = ...,
         slug: _builtins.str = ...,
         runs: _abc.Iterable[Global___RunOptions] | None = ...,
+        view: Global___RunView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "runs", b"runs", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "runs", b"runs", "selector", b"selector", "slug", b"slug", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,13 +10,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from strait_client.v1 import job_pb2, project_pb2, run_pb2
 from strait_server import model
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
 
 def ts(value: datetime | None) -> Timestamp | None:
+    # Timestamp.FromDatetime is pure Python and shows up in batch responses; this is the same arithmetic.
     if value is None:
         return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
+    micros = (value - _EPOCH) // _MICRO
+    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
 def duration_ms(ms: float) -> Duration:
@@ -32,6 +35,9 @@ def run_status(status: str) -> int:
 def status_name(value: int) -> str:
     """RUN_STATUS_DEAD_LETTER -> dead_letter (raises ValueError for unknown numbers)."""
     return str(run_pb2.RunStatus.Name(value)).removeprefix("RUN_STATUS_").lower()  # type: ignore[arg-type]
+
+
+_STATUS_NUMBERS = {s: run_status(s.value) for s in model.RunStatus}
 
 
 def project(p: model.Project) -> project_pb2.Project:
@@ -74,6 +80,24 @@ def run(r: model.Run) -> run_pb2.Run:
             for a in r.attempts
         ],
     )
+
+
+def runs_basic(runs: list[model.Run]) -> list[run_pb2.Run]:
+    """The BASIC view of many runs; runs written together share their timestamps, so convert each once."""
+    stamps: dict[datetime, Timestamp | None] = {}
+
+    def stamp(value: datetime) -> Timestamp | None:
+        if value not in stamps:
+            stamps[value] = ts(value)
+        return stamps[value]
+
+    return [
+        run_pb2.Run(id=r.id, job_id=r.job_id, project_id=r.project_id,
+                    status=_STATUS_NUMBERS[r.status], priority=r.priority,  # type: ignore[arg-type]
+                    max_attempts=r.max_attempts, scheduled_time=stamp(r.scheduled_time),
+                    create_time=stamp(r.create_time), idempotency_key=r.idempotency_key)
+        for r in runs
+    ]
 
 
 def event(e: model.RunEvent) -> run_pb2.RunEvent:

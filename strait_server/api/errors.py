@@ -53,11 +53,8 @@ def _details(err: errors.StraitError) -> list[any_pb2.Any]:
 
 
 def to_grpc(err: errors.StraitError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes | str], ...]]:
-    for cls, status_code, numeric in _CODES:
-        if isinstance(err, cls):
-            break
-    else:  # pragma: no cover - every StraitError subclass is listed
-        status_code, numeric = grpc.StatusCode.INTERNAL, code_pb2.INTERNAL
+    status_code, numeric = next(((c, n) for cls, c, n in _CODES if isinstance(err, cls)),
+                                (grpc.StatusCode.INTERNAL, code_pb2.INTERNAL))
     status = status_pb2.Status(code=numeric, message=err.message, details=_details(err))
     grpc_status = rpc_status.to_status(status)
     return status_code, err.message, tuple(grpc_status.trailing_metadata)

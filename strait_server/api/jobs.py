@@ -44,7 +44,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         size = page_size(request.page_size)
         fp = fingerprint("jobs", project)
         cursor = self._d.page_tokens.decode(request.page_token, fp)
-        items = await self._d.jobs.list(project, cursor, size + 1)
+        items = await self._d.jobs.list_jobs(project, cursor, size + 1)
         token = ""
         if len(items) > size:
             items = items[:size]
@@ -108,5 +108,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                                      now=now) for i, o in enumerate(request.runs[: validate.MAX_BATCH])]
         job = await self._job(v, request)
         results = await self._trigger(job, news)
-        return job_pb2.BatchTriggerJobResponse(runs=[convert.run(r.run) for r in results],
+        runs = [r.run for r in results]
+        protos = ([convert.run(r) for r in runs] if request.view == job_pb2.RUN_VIEW_FULL
+                  else convert.runs_basic(runs))
+        return job_pb2.BatchTriggerJobResponse(runs=protos,
                                                idempotent_repeats=[r.repeat for r in results])

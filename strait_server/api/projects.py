@@ -64,7 +64,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         only = None if p.is_admin else [p.project_id or ""]
         fp = fingerprint("projects", only)
         cursor = self._d.page_tokens.decode(request.page_token, fp)
-        items = await self._d.projects.list(only, cursor, size + 1)
+        items = await self._d.projects.list_projects(only, cursor, size + 1)
         token = ""
         if len(items) > size:
             items = items[:size]

@@ -50,7 +50,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         v.raise_if_any()
         fp = fingerprint("runs", project, request.job_id, sorted(statuses), after, before)
         cursor = self._d.page_tokens.decode(request.page_token, fp)
-        items = await self._d.runs.list(project, job_id=request.job_id or None, statuses=statuses or None,
+        items = await self._d.runs.list_runs(project, job_id=request.job_id or None, statuses=statuses or None,
                                         after=after, before=before, cursor=cursor, limit=size + 1)
         token = ""
         if len(items) > size:

@@ -22,6 +22,9 @@ QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
 MAX_TIMEOUT = timedelta(hours=24)
 MAX_BATCH = 1000
+# Run metadata keys forwarded to the endpoint as headers (W3C trace context and friends).
+TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage", "sentry-trace"})
+_HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e]{0,1024}$")
 
 JOB_MUTABLE_PATHS = frozenset({
     "slug", "name", "description", "endpoint_url", "fallback_endpoint_url", "execution_mode", "queue",
@@ -62,6 +65,14 @@ def _duration_ok(d: Duration) -> bool:
     return d.seconds >= 0 and d.nanos >= 0 and d.seconds <= 10 * 365 * 86400
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# NaN and Infinity are not JSON; one decoder instance (building one per call shows up in batch profiles).
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def check_payload(v: Violations, path: str, payload: str, max_bytes: int) -> str:
     if not payload:
         return "{}"
@@ -69,11 +80,8 @@ def check_payload(v: Violations, path: str, payload: str, max_bytes: int) -> str
         v.add(path, f"must be at most {max_bytes} bytes")
         return payload
 
-    def _no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
     try:
-        parsed = json.loads(payload, parse_constant=_no_constants)
+        parsed = _STRICT_JSON.decode(payload)
     except (ValueError, RecursionError):
         v.add(path, "must be valid JSON")
         return payload
@@ -84,83 +92,120 @@ def check_payload(v: Violations, path: str, payload: str, max_bytes: int) -> str
     return payload
 
 
+class _Fields:
+    """Which job fields a request sets: all of them on create, the update mask's on update."""
+
+    def __init__(self, job: job_pb2.Job, base: JobSpec | None, paths: frozenset[str] | None) -> None:
+        self.job, self.base, self.paths = job, base, paths
+
+    def given(self, name: str) -> bool:
+        if self.base is None or self.paths is None:
+            return True
+        # "retry_policy" names all of its sub-fields; "retry_policy.max_delay" names only that one.
+        return any(p == name or p.startswith(name + ".") or name.startswith(p + ".") for p in self.paths)
+
+    def pick(self, name: str, fresh: Any) -> Any:
+        return fresh if self.given(name) else getattr(self.base, name)
+
+
 def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobSpec | None = None,
              paths: frozenset[str] | None = None) -> JobSpec:
     """Builds the job's full spec: fields outside `paths` come from `base` (update), the rest from `job`."""
+    f = _Fields(job, base, paths)
+    slug, name, description = _names(v, f)
+    endpoint, fallback = _endpoints(v, f, allow_private)
+    strategy, initial_ms, max_ms = _retry_policy(v, job, base, f.given)
+    tags = f.pick("tags", dict(job.tags))
+    check_map(v, "job.tags", tags, max_entries=20)
+    metadata = f.pick("metadata", dict(job.metadata))
+    check_map(v, "job.metadata", metadata)
+    return JobSpec(
+        slug=slug, name=name, description=description, endpoint_url=endpoint, fallback_endpoint_url=fallback,
+        execution_mode=_mode(v, f), queue=_queue(v, f), max_attempts=_max_attempts(v, f),
+        timeout_ms=_job_timeout(v, f), retry_strategy=strategy, retry_initial_ms=initial_ms,
+        retry_max_ms=max_ms, priority=_priority(v, f), enabled=_enabled(f), signing_secret=_secret(v, f),
+        tags=tags, metadata=metadata,
+    )
 
-    def given(name: str) -> bool:
-        if base is None or paths is None:
-            return True
-        return name in paths or any(p.startswith(name + ".") for p in paths)
 
-    def pick(name: str, fresh: Any) -> Any:
-        return fresh if given(name) else getattr(base, name)
-
-    slug = pick("slug", job.slug)
+def _names(v: Violations, f: _Fields) -> tuple[str, str, str]:
+    slug = f.pick("slug", f.job.slug)
     if not SLUG_RE.match(slug):
         v.add("job.slug", "must be 1-128 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")
-    name = pick("name", job.name or slug)
+    elif slug.startswith("job_"):
+        v.add("job.slug", "must not start with 'job_' (reserved for job ids)")
+    name = f.pick("name", f.job.name or slug)
     check_text(v, "job.name", name, max_len=255)
-    description = pick("description", job.description)
+    description = f.pick("description", f.job.description)
     check_text(v, "job.description", description, max_len=2000)
+    return slug, name, description
 
-    mode_value = job.execution_mode if given("execution_mode") else None
-    mode = base.execution_mode if mode_value is None and base else ExecutionMode.HTTP
-    if mode_value == job_pb2.EXECUTION_MODE_WORKER:
+
+def _mode(v: Violations, f: _Fields) -> ExecutionMode:
+    if not f.given("execution_mode"):
+        assert f.base is not None
+        return f.base.execution_mode
+    if f.job.execution_mode == job_pb2.EXECUTION_MODE_WORKER:
         v.add("job.execution_mode", "WORKER is reserved and not available yet; use HTTP")
-    elif mode_value not in (None, job_pb2.EXECUTION_MODE_UNSPECIFIED, job_pb2.EXECUTION_MODE_HTTP):
+    elif f.job.execution_mode not in (job_pb2.EXECUTION_MODE_UNSPECIFIED, job_pb2.EXECUTION_MODE_HTTP):
         v.add("job.execution_mode", "is not a known execution mode")
+    return ExecutionMode.HTTP
 
-    endpoint = pick("endpoint_url", job.endpoint_url)
+
+def _endpoints(v: Violations, f: _Fields, allow_private: bool) -> tuple[str, str]:
+    endpoint = f.pick("endpoint_url", f.job.endpoint_url)
     if not endpoint:
         v.add("job.endpoint_url", "is required for HTTP jobs")
     elif (problem := check_url(endpoint, allow_private=allow_private)) is not None:
         v.add("job.endpoint_url", problem)
-    fallback = pick("fallback_endpoint_url", job.fallback_endpoint_url)
+    fallback = f.pick("fallback_endpoint_url", f.job.fallback_endpoint_url)
     if fallback and (problem := check_url(fallback, allow_private=allow_private)) is not None:
         v.add("job.fallback_endpoint_url", problem)
+    return endpoint, fallback
 
-    queue = pick("queue", job.queue or "default")
+
+def _queue(v: Violations, f: _Fields) -> str:
+    queue: str = f.pick("queue", f.job.queue or "default")
     if not QUEUE_RE.match(queue):
         v.add("job.queue", "must be 1-63 characters of A-Z, a-z, 0-9, '-' or '_'")
+    return queue
 
-    max_attempts = pick("max_attempts", job.max_attempts or 3)
-    if not 1 <= max_attempts <= 100:
+
+def _max_attempts(v: Violations, f: _Fields) -> int:
+    value: int = f.pick("max_attempts", f.job.max_attempts or 3)
+    if not 1 <= value <= 100:
         v.add("job.max_attempts", "must be between 1 and 100")
+    return value
 
-    timeout_ms = base.timeout_ms if base and not given("timeout") else 300_000
-    if given("timeout") and job.HasField("timeout"):
-        timeout_ms = _timeout_ms(v, "job.timeout", job.timeout)
 
-    strategy, initial_ms, max_ms = _retry_policy(v, job, base, given)
+def _job_timeout(v: Violations, f: _Fields) -> int:
+    if not f.given("timeout"):
+        assert f.base is not None
+        return f.base.timeout_ms
+    return _timeout_ms(v, "job.timeout", f.job.timeout) if f.job.HasField("timeout") else 300_000
 
-    priority = pick("priority", job.priority)
-    if not 0 <= priority <= 10:
+
+def _priority(v: Violations, f: _Fields) -> int:
+    value: int = f.pick("priority", f.job.priority)
+    if not 0 <= value <= 10:
         v.add("job.priority", "must be between 0 and 10")
+    return value
 
-    if given("enabled"):
-        enabled = job.enabled if job.HasField("enabled") else True
-    else:
-        assert base is not None
-        enabled = base.enabled
 
-    secret = pick("signing_secret", job.signing_secret)
+def _enabled(f: _Fields) -> bool:
+    if f.given("enabled"):
+        return f.job.enabled if f.job.HasField("enabled") else True
+    assert f.base is not None
+    return f.base.enabled
+
+
+def _secret(v: Violations, f: _Fields) -> str:
+    secret: str = f.pick("signing_secret", f.job.signing_secret)
     if secret and not 16 <= len(secret) <= 4096:
         v.add("job.signing_secret", "must be 16 to 4096 characters")
     elif _has_nul(secret):
         v.add("job.signing_secret", "must not contain NUL characters")
-
-    tags = pick("tags", dict(job.tags))
-    check_map(v, "job.tags", tags, max_entries=20)
-    metadata = pick("metadata", dict(job.metadata))
-    check_map(v, "job.metadata", metadata)
-
-    return JobSpec(
-        slug=slug, name=name, description=description, endpoint_url=endpoint, fallback_endpoint_url=fallback,
-        execution_mode=mode, queue=queue, max_attempts=max_attempts, timeout_ms=timeout_ms,
-        retry_strategy=strategy, retry_initial_ms=initial_ms, retry_max_ms=max_ms, priority=priority,
-        enabled=enabled, signing_secret=secret, tags=tags, metadata=metadata,
-    )
+    return secret
 
 
 def _timeout_ms(v: Violations, path: str, d: Duration) -> int:
@@ -216,6 +261,9 @@ def timestamp(v: Violations, path: str, ts: Timestamp) -> datetime | None:
 def run_options(v: Violations, path: str, options: job_pb2.RunOptions, *, max_payload: int,
                 now: datetime) -> NewRun:
     payload = check_payload(v, f"{path}.payload_json", options.payload_json, max_payload)
+    fields = options.ListFields()
+    if not fields or (len(fields) == 1 and fields[0][0].name == "payload_json"):
+        return NewRun(payload=payload)  # the common batch item: a payload and nothing else
     scheduled = None
     if options.HasField("scheduled_time"):
         scheduled = timestamp(v, f"{path}.scheduled_time", options.scheduled_time)
@@ -232,6 +280,9 @@ def run_options(v: Violations, path: str, options: job_pb2.RunOptions, *, max_pa
     tags, metadata = dict(options.tags), dict(options.metadata)
     check_map(v, f"{path}.tags", tags, max_entries=20)
     check_map(v, f"{path}.metadata", metadata)
+    for key in TRACE_KEYS & metadata.keys():
+        if not _HEADER_VALUE_RE.match(metadata[key]):
+            v.add(f"{path}.metadata[{key!r}]", "is forwarded as an HTTP header: printable ASCII only")
     return NewRun(payload=payload, scheduled_time=scheduled, priority=priority, timeout_ms=timeout_ms,
                   max_attempts=max_attempts, idempotency_key=options.idempotency_key, tags=tags,
                   metadata=metadata)

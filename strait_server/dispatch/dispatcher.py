@@ -12,7 +12,7 @@ import asyncpg
 
 from strait_server import ids
 from strait_server.config import Settings
-from strait_server.dispatch.http import HttpExecutor
+from strait_server.dispatch.http import HttpExecutor, failed_outcome
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome, Queue
@@ -112,11 +112,14 @@ class Dispatcher:
     async def _run_one(self, run: ClaimedRun) -> None:
         try:
             outcome = await self._executor.execute(run)
-            self._settler.add(outcome)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            # Never leave a run executing because of a bug here: settle it as a retryable failure.
             log.exception("dispatch failed unexpectedly", extra={"action": "dispatch_error", "run_id": run.id})
+            outcome = failed_outcome(run, f"internal dispatch error: {type(exc).__name__}")
+        try:
+            self._settler.add(outcome)
         finally:
             self._inflight.pop(run.id, None)
             self._slot_freed.set()

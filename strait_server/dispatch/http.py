@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome
 
 _TRACE_KEYS = ("traceparent", "tracestate", "baggage", "sentry-trace")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class HttpExecutor:
             headers["X-Strait-Timestamp"] = str(ts)
             headers["X-Strait-Signature"] = auth.sign_body(run.signing_secret, ts, body)
         if run.attempt > 1 and run.previous_error:
-            headers["X-Previous-Error"] = run.previous_error[:1024]
+            headers["X-Previous-Error"] = _CONTROL.sub(" ", run.previous_error[:1024])
         for key in _TRACE_KEYS:
             if key in run.metadata:
                 headers[key] = run.metadata[key]
@@ -77,7 +79,7 @@ class HttpExecutor:
             async with self._session.post(url, data=body, headers=headers, timeout=timeout,
                                           allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
-                    raw = await resp.content.read(self._max_output + 1)
+                    raw = await self._read_capped(resp)
                     return Attempt(resp.status, "", "", self._output(raw), url)
                 return Attempt(resp.status, f"endpoint returned {resp.status}", classify_status(resp.status),
                                None, url)
@@ -85,6 +87,19 @@ class HttpExecutor:
             return Attempt(0, f"endpoint timed out after {budget_s:.3g}s", "timeout", None, url)
         except (aiohttp.ClientError, OSError) as exc:
             return Attempt(0, f"connection error: {type(exc).__name__}: {exc}"[:1024], "connection", None, url)
+        except ValueError as exc:  # aiohttp refuses the request itself (e.g. a malformed URL or header)
+            return Attempt(0, f"invalid request: {exc}"[:1024], "invalid_request", None, url)
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """Up to max_output + 1 bytes of the body (one more than allowed tells that it was too long)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self._max_output:
+                break
+        return b"".join(chunks)
 
     def _output(self, raw: bytes) -> str | None:
         if not raw:
@@ -99,6 +114,7 @@ class HttpExecutor:
         return text
 
     async def execute(self, run: ClaimedRun) -> Outcome:
+        """One attempt: POST to the primary (and the fallback for transient failures) within the deadline."""
         body = run.payload.encode()
         headers = self._headers(run, body)
         started = time.monotonic()
@@ -109,17 +125,24 @@ class HttpExecutor:
             remaining = deadline - time.monotonic()
             if remaining > 0.01:
                 result = await self._post(run.fallback_endpoint_url, body, headers, remaining)
-        duration_ms = (time.monotonic() - started) * 1000
-        record = {"attempt": run.attempt, "status_code": result.status_code,
-                  "duration_ms": round(duration_ms, 3), "error": result.error,
-                  "endpoint_url": result.endpoint_url, "start_time": start_time.isoformat()}
-        if not result.error_class:
-            return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.COMPLETED,
-                           output=result.output, error="", error_class="", delay_ms=0, record=record)
-        status = next_status(result.error_class, run.attempt, run.max_attempts)
-        delay = 0
-        if status is RunStatus.QUEUED:
-            delay = retry_delay_ms(run.retry_strategy, run.retry_initial_ms, run.retry_max_ms, run.attempt)
-        return Outcome(run_id=run.id, attempt=run.attempt, to_status=status, output=None,
-                       error=result.error, error_class=result.error_class, delay_ms=delay, record=record)
+        return outcome_of(run, result, start_time, (time.monotonic() - started) * 1000)
+
+
+def outcome_of(run: ClaimedRun, result: Attempt, start_time: datetime, duration_ms: float) -> Outcome:
+    """Completed, back to the queue after a backoff, timed_out or dead_letter."""
+    record = {"attempt": run.attempt, "status_code": result.status_code, "duration_ms": round(duration_ms, 3),
+              "error": result.error, "endpoint_url": result.endpoint_url, "start_time": start_time.isoformat()}
+    if not result.error_class:
+        return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.COMPLETED,
+                       output=result.output, error="", error_class="", delay_ms=0, record=record)
+    status = next_status(result.error_class, run.attempt, run.max_attempts)
+    delay = 0
+    if status is RunStatus.QUEUED:
+        delay = retry_delay_ms(run.retry_strategy, run.retry_initial_ms, run.retry_max_ms, run.attempt)
+    return Outcome(run_id=run.id, attempt=run.attempt, to_status=status, output=None,
+                   error=result.error, error_class=result.error_class, delay_ms=delay, record=record)
+
+
+def failed_outcome(run: ClaimedRun, error: str) -> Outcome:
+    return outcome_of(run, Attempt(0, error, "unknown", None, run.endpoint_url), datetime.now(UTC), 0.0)
 

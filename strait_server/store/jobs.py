@@ -111,7 +111,7 @@ class JobStore:
             raise NotFound("job", job_id or slug)
         return job
 
-    async def list(self, project_id: str, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
+    async def list_jobs(self, project_id: str, after: tuple[datetime, str] | None, limit: int) -> list[Job]:
         t, i = after if after else (None, None)
         rows = await self._pool.fetch(LIST_JOBS, project_id, t, i, limit)
         return [_job(r) for r in rows]

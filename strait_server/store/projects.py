@@ -81,7 +81,7 @@ class ProjectStore:
         row = await self._pool.fetchrow(GET_PROJECT_BY_SLUG, slug)
         return None if row is None else _project(row)
 
-    async def list(self, only: list[str] | None, after: tuple[datetime, str] | None,
+    async def list_projects(self, only: list[str] | None, after: tuple[datetime, str] | None,
                    limit: int) -> list[Project]:
         t, i = after if after else (None, None)
         rows = await self._pool.fetch(LIST_PROJECTS, only, t, i, limit)

@@ -29,7 +29,7 @@ tags, metadata, attempt_history, replay_of"""
 
 _EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, message, data, create_time"
 
-INSERT_RUNS = f"""
+INSERT_RUNS = """
 WITH ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
         run_at, scheduled_time, idempotency_key, tags, metadata, replay_of, event_seq)
@@ -37,19 +37,20 @@ WITH ins AS (
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         v.max_attempts, v.priority, v.timeout_ms, v.payload,
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
-        v.idem, v.tags, v.metadata, $13, 1
+        v.idem, v.tags::jsonb, v.metadata::jsonb, $13, 1
     FROM unnest($3::text[], $4::int[], $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
-                $9::text[], $10::jsonb[], $11::jsonb[], $12::int[])
+                $9::text[], $10::text[], $11::text[], $12::int[])
          AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord)
     ORDER BY v.ord
-    RETURNING {RUN_COLUMNS}
+    RETURNING id, project_id, job_id, status, scheduled_time, create_time
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
     SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
 )
-SELECT * FROM ins
+SELECT id, status, scheduled_time, create_time FROM ins
 """
-"""$1 project, $2 job, $3..$12 per-run arrays, $13 replay_of. Writes each run and its first event."""
+"""$1 project, $2 job, $3..$12 per-run arrays (tags and metadata as JSON text), $13 replay_of.
+Writes each run and its first event; returns what the server decided (id, status, times)."""
 
 CLAIM_IDEMPOTENCY_KEYS = """
 INSERT INTO idempotency_keys AS k (scope, key, run_id)
@@ -138,7 +139,8 @@ def _event(row: Any) -> RunEvent:
     )
 
 
-async def cancel_pending_runs_of_job(conn: asyncpg.Connection, job_id: str, reason: str) -> int:
+async def cancel_pending_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
+                                     reason: str) -> int:
     """Cancels a job's runs that have not started (queued, delayed). Returns how many."""
     pending = [RunStatus.QUEUED.value, RunStatus.DELAYED.value]
     rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, pending, reason)
@@ -163,8 +165,10 @@ class RunStore:
         keyed = {r.idempotency_key: new_ids[i] for i, r in reversed(list(enumerate(runs)))
                  if r.idempotency_key}
         if not keyed:
-            rows = await self._pool.fetch(INSERT_RUNS, *self._insert_args(job, runs, new_ids, replay_of))
-            return [Inserted(run_from_row(r), False) for r in rows]
+            args = self._insert_args(job, runs, new_ids, replay_of)
+            rows = await self._pool.fetch(INSERT_RUNS, *args)
+            return [Inserted(self._created(job, r, row, replay_of), False)
+                    for r, row in zip(runs, rows, strict=True)]
         async with self._pool.acquire() as conn, conn.transaction():
             keys = list(keyed)
             won = await conn.fetch(CLAIM_IDEMPOTENCY_KEYS, [scope] * len(keys), keys,
@@ -177,9 +181,11 @@ class RunStore:
             # A run is created when it carries no key, or is the first in this call to carry a key we won.
             fresh = [i for i, r in enumerate(runs)
                      if not r.idempotency_key or (owner[r.idempotency_key] == new_ids[i])]
+            fresh_runs = [runs[i] for i in fresh]
             rows = await conn.fetch(INSERT_RUNS, *self._insert_args(
-                job, [runs[i] for i in fresh], [new_ids[i] for i in fresh], replay_of))
-            created = {r["id"]: run_from_row(r) for r in rows}
+                job, fresh_runs, [new_ids[i] for i in fresh], replay_of))
+            created = {row["id"]: self._created(job, r, row, replay_of)
+                       for r, row in zip(fresh_runs, rows, strict=True)}
             old_ids = [owner[r.idempotency_key] for r in runs
                        if r.idempotency_key and owner[r.idempotency_key] not in created]
             old = {r["id"]: run_from_row(r) for r in
@@ -195,6 +201,7 @@ class RunStore:
 
     @staticmethod
     def _insert_args(job: Job, runs: list[NewRun], new_ids: list[str], replay_of: str) -> tuple[Any, ...]:
+        job_tags = json.dumps(job.tags)
         return (
             job.project_id, job.id, new_ids,
             [r.max_attempts or job.max_attempts for r in runs],
@@ -203,10 +210,24 @@ class RunStore:
             [r.payload for r in runs],
             [r.scheduled_time for r in runs],
             [r.idempotency_key for r in runs],
-            [{**job.tags, **r.tags} for r in runs],
-            [r.metadata for r in runs],
+            [json.dumps({**job.tags, **r.tags}) if r.tags else job_tags for r in runs],
+            [json.dumps(r.metadata) if r.metadata else "{}" for r in runs],
             list(range(len(runs))),
             replay_of,
+        )
+
+    @staticmethod
+    def _created(job: Job, new: NewRun, row: Any, replay_of: str) -> Run:
+        """The stored run, from the request and the columns the database decided (no read back)."""
+        return Run(
+            id=row["id"], project_id=job.project_id, job_id=job.id, status=RunStatus(row["status"]), attempt=0,
+            max_attempts=new.max_attempts or job.max_attempts,
+            priority=job.priority if new.priority is None else new.priority,
+            timeout_ms=new.timeout_ms or job.timeout_ms, payload=new.payload, output=None, error="",
+            error_class="", scheduled_time=row["scheduled_time"], create_time=row["create_time"],
+            update_time=row["create_time"], start_time=None, finish_time=None,
+            idempotency_key=new.idempotency_key, tags={**job.tags, **new.tags}, metadata=dict(new.metadata),
+            attempts=[], replay_of=replay_of,
         )
 
     async def get(self, project_id: str, run_id: str) -> Run:
@@ -215,7 +236,7 @@ class RunStore:
             raise NotFound("run", run_id)
         return run_from_row(row)
 
-    async def list(self, project_id: str, *, job_id: str | None, statuses: list[str] | None,
+    async def list_runs(self, project_id: str, *, job_id: str | None, statuses: list[str] | None,
                    after: datetime | None, before: datetime | None,
                    cursor: tuple[datetime, str] | None, limit: int) -> list[Run]:
         t, i = cursor if cursor else (None, None)

@@ -15,8 +15,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import job_pb2, run_pb2
-from strait_server.config import Settings
 from strait_server.app import App
+from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.sink import Reply, Sink
 
@@ -236,7 +236,8 @@ async def test_batch_trigger_creates_runs_in_order_with_idempotency(api: Api, si
     runs = [job_pb2.RunOptions(payload_json=json.dumps({"i": i})) for i in range(50)]
     runs.append(job_pb2.RunOptions(payload_json='{"i": "keyed"}', idempotency_key="b"))
     runs.append(job_pb2.RunOptions(payload_json='{"i": "dup"}', idempotency_key="b"))
-    resp = await api.jobs.BatchTriggerJob(job_pb2.BatchTriggerJobRequest(id=job.id, runs=runs), metadata=api.metadata)
+    request = job_pb2.BatchTriggerJobRequest(id=job.id, runs=runs, view=job_pb2.RUN_VIEW_FULL)
+    resp = await api.jobs.BatchTriggerJob(request, metadata=api.metadata)
     assert [json.loads(r.payload_json)["i"] for r in resp.runs[:50]] == list(range(50))
     assert resp.runs[50].id == resp.runs[51].id
     assert list(resp.idempotent_repeats) == [False] * 51 + [True]

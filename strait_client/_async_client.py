@@ -1,0 +1,204 @@
+"""The asyncio client (grpc.aio). Same calls as Client, awaited; list() methods are async iterators."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from strait_client import _ops
+from strait_client._client import auth_metadata, channel_options, env_settings
+from strait_client._errors import from_rpc_error
+from strait_client._ops import DEFAULT_PAGE_SIZE, Dict, Op, Page, RunOptions
+from strait_client.v1 import job_pb2_grpc, project_pb2_grpc, run_pb2_grpc
+
+T = TypeVar("T")
+
+
+class _AsyncTransport:
+    def __init__(self, channel: grpc.aio.Channel, api_key: str, timeout: float) -> None:
+        self.channel = channel
+        self.metadata = auth_metadata(api_key)
+        self.timeout = timeout
+        self._stubs: dict[str, Any] = {
+            "jobs": job_pb2_grpc.JobServiceStub(channel),
+            "runs": run_pb2_grpc.RunServiceStub(channel),
+            "projects": project_pb2_grpc.ProjectServiceStub(channel),
+        }
+
+    async def call(self, op: Op[T]) -> T:
+        method = getattr(self._stubs[op.service], op.method)
+        try:
+            response = await method(op.request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return op.convert(response)
+
+    async def pages(self, make: Callable[[str], Op[Page]]) -> AsyncIterator[Dict]:
+        token = ""
+        while True:
+            items, token = await self.call(make(token))
+            for item in items:
+                yield item
+            if not token:
+                return
+
+
+class AsyncJobs:
+    """`client.jobs`: job definitions and triggers. Jobs are named by id ("job_...") or by slug."""
+
+    def __init__(self, transport: _AsyncTransport) -> None:
+        self._t = transport
+
+    async def create(self, slug: str, endpoint_url: str, **fields: Any) -> Dict:
+        """Creates a job; `fields` are other Job fields (name, timeout=timedelta, retry_policy={...}, tags...)."""
+        return await self._t.call(_ops.create_job(slug, endpoint_url, fields))
+
+    async def get(self, id_or_slug: str) -> Dict:
+        return await self._t.call(_ops.get_job(id_or_slug))
+
+    def list(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[Dict]:
+        """Every job of the project, oldest first: `async for job in client.jobs.list()`."""
+        return self._t.pages(_ops.list_jobs(page_size))
+
+    async def update(self, id_or_slug: str, *, etag: str = "", **fields: Any) -> Dict:
+        """Changes exactly the given fields (a None value resets one to its default). With `etag`, the update
+        happens only if the job is unchanged since that etag was read (else AbortedError)."""
+        if "slug" in fields and not _ops.is_job_id(id_or_slug):
+            id_or_slug = (await self.get(id_or_slug))["id"]
+        return await self._t.call(_ops.update_job(id_or_slug, fields, etag))
+
+    async def delete(self, id_or_slug: str, *, etag: str = "") -> Dict:
+        """Deletes a job (its queued and delayed runs are canceled) and returns it."""
+        return await self._t.call(_ops.delete_job(id_or_slug, etag))
+
+    async def trigger(self, id_or_slug: str, payload: Mapping[str, Any] | None = None, *,
+                      scheduled_time: datetime | None = None, priority: int | None = None,
+                      timeout: timedelta | None = None,  # noqa: ASYNC109 - the run's timeout, not this call's
+                      max_attempts: int | None = None, idempotency_key: str = "",
+                      tags: Mapping[str, str] | None = None, metadata: Mapping[str, str] | None = None) -> Dict:
+        """Creates a run and returns it, with `idempotent_repeat` true when the idempotency key matched an
+        existing run (which is returned instead)."""
+        options = RunOptions(payload, scheduled_time, priority, timeout, max_attempts, idempotency_key, tags,
+                             metadata)
+        return await self._t.call(_ops.trigger_job(id_or_slug, options))
+
+    async def batch_trigger(self, id_or_slug: str,
+                            runs: Sequence[RunOptions | Mapping[str, Any]], *,
+                            full: bool = False) -> builtins.list[Dict]:
+        """Creates up to 1,000 runs at once; each item is a payload dict or a RunOptions."""
+        return await self._t.call(_ops.batch_trigger_job(id_or_slug, runs, full))
+
+
+class AsyncRuns:
+    """`client.runs`: read, cancel, replay and wait for runs."""
+
+    def __init__(self, transport: _AsyncTransport, jobs: AsyncJobs) -> None:
+        self._t = transport
+        self._jobs = jobs
+
+    async def get(self, run_id: str) -> Dict:
+        return await self._t.call(_ops.get_run(run_id))
+
+    async def list(self, job: str | None = None, statuses: Iterable[str] | None = None,
+                   created_after: datetime | None = None, created_before: datetime | None = None, *,
+                   page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[Dict]:
+        """Runs, newest first, optionally of one job (id or slug) and in any of `statuses`."""
+        if job and not _ops.is_job_id(job):
+            job = (await self._jobs.get(job))["id"]
+        async for run in self._t.pages(_ops.list_runs(job, statuses, created_after, created_before, page_size)):
+            yield run
+
+    async def cancel(self, run_id: str, reason: str = "") -> Dict:
+        return await self._t.call(_ops.cancel_run(run_id, reason))
+
+    async def replay(self, run_id: str, idempotency_key: str = "") -> Dict:
+        """Creates a new run from a finished one; the result carries `idempotent_repeat`."""
+        return await self._t.call(_ops.replay_run(run_id, idempotency_key))
+
+    async def events(self, run_id: str, *, after_sequence: int = 0) -> builtins.list[Dict]:
+        """The run's events in sequence order."""
+        return [e async for e in self._t.pages(_ops.list_run_events(run_id, after_sequence, 1000))]
+
+    async def wait(self, run_id: str, timeout: float = 60.0,  # noqa: ASYNC109 - mirrors Client.runs.wait
+                   poll_interval: float = 0.05) -> Dict:
+        """Polls until the run reaches a terminal status and returns it; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = await self.get(run_id)
+            if _ops.is_terminal(run["status"]):
+                return run
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"run {run_id} is still {run['status']} after {timeout}s")
+            await asyncio.sleep(min(poll_interval, remaining))
+
+
+class AsyncProjects:
+    """`client.projects`: projects (creating one needs the admin key) and API keys."""
+
+    def __init__(self, transport: _AsyncTransport) -> None:
+        self._t = transport
+
+    async def create(self, slug: str, name: str = "") -> Dict:
+        return await self._t.call(_ops.create_project(slug, name))
+
+    async def get(self, project_id: str) -> Dict:
+        return await self._t.call(_ops.get_project(project_id))
+
+    def list(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[Dict]:
+        return self._t.pages(_ops.list_projects(page_size))
+
+    async def create_api_key(self, name: str = "", project_id: str = "") -> Dict:
+        """Creates a key (in the caller's project unless `project_id`); its `secret` is returned only here."""
+        return await self._t.call(_ops.create_api_key(name, project_id))
+
+    def list_api_keys(self, project_id: str = "", *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[Dict]:
+        return self._t.pages(_ops.list_api_keys(project_id, page_size))
+
+    async def revoke_api_key(self, key_id: str) -> Dict:
+        return await self._t.call(_ops.revoke_api_key(key_id))
+
+
+class AsyncClient:
+    """asyncio Strait client on grpc.aio. Every call sends the API key and uses `timeout` seconds as its
+    deadline; failures raise StraitError subclasses. Use `async with` or await close()."""
+
+    def __init__(self, address: str, api_key: str, *, timeout: float = 30.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.address = address
+        self.timeout = timeout
+        auth_metadata(api_key)  # refuse an empty key before opening a channel
+        if credentials is None:
+            channel = grpc.aio.insecure_channel(address, options=channel_options())
+        else:
+            channel = grpc.aio.secure_channel(address, credentials, options=channel_options())
+        self._transport = _AsyncTransport(channel, api_key, timeout)
+        self.jobs = AsyncJobs(self._transport)
+        self.runs = AsyncRuns(self._transport, self.jobs)
+        self.projects = AsyncProjects(self._transport)
+
+    @classmethod
+    def from_env(cls, *, timeout: float = 30.0, credentials: grpc.ChannelCredentials | None = None) -> Self:
+        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY."""
+        address, api_key = env_settings()
+        return cls(address, api_key, timeout=timeout, credentials=credentials)
+
+    async def close(self) -> None:
+        await self._transport.channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.address!r})"

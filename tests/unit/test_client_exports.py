@@ -1,0 +1,49 @@
+"""Pins the public surface of strait_client: adding or removing an export is a deliberate change."""
+
+from __future__ import annotations
+
+import grpc
+
+import strait_client
+from strait_client import StraitError
+
+EXPECTED = [
+    "TERMINAL_STATUSES",
+    "AbortedError",
+    "AlreadyExistsError",
+    "AsyncClient",
+    "Client",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "RunOptions",
+    "StraitError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "is_terminal",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert strait_client.__all__ == EXPECTED
+    for name in EXPECTED:
+        assert getattr(strait_client, name) is not None
+
+
+def test_error_classes_share_the_base() -> None:
+    errors = [getattr(strait_client, n) for n in EXPECTED if n.endswith("Error") and n != "StraitError"]
+    assert errors and all(issubclass(e, StraitError) for e in errors)
+    err = strait_client.NotFoundError(grpc.StatusCode.NOT_FOUND, "run 'x' not found")
+    assert (err.code, err.message, err.reason, err.field_violations, err.retry_delay) == (
+        grpc.StatusCode.NOT_FOUND, "run 'x' not found", "", [], None)
+    assert str(err) == "NOT_FOUND: run 'x' not found"
+
+
+def test_terminal_statuses() -> None:
+    assert strait_client.TERMINAL_STATUSES == {
+        "completed", "failed", "timed_out", "crashed", "system_failed", "canceled", "expired", "dead_letter"}
+    assert strait_client.is_terminal("dead_letter") and not strait_client.is_terminal("queued")
