@@ -120,12 +120,15 @@ def _load() -> str:
     return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
-async def main() -> None:  # noqa: C901 - a linear script
+async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--sequential", type=int, default=2_000)
     parser.add_argument("--concurrent", type=int, default=6_400)
+    parser.add_argument("--batch-callers", type=int, default=4)
+    parser.add_argument("--only-latency", action="store_true")
+    parser.add_argument("--profile-e2e", metavar="FILE", help="record the server with py-spy during end-to-end")
     args = parser.parse_args()
 
     admin_url = os.environ.get("STRAIT_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -146,95 +149,115 @@ async def main() -> None:  # noqa: C901 - a linear script
                STRAIT_LOG_LEVEL="warning")
     server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", env=env)
     print(f"strait bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {_load()}")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    conn = await asyncpg.connect(database_url)
     try:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            try:
-                if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == 1:
-                    break
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-        adm = (("authorization", f"Bearer {admin_key}"),)
-        projects = project_pb2_grpc.ProjectServiceStub(channel)
-        project = (await projects.CreateProject(project_pb2.CreateProjectRequest(slug="bench"), metadata=adm)).project
-        key = (await projects.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project.id),
-                                           metadata=adm)).secret
-        md = (("authorization", f"Bearer {key}"),)
-        jobs = job_pb2_grpc.JobServiceStub(channel)
-        url = f"http://127.0.0.1:{sink.port}/run"
-        job = (await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(slug="noop", endpoint_url=url)),
-                                    metadata=md)).job
-        later = Timestamp()
-        later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
-        # Delayed runs measure the API and enqueue path alone, without dispatch competing for the CPU.
-        delayed = job_pb2.TriggerJobRequest(id=job.id, options=job_pb2.RunOptions(
-            payload_json='{"n": 1}', scheduled_time=later))
-
-        async def sequential() -> None:
-            for _ in range(args.sequential):
-                await jobs.TriggerJob(delayed, metadata=md)
-
-        async def concurrent() -> None:
-            per = args.concurrent // 32
-
-            async def caller() -> None:
-                for _ in range(per):
-                    await jobs.TriggerJob(delayed, metadata=md)
-            await asyncio.gather(*(caller() for _ in range(32)))
-
-        batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
-            payload_json=json.dumps({"i": i}), scheduled_time=later) for i in range(1000)])
-
-        async def batches() -> None:
-            for _ in range(30):
-                await jobs.BatchTriggerJob(batch, metadata=md)
-
-        await jobs.TriggerJob(delayed, metadata=md)  # warm up
-        await _rate("TriggerJob, sequential", args.sequential, sequential)
-        await _rate("TriggerJob, 32 concurrent callers", args.concurrent // 32 * 32, concurrent)
-        await _rate("BatchTriggerJob enqueue (1,000 per call)", 30_000, batches)
-        conn = await asyncpg.connect(database_url)
-        await conn.execute("UPDATE runs SET status = 'canceled' WHERE status = 'delayed'")
-
-        # End to end: enqueue everything at once, then wait until every run has completed.
-        e2e = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
-            payload_json=json.dumps({"i": i})) for i in range(1000)])
-        before = sink.count
-
-        async def end_to_end() -> None:
-            for _ in range(args.runs // 1000):
-                await jobs.BatchTriggerJob(e2e, metadata=md)
-            while await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'") < args.runs:
-                await asyncio.sleep(0.05)
-        await _rate(f"end-to-end HTTP runs ({args.runs:,}, trigger to completed)", args.runs // 1000 * 1000,
-                    end_to_end)
-        assert sink.count - before == args.runs // 1000 * 1000, (sink.count, before)
-
-        # Idle latency: one trigger at a time, measured from the call to the request reaching the endpoint.
-        sink.track = True
-        latencies = []
-        request = job_pb2.TriggerJobRequest(id=job.id, options=job_pb2.RunOptions(payload_json='{"l": 1}'))
-        for _ in range(args.latency_samples):
-            await asyncio.sleep(0.02)
-            start = time.perf_counter()
-            run = (await jobs.TriggerJob(request, metadata=md)).run
-            while run.id not in sink.arrivals:
-                await asyncio.sleep(0.0002)
-            latencies.append((sink.arrivals[run.id] - start) * 1000)
-        latencies.sort()
-        p50 = statistics.median(latencies)
-        p99 = latencies[int(len(latencies) * 0.99) - 1]
-        print(f"{'idle trigger-to-endpoint latency':<44} p50 {p50:.2f} ms   p99 {p99:.2f} ms "
-              f"({len(latencies)} samples)")
+        jobs, md, job = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/run")
+        if not args.only_latency:
+            await _throughput(args, jobs, md, job, conn, sink, server.pid)
+        await _latency(args, jobs, md, job, sink)
         print(f"done, {_load()}")
+    finally:
         await conn.close()
         await channel.close()
-    finally:
         server.terminate()
         await server.wait()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+async def _setup(channel: grpc.aio.Channel, admin_key: str,
+                 url: str) -> tuple[job_pb2_grpc.JobServiceStub, Metadata, job_pb2.Job]:
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(300):
+        try:
+            if (await health.Check(health_pb2.HealthCheckRequest(), timeout=1)).status == 1:
+                break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    adm = (("authorization", f"Bearer {admin_key}"),)
+    projects = project_pb2_grpc.ProjectServiceStub(channel)
+    project = (await projects.CreateProject(project_pb2.CreateProjectRequest(slug="bench"), metadata=adm)).project
+    key = (await projects.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project.id), metadata=adm)).secret
+    md = (("authorization", f"Bearer {key}"),)
+    jobs = job_pb2_grpc.JobServiceStub(channel)
+    job = (await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(slug="noop", endpoint_url=url)),
+                                metadata=md)).job
+    return jobs, md, job
+
+
+async def _throughput(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStub, md: Metadata,
+                      job: job_pb2.Job, conn: asyncpg.Connection, sink: FastSink, server_pid: int) -> None:
+    later = Timestamp()
+    later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    # Delayed runs measure the API and enqueue path alone, without dispatch competing for the CPU.
+    delayed = job_pb2.TriggerJobRequest(id=job.id, options=job_pb2.RunOptions(
+        payload_json='{"n": 1}', scheduled_time=later))
+    await jobs.TriggerJob(delayed, metadata=md)  # warm up
+
+    async def sequential() -> None:
+        for _ in range(args.sequential):
+            await jobs.TriggerJob(delayed, metadata=md)
+
+    async def callers(count: int, calls: int, request: object, method: Callable[..., Awaitable[object]]) -> None:
+        async def caller() -> None:
+            for _ in range(calls):
+                await method(request, metadata=md)
+        await asyncio.gather(*(caller() for _ in range(count)))
+
+    batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
+        payload_json=json.dumps({"i": i}), scheduled_time=later) for i in range(1000)])
+    per_batch_caller = 30 // args.batch_callers
+    await _rate("TriggerJob, sequential", args.sequential, sequential)
+    await _rate("TriggerJob, 32 concurrent callers", args.concurrent // 32 * 32,
+                lambda: callers(32, args.concurrent // 32, delayed, jobs.TriggerJob))
+    await _rate(f"BatchTriggerJob enqueue (1,000 per call, {args.batch_callers} callers)",
+                per_batch_caller * args.batch_callers * 1000,
+                lambda: callers(args.batch_callers, per_batch_caller, batch, jobs.BatchTriggerJob))
+    await conn.execute("UPDATE runs SET status = 'canceled' WHERE status = 'delayed'")
+
+    # End to end: enqueue everything at once, then wait until every run has completed.
+    e2e = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
+        payload_json=json.dumps({"i": i})) for i in range(1000)])
+    total = args.runs // 1000 * 1000
+    before = sink.count
+
+    async def end_to_end() -> None:
+        if args.profile_e2e:
+            await asyncio.create_subprocess_exec("py-spy", "record", "--pid", str(server_pid), "--format", "raw",
+                                                 "-o", args.profile_e2e, "--duration", "3", "--rate", "300")
+        for _ in range(total // 1000):
+            await jobs.BatchTriggerJob(e2e, metadata=md)
+        while await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'") < total:
+            await asyncio.sleep(0.05)
+    await _rate(f"end-to-end HTTP runs ({total:,}, trigger to completed)", total, end_to_end)
+    assert sink.count - before == total, (sink.count, before)
+
+
+async def _latency(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStub, md: Metadata,
+                   job: job_pb2.Job, sink: FastSink) -> None:
+    """Idle latency: one trigger at a time, from the call to the request reaching the endpoint."""
+    sink.track = True
+    latencies = []
+    rpc = []
+    request = job_pb2.TriggerJobRequest(id=job.id, options=job_pb2.RunOptions(payload_json='{"l": 1}'))
+    for _ in range(args.latency_samples):
+        await asyncio.sleep(0.02)
+        start = time.perf_counter()
+        run = (await jobs.TriggerJob(request, metadata=md)).run
+        rpc.append((time.perf_counter() - start) * 1000)
+        while run.id not in sink.arrivals:
+            await asyncio.sleep(0.0002)
+        latencies.append((sink.arrivals[run.id] - start) * 1000)
+    print(f"{'  (TriggerJob call alone, idle)':<44} p50 {statistics.median(rpc):.2f} ms")
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    print(f"{'idle trigger-to-endpoint latency':<44} p50 {p50:.2f} ms   p99 {p99:.2f} ms "
+          f"({len(latencies)} samples)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 DROP TABLE IF EXISTS dispatchers;
 DROP TABLE IF EXISTS idempotency_keys;
 DROP TABLE IF EXISTS run_events;
+DROP TABLE IF EXISTS run_queue;
+DROP TABLE IF EXISTS run_leases;
 DROP TABLE IF EXISTS runs;
 DROP TABLE IF EXISTS jobs;
 DROP TABLE IF EXISTS api_keys;

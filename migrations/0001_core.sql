@@ -78,13 +78,47 @@ CREATE TABLE runs (
     deadline         timestamptz,
     -- Per-run event sequence, bumped under the row lock by every event written for the run.
     event_seq        bigint NOT NULL DEFAULT 0
+) WITH (
+    -- A queue table churns: vacuum after ~1,000 dead rows rather than 20% of the table, so the claim
+    -- index does not fill with dead entries between vacuums.
+    autovacuum_vacuum_scale_factor = 0.0,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_cost_delay = 0
 );
--- The claim scans exactly this index: queued runs in dispatch order.
-CREATE INDEX runs_claim_idx ON runs (priority DESC, run_at, id) WHERE status = 'queued';
 CREATE INDEX runs_delayed_idx ON runs (run_at) WHERE status = 'delayed';
-CREATE INDEX runs_executing_idx ON runs (lease_owner) WHERE status = 'executing';
 CREATE INDEX runs_project_list_idx ON runs (project_id, create_time DESC, id DESC);
 CREATE INDEX runs_job_list_idx ON runs (job_id, create_time DESC, id DESC);
+
+-- The ready queue: one row per run whose status is 'queued', written and deleted by the same statements
+-- that move runs in and out of that status. Claims scan this small table instead of an index on runs,
+-- whose dead entries (every dispatched run leaves one) would pile up at the front of the scan until the
+-- next vacuum of the whole runs table; the scheduler vacuums this one every few seconds.
+CREATE TABLE run_queue (
+    run_id   text PRIMARY KEY,
+    job_id   text NOT NULL,
+    priority integer NOT NULL,
+    run_at   timestamptz NOT NULL
+) WITH (
+    autovacuum_vacuum_scale_factor = 0.0,
+    autovacuum_vacuum_threshold = 500,
+    autovacuum_vacuum_cost_delay = 0
+);
+CREATE INDEX run_queue_claim_idx ON run_queue (priority DESC, run_at, run_id);
+
+-- Leases of executing runs: one row per run whose status is 'executing', for the recovery sweep and
+-- shutdown hand-back. Like run_queue, a small table vacuumed often, so that no index on the big runs
+-- table collects a dead entry for every settled run (which made settles walk them all).
+CREATE TABLE run_leases (
+    run_id   text PRIMARY KEY,
+    owner    text NOT NULL,
+    deadline timestamptz NOT NULL
+) WITH (
+    autovacuum_vacuum_scale_factor = 0.0,
+    autovacuum_vacuum_threshold = 500,
+    autovacuum_vacuum_cost_delay = 0
+);
+CREATE INDEX run_leases_owner_idx ON run_leases (owner);
 
 CREATE TABLE run_events (
     id          bigserial PRIMARY KEY,

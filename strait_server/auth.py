@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -36,11 +38,37 @@ def is_admin_key(presented: str, admin_key: str) -> bool:
     return bool(admin_key) and hmac.compare_digest(presented.encode(), admin_key.encode())
 
 
-def run_token(signing_key: str, run_id: str, attempt: int, ttl_seconds: float) -> str:
-    now = int(time.time())
-    claims = {"iss": RUN_TOKEN_ISSUER, "sub": run_id, "attempt": attempt, "iat": now,
-              "exp": now + int(ttl_seconds) + 1}
-    return jwt.encode(claims, signing_key, algorithm="HS256")
+_JWT_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+
+
+class RunTokenSigner:
+    """Issues run tokens (HS256 JWTs) on the dispatch hot path.
+
+    Equivalent to jwt.encode(claims, key, "HS256") and verified with PyJWT, but with the HMAC key
+    schedule computed once: PyJWT's per-call key preparation and generic encoding cost about a tenth of
+    a dispatcher's CPU time at full load.
+    """
+
+    def __init__(self, signing_key: str) -> None:
+        self._mac = hmac.new(signing_key.encode(), digestmod=hashlib.sha256)
+
+    def issue(self, run_id: str, attempt: int, ttl_seconds: float) -> str:
+        now = int(time.time())
+        claims = {"iss": RUN_TOKEN_ISSUER, "sub": run_id, "attempt": attempt, "iat": now,
+                  "exp": now + int(ttl_seconds) + 1}
+        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=")
+        signing_input = _JWT_HEADER + b"." + payload
+        mac = self._mac.copy()
+        mac.update(signing_input)
+        signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        return (signing_input + b"." + signature).decode()
+
+
+def verify_run_token(signing_key: str, token: str) -> dict[str, object]:
+    """The claims of a valid, unexpired run token (raises jwt.InvalidTokenError otherwise)."""
+    claims: dict[str, object] = jwt.decode(token, signing_key, algorithms=["HS256"], issuer=RUN_TOKEN_ISSUER,
+                                           options={"require": ["exp", "iat", "sub"]})
+    return claims
 
 
 def sign_body(secret: str, timestamp: int, body: bytes) -> str:

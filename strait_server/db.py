@@ -91,7 +91,8 @@ async def create_pool(database_url: str, *, min_size: int, max_size: int, **kwar
     return pool
 
 
-REQUIRED_TABLES = ("projects", "api_keys", "jobs", "runs", "run_events", "idempotency_keys", "dispatchers")
+REQUIRED_TABLES = ("projects", "api_keys", "jobs", "runs", "run_queue", "run_leases", "run_events",
+                   "idempotency_keys", "dispatchers")
 
 
 async def verify_schema(pool: Pool) -> list[str]:

@@ -16,20 +16,27 @@ from strait_server.model import RunStatus, sources_of
 
 CLAIM = """
 WITH due AS (
-    -- Served by runs_claim_idx; SKIP LOCKED lets any number of dispatchers claim side by side.
-    SELECT id FROM runs
-    WHERE status = 'queued' AND run_at <= now()
-    ORDER BY priority DESC, run_at, id
+    -- Served by run_queue_claim_idx; SKIP LOCKED lets any number of dispatchers claim side by side.
+    SELECT q.run_id FROM run_queue q
+    WHERE q.run_at <= now()
+      -- Runs of disabled (or deleted) jobs wait in the queue until the job is enabled again. A scalar
+      -- subquery, not EXISTS: as a semi-join the planner sorts every queued row instead of walking the index.
+      AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
+    ORDER BY q.priority DESC, q.run_at, q.run_id
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF q SKIP LOCKED
+), taken AS (
+    DELETE FROM run_queue q USING due WHERE q.run_id = due.run_id RETURNING q.run_id
 ), claimed AS (
     UPDATE runs r
     SET status = 'executing', attempt = r.attempt + 1, start_time = now(), update_time = now(),
         lease_owner = $2, deadline = now() + r.timeout_ms * interval '1 millisecond',
         event_seq = r.event_seq + 1
-    FROM due WHERE r.id = due.id
+    FROM taken WHERE r.id = taken.run_id AND r.status = 'queued'
     RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
-        r.event_seq, r.metadata, r.error, r.priority, r.run_at
+        r.event_seq, r.metadata, r.error, r.priority, r.run_at, r.deadline
+), leased AS (
+    INSERT INTO run_leases (run_id, owner, deadline) SELECT id, $2, deadline FROM claimed
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
     SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'executing', attempt FROM claimed
@@ -39,7 +46,7 @@ SELECT c.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_s
 FROM claimed c JOIN jobs j ON j.id = c.job_id
 ORDER BY c.priority DESC, c.run_at, c.id
 """
-"""$1 batch size, $2 owner (dispatcher id). Flips due queued runs to executing and returns them."""
+"""$1 batch size, $2 owner (dispatcher id). Takes due runs off the ready queue, flips them to executing."""
 
 SETTLE = """
 WITH v AS (
@@ -60,7 +67,12 @@ WITH v AS (
     FROM v
     -- Fencing: only the owner of this very attempt may settle it; a canceled or recovered run is left alone.
     WHERE r.id = v.id AND r.status = 'executing' AND r.attempt = v.attempt AND r.lease_owner = $9
-    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, v.to_status, v.error
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.priority, r.run_at, v.to_status, v.error
+), released AS (
+    DELETE FROM run_leases l USING upd WHERE l.run_id = upd.id
+), requeued AS (
+    INSERT INTO run_queue (run_id, job_id, priority, run_at)
+    SELECT id, job_id, priority, run_at FROM upd WHERE to_status = 'queued'
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', to_status, attempt, error FROM upd
@@ -70,14 +82,14 @@ RETURNING run_id
 
 RECOVER = """
 WITH lost AS (
-    SELECT r.id FROM runs r
-    WHERE r.status = 'executing'
-      AND (r.lease_owner IS NULL
-           OR NOT EXISTS (SELECT 1 FROM dispatchers d
-                          WHERE d.id = r.lease_owner AND d.heartbeat_time > now() - $1::interval)
-           OR r.deadline < now() - $2::interval)
+    SELECT l.run_id FROM run_leases l
+    WHERE NOT EXISTS (SELECT 1 FROM dispatchers d
+                      WHERE d.id = l.owner AND d.heartbeat_time > now() - $1::interval)
+       OR l.deadline < now() - $2::interval
     LIMIT 1000
-    FOR UPDATE OF r SKIP LOCKED
+    FOR UPDATE OF l SKIP LOCKED
+), released AS (
+    DELETE FROM run_leases l USING lost WHERE l.run_id = lost.run_id RETURNING l.run_id
 ), upd AS (
     UPDATE runs r
     SET status = CASE WHEN r.attempt < r.max_attempts THEN 'queued' ELSE 'crashed' END,
@@ -89,9 +101,12 @@ WITH lost AS (
                  END * interval '1 millisecond',
         finish_time = CASE WHEN r.attempt < r.max_attempts THEN NULL ELSE now() END,
         lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1
-    FROM lost, jobs j
-    WHERE r.id = lost.id AND j.id = r.job_id
-    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.status, r.error
+    FROM released, jobs j
+    WHERE r.id = released.run_id AND j.id = r.job_id AND r.status = 'executing'
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.status, r.error, r.priority, r.run_at
+), requeued AS (
+    INSERT INTO run_queue (run_id, job_id, priority, run_at)
+    SELECT id, job_id, priority, run_at FROM upd WHERE status = 'queued'
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd
@@ -100,12 +115,17 @@ RETURNING run_id
 """$1 owner staleness, $2 deadline grace. Requeues (or crashes) runs whose dispatcher died."""
 
 HAND_BACK = """
-WITH upd AS (
+WITH released AS (
+    DELETE FROM run_leases l WHERE l.owner = $1 RETURNING l.run_id
+), upd AS (
     UPDATE runs r
     SET status = 'queued', attempt = r.attempt - 1, run_at = now(), start_time = NULL,
         lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1
-    WHERE r.status = 'executing' AND r.lease_owner = $1
-    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
+    FROM released
+    WHERE r.id = released.run_id AND r.status = 'executing' AND r.lease_owner = $1
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.priority, r.run_at
+), requeued AS (
+    INSERT INTO run_queue (run_id, job_id, priority, run_at) SELECT id, job_id, priority, run_at FROM upd
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', 'queued', attempt,
@@ -122,12 +142,17 @@ WITH due AS (
 ), upd AS (
     UPDATE runs r SET status = 'queued', update_time = now(), event_seq = r.event_seq + 1
     FROM due WHERE r.id = due.id
-    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.priority, r.run_at
+), requeued AS (
+    INSERT INTO run_queue (run_id, job_id, priority, run_at) SELECT id, job_id, priority, run_at FROM upd
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'delayed', 'queued', attempt FROM upd
 RETURNING run_id
 """
+
+# Dead entries of the ready queue slow every claim until removed; the table is small, so this is cheap.
+VACUUM_QUEUE = "VACUUM (SKIP_LOCKED) run_queue, run_leases"
 
 NEXT_DELAYED = "SELECT min(run_at) - now() FROM runs WHERE status = 'delayed'"
 
@@ -232,6 +257,9 @@ class Queue:
 
     async def remove_dispatcher(self, owner: str) -> None:
         await self._pool.execute(REMOVE_DISPATCHER, owner)
+
+    async def vacuum_queue(self) -> None:
+        await self._pool.execute(VACUUM_QUEUE)
 
     async def prune_dispatchers(self) -> None:
         await self._pool.execute(PRUNE_DISPATCHERS)

@@ -23,6 +23,7 @@ class WakeHub:
         self._local = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error_log = 0.0
+        self._pending: set[asyncio.Task[None]] = set()  # strong references to fire-and-forget publishes
 
     @property
     def event(self) -> asyncio.Event:
@@ -38,6 +39,14 @@ class WakeHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def notify_soon(self) -> None:
+        """notify() without waiting for Redis: the caller's answer should not wait for the publish."""
+        self._local.set()
+        if self._redis is not None:
+            task = asyncio.create_task(self.notify())
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def notify(self) -> None:
         """After an enqueue commits: wake dispatchers here and in other processes."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from strait_server.api.interceptor import Authenticator
@@ -22,5 +22,5 @@ class Deps:
     authenticator: Authenticator
     page_tokens: PageTokens
     # Called after runs are enqueued (wakes dispatchers) and after delayed runs are created.
-    on_enqueued: Callable[[], Awaitable[None]]
+    on_enqueued: Callable[[], None]
     on_delayed: Callable[[], None]

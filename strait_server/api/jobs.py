@@ -16,6 +16,12 @@ from strait_server.store.jobs import spec_of
 from strait_server.store.runs import Inserted
 
 
+def _require_enabled(job: Job) -> None:
+    if not job.enabled:
+        raise errors.FailedPrecondition(f"job {job.slug!r} is disabled", reason="JOB_DISABLED",
+                                        subject=job.id, violation_type="JOB_STATE")
+
+
 class JobServicer(job_pb2_grpc.JobServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._d = deps
@@ -77,15 +83,25 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         deleted = await self._d.jobs.delete(job, etag=request.etag)
         return job_pb2.DeleteJobResponse(job=convert.job(deleted))
 
-    async def _trigger(self, job: Job, runs: list[NewRun]) -> list[Inserted]:
-        if not job.enabled:
-            raise errors.FailedPrecondition(f"job {job.slug!r} is disabled", reason="JOB_DISABLED",
-                                            subject=job.id, violation_type="JOB_STATE")
-        inserted = await self._d.runs.insert(job, runs)
-        created = [i.run for i in inserted if not i.repeat]
-        if any(r.status is RunStatus.QUEUED for r in created):
-            await self._d.on_enqueued()
-        if any(r.status is RunStatus.DELAYED for r in created):
+    async def _trigger(self, v: Violations, request: object, runs: list[NewRun]) -> list[Inserted]:
+        job_id, slug = validate.selector(v, request)
+        v.raise_if_any()
+        project = project_id()
+        if any(r.idempotency_key for r in runs):
+            job = await self._d.jobs.get(project, job_id=job_id, slug=slug)
+            _require_enabled(job)
+            inserted = await self._d.runs.insert(job, runs)
+        else:
+            # The common case takes one round trip: the insert reads the job itself.
+            created = await self._d.runs.insert_for_job(project, job_id, slug, runs)
+            if created is None:
+                _require_enabled(await self._d.jobs.get(project, job_id=job_id, slug=slug))
+                raise errors.Aborted("the job changed while triggering it; retry")
+            inserted = [Inserted(r, False) for r in created]
+        fresh = [i.run.status for i in inserted if not i.repeat]
+        if RunStatus.QUEUED in fresh:
+            self._d.on_enqueued()
+        if RunStatus.DELAYED in fresh:
             self._d.on_delayed()
         return inserted
 
@@ -94,8 +110,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         v = Violations()
         new = validate.run_options(v, "options", request.options,
                                    max_payload=self._d.settings.max_payload_bytes, now=validate.utc_now())
-        job = await self._job(v, request)
-        [result] = await self._trigger(job, [new])
+        [result] = await self._trigger(v, request, [new])
         return job_pb2.TriggerJobResponse(run=convert.run(result.run), idempotent_repeat=result.repeat)
 
     async def BatchTriggerJob(self, request: job_pb2.BatchTriggerJobRequest,
@@ -106,8 +121,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         now = validate.utc_now()
         news = [validate.run_options(v, f"runs[{i}]", o, max_payload=self._d.settings.max_payload_bytes,
                                      now=now) for i, o in enumerate(request.runs[: validate.MAX_BATCH])]
-        job = await self._job(v, request)
-        results = await self._trigger(job, news)
+        results = await self._trigger(v, request, news)
         runs = [r.run for r in results]
         protos = ([convert.run(r) for r in runs] if request.view == job_pb2.RUN_VIEW_FULL
                   else convert.runs_basic(runs))

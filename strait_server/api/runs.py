@@ -79,7 +79,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
                                             subject=original.job_id, violation_type="JOB_STATE")
         result = await self._d.runs.replay(project, job, run_id, request.idempotency_key)
         if not result.repeat:
-            await self._d.on_enqueued()
+            self._d.on_enqueued()
         return run_pb2.ReplayRunResponse(run=convert.run(result.run), idempotent_repeat=result.repeat)
 
     async def ListRunEvents(self, request: run_pb2.ListRunEventsRequest,

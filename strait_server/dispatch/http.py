@@ -34,7 +34,7 @@ class HttpExecutor:
                  token_margin_s: float) -> None:
         self._concurrency = concurrency
         self._allow_private = allow_private
-        self._jwt_key = jwt_key
+        self._tokens = auth.RunTokenSigner(jwt_key)
         self._max_output = max_output_bytes
         self._token_margin = token_margin_s
         self._session: aiohttp.ClientSession | None = None
@@ -58,8 +58,7 @@ class HttpExecutor:
             "X-Run-ID": run.id,
             "X-Job-ID": run.job_id,
             "X-Attempt": str(run.attempt),
-            "X-Run-Token": auth.run_token(self._jwt_key, run.id, run.attempt,
-                                          run.timeout_ms / 1000 + self._token_margin),
+            "X-Run-Token": self._tokens.issue(run.id, run.attempt, run.timeout_ms / 1000 + self._token_margin),
         }
         if run.signing_secret:
             ts = int(time.time())

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 # A run whose dispatcher is alive but silent this long past its deadline is taken back too.
 DEADLINE_GRACE = timedelta(seconds=30)
+# Sweeps between vacuums of the ready queue (every 3 s at the default 1 s sweep interval).
+_VACUUM_EVERY = 3
 
 
 class Sweeper:
@@ -47,6 +49,8 @@ class Sweeper:
                         "action": "recover", "count": len(recovered)})
                     await self._on_requeued()
                 ticks += 1
+                if ticks % _VACUUM_EVERY == 0:
+                    await self._queue.vacuum_queue()
                 if ticks % 600 == 0:
                     await self._queue.prune_dispatchers()
             except (asyncpg.PostgresError, OSError) as exc:

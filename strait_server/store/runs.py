@@ -42,15 +42,50 @@ WITH ins AS (
                 $9::text[], $10::text[], $11::text[], $12::int[])
          AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord)
     ORDER BY v.ord
-    RETURNING id, project_id, job_id, status, scheduled_time, create_time
+    RETURNING id, project_id, job_id, status, priority, run_at, scheduled_time, create_time
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
     SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
+), ready AS (
+    INSERT INTO run_queue (run_id, job_id, priority, run_at)
+    SELECT id, job_id, priority, run_at FROM ins WHERE status = 'queued'
 )
 SELECT id, status, scheduled_time, create_time FROM ins
 """
 """$1 project, $2 job, $3..$12 per-run arrays (tags and metadata as JSON text), $13 replay_of.
 Writes each run and its first event; returns what the server decided (id, status, times)."""
+
+INSERT_RUNS_OF_JOB = """
+WITH j AS (
+    SELECT id, project_id, max_attempts, priority, timeout_ms, tags FROM jobs
+    WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
+), ins AS (
+    INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
+        run_at, scheduled_time, tags, metadata, event_seq)
+    SELECT v.id, j.project_id, j.id,
+        CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
+        coalesce(v.max_attempts, j.max_attempts), coalesce(v.priority, j.priority),
+        coalesce(v.timeout_ms, j.timeout_ms), v.payload,
+        greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
+        j.tags || v.tags::jsonb, v.metadata::jsonb, 1
+    FROM j, unnest($4::text[], $5::int[], $6::int[], $7::bigint[], $8::text[], $9::timestamptz[],
+                   $10::text[], $11::text[], $12::int[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord)
+    ORDER BY v.ord
+    RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
+        tags, run_at
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
+    SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
+), ready AS (
+    INSERT INTO run_queue (run_id, job_id, priority, run_at)
+    SELECT id, job_id, priority, run_at FROM ins WHERE status = 'queued'
+)
+SELECT * FROM ins
+"""
+"""$1 project, $2 job id (or ''), $3 slug, $4..$12 per-run arrays (NULL overrides take the job's value).
+Reads the job and writes the runs and their first events in one round trip; no row when the job is
+missing, deleted or disabled."""
 
 CLAIM_IDEMPOTENCY_KEYS = """
 INSERT INTO idempotency_keys AS k (scope, key, run_id)
@@ -94,6 +129,10 @@ WITH old AS (
         lease_owner = NULL, deadline = NULL, event_seq = r.event_seq + 1
     FROM old WHERE r.id = old.id
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, old.status AS from_status
+), unqueued AS (
+    DELETE FROM run_queue q USING upd WHERE q.run_id = upd.id
+), released AS (
+    DELETE FROM run_leases l USING upd WHERE l.run_id = upd.id
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'canceled', attempt, $5 FROM upd
@@ -156,6 +195,25 @@ class Inserted:
 class RunStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    async def insert_for_job(self, project_id: str, job_id: str, slug: str, runs: list[NewRun]) -> list[Run] | None:
+        """Runs without idempotency keys, for an enabled job named by id or slug; None when there is none."""
+        rows = await self._pool.fetch(
+            INSERT_RUNS_OF_JOB, project_id, job_id, slug, ids.new_ids("run", len(runs)),
+            [r.max_attempts for r in runs], [r.priority for r in runs], [r.timeout_ms for r in runs],
+            [r.payload for r in runs], [r.scheduled_time for r in runs],
+            [json.dumps(r.tags) if r.tags else "{}" for r in runs],
+            [json.dumps(r.metadata) if r.metadata else "{}" for r in runs], list(range(len(runs))))
+        if not rows:
+            return None
+        return [
+            Run(id=row["id"], project_id=row["project_id"], job_id=row["job_id"], status=RunStatus(row["status"]),
+                attempt=0, max_attempts=row["max_attempts"], priority=row["priority"], timeout_ms=row["timeout_ms"],
+                payload=new.payload, output=None, error="", error_class="", scheduled_time=row["scheduled_time"],
+                create_time=row["create_time"], update_time=row["create_time"], start_time=None, finish_time=None,
+                idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="")
+            for new, row in zip(runs, rows, strict=True)
+        ]
 
     async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "",
                      idempotency_scope: str = "") -> list[Inserted]:

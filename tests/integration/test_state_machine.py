@@ -64,8 +64,23 @@ async def test_operation_respects_the_transition_table(pool: asyncpg.Pool, op: s
         await pool.execute(
             "UPDATE runs SET status = $2, attempt = 1, run_at = now() - interval '1 second', lease_owner = $3 "
             "WHERE id = $1", run_id, status.value, OWNER)
+        await pool.execute("DELETE FROM run_queue")
+        await pool.execute("DELETE FROM run_leases")
+        if status is RunStatus.QUEUED:
+            await pool.execute("INSERT INTO run_queue SELECT id, job_id, priority, run_at FROM runs WHERE id = $1",
+                               run_id)
+        if status is RunStatus.EXECUTING:
+            await pool.execute("INSERT INTO run_leases VALUES ($1, $2, now() + interval '1 minute')", run_id, OWNER)
         await action(queue, runs, project.id, run_id)
         after = RunStatus(await pool.fetchval("SELECT status FROM runs WHERE id = $1", run_id))
+        # The ready queue holds exactly the queued runs, whatever the operation did.
+        queued = {r["id"] for r in await pool.fetch("SELECT id FROM runs WHERE status = 'queued'")}
+        ready = {r["run_id"] for r in await pool.fetch("SELECT run_id FROM run_queue")}
+        assert queued == ready, (op, status)
+        # ...and the lease table exactly the executing ones.
+        executing = {r["id"] for r in await pool.fetch("SELECT id FROM runs WHERE status = 'executing'")}
+        leased = {r["run_id"] for r in await pool.fetch("SELECT run_id FROM run_leases")}
+        assert executing == leased, (op, status)
         if can_transition(status, target) and status in _SOURCES[op]:
             assert after is target, (op, status)
         else:
