@@ -128,6 +128,8 @@ async def main() -> None:
     parser.add_argument("--concurrent", type=int, default=6_400)
     parser.add_argument("--batch-callers", type=int, default=4)
     parser.add_argument("--only-latency", action="store_true")
+    parser.add_argument("--split", action="store_true",
+                        help="run the api, worker and scheduler roles as three processes (the hint crosses processes)")
     parser.add_argument("--profile-e2e", metavar="FILE", help="record the server with py-spy during end-to-end")
     args = parser.parse_args()
 
@@ -147,21 +149,26 @@ async def main() -> None:
                STRAIT_REDIS_NAMESPACE=name, STRAIT_ADDRESS=f"127.0.0.1:{port}", STRAIT_ADMIN_KEY=admin_key,
                STRAIT_JWT_SIGNING_KEY=secrets.token_hex(32), STRAIT_ALLOW_PRIVATE_ENDPOINTS="true",
                STRAIT_LOG_LEVEL="warning")
-    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", env=env)
-    print(f"strait bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {_load()}")
+    modes = ["api", "worker", "scheduler"] if args.split else ["all"]
+    servers = [await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode", mode,
+                                                    env=env) for mode in modes]
+    worker_pid = servers[1 if args.split else 0].pid
+    print(f"strait bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {_load()}; processes: {', '.join(modes)}; "
+          f"wake hint via {env.get('STRAIT_WAKE_VIA', 'redis')}")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     conn = await asyncpg.connect(database_url)
     try:
         jobs, md, job = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/run")
         if not args.only_latency:
-            await _throughput(args, jobs, md, job, conn, sink, server.pid)
+            await _throughput(args, jobs, md, job, conn, sink, worker_pid)
         await _latency(args, jobs, md, job, sink)
         print(f"done, {_load()}")
     finally:
         await conn.close()
         await channel.close()
-        server.terminate()
-        await server.wait()
+        for proc in servers:
+            proc.terminate()
+            await proc.wait()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 

@@ -24,7 +24,7 @@ from strait_server.scheduler.sweeper import Sweeper
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.runs import RunStore
-from strait_server.wake import WakeHub
+from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class App:
             raise RuntimeError(f"database schema is missing tables {missing}; run `strait migrate`")
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3,
                                        health_check_interval=10) if s.redis_url else None
-        self._wake = WakeHub(self.redis, s.redis_namespace)
+        self._wake = WakeHub(self._wake_transport())
         # The dispatch path commits without waiting for the WAL flush: losing such a commit in a PostgreSQL
         # crash only re-delivers a run, which at-least-once delivery already allows. Triggers stay durable.
         self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4,
@@ -89,6 +89,13 @@ class App:
             await self.dispatcher.start()
         if Role.API in self.roles:
             await self._start_api()
+
+    def _wake_transport(self) -> RedisTransport | PostgresTransport | None:
+        s = self.settings
+        if s.wake_via == "postgres":
+            assert self.pool is not None
+            return PostgresTransport(self.pool, s.database_url, s.redis_namespace)
+        return RedisTransport(self.redis, s.redis_namespace) if self.redis is not None else None
 
     async def _start_api(self) -> None:
         assert self.pool is not None and self._wake is not None

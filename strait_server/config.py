@@ -49,6 +49,8 @@ class Settings:
     jwt_signing_key: str = field(default="", repr=False)
     # Namespace for every Redis key and channel, so several deployments (or tests) can share a server.
     redis_namespace: str = "strait"
+    # Cross-process wake-up hint after an enqueue: "redis" (pub/sub) or "postgres" (LISTEN/NOTIFY).
+    wake_via: str = "redis"
     allow_private_endpoints: bool = False
     # Dispatcher.
     dispatch_concurrency: int = 200
@@ -93,7 +95,10 @@ class Settings:
             else:
                 values[f.name] = raw
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        if settings.wake_via not in ("redis", "postgres"):
+            raise ConfigError(f"STRAIT_WAKE_VIA: {settings.wake_via!r} is not one of redis, postgres")
+        return settings
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

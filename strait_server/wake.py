@@ -1,6 +1,7 @@
-"""Wake-up hints for dispatchers: a local event, plus Redis pub/sub across processes.
+"""Wake-up hints for dispatchers: a local event, plus a cross-process hint over Redis pub/sub (default)
+or PostgreSQL LISTEN/NOTIFY (STRAIT_WAKE_VIA=postgres).
 
-Hints only shorten the wait; dispatchers also poll, so the queue keeps moving when Redis is down.
+Hints only shorten the wait; dispatchers also poll, so the queue keeps moving when the hint is lost.
 """
 
 from __future__ import annotations
@@ -9,17 +10,64 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Protocol
 
+import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
 
-class WakeHub:
-    def __init__(self, redis: aioredis.Redis | None, namespace: str) -> None:
+class _Transport(Protocol):
+    async def publish(self) -> None: ...
+    async def listen(self, wake: asyncio.Event, ready: asyncio.Event) -> None: ...
+
+
+class RedisTransport:
+    def __init__(self, redis: aioredis.Redis, namespace: str) -> None:
         self._redis = redis
         self._channel = f"{namespace}:wake"
+
+    async def publish(self) -> None:
+        await self._redis.publish(self._channel, b"1")
+
+    async def listen(self, wake: asyncio.Event, ready: asyncio.Event) -> None:
+        async with self._redis.pubsub() as pubsub:
+            await pubsub.subscribe(self._channel)
+            ready.set()
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    wake.set()
+
+
+class PostgresTransport:
+    """NOTIFY after each enqueue, LISTEN on a dedicated connection (not a pooled one)."""
+
+    def __init__(self, pool: asyncpg.Pool, database_url: str, namespace: str) -> None:
+        self._pool = pool
+        self._url = database_url
+        self._channel = f"{namespace}_wake"
+
+    async def publish(self) -> None:
+        await self._pool.execute("SELECT pg_notify($1, '')", self._channel)
+
+    async def listen(self, wake: asyncio.Event, ready: asyncio.Event) -> None:
+        conn = await asyncpg.connect(self._url)
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _c: lost.set())
+            await conn.add_listener(self._channel, lambda *_: wake.set())
+            ready.set()
+            await lost.wait()
+            raise OSError("LISTEN connection lost")
+        finally:
+            await conn.close()
+
+
+class WakeHub:
+    def __init__(self, transport: _Transport | None) -> None:
+        self._transport = transport
         self._local = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error_log = 0.0
@@ -29,9 +77,15 @@ class WakeHub:
     def event(self) -> asyncio.Event:
         return self._local
 
-    async def start_listening(self) -> None:
-        if self._redis is not None:
-            self._task = asyncio.create_task(self._listen(), name="wake-listener")
+    async def start_listening(self, wait_ready_s: float = 5.0) -> None:
+        """Subscribes before returning (so no hint sent after start-up is missed), waiting at most
+        `wait_ready_s` seconds: without the hint transport the dispatcher still polls."""
+        if self._transport is None:
+            return
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(self._listen(ready), name="wake-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), wait_ready_s)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -39,11 +93,13 @@ class WakeHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     def notify_soon(self) -> None:
-        """notify() without waiting for Redis: the caller's answer should not wait for the publish."""
+        """notify() without waiting for the publish: the caller's answer should not wait for it."""
         self._local.set()
-        if self._redis is not None:
+        if self._transport is not None:
             task = asyncio.create_task(self.notify())
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -51,31 +107,28 @@ class WakeHub:
     async def notify(self) -> None:
         """After an enqueue commits: wake dispatchers here and in other processes."""
         self._local.set()
-        if self._redis is None:
+        if self._transport is None:
             return
         try:
-            await self._redis.publish(self._channel, b"1")
-        except (RedisError, OSError) as exc:
+            await self._transport.publish()
+        except (RedisError, OSError, asyncpg.PostgresError) as exc:
             self._log_error("publish", exc)
 
     def _log_error(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
         if now - self._last_error_log > 30:
             self._last_error_log = now
-            log.warning("redis %s failed; dispatchers fall back to polling: %s", what, exc,
+            log.warning("wake-up hint %s failed; dispatchers fall back to polling: %s", what, exc,
                         extra={"action": "wake_degraded"})
 
-    async def _listen(self) -> None:
-        assert self._redis is not None
+    async def _listen(self, ready: asyncio.Event) -> None:
+        assert self._transport is not None
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._local.set()
+                await self._transport.listen(self._local, ready)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
-                self._log_error("subscribe", exc)
+            except (RedisError, OSError, asyncpg.PostgresError) as exc:
+                self._log_error("subscription", exc)
+                self._local.set()  # something may have been enqueued while we were deaf
                 await asyncio.sleep(1.0)

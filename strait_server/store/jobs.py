@@ -136,5 +136,5 @@ class JobStore:
             row = await conn.fetchrow(DELETE_JOB, job.id, job.project_id, version)
             if row is None:
                 raise Aborted(f"job {job.id!r} changed concurrently (etag mismatch); read it again")
-            await run_sql.cancel_pending_runs_of_job(conn, job.id, "job deleted")
+            await run_sql.cancel_unfinished_runs_of_job(conn, job.id, "job deleted")
         return _job(row)

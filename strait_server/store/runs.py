@@ -178,11 +178,10 @@ def _event(row: Any) -> RunEvent:
     )
 
 
-async def cancel_pending_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
-                                     reason: str) -> int:
-    """Cancels a job's runs that have not started (queued, delayed). Returns how many."""
-    pending = [RunStatus.QUEUED.value, RunStatus.DELAYED.value]
-    rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, pending, reason)
+async def cancel_unfinished_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
+                                       reason: str) -> int:
+    """Cancels every run of a job that has not finished (an executing one's late result is ignored)."""
+    rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason)
     return len(rows)
 
 
