@@ -152,7 +152,7 @@ RETURNING run_id
 """
 
 # Dead entries of the ready queue slow every claim until removed; the table is small, so this is cheap.
-VACUUM_QUEUE = "VACUUM (SKIP_LOCKED) run_queue, run_leases"
+VACUUM_QUEUE = "VACUUM (SKIP_LOCKED, TRUNCATE false) run_queue, run_leases"
 
 NEXT_DELAYED = "SELECT min(run_at) - now() FROM runs WHERE status = 'delayed'"
 

@@ -103,7 +103,7 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteJob(self, request, context):
-        """Deletes a job; its queued and delayed runs are canceled.
+        """Deletes a job and frees its slug; every unfinished run of it is canceled.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,7 @@ class JobServiceStub:
     UpdateJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.UpdateJobRequest, _job_pb2.UpdateJobResponse]
     """Updates the fields named in update_mask."""
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.DeleteJobRequest, _job_pb2.DeleteJobResponse]
-    """Deletes a job; its queued and delayed runs are canceled."""
+    """Deletes a job and frees its slug; every unfinished run of it is canceled."""
     TriggerJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.TriggerJobRequest, _job_pb2.TriggerJobResponse]
     """Creates one run of a job."""
     BatchTriggerJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.BatchTriggerJobRequest, _job_pb2.BatchTriggerJobResponse]
@@ -57,7 +57,7 @@ class JobServiceAsyncStub(JobServiceStub):
     UpdateJob: _aio.UnaryUnaryMultiCallable[_job_pb2.UpdateJobRequest, _job_pb2.UpdateJobResponse]  # type: ignore[assignment]
     """Updates the fields named in update_mask."""
     DeleteJob: _aio.UnaryUnaryMultiCallable[_job_pb2.DeleteJobRequest, _job_pb2.DeleteJobResponse]  # type: ignore[assignment]
-    """Deletes a job; its queued and delayed runs are canceled."""
+    """Deletes a job and frees its slug; every unfinished run of it is canceled."""
     TriggerJob: _aio.UnaryUnaryMultiCallable[_job_pb2.TriggerJobRequest, _job_pb2.TriggerJobResponse]  # type: ignore[assignment]
     """Creates one run of a job."""
     BatchTriggerJob: _aio.UnaryUnaryMultiCallable[_job_pb2.BatchTriggerJobRequest, _job_pb2.BatchTriggerJobResponse]  # type: ignore[assignment]
@@ -101,7 +101,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.DeleteJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.DeleteJobResponse, _abc.Awaitable[_job_pb2.DeleteJobResponse]]:
-        """Deletes a job; its queued and delayed runs are canceled."""
+        """Deletes a job and frees its slug; every unfinished run of it is canceled."""
 
     @_abc_1.abstractmethod
     def TriggerJob(

@@ -73,6 +73,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                                  base=spec_of(current), paths=paths)
         v.raise_if_any()
         updated = await self._d.jobs.update(current, spec, etag=request.job.etag)
+        if updated.enabled and not current.enabled:
+            self._d.on_enqueued()  # its queued runs are claimable again
         return job_pb2.UpdateJobResponse(job=convert.job(updated))
 
     async def DeleteJob(self, request: job_pb2.DeleteJobRequest,

@@ -275,3 +275,22 @@ async def test_priority_orders_dispatch(make_app: AppFactory, settings: Settings
     assert reqs[0].run_id == high.id
     assert {r.run_id for r in reqs[1:]} == {r.id for r in low}
     await api.channel.close()
+
+
+async def test_queued_runs_of_a_disabled_job_wait_until_it_is_enabled(api: Api, sink: Sink) -> None:
+    from google.protobuf.field_mask_pb2 import FieldMask
+
+    job = await api.create_job("pausable", sink.script("/pausable"))
+    later = _in(seconds=0.5)
+    run = await api.trigger(job, scheduled_time=later)
+    mask = FieldMask(paths=["enabled"])
+    await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(job=job_pb2.Job(id=job.id, enabled=False), update_mask=mask),
+                             metadata=api.metadata)
+    # Due, promoted to queued, but not claimed while the job is disabled.
+    await api.wait_status(run.id, S.RUN_STATUS_QUEUED)
+    other = await api.create_job("other", sink.script("/other"))
+    await api.wait_status((await api.trigger(other)).id, S.RUN_STATUS_COMPLETED)  # the queue moved on
+    assert sink.for_path("/pausable") == []
+    await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(job=job_pb2.Job(id=job.id, enabled=True), update_mask=mask),
+                             metadata=api.metadata)
+    await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)

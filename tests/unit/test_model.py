@@ -43,3 +43,18 @@ def test_retry_decision() -> None:
     assert next_status("timeout", 2, 3) is RunStatus.QUEUED
     assert next_status("timeout", 3, 3) is RunStatus.TIMED_OUT
     assert next_status("request_timeout", 3, 3) is RunStatus.DEAD_LETTER
+
+
+def test_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
+    import time
+
+    from strait_server import ids
+
+    first = ids.new_ids("run", 500)
+    made_at = int(time.time() * 1000)
+    while int(time.time() * 1000) <= made_at:  # wait for the next millisecond (at most one)
+        pass
+    later = ids.new_id("run")
+    assert len(set(first)) == 500
+    assert all(i.startswith("run_") and len(i) == 28 for i in [*first, later])
+    assert max(first) < later
