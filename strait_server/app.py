@@ -108,6 +108,7 @@ class App:
             page_tokens=PageTokens(s.jwt_signing_key or s.admin_key),
             on_enqueued=self._wake.notify_soon,
             on_delayed=(sweeper.nudge.set if sweeper is not None else (lambda: None)),
+            direct=self.dispatcher,
         )
         self._server, self._health = build_server(deps)
         self.port = self._server.add_insecure_port(s.address)

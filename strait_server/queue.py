@@ -202,7 +202,7 @@ class Outcome:
     record: dict[str, Any]
 
 
-def _claimed(row: Any) -> ClaimedRun:
+def claimed_from_row(row: Any) -> ClaimedRun:
     return ClaimedRun(
         id=row["id"], project_id=row["project_id"], job_id=row["job_id"], attempt=row["attempt"],
         max_attempts=row["max_attempts"], timeout_ms=row["timeout_ms"], payload=row["payload"],
@@ -219,7 +219,7 @@ class Queue:
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedRun]:
         rows = await self._pool.fetch(CLAIM, limit, owner)
-        return [_claimed(r) for r in rows]
+        return [claimed_from_row(r) for r in rows]
 
     async def settle(self, owner: str, outcomes: list[Outcome]) -> set[str]:
         rows = await self._pool.fetch(

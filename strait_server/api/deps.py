@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from strait_server.api.interceptor import Authenticator
 from strait_server.api.pagination import PageTokens
 from strait_server.config import Settings
+from strait_server.queue import ClaimedRun
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.runs import RunStore
+
+
+class DirectDispatch(Protocol):
+    """A dispatcher in this process that can take a triggered run without a claim round trip."""
+
+    owner: str
+
+    def accepts_direct(self) -> bool: ...
+    def start_claimed(self, run: ClaimedRun) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -24,3 +35,4 @@ class Deps:
     # Called after runs are enqueued (wakes dispatchers) and after delayed runs are created.
     on_enqueued: Callable[[], None]
     on_delayed: Callable[[], None]
+    direct: DirectDispatch | None = None

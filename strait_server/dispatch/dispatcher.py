@@ -42,6 +42,16 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def accepts_direct(self) -> bool:
+        """Whether a trigger in this process may hand its run straight to this dispatcher."""
+        return not self._stopping.is_set() and len(self._inflight) < self._settings.dispatch_concurrency // 2
+
+    def start_claimed(self, run: ClaimedRun) -> None:
+        """Dispatch a run this dispatcher already holds the lease of (see RunStore.insert_dispatching).
+        Once stopping, the run is left to the shutdown hand-back or the recovery sweep."""
+        if not self._stopping.is_set():
+            self._inflight[run.id] = asyncio.create_task(self._run_one(run))
+
     async def start(self) -> None:
         # The heartbeat row must exist before the first claim, or a sweep would take the runs back.
         await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())

@@ -22,6 +22,7 @@ from strait_server.model import (
     RunStatus,
     sources_of,
 )
+from strait_server.queue import ClaimedRun, claimed_from_row
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
 error, error_class, scheduled_time, create_time, update_time, start_time, finish_time, idempotency_key,
@@ -86,6 +87,41 @@ SELECT * FROM ins
 """$1 project, $2 job id (or ''), $3 slug, $4..$12 per-run arrays (NULL overrides take the job's value).
 Reads the job and writes the runs and their first events in one round trip; no row when the job is
 missing, deleted or disabled."""
+
+INSERT_DISPATCHING = """
+WITH j AS (
+    SELECT id, project_id, max_attempts, priority, timeout_ms, tags, endpoint_url, fallback_endpoint_url,
+        signing_secret, retry_strategy, retry_initial_ms, retry_max_ms
+    FROM jobs
+    WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
+      -- Only when nothing claimable is waiting: a new run must not overtake older queued runs.
+      AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.run_at <= now()
+                      AND (SELECT j2.enabled AND j2.delete_time IS NULL FROM jobs j2 WHERE j2.id = q.job_id))
+), ins AS (
+    INSERT INTO runs (id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload,
+        run_at, scheduled_time, start_time, tags, metadata, lease_owner, deadline, event_seq)
+    SELECT $4, j.project_id, j.id, 'executing', 1, coalesce($5, j.max_attempts), coalesce($6, j.priority),
+        coalesce($7, j.timeout_ms), $8, now(), now(), now(), j.tags || $9::jsonb, $10::jsonb, $11,
+        now() + coalesce($7, j.timeout_ms) * interval '1 millisecond', 2
+    FROM j
+    RETURNING id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, metadata,
+        error, scheduled_time, create_time, start_time, tags, lease_owner, deadline
+), lease AS (
+    INSERT INTO run_leases (run_id, owner, deadline) SELECT id, lease_owner, deadline FROM ins
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
+    SELECT id, project_id, job_id, 1, 'status_change', '', 'queued', 0 FROM ins
+    UNION ALL
+    SELECT id, project_id, job_id, 2, 'status_change', 'queued', 'executing', 1 FROM ins
+)
+SELECT ins.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy, j.retry_initial_ms,
+    j.retry_max_ms
+FROM ins, j
+"""
+"""$1 project, $2 job id (or ''), $3 slug, $4 run id, $5 max_attempts, $6 priority, $7 timeout_ms (NULL: the
+job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher. When the ready queue holds nothing
+claimable, writes the run already claimed by that dispatcher (queued and executing events, lease) in the
+same durable commit as the trigger; no row otherwise, and the caller enqueues it the usual way."""
 
 CLAIM_IDEMPOTENCY_KEYS = """
 INSERT INTO idempotency_keys AS k (scope, key, run_id)
@@ -213,6 +249,22 @@ class RunStore:
                 idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="")
             for new, row in zip(runs, rows, strict=True)
         ]
+
+    async def insert_dispatching(self, project_id: str, job_id: str, slug: str, new: NewRun,
+                                 owner: str) -> tuple[Run, ClaimedRun] | None:
+        """One run, written already claimed by dispatcher `owner`; None when it must be queued instead."""
+        row = await self._pool.fetchrow(
+            INSERT_DISPATCHING, project_id, job_id, slug, ids.new_id("run"), new.max_attempts, new.priority,
+            new.timeout_ms, new.payload, new.tags, new.metadata, owner)
+        if row is None:
+            return None
+        run = Run(id=row["id"], project_id=row["project_id"], job_id=row["job_id"], status=RunStatus.EXECUTING,
+                  attempt=1, max_attempts=row["max_attempts"], priority=row["priority"],
+                  timeout_ms=row["timeout_ms"], payload=new.payload, output=None, error="", error_class="",
+                  scheduled_time=row["scheduled_time"], create_time=row["create_time"],
+                  update_time=row["create_time"], start_time=row["start_time"], finish_time=None,
+                  idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="")
+        return run, claimed_from_row(row)
 
     async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "",
                      idempotency_scope: str = "") -> list[Inserted]:

@@ -96,3 +96,22 @@ _SOURCES: dict[str, set[RunStatus]] = {
     "recover": {RunStatus.EXECUTING},
     "cancel": set(RunStatus),
 }
+
+
+async def test_direct_dispatch_never_overtakes_a_waiting_run(pool: asyncpg.Pool) -> None:
+    project = await ProjectStore(pool).create("dd", "dd")
+    job = await JobStore(pool).create(project.id, JobSpec(slug="j", name="j", endpoint_url="http://x"))
+    runs = RunStore(pool)
+    # Nothing waiting: the run is written already claimed by the dispatcher, with both events and a lease.
+    written = await runs.insert_dispatching(project.id, job.id, "", NewRun(payload='{"a": 1}'), OWNER)
+    assert written is not None
+    run, claimed = written
+    assert run.status is RunStatus.EXECUTING and claimed.attempt == 1 and claimed.endpoint_url == "http://x"
+    events = await runs.events(project.id, run.id, 0, 10)
+    assert [(e.from_status, e.to_status) for e in events] == [("", "queued"), ("queued", "executing")]
+    assert await pool.fetchval("SELECT owner FROM run_leases WHERE run_id = $1", run.id) == OWNER
+    # A claimable run is waiting: the new one must queue behind it.
+    await runs.insert_for_job(project.id, job.id, "", [NewRun()])
+    assert await runs.insert_dispatching(project.id, "", "j", NewRun(), OWNER) is None
+    # Disabled or unknown jobs are never written this way either.
+    assert await runs.insert_dispatching(project.id, "job_missing", "", NewRun(), OWNER) is None
