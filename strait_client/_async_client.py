@@ -40,6 +40,9 @@ class _AsyncTransport:
             raise from_rpc_error(err) from err
         return op.convert(response)
 
+    def stub(self, service: str) -> Any:
+        return self._stubs[service]
+
     async def pages(self, make: Callable[[str], Op[Page]]) -> AsyncIterator[Dict]:
         token = ""
         while True:
@@ -126,18 +129,47 @@ class AsyncRuns:
         """The run's events in sequence order."""
         return [e async for e in self._t.pages(_ops.list_run_events(run_id, after_sequence, 1000))]
 
-    async def wait(self, run_id: str, timeout: float = 60.0,  # noqa: ASYNC109 - mirrors Client.runs.wait
-                   poll_interval: float = 0.05) -> Dict:
-        """Polls until the run reaches a terminal status and returns it; TimeoutError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
+    async def watch(self, run_id: str, *, after_sequence: int = 0,
+                    timeout: float | None = None) -> AsyncIterator[Dict]:  # noqa: ASYNC109 - mirrors Client
+        """The run's events in sequence order, stored then live, until its terminal event.
+
+        Reconnects by itself (from the last sequence received, so nothing is missed or repeated) when the
+        connection drops or the server ends the stream at its maximum duration. `timeout` bounds the whole
+        watch (TimeoutError)."""
+        after = after_sequence
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
         while True:
-            run = await self.get(run_id)
-            if _ops.is_terminal(run["status"]):
-                return run
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"run {run_id} is still {run['status']} after {timeout}s")
-            await asyncio.sleep(min(poll_interval, remaining))
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            call = self._t.stub("runs").WatchRun(_ops.watch_run_request(run_id, after),
+                                                  metadata=self._t.metadata, timeout=remaining)
+            try:
+                async for message in call:
+                    if message.WhichOneof("message") != "event":
+                        continue
+                    event = _ops.event_dict(message.event)
+                    after, failures = event["sequence"], 0
+                    yield event
+                    if _ops.ends_run(event):
+                        return
+                if _ops.run_finished(await call.trailing_metadata()):
+                    return
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from err
+                if err.code() not in _ops.RESUMABLE or failures >= 8:
+                    raise from_rpc_error(err) from err
+                failures += 1
+                await asyncio.sleep(_ops.reconnect_delay(failures))
+            finally:
+                call.cancel()
+
+    async def wait(self, run_id: str, timeout: float = 60.0) -> Dict:  # noqa: ASYNC109 - mirrors Client
+        """Returns the run once it reaches a terminal status (watching its events, not polling);
+        TimeoutError after `timeout` seconds."""
+        async for _ in self.watch(run_id, timeout=timeout):
+            pass
+        return await self.get(run_id)
 
 
 class AsyncProjects:

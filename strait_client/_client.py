@@ -57,6 +57,9 @@ class _Transport:
             raise from_rpc_error(err) from err
         return op.convert(response)
 
+    def stub(self, service: str) -> Any:
+        return self._stubs[service]
+
     def pages(self, make: Callable[[str], Op[Page]]) -> Iterator[Dict]:
         token = ""
         while True:
@@ -139,17 +142,46 @@ class Runs:
         """The run's events in sequence order."""
         return list(self._t.pages(_ops.list_run_events(run_id, after_sequence, 1000)))
 
-    def wait(self, run_id: str, timeout: float = 60.0, poll_interval: float = 0.05) -> Dict:
-        """Polls until the run reaches a terminal status and returns it; TimeoutError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
+    def watch(self, run_id: str, *, after_sequence: int = 0, timeout: float | None = None) -> Iterator[Dict]:
+        """The run's events in sequence order, stored then live, until its terminal event.
+
+        Reconnects by itself (from the last sequence received, so nothing is missed or repeated) when the
+        connection drops or the server ends the stream at its maximum duration. `timeout` bounds the whole
+        watch (TimeoutError)."""
+        after = after_sequence
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failures = 0
         while True:
-            run = self.get(run_id)
-            if _ops.is_terminal(run["status"]):
-                return run
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"run {run_id} is still {run['status']} after {timeout}s")
-            time.sleep(min(poll_interval, remaining))
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            stream = self._t.stub("runs").WatchRun(_ops.watch_run_request(run_id, after),
+                                                    metadata=self._t.metadata, timeout=remaining)
+            try:
+                for message in stream:
+                    if message.WhichOneof("message") != "event":
+                        continue
+                    event = _ops.event_dict(message.event)
+                    after, failures = event["sequence"], 0
+                    yield event
+                    if _ops.ends_run(event):
+                        return
+                if _ops.run_finished(stream.trailing_metadata()):
+                    return
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from err
+                if err.code() not in _ops.RESUMABLE or failures >= 8:
+                    raise from_rpc_error(err) from err
+                failures += 1
+                time.sleep(_ops.reconnect_delay(failures))
+            finally:
+                stream.cancel()
+
+    def wait(self, run_id: str, timeout: float = 60.0) -> Dict:
+        """Returns the run once it reaches a terminal status (watching its events, not polling);
+        TimeoutError after `timeout` seconds."""
+        for _ in self.watch(run_id, timeout=timeout):
+            pass
+        return self.get(run_id)
 
 
 class Projects:

@@ -3,11 +3,13 @@ differ in how they execute these, so building requests and decoding responses li
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
+import grpc
 from google.protobuf.message import Message
 
 from strait_client._convert import fill, mask_paths, to_dict
@@ -209,3 +211,30 @@ def list_api_keys(project_id: str, page_size: int) -> Callable[[str], Op[Page]]:
 def revoke_api_key(key_id: str) -> Op[Dict]:
     return Op("projects", "RevokeApiKey", project_pb2.RevokeApiKeyRequest(id=key_id),
               lambda r: to_dict(r.api_key))
+
+
+WATCH_END_KEY = "strait-watch-end"
+RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def watch_run_request(run_id: str, after_sequence: int) -> run_pb2.WatchRunRequest:
+    return run_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence)
+
+
+def ends_run(event: Dict) -> bool:
+    """The run's terminal status change: nothing follows it."""
+    return event.get("type") == "status_change" and is_terminal(event.get("to_status"))
+
+
+def run_finished(trailing: Any) -> bool:
+    """Whether a stream that ended OK did so because the run finished (else it aged out: resume)."""
+    return any(key == WATCH_END_KEY and value == "run-finished" for key, value in trailing or ())
+
+
+def reconnect_delay(failures: int) -> float:
+    """Backoff with jitter between reconnects: 0.1 s doubling to 5 s."""
+    return float(min(0.1 * 2 ** failures, 5.0) * random.uniform(0.5, 1.0))
+
+
+def event_dict(event: Any) -> Dict:
+    return to_dict(event)

@@ -16,9 +16,11 @@ from strait_server.api.deps import Deps
 from strait_server.api.interceptor import Authenticator
 from strait_server.api.pagination import PageTokens
 from strait_server.api.server import build_server, set_serving
+from strait_server.api.streams import StreamLimits
 from strait_server.config import Settings
 from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
+from strait_server.events import EventBus
 from strait_server.queue import Queue
 from strait_server.scheduler.sweeper import Sweeper
 from strait_server.store.jobs import JobStore
@@ -56,6 +58,7 @@ class App:
     _sweeper: Sweeper | None = None
     _executor: HttpExecutor | None = None
     _queue_pool: db.Pool | None = None
+    events: EventBus | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, *, migrate: bool = True) -> None:
@@ -69,6 +72,7 @@ class App:
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3,
                                        health_check_interval=10) if s.redis_url else None
         self._wake = WakeHub(self._wake_transport())
+        self.events = EventBus(self.redis, s.redis_namespace)
         # The dispatch path commits without waiting for the WAL flush: losing such a commit in a PostgreSQL
         # crash only re-delivers a run, which at-least-once delivery already allows. Triggers stay durable.
         self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4,
@@ -76,7 +80,7 @@ class App:
         queue = Queue(self._queue_pool)
         if Role.SCHEDULER in self.roles:
             self._sweeper = Sweeper(queue, interval=s.sweep_interval, owner_stale_after=s.owner_stale_after,
-                                    on_requeued=self._wake.notify)
+                                    on_requeued=self._wake.notify, on_events=self.events.published)
             self._sweeper.start()
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
@@ -85,9 +89,10 @@ class App:
                 jwt_key=s.jwt_signing_key, max_output_bytes=s.max_output_bytes,
                 token_margin_s=s.run_token_ttl_margin.total_seconds())
             await self._executor.start()
-            self.dispatcher = Dispatcher(queue, self._executor, self._wake.event, s)
+            self.dispatcher = Dispatcher(queue, self._executor, self._wake.event, s, on_events=self.events.published)
             await self.dispatcher.start()
         if Role.API in self.roles:
+            await self.events.start()
             await self._start_api()
 
     def _wake_transport(self) -> RedisTransport | PostgresTransport | None:
@@ -98,7 +103,7 @@ class App:
         return RedisTransport(self.redis, s.redis_namespace) if self.redis is not None else None
 
     async def _start_api(self) -> None:
-        assert self.pool is not None and self._wake is not None
+        assert self.pool is not None and self._wake is not None and self.events is not None
         s = self.settings
         projects = ProjectStore(self.pool)
         sweeper = self._sweeper
@@ -109,6 +114,8 @@ class App:
             on_enqueued=self._wake.notify_soon,
             on_delayed=(sweeper.nudge.set if sweeper is not None else (lambda: None)),
             direct=self.dispatcher,
+            events=self.events,
+            streams=StreamLimits(s.watch_max_streams_per_project),
         )
         self._server, self._health = build_server(deps)
         self.port = self._server.add_insecure_port(s.address)
@@ -136,6 +143,8 @@ class App:
             await self._sweeper.stop()
         if self._wake is not None:
             await self._wake.stop()
+        if self.events is not None:
+            await self.events.stop()
         if self._executor is not None:
             await self._executor.close()
         if self.redis is not None:

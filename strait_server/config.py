@@ -72,6 +72,11 @@ class Settings:
     grpc_max_message_bytes: int = 8 * 1024 * 1024
     shutdown_grace: timedelta = timedelta(seconds=5)
     log_level: str = "info"
+    # Watch streams (RunService.WatchRun).
+    watch_keepalive_interval: timedelta = timedelta(seconds=15)
+    watch_max_duration: timedelta = timedelta(minutes=30)
+    watch_max_streams_per_project: int = 100
+    watch_poll_interval: timedelta = timedelta(milliseconds=500)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -16,7 +16,7 @@ class EmbeddedBackends:
 
     def close(self) -> None:
         try:
-            self._redis.shutdown(save=False, now=True)
+            self._redis.shutdown(nosave=True)
         except Exception:
             pass
         self._pg.cleanup()

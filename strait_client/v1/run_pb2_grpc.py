@@ -61,6 +61,11 @@ class RunServiceStub:
                 request_serializer=strait_dot_v1_dot_run__pb2.ListRunEventsRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_run__pb2.ListRunEventsResponse.FromString,
                 _registered_method=True)
+        self.WatchRun = channel.unary_stream(
+                '/strait.v1.RunService/WatchRun',
+                request_serializer=strait_dot_v1_dot_run__pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_run__pb2.WatchRunResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -101,6 +106,14 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRun(self, request, context):
+        """Streams a run's events in sequence order: those stored after after_sequence, then live ones, without
+        gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.ListRunEvents,
                     request_deserializer=strait_dot_v1_dot_run__pb2.ListRunEventsRequest.FromString,
                     response_serializer=strait_dot_v1_dot_run__pb2.ListRunEventsResponse.SerializeToString,
+            ),
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=strait_dot_v1_dot_run__pb2.WatchRunRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_run__pb2.WatchRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class RunService:
             '/strait.v1.RunService/ListRunEvents',
             strait_dot_v1_dot_run__pb2.ListRunEventsRequest.SerializeToString,
             strait_dot_v1_dot_run__pb2.ListRunEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/strait.v1.RunService/WatchRun',
+            strait_dot_v1_dot_run__pb2.WatchRunRequest.SerializeToString,
+            strait_dot_v1_dot_run__pb2.WatchRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class RunServiceStub:
     """Creates a new run from a finished one (dead_letter included), linked to it."""
     ListRunEvents: _grpc.UnaryUnaryMultiCallable[_run_pb2.ListRunEventsRequest, _run_pb2.ListRunEventsResponse]
     """The events of a run in sequence order."""
+    WatchRun: _grpc.UnaryStreamMultiCallable[_run_pb2.WatchRunRequest, _run_pb2.WatchRunResponse]
+    """Streams a run's events in sequence order: those stored after after_sequence, then live ones, without
+    gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
+    """
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
@@ -58,6 +62,10 @@ class RunServiceAsyncStub(RunServiceStub):
     """Creates a new run from a finished one (dead_letter included), linked to it."""
     ListRunEvents: _aio.UnaryUnaryMultiCallable[_run_pb2.ListRunEventsRequest, _run_pb2.ListRunEventsResponse]  # type: ignore[assignment]
     """The events of a run in sequence order."""
+    WatchRun: _aio.UnaryStreamMultiCallable[_run_pb2.WatchRunRequest, _run_pb2.WatchRunResponse]  # type: ignore[assignment]
+    """Streams a run's events in sequence order: those stored after after_sequence, then live ones, without
+    gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
+    """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads and controls runs."""
@@ -100,5 +108,15 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_run_pb2.ListRunEventsResponse, _abc.Awaitable[_run_pb2.ListRunEventsResponse]]:
         """The events of a run in sequence order."""
+
+    @_abc_1.abstractmethod
+    def WatchRun(
+        self,
+        request: _run_pb2.WatchRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_run_pb2.WatchRunResponse], _abc.AsyncIterator[_run_pb2.WatchRunResponse]]:
+        """Streams a run's events in sequence order: those stored after after_sequence, then live ones, without
+        gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
+        """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

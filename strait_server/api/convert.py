@@ -14,6 +14,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def ts(value: datetime | None) -> Timestamp | None:
     # Timestamp.FromDatetime is pure Python and shows up in batch responses; this is the same arithmetic.
     if value is None:

@@ -8,7 +8,9 @@ from typing import Protocol
 
 from strait_server.api.interceptor import Authenticator
 from strait_server.api.pagination import PageTokens
+from strait_server.api.streams import StreamLimits
 from strait_server.config import Settings
+from strait_server.events import EventBus
 from strait_server.queue import ClaimedRun
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
@@ -35,4 +37,6 @@ class Deps:
     # Called after runs are enqueued (wakes dispatchers) and after delayed runs are created.
     on_enqueued: Callable[[], None]
     on_delayed: Callable[[], None]
+    events: EventBus
+    streams: StreamLimits
     direct: DirectDispatch | None = None

@@ -84,7 +84,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         v = Violations()
         validate.check_text(v, "etag", request.etag, max_len=32)
         job = await self._job(v, request)
-        deleted = await self._d.jobs.delete(job, etag=request.etag)
+        deleted, canceled = await self._d.jobs.delete(job, etag=request.etag)
+        self._d.events.published(canceled)
         return job_pb2.DeleteJobResponse(job=convert.job(deleted))
 
     async def _trigger(self, v: Violations, request: object, runs: list[NewRun]) -> list[Inserted]:
@@ -102,6 +103,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                 _require_enabled(await self._d.jobs.get(project, job_id=job_id, slug=slug))
                 raise errors.Aborted("the job changed while triggering it; retry")
             inserted = [Inserted(r, False) for r in created]
+        self._d.events.published(i.run.id for i in inserted if not i.repeat)
         fresh = [i.run.status for i in inserted if not i.repeat]
         if RunStatus.QUEUED in fresh:
             self._d.on_enqueued()
@@ -124,6 +126,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             return None
         run, claimed = written
         direct.start_claimed(claimed)
+        self._d.events.published([run.id])
         return run
 
     async def TriggerJob(self, request: job_pb2.TriggerJobRequest,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import grpc
 
 from strait_client.v1 import run_pb2, run_pb2_grpc
@@ -11,6 +14,21 @@ from strait_server.api.deps import Deps
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
+from strait_server.model import TERMINAL, RunEvent
+
+_WATCH_PAGE = 200
+WATCH_END_KEY = "strait-watch-end"
+
+
+class _AgedOut(Exception):
+    """The stream reached STRAIT_WATCH_MAX_DURATION; it ends OK and the client resumes."""
+
+
+def _ends_run(event: RunEvent) -> bool:
+    return event.type == "status_change" and event.to_status in _TERMINAL_NAMES
+
+
+_TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
 
 
 class RunServicer(run_pb2_grpc.RunServiceServicer):
@@ -64,6 +82,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         validate.check_text(v, "reason", request.reason, max_len=1024)
         run_id = self._run_id(v, request.id)
         run = await self._d.runs.cancel(project_id(), run_id, request.reason or "canceled by user")
+        self._d.events.published([run.id])
         return run_pb2.CancelRunResponse(run=convert.run(run))
 
     async def ReplayRun(self, request: run_pb2.ReplayRunRequest,
@@ -79,6 +98,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
                                             subject=original.job_id, violation_type="JOB_STATE")
         result = await self._d.runs.replay(project, job, run_id, request.idempotency_key)
         if not result.repeat:
+            self._d.events.published([result.run.id])
             self._d.on_enqueued()
         return run_pb2.ReplayRunResponse(run=convert.run(result.run), idempotent_repeat=result.repeat)
 
@@ -101,3 +121,59 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
             items = items[:size]
             token = str(items[-1].seq)
         return run_pb2.ListRunEventsResponse(events=[convert.event(e) for e in items], next_page_token=token)
+
+    async def WatchRun(self, request: run_pb2.WatchRunRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[run_pb2.WatchRunResponse]:
+        v = Violations()
+        if request.after_sequence < 0:
+            v.add("after_sequence", "must not be negative")
+        run_id = self._run_id(v, request.run_id, "run_id")
+        project = project_id()
+        await self._d.runs.get(project, run_id)  # NOT_FOUND before the stream starts
+        # Trailing metadata tells a client whether to resume: the run finished, or the stream only aged out.
+        context.set_trailing_metadata(((WATCH_END_KEY, "max-duration"),))
+        with self._d.streams.open(project), self._d.events.watch(run_id) as woken:
+            try:
+                async for message in self._watch(project, run_id, request.after_sequence, woken):
+                    yield message
+            except _AgedOut:
+                return
+        context.set_trailing_metadata(((WATCH_END_KEY, "run-finished"),))
+
+    async def _watch(self, project: str, run_id: str, after: int,
+                     woken: asyncio.Event) -> AsyncIterator[run_pb2.WatchRunResponse]:
+        """Reads stored events after the cursor, then waits for a wake-up (or polls when the event bus is
+        down), and ends after the run's terminal event or at the maximum stream duration."""
+        s = self._d.settings
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + s.watch_max_duration.total_seconds()
+        keepalive = s.watch_keepalive_interval.total_seconds()
+        last_sent = loop.time()
+        while True:
+            woken.clear()
+            events = await self._d.runs.events_after(project, run_id, after, _WATCH_PAGE)
+            for event in events:
+                yield run_pb2.WatchRunResponse(event=convert.event(event))
+                after = event.seq
+            if events:
+                last_sent = loop.time()
+                if _ends_run(events[-1]):
+                    return
+                if len(events) == _WATCH_PAGE:
+                    continue
+            else:
+                status, latest = await self._d.runs.progress(project, run_id)
+                if status.is_terminal and latest <= after:
+                    return
+            now = loop.time()
+            if now >= ends_at:
+                raise _AgedOut
+            wait = min(ends_at - now, max(keepalive - (now - last_sent), 0.0))
+            if not self._d.events.healthy:
+                wait = min(wait, s.watch_poll_interval.total_seconds())
+            try:
+                await asyncio.wait_for(woken.wait(), wait)
+            except TimeoutError:
+                if loop.time() - last_sent >= keepalive:
+                    yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())))
+                    last_sent = loop.time()

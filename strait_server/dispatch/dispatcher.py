@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterable
 
 import asyncpg
 
@@ -21,11 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, queue: Queue, executor: HttpExecutor, wake: asyncio.Event, settings: Settings) -> None:
+    def __init__(self, queue: Queue, executor: HttpExecutor, wake: asyncio.Event, settings: Settings,
+                 on_events: Callable[[Iterable[str]], None] = lambda ids: None) -> None:
         self.owner = ids.new_id("disp")
         self._queue = queue
         self._executor = executor
         self._wake = wake
+        self._on_events = on_events
         self._settings = settings
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
@@ -75,6 +78,7 @@ class Dispatcher:
             await asyncio.wait(list(self._inflight.values()))
         await self._settler.stop()
         handed_back = await self._queue.hand_back(self.owner)
+        self._on_events(handed_back)
         for task in self._tasks[1:]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -87,6 +91,7 @@ class Dispatcher:
 
     def _on_settled(self, outcomes: list[Outcome], settled: set[str]) -> None:
         loop = asyncio.get_running_loop()
+        self._on_events(settled)
         self.outcomes_settled += len(settled)
         self.outcomes_dropped += len(outcomes) - len(settled)
         for o in outcomes:
@@ -112,6 +117,7 @@ class Dispatcher:
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 claimed = []
                 await asyncio.sleep(min(poll, 1.0))
+            self._on_events(run.id for run in claimed)
             for run in claimed:
                 self._inflight[run.id] = asyncio.create_task(self._run_one(run))
             if len(claimed) == want or self._stopping.is_set():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 
 import asyncpg
@@ -22,11 +22,13 @@ _VACUUM_EVERY = 3
 
 class Sweeper:
     def __init__(self, queue: Queue, *, interval: timedelta, owner_stale_after: timedelta,
-                 on_requeued: Callable[[], Awaitable[None]]) -> None:
+                 on_requeued: Callable[[], Awaitable[None]],
+                 on_events: Callable[[Iterable[str]], None]) -> None:
         self._queue = queue
         self._interval = interval.total_seconds()
         self._stale = owner_stale_after
         self._on_requeued = on_requeued
+        self._on_events = on_events
         self.nudge = asyncio.Event()  # set when a delayed run is created here, to re-read the next due time
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -45,6 +47,7 @@ class Sweeper:
             try:
                 recovered = await self._queue.recover(self._stale, DEADLINE_GRACE)
                 if recovered:
+                    self._on_events(recovered)
                     log.warning("recovered runs of lost dispatchers", extra={
                         "action": "recover", "count": len(recovered)})
                     await self._on_requeued()
@@ -61,7 +64,9 @@ class Sweeper:
         while True:
             wait = self._interval
             try:
-                if await self._queue.promote_delayed():
+                promoted = await self._queue.promote_delayed()
+                if promoted:
+                    self._on_events(promoted)
                     await self._on_requeued()
                 next_in = await self._queue.next_delayed_in()
                 if next_in is not None:

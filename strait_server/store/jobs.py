@@ -130,11 +130,12 @@ class JobStore:
             raise Aborted(f"job {current.id!r} changed concurrently (etag mismatch); read it again")
         return _job(row)
 
-    async def delete(self, job: Job, *, etag: str = "") -> Job:
+    async def delete(self, job: Job, *, etag: str = "") -> tuple[Job, list[str]]:
+        """Soft-deletes the job; returns it and the ids of the runs that were canceled with it."""
         version = _parse_etag(etag) if etag else None
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(DELETE_JOB, job.id, job.project_id, version)
             if row is None:
                 raise Aborted(f"job {job.id!r} changed concurrently (etag mismatch); read it again")
-            await run_sql.cancel_unfinished_runs_of_job(conn, job.id, "job deleted")
-        return _job(row)
+            canceled = await run_sql.cancel_unfinished_runs_of_job(conn, job.id, "job deleted")
+        return _job(row), canceled

@@ -176,6 +176,8 @@ RETURNING run_id
 """
 """$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason."""
 
+RUN_PROGRESS = "SELECT status, event_seq FROM runs WHERE id = $1 AND project_id = $2"
+
 LIST_EVENTS = f"""
 SELECT {_EVENT_COLUMNS} FROM run_events
 WHERE run_id = $1 AND project_id = $2 AND seq > $3
@@ -215,10 +217,10 @@ def _event(row: Any) -> RunEvent:
 
 
 async def cancel_unfinished_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
-                                       reason: str) -> int:
+                                       reason: str) -> list[str]:
     """Cancels every run of a job that has not finished (an executing one's late result is ignored)."""
     rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason)
-    return len(rows)
+    return [r["run_id"] for r in rows]
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,18 @@ class RunStore:
         [inserted] = await self.insert(job, [new], replay_of=original.id,
                                        idempotency_scope=f"replay:{original.id}")
         return inserted
+
+    async def events_after(self, project_id: str, run_id: str, after_seq: int, limit: int) -> list[RunEvent]:
+        """Events with a sequence above `after_seq`, in order (no existence check)."""
+        rows = await self._pool.fetch(LIST_EVENTS, run_id, project_id, after_seq, limit)
+        return [_event(r) for r in rows]
+
+    async def progress(self, project_id: str, run_id: str) -> tuple[RunStatus, int]:
+        """The run's status and the sequence of its latest event."""
+        row = await self._pool.fetchrow(RUN_PROGRESS, run_id, project_id)
+        if row is None:
+            raise NotFound("run", run_id)
+        return RunStatus(row["status"]), int(row["event_seq"])
 
     async def events(self, project_id: str, run_id: str, after_seq: int, limit: int) -> list[RunEvent]:
         rows = await self._pool.fetch(LIST_EVENTS, run_id, project_id, after_seq, limit)

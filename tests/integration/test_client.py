@@ -27,8 +27,8 @@ from strait_client import (
 from strait_client.v1 import job_pb2
 from strait_server.app import App
 from strait_server.config import Settings
-from tests.conftest import Api
-from tests.sink import Sink
+from tests.conftest import Api, AppFactory, connect
+from tests.sink import Reply, Sink
 
 
 def address(app: App) -> str:
@@ -312,3 +312,39 @@ async def test_unreachable_server_is_unavailable() -> None:
         with pytest.raises(UnavailableError) as err:
             await client.runs.get("run_x")
         assert err.value.code == grpc.StatusCode.UNAVAILABLE and err.value.reason == ""
+
+
+async def test_watch_follows_a_run_across_stream_restarts(make_app: AppFactory, settings: Settings,
+                                                          sink: Sink) -> None:
+    # Streams end every 300 ms here; the client resumes from its last sequence each time.
+    app = await make_app(watch_max_duration=timedelta(milliseconds=300))
+    api = await connect(app, settings.admin_key)
+    gate = asyncio.Event()
+    url = sink.script("/slow-watch", Reply(503), Reply(200, '{"ok": 1}', block=gate))
+    async with AsyncClient(address(app), api.key) as client:
+        job = await client.jobs.create("slow-watch", url, retry_policy={"initial_delay": timedelta(milliseconds=10)})
+        run = await client.jobs.trigger(job["id"], {"n": 1})
+        seen = []
+        async for event in client.runs.watch(run["id"]):
+            seen.append(event)
+            if event["to_status"] == "executing" and event["attempt"] == 2:
+                await asyncio.sleep(1.0)  # the endpoint works on it across several stream restarts
+                gate.set()
+        assert [e["sequence"] for e in seen] == list(range(1, len(seen) + 1))
+        assert [e["to_status"] for e in seen] == ["queued", "executing", "queued", "executing", "completed"]
+        assert (await client.runs.wait(run["id"], timeout=5))["output"] == {"ok": 1}
+    await api.channel.close()
+
+
+async def test_sync_watch_and_wait(app: App, api: Api, sink: Sink) -> None:
+    url = sink.script("/sync-watch")
+
+    def scenario() -> list[str]:
+        with Client(address(app), api.key, timeout=10) as client:
+            client.jobs.create("sync-watch", url)
+            run = client.jobs.trigger("sync-watch", {"a": 1})
+            statuses = [e["to_status"] for e in client.runs.watch(run["id"], timeout=15)]
+            assert client.runs.wait(run["id"], timeout=5)["status"] == "completed"
+            return statuses
+
+    assert await asyncio.to_thread(scenario) == ["queued", "executing", "completed"]

@@ -1,0 +1,128 @@
+"""Run-event notifications: "new events of run X are committed", locally and across processes.
+
+Events themselves are only ever read from run_events (by per-run sequence), so a watcher can never skip
+or repeat one; a message on Redis channel <namespace>:run:<run_id> only wakes the watchers of that run.
+Watchers register before their first read, so an event committed while a stream is being set up is seen
+either by that read or through the wake-up that follows it. Without Redis, watchers poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+class EventBus:
+    def __init__(self, redis: aioredis.Redis | None, namespace: str) -> None:
+        self._redis = redis
+        self._prefix = f"{namespace}:run:"
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._last_error_log = 0.0
+        # False while the subscription is down: watchers then poll the table instead of waiting.
+        self.healthy = False
+
+    async def start(self, wait_ready_s: float = 5.0) -> None:
+        if self._redis is None:
+            return
+        ready = asyncio.Event()
+        self._task = asyncio.create_task(self._listen(ready), name="event-bus")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), wait_ready_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    @contextlib.contextmanager
+    def watch(self, run_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever new events of `run_id` may have been committed."""
+        woken = asyncio.Event()
+        self._waiters[run_id].add(woken)
+        try:
+            yield woken
+        finally:
+            waiters = self._waiters.get(run_id)
+            if waiters is not None:
+                waiters.discard(woken)
+                if not waiters:
+                    del self._waiters[run_id]
+
+    @property
+    def watched_runs(self) -> int:
+        return len(self._waiters)
+
+    def _wake_local(self, run_id: str) -> None:
+        for woken in self._waiters.get(run_id, ()):
+            woken.set()
+
+    def published(self, run_ids: Iterable[str]) -> None:
+        """After a commit that wrote events of these runs: wake watchers here at once, and elsewhere
+        through Redis without making the caller wait for it."""
+        ids = list(run_ids)
+        if not ids:
+            return
+        for run_id in ids:
+            self._wake_local(run_id)
+        if self._redis is None:
+            return
+        task = asyncio.create_task(self._publish(ids))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _publish(self, run_ids: list[str]) -> None:
+        assert self._redis is not None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for run_id in run_ids:
+                    pipe.publish(self._prefix + run_id, b"1")
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._log_error("publish", exc)
+
+    def _log_error(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 30:
+            self._last_error_log = now
+            log.warning("event %s failed; watchers fall back to polling: %s", what, exc,
+                        extra={"action": "events_degraded"})
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        assert self._redis is not None
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.psubscribe(self._prefix + "*")
+                    self.healthy = True
+                    ready.set()
+                    # Anything published while we were deaf is caught by the watchers' next read.
+                    for run_id in list(self._waiters):
+                        self._wake_local(run_id)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "pmessage":
+                            channel = message["channel"]
+                            name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                            self._wake_local(name[len(self._prefix):])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.healthy = False
+                self._log_error("subscription", exc)
+                for run_id in list(self._waiters):
+                    self._wake_local(run_id)
+                await asyncio.sleep(1.0)
