@@ -24,12 +24,14 @@ from strait_client._errors import (
     UnavailableError,
 )
 from strait_client._ops import TERMINAL_STATUSES, RunOptions, is_terminal
+from strait_client._run_context import AsyncRunContext, RunContext
 
 __all__ = [
     "TERMINAL_STATUSES",
     "AbortedError",
     "AlreadyExistsError",
     "AsyncClient",
+    "AsyncRunContext",
     "Client",
     "DeadlineExceededError",
     "FailedPreconditionError",
@@ -38,6 +40,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "RunContext",
     "RunOptions",
     "StraitError",
     "UnauthenticatedError",

@@ -25,6 +25,7 @@ from strait_server.queue import Queue
 from strait_server.scheduler.sweeper import Sweeper
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
+from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
 from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
 
@@ -109,12 +110,13 @@ class App:
         sweeper = self._sweeper
         deps = Deps(
             settings=s, projects=projects, jobs=JobStore(self.pool), runs=RunStore(self.pool),
-            authenticator=Authenticator(projects, s.admin_key),
+            authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
             page_tokens=PageTokens(s.jwt_signing_key or s.admin_key),
             on_enqueued=self._wake.notify_soon,
             on_delayed=(sweeper.nudge.set if sweeper is not None else (lambda: None)),
             direct=self.dispatcher,
             events=self.events,
+            context=RunContextStore(self.pool),
             streams=StreamLimits(s.watch_max_streams_per_project),
         )
         self._server, self._health = build_server(deps)

@@ -24,6 +24,14 @@ class Principal:
     is_admin: bool = False
 
 
+@dataclass(frozen=True)
+class RunPrincipal:
+    """Code running inside a run: its run token names the run and the attempt."""
+
+    run_id: str
+    attempt: int
+
+
 def new_api_key() -> tuple[str, str, str]:
     """Returns (secret, display prefix, digest)."""
     secret = KEY_PREFIX + secrets.token_hex(32)

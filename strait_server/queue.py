@@ -34,7 +34,7 @@ WITH due AS (
         event_seq = r.event_seq + 1
     FROM taken WHERE r.id = taken.run_id AND r.status = 'queued'
     RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
-        r.event_seq, r.metadata, r.error, r.priority, r.run_at, r.deadline
+        r.event_seq, r.metadata, r.error, r.priority, r.run_at, r.deadline, r.checkpoint
 ), leased AS (
     INSERT INTO run_leases (run_id, owner, deadline) SELECT id, $2, deadline FROM claimed
 ), ev AS (
@@ -82,20 +82,23 @@ RETURNING run_id
 
 RECOVER = """
 WITH lost AS (
-    SELECT l.run_id FROM run_leases l
-    WHERE NOT EXISTS (SELECT 1 FROM dispatchers d
-                      WHERE d.id = l.owner AND d.heartbeat_time > now() - $1::interval)
-       OR l.deadline < now() - $2::interval
+    SELECT l.run_id, l.detached FROM run_leases l
+    -- A detached lease (the endpoint answered 202) outlives its dispatcher; only its deadline ends it.
+    WHERE (NOT l.detached AND NOT EXISTS (SELECT 1 FROM dispatchers d
+                                          WHERE d.id = l.owner AND d.heartbeat_time > now() - $1::interval))
+       OR l.deadline < now() - CASE WHEN l.detached THEN interval '0' ELSE $2::interval END
     LIMIT 1000
     FOR UPDATE OF l SKIP LOCKED
 ), released AS (
-    DELETE FROM run_leases l USING lost WHERE l.run_id = lost.run_id RETURNING l.run_id
+    DELETE FROM run_leases l USING lost WHERE l.run_id = lost.run_id RETURNING l.run_id, l.detached
 ), upd AS (
     UPDATE runs r
-    SET status = CASE WHEN r.attempt < r.max_attempts THEN 'queued' ELSE 'crashed' END,
-        error = CASE WHEN r.attempt < r.max_attempts THEN 'dispatcher lost; retry scheduled'
+    SET status = CASE WHEN r.attempt < r.max_attempts THEN 'queued'
+                      WHEN released.detached THEN 'timed_out' ELSE 'crashed' END,
+        error = CASE WHEN released.detached THEN 'no completion reported within the timeout'
+                     WHEN r.attempt < r.max_attempts THEN 'dispatcher lost; retry scheduled'
                      ELSE 'dispatcher lost' END,
-        error_class = 'crashed',
+        error_class = CASE WHEN released.detached THEN 'timeout' ELSE 'crashed' END,
         run_at = now() + CASE WHEN j.retry_strategy = 'fixed' THEN j.retry_initial_ms
                  ELSE least(j.retry_initial_ms * power(2, greatest(r.attempt - 1, 0)), j.retry_max_ms)
                  END * interval '1 millisecond',
@@ -114,9 +117,29 @@ RETURNING run_id
 """
 """$1 owner staleness, $2 deadline grace. Requeues (or crashes) runs whose dispatcher died."""
 
+DETACH = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[]) AS v(id, attempt, rec)
+), upd AS (
+    UPDATE runs r SET attempt_history = r.attempt_history || jsonb_build_array(v.rec), update_time = now(),
+        event_seq = r.event_seq + 1
+    FROM v WHERE r.id = v.id AND r.status = 'executing' AND r.attempt = v.attempt AND r.lease_owner = $4
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
+), detached AS (
+    UPDATE run_leases l SET detached = true FROM upd WHERE l.run_id = upd.id
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'accepted', attempt,
+    'endpoint answered 202 Accepted; waiting for Complete or Fail' FROM upd
+RETURNING run_id
+"""
+"""$1 ids, $2 attempts, $3 attempt records, $4 owner. The endpoint took the run asynchronously: the run stays
+executing under a detached lease until its code reports Complete/Fail or the deadline passes."""
+
 HAND_BACK = """
 WITH released AS (
-    DELETE FROM run_leases l WHERE l.owner = $1 RETURNING l.run_id
+    -- Detached leases (202 Accepted) stay: the run's code completes them, not this process.
+    DELETE FROM run_leases l WHERE l.owner = $1 AND NOT l.detached RETURNING l.run_id
 ), upd AS (
     UPDATE runs r
     SET status = 'queued', attempt = r.attempt - 1, run_at = now(), start_time = NULL,
@@ -188,6 +211,7 @@ class ClaimedRun:
     retry_strategy: str
     retry_initial_ms: int
     retry_max_ms: int
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,7 +233,7 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         metadata=dict(row["metadata"]), previous_error=row["error"], endpoint_url=row["endpoint_url"],
         fallback_endpoint_url=row["fallback_endpoint_url"], signing_secret=row["signing_secret"],
         retry_strategy=row["retry_strategy"], retry_initial_ms=row["retry_initial_ms"],
-        retry_max_ms=row["retry_max_ms"],
+        retry_max_ms=row["retry_max_ms"], checkpoint=row.get("checkpoint"),
     )
 
 
@@ -234,6 +258,11 @@ class Queue:
             [o.record for o in outcomes],
             owner,
         )
+        return {r["run_id"] for r in rows}
+
+    async def detach(self, owner: str, outcomes: list[Outcome]) -> set[str]:
+        rows = await self._pool.fetch(DETACH, [o.run_id for o in outcomes], [o.attempt for o in outcomes],
+                                      [o.record for o in outcomes], owner)
         return {r["run_id"] for r in rows}
 
     async def recover(self, stale_after: timedelta, deadline_grace: timedelta) -> list[str]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,8 @@ class Reply:
     body: str = '{"ok": true}'
     delay: float = 0.0  # seconds before answering (to exercise timeouts and in-flight states)
     block: asyncio.Event | None = None  # answer only once this is set
+    # Job code: runs with the request before the answer is sent (e.g. reports through RunContextService).
+    action: Callable[[Received], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Sink:
             self._arrived.notify_all()
         queue = self._scripts[request.path]
         reply = queue.popleft() if queue else self._default.get(request.path, Reply())
+        if reply.action is not None:
+            await reply.action(self.received[-1])
         if reply.block is not None:
             await reply.block.wait()
         if reply.delay:

@@ -14,6 +14,7 @@ from strait_server.events import EventBus
 from strait_server.queue import ClaimedRun
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
+from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
 
 
@@ -38,5 +39,6 @@ class Deps:
     on_enqueued: Callable[[], None]
     on_delayed: Callable[[], None]
     events: EventBus
+    context: RunContextStore
     streams: StreamLimits
     direct: DirectDispatch | None = None

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import jwt
 from google.protobuf.message import DecodeError
 
 from strait_server import auth, errors
@@ -25,8 +26,15 @@ from strait_server.store.projects import ProjectStore
 log = logging.getLogger(__name__)
 
 _principal: contextvars.ContextVar[auth.Principal] = contextvars.ContextVar("strait_principal")
+_run_principal: contextvars.ContextVar[auth.RunPrincipal] = contextvars.ContextVar("strait_run_principal")
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# Authenticated by a run token instead of an API key.
+RUN_TOKEN_PREFIX = "/strait.v1.RunContextService/"
+
+
+def run_principal() -> auth.RunPrincipal:
+    return _run_principal.get()
 
 
 def principal() -> auth.Principal:
@@ -44,16 +52,18 @@ def project_id() -> str:
 class Authenticator:
     """Resolves bearer keys to principals, caching digests briefly to spare a query per call."""
 
-    def __init__(self, projects: ProjectStore, admin_key: str, cache_seconds: float = 5.0) -> None:
+    def __init__(self, projects: ProjectStore, admin_key: str, jwt_key: str, cache_seconds: float = 5.0) -> None:
         self._projects = projects
         self._admin_key = admin_key
+        self._jwt_key = jwt_key
         self._ttl = cache_seconds
         self._cache: dict[str, tuple[str, float]] = {}
 
     def forget(self) -> None:
         self._cache.clear()
 
-    async def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> auth.Principal:
+    @staticmethod
+    def _bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
         value = ""
         for key, v in metadata or ():
             if key == "authorization":
@@ -63,6 +73,21 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise errors.Unauthenticated("missing or malformed authorization: expected 'Bearer <key>'")
+        return token
+
+    def authenticate_run(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> auth.RunPrincipal:
+        token = self._bearer(metadata)
+        try:
+            claims = auth.verify_run_token(self._jwt_key, token)
+        except jwt.InvalidTokenError:
+            raise errors.Unauthenticated("invalid or expired run token") from None
+        run_id, attempt = claims.get("sub"), claims.get("attempt")
+        if not isinstance(run_id, str) or not run_id or not isinstance(attempt, int) or attempt < 1:
+            raise errors.Unauthenticated("invalid run token")
+        return auth.RunPrincipal(run_id=run_id, attempt=attempt)
+
+    async def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> auth.Principal:
+        token = self._bearer(metadata)
         if auth.is_admin_key(token, self._admin_key):
             return auth.Principal(project_id=None, is_admin=True)
         if not token.startswith(auth.KEY_PREFIX) or len(token) > 128:
@@ -95,6 +120,16 @@ def _map_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tupl
     return api_errors.internal(request_id)
 
 
+def _decode(raw: bytes, deserializer: Callable[[bytes], Any] | None) -> Any:
+    if deserializer is None:
+        return raw
+    try:
+        return deserializer(raw)
+    except (DecodeError, ValueError, TypeError, RuntimeError):
+        raise errors.InvalidArgument([errors.FieldViolation("request", "is not a valid protobuf message")],
+                                     "malformed request message") from None
+
+
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticator: Authenticator) -> None:
         self._auth = authenticator
@@ -106,33 +141,38 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
             return handler
+        method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, handler.request_deserializer),
+                self._wrap_unary(handler.unary_unary, handler.request_deserializer, method),
                 response_serializer=handler.response_serializer)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, handler.request_deserializer),
+                self._wrap_stream(handler.unary_stream, handler.request_deserializer, method),
+                response_serializer=handler.response_serializer)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_client_stream(handler.stream_unary, handler.request_deserializer, method),
                 response_serializer=handler.response_serializer)
         return handler
 
-    async def _prepare(self, raw: bytes, deserializer: Callable[[bytes], Any] | None,
-                       context: grpc.aio.ServicerContext) -> Any:
-        principal = await self._auth.authenticate(context.invocation_metadata())
-        _principal.set(principal)
-        if deserializer is None:
-            return raw
-        try:
-            return deserializer(raw)
-        except (DecodeError, ValueError, TypeError, RuntimeError):
-            raise errors.InvalidArgument([errors.FieldViolation("request", "is not a valid protobuf message")],
-                                         "malformed request message") from None
+    async def _authenticate(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        metadata = context.invocation_metadata()
+        if method.startswith(RUN_TOKEN_PREFIX):
+            _run_principal.set(self._auth.authenticate_run(metadata))
+        else:
+            _principal.set(await self._auth.authenticate(metadata))
 
-    def _wrap_unary(self, behavior: Callable[[Any, Any], Awaitable[Any]],
-                    deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes, Any], Awaitable[Any]]:
+    async def _prepare(self, raw: bytes, deserializer: Callable[[bytes], Any] | None,
+                       context: grpc.aio.ServicerContext, method: str) -> Any:
+        await self._authenticate(context, method)
+        return _decode(raw, deserializer)
+
+    def _wrap_unary(self, behavior: Callable[[Any, Any], Awaitable[Any]], deserializer: Callable[[bytes], Any] | None,
+                    method: str) -> Callable[[bytes, Any], Awaitable[Any]]:
         async def wrapped(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
-                request = await self._prepare(raw, deserializer, context)
+                request = await self._prepare(raw, deserializer, context, method)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -141,11 +181,29 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 await context.abort(code, message, trailing_metadata=trailers)
         return wrapped
 
+    def _wrap_client_stream(self, behavior: Callable[[Any, Any], Awaitable[Any]],
+                            deserializer: Callable[[bytes], Any] | None, method: str
+                            ) -> Callable[[AsyncIterator[bytes], Any], Awaitable[Any]]:
+        async def wrapped(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+            async def decoded() -> AsyncIterator[Any]:
+                async for raw in raw_requests:
+                    yield _decode(raw, deserializer)
+            try:
+                await self._authenticate(context, method)
+                return await behavior(decoded(), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                code, message, trailers = _map_exception(exc)
+                await context.abort(code, message, trailing_metadata=trailers)
+        return wrapped
+
     def _wrap_stream(self, behavior: Callable[[Any, Any], AsyncIterator[Any]],
-                     deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes, Any], AsyncIterator[Any]]:
+                     deserializer: Callable[[bytes], Any] | None,
+                     method: str) -> Callable[[bytes, Any], AsyncIterator[Any]]:
         async def wrapped(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                request = await self._prepare(raw, deserializer, context)
+                request = await self._prepare(raw, deserializer, context, method)
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:

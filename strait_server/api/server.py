@@ -6,17 +6,28 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from strait_client.v1 import job_pb2, job_pb2_grpc, project_pb2, project_pb2_grpc, run_pb2, run_pb2_grpc
+from strait_client.v1 import (
+    job_pb2,
+    job_pb2_grpc,
+    project_pb2,
+    project_pb2_grpc,
+    run_context_pb2,
+    run_context_pb2_grpc,
+    run_pb2,
+    run_pb2_grpc,
+)
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import GuardInterceptor
 from strait_server.api.jobs import JobServicer
 from strait_server.api.projects import ProjectServicer
+from strait_server.api.run_context import RunContextServicer
 from strait_server.api.runs import RunServicer
 
 SERVICE_NAMES = (
     project_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+    run_context_pb2.DESCRIPTOR.services_by_name["RunContextService"].full_name,
 )
 
 
@@ -36,6 +47,7 @@ def build_server(deps: Deps) -> tuple[grpc.aio.Server, health.aio.HealthServicer
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(deps), server)
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), server)
     run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(deps), server)
+    run_context_pb2_grpc.add_RunContextServiceServicer_to_server(RunContextServicer(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

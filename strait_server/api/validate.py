@@ -70,7 +70,7 @@ def _no_constants(name: str) -> Any:
 
 
 # NaN and Infinity are not JSON; one decoder instance (building one per call shows up in batch profiles).
-_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constants)
+STRICT_JSON = json.JSONDecoder(parse_constant=_no_constants)
 
 
 def check_payload(v: Violations, path: str, payload: str, max_bytes: int) -> str:
@@ -81,7 +81,7 @@ def check_payload(v: Violations, path: str, payload: str, max_bytes: int) -> str
         return payload
 
     try:
-        parsed = _STRICT_JSON.decode(payload)
+        parsed = STRICT_JSON.decode(payload)
     except (ValueError, RecursionError):
         v.add(path, "must be valid JSON")
         return payload

@@ -64,6 +64,8 @@ class HttpExecutor:
             ts = int(time.time())
             headers["X-Strait-Timestamp"] = str(ts)
             headers["X-Strait-Signature"] = auth.sign_body(run.signing_secret, ts, body)
+        if run.checkpoint is not None and len(run.checkpoint) <= 65536:
+            headers["X-Last-Checkpoint"] = _CONTROL.sub(" ", run.checkpoint)
         if run.attempt > 1 and run.previous_error:
             headers["X-Previous-Error"] = _CONTROL.sub(" ", run.previous_error[:1024])
         for key in _TRACE_KEYS:
@@ -131,6 +133,10 @@ def outcome_of(run: ClaimedRun, result: Attempt, start_time: datetime, duration_
     """Completed, back to the queue after a backoff, timed_out or dead_letter."""
     record = {"attempt": run.attempt, "status_code": result.status_code, "duration_ms": round(duration_ms, 3),
               "error": result.error, "endpoint_url": result.endpoint_url, "start_time": start_time.isoformat()}
+    if not result.error_class and result.status_code == 202:
+        # Accepted for asynchronous completion: the run's code reports Complete/Fail through RunContextService.
+        return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.EXECUTING, output=None,
+                       error="", error_class="", delay_ms=0, record=record)
     if not result.error_class:
         return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.COMPLETED,
                        output=result.output, error="", error_class="", delay_ms=0, record=record)

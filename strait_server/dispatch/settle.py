@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from strait_server.model import RunStatus
 from strait_server.queue import Outcome, Queue
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ class SettleBuffer:
         delay = 0.05
         while True:
             try:
-                settled = await self._queue.settle(self._owner, batch)
+                detach = [o for o in batch if o.to_status is RunStatus.EXECUTING]
+                final = [o for o in batch if o.to_status is not RunStatus.EXECUTING]
+                settled = await self._queue.settle(self._owner, final) if final else set()
+                if detach:
+                    settled |= await self._queue.detach(self._owner, detach)
                 break
             except (asyncpg.PostgresError, OSError) as exc:
                 # Keep the outcomes: losing them would leave runs executing until recovery.

@@ -1,0 +1,150 @@
+"""RunContextService: what code running inside a run reports, authenticated by its run token."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from strait_client.v1 import run_context_pb2, run_context_pb2_grpc
+from strait_server import errors
+from strait_server.api import convert, validate
+from strait_server.api.deps import Deps
+from strait_server.api.interceptor import run_principal
+from strait_server.errors import Violations
+from strait_server.model import RunStatus
+
+MAX_CHECKPOINT_BYTES = 64 * 1024
+LEVELS = frozenset({"debug", "info", "warn", "error"})
+
+
+def _run(request_run_id: str) -> tuple[str, int]:
+    """The token's run and attempt; a request naming another run is refused."""
+    principal = run_principal()
+    if request_run_id and request_run_id != principal.run_id:
+        raise errors.PermissionDenied("this run token is for another run")
+    return principal.run_id, principal.attempt
+
+
+def _json_text(v: Violations, path: str, text: str, max_bytes: int, *, object_only: bool = False) -> None:
+    if len(text.encode()) > max_bytes:
+        v.add(path, f"must be at most {max_bytes} bytes")
+        return
+    try:
+        parsed = validate.STRICT_JSON.decode(text)
+    except (ValueError, RecursionError):
+        v.add(path, "must be valid JSON")
+        return
+    if object_only and not isinstance(parsed, dict):
+        v.add(path, "must be a JSON object")
+
+
+class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self._d = deps
+
+    def _published(self, run_id: str) -> None:
+        self._d.events.published([run_id])
+
+    async def Log(self, request: run_context_pb2.LogRequest,
+                  context: grpc.aio.ServicerContext) -> run_context_pb2.LogResponse:
+        run_id, attempt = _run(request.run_id)
+        v = Violations()
+        level = request.level or "info"
+        if level not in LEVELS:
+            v.add("level", "must be debug, info, warn or error")
+        validate.check_text(v, "message", request.message, max_len=4096, required=True)
+        if request.data_json:
+            _json_text(v, "data_json", request.data_json, 64 * 1024, object_only=True)
+        v.raise_if_any()
+        data: dict[str, Any] = {"level": level}
+        if request.data_json:
+            data["data"] = json.loads(request.data_json)
+        seq = await self._d.context.append(run_id, attempt, "log", request.message, data)
+        self._published(run_id)
+        return run_context_pb2.LogResponse(sequence=seq)
+
+    async def Progress(self, request: run_context_pb2.ProgressRequest,
+                       context: grpc.aio.ServicerContext) -> run_context_pb2.ProgressResponse:
+        run_id, attempt = _run(request.run_id)
+        v = Violations()
+        if not 0 <= request.percent <= 100:  # also refuses NaN
+            v.add("percent", "must be between 0 and 100")
+        validate.check_text(v, "message", request.message, max_len=4096)
+        validate.check_text(v, "step", request.step, max_len=256)
+        v.raise_if_any()
+        data = {"percent": request.percent, "step": request.step}
+        seq = await self._d.context.append(run_id, attempt, "progress", request.message, data)
+        self._published(run_id)
+        return run_context_pb2.ProgressResponse(sequence=seq)
+
+    async def Heartbeat(self, request: run_context_pb2.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> run_context_pb2.HeartbeatResponse:
+        run_id, attempt = _run(request.run_id)
+        beat = await self._d.context.heartbeat(run_id, attempt)
+        if not beat.canceled:
+            self._published(run_id)
+        return run_context_pb2.HeartbeatResponse(canceled=beat.canceled, deadline_time=convert.ts(beat.deadline))
+
+    async def Checkpoint(self, request: run_context_pb2.CheckpointRequest,
+                         context: grpc.aio.ServicerContext) -> run_context_pb2.CheckpointResponse:
+        run_id, attempt = _run(request.run_id)
+        v = Violations()
+        _json_text(v, "state_json", request.state_json, MAX_CHECKPOINT_BYTES)
+        v.raise_if_any()
+        seq = await self._d.context.append(run_id, attempt, "checkpoint", "", {"size": len(request.state_json)},
+                                           checkpoint=request.state_json)
+        self._published(run_id)
+        return run_context_pb2.CheckpointResponse(sequence=seq)
+
+    async def SetOutput(self, request: run_context_pb2.SetOutputRequest,
+                        context: grpc.aio.ServicerContext) -> run_context_pb2.SetOutputResponse:
+        run_id, attempt = _run(request.run_id)
+        v = Violations()
+        _json_text(v, "output_json", request.output_json, self._d.settings.max_output_bytes)
+        v.raise_if_any()
+        seq = await self._d.context.append(run_id, attempt, "output", "", {"size": len(request.output_json)},
+                                           output=request.output_json)
+        self._published(run_id)
+        return run_context_pb2.SetOutputResponse(sequence=seq)
+
+    async def Complete(self, request: run_context_pb2.CompleteRequest,
+                       context: grpc.aio.ServicerContext) -> run_context_pb2.CompleteResponse:
+        run_id, attempt = _run(request.run_id)
+        v = Violations()
+        if request.output_json:
+            _json_text(v, "output_json", request.output_json, self._d.settings.max_output_bytes)
+        v.raise_if_any()
+        run = await self._d.context.finish(run_id, attempt, RunStatus.COMPLETED, request.output_json or None, "", "")
+        self._published(run_id)
+        return run_context_pb2.CompleteResponse(run=convert.run(run))
+
+    async def Fail(self, request: run_context_pb2.FailRequest,
+                   context: grpc.aio.ServicerContext) -> run_context_pb2.FailResponse:
+        run_id, attempt = _run(request.run_id)
+        v = Violations()
+        validate.check_text(v, "error", request.error, max_len=8192, required=True)
+        v.raise_if_any()
+        run = await self._d.context.finish(run_id, attempt, RunStatus.FAILED, None, request.error, "job")
+        self._published(run_id)
+        return run_context_pb2.FailResponse(run=convert.run(run))
+
+    async def StreamOutput(self, request_iterator: AsyncIterator[run_context_pb2.StreamOutputRequest],
+                           context: grpc.aio.ServicerContext) -> run_context_pb2.StreamOutputResponse:
+        chunks = 0
+        async for request in request_iterator:
+            run_id, attempt = _run(request.run_id)
+            v = Violations()
+            validate.check_text(v, "stream_id", request.stream_id, max_len=128)
+            if len(request.chunk) > 64 * 1024:
+                v.add("chunk", "must be at most 64 KiB")
+            v.raise_if_any()
+            data = {"stream_id": request.stream_id or "default", "done": request.done,
+                    "chunk_base64": base64.b64encode(request.chunk).decode()}
+            await self._d.context.append(run_id, attempt, "output_chunk", "", data)
+            self._published(run_id)
+            chunks += 1
+        return run_context_pb2.StreamOutputResponse(chunks=chunks)

@@ -1,0 +1,107 @@
+"""What code running inside a run writes: log lines, progress, heartbeats, checkpoints, output, and its
+own completion or failure. Every statement is fenced by the token's attempt and status 'executing'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from strait_server.errors import FailedPrecondition, NotFound
+from strait_server.model import Run, RunStatus
+from strait_server.store.runs import RUN_COLUMNS, run_from_row
+
+APPEND_EVENT = """
+WITH upd AS (
+    UPDATE runs SET event_seq = event_seq + 1, update_time = now(),
+        checkpoint = coalesce($6, checkpoint),
+        checkpoint_time = CASE WHEN $6::text IS NULL THEN checkpoint_time ELSE now() END,
+        output = coalesce($7, output)
+    WHERE id = $1 AND status = 'executing' AND attempt = $2
+    RETURNING id, project_id, job_id, event_seq, attempt
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message, data)
+SELECT id, project_id, job_id, event_seq, $3, attempt, $4, $5 FROM upd
+RETURNING seq
+"""
+"""$1 run, $2 attempt, $3 event type, $4 message, $5 data, $6 checkpoint (or NULL), $7 output (or NULL)."""
+
+HEARTBEAT = """
+WITH upd AS (
+    UPDATE runs SET event_seq = event_seq + 1, update_time = now(),
+        deadline = now() + timeout_ms * interval '1 millisecond'
+    WHERE id = $1 AND status = 'executing' AND attempt = $2
+    RETURNING id, project_id, job_id, event_seq, attempt, deadline
+), lease AS (
+    UPDATE run_leases l SET deadline = upd.deadline FROM upd WHERE l.run_id = upd.id
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt)
+    SELECT id, project_id, job_id, event_seq, 'heartbeat', attempt FROM upd
+)
+SELECT deadline FROM upd
+"""
+
+FINISH = f"""
+WITH upd AS (
+    UPDATE runs SET status = $3, output = coalesce($4, output), error = $5, error_class = $6,
+        finish_time = now(), update_time = now(), lease_owner = NULL, deadline = NULL,
+        event_seq = event_seq + 1
+    WHERE id = $1 AND status = 'executing' AND attempt = $2
+    RETURNING {RUN_COLUMNS}, event_seq
+), released AS (
+    DELETE FROM run_leases l USING upd WHERE l.run_id = upd.id
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
+    SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd
+)
+SELECT * FROM upd
+"""
+"""$1 run, $2 attempt, $3 completed or failed, $4 output (or NULL), $5 error, $6 error class."""
+
+STATE = "SELECT status, attempt, project_id FROM runs WHERE id = $1"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    canceled: bool
+    deadline: datetime | None
+
+
+class RunContextStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def _refuse(self, run_id: str, attempt: int) -> FailedPrecondition:
+        row = await self._pool.fetchrow(STATE, run_id)
+        if row is None:
+            raise NotFound("run", run_id)
+        if row["attempt"] != attempt:
+            return FailedPrecondition(f"attempt {attempt} of run {run_id!r} is over (now at {row['attempt']})",
+                                      reason="ATTEMPT_SUPERSEDED", subject=run_id)
+        return FailedPrecondition(f"run {run_id!r} is {row['status']}; its attempt can no longer report",
+                                  reason="RUN_NOT_EXECUTING", subject=run_id)
+
+    async def append(self, run_id: str, attempt: int, type_: str, message: str, data: dict[str, Any], *,
+                     checkpoint: str | None = None, output: str | None = None) -> int:
+        seq = await self._pool.fetchval(APPEND_EVENT, run_id, attempt, type_, message, data, checkpoint, output)
+        if seq is None:
+            raise await self._refuse(run_id, attempt)
+        return int(seq)
+
+    async def heartbeat(self, run_id: str, attempt: int) -> Heartbeat:
+        deadline = await self._pool.fetchval(HEARTBEAT, run_id, attempt)
+        if deadline is not None:
+            return Heartbeat(canceled=False, deadline=deadline)
+        row = await self._pool.fetchrow(STATE, run_id)
+        if row is not None and row["attempt"] == attempt and row["status"] == RunStatus.CANCELED.value:
+            return Heartbeat(canceled=True, deadline=None)  # not an error: the code should stop
+        raise await self._refuse(run_id, attempt)
+
+    async def finish(self, run_id: str, attempt: int, status: RunStatus, output: str | None, error: str,
+                     error_class: str) -> Run:
+        row = await self._pool.fetchrow(FINISH, run_id, attempt, status.value, output, error, error_class)
+        if row is None:
+            raise await self._refuse(run_id, attempt)
+        return run_from_row(row)
