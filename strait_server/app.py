@@ -23,6 +23,7 @@ from strait_server.dispatch.http import HttpExecutor
 from strait_server.events import EventBus
 from strait_server.queue import Queue
 from strait_server.scheduler.sweeper import Sweeper
+from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
@@ -117,6 +118,7 @@ class App:
             direct=self.dispatcher,
             events=self.events,
             context=RunContextStore(self.pool),
+            feed=FeedStore(self.pool),
             streams=StreamLimits(s.watch_max_streams_per_project),
         )
         self._server, self._health = build_server(deps)

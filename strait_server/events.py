@@ -26,6 +26,7 @@ class EventBus:
         self._redis = redis
         self._prefix = f"{namespace}:run:"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._feed_waiters: set[asyncio.Event] = set()  # project feeds: woken by any run's events
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._last_error_log = 0.0
@@ -63,12 +64,32 @@ class EventBus:
                 if not waiters:
                     del self._waiters[run_id]
 
+    @contextlib.contextmanager
+    def watch_all(self) -> Iterator[asyncio.Event]:
+        """An event set whenever new events of any run may have been committed (for project feeds,
+        which filter by project themselves: run ids do not say which project they belong to)."""
+        woken = asyncio.Event()
+        self._feed_waiters.add(woken)
+        try:
+            yield woken
+        finally:
+            self._feed_waiters.discard(woken)
+
     @property
     def watched_runs(self) -> int:
         return len(self._waiters)
 
     def _wake_local(self, run_id: str) -> None:
         for woken in self._waiters.get(run_id, ()):
+            woken.set()
+        for woken in self._feed_waiters:
+            woken.set()
+
+    def _wake_everyone(self) -> None:
+        for waiters in list(self._waiters.values()):
+            for woken in waiters:
+                woken.set()
+        for woken in self._feed_waiters:
             woken.set()
 
     def published(self, run_ids: Iterable[str]) -> None:
@@ -111,8 +132,7 @@ class EventBus:
                     self.healthy = True
                     ready.set()
                     # Anything published while we were deaf is caught by the watchers' next read.
-                    for run_id in list(self._waiters):
-                        self._wake_local(run_id)
+                    self._wake_everyone()
                     async for message in pubsub.listen():
                         if message.get("type") == "pmessage":
                             channel = message["channel"]
@@ -123,6 +143,5 @@ class EventBus:
             except (RedisError, OSError) as exc:
                 self.healthy = False
                 self._log_error("subscription", exc)
-                for run_id in list(self._waiters):
-                    self._wake_local(run_id)
+                self._wake_everyone()
                 await asyncio.sleep(1.0)

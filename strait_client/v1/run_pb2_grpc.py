@@ -66,6 +66,11 @@ class RunServiceStub:
                 request_serializer=strait_dot_v1_dot_run__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_run__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
+        self.WatchRuns = channel.unary_stream(
+                '/strait.v1.RunService/WatchRuns',
+                request_serializer=strait_dot_v1_dot_run__pb2.WatchRunsRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_run__pb2.WatchRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -114,6 +119,14 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRuns(self, request, context):
+        """The project's activity feed: every run event, optionally filtered, in commit order. Every message
+        carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +159,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=strait_dot_v1_dot_run__pb2.WatchRunRequest.FromString,
                     response_serializer=strait_dot_v1_dot_run__pb2.WatchRunResponse.SerializeToString,
+            ),
+            'WatchRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRuns,
+                    request_deserializer=strait_dot_v1_dot_run__pb2.WatchRunsRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_run__pb2.WatchRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +329,33 @@ class RunService:
             '/strait.v1.RunService/WatchRun',
             strait_dot_v1_dot_run__pb2.WatchRunRequest.SerializeToString,
             strait_dot_v1_dot_run__pb2.WatchRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/strait.v1.RunService/WatchRuns',
+            strait_dot_v1_dot_run__pb2.WatchRunsRequest.SerializeToString,
+            strait_dot_v1_dot_run__pb2.WatchRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class RunServiceStub:
     """Streams a run's events in sequence order: those stored after after_sequence, then live ones, without
     gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
     """
+    WatchRuns: _grpc.UnaryStreamMultiCallable[_run_pb2.WatchRunsRequest, _run_pb2.WatchRunsResponse]
+    """The project's activity feed: every run event, optionally filtered, in commit order. Every message
+    carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
+    """
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
@@ -65,6 +69,10 @@ class RunServiceAsyncStub(RunServiceStub):
     WatchRun: _aio.UnaryStreamMultiCallable[_run_pb2.WatchRunRequest, _run_pb2.WatchRunResponse]  # type: ignore[assignment]
     """Streams a run's events in sequence order: those stored after after_sequence, then live ones, without
     gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
+    """
+    WatchRuns: _aio.UnaryStreamMultiCallable[_run_pb2.WatchRunsRequest, _run_pb2.WatchRunsResponse]  # type: ignore[assignment]
+    """The project's activity feed: every run event, optionally filtered, in commit order. Every message
+    carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -117,6 +125,16 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_run_pb2.WatchRunResponse], _abc.AsyncIterator[_run_pb2.WatchRunResponse]]:
         """Streams a run's events in sequence order: those stored after after_sequence, then live ones, without
         gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRuns(
+        self,
+        request: _run_pb2.WatchRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_run_pb2.WatchRunsResponse], _abc.AsyncIterator[_run_pb2.WatchRunsResponse]]:
+        """The project's activity feed: every run event, optionally filtered, in commit order. Every message
+        carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,6 +12,7 @@ from strait_server.api.streams import StreamLimits
 from strait_server.config import Settings
 from strait_server.events import EventBus
 from strait_server.queue import ClaimedRun
+from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
@@ -40,5 +41,6 @@ class Deps:
     on_delayed: Callable[[], None]
     events: EventBus
     context: RunContextStore
+    feed: FeedStore
     streams: StreamLimits
     direct: DirectDispatch | None = None

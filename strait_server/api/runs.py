@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 
 import grpc
@@ -15,9 +16,25 @@ from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
 from strait_server.model import TERMINAL, RunEvent
+from strait_server.store.feed import Cursor, FeedFilter
 
 _WATCH_PAGE = 200
 WATCH_END_KEY = "strait-watch-end"
+
+
+def encode_resume_token(cursor: Cursor) -> str:
+    return base64.urlsafe_b64encode(f"f1:{cursor.xid}:{cursor.id}".encode()).decode().rstrip("=")
+
+
+def decode_resume_token(token: str) -> Cursor:
+    try:
+        version, xid, event_id = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+        if version != "f1":
+            raise ValueError(version)
+        return Cursor(int(xid), int(event_id))
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidArgument([errors.FieldViolation("resume_token", "is not a token this feed issued")]
+                                     ) from None
 
 
 class _AgedOut(Exception):
@@ -133,6 +150,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         # Trailing metadata tells a client whether to resume: the run finished, or the stream only aged out.
         context.set_trailing_metadata(((WATCH_END_KEY, "max-duration"),))
         with self._d.streams.open(project), self._d.events.watch(run_id) as woken:
+            await context.send_initial_metadata(())  # tells the client the watch is in place
             try:
                 async for message in self._watch(project, run_id, request.after_sequence, woken):
                     yield message
@@ -176,4 +194,61 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
             except TimeoutError:
                 if loop.time() - last_sent >= keepalive:
                     yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())))
+                    last_sent = loop.time()
+
+    async def WatchRuns(self, request: run_pb2.WatchRunsRequest,
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[run_pb2.WatchRunsResponse]:
+        project = project_id()
+        v = Violations()
+        validate.check_text(v, "job_id", request.job_id, max_len=128)
+        validate.check_map(v, "tags", dict(request.tags), max_entries=20)
+        statuses = []
+        for i, s in enumerate(request.statuses):
+            try:
+                if s == 0:
+                    raise ValueError
+                statuses.append(convert.status_name(s))
+            except ValueError:
+                v.add(f"statuses[{i}]", "is not a known run status")
+        v.raise_if_any()
+        if request.resume_token:
+            cursor = decode_resume_token(request.resume_token)
+        else:
+            cursor = Cursor(0, 0) if request.from_start else await self._d.feed.now()
+        feed_filter = FeedFilter(job_id=request.job_id or None, statuses=statuses or None,
+                                 tags=dict(request.tags) or None)
+        with self._d.streams.open(project), self._d.events.watch_all() as woken:
+            await context.send_initial_metadata(())  # tells the client the feed position is taken
+            async for message in self._feed(project, cursor, feed_filter, woken):
+                yield message
+
+    async def _feed(self, project: str, cursor: Cursor, feed_filter: FeedFilter,
+                    woken: asyncio.Event) -> AsyncIterator[run_pb2.WatchRunsResponse]:
+        s = self._d.settings
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + s.watch_max_duration.total_seconds()
+        keepalive = s.watch_keepalive_interval.total_seconds()
+        last_sent = loop.time()
+        while loop.time() < ends_at:
+            woken.clear()
+            rows = await self._d.feed.read(project, cursor, feed_filter, _WATCH_PAGE)
+            for position, event in rows:
+                cursor = position
+                yield run_pb2.WatchRunsResponse(event=convert.event(event), resume_token=encode_resume_token(cursor))
+            if rows:
+                last_sent = loop.time()
+                if len(rows) == _WATCH_PAGE:
+                    continue
+            # A transaction that holds the horizon back may end without writing events (so without a
+            # wake-up): look again within a second regardless.
+            wait = min(1.0, max(keepalive - (loop.time() - last_sent), 0.0), max(ends_at - loop.time(), 0.0))
+            if not self._d.events.healthy:
+                wait = min(wait, s.watch_poll_interval.total_seconds())
+            try:
+                await asyncio.wait_for(woken.wait(), wait)
+                await asyncio.sleep(0.005)  # let a burst of commits land, then read them in one query
+            except TimeoutError:
+                if loop.time() - last_sent >= keepalive:
+                    yield run_pb2.WatchRunsResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())),
+                                                    resume_token=encode_resume_token(cursor))
                     last_sent = loop.time()

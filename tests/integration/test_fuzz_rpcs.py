@@ -13,17 +13,24 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strait_client.v1 import job_pb2, project_pb2, run_pb2
+from strait_client.v1 import job_pb2, project_pb2, run_context_pb2, run_pb2
 from tests.conftest import Api
 
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE,
              grpc.StatusCode.DEADLINE_EXCEEDED}
 
 METHODS: list[tuple[str, Any]] = []
-for module in (project_pb2, job_pb2, run_pb2):
+SERVER_STREAMING: set[str] = set()
+CLIENT_STREAMING: set[str] = set()
+for module in (project_pb2, job_pb2, run_pb2, run_context_pb2):
     for service in module.DESCRIPTOR.services_by_name.values():
         for method in service.methods:
-            METHODS.append((f"/{service.full_name}/{method.name}", method.input_type._concrete_class))
+            path = f"/{service.full_name}/{method.name}"
+            METHODS.append((path, method.input_type._concrete_class))
+            if method.server_streaming:
+                SERVER_STREAMING.add(path)
+            if method.client_streaming:
+                CLIENT_STREAMING.add(path)
 
 INTERESTING_TEXT = st.sampled_from([
     "", "a", "job_x", "run_x", "x" * 300, "\x00", "a\x00b", "UPPER", "-lead", "ok-slug", "🎉", "{}", "[]",
@@ -93,12 +100,33 @@ def _identity(b: bytes) -> bytes:
 
 
 async def _call(api: Api, path: str, raw: bytes) -> grpc.StatusCode:
-    call = api.channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)
+    if path in SERVER_STREAMING:
+        return await _call_stream(api, path, raw)
     try:
-        await call(raw, metadata=api.metadata, timeout=10)
+        if path in CLIENT_STREAMING:
+            upload = api.channel.stream_unary(path, request_serializer=_identity, response_deserializer=_identity)
+            await upload(iter([raw]), metadata=api.metadata, timeout=10)
+        else:
+            call = api.channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)
+            await call(raw, metadata=api.metadata, timeout=10)
     except grpc.aio.AioRpcError as err:
         return err.code()
     return grpc.StatusCode.OK
+
+
+async def _call_stream(api: Api, path: str, raw: bytes) -> grpc.StatusCode:
+    """A watch that accepted the request stays open: its initial metadata arriving means OK."""
+    call = api.channel.unary_stream(path, request_serializer=_identity, response_deserializer=_identity)(
+        raw, metadata=api.metadata, timeout=10)
+    try:
+        await call.initial_metadata()
+        if call.done():
+            return await call.code()
+        return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+    finally:
+        call.cancel()
 
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,0 +1,150 @@
+"""RunService.WatchRuns: the project's activity feed in commit order, resumable without loss even when
+transactions commit out of id order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+import pytest
+
+from strait_client.v1 import run_pb2
+from strait_server.config import Settings
+from strait_server.store.feed import Cursor, FeedFilter, FeedStore
+from tests.conftest import Api, AppFactory, connect, eventually
+from tests.sink import Reply, Sink
+
+S = run_pb2
+
+
+class Feed:
+    """Collects a WatchRuns stream in the background."""
+
+    def __init__(self, api: Api, **request: object) -> None:
+        self.messages: list[run_pb2.WatchRunsResponse] = []
+        self.call = api.runs.WatchRuns(run_pb2.WatchRunsRequest(**request), metadata=api.metadata)  # type: ignore[arg-type]
+        self.task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for message in self.call:
+            self.messages.append(message)
+
+    async def ready(self) -> None:
+        """Returns once the server has taken the feed position (initial metadata arrived)."""
+        await self.call.initial_metadata()
+
+    @property
+    def events(self) -> list[run_pb2.RunEvent]:
+        return [m.event for m in self.messages if m.WhichOneof("message") == "event"]
+
+    async def until(self, predicate: object, timeout: float = 15) -> None:
+        async def check() -> bool:
+            return bool(predicate(self.events))  # type: ignore[operator]
+        await eventually(check, timeout)
+
+    def close(self) -> None:
+        self.call.cancel()
+
+
+async def _insert_event(conn: asyncpg.Connection, run: run_pb2.Run, seq: int, message: str) -> None:
+    await conn.execute(
+        "INSERT INTO run_events (run_id, project_id, job_id, seq, type, message) VALUES ($1, $2, $3, $4, 'log', $5)",
+        run.id, run.project_id, run.job_id, seq, message)
+
+
+async def test_interleaved_commits_out_of_id_order_lose_nothing_on_resume(
+        api: Api, sink: Sink, settings: Settings) -> None:
+    job = await api.create_job("feed", sink.script("/feed"))
+    first, second = await api.trigger(job), await api.trigger(job)
+    await api.wait_status(first.id, S.RUN_STATUS_COMPLETED)
+    await api.wait_status(second.id, S.RUN_STATUS_COMPLETED)
+    watcher = Feed(api, from_start=True)
+    await watcher.until(lambda ev: sum(e.to_status == S.RUN_STATUS_COMPLETED for e in ev) == 2)
+    token_before = watcher.messages[-1].resume_token
+
+    a = await asyncpg.connect(settings.database_url)
+    b = await asyncpg.connect(settings.database_url)
+    try:
+        tx_a, tx_b = a.transaction(), b.transaction()
+        await tx_a.start()
+        await _insert_event(a, first, 100, "A")   # takes the lower id
+        await tx_b.start()
+        await _insert_event(b, second, 100, "B")  # takes the higher id ...
+        await tx_b.commit()                       # ... and commits first
+        # While A is open, B's event is above the visibility horizon: not served yet, so no reader can
+        # move its cursor past A's id before A is visible.
+        store = FeedStore(await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1))
+        seen = [e.message for _, e in await store.read(first.project_id, Cursor(0, 0),
+                                                       FeedFilter(None, None, None), 1000)]
+        assert "B" not in seen and "A" not in seen
+        await tx_a.commit()
+    finally:
+        await a.close()
+        await b.close()
+    await watcher.until(lambda ev: {"A", "B"} <= {e.message for e in ev})
+    tail = [e.message for e in watcher.events if e.message in ("A", "B")]
+    assert tail == ["A", "B"]  # commit order of the transactions that wrote them (A's xid is older)
+
+    # A client that resumes from before either commit gets both, once each.
+    resumed = Feed(api, resume_token=token_before)
+    await resumed.until(lambda ev: {"A", "B"} <= {e.message for e in ev})
+    assert [e.message for e in resumed.events] == ["A", "B"]
+    watcher.close()
+    resumed.close()
+
+
+async def test_feed_filters_and_live_start(api: Api, sink: Sink) -> None:
+    a = await api.create_job("feed-a", sink.script("/a"))
+    b = await api.create_job("feed-b", sink.script("/b"))
+    old = await api.trigger(a)
+    await api.wait_status(old.id, S.RUN_STATUS_COMPLETED)
+    live = Feed(api)  # from now: the finished run is not replayed
+    by_job = Feed(api, job_id=b.id)
+    completions = Feed(api, statuses=[S.RUN_STATUS_COMPLETED], tags={"team": "x"})
+    for feed in (live, by_job, completions):
+        await feed.ready()
+    ra = await api.trigger(a)
+    rb = await api.trigger(b, tags={"team": "x"})
+    for feed in (live, by_job, completions):
+        await feed.until(lambda ev: any(e.run_id == rb.id and e.to_status == S.RUN_STATUS_COMPLETED for e in ev))
+    await live.until(lambda ev: any(e.run_id == ra.id and e.to_status == S.RUN_STATUS_COMPLETED for e in ev))
+    assert old.id not in {e.run_id for e in live.events}
+    assert {e.run_id for e in by_job.events} == {rb.id}
+    assert [(e.run_id, e.to_status) for e in completions.events] == [(rb.id, S.RUN_STATUS_COMPLETED)]
+    for feed in (live, by_job, completions):
+        feed.close()
+
+
+async def test_feed_only_shows_the_callers_project(make_app: AppFactory, settings: Settings, api: Api,
+                                                   sink: Sink) -> None:
+    other = await connect(await make_app(), settings.admin_key)
+    theirs = Feed(other, from_start=True)
+    job = await api.create_job("mine", sink.script("/mine"))
+    run = await api.trigger(job)
+    await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+    mine = Feed(api, from_start=True)
+    await mine.until(lambda ev: any(e.to_status == S.RUN_STATUS_COMPLETED for e in ev))
+    assert theirs.events == []
+    theirs.close()
+    mine.close()
+    await other.channel.close()
+
+
+async def test_bad_resume_token_is_invalid_argument(api: Api) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in api.runs.WatchRuns(run_pb2.WatchRunsRequest(resume_token="nonsense"), metadata=api.metadata):
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_slow_endpoint_runs_still_appear(api: Api, sink: Sink) -> None:
+    gate = asyncio.Event()
+    job = await api.create_job("slowfeed", sink.script("/slowfeed", Reply(200, block=gate)))
+    feed = Feed(api)
+    await feed.ready()
+    run = await api.trigger(job)
+    await feed.until(lambda ev: any(e.run_id == run.id and e.to_status == S.RUN_STATUS_EXECUTING for e in ev))
+    gate.set()
+    await feed.until(lambda ev: any(e.run_id == run.id and e.to_status == S.RUN_STATUS_COMPLETED for e in ev))
+    feed.close()
