@@ -94,7 +94,7 @@ class Jobs:
         return self._t.call(_ops.update_job(id_or_slug, fields, etag))
 
     def delete(self, id_or_slug: str, *, etag: str = "") -> Dict:
-        """Deletes a job (its queued and delayed runs are canceled) and returns it."""
+        """Deletes a job (every unfinished run of it is canceled) and returns it."""
         return self._t.call(_ops.delete_job(id_or_slug, etag))
 
     def trigger(self, id_or_slug: str, payload: Mapping[str, Any] | None = None, *,
@@ -169,6 +169,33 @@ class Runs:
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
                     raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from err
+                if err.code() not in _ops.RESUMABLE or failures >= 8:
+                    raise from_rpc_error(err) from err
+                failures += 1
+                time.sleep(_ops.reconnect_delay(failures))
+            finally:
+                stream.cancel()
+
+    def watch_all(self, *, job: str | None = None, statuses: Iterable[str] | None = None,
+                  tags: Mapping[str, str] | None = None, resume_token: str = "",
+                  from_start: bool = False) -> Iterator[Dict]:
+        """The project's run events in commit order, live, forever (until you stop iterating).
+
+        Each event dict carries `resume_token`; pass the last one back to continue after it. Reconnects by
+        itself from the last token when the connection drops or the stream ages out."""
+        if job and not _ops.is_job_id(job):
+            job = self._jobs.get(job)["id"]
+        token, failures = resume_token, 0
+        while True:
+            stream = self._t.stub("runs").WatchRuns(
+                _ops.watch_runs_request(job, statuses, tags, token, from_start and not token),
+                metadata=self._t.metadata)
+            try:
+                for message in stream:
+                    token, failures = message.resume_token or token, 0
+                    if message.WhichOneof("message") == "event":
+                        yield {**_ops.event_dict(message.event), "resume_token": token}
+            except grpc.RpcError as err:
                 if err.code() not in _ops.RESUMABLE or failures >= 8:
                     raise from_rpc_error(err) from err
                 failures += 1

@@ -238,3 +238,13 @@ def reconnect_delay(failures: int) -> float:
 
 def event_dict(event: Any) -> Dict:
     return to_dict(event)
+
+
+def watch_runs_request(job_id: str | None, statuses: Iterable[str] | None, tags: Mapping[str, str] | None,
+                       resume_token: str, from_start: bool) -> run_pb2.WatchRunsRequest:
+    if isinstance(statuses, str):
+        statuses = [statuses]
+    request = run_pb2.WatchRunsRequest(resume_token=resume_token, from_start=from_start)
+    fill(request, {"job_id": job_id, "statuses": list(statuses) if statuses is not None else None,
+                   "tags": dict(tags) if tags else None})
+    return request

@@ -37,6 +37,11 @@ class DispatchInfo:
         return cls(run_id=run_id, job_id=lower.get("x-job-id", ""), attempt=int(lower.get("x-attempt", "1")),
                    token=token, last_checkpoint=json.loads(checkpoint) if checkpoint else None)
 
+    @classmethod
+    def from_asgi_scope(cls, scope: Mapping[str, Any]) -> DispatchInfo:
+        """From an ASGI HTTP scope (Starlette, FastAPI, Django ASGI...), whose headers are byte pairs."""
+        return cls.from_headers({k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())})
+
 
 def _dumps(value: Any) -> str:
     return "" if value is None else json.dumps(value)
@@ -61,7 +66,13 @@ class AsyncRunContext:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], address: str | None = None, **kwargs: Any) -> Self:
+        """From the dispatch request's headers (aiohttp's request.headers, a dict, ...)."""
         return cls(DispatchInfo.from_headers(headers), address, **kwargs)
+
+    @classmethod
+    def from_asgi_scope(cls, scope: Mapping[str, Any], address: str | None = None, **kwargs: Any) -> Self:
+        """From an ASGI handler's scope."""
+        return cls(DispatchInfo.from_asgi_scope(scope), address, **kwargs)
 
     @property
     def run_id(self) -> str:

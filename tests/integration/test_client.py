@@ -348,3 +348,34 @@ async def test_sync_watch_and_wait(app: App, api: Api, sink: Sink) -> None:
             return statuses
 
     assert await asyncio.to_thread(scenario) == ["queued", "executing", "completed"]
+
+
+async def test_watch_all_resumes_from_a_token(app: App, api: Api, sink: Sink) -> None:
+    async with AsyncClient(address(app), api.key) as client:
+        await client.jobs.create("feed-client", sink.script("/feed-client"))
+        first = await client.jobs.trigger("feed-client", {"n": 1})
+        await client.runs.wait(first["id"], timeout=15)
+        seen = []
+        async for event in client.runs.watch_all(job="feed-client", from_start=True):
+            seen.append(event)
+            if event["to_status"] == "completed":
+                break
+        assert [e["to_status"] for e in seen] == ["queued", "executing", "completed"]
+        second = await client.jobs.trigger("feed-client", {"n": 2})
+        rest = []
+        async for event in client.runs.watch_all(resume_token=seen[-1]["resume_token"]):
+            rest.append(event)
+            if event["run_id"] == second["id"] and event["to_status"] == "completed":
+                break
+        assert {e["run_id"] for e in rest} == {second["id"]}  # nothing repeated, nothing missed
+
+
+def test_run_context_from_an_asgi_scope() -> None:
+    from strait_client._run_context import DispatchInfo
+
+    scope = {"type": "http", "headers": [(b"x-run-id", b"run_1"), (b"x-run-token", b"t"), (b"x-attempt", b"2"),
+                                         (b"x-last-checkpoint", b'{"c": 1}')]}
+    info = DispatchInfo.from_asgi_scope(scope)
+    assert (info.run_id, info.attempt, info.token, info.last_checkpoint) == ("run_1", 2, "t", {"c": 1})
+    with pytest.raises(ValueError):
+        DispatchInfo.from_asgi_scope({"headers": []})
