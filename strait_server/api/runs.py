@@ -246,7 +246,6 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
                 wait = min(wait, s.watch_poll_interval.total_seconds())
             try:
                 await asyncio.wait_for(woken.wait(), wait)
-                await asyncio.sleep(0.005)  # let a burst of commits land, then read them in one query
             except TimeoutError:
                 if loop.time() - last_sent >= keepalive:
                     yield run_pb2.WatchRunsResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())),
