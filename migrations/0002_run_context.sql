@@ -5,3 +5,6 @@ ALTER TABLE runs ADD COLUMN checkpoint text, ADD COLUMN checkpoint_time timestam
 -- A detached lease belongs to a run completing asynchronously (202 Accepted): only its deadline, which
 -- heartbeats extend, ends it; the dispatcher that sent it may come and go.
 ALTER TABLE run_leases ADD COLUMN detached boolean NOT NULL DEFAULT false;
+
+-- WatchRun(follow_replays) finds a run's replay.
+CREATE INDEX runs_replay_of_idx ON runs (replay_of) WHERE replay_of <> '';

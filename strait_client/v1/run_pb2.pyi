@@ -570,18 +570,24 @@ class WatchRunRequest(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FOLLOW_REPLAYS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     after_sequence: _builtins.int
     """Only events with a sequence above this (0: from the start)."""
+    follow_replays: _builtins.bool
+    """Keep the stream open after the run ends and follow its replay (ReplayRun), and the replay's replay,
+    as they are created. Events name their run_id; sequences restart at 1 for each run.
+    """
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
+        follow_replays: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "follow_replays", b"follow_replays", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -149,22 +149,53 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         await self._d.runs.get(project, run_id)  # NOT_FOUND before the stream starts
         # Trailing metadata tells a client whether to resume: the run finished, or the stream only aged out.
         context.set_trailing_metadata(((WATCH_END_KEY, "max-duration"),))
-        with self._d.streams.open(project), self._d.events.watch(run_id) as woken:
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + self._d.settings.watch_max_duration.total_seconds()
+        after = request.after_sequence
+        with self._d.streams.open(project):
             await context.send_initial_metadata(())  # tells the client the watch is in place
             try:
-                async for message in self._watch(project, run_id, request.after_sequence, woken):
-                    yield message
+                while True:
+                    with self._d.events.watch(run_id) as woken:
+                        async for message in self._watch(project, run_id, after, woken, ends_at):
+                            yield message
+                    if not request.follow_replays:
+                        break
+                    replay = None
+                    async for item in self._next_replay(project, run_id, ends_at):
+                        if isinstance(item, str):
+                            replay = item
+                        else:
+                            yield item
+                    assert replay is not None
+                    run_id, after = replay, 0
             except _AgedOut:
                 return
         context.set_trailing_metadata(((WATCH_END_KEY, "run-finished"),))
 
-    async def _watch(self, project: str, run_id: str, after: int,
-                     woken: asyncio.Event) -> AsyncIterator[run_pb2.WatchRunResponse]:
+    async def _next_replay(self, project: str, run_id: str,
+                           ends_at: float) -> AsyncIterator[str | run_pb2.WatchRunResponse]:
+        """Polls for the finished run's replay (its id is the last item), with keepalives meanwhile."""
+        s = self._d.settings
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        while loop.time() < ends_at:
+            replay = await self._d.runs.replay_of(project, run_id)
+            if replay is not None:
+                yield replay
+                return
+            if loop.time() - last_sent >= s.watch_keepalive_interval.total_seconds():
+                yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())))
+                last_sent = loop.time()
+            await asyncio.sleep(s.watch_poll_interval.total_seconds())
+        raise _AgedOut
+
+    async def _watch(self, project: str, run_id: str, after: int, woken: asyncio.Event,
+                     ends_at: float) -> AsyncIterator[run_pb2.WatchRunResponse]:
         """Reads stored events after the cursor, then waits for a wake-up (or polls when the event bus is
         down), and ends after the run's terminal event or at the maximum stream duration."""
         s = self._d.settings
         loop = asyncio.get_running_loop()
-        ends_at = loop.time() + s.watch_max_duration.total_seconds()
         keepalive = s.watch_keepalive_interval.total_seconds()
         last_sent = loop.time()
         while True:

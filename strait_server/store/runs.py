@@ -177,6 +177,7 @@ RETURNING run_id
 """$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason."""
 
 RUN_PROGRESS = "SELECT status, event_seq FROM runs WHERE id = $1 AND project_id = $2"
+REPLAY_OF = "SELECT id FROM runs WHERE replay_of = $1 AND project_id = $2 ORDER BY create_time, id LIMIT 1"
 
 LIST_EVENTS = f"""
 SELECT {_EVENT_COLUMNS} FROM run_events
@@ -379,6 +380,11 @@ class RunStore:
         """Events with a sequence above `after_seq`, in order (no existence check)."""
         rows = await self._pool.fetch(LIST_EVENTS, run_id, project_id, after_seq, limit)
         return [_event(r) for r in rows]
+
+    async def replay_of(self, project_id: str, run_id: str) -> str | None:
+        """The first replay of a run, if one was created."""
+        value = await self._pool.fetchval(REPLAY_OF, run_id, project_id)
+        return None if value is None else str(value)
 
     async def progress(self, project_id: str, run_id: str) -> tuple[RunStatus, int]:
         """The run's status and the sequence of its latest event."""

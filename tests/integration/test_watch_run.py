@@ -140,3 +140,26 @@ async def test_stream_survives_redis_going_away_by_polling(make_app: AppFactory,
     assert rest and rest[-1].to_status == S.RUN_STATUS_COMPLETED
     assert [e.sequence for e in seen + rest] == list(range(1, len(seen) + len(rest) + 1))
     await api.channel.close()
+
+
+async def test_follow_replays_keeps_the_stream_open_into_the_replay(api: Api, sink: Sink) -> None:
+    job = await api.create_job("replayed", sink.script("/replayed", Reply(400), then=Reply(200)))
+    run = await api.trigger(job)
+    await api.wait_status(run.id, S.RUN_STATUS_DEAD_LETTER)
+    call = api.runs.WatchRun(run_pb2.WatchRunRequest(run_id=run.id, follow_replays=True), metadata=api.metadata)
+    seen: list[run_pb2.RunEvent] = []
+    replay_id = ""
+    async for message in call:
+        if message.WhichOneof("message") != "event":
+            continue
+        seen.append(message.event)
+        if message.event.to_status == S.RUN_STATUS_DEAD_LETTER:
+            replay = await api.runs.ReplayRun(run_pb2.ReplayRunRequest(id=run.id), metadata=api.metadata)
+            replay_id = replay.run.id
+        if message.event.run_id == replay_id and message.event.to_status == S.RUN_STATUS_COMPLETED:
+            break
+    call.cancel()
+    original = [e for e in seen if e.run_id == run.id]
+    assert original == seen[:len(original)] and original[-1].to_status == S.RUN_STATUS_DEAD_LETTER
+    assert [(e.run_id, e.sequence) for e in seen[len(original):]] == [(replay_id, 1), (replay_id, 2),
+                                                                       (replay_id, 3)]
