@@ -22,6 +22,7 @@ from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
 from strait_server.events import EventBus
 from strait_server.queue import Queue
+from strait_server.scheduler.cron import Clock, CronScheduler, utc_now
 from strait_server.scheduler.sweeper import Sweeper
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
@@ -59,6 +60,8 @@ class App:
     _wake: WakeHub | None = None
     _sweeper: Sweeper | None = None
     _executor: HttpExecutor | None = None
+    clock: Clock = utc_now  # injectable for the cron scheduler's tests
+    cron: CronScheduler | None = None
     _queue_pool: db.Pool | None = None
     events: EventBus | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +87,10 @@ class App:
             self._sweeper = Sweeper(queue, interval=s.sweep_interval, owner_stale_after=s.owner_stale_after,
                                     on_requeued=self._wake.notify, on_events=self.events.published)
             self._sweeper.start()
+            self.cron = CronScheduler(self.pool, JobStore(self.pool), RunStore(self.pool),
+                                      interval=s.cron_interval, clock=self.clock,
+                                      on_events=self.events.published, on_enqueued=self._wake.notify)
+            self.cron.start()
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
             self._executor = HttpExecutor(
@@ -143,12 +150,10 @@ class App:
         if self.dispatcher is not None:
             tasks.append(self.dispatcher.stop(s.drain_timeout.total_seconds()))
         await asyncio.gather(*tasks)
-        if self._sweeper is not None:
-            await self._sweeper.stop()
-        if self._wake is not None:
-            await self._wake.stop()
-        if self.events is not None:
-            await self.events.stop()
+        # Then the side components, in reverse order of start, and the connections last.
+        for component in (self._sweeper, self.cron, self._wake, self.events):
+            if component is not None:
+                await component.stop()
         if self._executor is not None:
             await self._executor.close()
         if self.redis is not None:

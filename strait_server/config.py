@@ -62,6 +62,8 @@ class Settings:
     heartbeat_interval: timedelta = timedelta(seconds=1)
     owner_stale_after: timedelta = timedelta(seconds=5)
     sweep_interval: timedelta = timedelta(seconds=1)
+    # How often the scheduler role looks for due cron ticks.
+    cron_interval: timedelta = timedelta(milliseconds=500)
     max_output_bytes: int = 1024 * 1024
     run_token_ttl_margin: timedelta = timedelta(seconds=60)
     # Database pool.

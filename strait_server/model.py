@@ -78,6 +78,12 @@ class ExecutionMode(enum.StrEnum):
     WORKER = "worker"
 
 
+class OverlapPolicy(enum.StrEnum):
+    ALLOW = "allow"
+    SKIP = "skip"
+    CANCEL_RUNNING = "cancel_running"
+
+
 class RetryStrategy(enum.StrEnum):
     EXPONENTIAL = "exponential"
     FIXED = "fixed"
@@ -122,6 +128,9 @@ class JobSpec:
     signing_secret: str = field(default="", repr=False)
     tags: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    cron: str = ""
+    timezone: str = "UTC"
+    cron_overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +140,7 @@ class Job(JobSpec):
     version: int
     create_time: datetime
     update_time: datetime
+    next_fire_time: datetime | None = None
 
     @property
     def etag(self) -> str:

@@ -152,8 +152,11 @@ async def make_app(settings: Settings) -> AsyncIterator[AppFactory]:
     """Starts extra server processes' worth of components in this process (stopped at teardown)."""
     started: list[App] = []
 
-    async def factory(roles: frozenset[Role] = ALL_ROLES, **overrides: Any) -> App:
+    async def factory(roles: frozenset[Role] = ALL_ROLES, clock: Callable[[], Any] | None = None,
+                      **overrides: Any) -> App:
         application = App(settings.with_(**overrides), roles)
+        if clock is not None:
+            application.clock = clock
         await application.start(migrate=False)
         started.append(application)
         return application

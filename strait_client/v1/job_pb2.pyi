@@ -68,6 +68,34 @@ RETRY_STRATEGY_FIXED: RetryStrategy.ValueType  # 2
 """initial_delay every time."""
 Global___RetryStrategy: _TypeAlias = RetryStrategy  # noqa: Y015
 
+class _CronOverlapPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CronOverlapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CronOverlapPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CRON_OVERLAP_POLICY_UNSPECIFIED: _CronOverlapPolicy.ValueType  # 0
+    """ALLOW."""
+    CRON_OVERLAP_POLICY_ALLOW: _CronOverlapPolicy.ValueType  # 1
+    """Fire anyway."""
+    CRON_OVERLAP_POLICY_SKIP: _CronOverlapPolicy.ValueType  # 2
+    """Do not fire this tick."""
+    CRON_OVERLAP_POLICY_CANCEL_RUNNING: _CronOverlapPolicy.ValueType  # 3
+    """Fire, then cancel the runs that are still active."""
+
+class CronOverlapPolicy(_CronOverlapPolicy, metaclass=_CronOverlapPolicyEnumTypeWrapper):
+    """What a cron tick does while an earlier run of the job is still active."""
+
+CRON_OVERLAP_POLICY_UNSPECIFIED: CronOverlapPolicy.ValueType  # 0
+"""ALLOW."""
+CRON_OVERLAP_POLICY_ALLOW: CronOverlapPolicy.ValueType  # 1
+"""Fire anyway."""
+CRON_OVERLAP_POLICY_SKIP: CronOverlapPolicy.ValueType  # 2
+"""Do not fire this tick."""
+CRON_OVERLAP_POLICY_CANCEL_RUNNING: CronOverlapPolicy.ValueType  # 3
+"""Fire, then cancel the runs that are still active."""
+Global___CronOverlapPolicy: _TypeAlias = CronOverlapPolicy  # noqa: Y015
+
 class _RunView:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -190,6 +218,10 @@ class Job(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    CRON_OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "job_..."."""
     project_id: _builtins.str
@@ -217,6 +249,11 @@ class Job(_message.Message):
     """Output only. Whether a signing secret is set."""
     etag: _builtins.str
     """Output only. Changes with every update; pass it back in UpdateJob/DeleteJob to refuse stale writes."""
+    cron: _builtins.str
+    """5-field cron expression (minute hour day-of-month month day-of-week); empty: no schedule."""
+    timezone: _builtins.str
+    """IANA time zone the cron expression is read in; empty means UTC."""
+    cron_overlap_policy: Global___CronOverlapPolicy.ValueType
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """Per-attempt deadline, 1s..24h. Default 300s."""
@@ -231,6 +268,10 @@ class Job(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the schedule fires next (unset without a schedule)."""
+
     def __init__(
         self,
         *,
@@ -255,10 +296,14 @@ class Job(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        cron_overlap_policy: Global___CronOverlapPolicy.ValueType = ...,
+        next_fire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "retry_policy", b"retry_policy", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "retry_policy", b"retry_policy", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "retry_policy", b"retry_policy", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "retry_policy", b"retry_policy", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015

@@ -66,8 +66,14 @@ def job(j: model.Job) -> job_pb2.Job:
                                          max_delay=duration_ms(j.retry_max_ms)),
         priority=j.priority, enabled=j.enabled, has_signing_secret=bool(j.signing_secret),
         tags=j.tags, metadata=j.metadata, create_time=ts(j.create_time), update_time=ts(j.update_time),
-        etag=j.etag,
+        etag=j.etag, cron=j.cron, timezone=j.timezone, next_fire_time=ts(j.next_fire_time) if j.cron else None,
+        cron_overlap_policy=_OVERLAP_NUMBERS[j.cron_overlap_policy],
     )
+
+
+_OVERLAP_NUMBERS = {model.OverlapPolicy.ALLOW: job_pb2.CRON_OVERLAP_POLICY_ALLOW,
+                    model.OverlapPolicy.SKIP: job_pb2.CRON_OVERLAP_POLICY_SKIP,
+                    model.OverlapPolicy.CANCEL_RUNNING: job_pb2.CRON_OVERLAP_POLICY_CANCEL_RUNNING}
 
 
 def run(r: model.Run) -> run_pb2.Run:

@@ -13,9 +13,10 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import job_pb2
+from strait_server import schedule
 from strait_server.endpoints import check_url
 from strait_server.errors import Violations
-from strait_server.model import ExecutionMode, JobSpec, NewRun, RetryStrategy
+from strait_server.model import ExecutionMode, JobSpec, NewRun, OverlapPolicy, RetryStrategy
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
@@ -29,7 +30,8 @@ _HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e]{0,1024}$")
 JOB_MUTABLE_PATHS = frozenset({
     "slug", "name", "description", "endpoint_url", "fallback_endpoint_url", "execution_mode", "queue",
     "max_attempts", "timeout", "retry_policy", "retry_policy.strategy", "retry_policy.initial_delay",
-    "retry_policy.max_delay", "priority", "enabled", "signing_secret", "tags", "metadata",
+    "retry_policy.max_delay", "priority", "enabled", "signing_secret", "tags", "metadata", "cron", "timezone",
+    "cron_overlap_policy",
 })
 
 
@@ -124,8 +126,32 @@ def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobS
         execution_mode=_mode(v, f), queue=_queue(v, f), max_attempts=_max_attempts(v, f),
         timeout_ms=_job_timeout(v, f), retry_strategy=strategy, retry_initial_ms=initial_ms,
         retry_max_ms=max_ms, priority=_priority(v, f), enabled=_enabled(f), signing_secret=_secret(v, f),
-        tags=tags, metadata=metadata,
+        tags=tags, metadata=metadata, **_schedule(v, f),
     )
+
+
+_OVERLAP = {job_pb2.CRON_OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ALLOW,
+            job_pb2.CRON_OVERLAP_POLICY_ALLOW: OverlapPolicy.ALLOW,
+            job_pb2.CRON_OVERLAP_POLICY_SKIP: OverlapPolicy.SKIP,
+            job_pb2.CRON_OVERLAP_POLICY_CANCEL_RUNNING: OverlapPolicy.CANCEL_RUNNING}
+
+
+def _schedule(v: Violations, f: _Fields) -> dict[str, Any]:
+    cron = " ".join(f.pick("cron", f.job.cron).split())
+    if cron and (problem := schedule.cron_problem(cron)) is not None:
+        v.add("job.cron", problem)
+    tz = f.pick("timezone", f.job.timezone or "UTC")
+    if schedule.zone(tz) is None:
+        v.add("job.timezone", "is not an IANA time zone (e.g. Europe/Berlin, UTC)")
+    if f.given("cron_overlap_policy"):
+        policy = _OVERLAP.get(f.job.cron_overlap_policy)
+        if policy is None:
+            v.add("job.cron_overlap_policy", "is not a known overlap policy")
+            policy = OverlapPolicy.ALLOW
+    else:
+        assert f.base is not None
+        policy = f.base.cron_overlap_policy
+    return {"cron": cron, "timezone": tz, "cron_overlap_policy": policy}
 
 
 def _names(v: Violations, f: _Fields) -> tuple[str, str, str]:

@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from strait_server import ids
+from strait_server import ids, schedule
 from strait_server.errors import Aborted, AlreadyExists, NotFound
-from strait_server.model import ExecutionMode, Job, JobSpec, RetryStrategy
+from strait_server.model import ExecutionMode, Job, JobSpec, OverlapPolicy, RetryStrategy
 from strait_server.store import runs as run_sql
 
 _COLUMNS = """id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url, execution_mode,
 queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms, priority, enabled,
-signing_secret, tags, metadata, version, create_time, update_time"""
+signing_secret, tags, metadata, version, create_time, update_time, cron, timezone, cron_overlap_policy,
+next_fire_time"""
 
 INSERT_JOB = f"""
 INSERT INTO jobs (id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url,
     execution_mode, queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms,
-    priority, enabled, signing_secret, tags, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    priority, enabled, signing_secret, tags, metadata, cron, timezone, cron_overlap_policy, next_fire_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+    $23)
 ON CONFLICT (project_id, slug) WHERE delete_time IS NULL DO NOTHING
 RETURNING {_COLUMNS}
 """
-"""$1..$19 as listed. No row: the slug is taken in this project."""
+"""$1..$23 as listed. No row: the slug is taken in this project."""
 
 GET_BY_ID = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 AND project_id = $2 AND delete_time IS NULL"
 GET_BY_SLUG = f"SELECT {_COLUMNS} FROM jobs WHERE slug = $1 AND project_id = $2 AND delete_time IS NULL"
@@ -42,11 +44,26 @@ UPDATE_JOB = f"""
 UPDATE jobs SET slug = $4, name = $5, description = $6, endpoint_url = $7, fallback_endpoint_url = $8,
     execution_mode = $9, queue = $10, max_attempts = $11, timeout_ms = $12, retry_strategy = $13,
     retry_initial_ms = $14, retry_max_ms = $15, priority = $16, enabled = $17, signing_secret = $18,
-    tags = $19, metadata = $20, version = version + 1, update_time = now()
+    tags = $19, metadata = $20, cron = $21, timezone = $22, cron_overlap_policy = $23,
+    -- Keep the due time unless the schedule itself changed.
+    next_fire_time = CASE WHEN cron = $21 AND timezone = $22 THEN next_fire_time ELSE $24 END,
+    version = version + 1, update_time = now()
 WHERE id = $1 AND project_id = $2 AND version = $3 AND delete_time IS NULL
 RETURNING {_COLUMNS}
 """
-"""$1 id, $2 project, $3 expected version, $4..$20 the new spec."""
+"""$1 id, $2 project, $3 expected version, $4..$23 the new spec, $24 its first fire time."""
+
+DUE_SCHEDULES = f"""
+SELECT {_COLUMNS} FROM jobs
+WHERE cron <> '' AND delete_time IS NULL AND enabled AND next_fire_time <= $1
+ORDER BY next_fire_time
+LIMIT $2
+-- NO KEY UPDATE: runs inserted meanwhile (another transaction) take KEY SHARE on the job for their FK.
+FOR NO KEY UPDATE SKIP LOCKED
+"""
+"""$1 now (the scheduler's clock), $2 limit. Locks the due scheduled jobs; other schedulers skip them."""
+
+ADVANCE_SCHEDULE = "UPDATE jobs SET next_fire_time = $2 WHERE id = $1"
 
 DELETE_JOB = f"""
 UPDATE jobs SET delete_time = now(), version = version + 1, update_time = now()
@@ -66,6 +83,8 @@ def _job(row: Any) -> Job:
         retry_max_ms=row["retry_max_ms"], priority=row["priority"], enabled=row["enabled"],
         signing_secret=row["signing_secret"], tags=dict(row["tags"]), metadata=dict(row["metadata"]),
         version=row["version"], create_time=row["create_time"], update_time=row["update_time"],
+        cron=row["cron"], timezone=row["timezone"], cron_overlap_policy=OverlapPolicy(row["cron_overlap_policy"]),
+        next_fire_time=row["next_fire_time"],
     )
 
 
@@ -74,11 +93,16 @@ def _spec_args(spec: JobSpec) -> tuple[Any, ...]:
         spec.slug, spec.name, spec.description, spec.endpoint_url, spec.fallback_endpoint_url,
         spec.execution_mode.value, spec.queue, spec.max_attempts, spec.timeout_ms,
         spec.retry_strategy.value, spec.retry_initial_ms, spec.retry_max_ms, spec.priority, spec.enabled,
-        spec.signing_secret, spec.tags, spec.metadata,
+        spec.signing_secret, spec.tags, spec.metadata, spec.cron, spec.timezone, spec.cron_overlap_policy.value,
     )
 
 
+def first_fire_time(spec: JobSpec) -> datetime | None:
+    return schedule.next_tick(spec.cron, spec.timezone, datetime.now(UTC)) if spec.cron else None
+
+
 def spec_of(job: Job) -> JobSpec:
+    """The user-settable part of a job (what UpdateJob starts from)."""
     return JobSpec(**{f.name: getattr(job, f.name) for f in dataclasses.fields(JobSpec)})
 
 
@@ -92,8 +116,18 @@ class JobStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def due_schedules(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, now: datetime,
+                            limit: int) -> list[Job]:
+        """Inside the caller's transaction: the scheduled jobs due at `now`, locked for this scheduler."""
+        return [_job(r) for r in await conn.fetch(DUE_SCHEDULES, now, limit)]
+
+    async def advance_schedule(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
+                               next_fire_time: datetime) -> None:
+        await conn.execute(ADVANCE_SCHEDULE, job_id, next_fire_time)
+
     async def create(self, project_id: str, spec: JobSpec) -> Job:
-        row = await self._pool.fetchrow(INSERT_JOB, ids.new_id("job"), project_id, *_spec_args(spec))
+        row = await self._pool.fetchrow(INSERT_JOB, ids.new_id("job"), project_id, *_spec_args(spec),
+                                        first_fire_time(spec))
         if row is None:
             raise AlreadyExists("job", spec.slug)
         return _job(row)
@@ -121,7 +155,7 @@ class JobStore:
         version = _parse_etag(etag) if etag else current.version
         try:
             row = await self._pool.fetchrow(UPDATE_JOB, current.id, current.project_id, version,
-                                            *_spec_args(spec))
+                                            *_spec_args(spec), first_fire_time(spec))
         except asyncpg.UniqueViolationError:
             raise AlreadyExists("job", spec.slug) from None
         if row is None:

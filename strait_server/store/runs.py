@@ -159,6 +159,7 @@ WITH old AS (
     SELECT id, status FROM runs
     WHERE ($1::text IS NULL OR id = $1) AND ($2::text IS NULL OR job_id = $2)
       AND ($3::text IS NULL OR project_id = $3) AND status = ANY($4::text[])
+      AND ($6::text IS NULL OR id <> $6)
     FOR UPDATE
 ), upd AS (
     UPDATE runs r SET status = 'canceled', error = $5, finish_time = now(), update_time = now(),
@@ -174,8 +175,10 @@ INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_s
 SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'canceled', attempt, $5 FROM upd
 RETURNING run_id
 """
-"""$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason."""
+"""$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason,
+$6 a run to leave alone or NULL."""
 
+HAS_ACTIVE = "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND NOT status = ANY($2::text[]))"
 RUN_PROGRESS = "SELECT status, event_seq FROM runs WHERE id = $1 AND project_id = $2"
 REPLAY_OF = "SELECT id FROM runs WHERE replay_of = $1 AND project_id = $2 ORDER BY create_time, id LIMIT 1"
 
@@ -220,7 +223,7 @@ def _event(row: Any) -> RunEvent:
 async def cancel_unfinished_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
                                        reason: str) -> list[str]:
     """Cancels every run of a job that has not finished (an executing one's late result is ignored)."""
-    rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason)
+    rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason, None)
     return [r["run_id"] for r in rows]
 
 
@@ -342,6 +345,14 @@ class RunStore:
             attempts=[], replay_of=replay_of,
         )
 
+    async def cancel_others(self, job_id: str, keep_run_id: str, reason: str) -> list[str]:
+        """Cancels every unfinished run of the job but one (cron overlap policy cancel_running)."""
+        rows = await self._pool.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason, keep_run_id)
+        return [r["run_id"] for r in rows]
+
+    async def has_active(self, job_id: str) -> bool:
+        return bool(await self._pool.fetchval(HAS_ACTIVE, job_id, [s.value for s in TERMINAL]))
+
     async def get(self, project_id: str, run_id: str) -> Run:
         row = await self._pool.fetchrow(GET_RUN, run_id, project_id)
         if row is None:
@@ -356,7 +367,7 @@ class RunStore:
         return [run_from_row(r) for r in rows]
 
     async def cancel(self, project_id: str, run_id: str, reason: str) -> Run:
-        rows = await self._pool.fetch(CANCEL_RUNS, run_id, None, project_id, CANCELABLE, reason)
+        rows = await self._pool.fetch(CANCEL_RUNS, run_id, None, project_id, CANCELABLE, reason, None)
         run = await self.get(project_id, run_id)
         if not rows:
             raise FailedPrecondition(

@@ -1,0 +1,74 @@
+"""Cron arithmetic: validating expressions, and the ticks of a schedule in its time zone.
+
+Ticks follow wall-clock time in the schedule's zone (croniter). Across a daylight-saving change:
+- spring forward: a time that does not exist that day (02:30) fires once, at the first valid time after;
+- fall back: a fixed-hour schedule whose wall-clock time happens twice (01:30) fires once, the first time;
+  schedules with a wildcard hour ("*/30 * * * *") keep firing through the repeated hour, as cron does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+
+def cron_problem(expression: str) -> str | None:
+    """Why `expression` is not an acceptable 5-field cron expression, or None."""
+    if len(expression.split()) != 5:
+        return "must have exactly 5 fields: minute hour day-of-month month day-of-week"
+    if not croniter.is_valid(expression):
+        return "is not a valid cron expression"
+    return None
+
+
+def zone(name: str) -> ZoneInfo | None:
+    if len(name) > 64:
+        return None
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: names the file system refuses
+        return None
+
+
+def _fixed_hours(expression: str) -> bool:
+    return len(croniter(expression).expanded[1]) < 24
+
+
+def next_tick(expression: str, tz_name: str, after: datetime) -> datetime:
+    """The first tick strictly after `after` (an aware datetime), in UTC."""
+    tz = zone(tz_name) or UTC
+    local_after = after.astimezone(tz)
+    it = croniter(expression, local_after)
+    tick: datetime = it.get_next(datetime)
+    if _fixed_hours(expression):
+        # Fall back: the same wall-clock time again, an hour later, is the same tick. (Compare instants in
+        # UTC: two datetimes in the same zone compare by wall-clock time, ignoring the fold.)
+        while _repeats(tick, croniter(expression, tick).get_prev(datetime)):
+            tick = it.get_next(datetime)
+    return tick.astimezone(UTC)
+
+
+def _wall(value: datetime) -> datetime:
+    return value.replace(tzinfo=None, fold=0)
+
+
+def _repeats(tick: datetime, previous: datetime) -> bool:
+    """Whether `tick` is the second occurrence of the wall-clock time of the tick before it."""
+    return _wall(tick) == _wall(previous) and previous.astimezone(UTC) < tick.astimezone(UTC)
+
+
+def latest_tick(expression: str, tz_name: str, not_after: datetime) -> datetime:
+    """The last tick at or before `not_after`, in UTC."""
+    tz = zone(tz_name) or UTC
+    tick: datetime = croniter(expression, (not_after + timedelta(microseconds=1)).astimezone(tz)).get_prev(datetime)
+    return tick.astimezone(UTC)
+
+
+def upcoming(expression: str, tz_name: str, after: datetime, count: int) -> list[datetime]:
+    ticks = []
+    for _ in range(count):
+        after = next_tick(expression, tz_name, after)
+        ticks.append(after)
+    return ticks

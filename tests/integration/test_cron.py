@@ -1,0 +1,134 @@
+"""Cron schedules: one run per tick across several scheduler processes, misfires, overlap policies."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from strait_client.v1 import job_pb2, run_pb2
+from strait_server.app import App, Role
+from strait_server.config import Settings
+from tests.conftest import Api, AppFactory, connect, eventually
+from tests.sink import Reply, Sink
+
+S = run_pb2
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def _schedulers(make_app: AppFactory, clock: FakeClock, count: int) -> list[App]:
+    apps = []
+    for _ in range(count):
+        # The injectable clock: no waiting for real minutes.
+        apps.append(await make_app(frozenset({Role.SCHEDULER}), clock=clock, cron_interval=timedelta(milliseconds=50)))
+    return apps
+
+
+async def _passes(apps: list[App], count: int) -> None:
+    """Waits until every scheduler has completed `count` more passes."""
+    marks = [app.cron.ticks for app in apps if app.cron]
+
+    async def done() -> bool:
+        return all(app.cron is not None and app.cron.ticks >= m + count for app, m in zip(apps, marks, strict=True))
+    await eventually(done)
+
+
+async def _runs_of(api: Api, job: job_pb2.Job) -> list[run_pb2.Run]:
+    resp = await api.runs.ListRuns(run_pb2.ListRunsRequest(job_id=job.id, page_size=1000), metadata=api.metadata)
+    return list(reversed(resp.runs))
+
+
+async def test_each_tick_fires_exactly_once_across_three_schedulers(
+        make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    front = await make_app(frozenset({Role.API, Role.WORKER}))
+    api = await connect(front, settings.admin_key)
+    job = await api.create_job("every-minute", sink.script("/cron"), cron="* * * * *")
+    first_tick = job.next_fire_time.ToDatetime(tzinfo=UTC)
+    assert first_tick.second == 0 and first_tick > datetime.now(UTC) - timedelta(seconds=1)
+    clock = FakeClock()
+    schedulers = await _schedulers(make_app, clock, 3)
+
+    clock.now = first_tick + timedelta(seconds=1)
+    await _passes(schedulers, 3)
+    runs = await _runs_of(api, job)
+    assert len(runs) == 1 and runs[0].metadata["scheduled_tick"] == first_tick.isoformat()
+    assert runs[0].metadata["triggered_by"] == "cron"
+
+    clock.now = first_tick + timedelta(minutes=1, seconds=1)
+    await _passes(schedulers, 3)
+    assert len(await _runs_of(api, job)) == 2
+
+    # Ten minutes of downtime: the latest missed tick fires once, not a burst.
+    clock.now = first_tick + timedelta(minutes=11, seconds=30)
+    await _passes(schedulers, 3)
+    runs = await _runs_of(api, job)
+    assert len(runs) == 3
+    assert runs[-1].metadata["scheduled_tick"] == (first_tick + timedelta(minutes=11)).isoformat()
+    got = (await api.jobs.GetJob(job_pb2.GetJobRequest(id=job.id), metadata=api.metadata)).job
+    assert got.next_fire_time.ToDatetime(tzinfo=UTC) == first_tick + timedelta(minutes=12)
+    for r in runs:
+        await api.wait_status(r.id, S.RUN_STATUS_COMPLETED)
+    await api.channel.close()
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    (job_pb2.CRON_OVERLAP_POLICY_SKIP, [S.RUN_STATUS_EXECUTING]),
+    (job_pb2.CRON_OVERLAP_POLICY_CANCEL_RUNNING, [S.RUN_STATUS_CANCELED, S.RUN_STATUS_EXECUTING]),
+    (job_pb2.CRON_OVERLAP_POLICY_ALLOW, [S.RUN_STATUS_EXECUTING, S.RUN_STATUS_EXECUTING]),
+])
+async def test_overlap_policies(make_app: AppFactory, settings: Settings, sink: Sink, policy: int,
+                                expected: list[int]) -> None:
+    front = await make_app(frozenset({Role.API, Role.WORKER}))
+    api = await connect(front, settings.admin_key)
+    gate = asyncio.Event()
+    job = await api.create_job("overlapping", sink.script("/overlap", then=Reply(200, block=gate)),
+                               cron="*/5 * * * *", cron_overlap_policy=policy)
+    tick = job.next_fire_time.ToDatetime(tzinfo=UTC)
+    clock = FakeClock()
+    [scheduler] = await _schedulers(make_app, clock, 1)
+    clock.now = tick
+    await _passes([scheduler], 2)
+    [first] = await _runs_of(api, job)
+    await api.wait_status(first.id, S.RUN_STATUS_EXECUTING)
+    clock.now = tick + timedelta(minutes=5)
+    await _passes([scheduler], 2)
+
+    async def settled() -> list[int] | None:
+        statuses = [r.status for r in await _runs_of(api, job)]
+        return statuses if statuses == expected else None
+    await eventually(settled)
+    gate.set()
+    await api.channel.close()
+
+
+async def test_disabled_job_creates_no_runs(make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    front = await make_app(frozenset({Role.API}))
+    api = await connect(front, settings.admin_key)
+    job = await api.create_job("paused", sink.script("/paused"), cron="* * * * *", enabled=False)
+    clock = FakeClock()
+    schedulers = await _schedulers(make_app, clock, 1)
+    clock.now = job.next_fire_time.ToDatetime(tzinfo=UTC) + timedelta(minutes=3)
+    await _passes(schedulers, 3)
+    assert await _runs_of(api, job) == []
+    await api.channel.close()
+
+
+@pytest.mark.parametrize(("fields", "path"), [
+    ({"cron": "61 * * * *"}, "job.cron"),
+    ({"cron": "* * * * * *"}, "job.cron"),
+    ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "job.timezone"),
+])
+async def test_bad_schedules_are_invalid_argument(api: Api, sink: Sink, fields: dict[str, str], path: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.create_job("bad-cron", sink.script("/x"), **fields)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert path in err.value.details()
