@@ -8,3 +8,6 @@ ALTER TABLE jobs
     ADD COLUMN next_fire_time timestamptz;
 -- The scheduler's tick scans exactly the scheduled jobs, by due time.
 CREATE INDEX jobs_next_fire_idx ON jobs (next_fire_time) WHERE cron <> '' AND delete_time IS NULL;
+
+-- ScheduleService.PauseSchedule: the schedule stops firing, the job still takes triggers.
+ALTER TABLE jobs ADD COLUMN schedule_paused boolean NOT NULL DEFAULT false;

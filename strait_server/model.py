@@ -141,6 +141,7 @@ class Job(JobSpec):
     create_time: datetime
     update_time: datetime
     next_fire_time: datetime | None = None
+    schedule_paused: bool = False
 
     @property
     def etag(self) -> str:

@@ -222,6 +222,7 @@ class Job(_message.Message):
     TIMEZONE_FIELD_NUMBER: _builtins.int
     CRON_OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    SCHEDULE_PAUSED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "job_..."."""
     project_id: _builtins.str
@@ -254,6 +255,8 @@ class Job(_message.Message):
     timezone: _builtins.str
     """IANA time zone the cron expression is read in; empty means UTC."""
     cron_overlap_policy: Global___CronOverlapPolicy.ValueType
+    schedule_paused: _builtins.bool
+    """Output only. Set by ScheduleService.PauseSchedule, cleared by ResumeSchedule."""
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """Per-attempt deadline, 1s..24h. Default 300s."""
@@ -270,7 +273,7 @@ class Job(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def next_fire_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. When the schedule fires next (unset without a schedule)."""
+        """Output only. When the schedule fires next (unset without a schedule, or while it is paused)."""
 
     def __init__(
         self,
@@ -300,10 +303,11 @@ class Job(_message.Message):
         timezone: _builtins.str = ...,
         cron_overlap_policy: Global___CronOverlapPolicy.ValueType = ...,
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        schedule_paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "retry_policy", b"retry_policy", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "retry_policy", b"retry_policy", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "retry_policy", b"retry_policy", "schedule_paused", b"schedule_paused", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015

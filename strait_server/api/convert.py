@@ -18,6 +18,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def timestamp(value: datetime) -> Timestamp:
+    micros = (value - _EPOCH) // _MICRO
+    return Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
+
+
 def ts(value: datetime | None) -> Timestamp | None:
     # Timestamp.FromDatetime is pure Python and shows up in batch responses; this is the same arithmetic.
     if value is None:
@@ -66,7 +71,8 @@ def job(j: model.Job) -> job_pb2.Job:
                                          max_delay=duration_ms(j.retry_max_ms)),
         priority=j.priority, enabled=j.enabled, has_signing_secret=bool(j.signing_secret),
         tags=j.tags, metadata=j.metadata, create_time=ts(j.create_time), update_time=ts(j.update_time),
-        etag=j.etag, cron=j.cron, timezone=j.timezone, next_fire_time=ts(j.next_fire_time) if j.cron else None,
+        etag=j.etag, cron=j.cron, timezone=j.timezone, schedule_paused=j.schedule_paused,
+        next_fire_time=ts(j.next_fire_time) if j.cron and not j.schedule_paused else None,
         cron_overlap_policy=_OVERLAP_NUMBERS[j.cron_overlap_policy],
     )
 

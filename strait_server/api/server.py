@@ -15,6 +15,8 @@ from strait_client.v1 import (
     run_context_pb2_grpc,
     run_pb2,
     run_pb2_grpc,
+    schedule_pb2,
+    schedule_pb2_grpc,
 )
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import GuardInterceptor
@@ -22,12 +24,14 @@ from strait_server.api.jobs import JobServicer
 from strait_server.api.projects import ProjectServicer
 from strait_server.api.run_context import RunContextServicer
 from strait_server.api.runs import RunServicer
+from strait_server.api.schedules import ScheduleServicer
 
 SERVICE_NAMES = (
     project_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     run_context_pb2.DESCRIPTOR.services_by_name["RunContextService"].full_name,
+    schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
 )
 
 
@@ -48,6 +52,7 @@ def build_server(deps: Deps) -> tuple[grpc.aio.Server, health.aio.HealthServicer
     job_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(deps), server)
     run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(deps), server)
     run_context_pb2_grpc.add_RunContextServiceServicer_to_server(RunContextServicer(deps), server)
+    schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

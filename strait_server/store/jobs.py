@@ -9,14 +9,14 @@ from typing import Any
 import asyncpg
 
 from strait_server import ids, schedule
-from strait_server.errors import Aborted, AlreadyExists, NotFound
+from strait_server.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
 from strait_server.model import ExecutionMode, Job, JobSpec, OverlapPolicy, RetryStrategy
 from strait_server.store import runs as run_sql
 
 _COLUMNS = """id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url, execution_mode,
 queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms, priority, enabled,
 signing_secret, tags, metadata, version, create_time, update_time, cron, timezone, cron_overlap_policy,
-next_fire_time"""
+next_fire_time, schedule_paused"""
 
 INSERT_JOB = f"""
 INSERT INTO jobs (id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url,
@@ -55,7 +55,7 @@ RETURNING {_COLUMNS}
 
 DUE_SCHEDULES = f"""
 SELECT {_COLUMNS} FROM jobs
-WHERE cron <> '' AND delete_time IS NULL AND enabled AND next_fire_time <= $1
+WHERE cron <> '' AND delete_time IS NULL AND enabled AND NOT schedule_paused AND next_fire_time <= $1
 ORDER BY next_fire_time
 LIMIT $2
 -- NO KEY UPDATE: runs inserted meanwhile (another transaction) take KEY SHARE on the job for their FK.
@@ -64,6 +64,13 @@ FOR NO KEY UPDATE SKIP LOCKED
 """$1 now (the scheduler's clock), $2 limit. Locks the due scheduled jobs; other schedulers skip them."""
 
 ADVANCE_SCHEDULE = "UPDATE jobs SET next_fire_time = $2 WHERE id = $1"
+
+SET_SCHEDULE_PAUSED = f"""
+UPDATE jobs SET schedule_paused = $3, next_fire_time = $4, version = version + 1, update_time = now()
+WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND cron <> ''
+RETURNING {_COLUMNS}
+"""
+"""$1 job, $2 project, $3 paused, $4 next fire time (the next tick after now when resuming)."""
 
 DELETE_JOB = f"""
 UPDATE jobs SET delete_time = now(), version = version + 1, update_time = now()
@@ -84,7 +91,7 @@ def _job(row: Any) -> Job:
         signing_secret=row["signing_secret"], tags=dict(row["tags"]), metadata=dict(row["metadata"]),
         version=row["version"], create_time=row["create_time"], update_time=row["update_time"],
         cron=row["cron"], timezone=row["timezone"], cron_overlap_policy=OverlapPolicy(row["cron_overlap_policy"]),
-        next_fire_time=row["next_fire_time"],
+        next_fire_time=row["next_fire_time"], schedule_paused=row["schedule_paused"],
     )
 
 
@@ -120,6 +127,17 @@ class JobStore:
                             limit: int) -> list[Job]:
         """Inside the caller's transaction: the scheduled jobs due at `now`, locked for this scheduler."""
         return [_job(r) for r in await conn.fetch(DUE_SCHEDULES, now, limit)]
+
+    async def set_schedule_paused(self, job: Job, paused: bool) -> Job:
+        """Pauses the schedule, or resumes it from the next tick after now; FAILED_PRECONDITION without one."""
+        if not job.cron:
+            raise FailedPrecondition(f"job {job.slug!r} has no schedule (set its cron first)",
+                                     reason="NO_SCHEDULE", subject=job.id, violation_type="JOB_STATE")
+        next_fire = None if paused else first_fire_time(job)
+        row = await self._pool.fetchrow(SET_SCHEDULE_PAUSED, job.id, job.project_id, paused, next_fire)
+        if row is None:
+            raise NotFound("job", job.id)
+        return _job(row)
 
     async def advance_schedule(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
                                next_fire_time: datetime) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -132,3 +133,42 @@ async def test_bad_schedules_are_invalid_argument(api: Api, sink: Sink, fields: 
         await api.create_job("bad-cron", sink.script("/x"), **fields)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert path in err.value.details()
+
+
+async def test_schedule_service_lists_pauses_resumes_and_triggers(
+        make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    from strait_client.v1 import schedule_pb2, schedule_pb2_grpc
+
+    front = await make_app(frozenset({Role.API, Role.WORKER}))
+    api = await connect(front, settings.admin_key)
+    schedules = schedule_pb2_grpc.ScheduleServiceStub(api.channel)
+    job = await api.create_job("managed", sink.script("/managed"), cron="0 9 * * 1-5", timezone="Europe/Berlin")
+    times = (await schedules.ListScheduleFireTimes(schedule_pb2.ListScheduleFireTimesRequest(slug="managed", count=3),
+                                                   metadata=api.metadata)).fire_times
+    berlin = [t.ToDatetime(tzinfo=UTC).astimezone(ZoneInfo("Europe/Berlin")) for t in times]
+    assert [(t.hour, t.minute) for t in berlin] == [(9, 0)] * 3 and all(t.weekday() < 5 for t in berlin)
+    assert times[0] == job.next_fire_time
+
+    paused = (await schedules.PauseSchedule(schedule_pb2.PauseScheduleRequest(id=job.id),
+                                            metadata=api.metadata)).job
+    assert paused.schedule_paused and not paused.HasField("next_fire_time")
+    clock = FakeClock()
+    schedulers = await _schedulers(make_app, clock, 1)
+    clock.now = times[0].ToDatetime(tzinfo=UTC) + timedelta(seconds=1)
+    await _passes(schedulers, 3)
+    assert await _runs_of(api, job) == []  # paused: the tick did not fire
+
+    resumed = (await schedules.ResumeSchedule(schedule_pb2.ResumeScheduleRequest(id=job.id),
+                                              metadata=api.metadata)).job
+    assert not resumed.schedule_paused and resumed.next_fire_time == times[0]  # from the next tick after now
+
+    run = (await schedules.TriggerSchedule(schedule_pb2.TriggerScheduleRequest(slug="managed"),
+                                           metadata=api.metadata)).run
+    assert run.metadata["triggered_by"] == "schedule_trigger"
+    await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+
+    plain = await api.create_job("plain", sink.script("/plain"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await schedules.PauseSchedule(schedule_pb2.PauseScheduleRequest(id=plain.id), metadata=api.metadata)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await api.channel.close()
