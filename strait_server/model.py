@@ -131,6 +131,7 @@ class JobSpec:
     cron: str = ""
     timezone: str = "UTC"
     cron_overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
+    run_ttl_ms: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +185,7 @@ class Run:
     metadata: dict[str, str]
     attempts: list[AttemptRecord]
     replay_of: str
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,3 +214,4 @@ class NewRun:
     idempotency_key: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    ttl_ms: int | None = None

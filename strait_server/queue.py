@@ -22,6 +22,8 @@ WITH due AS (
       -- Runs of disabled (or deleted) jobs wait in the queue until the job is enabled again. A scalar
       -- subquery, not EXISTS: as a semi-join the planner sorts every queued row instead of walking the index.
       AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
+      -- Past its TTL: left for the expiry sweep, never started.
+      AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.id = q.run_id AND e.expires_at <= now())
     ORDER BY q.priority DESC, q.run_at, q.run_id
     LIMIT $1
     FOR UPDATE OF q SKIP LOCKED
@@ -174,6 +176,26 @@ SELECT id, project_id, job_id, event_seq, 'status_change', 'delayed', 'queued', 
 RETURNING run_id
 """
 
+EXPIRE = """
+WITH old AS (
+    SELECT id, status FROM runs
+    WHERE expires_at IS NOT NULL AND status IN ('queued', 'delayed') AND expires_at <= now()
+    ORDER BY expires_at LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE runs r SET status = 'expired', error = 'run expired before it started', finish_time = now(),
+        update_time = now(), event_seq = r.event_seq + 1
+    FROM old WHERE r.id = old.id
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.error, old.status AS from_status
+), unqueued AS (
+    DELETE FROM run_queue q USING upd WHERE q.run_id = upd.id
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'expired', attempt, error FROM upd
+RETURNING run_id
+"""
+"""Queued or delayed runs past their TTL become expired (and leave the ready queue)."""
+
 # Dead entries of the ready queue slow every claim until removed; the table is small, so this is cheap.
 VACUUM_QUEUE = "VACUUM (SKIP_LOCKED, TRUNCATE false) run_queue, run_leases"
 
@@ -271,6 +293,10 @@ class Queue:
 
     async def hand_back(self, owner: str) -> list[str]:
         rows = await self._pool.fetch(HAND_BACK, owner)
+        return [r["run_id"] for r in rows]
+
+    async def expire(self) -> list[str]:
+        rows = await self._pool.fetch(EXPIRE)
         return [r["run_id"] for r in rows]
 
     async def promote_delayed(self) -> list[str]:

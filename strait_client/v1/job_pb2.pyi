@@ -223,6 +223,7 @@ class Job(_message.Message):
     CRON_OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
     SCHEDULE_PAUSED_FIELD_NUMBER: _builtins.int
+    RUN_TTL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "job_..."."""
     project_id: _builtins.str
@@ -275,6 +276,10 @@ class Job(_message.Message):
     def next_fire_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the schedule fires next (unset without a schedule, or while it is paused)."""
 
+    @_builtins.property
+    def run_ttl(self) -> _duration_pb2.Duration:
+        """A run not started within this long after it became due is expired. Unset: runs never expire."""
+
     def __init__(
         self,
         *,
@@ -304,10 +309,11 @@ class Job(_message.Message):
         cron_overlap_policy: Global___CronOverlapPolicy.ValueType = ...,
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
         schedule_paused: _builtins.bool = ...,
+        run_ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "retry_policy", b"retry_policy", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "retry_policy", b"retry_policy", "schedule_paused", b"schedule_paused", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "schedule_paused", b"schedule_paused", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -595,6 +601,7 @@ class RunOptions(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
     payload_json: _builtins.str
     """A JSON object (string holding JSON), at most 1 MiB. Empty means {}."""
     priority: _builtins.int
@@ -617,6 +624,10 @@ class RunOptions(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Overrides the job's run_ttl: not started within this long after it is due, the run is expired."""
+
     def __init__(
         self,
         *,
@@ -628,10 +639,11 @@ class RunOptions(_message.Message):
         idempotency_key: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "max_attempts", b"max_attempts", "priority", b"priority", "scheduled_time", b"scheduled_time", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "max_attempts", b"max_attempts", "priority", b"priority", "scheduled_time", b"scheduled_time", "timeout", b"timeout", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "metadata", b"metadata", "payload_json", b"payload_json", "priority", b"priority", "scheduled_time", b"scheduled_time", "tags", b"tags", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "metadata", b"metadata", "payload_json", b"payload_json", "priority", b"priority", "scheduled_time", b"scheduled_time", "tags", b"tags", "timeout", b"timeout", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015

@@ -191,6 +191,7 @@ class Run(_message.Message):
     ERROR_CLASS_FIELD_NUMBER: _builtins.int
     REPLAY_OF_RUN_ID_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "run_..."."""
     job_id: _builtins.str
@@ -235,6 +236,10 @@ class Run(_message.Message):
     def timeout(self) -> _duration_pb2.Duration: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the run expires if it has not started by then (unset: never)."""
+
     def __init__(
         self,
         *,
@@ -260,10 +265,11 @@ class Run(_message.Message):
         error_class: _builtins.str = ...,
         replay_of_run_id: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "finish_time", b"finish_time", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "create_time", b"create_time", "error", b"error", "error_class", b"error_class", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "max_attempts", b"max_attempts", "metadata", b"metadata", "output_json", b"output_json", "payload_json", b"payload_json", "priority", b"priority", "project_id", b"project_id", "replay_of_run_id", b"replay_of_run_id", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "status", b"status", "tags", b"tags", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "create_time", b"create_time", "error", b"error", "error_class", b"error_class", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "max_attempts", b"max_attempts", "metadata", b"metadata", "output_json", b"output_json", "payload_json", b"payload_json", "priority", b"priority", "project_id", b"project_id", "replay_of_run_id", b"replay_of_run_id", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "status", b"status", "tags", b"tags", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,6 +72,7 @@ def job(j: model.Job) -> job_pb2.Job:
         priority=j.priority, enabled=j.enabled, has_signing_secret=bool(j.signing_secret),
         tags=j.tags, metadata=j.metadata, create_time=ts(j.create_time), update_time=ts(j.update_time),
         etag=j.etag, cron=j.cron, timezone=j.timezone, schedule_paused=j.schedule_paused,
+        run_ttl=duration_ms(j.run_ttl_ms) if j.run_ttl_ms else None,
         next_fire_time=ts(j.next_fire_time) if j.cron and not j.schedule_paused else None,
         cron_overlap_policy=_OVERLAP_NUMBERS[j.cron_overlap_policy],
     )
@@ -90,6 +91,7 @@ def run(r: model.Run) -> run_pb2.Run:
         scheduled_time=ts(r.scheduled_time), create_time=ts(r.create_time), start_time=ts(r.start_time),
         finish_time=ts(r.finish_time), update_time=ts(r.update_time), idempotency_key=r.idempotency_key,
         tags=r.tags, metadata=r.metadata, timeout=duration_ms(r.timeout_ms), replay_of_run_id=r.replay_of,
+        expire_time=ts(r.expires_at),
         attempts=[
             run_pb2.RunAttempt(attempt=a.attempt, status_code=a.status_code, duration=duration_ms(a.duration_ms),
                                error=a.error, endpoint_url=a.endpoint_url, start_time=ts(a.start_time))

@@ -31,8 +31,9 @@ JOB_MUTABLE_PATHS = frozenset({
     "slug", "name", "description", "endpoint_url", "fallback_endpoint_url", "execution_mode", "queue",
     "max_attempts", "timeout", "retry_policy", "retry_policy.strategy", "retry_policy.initial_delay",
     "retry_policy.max_delay", "priority", "enabled", "signing_secret", "tags", "metadata", "cron", "timezone",
-    "cron_overlap_policy",
+    "cron_overlap_policy", "run_ttl",
 })
+MAX_TTL = timedelta(days=30)
 
 
 def _has_nul(value: str) -> bool:
@@ -126,8 +127,22 @@ def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobS
         execution_mode=_mode(v, f), queue=_queue(v, f), max_attempts=_max_attempts(v, f),
         timeout_ms=_job_timeout(v, f), retry_strategy=strategy, retry_initial_ms=initial_ms,
         retry_max_ms=max_ms, priority=_priority(v, f), enabled=_enabled(f), signing_secret=_secret(v, f),
-        tags=tags, metadata=metadata, **_schedule(v, f),
+        tags=tags, metadata=metadata, **_schedule(v, f), run_ttl_ms=_job_ttl(v, f),
     )
+
+
+def _ttl_ms(v: Violations, path: str, d: Duration) -> int:
+    if not _duration_ok(d) or not 0 <= _duration_ms(d) <= MAX_TTL.total_seconds() * 1000:
+        v.add(path, "must be between 0s and 30 days")
+        return 0
+    return _duration_ms(d)
+
+
+def _job_ttl(v: Violations, f: _Fields) -> int:
+    if not f.given("run_ttl"):
+        assert f.base is not None
+        return f.base.run_ttl_ms
+    return _ttl_ms(v, "job.run_ttl", f.job.run_ttl) if f.job.HasField("run_ttl") else 0
 
 
 _OVERLAP = {job_pb2.CRON_OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ALLOW,
@@ -299,6 +314,7 @@ def run_options(v: Violations, path: str, options: job_pb2.RunOptions, *, max_pa
     if priority is not None and not 0 <= priority <= 10:
         v.add(f"{path}.priority", "must be between 0 and 10")
     timeout_ms = _timeout_ms(v, f"{path}.timeout", options.timeout) if options.HasField("timeout") else None
+    ttl_ms = _ttl_ms(v, f"{path}.ttl", options.ttl) if options.HasField("ttl") else None
     max_attempts = options.max_attempts if options.HasField("max_attempts") else None
     if max_attempts is not None and not 1 <= max_attempts <= 100:
         v.add(f"{path}.max_attempts", "must be between 1 and 100")
@@ -311,7 +327,7 @@ def run_options(v: Violations, path: str, options: job_pb2.RunOptions, *, max_pa
             v.add(f"{path}.metadata[{key!r}]", "is forwarded as an HTTP header: printable ASCII only")
     return NewRun(payload=payload, scheduled_time=scheduled, priority=priority, timeout_ms=timeout_ms,
                   max_attempts=max_attempts, idempotency_key=options.idempotency_key, tags=tags,
-                  metadata=metadata)
+                  metadata=metadata, ttl_ms=ttl_ms)
 
 
 def selector(v: Violations, request: Any) -> tuple[str, str]:

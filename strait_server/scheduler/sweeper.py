@@ -45,6 +45,9 @@ class Sweeper:
         ticks = 0
         while True:
             try:
+                expired = await self._queue.expire()
+                if expired:
+                    self._on_events(expired)
                 recovered = await self._queue.recover(self._stale, DEADLINE_GRACE)
                 if recovered:
                     self._on_events(recovered)

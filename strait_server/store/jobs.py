@@ -16,18 +16,19 @@ from strait_server.store import runs as run_sql
 _COLUMNS = """id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url, execution_mode,
 queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms, priority, enabled,
 signing_secret, tags, metadata, version, create_time, update_time, cron, timezone, cron_overlap_policy,
-next_fire_time, schedule_paused"""
+next_fire_time, schedule_paused, run_ttl_ms"""
 
 INSERT_JOB = f"""
 INSERT INTO jobs (id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url,
     execution_mode, queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms,
-    priority, enabled, signing_secret, tags, metadata, cron, timezone, cron_overlap_policy, next_fire_time)
+    priority, enabled, signing_secret, tags, metadata, cron, timezone, cron_overlap_policy, run_ttl_ms,
+    next_fire_time)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23)
+    $23, $24)
 ON CONFLICT (project_id, slug) WHERE delete_time IS NULL DO NOTHING
 RETURNING {_COLUMNS}
 """
-"""$1..$23 as listed. No row: the slug is taken in this project."""
+"""$1..$24 as listed. No row: the slug is taken in this project."""
 
 GET_BY_ID = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 AND project_id = $2 AND delete_time IS NULL"
 GET_BY_SLUG = f"SELECT {_COLUMNS} FROM jobs WHERE slug = $1 AND project_id = $2 AND delete_time IS NULL"
@@ -44,14 +45,14 @@ UPDATE_JOB = f"""
 UPDATE jobs SET slug = $4, name = $5, description = $6, endpoint_url = $7, fallback_endpoint_url = $8,
     execution_mode = $9, queue = $10, max_attempts = $11, timeout_ms = $12, retry_strategy = $13,
     retry_initial_ms = $14, retry_max_ms = $15, priority = $16, enabled = $17, signing_secret = $18,
-    tags = $19, metadata = $20, cron = $21, timezone = $22, cron_overlap_policy = $23,
+    tags = $19, metadata = $20, cron = $21, timezone = $22, cron_overlap_policy = $23, run_ttl_ms = $24,
     -- Keep the due time unless the schedule itself changed.
-    next_fire_time = CASE WHEN cron = $21 AND timezone = $22 THEN next_fire_time ELSE $24 END,
+    next_fire_time = CASE WHEN cron = $21 AND timezone = $22 THEN next_fire_time ELSE $25 END,
     version = version + 1, update_time = now()
 WHERE id = $1 AND project_id = $2 AND version = $3 AND delete_time IS NULL
 RETURNING {_COLUMNS}
 """
-"""$1 id, $2 project, $3 expected version, $4..$23 the new spec, $24 its first fire time."""
+"""$1 id, $2 project, $3 expected version, $4..$24 the new spec, $25 its first fire time."""
 
 DUE_SCHEDULES = f"""
 SELECT {_COLUMNS} FROM jobs
@@ -91,7 +92,7 @@ def _job(row: Any) -> Job:
         signing_secret=row["signing_secret"], tags=dict(row["tags"]), metadata=dict(row["metadata"]),
         version=row["version"], create_time=row["create_time"], update_time=row["update_time"],
         cron=row["cron"], timezone=row["timezone"], cron_overlap_policy=OverlapPolicy(row["cron_overlap_policy"]),
-        next_fire_time=row["next_fire_time"], schedule_paused=row["schedule_paused"],
+        next_fire_time=row["next_fire_time"], schedule_paused=row["schedule_paused"], run_ttl_ms=row["run_ttl_ms"],
     )
 
 
@@ -101,6 +102,7 @@ def _spec_args(spec: JobSpec) -> tuple[Any, ...]:
         spec.execution_mode.value, spec.queue, spec.max_attempts, spec.timeout_ms,
         spec.retry_strategy.value, spec.retry_initial_ms, spec.retry_max_ms, spec.priority, spec.enabled,
         spec.signing_secret, spec.tags, spec.metadata, spec.cron, spec.timezone, spec.cron_overlap_policy.value,
+        spec.run_ttl_ms,
     )
 
 

@@ -26,24 +26,26 @@ from strait_server.queue import ClaimedRun, claimed_from_row
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
 error, error_class, scheduled_time, create_time, update_time, start_time, finish_time, idempotency_key,
-tags, metadata, attempt_history, replay_of"""
+tags, metadata, attempt_history, replay_of, expires_at"""
 
 _EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, message, data, create_time"
 
 INSERT_RUNS = """
 WITH ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, idempotency_key, tags, metadata, replay_of, event_seq)
+        run_at, scheduled_time, idempotency_key, tags, metadata, replay_of, event_seq, expires_at)
     SELECT v.id, $1, $2,
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         v.max_attempts, v.priority, v.timeout_ms, v.payload,
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
-        v.idem, v.tags::jsonb, v.metadata::jsonb, $13, 1
+        v.idem, v.tags::jsonb, v.metadata::jsonb, $13, 1,
+        CASE WHEN v.ttl_ms > 0
+             THEN greatest(coalesce(v.sched, now()), now()) + v.ttl_ms * interval '1 millisecond' END
     FROM unnest($3::text[], $4::int[], $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
-                $9::text[], $10::text[], $11::text[], $12::int[])
-         AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord)
+                $9::text[], $10::text[], $11::text[], $12::int[], $14::bigint[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord, ttl_ms)
     ORDER BY v.ord
-    RETURNING id, project_id, job_id, status, priority, run_at, scheduled_time, create_time
+    RETURNING id, project_id, job_id, status, priority, run_at, scheduled_time, create_time, expires_at
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
     SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
@@ -51,30 +53,33 @@ WITH ins AS (
     INSERT INTO run_queue (run_id, job_id, priority, run_at)
     SELECT id, job_id, priority, run_at FROM ins WHERE status = 'queued'
 )
-SELECT id, status, scheduled_time, create_time FROM ins
+SELECT id, status, scheduled_time, create_time, expires_at FROM ins
 """
-"""$1 project, $2 job, $3..$12 per-run arrays (tags and metadata as JSON text), $13 replay_of.
+"""$1 project, $2 job, $3..$12 and $14 per-run arrays (tags and metadata as JSON text; ttl_ms), $13 replay_of.
 Writes each run and its first event; returns what the server decided (id, status, times)."""
 
 INSERT_RUNS_OF_JOB = """
 WITH j AS (
-    SELECT id, project_id, max_attempts, priority, timeout_ms, tags FROM jobs
+    SELECT id, project_id, max_attempts, priority, timeout_ms, tags, run_ttl_ms FROM jobs
     WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, tags, metadata, event_seq)
+        run_at, scheduled_time, tags, metadata, event_seq, expires_at)
     SELECT v.id, j.project_id, j.id,
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         coalesce(v.max_attempts, j.max_attempts), coalesce(v.priority, j.priority),
         coalesce(v.timeout_ms, j.timeout_ms), v.payload,
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
-        j.tags || v.tags::jsonb, v.metadata::jsonb, 1
+        j.tags || v.tags::jsonb, v.metadata::jsonb, 1,
+        CASE WHEN coalesce(v.ttl_ms, j.run_ttl_ms) > 0
+             THEN greatest(coalesce(v.sched, now()), now())
+                  + coalesce(v.ttl_ms, j.run_ttl_ms) * interval '1 millisecond' END
     FROM j, unnest($4::text[], $5::int[], $6::int[], $7::bigint[], $8::text[], $9::timestamptz[],
-                   $10::text[], $11::text[], $12::int[])
-         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord)
+                   $10::text[], $11::text[], $12::int[], $13::bigint[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms)
     ORDER BY v.ord
     RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
-        tags, run_at
+        tags, run_at, expires_at
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
     SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
@@ -208,7 +213,7 @@ def run_from_row(row: Any) -> Run:
             )
             for a in history
         ],
-        replay_of=row["replay_of"],
+        replay_of=row["replay_of"], expires_at=row["expires_at"],
     )
 
 
@@ -244,7 +249,8 @@ class RunStore:
             [r.max_attempts for r in runs], [r.priority for r in runs], [r.timeout_ms for r in runs],
             [r.payload for r in runs], [r.scheduled_time for r in runs],
             [json.dumps(r.tags) if r.tags else "{}" for r in runs],
-            [json.dumps(r.metadata) if r.metadata else "{}" for r in runs], list(range(len(runs))))
+            [json.dumps(r.metadata) if r.metadata else "{}" for r in runs], list(range(len(runs))),
+            [r.ttl_ms for r in runs])
         if not rows:
             return None
         return [
@@ -252,7 +258,8 @@ class RunStore:
                 attempt=0, max_attempts=row["max_attempts"], priority=row["priority"], timeout_ms=row["timeout_ms"],
                 payload=new.payload, output=None, error="", error_class="", scheduled_time=row["scheduled_time"],
                 create_time=row["create_time"], update_time=row["create_time"], start_time=None, finish_time=None,
-                idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="")
+                idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="",
+                expires_at=row["expires_at"])
             for new, row in zip(runs, rows, strict=True)
         ]
 
@@ -329,6 +336,7 @@ class RunStore:
             [json.dumps(r.metadata) if r.metadata else "{}" for r in runs],
             list(range(len(runs))),
             replay_of,
+            [job.run_ttl_ms if r.ttl_ms is None else r.ttl_ms for r in runs],
         )
 
     @staticmethod
@@ -342,7 +350,7 @@ class RunStore:
             error_class="", scheduled_time=row["scheduled_time"], create_time=row["create_time"],
             update_time=row["create_time"], start_time=None, finish_time=None,
             idempotency_key=new.idempotency_key, tags={**job.tags, **new.tags}, metadata=dict(new.metadata),
-            attempts=[], replay_of=replay_of,
+            attempts=[], replay_of=replay_of, expires_at=row["expires_at"],
         )
 
     async def cancel_others(self, job_id: str, keep_run_id: str, reason: str) -> list[str]:

@@ -294,3 +294,34 @@ async def test_queued_runs_of_a_disabled_job_wait_until_it_is_enabled(api: Api, 
     await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(job=job_pb2.Job(id=job.id, enabled=True), update_mask=mask),
                              metadata=api.metadata)
     await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+
+
+async def test_a_run_not_started_within_its_ttl_expires(make_app: AppFactory, settings: Settings,
+                                                       sink: Sink) -> None:
+    # One dispatch slot, held by a blocked run: the runs behind it wait, so only the TTL can end them.
+    app = await make_app(dispatch_concurrency=1)
+    api = await connect(app, settings.admin_key)
+    gate = asyncio.Event()
+    blocker = await api.create_job("ttl-blocker", sink.script("/ttl-block", Reply(200, block=gate)))
+    await api.trigger(blocker)
+    await sink.wait_for(1, "/ttl-block")
+    job = await api.create_job("ttl", sink.script("/ttl"), run_ttl={"seconds": 3600})
+    assert job.run_ttl.seconds == 3600
+    short = await api.trigger(job, ttl={"nanos": 300_000_000})
+    default = await api.trigger(job)
+    assert default.expire_time.ToDatetime(tzinfo=UTC) - default.create_time.ToDatetime(tzinfo=UTC) == \
+        timedelta(hours=1)
+    expired = await api.wait_status(short.id, S.RUN_STATUS_EXPIRED)
+    assert expired.error == "run expired before it started" and expired.attempt == 0
+    assert transitions(await api.events(short.id))[-1] == (S.RUN_STATUS_QUEUED, S.RUN_STATUS_EXPIRED)
+    gate.set()
+    await api.wait_status(default.id, S.RUN_STATUS_COMPLETED)
+    assert [r.run_id for r in sink.for_path("/ttl")] == [default.id]  # the expired run never went out
+    await api.channel.close()
+
+
+async def test_delayed_run_expires_ttl_after_it_was_due(api: Api, sink: Sink) -> None:
+    job = await api.create_job("ttl-delayed", sink.script("/ttl-delayed"))
+    due = _in(hours=1)
+    run = await api.trigger(job, scheduled_time=due, ttl={"seconds": 60})
+    assert run.expire_time.ToDatetime(tzinfo=UTC) == due.ToDatetime(tzinfo=UTC) + timedelta(seconds=60)
