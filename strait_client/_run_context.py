@@ -99,7 +99,10 @@ class AsyncRunContext:
 
     async def heartbeat(self) -> bool:
         """Extends the attempt's deadline; True when the run was canceled and the work should stop."""
-        return bool((await self._call("Heartbeat", pb.HeartbeatRequest())).canceled)
+        resp = await self._call("Heartbeat", pb.HeartbeatRequest())
+        if resp.run_token:  # later calls use the renewed token
+            self._metadata = (("authorization", f"Bearer {resp.run_token}"),)
+        return bool(resp.canceled)
 
     async def checkpoint(self, state: Any) -> int:
         return int((await self._call("Checkpoint", pb.CheckpointRequest(state_json=json.dumps(state)))).sequence)
@@ -177,7 +180,11 @@ class RunContext:
         return int(self._call("Progress", pb.ProgressRequest(percent=percent, message=message, step=step)).sequence)
 
     def heartbeat(self) -> bool:
-        return bool(self._call("Heartbeat", pb.HeartbeatRequest()).canceled)
+        """Extends the attempt's deadline; True when the run was canceled and the work should stop."""
+        resp = self._call("Heartbeat", pb.HeartbeatRequest())
+        if resp.run_token:  # later calls use the renewed token
+            self._metadata = (("authorization", f"Bearer {resp.run_token}"),)
+        return bool(resp.canceled)
 
     def checkpoint(self, state: Any) -> int:
         return int(self._call("Checkpoint", pb.CheckpointRequest(state_json=json.dumps(state))).sequence)

@@ -17,6 +17,7 @@ from strait_server.api.interceptor import Authenticator
 from strait_server.api.pagination import PageTokens
 from strait_server.api.server import build_server, set_serving
 from strait_server.api.streams import StreamLimits
+from strait_server.auth import RunTokenSigner
 from strait_server.config import Settings
 from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
@@ -126,6 +127,7 @@ class App:
             events=self.events,
             context=RunContextStore(self.pool),
             feed=FeedStore(self.pool),
+            tokens=RunTokenSigner(s.jwt_signing_key),
             streams=StreamLimits(s.watch_max_streams_per_project),
         )
         self._server, self._health = build_server(deps)

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from strait_client.v1 import run_pb2 as strait_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstrait/v1/run_context.proto\x12\tstrait.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13strait/v1/run.proto\"O\n\nLogRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\t\"\x1f\n\x0bLogResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"Q\n\x0fProgressRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\t\"$\n\x10ProgressResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"X\n\x11HeartbeatResponse\x12\x10\n\x08\x63\x61nceled\x18\x01 \x01(\x08\x12\x31\n\rdeadline_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x11\x43heckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nstate_json\x18\x02 \x01(\t\"&\n\x12\x43heckpointResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"7\n\x10SetOutputRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\"%\n\x11SetOutputResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"6\n\x0f\x43ompleteRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\"/\n\x10\x43ompleteResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\",\n\x0b\x46\x61ilRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"+\n\x0c\x46\x61ilResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\"U\n\x13StreamOutputRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"&\n\x14StreamOutputResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x03\x32\xba\x04\n\x11RunContextService\x12\x34\n\x03Log\x12\x15.strait.v1.LogRequest\x1a\x16.strait.v1.LogResponse\x12\x43\n\x08Progress\x12\x1a.strait.v1.ProgressRequest\x1a\x1b.strait.v1.ProgressResponse\x12\x46\n\tHeartbeat\x12\x1b.strait.v1.HeartbeatRequest\x1a\x1c.strait.v1.HeartbeatResponse\x12I\n\nCheckpoint\x12\x1c.strait.v1.CheckpointRequest\x1a\x1d.strait.v1.CheckpointResponse\x12\x46\n\tSetOutput\x12\x1b.strait.v1.SetOutputRequest\x1a\x1c.strait.v1.SetOutputResponse\x12\x43\n\x08\x43omplete\x12\x1a.strait.v1.CompleteRequest\x1a\x1b.strait.v1.CompleteResponse\x12\x37\n\x04\x46\x61il\x12\x16.strait.v1.FailRequest\x1a\x17.strait.v1.FailResponse\x12Q\n\x0cStreamOutput\x12\x1e.strait.v1.StreamOutputRequest\x1a\x1f.strait.v1.StreamOutputResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstrait/v1/run_context.proto\x12\tstrait.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13strait/v1/run.proto\"O\n\nLogRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\t\"\x1f\n\x0bLogResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"Q\n\x0fProgressRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07percent\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\t\"$\n\x10ProgressResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"k\n\x11HeartbeatResponse\x12\x10\n\x08\x63\x61nceled\x18\x01 \x01(\x08\x12\x31\n\rdeadline_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trun_token\x18\x03 \x01(\t\"7\n\x11\x43heckpointRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nstate_json\x18\x02 \x01(\t\"&\n\x12\x43heckpointResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"7\n\x10SetOutputRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\"%\n\x11SetOutputResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"6\n\x0f\x43ompleteRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0boutput_json\x18\x02 \x01(\t\"/\n\x10\x43ompleteResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\",\n\x0b\x46\x61ilRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"+\n\x0c\x46\x61ilResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\"U\n\x13StreamOutputRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\r\n\x05\x63hunk\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"&\n\x14StreamOutputResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x03\x32\xba\x04\n\x11RunContextService\x12\x34\n\x03Log\x12\x15.strait.v1.LogRequest\x1a\x16.strait.v1.LogResponse\x12\x43\n\x08Progress\x12\x1a.strait.v1.ProgressRequest\x1a\x1b.strait.v1.ProgressResponse\x12\x46\n\tHeartbeat\x12\x1b.strait.v1.HeartbeatRequest\x1a\x1c.strait.v1.HeartbeatResponse\x12I\n\nCheckpoint\x12\x1c.strait.v1.CheckpointRequest\x1a\x1d.strait.v1.CheckpointResponse\x12\x46\n\tSetOutput\x12\x1b.strait.v1.SetOutputRequest\x1a\x1c.strait.v1.SetOutputResponse\x12\x43\n\x08\x43omplete\x12\x1a.strait.v1.CompleteRequest\x1a\x1b.strait.v1.CompleteResponse\x12\x37\n\x04\x46\x61il\x12\x16.strait.v1.FailRequest\x1a\x17.strait.v1.FailResponse\x12Q\n\x0cStreamOutput\x12\x1e.strait.v1.StreamOutputRequest\x1a\x1f.strait.v1.StreamOutputResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,27 +45,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATREQUEST']._serialized_start=331
   _globals['_HEARTBEATREQUEST']._serialized_end=365
   _globals['_HEARTBEATRESPONSE']._serialized_start=367
-  _globals['_HEARTBEATRESPONSE']._serialized_end=455
-  _globals['_CHECKPOINTREQUEST']._serialized_start=457
-  _globals['_CHECKPOINTREQUEST']._serialized_end=512
-  _globals['_CHECKPOINTRESPONSE']._serialized_start=514
-  _globals['_CHECKPOINTRESPONSE']._serialized_end=552
-  _globals['_SETOUTPUTREQUEST']._serialized_start=554
-  _globals['_SETOUTPUTREQUEST']._serialized_end=609
-  _globals['_SETOUTPUTRESPONSE']._serialized_start=611
-  _globals['_SETOUTPUTRESPONSE']._serialized_end=648
-  _globals['_COMPLETEREQUEST']._serialized_start=650
-  _globals['_COMPLETEREQUEST']._serialized_end=704
-  _globals['_COMPLETERESPONSE']._serialized_start=706
-  _globals['_COMPLETERESPONSE']._serialized_end=753
-  _globals['_FAILREQUEST']._serialized_start=755
-  _globals['_FAILREQUEST']._serialized_end=799
-  _globals['_FAILRESPONSE']._serialized_start=801
-  _globals['_FAILRESPONSE']._serialized_end=844
-  _globals['_STREAMOUTPUTREQUEST']._serialized_start=846
-  _globals['_STREAMOUTPUTREQUEST']._serialized_end=931
-  _globals['_STREAMOUTPUTRESPONSE']._serialized_start=933
-  _globals['_STREAMOUTPUTRESPONSE']._serialized_end=971
-  _globals['_RUNCONTEXTSERVICE']._serialized_start=974
-  _globals['_RUNCONTEXTSERVICE']._serialized_end=1544
+  _globals['_HEARTBEATRESPONSE']._serialized_end=474
+  _globals['_CHECKPOINTREQUEST']._serialized_start=476
+  _globals['_CHECKPOINTREQUEST']._serialized_end=531
+  _globals['_CHECKPOINTRESPONSE']._serialized_start=533
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=571
+  _globals['_SETOUTPUTREQUEST']._serialized_start=573
+  _globals['_SETOUTPUTREQUEST']._serialized_end=628
+  _globals['_SETOUTPUTRESPONSE']._serialized_start=630
+  _globals['_SETOUTPUTRESPONSE']._serialized_end=667
+  _globals['_COMPLETEREQUEST']._serialized_start=669
+  _globals['_COMPLETEREQUEST']._serialized_end=723
+  _globals['_COMPLETERESPONSE']._serialized_start=725
+  _globals['_COMPLETERESPONSE']._serialized_end=772
+  _globals['_FAILREQUEST']._serialized_start=774
+  _globals['_FAILREQUEST']._serialized_end=818
+  _globals['_FAILRESPONSE']._serialized_start=820
+  _globals['_FAILRESPONSE']._serialized_end=863
+  _globals['_STREAMOUTPUTREQUEST']._serialized_start=865
+  _globals['_STREAMOUTPUTREQUEST']._serialized_end=950
+  _globals['_STREAMOUTPUTRESPONSE']._serialized_start=952
+  _globals['_STREAMOUTPUTRESPONSE']._serialized_end=990
+  _globals['_RUNCONTEXTSERVICE']._serialized_start=993
+  _globals['_RUNCONTEXTSERVICE']._serialized_end=1563
 # @@protoc_insertion_point(module_scope)

@@ -141,8 +141,13 @@ class HeartbeatResponse(_message.Message):
 
     CANCELED_FIELD_NUMBER: _builtins.int
     DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    RUN_TOKEN_FIELD_NUMBER: _builtins.int
     canceled: _builtins.bool
     """True when the run was canceled: stop working on it."""
+    run_token: _builtins.str
+    """A fresh run token valid until the new deadline (plus the usual margin): use it for later calls, or
+    heartbeats could not keep a run alive past the first token's expiry.
+    """
     @_builtins.property
     def deadline_time(self) -> _timestamp_pb2.Timestamp:
         """The attempt's new deadline."""
@@ -152,10 +157,11 @@ class HeartbeatResponse(_message.Message):
         *,
         canceled: _builtins.bool = ...,
         deadline_time: _timestamp_pb2.Timestamp | None = ...,
+        run_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled", b"canceled", "deadline_time", b"deadline_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled", b"canceled", "deadline_time", b"deadline_time", "run_token", b"run_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -169,7 +175,7 @@ class CheckpointRequest(_message.Message):
     STATE_JSON_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     state_json: _builtins.str
-    """JSON as text, at most 64 KiB."""
+    """JSON as text, at most 4 KiB (it travels to the next attempt in the X-Last-Checkpoint header)."""
     def __init__(
         self,
         *,

@@ -120,8 +120,9 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchRuns(self, request, context):
-        """The project's activity feed: every run event, optionally filtered, in commit order. Every message
-        carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
+        """The project's activity feed: every run event, optionally filtered, in the order of the transactions
+        that wrote them (within a run, rely on sequence). Every message carries a resume token; resuming from
+        it misses nothing, even when transactions commit out of id order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,8 +48,9 @@ class RunServiceStub:
     gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
     """
     WatchRuns: _grpc.UnaryStreamMultiCallable[_run_pb2.WatchRunsRequest, _run_pb2.WatchRunsResponse]
-    """The project's activity feed: every run event, optionally filtered, in commit order. Every message
-    carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
+    """The project's activity feed: every run event, optionally filtered, in the order of the transactions
+    that wrote them (within a run, rely on sequence). Every message carries a resume token; resuming from
+    it misses nothing, even when transactions commit out of id order.
     """
 
 @_typing.type_check_only
@@ -71,8 +72,9 @@ class RunServiceAsyncStub(RunServiceStub):
     gaps or duplicates. Ends with OK after the run's terminal event. Reconnect with the last sequence seen.
     """
     WatchRuns: _aio.UnaryStreamMultiCallable[_run_pb2.WatchRunsRequest, _run_pb2.WatchRunsResponse]  # type: ignore[assignment]
-    """The project's activity feed: every run event, optionally filtered, in commit order. Every message
-    carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
+    """The project's activity feed: every run event, optionally filtered, in the order of the transactions
+    that wrote them (within a run, rely on sequence). Every message carries a resume token; resuming from
+    it misses nothing, even when transactions commit out of id order.
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -133,8 +135,9 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _run_pb2.WatchRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_run_pb2.WatchRunsResponse], _abc.AsyncIterator[_run_pb2.WatchRunsResponse]]:
-        """The project's activity feed: every run event, optionally filtered, in commit order. Every message
-        carries a resume token; resuming from it misses nothing, even when transactions commit out of order.
+        """The project's activity feed: every run event, optionally filtered, in the order of the transactions
+        that wrote them (within a run, rely on sequence). Every message carries a resume token; resuming from
+        it misses nothing, even when transactions commit out of id order.
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -9,6 +9,7 @@ from typing import Protocol
 from strait_server.api.interceptor import Authenticator
 from strait_server.api.pagination import PageTokens
 from strait_server.api.streams import StreamLimits
+from strait_server.auth import RunTokenSigner
 from strait_server.config import Settings
 from strait_server.events import EventBus
 from strait_server.queue import ClaimedRun
@@ -42,5 +43,6 @@ class Deps:
     events: EventBus
     context: RunContextStore
     feed: FeedStore
+    tokens: RunTokenSigner
     streams: StreamLimits
     direct: DirectDispatch | None = None

@@ -17,7 +17,8 @@ from strait_server.api.interceptor import run_principal
 from strait_server.errors import Violations
 from strait_server.model import RunStatus
 
-MAX_CHECKPOINT_BYTES = 64 * 1024
+# Checkpoints travel in an HTTP header (X-Last-Checkpoint); common servers refuse header lines over 8 KiB.
+MAX_CHECKPOINT_BYTES = 4 * 1024
 LEVELS = frozenset({"debug", "info", "warn", "error"})
 
 
@@ -85,9 +86,13 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
                         context: grpc.aio.ServicerContext) -> run_context_pb2.HeartbeatResponse:
         run_id, attempt = _run(request.run_id)
         beat = await self._d.context.heartbeat(run_id, attempt)
-        if not beat.canceled:
-            self._published(run_id)
-        return run_context_pb2.HeartbeatResponse(canceled=beat.canceled, deadline_time=convert.ts(beat.deadline))
+        if beat.canceled or beat.deadline is None:
+            return run_context_pb2.HeartbeatResponse(canceled=True)
+        self._published(run_id)
+        s = self._d.settings
+        lifetime = (beat.deadline - convert.utc_now()).total_seconds() + s.run_token_ttl_margin.total_seconds()
+        token = self._d.tokens.issue(run_id, attempt, lifetime)
+        return run_context_pb2.HeartbeatResponse(deadline_time=convert.ts(beat.deadline), run_token=token)
 
     async def Checkpoint(self, request: run_context_pb2.CheckpointRequest,
                          context: grpc.aio.ServicerContext) -> run_context_pb2.CheckpointResponse:

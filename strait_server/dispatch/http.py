@@ -64,7 +64,7 @@ class HttpExecutor:
             ts = int(time.time())
             headers["X-Strait-Timestamp"] = str(ts)
             headers["X-Strait-Signature"] = auth.sign_body(run.signing_secret, ts, body)
-        if run.checkpoint is not None and len(run.checkpoint) <= 65536:
+        if run.checkpoint is not None and len(run.checkpoint) <= 4096:
             headers["X-Last-Checkpoint"] = _CONTROL.sub(" ", run.checkpoint)
         if run.attempt > 1 and run.previous_error:
             headers["X-Previous-Error"] = _CONTROL.sub(" ", run.previous_error[:1024])

@@ -14,13 +14,14 @@ import pytest
 from strait_client import (
     AsyncRunContext,
     FailedPreconditionError,
+    InvalidArgumentError,
     PermissionDeniedError,
     UnauthenticatedError,
 )
 from strait_client.v1 import run_context_pb2, run_context_pb2_grpc, run_pb2
 from strait_server.app import App
 from strait_server.config import Settings
-from tests.conftest import Api, eventually
+from tests.conftest import Api, AppFactory, connect, eventually
 from tests.sink import Received, Reply, Sink
 
 S = run_pb2
@@ -69,18 +70,24 @@ async def test_202_then_asynchronous_completion(app: App, api: Api, sink: Sink) 
     assert [a.status_code for a in done.attempts] == [202]
 
 
-async def test_heartbeats_keep_a_long_asynchronous_run_alive(app: App, api: Api, sink: Sink) -> None:
+async def test_heartbeats_keep_a_long_asynchronous_run_alive(make_app: AppFactory, settings: Settings,
+                                                            sink: Sink) -> None:
+    # Tokens live for the timeout plus 1 s here: heartbeats must renew them too.
+    app = await make_app(run_token_ttl_margin=timedelta(seconds=1))
+    api = await connect(app, settings.admin_key)
     job = await api.create_job("long-async", sink.script("/long-async", Reply(202, "")), max_attempts=1,
                                timeout={"seconds": 1})
     run = await api.trigger(job)
     [request] = await sink.wait_for(1, "/long-async")
     async with context_for(app, request) as ctx:
         started = asyncio.get_running_loop().time()
-        while asyncio.get_running_loop().time() - started < 2.5:  # 2.5 s of work against a 1 s timeout
+        while asyncio.get_running_loop().time() - started < 3.5:  # 3.5 s of work: 1 s timeout, 2 s token
             assert await ctx.heartbeat() is False
             await asyncio.sleep(0.3)  # the job's own pace of work, not synchronisation
+        await ctx.log("still here")  # with the renewed token
         await ctx.complete()
     assert (await api.get_run(run.id)).status == S.RUN_STATUS_COMPLETED
+    await api.channel.close()
 
 
 async def test_asynchronous_run_without_heartbeats_times_out(api: Api, sink: Sink) -> None:
@@ -122,7 +129,13 @@ async def test_checkpoint_is_handed_to_the_next_attempt(app: App, api: Api, sink
             assert ctx.last_checkpoint is None
             await ctx.checkpoint({"cursor": 17})
 
-    url = sink.script("/resumable", Reply(503, action=first_attempt), then=Reply(200))
+    async def first_attempt_checked(request: Received) -> None:
+        async with context_for(app, request) as ctx:
+            with pytest.raises(InvalidArgumentError):  # it must fit in a header
+                await ctx.checkpoint({"blob": "x" * 5000})
+        await first_attempt(request)
+
+    url = sink.script("/resumable", Reply(503, action=first_attempt_checked), then=Reply(200))
     job = await api.create_job("resumable", url, retry_policy=FAST)
     run = await api.trigger(job)
     await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
