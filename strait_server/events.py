@@ -1,7 +1,8 @@
 """Run-event notifications: "new events of run X are committed", locally and across processes.
 
 Events themselves are only ever read from run_events (by per-run sequence), so a watcher can never skip
-or repeat one; a message on Redis channel <namespace>:run:<run_id> only wakes the watchers of that run.
+or repeat one; a message on the Redis channel <namespace>:events, listing the run ids whose events were
+just committed (one message per commit, however many runs it touched), only wakes their watchers.
 Watchers register before their first read, so an event committed while a stream is being set up is seen
 either by that read or through the wake-up that follows it. Without Redis, watchers poll.
 """
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 class EventBus:
     def __init__(self, redis: aioredis.Redis | None, namespace: str) -> None:
         self._redis = redis
-        self._prefix = f"{namespace}:run:"
+        self._channel = f"{namespace}:events"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._feed_waiters: set[asyncio.Event] = set()  # project feeds: woken by any run's events
         self._task: asyncio.Task[None] | None = None
@@ -79,9 +80,11 @@ class EventBus:
     def watched_runs(self) -> int:
         return len(self._waiters)
 
-    def _wake_local(self, run_id: str) -> None:
-        for woken in self._waiters.get(run_id, ()):
-            woken.set()
+    def _wake_runs(self, run_ids: Iterable[str]) -> None:
+        if self._waiters:
+            for run_id in run_ids:
+                for woken in self._waiters.get(run_id, ()):
+                    woken.set()
         for woken in self._feed_waiters:
             woken.set()
 
@@ -98,8 +101,7 @@ class EventBus:
         ids = list(run_ids)
         if not ids:
             return
-        for run_id in ids:
-            self._wake_local(run_id)
+        self._wake_runs(ids)
         if self._redis is None:
             return
         task = asyncio.create_task(self._publish(ids))
@@ -109,10 +111,8 @@ class EventBus:
     async def _publish(self, run_ids: list[str]) -> None:
         assert self._redis is not None
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for run_id in run_ids:
-                    pipe.publish(self._prefix + run_id, b"1")
-                await pipe.execute()
+            # One message per commit: a 1,000-run batch must not cost 1,000 PUBLISH commands.
+            await self._redis.publish(self._channel, "\n".join(run_ids))
         except (RedisError, OSError) as exc:
             self._log_error("publish", exc)
 
@@ -128,16 +128,16 @@ class EventBus:
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.psubscribe(self._prefix + "*")
+                    await pubsub.subscribe(self._channel)
                     self.healthy = True
                     ready.set()
                     # Anything published while we were deaf is caught by the watchers' next read.
                     self._wake_everyone()
                     async for message in pubsub.listen():
-                        if message.get("type") == "pmessage":
-                            channel = message["channel"]
-                            name = channel.decode() if isinstance(channel, bytes) else str(channel)
-                            self._wake_local(name[len(self._prefix):])
+                        if message.get("type") == "message":
+                            data = message["data"]
+                            text = data.decode() if isinstance(data, bytes) else str(data)
+                            self._wake_runs(text.split("\n"))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
