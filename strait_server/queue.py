@@ -183,7 +183,7 @@ WITH old AS (
     ORDER BY expires_at LIMIT 1000
     FOR UPDATE SKIP LOCKED
 ), upd AS (
-    UPDATE runs r SET status = 'expired', error = 'run expired before it started', finish_time = now(),
+    UPDATE runs r SET status = 'expired', error = 'run expired while waiting to be dispatched', finish_time = now(),
         update_time = now(), event_seq = r.event_seq + 1
     FROM old WHERE r.id = old.id
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.error, old.status AS from_status

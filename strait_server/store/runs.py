@@ -96,7 +96,7 @@ missing, deleted or disabled."""
 INSERT_DISPATCHING = """
 WITH j AS (
     SELECT id, project_id, max_attempts, priority, timeout_ms, tags, endpoint_url, fallback_endpoint_url,
-        signing_secret, retry_strategy, retry_initial_ms, retry_max_ms
+        signing_secret, retry_strategy, retry_initial_ms, retry_max_ms, run_ttl_ms
     FROM jobs
     WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
       -- Only when nothing claimable is waiting: a new run must not overtake older queued runs.
@@ -104,13 +104,16 @@ WITH j AS (
                       AND (SELECT j2.enabled AND j2.delete_time IS NULL FROM jobs j2 WHERE j2.id = q.job_id))
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, start_time, tags, metadata, lease_owner, deadline, event_seq)
+        run_at, scheduled_time, start_time, tags, metadata, lease_owner, deadline, event_seq, expires_at)
     SELECT $4, j.project_id, j.id, 'executing', 1, coalesce($5, j.max_attempts), coalesce($6, j.priority),
         coalesce($7, j.timeout_ms), $8, now(), now(), now(), j.tags || $9::jsonb, $10::jsonb, $11,
-        now() + coalesce($7, j.timeout_ms) * interval '1 millisecond', 2
+        now() + coalesce($7, j.timeout_ms) * interval '1 millisecond', 2,
+        -- Started at once, but a retry waiting in the queue can still expire.
+        CASE WHEN coalesce($12, j.run_ttl_ms) > 0 THEN now() + coalesce($12, j.run_ttl_ms) * interval '1 millisecond'
+        END
     FROM j
     RETURNING id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, metadata,
-        error, scheduled_time, create_time, start_time, tags, lease_owner, deadline
+        error, scheduled_time, create_time, start_time, tags, lease_owner, deadline, expires_at
 ), lease AS (
     INSERT INTO run_leases (run_id, owner, deadline) SELECT id, lease_owner, deadline FROM ins
 ), ev AS (
@@ -124,8 +127,8 @@ SELECT ins.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry
 FROM ins, j
 """
 """$1 project, $2 job id (or ''), $3 slug, $4 run id, $5 max_attempts, $6 priority, $7 timeout_ms (NULL: the
-job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher. When the ready queue holds nothing
-claimable, writes the run already claimed by that dispatcher (queued and executing events, lease) in the
+job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher, $12 ttl_ms (NULL: the job's). When the ready queue
+holds nothing claimable, writes the run already claimed by that dispatcher (queued and executing events, lease) in the
 same durable commit as the trigger; no row otherwise, and the caller enqueues it the usual way."""
 
 CLAIM_IDEMPOTENCY_KEYS = """
@@ -268,7 +271,7 @@ class RunStore:
         """One run, written already claimed by dispatcher `owner`; None when it must be queued instead."""
         row = await self._pool.fetchrow(
             INSERT_DISPATCHING, project_id, job_id, slug, ids.new_id("run"), new.max_attempts, new.priority,
-            new.timeout_ms, new.payload, new.tags, new.metadata, owner)
+            new.timeout_ms, new.payload, new.tags, new.metadata, owner, new.ttl_ms)
         if row is None:
             return None
         run = Run(id=row["id"], project_id=row["project_id"], job_id=row["job_id"], status=RunStatus.EXECUTING,
@@ -276,7 +279,8 @@ class RunStore:
                   timeout_ms=row["timeout_ms"], payload=new.payload, output=None, error="", error_class="",
                   scheduled_time=row["scheduled_time"], create_time=row["create_time"],
                   update_time=row["create_time"], start_time=row["start_time"], finish_time=None,
-                  idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="")
+                  idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="",
+                  expires_at=row["expires_at"])
         return run, claimed_from_row(row)
 
     async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "",

