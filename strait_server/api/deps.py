@@ -6,12 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from strait_server.api.interceptor import Authenticator
+from strait_server.api import validate
+from strait_server.api.interceptor import Authenticator, project_id
 from strait_server.api.pagination import PageTokens
 from strait_server.api.streams import StreamLimits
 from strait_server.auth import RunTokenSigner
 from strait_server.config import Settings
+from strait_server.errors import Violations
 from strait_server.events import EventBus
+from strait_server.model import Job
 from strait_server.queue import ClaimedRun
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
@@ -46,3 +49,10 @@ class Deps:
     tokens: RunTokenSigner
     streams: StreamLimits
     direct: DirectDispatch | None = None
+
+
+async def selected_job(deps: Deps, v: Violations, request: object) -> Job:
+    """The caller's job named by a request's `selector` oneof (id or slug); NOT_FOUND otherwise."""
+    job_id, slug = validate.selector(v, request)
+    v.raise_if_any()
+    return await deps.jobs.get(project_id(), job_id=job_id, slug=slug)

@@ -9,7 +9,7 @@ import grpc
 from strait_client.v1 import job_pb2, job_pb2_grpc
 from strait_server import errors
 from strait_server.api import convert, validate
-from strait_server.api.deps import Deps
+from strait_server.api.deps import Deps, selected_job
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
@@ -29,9 +29,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         self._d = deps
 
     async def _job(self, v: Violations, request: object) -> Job:
-        job_id, slug = validate.selector(v, request)
-        v.raise_if_any()
-        return await self._d.jobs.get(project_id(), job_id=job_id, slug=slug)
+        return await selected_job(self._d, v, request)
 
     async def CreateJob(self, request: job_pb2.CreateJobRequest,
                         context: grpc.aio.ServicerContext) -> job_pb2.CreateJobResponse:

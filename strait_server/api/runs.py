@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
@@ -35,6 +35,19 @@ def decode_resume_token(token: str) -> Cursor:
     except (ValueError, UnicodeDecodeError):
         raise errors.InvalidArgument([errors.FieldViolation("resume_token", "is not a token this feed issued")]
                                      ) from None
+
+
+def _statuses(v: Violations, values: Iterable[int]) -> list[str]:
+    """Run status filters as stored names; unknown numbers (and UNSPECIFIED) are field violations."""
+    names = []
+    for i, value in enumerate(values):
+        try:
+            if value == 0:
+                raise ValueError
+            names.append(convert.status_name(value))
+        except ValueError:
+            v.add(f"statuses[{i}]", "is not a known run status")
+    return names
 
 
 class _AgedOut(Exception):
@@ -68,14 +81,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         project = project_id()
         v = Violations()
         validate.check_text(v, "job_id", request.job_id, max_len=128)
-        statuses = []
-        for i, s in enumerate(request.statuses):
-            try:
-                if s == 0:
-                    raise ValueError
-                statuses.append(convert.status_name(s))
-            except ValueError:
-                v.add(f"statuses[{i}]", "is not a known run status")
+        statuses = _statuses(v, request.statuses)
         after = before = None
         if request.HasField("create_time_after"):
             after = validate.timestamp(v, "create_time_after", request.create_time_after)
@@ -233,14 +239,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         v = Violations()
         validate.check_text(v, "job_id", request.job_id, max_len=128)
         validate.check_map(v, "tags", dict(request.tags), max_entries=20)
-        statuses = []
-        for i, s in enumerate(request.statuses):
-            try:
-                if s == 0:
-                    raise ValueError
-                statuses.append(convert.status_name(s))
-            except ValueError:
-                v.add(f"statuses[{i}]", "is not a known run status")
+        statuses = _statuses(v, request.statuses)
         v.raise_if_any()
         if request.resume_token:
             cursor = decode_resume_token(request.resume_token)

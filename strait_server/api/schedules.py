@@ -8,9 +8,8 @@ import grpc
 
 from strait_client.v1 import schedule_pb2, schedule_pb2_grpc
 from strait_server import errors, schedule
-from strait_server.api import convert, validate
-from strait_server.api.deps import Deps
-from strait_server.api.interceptor import project_id
+from strait_server.api import convert
+from strait_server.api.deps import Deps, selected_job
 from strait_server.errors import Violations
 from strait_server.model import Job, NewRun, RunStatus
 
@@ -20,9 +19,7 @@ class ScheduleServicer(schedule_pb2_grpc.ScheduleServiceServicer):
         self._d = deps
 
     async def _job(self, v: Violations, request: object) -> Job:
-        job_id, slug = validate.selector(v, request)
-        v.raise_if_any()
-        return await self._d.jobs.get(project_id(), job_id=job_id, slug=slug)
+        return await selected_job(self._d, v, request)
 
     @staticmethod
     def _require_schedule(job: Job) -> None:
