@@ -23,7 +23,7 @@ from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
 from strait_server.events import EventBus
 from strait_server.queue import Queue
-from strait_server.scheduler.cron import Clock, CronScheduler, utc_now
+from strait_server.scheduler.cron import Clock, CronScheduler
 from strait_server.scheduler.sweeper import Sweeper
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
@@ -61,7 +61,7 @@ class App:
     _wake: WakeHub | None = None
     _sweeper: Sweeper | None = None
     _executor: HttpExecutor | None = None
-    clock: Clock = utc_now  # injectable for the cron scheduler's tests
+    clock: Clock | None = None  # injectable for the cron scheduler's tests; None: PostgreSQL's now()
     cron: CronScheduler | None = None
     _queue_pool: db.Pool | None = None
     events: EventBus | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -26,13 +26,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class CronScheduler:
     def __init__(self, pool: asyncpg.Pool, jobs: JobStore, runs: RunStore, *, interval: timedelta,
-                 clock: Clock = utc_now, on_events: Callable[[Iterable[str]], None],
+                 clock: Clock | None = None, on_events: Callable[[Iterable[str]], None],
                  on_enqueued: Callable[[], Awaitable[None]]) -> None:
         self._pool = pool
         self._jobs = jobs
@@ -63,9 +59,10 @@ class CronScheduler:
 
     async def fire_due(self) -> int:
         """One pass: fires every due schedule once. Returns how many runs it created."""
-        now = self._clock()
         created: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
+            # PostgreSQL's clock, so that schedulers on machines with skewed clocks agree (tests inject one).
+            now = self._clock() if self._clock is not None else await conn.fetchval("SELECT now()")
             for job in await self._jobs.due_schedules(conn, now, 100):
                 created.extend(await self._fire(job, now))
                 await self._jobs.advance_schedule(conn, job.id, schedule.next_tick(job.cron, job.timezone, now))
@@ -83,9 +80,8 @@ class CronScheduler:
         new = NewRun(idempotency_key=f"cron:{tick.isoformat()}",
                      metadata={"triggered_by": "cron", "scheduled_tick": tick.isoformat()})
         [inserted] = await self._runs.insert(job, [new])
-        if inserted.repeat:
-            return []
-        touched = [inserted.run.id]
+        touched = [] if inserted.repeat else [inserted.run.id]
         if job.cron_overlap_policy is OverlapPolicy.CANCEL_RUNNING:
+            # Also on a repeated tick: a scheduler may have died between creating the run and this cancel.
             touched += await self._runs.cancel_others(job.id, inserted.run.id, "canceled by a newer cron tick")
         return touched
