@@ -75,12 +75,20 @@ WITH v AS (
 ), requeued AS (
     INSERT INTO run_queue (run_id, job_id, priority, run_at)
     SELECT id, job_id, priority, run_at FROM upd WHERE to_status = 'queued'
+), late AS (
+    -- The attempt ended another way first (Complete/Fail from the run's code, CancelRun): its outcome is
+    -- dropped, but what the endpoint answered still belongs in the attempt history.
+    UPDATE runs r SET attempt_history = r.attempt_history || jsonb_build_array(v.rec)
+    FROM v
+    WHERE r.id = v.id AND r.status <> 'executing' AND r.attempt = v.attempt
+      AND NOT r.attempt_history @> jsonb_build_array(jsonb_build_object('attempt', v.attempt))
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', to_status, attempt, error FROM upd
 RETURNING run_id
 """
-"""$1..$8 per-outcome arrays, $9 owner. Returns the ids actually settled."""
+"""$1..$8 per-outcome arrays, $9 owner. Returns the ids actually settled (late outcomes only add their
+attempt record)."""
 
 RECOVER = """
 WITH lost AS (

@@ -120,7 +120,11 @@ async def test_fail_ends_the_run_without_retries(app: App, api: Api, sink: Sink)
     run = await api.trigger(job)
     failed = await api.wait_status(run.id, S.RUN_STATUS_FAILED)
     assert failed.error == "bad input: no customer" and failed.attempt == 1
-    assert len(sink.for_path("/failing")) == 1  # the 500 that followed was ignored
+    assert len(sink.for_path("/failing")) == 1  # the 500 that followed was ignored...
+
+    async def recorded() -> bool:  # ... except in the attempt history
+        return [a.status_code for a in (await api.get_run(run.id)).attempts] == [500]
+    await eventually(recorded)
 
 
 async def test_checkpoint_is_handed_to_the_next_attempt(app: App, api: Api, sink: Sink) -> None:
