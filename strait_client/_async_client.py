@@ -16,7 +16,7 @@ from strait_client import _ops
 from strait_client._client import auth_metadata, channel_options, env_settings
 from strait_client._errors import from_rpc_error
 from strait_client._ops import DEFAULT_PAGE_SIZE, Dict, Op, Page, RunOptions
-from strait_client.v1 import job_pb2_grpc, project_pb2_grpc, run_pb2_grpc
+from strait_client.v1 import job_pb2_grpc, project_pb2_grpc, run_pb2_grpc, schedule_pb2_grpc
 
 T = TypeVar("T")
 
@@ -30,6 +30,7 @@ class _AsyncTransport:
             "jobs": job_pb2_grpc.JobServiceStub(channel),
             "runs": run_pb2_grpc.RunServiceStub(channel),
             "projects": project_pb2_grpc.ProjectServiceStub(channel),
+            "schedules": schedule_pb2_grpc.ScheduleServiceStub(channel),
         }
 
     async def call(self, op: Op[T]) -> T:
@@ -85,11 +86,12 @@ class AsyncJobs:
                       scheduled_time: datetime | None = None, priority: int | None = None,
                       timeout: timedelta | None = None,  # noqa: ASYNC109 - the run's timeout, not this call's
                       max_attempts: int | None = None, idempotency_key: str = "",
-                      tags: Mapping[str, str] | None = None, metadata: Mapping[str, str] | None = None) -> Dict:
+                      tags: Mapping[str, str] | None = None, metadata: Mapping[str, str] | None = None,
+                      ttl: timedelta | None = None) -> Dict:
         """Creates a run and returns it, with `idempotent_repeat` true when the idempotency key matched an
-        existing run (which is returned instead)."""
+        existing run (which is returned instead). `ttl`: expire the run if it has not started in time."""
         options = RunOptions(payload, scheduled_time, priority, timeout, max_attempts, idempotency_key, tags,
-                             metadata)
+                             metadata, ttl)
         return await self._t.call(_ops.trigger_job(id_or_slug, options))
 
     async def batch_trigger(self, id_or_slug: str,
@@ -199,6 +201,29 @@ class AsyncRuns:
         return await self.get(run_id)
 
 
+class AsyncSchedules:
+    """`client.schedules`: the cron schedules of jobs (Job.cron), named by job id or slug."""
+
+    def __init__(self, transport: _AsyncTransport) -> None:
+        self._t = transport
+
+    async def fire_times(self, id_or_slug: str, count: int = 10) -> builtins.list[datetime]:
+        """The schedule's next `count` (1..100) fire times, as aware UTC datetimes."""
+        return await self._t.call(_ops.schedule_fire_times(id_or_slug, count))
+
+    async def pause(self, id_or_slug: str) -> Dict:
+        """Stops the schedule from firing (the job still takes triggers) and returns the job."""
+        return await self._t.call(_ops.pause_schedule(id_or_slug))
+
+    async def resume(self, id_or_slug: str) -> Dict:
+        """Starts the schedule again from its next tick after now (missed ticks do not fire)."""
+        return await self._t.call(_ops.resume_schedule(id_or_slug))
+
+    async def trigger(self, id_or_slug: str) -> Dict:
+        """Creates a run now, as the schedule would, and returns it."""
+        return await self._t.call(_ops.trigger_schedule(id_or_slug))
+
+
 class AsyncProjects:
     """`client.projects`: projects (creating one needs the admin key) and API keys."""
 
@@ -242,6 +267,7 @@ class AsyncClient:
         self.jobs = AsyncJobs(self._transport)
         self.runs = AsyncRuns(self._transport, self.jobs)
         self.projects = AsyncProjects(self._transport)
+        self.schedules = AsyncSchedules(self._transport)
 
     @classmethod
     def from_env(cls, *, timeout: float = 30.0, credentials: grpc.ChannelCredentials | None = None) -> Self:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from strait_client._convert import fill, mask_paths, to_dict
-from strait_client.v1 import job_pb2, project_pb2, run_pb2
+from strait_client.v1 import job_pb2, project_pb2, run_pb2, schedule_pb2
 
 T = TypeVar("T")
-Service = Literal["jobs", "runs", "projects"]
+Service = Literal["jobs", "runs", "projects", "schedules"]
 Dict: TypeAlias = dict[str, Any]
 Page: TypeAlias = tuple[list[Dict], str]
 
@@ -56,6 +56,7 @@ class RunOptions:
     idempotency_key: str = ""
     tags: Mapping[str, str] | None = None
     metadata: Mapping[str, str] | None = None
+    ttl: timedelta | None = None
 
     def to_proto(self) -> job_pb2.RunOptions:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -248,3 +249,27 @@ def watch_runs_request(job_id: str | None, statuses: Iterable[str] | None, tags:
     fill(request, {"job_id": job_id, "statuses": list(statuses) if statuses is not None else None,
                    "tags": dict(tags) if tags else None})
     return request
+
+
+def _schedule_selector(id_or_slug: str) -> Dict:
+    return {"id": id_or_slug} if is_job_id(id_or_slug) else {"slug": id_or_slug}
+
+
+def schedule_fire_times(id_or_slug: str, count: int) -> Op[list[datetime]]:
+    request = schedule_pb2.ListScheduleFireTimesRequest(count=count, **_schedule_selector(id_or_slug))
+    return Op("schedules", "ListScheduleFireTimes", request,
+              lambda response: [t.ToDatetime(tzinfo=UTC) for t in response.fire_times])
+
+
+def pause_schedule(id_or_slug: str) -> Op[Dict]:
+    return Op("schedules", "PauseSchedule", schedule_pb2.PauseScheduleRequest(**_schedule_selector(id_or_slug)), _job)
+
+
+def resume_schedule(id_or_slug: str) -> Op[Dict]:
+    return Op("schedules", "ResumeSchedule", schedule_pb2.ResumeScheduleRequest(**_schedule_selector(id_or_slug)),
+              _job)
+
+
+def trigger_schedule(id_or_slug: str) -> Op[Dict]:
+    return Op("schedules", "TriggerSchedule",
+              schedule_pb2.TriggerScheduleRequest(**_schedule_selector(id_or_slug)), _run)

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -379,3 +380,22 @@ def test_run_context_from_an_asgi_scope() -> None:
     assert (info.run_id, info.attempt, info.token, info.last_checkpoint) == ("run_1", 2, "t", {"c": 1})
     with pytest.raises(ValueError):
         DispatchInfo.from_asgi_scope({"headers": []})
+
+
+async def test_schedules_and_run_ttl_through_the_client(app: App, api: Api, sink: Sink) -> None:
+    async with AsyncClient(address(app), api.key) as client:
+        await client.jobs.create("nightly", sink.script("/nightly"), cron="0 3 * * *", timezone="Asia/Tokyo")
+        times = await client.schedules.fire_times("nightly", count=2)
+        assert [t.astimezone(ZoneInfo("Asia/Tokyo")).hour for t in times] == [3, 3]
+        assert times[1] - times[0] == timedelta(days=1)
+        paused = await client.schedules.pause("nightly")
+        assert paused["schedule_paused"] is True
+        assert (await client.schedules.resume("nightly"))["next_fire_time"] == times[0]
+        run = await client.schedules.trigger("nightly")
+        assert run["metadata"] == {"triggered_by": "schedule_trigger"}
+        later = await client.jobs.trigger("nightly", {"n": 1}, scheduled_time=datetime.now(UTC) + timedelta(hours=1),
+                                          ttl=timedelta(minutes=5))
+        assert later["expire_time"] - later["scheduled_time"] == timedelta(minutes=5)
+        with pytest.raises(FailedPreconditionError):
+            await client.jobs.create("plain-job", sink.script("/plain-job"))
+            await client.schedules.pause("plain-job")
