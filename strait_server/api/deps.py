@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from strait_server import errors
 from strait_server.api import validate
 from strait_server.api.interceptor import Authenticator, project_id
 from strait_server.api.pagination import PageTokens
@@ -14,7 +15,7 @@ from strait_server.auth import RunTokenSigner
 from strait_server.config import Settings
 from strait_server.errors import Violations
 from strait_server.events import EventBus
-from strait_server.model import Job
+from strait_server.model import Job, Run, RunStatus
 from strait_server.queue import ClaimedRun
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
@@ -50,9 +51,32 @@ class Deps:
     streams: StreamLimits
     direct: DirectDispatch | None = None
 
+    def announce(self, runs: Iterable[Run]) -> None:
+        """After runs were created: wake their watchers, the dispatchers (queued ones) and the promoter
+        (delayed ones)."""
+        created = list(runs)
+        self.events.published(r.id for r in created)
+        statuses = {r.status for r in created}
+        if RunStatus.QUEUED in statuses:
+            self.on_enqueued()
+        if RunStatus.DELAYED in statuses:
+            self.on_delayed()
+
 
 async def selected_job(deps: Deps, v: Violations, request: object) -> Job:
     """The caller's job named by a request's `selector` oneof (id or slug); NOT_FOUND otherwise."""
     job_id, slug = validate.selector(v, request)
     v.raise_if_any()
     return await deps.jobs.get(project_id(), job_id=job_id, slug=slug)
+
+
+def require_enabled(job: Job) -> None:
+    if not job.enabled:
+        raise errors.FailedPrecondition(f"job {job.slug!r} is disabled", reason="JOB_DISABLED",
+                                        subject=job.id, violation_type="JOB_STATE")
+
+
+def require_schedule(job: Job) -> None:
+    if not job.cron:
+        raise errors.FailedPrecondition(f"job {job.slug!r} has no schedule (set its cron first)",
+                                        reason="NO_SCHEDULE", subject=job.id, violation_type="JOB_STATE")

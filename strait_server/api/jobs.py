@@ -9,19 +9,13 @@ import grpc
 from strait_client.v1 import job_pb2, job_pb2_grpc
 from strait_server import errors
 from strait_server.api import convert, validate
-from strait_server.api.deps import Deps, selected_job
+from strait_server.api.deps import Deps, require_enabled, selected_job
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
-from strait_server.model import Job, NewRun, Run, RunStatus
+from strait_server.model import Job, NewRun, Run
 from strait_server.store.jobs import spec_of
 from strait_server.store.runs import Inserted
-
-
-def _require_enabled(job: Job) -> None:
-    if not job.enabled:
-        raise errors.FailedPrecondition(f"job {job.slug!r} is disabled", reason="JOB_DISABLED",
-                                        subject=job.id, violation_type="JOB_STATE")
 
 
 class JobServicer(job_pb2_grpc.JobServiceServicer):
@@ -92,21 +86,16 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         project = project_id()
         if any(r.idempotency_key for r in runs):
             job = await self._d.jobs.get(project, job_id=job_id, slug=slug)
-            _require_enabled(job)
+            require_enabled(job)
             inserted = await self._d.runs.insert(job, runs)
         else:
             # The common case takes one round trip: the insert reads the job itself.
             created = await self._d.runs.insert_for_job(project, job_id, slug, runs)
             if created is None:
-                _require_enabled(await self._d.jobs.get(project, job_id=job_id, slug=slug))
+                require_enabled(await self._d.jobs.get(project, job_id=job_id, slug=slug))
                 raise errors.Aborted("the job changed while triggering it; retry")
             inserted = [Inserted(r, False) for r in created]
-        self._d.events.published(i.run.id for i in inserted if not i.repeat)
-        fresh = [i.run.status for i in inserted if not i.repeat]
-        if RunStatus.QUEUED in fresh:
-            self._d.on_enqueued()
-        if RunStatus.DELAYED in fresh:
-            self._d.on_delayed()
+        self._d.announce(i.run for i in inserted if not i.repeat)
         return inserted
 
     async def _dispatch_now(self, v: Violations, request: job_pb2.TriggerJobRequest, new: NewRun,

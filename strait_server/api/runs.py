@@ -121,8 +121,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
                                             subject=original.job_id, violation_type="JOB_STATE")
         result = await self._d.runs.replay(project, job, run_id, request.idempotency_key)
         if not result.repeat:
-            self._d.events.published([result.run.id])
-            self._d.on_enqueued()
+            self._d.announce([result.run])
         return run_pb2.ReplayRunResponse(run=convert.run(result.run), idempotent_repeat=result.repeat)
 
     async def ListRunEvents(self, request: run_pb2.ListRunEventsRequest,

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from strait_server import ids, schedule
-from strait_server.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from strait_server.errors import Aborted, AlreadyExists, NotFound
 from strait_server.model import ExecutionMode, Job, JobSpec, OverlapPolicy, RetryStrategy
 from strait_server.store import runs as run_sql
 
@@ -131,10 +131,7 @@ class JobStore:
         return [_job(r) for r in await conn.fetch(DUE_SCHEDULES, now, limit)]
 
     async def set_schedule_paused(self, job: Job, paused: bool) -> Job:
-        """Pauses the schedule, or resumes it from the next tick after now; FAILED_PRECONDITION without one."""
-        if not job.cron:
-            raise FailedPrecondition(f"job {job.slug!r} has no schedule (set its cron first)",
-                                     reason="NO_SCHEDULE", subject=job.id, violation_type="JOB_STATE")
+        """Pauses the schedule, or resumes it from the next tick after now (the job must have one)."""
         next_fire = None if paused else first_fire_time(job)
         row = await self._pool.fetchrow(SET_SCHEDULE_PAUSED, job.id, job.project_id, paused, next_fire)
         if row is None:
