@@ -9,11 +9,12 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from strait_client.v1 import job_pb2, run_pb2
+from strait_client.v1 import job_pb2, job_pb2_grpc, run_pb2
 from strait_server.app import Role
 from strait_server.config import Settings
 from tests.conftest import AppFactory, connect, eventually
@@ -151,3 +152,34 @@ async def test_serve_refuses_clearly_without_backends(settings: Settings) -> Non
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert b"cannot reach PostgreSQL" in err
+
+
+async def test_strait_dev_serves_with_embedded_backends_and_prints_a_working_key(tmp_path: Path) -> None:
+    """The README's first command, minus the install: embedded PostgreSQL and Redis, a dev key that works."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRAIT_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "strait_server", "dev", "--address", f"127.0.0.1:{port}",
+        "--data-dir", str(tmp_path), env=env, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        key = ""
+        while not key:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line, "strait dev exited before printing its API key"
+            if line.strip().startswith("export STRAIT_API_KEY="):
+                key = line.strip().split("=", 1)[1]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            jobs = job_pb2_grpc.JobServiceStub(channel)
+            md = (("authorization", f"Bearer {key}"),)
+            # strait dev allows local endpoints; nothing listens on port 9, which is fine for creating a job.
+            job = (await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
+                slug="dev-check", endpoint_url="http://127.0.0.1:9/x")), metadata=md)).job
+            listed = await jobs.ListJobs(job_pb2.ListJobsRequest(), metadata=md)
+            assert [j.id for j in listed.jobs] == [job.id]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
