@@ -162,7 +162,13 @@ class App:
             await self.redis.aclose()
         for pool in (self._queue_pool, self.pool):
             if pool is not None:
-                await pool.close()
+                try:
+                    # Waits for borrowed connections; one never returned must not hang the exit.
+                    await asyncio.wait_for(pool.close(), s.shutdown_grace.total_seconds() + 5)
+                except TimeoutError:
+                    log.warning("database pool did not close in time; terminating it",
+                                extra={"action": "pool_terminate"})
+                    pool.terminate()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from strait_server.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 
@@ -44,9 +46,7 @@ class EventBus:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)

@@ -17,6 +17,7 @@ from strait_server.dispatch.http import HttpExecutor, failed_outcome
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome, Queue
+from strait_server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,11 @@ class Dispatcher:
             await asyncio.wait([claim_loop])
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=drain_timeout_s)
-        for task in list(self._inflight.values()):
-            task.cancel()
-        if self._inflight:
-            await asyncio.wait(list(self._inflight.values()))
+        await cancel_and_wait(list(self._inflight.values()))
         await self._settler.stop()
         handed_back = await self._queue.hand_back(self.owner)
         self._on_events(handed_back)
-        for task in self._tasks[1:]:
-            task.cancel()
+        await cancel_and_wait(self._tasks[1:])
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(asyncpg.PostgresError, OSError):
             await self._queue.remove_dispatcher(self.owner)

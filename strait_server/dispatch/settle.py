@@ -10,6 +10,7 @@ import asyncpg
 
 from strait_server.model import RunStatus
 from strait_server.queue import Outcome, Queue
+from strait_server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,7 @@ class SettleBuffer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait([self._task])
             self._task = None
         await self.flush()
 

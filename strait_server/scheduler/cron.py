@@ -20,6 +20,7 @@ from strait_server import schedule
 from strait_server.model import Job, NewRun, OverlapPolicy
 from strait_server.store.jobs import JobStore
 from strait_server.store.runs import RunStore
+from strait_server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ class CronScheduler:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
 
     async def _loop(self) -> None:
         while True:

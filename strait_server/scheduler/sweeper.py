@@ -11,6 +11,7 @@ from datetime import timedelta
 import asyncpg
 
 from strait_server.queue import Queue
+from strait_server.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,7 @@ class Sweeper:
                        asyncio.create_task(self._promote_loop(), name="promote-delayed")]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     async def _recover_loop(self) -> None:
         ticks = 0
