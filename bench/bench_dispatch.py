@@ -115,6 +115,14 @@ async def _rate(label: str, count: int, fn: Callable[[], Awaitable[None]]) -> fl
     return rate
 
 
+def server_env(database_url: str, redis_url: str, namespace: str, port: int, admin_key: str) -> dict[str, str]:
+    """The environment of a benchmarked `strait serve` (API rate limits off: they would throttle the figures)."""
+    return dict(os.environ, STRAIT_DATABASE_URL=database_url, STRAIT_REDIS_URL=redis_url,
+                STRAIT_REDIS_NAMESPACE=namespace, STRAIT_ADDRESS=f"127.0.0.1:{port}", STRAIT_ADMIN_KEY=admin_key,
+                STRAIT_JWT_SIGNING_KEY=secrets.token_hex(32), STRAIT_ALLOW_PRIVATE_ENDPOINTS="true",
+                STRAIT_LOG_LEVEL="warning", STRAIT_API_RATE_LIMIT="0")
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
@@ -145,10 +153,7 @@ async def main() -> None:
     await sink.start()
     port = _free_port()
     admin_key = secrets.token_hex(16)
-    env = dict(os.environ, STRAIT_DATABASE_URL=database_url, STRAIT_REDIS_URL=redis_url,
-               STRAIT_REDIS_NAMESPACE=name, STRAIT_ADDRESS=f"127.0.0.1:{port}", STRAIT_ADMIN_KEY=admin_key,
-               STRAIT_JWT_SIGNING_KEY=secrets.token_hex(32), STRAIT_ALLOW_PRIVATE_ENDPOINTS="true",
-               STRAIT_LOG_LEVEL="warning")
+    env = server_env(database_url, redis_url, name, port, admin_key)
     modes = ["api", "worker", "scheduler"] if args.split else ["all"]
     servers = [await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode", mode,
                                                     env=env) for mode in modes]

@@ -145,7 +145,8 @@ async def main() -> None:
     env = dict(os.environ, STRAIT_DATABASE_URL=database_url, STRAIT_REDIS_URL=redis_url,
                STRAIT_REDIS_NAMESPACE=name, STRAIT_ADDRESS=f"127.0.0.1:{port}", STRAIT_ADMIN_KEY=admin_key,
                STRAIT_JWT_SIGNING_KEY=secrets.token_hex(32), STRAIT_ALLOW_PRIVATE_ENDPOINTS="true",
-               STRAIT_LOG_LEVEL="warning", STRAIT_WATCH_MAX_STREAMS_PER_PROJECT=str(args.idle_streams + 200))
+               STRAIT_LOG_LEVEL="warning", STRAIT_API_RATE_LIMIT="0",
+               STRAIT_WATCH_MAX_STREAMS_PER_PROJECT=str(args.idle_streams + 200))
     server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", env=env)
     print(f"strait events bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {_load()}")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

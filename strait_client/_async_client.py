@@ -8,15 +8,18 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import grpc
 
-from strait_client import _ops
+from strait_client import _ops, _tracing
 from strait_client._client import auth_metadata, channel_options, env_settings
 from strait_client._errors import from_rpc_error
 from strait_client._ops import DEFAULT_PAGE_SIZE, Dict, Op, Page, RunOptions
 from strait_client.v1 import job_pb2_grpc, project_pb2_grpc, run_pb2_grpc, schedule_pb2_grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 T = TypeVar("T")
 
@@ -87,11 +90,12 @@ class AsyncJobs:
                       timeout: timedelta | None = None,  # noqa: ASYNC109 - the run's timeout, not this call's
                       max_attempts: int | None = None, idempotency_key: str = "",
                       tags: Mapping[str, str] | None = None, metadata: Mapping[str, str] | None = None,
-                      ttl: timedelta | None = None) -> Dict:
+                      ttl: timedelta | None = None, concurrency_key: str = "") -> Dict:
         """Creates a run and returns it, with `idempotent_repeat` true when the idempotency key matched an
-        existing run (which is returned instead). `ttl`: expire the run if it has not started in time."""
+        existing run (which is returned instead). `ttl`: expire the run if it has not started in time;
+        `concurrency_key`: the group the job's max_concurrency_per_key counts this run in."""
         options = RunOptions(payload, scheduled_time, priority, timeout, max_attempts, idempotency_key, tags,
-                             metadata, ttl)
+                             metadata, ttl, concurrency_key)
         return await self._t.call(_ops.trigger_job(id_or_slug, options))
 
     async def batch_trigger(self, id_or_slug: str,
@@ -252,17 +256,24 @@ class AsyncProjects:
 
 class AsyncClient:
     """asyncio Strait client on grpc.aio. Every call sends the API key and uses `timeout` seconds as its
-    deadline; failures raise StraitError subclasses. Use `async with` or await close()."""
+    deadline; failures raise StraitError subclasses. Use `async with` or await close().
+
+    Calls are traced with OpenTelemetry (a client span each, its context sent to the server) when
+    `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md)."""
 
     def __init__(self, address: str, api_key: str, *, timeout: float = 30.0,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None,
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.address = address
         self.timeout = timeout
         auth_metadata(api_key)  # refuse an empty key before opening a channel
+        provider = tracer_provider or _tracing.env_tracer_provider()
+        interceptors = _tracing.aio_interceptors(provider) if provider is not None else None
         if credentials is None:
-            channel = grpc.aio.insecure_channel(address, options=channel_options())
+            channel = grpc.aio.insecure_channel(address, options=channel_options(), interceptors=interceptors)
         else:
-            channel = grpc.aio.secure_channel(address, credentials, options=channel_options())
+            channel = grpc.aio.secure_channel(address, credentials, options=channel_options(),
+                                              interceptors=interceptors)
         self._transport = _AsyncTransport(channel, api_key, timeout)
         self.jobs = AsyncJobs(self._transport)
         self.runs = AsyncRuns(self._transport, self.jobs)

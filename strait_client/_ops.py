@@ -57,6 +57,7 @@ class RunOptions:
     tags: Mapping[str, str] | None = None
     metadata: Mapping[str, str] | None = None
     ttl: timedelta | None = None
+    concurrency_key: str = ""
 
     def to_proto(self) -> job_pb2.RunOptions:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 
 import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 from strait_server import db
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import Authenticator
+from strait_server.api.limits import Limiter
 from strait_server.api.pagination import PageTokens
 from strait_server.api.server import build_server, set_serving
 from strait_server.api.streams import StreamLimits
@@ -22,14 +26,20 @@ from strait_server.config import Settings
 from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
 from strait_server.events import EventBus
+from strait_server.model import ApiRateLimit
 from strait_server.queue import Queue
 from strait_server.scheduler.cron import Clock, CronScheduler
+from strait_server.scheduler.retention import RetentionSweeper
 from strait_server.scheduler.sweeper import Sweeper
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
+from strait_server.store.retention import RetentionStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
+from strait_server.store.stats import runs_by_queue
+from strait_server.telemetry import Telemetry, server_tracer_provider
+from strait_server.telemetry.exposition import MetricsServer
 from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
 
 log = logging.getLogger(__name__)
@@ -60,11 +70,18 @@ class App:
     _health: health.aio.HealthServicer | None = None
     _wake: WakeHub | None = None
     _sweeper: Sweeper | None = None
+    _retention: RetentionSweeper | None = None
     _executor: HttpExecutor | None = None
     clock: Clock | None = None  # injectable for the cron scheduler's tests; None: PostgreSQL's now()
     cron: CronScheduler | None = None
     _queue_pool: db.Pool | None = None
     events: EventBus | None = None
+    # Tests give one (with an in-memory exporter); None: from the OTEL_* variables (tracing off unless set).
+    tracer_provider: trace.TracerProvider | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    metrics_port: int = 0  # where /metrics is served (STRAIT_METRICS_ADDRESS), 0 when it is not
+    _metrics_server: MetricsServer | None = None
+    _owned_tracer_provider: SdkTracerProvider | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, *, migrate: bool = True) -> None:
@@ -75,6 +92,7 @@ class App:
         missing = await db.verify_schema(self.pool)
         if missing:
             raise RuntimeError(f"database schema is missing tables {missing}; run `strait migrate`")
+        tel = await self._start_telemetry()
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3,
                                        health_check_interval=10) if s.redis_url else None
         self._wake = WakeHub(self._wake_transport())
@@ -83,15 +101,21 @@ class App:
         # crash only re-delivers a run, which at-least-once delivery already allows. Triggers stay durable.
         self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4,
                                                 server_settings={"synchronous_commit": "off"})
-        queue = Queue(self._queue_pool)
+        queue = Queue(self._queue_pool, tel.metrics)
         if Role.SCHEDULER in self.roles:
             self._sweeper = Sweeper(queue, interval=s.sweep_interval, owner_stale_after=s.owner_stale_after,
                                     on_requeued=self._wake.notify, on_events=self.events.published)
             self._sweeper.start()
-            self.cron = CronScheduler(self.pool, JobStore(self.pool), RunStore(self.pool),
+            self.cron = CronScheduler(self.pool, JobStore(self.pool, tel.metrics), RunStore(self.pool, tel),
                                       interval=s.cron_interval, clock=self.clock,
-                                      on_events=self.events.published, on_enqueued=self._wake.notify)
+                                      on_events=self.events.published, on_enqueued=self._wake.notify,
+                                      metrics=tel.metrics)
             self.cron.start()
+            if s.retention > timedelta(0):
+                self._retention = RetentionSweeper(RetentionStore(self.pool), retention=s.retention,
+                                                   interval=s.retention_interval,
+                                                   batch_size=s.retention_batch_size)
+                self._retention.start()
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
             self._executor = HttpExecutor(
@@ -99,11 +123,41 @@ class App:
                 jwt_key=s.jwt_signing_key, max_output_bytes=s.max_output_bytes,
                 token_margin_s=s.run_token_ttl_margin.total_seconds())
             await self._executor.start()
-            self.dispatcher = Dispatcher(queue, self._executor, self._wake.event, s, on_events=self.events.published)
+            self.dispatcher = Dispatcher(queue, self._executor, self._wake.event, s, on_events=self.events.published,
+                                         telemetry=tel)
             await self.dispatcher.start()
         if Role.API in self.roles:
             await self.events.start()
             await self._start_api()
+
+    def _limiter(self) -> Limiter | None:
+        s = self.settings
+        if self.redis is None:
+            return None
+        default = ApiRateLimit(s.api_rate_limit, s.api_rate_window) if s.api_rate_limit > 0 else None
+        return Limiter(self.redis, s.redis_namespace, default=default, lockout=s.lockout_tiers(),
+                       failure_window=s.auth_failure_window)
+
+    async def _start_telemetry(self) -> Telemetry:
+        """Tracing from the given or configured provider; the metrics endpoint when an address is set."""
+        s = self.settings
+        provider = self.tracer_provider
+        if provider is None:
+            provider = self.tracer_provider = server_tracer_provider()
+            if isinstance(provider, SdkTracerProvider) and provider is not trace.get_tracer_provider():
+                self._owned_tracer_provider = provider  # ours to flush at stop
+        self.telemetry = Telemetry(provider)
+        if s.metrics_address:
+            refresh = self._refresh_runs if Role.SCHEDULER in self.roles else None
+            self._metrics_server = MetricsServer(self.telemetry.metrics, s.metrics_address, refresh)
+            await self._metrics_server.start()
+            self.metrics_port = self._metrics_server.port
+        return self.telemetry
+
+    async def _refresh_runs(self, budget_s: float) -> None:
+        # One process role reports the database-wide counts, so that summing over processes stays rare.
+        assert self.pool is not None
+        self.telemetry.metrics.set_runs(await runs_by_queue(self.pool, budget_s))
 
     def _wake_transport(self) -> RedisTransport | PostgresTransport | None:
         s = self.settings
@@ -117,20 +171,24 @@ class App:
         s = self.settings
         projects = ProjectStore(self.pool)
         sweeper = self._sweeper
+        tel = self.telemetry
+        streams = StreamLimits(s.watch_max_streams_per_project)
+        tel.metrics.watch_streams.set_function(lambda: streams.open_streams)  # read at scrape time
         deps = Deps(
-            settings=s, projects=projects, jobs=JobStore(self.pool), runs=RunStore(self.pool),
+            settings=s, projects=projects, jobs=JobStore(self.pool, tel.metrics), runs=RunStore(self.pool, tel),
             authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
             page_tokens=PageTokens(s.jwt_signing_key or s.admin_key),
             on_enqueued=self._wake.notify_soon,
             on_delayed=(sweeper.nudge.set if sweeper is not None else (lambda: None)),
             direct=self.dispatcher,
             events=self.events,
-            context=RunContextStore(self.pool),
+            context=RunContextStore(self.pool, tel.metrics),
             feed=FeedStore(self.pool),
             tokens=RunTokenSigner(s.jwt_signing_key),
-            streams=StreamLimits(s.watch_max_streams_per_project),
+            streams=streams,
+            limiter=self._limiter(),
         )
-        self._server, self._health = build_server(deps)
+        self._server, self._health = build_server(deps, tel.server_interceptors())
         self.port = self._server.add_insecure_port(s.address)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {s.address}")
@@ -153,11 +211,12 @@ class App:
             tasks.append(self.dispatcher.stop(s.drain_timeout.total_seconds()))
         await asyncio.gather(*tasks)
         # Then the side components, in reverse order of start, and the connections last.
-        for component in (self._sweeper, self.cron, self._wake, self.events):
+        for component in (self._retention, self._sweeper, self.cron, self._wake, self.events):
             if component is not None:
                 await component.stop()
         if self._executor is not None:
             await self._executor.close()
+        await self._stop_telemetry()
         if self.redis is not None:
             await self.redis.aclose()
         for pool in (self._queue_pool, self.pool):
@@ -169,6 +228,12 @@ class App:
                     log.warning("database pool did not close in time; terminating it",
                                 extra={"action": "pool_terminate"})
                     pool.terminate()
+
+    async def _stop_telemetry(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+        if self._owned_tracer_provider is not None:
+            await asyncio.to_thread(self._owned_tracer_provider.shutdown)  # exports the spans still batched
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import jwt
 
+from strait_server.model import ApiRateLimit
+
 KEY_PREFIX = "strait_"
 RUN_TOKEN_ISSUER = "strait:run-token"
 
@@ -22,6 +24,9 @@ class Principal:
 
     project_id: str | None
     is_admin: bool = False
+    key_id: str = ""
+    # The key's own rate limit, else its project's; None: the server default applies.
+    api_rate_limit: ApiRateLimit | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,41 @@ def _bool(raw: str, name: str) -> bool:
     raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
 
 
+def parse_lockout(raw: str, name: str) -> tuple[tuple[int, timedelta], ...]:
+    """'10:1m,25:5m' -> ((10, 1 min), (25, 5 min)): after N failures an address is blocked that long."""
+    tiers: list[tuple[int, timedelta]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        count, sep, block = part.partition(":")
+        try:
+            failures = int(count)
+        except ValueError:
+            failures = 0
+        if not sep or failures < 1:
+            raise ConfigError(f"{name}: {part!r} is not FAILURES:DURATION (example: 10:1m,25:5m,50:15m)")
+        duration = _duration(block, name)
+        if duration < timedelta(milliseconds=1):
+            raise ConfigError(f"{name}: the block in {part!r} must be at least 1ms")
+        tiers.append((failures, duration))
+    if len({f for f, _ in tiers}) != len(tiers):
+        raise ConfigError(f"{name}: each number of failures may appear once")
+    return tuple(sorted(tiers))
+
+
+def split_host_port(address: str, name: str) -> tuple[str, int]:
+    """("host", port) from HOST:PORT, [IPv6]:PORT or :PORT (every interface)."""
+    host, sep, port_text = address.strip().rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not sep or not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: {address!r} is not HOST:PORT (examples: 0.0.0.0:9464, 127.0.0.1:9464)")
+    return host, port
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Server settings. Field names map to STRAIT_<UPPER_NAME>."""
@@ -79,6 +114,19 @@ class Settings:
     watch_max_duration: timedelta = timedelta(minutes=30)
     watch_max_streams_per_project: int = 100
     watch_poll_interval: timedelta = timedelta(milliseconds=500)
+    # Prometheus metrics at http://<address>/metrics; empty: not served.
+    metrics_address: str = ""
+    # Retention (scheduler role): finished runs older than this are deleted with their events; 0 keeps all.
+    retention: timedelta = timedelta(days=30)
+    retention_interval: timedelta = timedelta(minutes=1)
+    retention_batch_size: int = 500
+    # API calls per window per API key, unless the key or its project has a limit of its own; 0: no default.
+    api_rate_limit: int = 1000
+    api_rate_window: timedelta = timedelta(seconds=60)
+    # Failed-authentication lockout per client address: "failures:block" tiers; empty turns it off.
+    auth_lockout: str = "10:1m,25:5m,50:15m"
+    # How long failed authentications of an address are counted (from its first failure).
+    auth_failure_window: timedelta = timedelta(hours=1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -105,7 +153,30 @@ class Settings:
         settings = cls(**values)
         if settings.wake_via not in ("redis", "postgres"):
             raise ConfigError(f"STRAIT_WAKE_VIA: {settings.wake_via!r} is not one of redis, postgres")
+        if settings.metrics_address:
+            split_host_port(settings.metrics_address, "STRAIT_METRICS_ADDRESS")
+        settings.check_limits()
         return settings
+
+    def check_limits(self) -> None:
+        """Raises ConfigError for retention and API-limit settings out of range."""
+        if self.api_rate_limit < 0:
+            raise ConfigError("STRAIT_API_RATE_LIMIT must be 0 (no default limit) or more")
+        if self.api_rate_window < timedelta(milliseconds=1):
+            raise ConfigError("STRAIT_API_RATE_WINDOW must be at least 1ms")
+        if self.retention < timedelta(0):
+            raise ConfigError("STRAIT_RETENTION must be 0 (keep every run) or more")
+        if self.retention_interval < timedelta(milliseconds=1):
+            raise ConfigError("STRAIT_RETENTION_INTERVAL must be at least 1ms")
+        if self.retention_batch_size < 1:
+            raise ConfigError("STRAIT_RETENTION_BATCH_SIZE must be at least 1")
+        if self.auth_failure_window < timedelta(milliseconds=1):
+            raise ConfigError("STRAIT_AUTH_FAILURE_WINDOW must be at least 1ms")
+        self.lockout_tiers()
+
+    def lockout_tiers(self) -> tuple[tuple[int, timedelta], ...]:
+        """STRAIT_AUTH_LOCKOUT as (failures, block) pairs, by failures ascending; empty: no lockout."""
+        return parse_lockout(self.auth_lockout, "STRAIT_AUTH_LOCKOUT")
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

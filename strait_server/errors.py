@@ -68,9 +68,12 @@ class PermissionDenied(StraitError):
 
 
 class ResourceExhausted(StraitError):
-    def __init__(self, message: str, *, reason: str, retry_after_seconds: float | None = None) -> None:
+    def __init__(self, message: str, *, reason: str, retry_after_seconds: float | None = None,
+                 quota_subject: str = "") -> None:
         super().__init__(message, reason=reason)
         self.retry_after_seconds = retry_after_seconds
+        # Names what the quota applies to ("api_key:key_..."): a QuotaFailure detail when set.
+        self.quota_subject = quota_subject
 
 
 class Unavailable(StraitError):

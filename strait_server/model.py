@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 class RunStatus(enum.StrEnum):
@@ -47,7 +47,8 @@ S = RunStatus
 # "from" states from this table; tests/unit/test_model.py checks the store against it.
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     S.DELAYED: frozenset({S.QUEUED, S.CANCELED, S.EXPIRED}),
-    S.QUEUED: frozenset({S.DEQUEUED, S.EXECUTING, S.CANCELED, S.EXPIRED}),
+    # queued -> delayed: a flow-controlled run found its job's execution window closed.
+    S.QUEUED: frozenset({S.DEQUEUED, S.EXECUTING, S.CANCELED, S.EXPIRED, S.DELAYED}),
     S.DEQUEUED: frozenset({S.EXECUTING, S.QUEUED, S.CANCELED, S.SYSTEM_FAILED}),
     S.EXECUTING: frozenset(
         {S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CRASHED, S.CANCELED, S.WAITING, S.QUEUED,
@@ -72,6 +73,10 @@ def can_transition(src: RunStatus, dst: RunStatus) -> bool:
 # Statuses a user may cancel (every non-terminal one that the machine lets reach CANCELED).
 CANCELABLE = sources_of(RunStatus.CANCELED)
 
+# Reserved run metadata key: the W3C traceparent of the span that created the run, so that its claim and
+# dispatch (in any process, any time later) continue the trigger's trace. Never shown through the API.
+TRACE_CONTEXT_KEY = "_traceparent"
+
 
 class ExecutionMode(enum.StrEnum):
     HTTP = "http"
@@ -89,12 +94,22 @@ class RetryStrategy(enum.StrEnum):
     FIXED = "fixed"
 
 
+@dataclass(frozen=True)
+class ApiRateLimit:
+    """At most `requests` API calls per `window`, counted per API key."""
+
+    requests: int
+    window: timedelta
+
+
 @dataclass(frozen=True, kw_only=True)
 class Project:
     id: str
     slug: str
     name: str
     create_time: datetime
+    # Limit of this project's keys that have none of their own; None: the server default.
+    api_rate_limit: ApiRateLimit | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +120,8 @@ class ApiKey:
     key_prefix: str
     create_time: datetime
     revoke_time: datetime | None
+    # This key's own limit; None: the project's, else the server default.
+    api_rate_limit: ApiRateLimit | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +149,20 @@ class JobSpec:
     timezone: str = "UTC"
     cron_overlap_policy: OverlapPolicy = OverlapPolicy.ALLOW
     run_ttl_ms: int = 0
+    max_concurrency: int = 0
+    max_concurrency_per_key: int = 0
+    rate_limit_max: int = 0
+    rate_limit_window_ms: int = 0
+    execution_window_cron: str = ""
+    poison_pill_threshold: int = 0
+    dedup_window_ms: int = 0
+    debounce_window_ms: int = 0
+
+    @property
+    def flow_controlled(self) -> bool:
+        """Whether its runs start through the gated claim (limits or an execution window)."""
+        return bool(self.max_concurrency or self.max_concurrency_per_key or self.rate_limit_max
+                    or self.execution_window_cron)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +217,9 @@ class Run:
     attempts: list[AttemptRecord]
     replay_of: str
     expires_at: datetime | None = None
+    concurrency_key: str = ""
+    # Why a due run is not starting yet (a limit or the execution window); empty once it starts.
+    wait_reason: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,3 +249,6 @@ class NewRun:
     tags: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     ttl_ms: int | None = None
+    concurrency_key: str = ""
+    dedup_key: str = ""
+    debounce_key: str = ""

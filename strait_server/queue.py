@@ -6,6 +6,7 @@ statement, and bumps the run's event_seq under the row lock (see docs/architectu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -13,12 +14,45 @@ from typing import Any
 import asyncpg
 
 from strait_server.model import RunStatus, sources_of
+from strait_server.telemetry.metrics import Metrics
+
+_CLAIM_FROM_DUE = """
+, taken AS (
+    DELETE FROM run_queue q USING due WHERE q.run_id = due.run_id RETURNING q.run_id
+), claimed AS (
+    UPDATE runs r
+    SET status = 'executing', attempt = r.attempt + 1, start_time = now(), update_time = now(),
+        lease_owner = $2, deadline = now() + r.timeout_ms * interval '1 millisecond',
+        event_seq = r.event_seq + 1, wait_reason = ''
+    FROM taken WHERE r.id = taken.run_id AND r.status = 'queued'
+    RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
+        r.event_seq, r.metadata, r.error, r.priority, r.run_at, r.deadline, r.checkpoint, r.concurrency_key,
+        r.attempt_history
+), leased AS (
+    INSERT INTO run_leases (run_id, owner, deadline, job_id, concurrency_key)
+    SELECT id, $2, deadline, job_id, concurrency_key FROM claimed
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
+    SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'executing', attempt FROM claimed
+)
+SELECT c.id, c.project_id, c.job_id, c.attempt, c.max_attempts, c.timeout_ms, c.payload, c.metadata, c.error,
+    c.checkpoint, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy,
+    j.retry_initial_ms, j.retry_max_ms, j.poison_pill_threshold,
+    -- What the previous attempts failed with, oldest first: only poison-pill detection needs it.
+    CASE WHEN j.poison_pill_threshold > 0 THEN
+        (SELECT array_agg(coalesce(x.e->>'status_code', '') || ' ' || coalesce(x.e->>'error', '') ORDER BY x.n)
+         FROM jsonb_array_elements(c.attempt_history) WITH ORDINALITY AS x(e, n))
+    END AS previous_failures
+FROM claimed c JOIN jobs j ON j.id = c.job_id
+ORDER BY c.priority DESC, c.run_at, c.id
+"""
 
 CLAIM = """
 WITH due AS (
     -- Served by run_queue_claim_idx; SKIP LOCKED lets any number of dispatchers claim side by side.
+    -- Flow-controlled runs (gate set) are claimed by CLAIM_IDS instead, under their job's lock.
     SELECT q.run_id FROM run_queue q
-    WHERE q.run_at <= now()
+    WHERE q.gate IS NULL AND q.run_at <= now()
       -- Runs of disabled (or deleted) jobs wait in the queue until the job is enabled again. A scalar
       -- subquery, not EXISTS: as a semi-join the planner sorts every queued row instead of walking the index.
       AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
@@ -27,28 +61,107 @@ WITH due AS (
     ORDER BY q.priority DESC, q.run_at, q.run_id
     LIMIT $1
     FOR UPDATE OF q SKIP LOCKED
-), taken AS (
-    DELETE FROM run_queue q USING due WHERE q.run_id = due.run_id RETURNING q.run_id
-), claimed AS (
-    UPDATE runs r
-    SET status = 'executing', attempt = r.attempt + 1, start_time = now(), update_time = now(),
-        lease_owner = $2, deadline = now() + r.timeout_ms * interval '1 millisecond',
-        event_seq = r.event_seq + 1
-    FROM taken WHERE r.id = taken.run_id AND r.status = 'queued'
-    RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
-        r.event_seq, r.metadata, r.error, r.priority, r.run_at, r.deadline, r.checkpoint
-), leased AS (
-    INSERT INTO run_leases (run_id, owner, deadline) SELECT id, $2, deadline FROM claimed
-), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
-    SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'executing', attempt FROM claimed
-)
-SELECT c.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy,
-    j.retry_initial_ms, j.retry_max_ms
-FROM claimed c JOIN jobs j ON j.id = c.job_id
-ORDER BY c.priority DESC, c.run_at, c.id
-"""
+)""" + _CLAIM_FROM_DUE
 """$1 batch size, $2 owner (dispatcher id). Takes due runs off the ready queue, flips them to executing."""
+
+CLAIM_IDS = """
+WITH due AS (
+    SELECT q.run_id FROM run_queue q WHERE q.run_id = ANY($3::text[]) LIMIT $1
+)""" + _CLAIM_FROM_DUE
+"""$1 count, $2 owner, $3 run ids already locked by this transaction (GATE_HEADS)."""
+
+# -- Flow control (see strait_server/dispatch/gates.py). -------------------------------------------------
+
+GATES_WAITING = """
+WITH RECURSIVE g AS (
+    -- A loose index scan over run_queue_gate_idx: one probe per distinct gate, however deep its backlog,
+    -- starting after $1 and stopping after $2 gates (the recursion is evaluated only as far as needed).
+    (SELECT gate FROM run_queue WHERE gate > $1 ORDER BY gate LIMIT 1)
+    UNION ALL
+    SELECT (SELECT q.gate FROM run_queue q WHERE q.gate > g.gate ORDER BY q.gate LIMIT 1)
+    FROM g WHERE g.gate IS NOT NULL
+)
+SELECT g.gate, j.id AS job_id, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
+    j.rate_limit_window_ms, j.execution_window_cron, j.timezone
+FROM (SELECT gate FROM g WHERE gate IS NOT NULL LIMIT $2) g
+JOIN jobs j ON j.id = split_part(g.gate, '/', 1)
+WHERE j.enabled AND j.delete_time IS NULL
+"""
+"""$1 the gate to start after ('' from the first), $2 how many gates: gates with runs in the ready queue (due
+or not), in gate order, and their job's limits."""
+
+LOCK_JOBS = """
+SELECT count(pg_advisory_xact_lock(hashtextextended('strait-gate:' || k, 0))), now()
+FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) s
+"""
+"""$1 job ids. Serialises gated claims per job (in a fixed order, so claimers never deadlock); the next
+statement's snapshot then sees every lease a previous holder committed. Returns the transaction's now()."""
+
+GATE_STATE = """
+SELECT 'job' AS kind, job_id, '' AS concurrency_key, count(*)::int AS n, NULL::timestamptz AS since
+FROM run_leases WHERE job_id = ANY($1::text[]) GROUP BY job_id
+UNION ALL
+SELECT 'key', l.job_id, l.concurrency_key, count(*)::int, NULL
+FROM run_leases l JOIN unnest($2::text[], $3::text[]) AS v(job_id, k) ON l.job_id = v.job_id AND l.concurrency_key = v.k
+GROUP BY l.job_id, l.concurrency_key
+UNION ALL
+SELECT 'rate', job_id, '', started, window_start FROM job_rate_windows WHERE job_id = ANY($1::text[])
+"""
+"""$1 job ids, $2/$3 (job id, key) pairs: executing runs per job and per key, and each job's rate window."""
+
+GATE_HEADS = """
+SELECT g.gate, h.run_id, h.priority, h.run_at
+FROM unnest($1::text[], $2::int[]) AS g(gate, n)
+CROSS JOIN LATERAL (
+    SELECT q.run_id, q.priority, q.run_at FROM run_queue q
+    WHERE q.gate = g.gate AND q.run_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.id = q.run_id AND e.expires_at <= now())
+    ORDER BY q.priority DESC, q.run_at, q.run_id
+    LIMIT g.n
+    FOR UPDATE OF q SKIP LOCKED
+) h
+"""
+"""$1 gates, $2 how many runs each may start: the best due runs of each gate, locked."""
+
+SAVE_RATE_WINDOWS = """
+INSERT INTO job_rate_windows (job_id, window_start, started)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[])
+ON CONFLICT (job_id) DO UPDATE SET window_start = EXCLUDED.window_start, started = EXCLUDED.started
+"""
+
+MARK_WAITING = """
+WITH top AS (
+    SELECT q.run_id, g.reason FROM unnest($1::text[], $2::text[]) AS g(gate, reason)
+    CROSS JOIN LATERAL (
+        -- The runs next in line say why they wait; the rest of a deep backlog is not rewritten each claim.
+        SELECT q.run_id FROM run_queue q WHERE q.gate = g.gate AND q.run_at <= now()
+        ORDER BY q.priority DESC, q.run_at, q.run_id LIMIT 20
+    ) q
+), upd AS (
+    UPDATE runs r SET wait_reason = top.reason, update_time = now(), event_seq = r.event_seq + 1
+    FROM top WHERE r.id = top.run_id AND r.status = 'queued' AND r.wait_reason <> top.reason
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.wait_reason
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'waiting', attempt, wait_reason FROM upd
+RETURNING run_id
+"""
+"""$1 gates, $2 reasons. Records (once per change) why the first runs of a held gate are not starting."""
+
+DEFER_TO_WINDOW = """
+WITH moved AS (
+    DELETE FROM run_queue q WHERE q.gate = ANY($1::text[]) AND q.run_at <= now() RETURNING q.run_id
+), upd AS (
+    UPDATE runs r SET status = 'delayed', run_at = $2, scheduled_time = $2, wait_reason = $3, update_time = now(),
+        event_seq = r.event_seq + 1
+    FROM moved WHERE r.id = moved.run_id AND r.status = 'queued'
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
+)
+INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
+SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'delayed', attempt, $3 FROM upd
+RETURNING run_id
+"""
+"""$1 the gates of one job, $2 when its execution window opens, $3 reason. Due runs wait, delayed, until then."""
 
 SETTLE = """
 WITH v AS (
@@ -73,8 +186,8 @@ WITH v AS (
 ), released AS (
     DELETE FROM run_leases l USING upd WHERE l.run_id = upd.id
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at)
-    SELECT id, job_id, priority, run_at FROM upd WHERE to_status = 'queued'
+    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
+    SELECT id, job_id, priority, run_at, strait_run_gate(id) FROM upd WHERE to_status = 'queued'
 ), late AS (
     -- The attempt ended another way first (Complete/Fail from the run's code, CancelRun): its outcome is
     -- dropped, but what the endpoint answered still belongs in the attempt history.
@@ -116,14 +229,16 @@ WITH lost AS (
         lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1
     FROM released, jobs j
     WHERE r.id = released.run_id AND j.id = r.job_id AND r.status = 'executing'
-    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.status, r.error, r.priority, r.run_at
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.status, r.error, r.priority, r.run_at,
+        strait_gate(j.id, r.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
+                    j.execution_window_cron) AS gate
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at)
-    SELECT id, job_id, priority, run_at FROM upd WHERE status = 'queued'
+    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
+    SELECT id, job_id, priority, run_at, gate FROM upd WHERE status = 'queued'
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd
-RETURNING run_id
+RETURNING run_id, to_status
 """
 """$1 owner staleness, $2 deadline grace. Requeues (or crashes) runs whose dispatcher died."""
 
@@ -158,7 +273,8 @@ WITH released AS (
     WHERE r.id = released.run_id AND r.status = 'executing' AND r.lease_owner = $1
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.priority, r.run_at
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at) SELECT id, job_id, priority, run_at FROM upd
+    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
+    SELECT id, job_id, priority, run_at, strait_run_gate(id) FROM upd
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', 'queued', attempt,
@@ -177,7 +293,8 @@ WITH due AS (
     FROM due WHERE r.id = due.id
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.priority, r.run_at
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at) SELECT id, job_id, priority, run_at FROM upd
+    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
+    SELECT id, job_id, priority, run_at, strait_run_gate(id) FROM upd
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
 SELECT id, project_id, job_id, event_seq, 'status_change', 'delayed', 'queued', attempt FROM upd
@@ -200,7 +317,7 @@ WITH old AS (
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'expired', attempt, error FROM upd
-RETURNING run_id
+RETURNING run_id, from_status
 """
 """Queued or delayed runs past their TTL become expired (and leave the ready queue)."""
 
@@ -218,7 +335,7 @@ REMOVE_DISPATCHER = "DELETE FROM dispatchers WHERE id = $1"
 PRUNE_DISPATCHERS = "DELETE FROM dispatchers WHERE heartbeat_time < now() - interval '1 hour'"
 
 # The conditional updates above must agree with the transition table in model.py.
-for _src, _dst in (("queued", "executing"), ("executing", "completed"), ("executing", "queued"),
+for _src, _dst in (("queued", "executing"), ("executing", "completed"), ("executing", "queued"), ("queued", "delayed"),
                    ("executing", "dead_letter"), ("executing", "timed_out"), ("executing", "crashed"),
                    ("delayed", "queued")):
     assert _src in sources_of(RunStatus(_dst)), (_src, _dst)
@@ -242,6 +359,9 @@ class ClaimedRun:
     retry_initial_ms: int
     retry_max_ms: int
     checkpoint: str | None = None
+    poison_pill_threshold: int = 0
+    # "<status code> <error>" of each earlier attempt, oldest first (only when poison_pill_threshold > 0).
+    previous_failures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,18 +384,27 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         fallback_endpoint_url=row["fallback_endpoint_url"], signing_secret=row["signing_secret"],
         retry_strategy=row["retry_strategy"], retry_initial_ms=row["retry_initial_ms"],
         retry_max_ms=row["retry_max_ms"], checkpoint=row.get("checkpoint"),
+        poison_pill_threshold=row.get("poison_pill_threshold") or 0,
+        previous_failures=tuple(row.get("previous_failures") or ()),
     )
 
 
 class Queue:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None) -> None:
         self._pool = pool
+        # Counts the transitions these statements commit (claims are counted by the dispatcher).
+        self._metrics = metrics or Metrics()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedRun]:
         rows = await self._pool.fetch(CLAIM, limit, owner)
         return [claimed_from_row(r) for r in rows]
 
     async def settle(self, owner: str, outcomes: list[Outcome]) -> set[str]:
+        started = time.perf_counter()
         rows = await self._pool.fetch(
             SETTLE,
             [o.run_id for o in outcomes],
@@ -288,7 +417,10 @@ class Queue:
             [o.record for o in outcomes],
             owner,
         )
-        return {r["run_id"] for r in rows}
+        self._metrics.settle_duration.observe(time.perf_counter() - started)
+        settled = {r["run_id"] for r in rows}
+        self._metrics.transitions(("executing", o.to_status.value) for o in outcomes if o.run_id in settled)
+        return settled
 
     async def detach(self, owner: str, outcomes: list[Outcome]) -> set[str]:
         rows = await self._pool.fetch(DETACH, [o.run_id for o in outcomes], [o.attempt for o in outcomes],
@@ -297,18 +429,22 @@ class Queue:
 
     async def recover(self, stale_after: timedelta, deadline_grace: timedelta) -> list[str]:
         rows = await self._pool.fetch(RECOVER, stale_after, deadline_grace)
+        self._metrics.transitions(("executing", r["to_status"]) for r in rows)
         return [r["run_id"] for r in rows]
 
     async def hand_back(self, owner: str) -> list[str]:
         rows = await self._pool.fetch(HAND_BACK, owner)
+        self._metrics.transition("executing", "queued", len(rows))
         return [r["run_id"] for r in rows]
 
     async def expire(self) -> list[str]:
         rows = await self._pool.fetch(EXPIRE)
+        self._metrics.transitions((r["from_status"], "expired") for r in rows)
         return [r["run_id"] for r in rows]
 
     async def promote_delayed(self) -> list[str]:
         rows = await self._pool.fetch(PROMOTE_DELAYED)
+        self._metrics.transition("delayed", "queued", len(rows))
         return [r["run_id"] for r in rows]
 
     async def next_delayed_in(self) -> timedelta | None:

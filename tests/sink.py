@@ -19,6 +19,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    done_at: float | None = None  # when the answer was sent (monotonic), None while in flight
 
     @property
     def run_id(self) -> str:
@@ -56,6 +57,22 @@ class Sink:
             self._default[path] = then
         return self.url(path)
 
+    def peak_concurrency(self, path: str, group: Callable[[Received], str] = lambda r: "") -> dict[str, int]:
+        """Per group, the most requests to `path` that were in flight at once (answered ones only)."""
+        edges: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        for r in self.for_path(path):
+            assert r.done_at is not None, "a request is still in flight"
+            # Ends sort before starts at the same instant: back-to-back requests do not overlap.
+            edges[group(r)] += [(r.at, 1), (r.done_at, -1)]
+        peaks = {}
+        for key, points in edges.items():
+            level = peak = 0
+            for _, step in sorted(points):
+                level += step
+                peak = max(peak, level)
+            peaks[key] = peak
+        return peaks
+
     def for_path(self, path: str) -> list[Received]:
         return [r for r in self.received if r.path == path]
 
@@ -69,17 +86,19 @@ class Sink:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.received.append(Received(request.path, dict(request.headers), body, time.monotonic()))
+        received = Received(request.path, dict(request.headers), body, time.monotonic())
+        self.received.append(received)
         async with self._arrived:
             self._arrived.notify_all()
         queue = self._scripts[request.path]
         reply = queue.popleft() if queue else self._default.get(request.path, Reply())
         if reply.action is not None:
-            await reply.action(self.received[-1])
+            await reply.action(received)
         if reply.block is not None:
             await reply.block.wait()
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        received.done_at = time.monotonic()
         return web.Response(status=reply.status, text=reply.body, content_type="application/json")
 
 

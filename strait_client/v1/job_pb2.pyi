@@ -224,6 +224,14 @@ class Job(_message.Message):
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
     SCHEDULE_PAUSED_FIELD_NUMBER: _builtins.int
     RUN_TTL_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_PER_KEY_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_MAX_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_WINDOW_FIELD_NUMBER: _builtins.int
+    EXECUTION_WINDOW_CRON_FIELD_NUMBER: _builtins.int
+    POISON_PILL_THRESHOLD_FIELD_NUMBER: _builtins.int
+    DEDUP_WINDOW_FIELD_NUMBER: _builtins.int
+    DEBOUNCE_WINDOW_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "job_..."."""
     project_id: _builtins.str
@@ -258,6 +266,25 @@ class Job(_message.Message):
     cron_overlap_policy: Global___CronOverlapPolicy.ValueType
     schedule_paused: _builtins.bool
     """Output only. Set by ScheduleService.PauseSchedule, cleared by ResumeSchedule."""
+    max_concurrency: _builtins.int
+    """At most this many runs of the job execute at once, across every dispatcher; 0: no limit."""
+    max_concurrency_per_key: _builtins.int
+    """At most this many runs with the same RunOptions.concurrency_key execute at once; 0: no limit. Runs
+    without a key are limited by max_concurrency only.
+    """
+    rate_limit_max: _builtins.int
+    """At most rate_limit_max runs start per rate_limit_window (a fixed window, shared by every dispatcher);
+    runs over the limit stay queued and say why in wait_reason. Both set, or neither.
+    """
+    execution_window_cron: _builtins.str
+    """5-field cron expression naming the minutes in which runs may start, read in `timezone`: the window is
+    the set of minutes it matches, so "* 9-17 * * 1-5" is weekday business hours. Runs due outside it
+    (new, retried or scheduled) wait DELAYED until it opens. Empty: always open.
+    """
+    poison_pill_threshold: _builtins.int
+    """A run whose attempts fail with the same error this many times in a row goes to DEAD_LETTER without
+    using its remaining attempts; 0: off.
+    """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """Per-attempt deadline, 1s..24h. Default 300s."""
@@ -279,6 +306,23 @@ class Job(_message.Message):
     @_builtins.property
     def run_ttl(self) -> _duration_pb2.Duration:
         """A run not started within this long after it became due is expired. Unset: runs never expire."""
+
+    @_builtins.property
+    def rate_limit_window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def dedup_window(self) -> _duration_pb2.Duration:
+        """A trigger identical to one made within this window (same RunOptions.dedup_key, or without one the same
+        payload) returns the run that one created, with TriggerJobResponse.deduplicated set. Unset: off.
+        A trigger with an idempotency_key is matched by its key instead.
+        """
+
+    @_builtins.property
+    def debounce_window(self) -> _duration_pb2.Duration:
+        """Triggers collapse into one run per RunOptions.debounce_key: the first creates a DELAYED run due after
+        this window, each further trigger before it is due replaces its payload and pushes it back by the
+        window again (TriggerJobResponse.debounced). The run starts once triggers stop for a whole window.
+        Unset: off.
+        """
 
     def __init__(
         self,
@@ -310,10 +354,18 @@ class Job(_message.Message):
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
         schedule_paused: _builtins.bool = ...,
         run_ttl: _duration_pb2.Duration | None = ...,
+        max_concurrency: _builtins.int = ...,
+        max_concurrency_per_key: _builtins.int = ...,
+        rate_limit_max: _builtins.int = ...,
+        rate_limit_window: _duration_pb2.Duration | None = ...,
+        execution_window_cron: _builtins.str = ...,
+        poison_pill_threshold: _builtins.int = ...,
+        dedup_window: _duration_pb2.Duration | None = ...,
+        debounce_window: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "debounce_window", b"debounce_window", "dedup_window", b"dedup_window", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "rate_limit_window", b"rate_limit_window", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "schedule_paused", b"schedule_paused", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "debounce_window", b"debounce_window", "dedup_window", b"dedup_window", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "execution_window_cron", b"execution_window_cron", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "max_concurrency", b"max_concurrency", "max_concurrency_per_key", b"max_concurrency_per_key", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "poison_pill_threshold", b"poison_pill_threshold", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "rate_limit_max", b"rate_limit_max", "rate_limit_window", b"rate_limit_window", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "schedule_paused", b"schedule_paused", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -602,6 +654,9 @@ class RunOptions(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    DEDUP_KEY_FIELD_NUMBER: _builtins.int
+    DEBOUNCE_KEY_FIELD_NUMBER: _builtins.int
     payload_json: _builtins.str
     """A JSON object (string holding JSON), at most 1 MiB. Empty means {}."""
     priority: _builtins.int
@@ -610,6 +665,16 @@ class RunOptions(_message.Message):
     """Overrides the job's max_attempts, 1..100."""
     idempotency_key: _builtins.str
     """A repeat with the same key while the run is active or within 24h after it finished returns that run."""
+    concurrency_key: _builtins.str
+    """Groups runs for the job's max_concurrency_per_key (up to 256 characters)."""
+    dedup_key: _builtins.str
+    """With the job's dedup_window: what makes two triggers identical (up to 256 characters). Empty: the
+    payload (compared as canonical JSON).
+    """
+    debounce_key: _builtins.str
+    """With the job's debounce_window: triggers with the same key collapse into one run (up to 256
+    characters). Empty is a key too.
+    """
     @_builtins.property
     def scheduled_time(self) -> _timestamp_pb2.Timestamp:
         """Future time: the run starts delayed and becomes queued when due (at most 30 days ahead)."""
@@ -640,10 +705,13 @@ class RunOptions(_message.Message):
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        concurrency_key: _builtins.str = ...,
+        dedup_key: _builtins.str = ...,
+        debounce_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "max_attempts", b"max_attempts", "priority", b"priority", "scheduled_time", b"scheduled_time", "timeout", b"timeout", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "metadata", b"metadata", "payload_json", b"payload_json", "priority", b"priority", "scheduled_time", b"scheduled_time", "tags", b"tags", "timeout", b"timeout", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_priority", b"_priority", "concurrency_key", b"concurrency_key", "debounce_key", b"debounce_key", "dedup_key", b"dedup_key", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "metadata", b"metadata", "payload_json", b"payload_json", "priority", b"priority", "scheduled_time", b"scheduled_time", "tags", b"tags", "timeout", b"timeout", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
@@ -690,8 +758,14 @@ class TriggerJobResponse(_message.Message):
 
     RUN_FIELD_NUMBER: _builtins.int
     IDEMPOTENT_REPEAT_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    DEBOUNCED_FIELD_NUMBER: _builtins.int
     idempotent_repeat: _builtins.bool
     """True when the idempotency key matched an existing run, which is returned instead of a new one."""
+    deduplicated: _builtins.bool
+    """True when the job's dedup_window matched a recent identical trigger, whose run is returned."""
+    debounced: _builtins.bool
+    """True when the trigger joined the job's pending debounced run (returned with the new payload)."""
     @_builtins.property
     def run(self) -> _run_pb2.Run: ...
     def __init__(
@@ -699,10 +773,12 @@ class TriggerJobResponse(_message.Message):
         *,
         run: _run_pb2.Run | None = ...,
         idempotent_repeat: _builtins.bool = ...,
+        deduplicated: _builtins.bool = ...,
+        debounced: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotent_repeat", b"idempotent_repeat", "run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debounced", b"debounced", "deduplicated", b"deduplicated", "idempotent_repeat", b"idempotent_repeat", "run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -754,7 +830,9 @@ class BatchTriggerJobResponse(_message.Message):
 
     @_builtins.property
     def idempotent_repeats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
-        """idempotent_repeats[i] is true when runs[i] already existed."""
+        """idempotent_repeats[i] is true when runs[i] already existed: its idempotency key or the job's dedup window
+        matched, or it joined the job's pending debounced run.
+        """
 
     def __init__(
         self,

@@ -6,6 +6,8 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -21,6 +23,37 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ApiRateLimit(_message.Message):
+    """A limit on API calls: at most `requests` calls per `window`, counted per API key in fixed windows that
+    start at a key's first call. A call over the limit fails with RESOURCE_EXHAUSTED (reason RATE_LIMITED)
+    and a RetryInfo saying when the window ends.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """Calls allowed per window; at least 1."""
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """Length of a window: from 1 second to 1 day, in whole milliseconds."""
+
+    def __init__(
+        self,
+        *,
+        requests: _builtins.int = ...,
+        window: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApiRateLimit: _TypeAlias = ApiRateLimit  # noqa: Y015
+
+@_typing.final
 class Project(_message.Message):
     """A project owns jobs, runs and API keys. Every API key belongs to exactly one project."""
 
@@ -30,6 +63,7 @@ class Project(_message.Message):
     SLUG_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    API_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Prefixed, time-sortable id ("proj_...")."""
     slug: _builtins.str
@@ -37,6 +71,12 @@ class Project(_message.Message):
     name: _builtins.str
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def api_rate_limit(self) -> Global___ApiRateLimit:
+        """The rate limit of each of this project's API keys that has none of its own. Unset: the server default
+        (STRAIT_API_RATE_LIMIT per STRAIT_API_RATE_WINDOW). Only the admin key may set it.
+        """
+
     def __init__(
         self,
         *,
@@ -44,10 +84,11 @@ class Project(_message.Message):
         slug: _builtins.str = ...,
         name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        api_rate_limit: Global___ApiRateLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "name", b"name", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "id", b"id", "name", b"name", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -65,6 +106,7 @@ class ApiKey(_message.Message):
     KEY_PREFIX_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    API_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "key_..."."""
     project_id: _builtins.str
@@ -77,6 +119,12 @@ class ApiKey(_message.Message):
     def revoke_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. Set once the key is revoked; a revoked key no longer authenticates."""
 
+    @_builtins.property
+    def api_rate_limit(self) -> Global___ApiRateLimit:
+        """This key's own rate limit, which overrides its project's. Unset: the project's limit, else the server
+        default. Only the admin key may set it.
+        """
+
     def __init__(
         self,
         *,
@@ -86,10 +134,11 @@ class ApiKey(_message.Message):
         key_prefix: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        api_rate_limit: Global___ApiRateLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "key_prefix", b"key_prefix", "name", b"name", "project_id", b"project_id", "revoke_time", b"revoke_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "id", b"id", "key_prefix", b"key_prefix", "name", b"name", "project_id", b"project_id", "revoke_time", b"revoke_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -101,17 +150,23 @@ class CreateProjectRequest(_message.Message):
 
     SLUG_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    API_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     slug: _builtins.str
     name: _builtins.str
+    @_builtins.property
+    def api_rate_limit(self) -> Global___ApiRateLimit:
+        """Optional; see Project.api_rate_limit."""
+
     def __init__(
         self,
         *,
         slug: _builtins.str = ...,
         name: _builtins.str = ...,
+        api_rate_limit: Global___ApiRateLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "name", b"name", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,23 +277,79 @@ class ListProjectsResponse(_message.Message):
 Global___ListProjectsResponse: _TypeAlias = ListProjectsResponse  # noqa: Y015
 
 @_typing.final
+class UpdateProjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def project(self) -> Global___Project:
+        """Identified by project.id."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths relative to Project: "name", "api_rate_limit". Required. A named field left unset is cleared
+        (api_rate_limit: back to the server default).
+        """
+
+    def __init__(
+        self,
+        *,
+        project: Global___Project | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProjectRequest: _TypeAlias = UpdateProjectRequest  # noqa: Y015
+
+@_typing.final
+class UpdateProjectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def project(self) -> Global___Project: ...
+    def __init__(
+        self,
+        *,
+        project: Global___Project | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateProjectResponse: _TypeAlias = UpdateProjectResponse  # noqa: Y015
+
+@_typing.final
 class CreateApiKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    API_RATE_LIMIT_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project the key belongs to. Empty means the caller's own project."""
     name: _builtins.str
+    @_builtins.property
+    def api_rate_limit(self) -> Global___ApiRateLimit:
+        """Optional; see ApiKey.api_rate_limit. Needs the admin key."""
+
     def __init__(
         self,
         *,
         project_id: _builtins.str = ...,
         name: _builtins.str = ...,
+        api_rate_limit: Global___ApiRateLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "name", b"name", "project_id", b"project_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,6 +427,56 @@ class ListApiKeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListApiKeysResponse: _TypeAlias = ListApiKeysResponse  # noqa: Y015
+
+@_typing.final
+class UpdateApiKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_KEY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def api_key(self) -> Global___ApiKey:
+        """Identified by api_key.id."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths relative to ApiKey: "name", "api_rate_limit". Required. A named field left unset is cleared
+        (api_rate_limit: back to the project's limit or the server default).
+        """
+
+    def __init__(
+        self,
+        *,
+        api_key: Global___ApiKey | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateApiKeyRequest: _TypeAlias = UpdateApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class UpdateApiKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_KEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def api_key(self) -> Global___ApiKey: ...
+    def __init__(
+        self,
+        *,
+        api_key: Global___ApiKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateApiKeyResponse: _TypeAlias = UpdateApiKeyResponse  # noqa: Y015
 
 @_typing.final
 class RevokeApiKeyRequest(_message.Message):

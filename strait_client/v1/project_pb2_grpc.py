@@ -51,6 +51,11 @@ class ProjectServiceStub:
                 request_serializer=strait_dot_v1_dot_project__pb2.ListProjectsRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_project__pb2.ListProjectsResponse.FromString,
                 _registered_method=True)
+        self.UpdateProject = channel.unary_unary(
+                '/strait.v1.ProjectService/UpdateProject',
+                request_serializer=strait_dot_v1_dot_project__pb2.UpdateProjectRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_project__pb2.UpdateProjectResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/strait.v1.ProjectService/CreateApiKey',
                 request_serializer=strait_dot_v1_dot_project__pb2.CreateApiKeyRequest.SerializeToString,
@@ -60,6 +65,11 @@ class ProjectServiceStub:
                 '/strait.v1.ProjectService/ListApiKeys',
                 request_serializer=strait_dot_v1_dot_project__pb2.ListApiKeysRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_project__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.UpdateApiKey = channel.unary_unary(
+                '/strait.v1.ProjectService/UpdateApiKey',
+                request_serializer=strait_dot_v1_dot_project__pb2.UpdateApiKeyRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_project__pb2.UpdateApiKeyResponse.FromString,
                 _registered_method=True)
         self.RevokeApiKey = channel.unary_unary(
                 '/strait.v1.ProjectService/RevokeApiKey',
@@ -93,6 +103,13 @@ class ProjectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateProject(self, request, context):
+        """Updates the fields of a project named in update_mask. Needs the admin key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApiKey(self, request, context):
         """Creates an API key for a project and returns its secret once.
         """
@@ -102,6 +119,13 @@ class ProjectServiceServicer:
 
     def ListApiKeys(self, request, context):
         """Lists the API keys of a project (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateApiKey(self, request, context):
+        """Updates the fields of an API key named in update_mask. Changing api_rate_limit needs the admin key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +156,11 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     request_deserializer=strait_dot_v1_dot_project__pb2.ListProjectsRequest.FromString,
                     response_serializer=strait_dot_v1_dot_project__pb2.ListProjectsResponse.SerializeToString,
             ),
+            'UpdateProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProject,
+                    request_deserializer=strait_dot_v1_dot_project__pb2.UpdateProjectRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_project__pb2.UpdateProjectResponse.SerializeToString,
+            ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
                     request_deserializer=strait_dot_v1_dot_project__pb2.CreateApiKeyRequest.FromString,
@@ -141,6 +170,11 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     servicer.ListApiKeys,
                     request_deserializer=strait_dot_v1_dot_project__pb2.ListApiKeysRequest.FromString,
                     response_serializer=strait_dot_v1_dot_project__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'UpdateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateApiKey,
+                    request_deserializer=strait_dot_v1_dot_project__pb2.UpdateApiKeyRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_project__pb2.UpdateApiKeyResponse.SerializeToString,
             ),
             'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeApiKey,
@@ -241,6 +275,33 @@ class ProjectService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.ProjectService/UpdateProject',
+            strait_dot_v1_dot_project__pb2.UpdateProjectRequest.SerializeToString,
+            strait_dot_v1_dot_project__pb2.UpdateProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateApiKey(request,
             target,
             options=(),
@@ -284,6 +345,33 @@ class ProjectService:
             '/strait.v1.ProjectService/ListApiKeys',
             strait_dot_v1_dot_project__pb2.ListApiKeysRequest.SerializeToString,
             strait_dot_v1_dot_project__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.ProjectService/UpdateApiKey',
+            strait_dot_v1_dot_project__pb2.UpdateApiKeyRequest.SerializeToString,
+            strait_dot_v1_dot_project__pb2.UpdateApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

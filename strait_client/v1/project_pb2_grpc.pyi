@@ -40,10 +40,14 @@ class ProjectServiceStub:
     """Gets a project. Project keys see only their own project."""
     ListProjects: _grpc.UnaryUnaryMultiCallable[_project_pb2.ListProjectsRequest, _project_pb2.ListProjectsResponse]
     """Lists projects. The admin key sees all, a project key its own."""
+    UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.UpdateProjectResponse]
+    """Updates the fields of a project named in update_mask. Needs the admin key."""
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.CreateApiKeyRequest, _project_pb2.CreateApiKeyResponse]
     """Creates an API key for a project and returns its secret once."""
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_project_pb2.ListApiKeysRequest, _project_pb2.ListApiKeysResponse]
     """Lists the API keys of a project (never their secrets)."""
+    UpdateApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateApiKeyRequest, _project_pb2.UpdateApiKeyResponse]
+    """Updates the fields of an API key named in update_mask. Changing api_rate_limit needs the admin key."""
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_project_pb2.RevokeApiKeyRequest, _project_pb2.RevokeApiKeyResponse]
     """Revokes an API key."""
 
@@ -58,10 +62,14 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """Gets a project. Project keys see only their own project."""
     ListProjects: _aio.UnaryUnaryMultiCallable[_project_pb2.ListProjectsRequest, _project_pb2.ListProjectsResponse]  # type: ignore[assignment]
     """Lists projects. The admin key sees all, a project key its own."""
+    UpdateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.UpdateProjectResponse]  # type: ignore[assignment]
+    """Updates the fields of a project named in update_mask. Needs the admin key."""
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.CreateApiKeyRequest, _project_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key for a project and returns its secret once."""
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_project_pb2.ListApiKeysRequest, _project_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """Lists the API keys of a project (never their secrets)."""
+    UpdateApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateApiKeyRequest, _project_pb2.UpdateApiKeyResponse]  # type: ignore[assignment]
+    """Updates the fields of an API key named in update_mask. Changing api_rate_limit needs the admin key."""
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_project_pb2.RevokeApiKeyRequest, _project_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
     """Revokes an API key."""
 
@@ -93,6 +101,14 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists projects. The admin key sees all, a project key its own."""
 
     @_abc_1.abstractmethod
+    def UpdateProject(
+        self,
+        request: _project_pb2.UpdateProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_pb2.UpdateProjectResponse, _abc.Awaitable[_project_pb2.UpdateProjectResponse]]:
+        """Updates the fields of a project named in update_mask. Needs the admin key."""
+
+    @_abc_1.abstractmethod
     def CreateApiKey(
         self,
         request: _project_pb2.CreateApiKeyRequest,
@@ -107,6 +123,14 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.ListApiKeysResponse, _abc.Awaitable[_project_pb2.ListApiKeysResponse]]:
         """Lists the API keys of a project (never their secrets)."""
+
+    @_abc_1.abstractmethod
+    def UpdateApiKey(
+        self,
+        request: _project_pb2.UpdateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_pb2.UpdateApiKeyResponse, _abc.Awaitable[_project_pb2.UpdateApiKeyResponse]]:
+        """Updates the fields of an API key named in update_mask. Changing api_rate_limit needs the admin key."""
 
     @_abc_1.abstractmethod
     def RevokeApiKey(

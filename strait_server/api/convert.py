@@ -49,13 +49,22 @@ def status_name(value: int) -> str:
 _STATUS_NUMBERS = {s: run_status(s.value) for s in model.RunStatus}
 
 
+def api_rate_limit(limit: model.ApiRateLimit | None) -> project_pb2.ApiRateLimit | None:
+    if limit is None:
+        return None
+    return project_pb2.ApiRateLimit(requests=limit.requests,
+                                    window=duration_ms(limit.window.total_seconds() * 1000))
+
+
 def project(p: model.Project) -> project_pb2.Project:
-    return project_pb2.Project(id=p.id, slug=p.slug, name=p.name, create_time=ts(p.create_time))
+    return project_pb2.Project(id=p.id, slug=p.slug, name=p.name, create_time=ts(p.create_time),
+                               api_rate_limit=api_rate_limit(p.api_rate_limit))
 
 
 def api_key(k: model.ApiKey) -> project_pb2.ApiKey:
     return project_pb2.ApiKey(id=k.id, project_id=k.project_id, name=k.name, key_prefix=k.key_prefix,
-                              create_time=ts(k.create_time), revoke_time=ts(k.revoke_time))
+                              create_time=ts(k.create_time), revoke_time=ts(k.revoke_time),
+                              api_rate_limit=api_rate_limit(k.api_rate_limit))
 
 
 def job(j: model.Job) -> job_pb2.Job:
@@ -75,6 +84,12 @@ def job(j: model.Job) -> job_pb2.Job:
         run_ttl=duration_ms(j.run_ttl_ms) if j.run_ttl_ms else None,
         next_fire_time=ts(j.next_fire_time) if j.cron and not j.schedule_paused else None,
         cron_overlap_policy=_OVERLAP_NUMBERS[j.cron_overlap_policy],
+        max_concurrency=j.max_concurrency, max_concurrency_per_key=j.max_concurrency_per_key,
+        rate_limit_max=j.rate_limit_max,
+        rate_limit_window=duration_ms(j.rate_limit_window_ms) if j.rate_limit_window_ms else None,
+        execution_window_cron=j.execution_window_cron, poison_pill_threshold=j.poison_pill_threshold,
+        dedup_window=duration_ms(j.dedup_window_ms) if j.dedup_window_ms else None,
+        debounce_window=duration_ms(j.debounce_window_ms) if j.debounce_window_ms else None,
     )
 
 
@@ -91,7 +106,7 @@ def run(r: model.Run) -> run_pb2.Run:
         scheduled_time=ts(r.scheduled_time), create_time=ts(r.create_time), start_time=ts(r.start_time),
         finish_time=ts(r.finish_time), update_time=ts(r.update_time), idempotency_key=r.idempotency_key,
         tags=r.tags, metadata=r.metadata, timeout=duration_ms(r.timeout_ms), replay_of_run_id=r.replay_of,
-        expire_time=ts(r.expires_at),
+        expire_time=ts(r.expires_at), concurrency_key=r.concurrency_key, wait_reason=r.wait_reason,
         attempts=[
             run_pb2.RunAttempt(attempt=a.attempt, status_code=a.status_code, duration=duration_ms(a.duration_ms),
                                error=a.error, endpoint_url=a.endpoint_url, start_time=ts(a.start_time))

@@ -9,6 +9,7 @@ from typing import Protocol
 from strait_server import errors
 from strait_server.api import validate
 from strait_server.api.interceptor import Authenticator, project_id
+from strait_server.api.limits import Limiter
 from strait_server.api.pagination import PageTokens
 from strait_server.api.streams import StreamLimits
 from strait_server.auth import RunTokenSigner
@@ -50,6 +51,8 @@ class Deps:
     tokens: RunTokenSigner
     streams: StreamLimits
     direct: DirectDispatch | None = None
+    # API rate limits and the failed-authentication lockout (None without Redis).
+    limiter: Limiter | None = None
 
     def announce(self, runs: Iterable[Run]) -> None:
         """After runs were created: wake their watchers, the dispatchers (queued ones) and the promoter

@@ -45,10 +45,14 @@ def _details(err: errors.StraitError) -> list[any_pb2.Any]:
             error_details_pb2.PreconditionFailure.Violation(type=err.violation_type, subject=err.subject,
                                                             description=err.message)
         ])))
-    elif isinstance(err, errors.ResourceExhausted) and err.retry_after_seconds is not None:
-        retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromMilliseconds(int(err.retry_after_seconds * 1000))
-        details.append(_pack(retry))
+    elif isinstance(err, errors.ResourceExhausted):
+        if err.quota_subject:
+            details.append(_pack(error_details_pb2.QuotaFailure(violations=[
+                error_details_pb2.QuotaFailure.Violation(subject=err.quota_subject, description=err.message)])))
+        if err.retry_after_seconds is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(int(err.retry_after_seconds * 1000))
+            details.append(_pack(retry))
     return details
 
 

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from strait_server import auth, errors
 from strait_server.api import errors as api_errors
+from strait_server.api.limits import Limiter, client_address
 from strait_server.store.projects import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ class Authenticator:
         self._admin_key = admin_key
         self._jwt_key = jwt_key
         self._ttl = cache_seconds
-        self._cache: dict[str, tuple[str, float]] = {}
+        # Digest -> (principal, expiry): also carries the key's rate limit, so limits cost no query per call.
+        self._cache: dict[str, tuple[auth.Principal, float]] = {}
 
     def forget(self) -> None:
         self._cache.clear()
@@ -86,7 +88,9 @@ class Authenticator:
             raise errors.Unauthenticated("invalid run token")
         return auth.RunPrincipal(run_id=run_id, attempt=attempt)
 
-    async def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> auth.Principal:
+    async def authenticate(self, metadata: tuple[tuple[str, str | bytes], ...] | None, *,
+                           before_lookup: Callable[[], Awaitable[None]] | None = None) -> auth.Principal:
+        """The caller's principal; `before_lookup` runs before a key has to be looked up in the database."""
         token = self._bearer(metadata)
         if auth.is_admin_key(token, self._admin_key):
             return auth.Principal(project_id=None, is_admin=True)
@@ -96,14 +100,18 @@ class Authenticator:
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return auth.Principal(project_id=cached[0])
+            return cached[0]
+        if before_lookup is not None:
+            await before_lookup()
         found = await self._projects.authenticate(digest)
         if found is None:
             raise errors.Unauthenticated("invalid API key")
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (found, now + self._ttl)
-        return auth.Principal(project_id=found)
+        principal = auth.Principal(project_id=found.project_id, key_id=found.key_id,
+                                   api_rate_limit=found.api_rate_limit)
+        self._cache[digest] = (principal, now + self._ttl)
+        return principal
 
 
 def _map_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, Any], ...]]:
@@ -131,8 +139,9 @@ def _decode(raw: bytes, deserializer: Callable[[bytes], Any] | None) -> Any:
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, limiter: Limiter | None = None) -> None:
         self._auth = authenticator
+        self._limiter = limiter
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -161,7 +170,23 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if method.startswith(RUN_TOKEN_PREFIX):
             _run_principal.set(self._auth.authenticate_run(metadata))
         else:
-            _principal.set(await self._auth.authenticate(metadata))
+            _principal.set(await self._authenticate_key(context, metadata))
+
+    async def _authenticate_key(self, context: grpc.aio.ServicerContext,
+                                metadata: tuple[tuple[str, str | bytes], ...] | None) -> auth.Principal:
+        """API-key authentication under the limits: a locked-out address is refused before its key costs a
+        query, a failure counts towards a lockout, a success towards the key's rate limit."""
+        limiter = self._limiter
+        if limiter is None:
+            return await self._auth.authenticate(metadata)
+        address = client_address(context.peer())
+        try:
+            found = await self._auth.authenticate(metadata, before_lookup=lambda: limiter.check_blocked(address))
+        except errors.Unauthenticated:
+            await limiter.failed(address)
+            raise
+        await limiter.admit(address, found)
+        return found
 
     async def _prepare(self, raw: bytes, deserializer: Callable[[bytes], Any] | None,
                        context: grpc.aio.ServicerContext, method: str) -> Any:

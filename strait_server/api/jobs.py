@@ -69,6 +69,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         updated = await self._d.jobs.update(current, spec, etag=request.job.etag)
         if updated.enabled and not current.enabled:
             self._d.on_enqueued()  # its queued runs are claimable again
+        if updated.execution_window_cron != current.execution_window_cron:
+            self._d.on_delayed()  # runs that waited for the old window are due now
         return job_pb2.UpdateJobResponse(job=convert.job(updated))
 
     async def DeleteJob(self, request: job_pb2.DeleteJobRequest,
@@ -84,18 +86,27 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         job_id, slug = validate.selector(v, request)
         v.raise_if_any()
         project = project_id()
-        if any(r.idempotency_key for r in runs):
-            job = await self._d.jobs.get(project, job_id=job_id, slug=slug)
-            require_enabled(job)
-            inserted = await self._d.runs.insert(job, runs)
-        else:
+        if not any(r.idempotency_key for r in runs):
             # The common case takes one round trip: the insert reads the job itself.
             created = await self._d.runs.insert_for_job(project, job_id, slug, runs)
-            if created is None:
-                require_enabled(await self._d.jobs.get(project, job_id=job_id, slug=slug))
-                raise errors.Aborted("the job changed while triggering it; retry")
-            inserted = [Inserted(r, False) for r in created]
-        self._d.announce(i.run for i in inserted if not i.repeat)
+            if created is not None:
+                self._d.announce(created)
+                return [Inserted(r, False) for r in created]
+        job = await self._d.jobs.get(project, job_id=job_id, slug=slug)
+        require_enabled(job)
+        if job.debounce_window_ms:
+            for i, r in enumerate(runs):
+                if r.idempotency_key:
+                    v.add(f"runs[{i}].idempotency_key" if len(runs) > 1 else "options.idempotency_key",
+                          "cannot be used with a debounced job: its triggers collapse into one run anyway")
+            v.raise_if_any()
+            inserted = await self._d.runs.debounce(job, runs)
+            self._d.events.published(i.run.id for i in inserted if i.debounced)
+        elif job.dedup_window_ms or any(r.idempotency_key for r in runs):
+            inserted = await self._d.runs.insert(job, runs)
+        else:
+            raise errors.Aborted("the job changed while triggering it; retry")
+        self._d.announce(i.run for i in inserted if not (i.repeat or i.deduplicated or i.debounced))
         return inserted
 
     async def _dispatch_now(self, v: Violations, request: job_pb2.TriggerJobRequest, new: NewRun,
@@ -126,7 +137,8 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         if run is not None:
             return job_pb2.TriggerJobResponse(run=convert.run(run))
         [result] = await self._trigger(v, request, [new])
-        return job_pb2.TriggerJobResponse(run=convert.run(result.run), idempotent_repeat=result.repeat)
+        return job_pb2.TriggerJobResponse(run=convert.run(result.run), idempotent_repeat=result.repeat,
+                                          deduplicated=result.deduplicated, debounced=result.debounced)
 
     async def BatchTriggerJob(self, request: job_pb2.BatchTriggerJobRequest,
                               context: grpc.aio.ServicerContext) -> job_pb2.BatchTriggerJobResponse:
@@ -141,4 +153,5 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         protos = ([convert.run(r) for r in runs] if request.view == job_pb2.RUN_VIEW_FULL
                   else convert.runs_basic(runs))
         return job_pb2.BatchTriggerJobResponse(runs=protos,
-                                               idempotent_repeats=[r.repeat for r in results])
+                                               idempotent_repeats=[r.repeat or r.deduplicated or r.debounced
+                                                                   for r in results])

@@ -12,10 +12,13 @@ from strait_server.api.interceptor import principal
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
 
+PROJECT_MUTABLE_PATHS = frozenset({"name", "api_rate_limit"})
+KEY_MUTABLE_PATHS = frozenset({"name", "api_rate_limit"})
 
-def _require_admin() -> None:
+
+def _require_admin(action: str = "creating projects") -> None:
     if not principal().is_admin:
-        raise errors.PermissionDenied("creating projects needs the admin key (STRAIT_ADMIN_KEY)")
+        raise errors.PermissionDenied(f"{action} needs the admin key (STRAIT_ADMIN_KEY)")
 
 
 def _target_project(requested: str) -> str:
@@ -42,8 +45,9 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         if not validate.SLUG_RE.match(request.slug):
             v.add("slug", "must be 1-128 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")
         validate.check_text(v, "name", request.name, max_len=255)
+        limit = validate.api_rate_limit(v, "api_rate_limit", request)
         v.raise_if_any()
-        created = await self._d.projects.create(request.slug, request.name or request.slug)
+        created = await self._d.projects.create(request.slug, request.name or request.slug, limit)
         return project_pb2.CreateProjectResponse(project=convert.project(created))
 
     async def GetProject(self, request: project_pb2.GetProjectRequest,
@@ -72,17 +76,39 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         return project_pb2.ListProjectsResponse(projects=[convert.project(i) for i in items],
                                                 next_page_token=token)
 
+    async def UpdateProject(self, request: project_pb2.UpdateProjectRequest,
+                            context: grpc.aio.ServicerContext) -> project_pb2.UpdateProjectResponse:
+        _require_admin("updating projects")
+        v = Violations()
+        paths = validate.mask_paths(v, list(request.update_mask.paths), PROJECT_MUTABLE_PATHS, "project")
+        validate.check_text(v, "project.id", request.project.id, max_len=128, required=True)
+        if "name" in paths:
+            validate.check_text(v, "project.name", request.project.name, max_len=255, required=True)
+        limit = validate.api_rate_limit(v, "project.api_rate_limit", request.project)
+        v.raise_if_any()
+        updated = await self._d.projects.update(
+            request.project.id, name=request.project.name if "name" in paths else None,
+            set_rate_limit="api_rate_limit" in paths, rate_limit=limit)
+        if updated is None:
+            raise errors.NotFound("project", request.project.id)
+        self._d.authenticator.forget()  # cached keys carry their project's limit
+        return project_pb2.UpdateProjectResponse(project=convert.project(updated))
+
     async def CreateApiKey(self, request: project_pb2.CreateApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> project_pb2.CreateApiKeyResponse:
         v = Violations()
         validate.check_text(v, "project_id", request.project_id, max_len=128)
         validate.check_text(v, "name", request.name, max_len=255)
+        limit = validate.api_rate_limit(v, "api_rate_limit", request)
         v.raise_if_any()
+        if limit is not None:
+            # Otherwise a project key could mint itself a key with a higher limit.
+            _require_admin("setting a rate limit")
         project_id = _target_project(request.project_id)
         if await self._d.projects.get(project_id) is None:
             raise errors.NotFound("project", project_id)
         secret, prefix, digest = auth.new_api_key()
-        key = await self._d.projects.create_key(project_id, request.name, prefix, digest)
+        key = await self._d.projects.create_key(project_id, request.name, prefix, digest, limit)
         return project_pb2.CreateApiKeyResponse(api_key=convert.api_key(key), secret=secret)
 
     async def ListApiKeys(self, request: project_pb2.ListApiKeysRequest,
@@ -101,6 +127,27 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
             token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
         return project_pb2.ListApiKeysResponse(api_keys=[convert.api_key(k) for k in items],
                                                next_page_token=token)
+
+    async def UpdateApiKey(self, request: project_pb2.UpdateApiKeyRequest,
+                           context: grpc.aio.ServicerContext) -> project_pb2.UpdateApiKeyResponse:
+        v = Violations()
+        paths = validate.mask_paths(v, list(request.update_mask.paths), KEY_MUTABLE_PATHS, "API key")
+        validate.check_text(v, "api_key.id", request.api_key.id, max_len=128, required=True)
+        if "name" in paths:
+            validate.check_text(v, "api_key.name", request.api_key.name, max_len=255)
+        limit = validate.api_rate_limit(v, "api_key.api_rate_limit", request.api_key)
+        v.raise_if_any()
+        if "api_rate_limit" in paths:
+            _require_admin("changing a rate limit")
+        p = principal()
+        key = await self._d.projects.update_key(
+            request.api_key.id, None if p.is_admin else p.project_id,
+            name=request.api_key.name if "name" in paths else None,
+            set_rate_limit="api_rate_limit" in paths, rate_limit=limit)
+        if key is None:
+            raise errors.NotFound("api_key", request.api_key.id)
+        self._d.authenticator.forget()
+        return project_pb2.UpdateApiKeyResponse(api_key=convert.api_key(key))
 
     async def RevokeApiKey(self, request: project_pb2.RevokeApiKeyRequest,
                            context: grpc.aio.ServicerContext) -> project_pb2.RevokeApiKeyResponse:

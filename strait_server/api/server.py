@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -35,10 +38,12 @@ SERVICE_NAMES = (
 )
 
 
-def build_server(deps: Deps) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+def build_server(deps: Deps, outer_interceptors: Sequence[Any] = ()) -> tuple[grpc.aio.Server,
+                                                                              health.aio.HealthServicer]:
+    """`outer_interceptors` (metrics, tracing) run before the guard, so they see every call as it ends."""
     max_msg = deps.settings.grpc_max_message_bytes
     server = grpc.aio.server(
-        interceptors=[GuardInterceptor(deps.authenticator)],
+        interceptors=[*outer_interceptors, GuardInterceptor(deps.authenticator, deps.limiter)],
         options=[
             ("grpc.max_receive_message_length", max_msg),
             ("grpc.max_send_message_length", max_msg),

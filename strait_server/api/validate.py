@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,7 +16,15 @@ from strait_client.v1 import job_pb2
 from strait_server import schedule
 from strait_server.endpoints import check_url
 from strait_server.errors import Violations
-from strait_server.model import ExecutionMode, JobSpec, NewRun, OverlapPolicy, RetryStrategy
+from strait_server.model import (
+    TRACE_CONTEXT_KEY,
+    ApiRateLimit,
+    ExecutionMode,
+    JobSpec,
+    NewRun,
+    OverlapPolicy,
+    RetryStrategy,
+)
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
@@ -31,8 +39,10 @@ JOB_MUTABLE_PATHS = frozenset({
     "slug", "name", "description", "endpoint_url", "fallback_endpoint_url", "execution_mode", "queue",
     "max_attempts", "timeout", "retry_policy", "retry_policy.strategy", "retry_policy.initial_delay",
     "retry_policy.max_delay", "priority", "enabled", "signing_secret", "tags", "metadata", "cron", "timezone",
-    "cron_overlap_policy", "run_ttl",
+    "cron_overlap_policy", "run_ttl", "max_concurrency", "max_concurrency_per_key", "rate_limit_max",
+    "rate_limit_window", "execution_window_cron", "poison_pill_threshold", "dedup_window", "debounce_window",
 })
+MAX_RATE_WINDOW = timedelta(days=1)
 MAX_TTL = timedelta(days=30)
 
 
@@ -127,8 +137,54 @@ def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobS
         execution_mode=_mode(v, f), queue=_queue(v, f), max_attempts=_max_attempts(v, f),
         timeout_ms=_job_timeout(v, f), retry_strategy=strategy, retry_initial_ms=initial_ms,
         retry_max_ms=max_ms, priority=_priority(v, f), enabled=_enabled(f), signing_secret=_secret(v, f),
-        tags=tags, metadata=metadata, **_schedule(v, f), run_ttl_ms=_job_ttl(v, f),
+        tags=tags, metadata=metadata, **_schedule(v, f), run_ttl_ms=_job_ttl(v, f), **_flow_control(v, f),
     )
+
+
+def _window_ms(v: Violations, f: _Fields, name: Literal["dedup_window", "debounce_window"]) -> int:
+    if not f.given(name):
+        assert f.base is not None
+        return int(getattr(f.base, f"{name}_ms"))
+    if not f.job.HasField(name):
+        return 0
+    d = getattr(f.job, name)
+    if not _duration_ok(d) or not 1000 <= _duration_ms(d) <= MAX_TTL.total_seconds() * 1000:
+        v.add(f"job.{name}", "must be between 1s and 30 days")
+        return -1
+    return _duration_ms(d)
+
+
+def _flow_control(v: Violations, f: _Fields) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, top in (("max_concurrency", 100_000), ("max_concurrency_per_key", 100_000),
+                      ("rate_limit_max", 1_000_000), ("poison_pill_threshold", 100)):
+        value: int = f.pick(name, getattr(f.job, name))
+        if not 0 <= value <= top:
+            v.add(f"job.{name}", f"must be between 0 (off) and {top}")
+        out[name] = value
+    if f.given("rate_limit_window"):
+        window = f.job.rate_limit_window
+        ms = _duration_ms(window) if f.job.HasField("rate_limit_window") and _duration_ok(window) else 0
+        if f.job.HasField("rate_limit_window") and not 1000 <= ms <= MAX_RATE_WINDOW.total_seconds() * 1000:
+            v.add("job.rate_limit_window", "must be between 1s and 24h")
+            ms = -1  # reported; not "missing" as well
+        out["rate_limit_window_ms"] = ms
+    else:
+        assert f.base is not None
+        out["rate_limit_window_ms"] = f.base.rate_limit_window_ms
+    if out["rate_limit_window_ms"] >= 0 and bool(out["rate_limit_max"]) != bool(out["rate_limit_window_ms"]):
+        v.add("job.rate_limit_window" if out["rate_limit_max"] else "job.rate_limit_max",
+              "rate_limit_max and rate_limit_window are set together (both, or neither)")
+    out["dedup_window_ms"] = _window_ms(v, f, "dedup_window")
+    out["debounce_window_ms"] = _window_ms(v, f, "debounce_window")
+    if out["dedup_window_ms"] > 0 and out["debounce_window_ms"] > 0:
+        v.add("job.debounce_window", "cannot be combined with dedup_window (a debounced job has one pending run "
+              "per key already)")
+    window_cron = " ".join(f.pick("execution_window_cron", f.job.execution_window_cron).split())
+    if window_cron and (problem := schedule.cron_problem(window_cron)) is not None:
+        v.add("job.execution_window_cron", problem)
+    out["execution_window_cron"] = window_cron
+    return out
 
 
 def _ttl_ms(v: Violations, path: str, d: Duration) -> int:
@@ -319,15 +375,21 @@ def run_options(v: Violations, path: str, options: job_pb2.RunOptions, *, max_pa
     if max_attempts is not None and not 1 <= max_attempts <= 100:
         v.add(f"{path}.max_attempts", "must be between 1 and 100")
     check_text(v, f"{path}.idempotency_key", options.idempotency_key, max_len=256)
+    check_text(v, f"{path}.concurrency_key", options.concurrency_key, max_len=256)
+    check_text(v, f"{path}.dedup_key", options.dedup_key, max_len=256)
+    check_text(v, f"{path}.debounce_key", options.debounce_key, max_len=256)
     tags, metadata = dict(options.tags), dict(options.metadata)
     check_map(v, f"{path}.tags", tags, max_entries=20)
     check_map(v, f"{path}.metadata", metadata)
     for key in TRACE_KEYS & metadata.keys():
         if not _HEADER_VALUE_RE.match(metadata[key]):
             v.add(f"{path}.metadata[{key!r}]", "is forwarded as an HTTP header: printable ASCII only")
+    if TRACE_CONTEXT_KEY in metadata:
+        v.add(f"{path}.metadata[{TRACE_CONTEXT_KEY!r}]", "is reserved for Strait's own trace context")
     return NewRun(payload=payload, scheduled_time=scheduled, priority=priority, timeout_ms=timeout_ms,
                   max_attempts=max_attempts, idempotency_key=options.idempotency_key, tags=tags,
-                  metadata=metadata, ttl_ms=ttl_ms)
+                  metadata=metadata, ttl_ms=ttl_ms, concurrency_key=options.concurrency_key,
+                  dedup_key=options.dedup_key, debounce_key=options.debounce_key)
 
 
 def selector(v: Violations, request: Any) -> tuple[str, str]:
@@ -343,3 +405,34 @@ def selector(v: Violations, request: Any) -> tuple[str, str]:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+MIN_API_RATE_WINDOW = timedelta(seconds=1)
+MAX_API_RATE_WINDOW = timedelta(days=1)
+
+
+def api_rate_limit(v: Violations, path: str, message: Any) -> ApiRateLimit | None:
+    """The `api_rate_limit` field of a message (a strait.v1.ApiRateLimit), or None when it is unset."""
+    if not message.HasField("api_rate_limit"):
+        return None
+    limit = message.api_rate_limit
+    if limit.requests < 1:
+        v.add(f"{path}.requests", "must be at least 1")
+    window = limit.window
+    if not _duration_ok(window) or window.nanos % 1_000_000:
+        v.add(f"{path}.window", "must be a positive duration in whole milliseconds")
+        return None
+    ms = _duration_ms(window)
+    if not MIN_API_RATE_WINDOW <= timedelta(milliseconds=ms) <= MAX_API_RATE_WINDOW:
+        v.add(f"{path}.window", "must be from 1s to 1d")
+    return ApiRateLimit(requests=limit.requests, window=timedelta(milliseconds=ms))
+
+
+def mask_paths(v: Violations, paths: list[str], allowed: frozenset[str], what: str) -> frozenset[str]:
+    """The paths of an update_mask, each of which must be one of `allowed`."""
+    if not paths:
+        v.add("update_mask", "is required: name the fields to change")
+    for p in paths:
+        if p not in allowed:
+            v.add("update_mask", f"{p!r} is not an updatable {what} field")
+    return frozenset(paths)

@@ -7,25 +7,30 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 
 import asyncpg
 
 from strait_server import ids
 from strait_server.config import Settings
+from strait_server.dispatch.gates import GatedClaimer
 from strait_server.dispatch.http import HttpExecutor, failed_outcome
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome, Queue
 from strait_server.tasks import cancel_and_wait
+from strait_server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 
 class Dispatcher:
     def __init__(self, queue: Queue, executor: HttpExecutor, wake: asyncio.Event, settings: Settings,
-                 on_events: Callable[[Iterable[str]], None] = lambda ids: None) -> None:
+                 on_events: Callable[[Iterable[str]], None] = lambda ids: None,
+                 telemetry: Telemetry | None = None) -> None:
         self.owner = ids.new_id("disp")
+        self._telemetry = telemetry or Telemetry()
         self._queue = queue
         self._executor = executor
         self._wake = wake
@@ -38,6 +43,9 @@ class Dispatcher:
         self.outcomes_dropped = 0
         self.outcomes_settled = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._gates = GatedClaimer(queue.pool)
+        # A gated claim held runs back: a run ending here may free their slot, so come back after settling.
+        self._gates_held = False
         self._settler = SettleBuffer(queue, self.owner,
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
                                      batch_size=settings.settle_batch_size, on_settled=self._on_settled)
@@ -89,8 +97,11 @@ class Dispatcher:
     def _on_settled(self, outcomes: list[Outcome], settled: set[str]) -> None:
         loop = asyncio.get_running_loop()
         self._on_events(settled)
+        self._telemetry.tracing.settled(outcomes, settled)
         self.outcomes_settled += len(settled)
         self.outcomes_dropped += len(outcomes) - len(settled)
+        if self._gates_held and settled:
+            self._wake.set()
         for o in outcomes:
             if o.run_id in settled and o.to_status is RunStatus.QUEUED:
                 # Come back for the retry when its backoff ends, without waiting for the next poll.
@@ -108,8 +119,10 @@ class Dispatcher:
                 continue
             want = min(free, self._settings.claim_batch_size)
             self._wake.clear()
+            claim_started = time.time_ns()
             try:
-                claimed = await self._queue.claim(self.owner, want)
+                claimed = await self._claim(want)
+                self._telemetry.claimed(claimed, claim_started)
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 claimed = []
@@ -122,15 +135,30 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
 
+    async def _claim(self, want: int) -> list[ClaimedRun]:
+        # Flow-controlled runs first: the plain claim could otherwise fill every batch and starve them.
+        gated = await self._gates.claim(self.owner, want)
+        self._on_events(gated.touched)
+        if gated.deferred:
+            self._telemetry.metrics.transition("queued", "delayed", gated.deferred)
+        self._gates_held = gated.held
+        if gated.retry_in is not None:
+            asyncio.get_running_loop().call_later(gated.retry_in + 0.005, self._wake.set)
+        rest = want - len(gated.runs)
+        return gated.runs + (await self._queue.claim(self.owner, rest) if rest > 0 else [])
+
     async def _run_one(self, run: ClaimedRun) -> None:
-        try:
-            outcome = await self._executor.execute(run)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Never leave a run executing because of a bug here: settle it as a retryable failure.
-            log.exception("dispatch failed unexpectedly", extra={"action": "dispatch_error", "run_id": run.id})
-            outcome = failed_outcome(run, f"internal dispatch error: {type(exc).__name__}")
+        started = time.perf_counter()
+        with self._telemetry.tracing.dispatch(run) as span:  # current while the executor sends the request
+            try:
+                outcome = await self._executor.execute(run)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Never leave a run executing because of a bug here: settle it as a retryable failure.
+                log.exception("dispatch failed unexpectedly", extra={"action": "dispatch_error", "run_id": run.id})
+                outcome = failed_outcome(run, f"internal dispatch error: {type(exc).__name__}")
+            self._telemetry.dispatched(run, outcome, time.perf_counter() - started, span)
         try:
             self._settler.add(outcome)
         finally:

@@ -15,6 +15,7 @@ from strait_server.dispatch.backoff import TRANSIENT, classify_status, next_stat
 from strait_server.endpoints import PublicOnlyResolver
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome
+from strait_server.telemetry.tracing import inject_headers
 
 _TRACE_KEYS = ("traceparent", "tracestate", "baggage", "sentry-trace")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -71,6 +72,7 @@ class HttpExecutor:
         for key in _TRACE_KEYS:
             if key in run.metadata:
                 headers[key] = run.metadata[key]
+        inject_headers(headers)  # with tracing on: the dispatch span's traceparent
         return headers
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], budget_s: float) -> Attempt:
@@ -141,11 +143,28 @@ def outcome_of(run: ClaimedRun, result: Attempt, start_time: datetime, duration_
         return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.COMPLETED,
                        output=result.output, error="", error_class="", delay_ms=0, record=record)
     status = next_status(result.error_class, run.attempt, run.max_attempts)
+    error = result.error
     delay = 0
     if status is RunStatus.QUEUED:
-        delay = retry_delay_ms(run.retry_strategy, run.retry_initial_ms, run.retry_max_ms, run.attempt)
+        repeats = same_failure_streak(run.previous_failures, f"{result.status_code} {result.error}")
+        if run.poison_pill_threshold and repeats >= run.poison_pill_threshold:
+            # Retrying what failed identically N times in a row only hammers the endpoint: park it now.
+            status = RunStatus.DEAD_LETTER
+            error = f"poison pill detected (same error {repeats} times in a row): {result.error}"
+        else:
+            delay = retry_delay_ms(run.retry_strategy, run.retry_initial_ms, run.retry_max_ms, run.attempt)
     return Outcome(run_id=run.id, attempt=run.attempt, to_status=status, output=None,
-                   error=result.error, error_class=result.error_class, delay_ms=delay, record=record)
+                   error=error, error_class=result.error_class, delay_ms=delay, record=record)
+
+
+def same_failure_streak(previous: tuple[str, ...], latest: str) -> int:
+    """How many attempts in a row, ending with this one, failed with exactly `latest`."""
+    streak = 1
+    for failure in reversed(previous):
+        if failure != latest:
+            break
+        streak += 1
+    return streak
 
 
 def failed_outcome(run: ClaimedRun, error: str) -> Outcome:

@@ -1,10 +1,12 @@
 """Cron schedules: each tick of a job's schedule creates exactly one run, whatever the number of scheduler
 processes.
 
-A scheduler locks the due jobs (FOR NO KEY UPDATE SKIP LOCKED: any other scheduler skips them), creates the
-run with the idempotency key cron:<tick> (so a crash between the run and the schedule update, or a second
-scheduler that saw the job due, repeats nothing), then moves next_fire_time past now, and commits.
-Misfire policy: after downtime, only the latest missed tick fires, once.
+A scheduler locks a batch of due jobs (FOR NO KEY UPDATE SKIP LOCKED: any other scheduler skips them),
+creates their runs and moves their next_fire_time past now in the same transaction, and commits: another
+scheduler sees each job either locked or no longer due. Jobs whose overlap policy looks at their active runs
+(skip, cancel_running) are fired one by one with the idempotency key cron:<tick>. A backlog of due jobs is
+fired by several transactions side by side. Misfire policy: after downtime, only the latest missed tick
+fires, once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -21,17 +23,23 @@ from strait_server.model import Job, NewRun, OverlapPolicy
 from strait_server.store.jobs import JobStore
 from strait_server.store.runs import RunStore
 from strait_server.tasks import cancel_and_wait
+from strait_server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+# Due schedules fired per transaction, and transactions at once while a backlog lasts.
+BATCH = 500
+PARALLEL_PASSES = 3
+
 
 class CronScheduler:
     def __init__(self, pool: asyncpg.Pool, jobs: JobStore, runs: RunStore, *, interval: timedelta,
                  clock: Clock | None = None, on_events: Callable[[Iterable[str]], None],
-                 on_enqueued: Callable[[], Awaitable[None]]) -> None:
+                 on_enqueued: Callable[[], Awaitable[None]], metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics or Metrics()
         self._jobs = jobs
         self._runs = runs
         self._interval = interval.total_seconds()
@@ -50,26 +58,60 @@ class CronScheduler:
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await self.fire_due()
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("cron pass failed: %s", exc, extra={"action": "cron_error"})
-            self.ticks += 1
-            await asyncio.sleep(self._interval)
+            handled = await self._pass()
+            while handled == BATCH:
+                # A backlog (thousands of schedules on the same tick): passes side by side lock disjoint
+                # jobs, and PostgreSQL writes one batch while this process prepares the next.
+                handled = min(await asyncio.gather(*(self._pass() for _ in range(PARALLEL_PASSES))))
+            await asyncio.sleep(await self._until_next())
+
+    async def _pass(self) -> int:
+        try:
+            handled = await self.fire_due()
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("cron pass failed: %s", exc, extra={"action": "cron_error"})
+            handled = 0
+        self.ticks += 1
+        return handled
+
+    async def _until_next(self) -> float:
+        """Sleep until the next schedule is due (at most one interval, to see new and changed schedules),
+        so that a tick fires on time rather than up to an interval late."""
+        if self._clock is not None:
+            return self._interval  # an injected clock does not move with real time
+        try:
+            due = await self._jobs.next_fire_time()
+        except (asyncpg.PostgresError, OSError):
+            return self._interval
+        if due is None:
+            return self._interval
+        return max(0.0, min(self._interval, (due - datetime.now(UTC)).total_seconds()))
 
     async def fire_due(self) -> int:
-        """One pass: fires every due schedule once. Returns how many runs it created."""
+        """One pass: fires every due schedule once (up to BATCH of them). Returns how many were due."""
         created: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
             # PostgreSQL's clock, so that schedulers on machines with skewed clocks agree (tests inject one).
             now = self._clock() if self._clock is not None else await conn.fetchval("SELECT now()")
-            for job in await self._jobs.due_schedules(conn, now, 100):
-                created.extend(await self._fire(job, now))
-                await self._jobs.advance_schedule(conn, job.id, schedule.next_tick(job.cron, job.timezone, now))
+            due = await self._jobs.due_schedules(conn, now, BATCH)
+            ticks = {job.id: schedule.latest_tick(job.cron, job.timezone, now) for job in due}
+            # Jobs that allow overlap fire in one statement; the others look at their active runs first.
+            plain = [job.id for job in due if job.overlap is OverlapPolicy.ALLOW]
+            if plain:
+                fired = await self._runs.fire_scheduled(conn, [(j, ticks[j].isoformat()) for j in plain])
+                for run_id, job_id in fired:
+                    created.append(run_id)
+                    # Lag behind the tick, by the same clock that decided it was due.
+                    self._metrics.schedule_lag.observe(max(0.0, (now - ticks[job_id]).total_seconds()))
+            if len(plain) < len(due):
+                for job in await self._jobs.by_ids(conn, [j.id for j in due if j.overlap is not OverlapPolicy.ALLOW]):
+                    created.extend(await self._fire(job, now))
+            await self._jobs.advance_schedules(
+                conn, [(job.id, schedule.next_tick(job.cron, job.timezone, now)) for job in due])
         if created:
             self._on_events(created)
             await self._on_enqueued()
-        return len(created)
+        return len(due)
 
     async def _fire(self, job: Job, now: datetime) -> list[str]:
         tick = schedule.latest_tick(job.cron, job.timezone, now)
@@ -80,6 +122,9 @@ class CronScheduler:
         new = NewRun(idempotency_key=f"cron:{tick.isoformat()}",
                      metadata={"triggered_by": "cron", "scheduled_tick": tick.isoformat()})
         [inserted] = await self._runs.insert(job, [new])
+        if not inserted.repeat:
+            # Lag behind the tick, by the same clock that decided it was due.
+            self._metrics.schedule_lag.observe(max(0.0, (now - tick).total_seconds()))
         touched = [] if inserted.repeat else [inserted.run.id]
         if job.cron_overlap_policy is OverlapPolicy.CANCEL_RUNNING:
             # Also on a repeated tick: a scheduler may have died between creating the run and this cancel.

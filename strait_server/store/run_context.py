@@ -12,6 +12,7 @@ import asyncpg
 from strait_server.errors import FailedPrecondition, NotFound
 from strait_server.model import Run, RunStatus
 from strait_server.store.runs import RUN_COLUMNS, run_from_row
+from strait_server.telemetry.metrics import Metrics
 
 APPEND_EVENT = """
 WITH upd AS (
@@ -70,8 +71,9 @@ class Heartbeat:
 
 
 class RunContextStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics or Metrics()  # counts the runs finished by their code
 
     async def _refuse(self, run_id: str, attempt: int) -> FailedPrecondition:
         row = await self._pool.fetchrow(STATE, run_id)
@@ -104,4 +106,5 @@ class RunContextStore:
         row = await self._pool.fetchrow(FINISH, run_id, attempt, status.value, output, error, error_class)
         if row is None:
             raise await self._refuse(run_id, attempt)
+        self._metrics.transition("executing", status.value)
         return run_from_row(row)

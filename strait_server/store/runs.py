@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,6 +16,7 @@ from strait_server.errors import FailedPrecondition, NotFound
 from strait_server.model import (
     CANCELABLE,
     TERMINAL,
+    TRACE_CONTEXT_KEY,
     AttemptRecord,
     Job,
     NewRun,
@@ -23,48 +26,58 @@ from strait_server.model import (
     sources_of,
 )
 from strait_server.queue import ClaimedRun, claimed_from_row
+from strait_server.telemetry import Telemetry
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
 error, error_class, scheduled_time, create_time, update_time, start_time, finish_time, idempotency_key,
-tags, metadata, attempt_history, replay_of, expires_at"""
+tags, metadata, attempt_history, replay_of, expires_at, concurrency_key, wait_reason"""
 
 _EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, message, data, create_time"
 
 INSERT_RUNS = """
 WITH ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, idempotency_key, tags, metadata, replay_of, event_seq, expires_at)
+        run_at, scheduled_time, idempotency_key, tags, metadata, replay_of, event_seq, expires_at, concurrency_key)
     SELECT v.id, $1, $2,
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         v.max_attempts, v.priority, v.timeout_ms, v.payload,
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
         v.idem, v.tags::jsonb, v.metadata::jsonb, $13, 1,
         CASE WHEN v.ttl_ms > 0
-             THEN greatest(coalesce(v.sched, now()), now()) + v.ttl_ms * interval '1 millisecond' END
+             THEN greatest(coalesce(v.sched, now()), now()) + v.ttl_ms * interval '1 millisecond' END,
+        v.ckey
     FROM unnest($3::text[], $4::int[], $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
-                $9::text[], $10::text[], $11::text[], $12::int[], $14::bigint[])
-         AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord, ttl_ms)
+                $9::text[], $10::text[], $11::text[], $12::int[], $14::bigint[], $15::text[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord, ttl_ms, ckey)
     ORDER BY v.ord
-    RETURNING id, project_id, job_id, status, priority, run_at, scheduled_time, create_time, expires_at
+    RETURNING id, project_id, job_id, status, priority, run_at, scheduled_time, create_time, expires_at,
+        concurrency_key
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
     SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
 ), ready AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at)
-    SELECT id, job_id, priority, run_at FROM ins WHERE status = 'queued'
+    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
+    SELECT id, job_id, priority, run_at, strait_gate(job_id, concurrency_key, $16, $17, $18, $19)
+    FROM ins WHERE status = 'queued'
 )
 SELECT id, status, scheduled_time, create_time, expires_at FROM ins
 """
-"""$1 project, $2 job, $3..$12 and $14 per-run arrays (tags and metadata as JSON text; ttl_ms), $13 replay_of.
+"""$1 project, $2 job, $3..$12, $14, $15 per-run arrays (tags and metadata as JSON text; ttl_ms; concurrency
+key), $13 replay_of, $16..$19 the job's max_concurrency, max_concurrency_per_key, rate_limit_max and
+execution_window_cron (for the runs' gate, see strait_gate).
 Writes each run and its first event; returns what the server decided (id, status, times)."""
 
 INSERT_RUNS_OF_JOB = """
 WITH j AS (
-    SELECT id, project_id, max_attempts, priority, timeout_ms, tags, run_ttl_ms FROM jobs
+    SELECT id, project_id, max_attempts, priority, timeout_ms, tags, run_ttl_ms, max_concurrency,
+        max_concurrency_per_key, rate_limit_max, execution_window_cron
+    FROM jobs
     WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
+      -- Deduplicated and debounced triggers need the job's settings first (RunStore.insert, debounce).
+      AND dedup_window_ms = 0 AND debounce_window_ms = 0
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, tags, metadata, event_seq, expires_at)
+        run_at, scheduled_time, tags, metadata, event_seq, expires_at, concurrency_key)
     SELECT v.id, j.project_id, j.id,
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         coalesce(v.max_attempts, j.max_attempts), coalesce(v.priority, j.priority),
@@ -73,49 +86,58 @@ WITH j AS (
         j.tags || v.tags::jsonb, v.metadata::jsonb, 1,
         CASE WHEN coalesce(v.ttl_ms, j.run_ttl_ms) > 0
              THEN greatest(coalesce(v.sched, now()), now())
-                  + coalesce(v.ttl_ms, j.run_ttl_ms) * interval '1 millisecond' END
+                  + coalesce(v.ttl_ms, j.run_ttl_ms) * interval '1 millisecond' END,
+        v.ckey
     FROM j, unnest($4::text[], $5::int[], $6::int[], $7::bigint[], $8::text[], $9::timestamptz[],
-                   $10::text[], $11::text[], $12::int[], $13::bigint[])
-         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms)
+                   $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey)
     ORDER BY v.ord
     RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
-        tags, run_at, expires_at
+        tags, run_at, expires_at, concurrency_key
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
     SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
 ), ready AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at)
-    SELECT id, job_id, priority, run_at FROM ins WHERE status = 'queued'
+    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
+    SELECT ins.id, ins.job_id, ins.priority, ins.run_at,
+        strait_gate(j.id, ins.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
+                    j.execution_window_cron)
+    FROM ins, j WHERE ins.status = 'queued'
 )
 SELECT * FROM ins
 """
 """$1 project, $2 job id (or ''), $3 slug, $4..$12 per-run arrays (NULL overrides take the job's value).
 Reads the job and writes the runs and their first events in one round trip; no row when the job is
-missing, deleted or disabled."""
+missing, deleted or disabled, or deduplicates or debounces its triggers."""
 
 INSERT_DISPATCHING = """
 WITH j AS (
     SELECT id, project_id, max_attempts, priority, timeout_ms, tags, endpoint_url, fallback_endpoint_url,
-        signing_secret, retry_strategy, retry_initial_ms, retry_max_ms, run_ttl_ms
+        signing_secret, retry_strategy, retry_initial_ms, retry_max_ms, run_ttl_ms, poison_pill_threshold
     FROM jobs
     WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
+      -- Flow-controlled jobs always go through the gated claim, which enforces their limits.
+      AND max_concurrency = 0 AND max_concurrency_per_key = 0 AND rate_limit_max = 0
+      AND execution_window_cron = '' AND dedup_window_ms = 0 AND debounce_window_ms = 0
       -- Only when nothing claimable is waiting: a new run must not overtake older queued runs.
-      AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.run_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.gate IS NULL AND q.run_at <= now()
                       AND (SELECT j2.enabled AND j2.delete_time IS NULL FROM jobs j2 WHERE j2.id = q.job_id))
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, start_time, tags, metadata, lease_owner, deadline, event_seq, expires_at)
+        run_at, scheduled_time, start_time, tags, metadata, lease_owner, deadline, event_seq, expires_at,
+        concurrency_key)
     SELECT $4, j.project_id, j.id, 'executing', 1, coalesce($5, j.max_attempts), coalesce($6, j.priority),
         coalesce($7, j.timeout_ms), $8, now(), now(), now(), j.tags || $9::jsonb, $10::jsonb, $11,
         now() + coalesce($7, j.timeout_ms) * interval '1 millisecond', 2,
         -- Started at once, but a retry waiting in the queue can still expire.
         CASE WHEN coalesce($12, j.run_ttl_ms) > 0 THEN now() + coalesce($12, j.run_ttl_ms) * interval '1 millisecond'
-        END
+        END, $13
     FROM j
     RETURNING id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, metadata,
-        error, scheduled_time, create_time, start_time, tags, lease_owner, deadline, expires_at
+        error, scheduled_time, create_time, start_time, tags, lease_owner, deadline, expires_at, concurrency_key
 ), lease AS (
-    INSERT INTO run_leases (run_id, owner, deadline) SELECT id, lease_owner, deadline FROM ins
+    INSERT INTO run_leases (run_id, owner, deadline, job_id, concurrency_key)
+    SELECT id, lease_owner, deadline, job_id, concurrency_key FROM ins
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
     SELECT id, project_id, job_id, 1, 'status_change', '', 'queued', 0 FROM ins
@@ -123,27 +145,34 @@ WITH j AS (
     SELECT id, project_id, job_id, 2, 'status_change', 'queued', 'executing', 1 FROM ins
 )
 SELECT ins.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy, j.retry_initial_ms,
-    j.retry_max_ms
+    j.retry_max_ms, j.poison_pill_threshold
 FROM ins, j
 """
 """$1 project, $2 job id (or ''), $3 slug, $4 run id, $5 max_attempts, $6 priority, $7 timeout_ms (NULL: the
-job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher, $12 ttl_ms (NULL: the job's). When the ready queue
-holds nothing claimable, writes the run already claimed by that dispatcher (queued and executing events, lease) in the
-same durable commit as the trigger; no row otherwise, and the caller enqueues it the usual way."""
+job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher, $12 ttl_ms (NULL: the job's), $13 concurrency key.
+When the ready queue holds nothing claimable, writes the run already claimed by that dispatcher (queued and
+executing events, lease) in the same durable commit as the trigger; no row otherwise, and the caller enqueues
+it the usual way (always for flow-controlled, deduplicated or debounced jobs)."""
 
 CLAIM_IDEMPOTENCY_KEYS = """
 INSERT INTO idempotency_keys AS k (scope, key, run_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+SELECT v.scope, v.key, v.run_id FROM unnest($1::text[], $2::text[], $3::text[]) AS v(scope, key, run_id)
 ON CONFLICT (scope, key) DO UPDATE SET run_id = EXCLUDED.run_id, create_time = now()
-    -- A key is reusable once its run finished more than 24 hours ago.
-    WHERE EXISTS (SELECT 1 FROM runs r WHERE r.id = k.run_id
-                  AND r.finish_time < now() - interval '24 hours')
-RETURNING key, run_id
+    WHERE CASE WHEN k.scope LIKE 'dedup:%'
+               -- A dedup key is reusable once the job's dedup window has passed.
+               THEN k.create_time < now() - (SELECT j.dedup_window_ms FROM jobs j
+                                             WHERE j.id = substr(k.scope, 7)) * interval '1 millisecond'
+               -- An idempotency key is reusable once its run finished more than 24 hours ago.
+               ELSE EXISTS (SELECT 1 FROM runs r WHERE r.id = k.run_id
+                            AND r.finish_time < now() - interval '24 hours') END
+RETURNING scope, key, run_id
 """
-"""$1 scopes, $2 keys, $3 new run ids. Returns the keys this transaction won."""
+"""$1 scopes ("<job id>", "replay:<run id>" or "dedup:<job id>"), $2 keys, $3 new run ids. Returns the keys
+this transaction won."""
 
 READ_IDEMPOTENCY_KEYS = """
-SELECT key, run_id FROM idempotency_keys WHERE scope = $1 AND key = ANY($2::text[])
+SELECT k.scope, k.key, k.run_id FROM idempotency_keys k
+JOIN unnest($1::text[], $2::text[]) AS v(scope, key) ON k.scope = v.scope AND k.key = v.key
 """
 
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND project_id = $2"
@@ -181,10 +210,71 @@ WITH old AS (
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'canceled', attempt, $5 FROM upd
-RETURNING run_id
+RETURNING run_id, from_status
 """
 """$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason,
 $6 a run to leave alone or NULL."""
+
+FIRE_SCHEDULED = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS v(job_id, run_id, tick)
+), ins AS (
+    INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload, run_at,
+        scheduled_time, idempotency_key, tags, metadata, event_seq, expires_at)
+    SELECT v.run_id, j.project_id, j.id, 'queued', j.max_attempts, j.priority, j.timeout_ms, '{}', now(), now(),
+        'cron:' || v.tick, j.tags, jsonb_build_object('triggered_by', 'cron', 'scheduled_tick', v.tick), 1,
+        CASE WHEN j.run_ttl_ms > 0 THEN now() + j.run_ttl_ms * interval '1 millisecond' END
+    FROM v JOIN jobs j ON j.id = v.job_id
+    RETURNING id, project_id, job_id, priority, run_at
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
+    SELECT id, project_id, job_id, 1, 'status_change', '', 'queued' FROM ins
+), ready AS (
+    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
+    SELECT ins.id, ins.job_id, ins.priority, ins.run_at,
+        strait_gate(j.id, '', j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
+                    j.execution_window_cron)
+    FROM ins JOIN jobs j ON j.id = ins.job_id
+)
+SELECT id, job_id FROM ins
+"""
+"""$1 job ids, $2 new run ids, $3 ticks (ISO 8601). One run per due schedule in one statement (the cron
+scheduler's batch, for jobs whose overlap policy needs no look at their other runs). Exactly once without an
+idempotency key: the caller holds the jobs' row locks and advances their next_fire_time in the same commit."""
+
+LOCK_DEBOUNCE_KEYS = """
+SELECT count(pg_advisory_xact_lock(hashtextextended('strait-debounce:' || $1 || ':' || k, 0)))
+FROM (SELECT k FROM unnest($2::text[]) AS k ORDER BY k) s
+"""
+"""$1 job, $2 debounce keys: serialises debounced triggers per key until commit."""
+
+JOIN_DEBOUNCED = f"""
+WITH cur AS (
+    SELECT r.id FROM debounce_runs d JOIN runs r ON r.id = d.run_id
+    WHERE d.job_id = $1 AND d.debounce_key = $2 AND r.status = 'delayed'
+    -- Promotion (PROMOTE_DELAYED) skips a run locked here; once promoted, this trigger starts a new one.
+    FOR UPDATE OF r
+), upd AS (
+    UPDATE runs r SET payload = $3, run_at = now() + $4 * interval '1 millisecond',
+        scheduled_time = now() + $4 * interval '1 millisecond',
+        expires_at = r.expires_at + (now() + $4 * interval '1 millisecond' - r.scheduled_time),
+        update_time = now(), event_seq = r.event_seq + 1
+    FROM cur WHERE r.id = cur.id
+    RETURNING r.*
+), ev AS (
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message)
+    SELECT id, project_id, job_id, event_seq, 'debounced', attempt,
+        'a later trigger replaced the payload and pushed the run back' FROM upd
+)
+SELECT {RUN_COLUMNS} FROM upd
+"""
+"""$1 job, $2 debounce key, $3 payload, $4 window ms. The key's pending run, with the new payload, due a window
+from now; no row when the key has none still waiting."""
+
+SET_DEBOUNCED = """
+INSERT INTO debounce_runs (job_id, debounce_key, run_id) SELECT $1, k, r FROM unnest($2::text[], $3::text[]) AS v(k, r)
+ON CONFLICT (job_id, debounce_key) DO UPDATE SET run_id = EXCLUDED.run_id
+"""
 
 HAS_ACTIVE = "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND NOT status = ANY($2::text[]))"
 RUN_PROGRESS = "SELECT status, event_seq FROM runs WHERE id = $1 AND project_id = $2"
@@ -207,7 +297,7 @@ def run_from_row(row: Any) -> Run:
         error_class=row["error_class"], scheduled_time=row["scheduled_time"],
         create_time=row["create_time"], update_time=row["update_time"], start_time=row["start_time"],
         finish_time=row["finish_time"], idempotency_key=row["idempotency_key"], tags=dict(row["tags"]),
-        metadata=dict(row["metadata"]),
+        metadata=visible_metadata(row["metadata"]),
         attempts=[
             AttemptRecord(
                 attempt=a["attempt"], status_code=a["status_code"], duration_ms=a["duration_ms"],
@@ -216,8 +306,22 @@ def run_from_row(row: Any) -> Run:
             )
             for a in history
         ],
-        replay_of=row["replay_of"], expires_at=row["expires_at"],
+        replay_of=row["replay_of"], expires_at=row["expires_at"], concurrency_key=row["concurrency_key"],
+        wait_reason=row["wait_reason"],
     )
+
+
+def visible_metadata(stored: dict[str, str]) -> dict[str, str]:
+    """A run's metadata as users see it: without the trace context Strait keeps there."""
+    metadata = dict(stored)
+    metadata.pop(TRACE_CONTEXT_KEY, None)
+    return metadata
+
+
+def _metadata_json(metadata: dict[str, str], trace: dict[str, str]) -> str:
+    if trace:
+        return json.dumps({**metadata, **trace})
+    return json.dumps(metadata) if metadata else "{}"
 
 
 def _event(row: Any) -> RunEvent:
@@ -229,104 +333,140 @@ def _event(row: Any) -> RunEvent:
 
 
 async def cancel_unfinished_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, job_id: str,
-                                       reason: str) -> list[str]:
-    """Cancels every run of a job that has not finished (an executing one's late result is ignored)."""
+                                       reason: str) -> list[tuple[str, str]]:
+    """Cancels every run of a job that has not finished (an executing one's late result is ignored).
+    Returns (run id, status it was canceled from) pairs."""
     rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason, None)
-    return [r["run_id"] for r in rows]
+    return [(r["run_id"], r["from_status"]) for r in rows]
 
 
 @dataclass(frozen=True)
 class Inserted:
     run: Run
-    repeat: bool
+    repeat: bool  # an idempotency key matched: `run` existed already
+    deduplicated: bool = False  # the job's dedup window matched: `run` existed already
+    debounced: bool = False  # joined the job's pending debounced run (`run`, with this trigger's payload)
+
+
+def _key_of(job: Job, new: NewRun, idempotency_scope: str) -> tuple[str, str] | None:
+    """The (scope, key) that makes this trigger a repeat of an earlier one, if any: its idempotency key, or
+    with the job's dedup window its dedup key (or a digest of its canonical payload)."""
+    if new.idempotency_key:
+        return (idempotency_scope or job.id, new.idempotency_key)
+    if job.dedup_window_ms:
+        if new.dedup_key:
+            return (f"dedup:{job.id}", "key:" + new.dedup_key)
+        canonical = json.dumps(json.loads(new.payload or "{}"), sort_keys=True, separators=(",", ":"))
+        return (f"dedup:{job.id}", "payload:" + hashlib.sha256(canonical.encode()).hexdigest())
+    return None
 
 
 class RunStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, telemetry: Telemetry | None = None) -> None:
         self._pool = pool
+        telemetry = telemetry or Telemetry()
+        # Counts the transitions of the runs written here; traces triggers (see strait_server/telemetry).
+        self._metrics = telemetry.metrics
+        self._tracing = telemetry.tracing
 
     async def insert_for_job(self, project_id: str, job_id: str, slug: str, runs: list[NewRun]) -> list[Run] | None:
         """Runs without idempotency keys, for an enabled job named by id or slug; None when there is none."""
-        rows = await self._pool.fetch(
-            INSERT_RUNS_OF_JOB, project_id, job_id, slug, ids.new_ids("run", len(runs)),
-            [r.max_attempts for r in runs], [r.priority for r in runs], [r.timeout_ms for r in runs],
-            [r.payload for r in runs], [r.scheduled_time for r in runs],
-            [json.dumps(r.tags) if r.tags else "{}" for r in runs],
-            [json.dumps(r.metadata) if r.metadata else "{}" for r in runs], list(range(len(runs))),
-            [r.ttl_ms for r in runs])
+        with self._tracing.trigger(job_id or slug, len(runs)) as trace:
+            rows = await self._pool.fetch(
+                INSERT_RUNS_OF_JOB, project_id, job_id, slug, ids.new_ids("run", len(runs)),
+                [r.max_attempts for r in runs], [r.priority for r in runs], [r.timeout_ms for r in runs],
+                [r.payload for r in runs], [r.scheduled_time for r in runs],
+                [json.dumps(r.tags) if r.tags else "{}" for r in runs],
+                [_metadata_json(r.metadata, trace) for r in runs], list(range(len(runs))),
+                [r.ttl_ms for r in runs], [r.concurrency_key for r in runs])
         if not rows:
             return None
+        self._metrics.transitions(("", row["status"]) for row in rows)
         return [
             Run(id=row["id"], project_id=row["project_id"], job_id=row["job_id"], status=RunStatus(row["status"]),
                 attempt=0, max_attempts=row["max_attempts"], priority=row["priority"], timeout_ms=row["timeout_ms"],
                 payload=new.payload, output=None, error="", error_class="", scheduled_time=row["scheduled_time"],
                 create_time=row["create_time"], update_time=row["create_time"], start_time=None, finish_time=None,
                 idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="",
-                expires_at=row["expires_at"])
+                expires_at=row["expires_at"], concurrency_key=new.concurrency_key)
             for new, row in zip(runs, rows, strict=True)
         ]
 
     async def insert_dispatching(self, project_id: str, job_id: str, slug: str, new: NewRun,
                                  owner: str) -> tuple[Run, ClaimedRun] | None:
         """One run, written already claimed by dispatcher `owner`; None when it must be queued instead."""
-        row = await self._pool.fetchrow(
-            INSERT_DISPATCHING, project_id, job_id, slug, ids.new_id("run"), new.max_attempts, new.priority,
-            new.timeout_ms, new.payload, new.tags, new.metadata, owner, new.ttl_ms)
+        with self._tracing.trigger(job_id or slug, 1) as trace:
+            started = time.time_ns()
+            row = await self._pool.fetchrow(
+                INSERT_DISPATCHING, project_id, job_id, slug, ids.new_id("run"), new.max_attempts, new.priority,
+                new.timeout_ms, new.payload, new.tags, {**new.metadata, **trace}, owner, new.ttl_ms,
+                new.concurrency_key)
+            if row is not None:
+                self._tracing.claimed_direct(row["id"], started, time.time_ns())
         if row is None:
             return None
+        self._metrics.transitions((("", "queued"), ("queued", "executing")))
         run = Run(id=row["id"], project_id=row["project_id"], job_id=row["job_id"], status=RunStatus.EXECUTING,
                   attempt=1, max_attempts=row["max_attempts"], priority=row["priority"],
                   timeout_ms=row["timeout_ms"], payload=new.payload, output=None, error="", error_class="",
                   scheduled_time=row["scheduled_time"], create_time=row["create_time"],
                   update_time=row["create_time"], start_time=row["start_time"], finish_time=None,
                   idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="",
-                  expires_at=row["expires_at"])
+                  expires_at=row["expires_at"], concurrency_key=new.concurrency_key)
         return run, claimed_from_row(row)
 
     async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "",
                      idempotency_scope: str = "") -> list[Inserted]:
         """Creates runs of `job` with their first events; idempotency keys return existing runs."""
+        with self._tracing.trigger(job.id, len(runs), replay_of=replay_of) as trace:
+            out = await self._insert(job, runs, replay_of, idempotency_scope, trace)
+        self._metrics.transitions(("", i.run.status.value) for i in out if not i.repeat)
+        return out
+
+    async def _insert(self, job: Job, runs: list[NewRun], replay_of: str, idempotency_scope: str,
+                      trace: dict[str, str]) -> list[Inserted]:
         new_ids = ids.new_ids("run", len(runs))
-        scope = idempotency_scope or job.id
-        keyed = {r.idempotency_key: new_ids[i] for i, r in reversed(list(enumerate(runs)))
-                 if r.idempotency_key}
+        run_keys = [_key_of(job, r, idempotency_scope) for r in runs]
+        # The first run in this call to carry a key stands for every run carrying it.
+        keyed = {k: new_ids[i] for i, k in reversed(list(enumerate(run_keys))) if k is not None}
         if not keyed:
-            args = self._insert_args(job, runs, new_ids, replay_of)
+            args = self._insert_args(job, runs, new_ids, replay_of, trace)
             rows = await self._pool.fetch(INSERT_RUNS, *args)
             return [Inserted(self._created(job, r, row, replay_of), False)
                     for r, row in zip(runs, rows, strict=True)]
         async with self._pool.acquire() as conn, conn.transaction():
             keys = list(keyed)
-            won = await conn.fetch(CLAIM_IDEMPOTENCY_KEYS, [scope] * len(keys), keys,
+            won = await conn.fetch(CLAIM_IDEMPOTENCY_KEYS, [k[0] for k in keys], [k[1] for k in keys],
                                    [keyed[k] for k in keys])
-            owner = {r["key"]: r["run_id"] for r in won}
+            owner = {(r["scope"], r["key"]): r["run_id"] for r in won}
             lost = [k for k in keys if k not in owner]
             if lost:
-                existing = await conn.fetch(READ_IDEMPOTENCY_KEYS, scope, lost)
-                owner.update({r["key"]: r["run_id"] for r in existing})
+                existing = await conn.fetch(READ_IDEMPOTENCY_KEYS, [k[0] for k in lost], [k[1] for k in lost])
+                owner.update({(r["scope"], r["key"]): r["run_id"] for r in existing})
             # A run is created when it carries no key, or is the first in this call to carry a key we won.
-            fresh = [i for i, r in enumerate(runs)
-                     if not r.idempotency_key or (owner[r.idempotency_key] == new_ids[i])]
+            fresh = [i for i, k in enumerate(run_keys) if k is None or owner[k] == new_ids[i]]
             fresh_runs = [runs[i] for i in fresh]
             rows = await conn.fetch(INSERT_RUNS, *self._insert_args(
-                job, fresh_runs, [new_ids[i] for i in fresh], replay_of))
+                job, fresh_runs, [new_ids[i] for i in fresh], replay_of, trace))
             created = {row["id"]: self._created(job, r, row, replay_of)
                        for r, row in zip(fresh_runs, rows, strict=True)}
-            old_ids = [owner[r.idempotency_key] for r in runs
-                       if r.idempotency_key and owner[r.idempotency_key] not in created]
+            old_ids = [owner[k] for k in run_keys if k is not None and owner[k] not in created]
             old = {r["id"]: run_from_row(r) for r in
                    await conn.fetch(GET_RUNS, old_ids, job.project_id)} if old_ids else {}
         out = []
-        for i, r in enumerate(runs):
-            run_id = owner[r.idempotency_key] if r.idempotency_key else new_ids[i]
+        for i, k in enumerate(run_keys):
+            run_id = new_ids[i] if k is None else owner[k]
+            dedup = k is not None and k[0].startswith("dedup:")
             if run_id in created:
-                out.append(Inserted(created[run_id], repeat=run_id != new_ids[i]))
+                out.append(Inserted(created[run_id], repeat=run_id != new_ids[i] and not dedup,
+                                    deduplicated=run_id != new_ids[i] and dedup))
             else:
-                out.append(Inserted(old[run_id], repeat=True))
+                out.append(Inserted(old[run_id], repeat=not dedup, deduplicated=dedup))
         return out
 
     @staticmethod
-    def _insert_args(job: Job, runs: list[NewRun], new_ids: list[str], replay_of: str) -> tuple[Any, ...]:
+    def _insert_args(job: Job, runs: list[NewRun], new_ids: list[str], replay_of: str,
+                     trace: dict[str, str]) -> tuple[Any, ...]:
         job_tags = json.dumps(job.tags)
         return (
             job.project_id, job.id, new_ids,
@@ -337,10 +477,12 @@ class RunStore:
             [r.scheduled_time for r in runs],
             [r.idempotency_key for r in runs],
             [json.dumps({**job.tags, **r.tags}) if r.tags else job_tags for r in runs],
-            [json.dumps(r.metadata) if r.metadata else "{}" for r in runs],
+            [_metadata_json(r.metadata, trace) for r in runs],
             list(range(len(runs))),
             replay_of,
             [job.run_ttl_ms if r.ttl_ms is None else r.ttl_ms for r in runs],
+            [r.concurrency_key for r in runs],
+            job.max_concurrency, job.max_concurrency_per_key, job.rate_limit_max, job.execution_window_cron,
         )
 
     @staticmethod
@@ -354,12 +496,50 @@ class RunStore:
             error_class="", scheduled_time=row["scheduled_time"], create_time=row["create_time"],
             update_time=row["create_time"], start_time=None, finish_time=None,
             idempotency_key=new.idempotency_key, tags={**job.tags, **new.tags}, metadata=dict(new.metadata),
-            attempts=[], replay_of=replay_of, expires_at=row["expires_at"],
+            attempts=[], replay_of=replay_of, expires_at=row["expires_at"], concurrency_key=new.concurrency_key,
         )
+
+    async def fire_scheduled(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+                             ticks: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Inside the scheduler's transaction: one run per (job id, tick), unless that tick already fired.
+        Returns (run id, job id) of the runs created."""
+        new_ids = ids.new_ids("run", len(ticks))
+        rows = await conn.fetch(FIRE_SCHEDULED, [j for j, _ in ticks], new_ids, [t for _, t in ticks])
+        self._metrics.transitions(("", "queued") for _ in rows)
+        return [(r["id"], r["job_id"]) for r in rows]
+
+    async def debounce(self, job: Job, runs: list[NewRun]) -> list[Inserted]:
+        """Triggers of a debounced job: per debounce key, the last trigger's payload goes into the key's
+        pending (delayed) run, due a window from now, or into a new one when none is pending."""
+        last = {r.debounce_key: r for r in runs}
+        window = job.debounce_window_ms
+        made: dict[str, Inserted] = {}
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(LOCK_DEBOUNCE_KEYS, job.id, sorted(last))
+            fresh: list[tuple[str, NewRun]] = []
+            for key, new in last.items():
+                row = await conn.fetchrow(JOIN_DEBOUNCED, job.id, key, new.payload, window)
+                if row is not None:
+                    made[key] = Inserted(run_from_row(row), repeat=False, debounced=True)
+                else:
+                    due = datetime.now(UTC) + timedelta(milliseconds=window)
+                    fresh.append((key, replace(new, scheduled_time=due, idempotency_key="",
+                                               metadata={**new.metadata, "triggered_by": "debounce"})))
+            if fresh:
+                new_ids = ids.new_ids("run", len(fresh))
+                news = [n for _, n in fresh]
+                rows = await conn.fetch(INSERT_RUNS, *self._insert_args(job, news, new_ids, "", {}))
+                await conn.execute(SET_DEBOUNCED, job.id, [k for k, _ in fresh], new_ids)
+                for (key, new), row in zip(fresh, rows, strict=True):
+                    made[key] = Inserted(self._created(job, new, row, ""), repeat=False)
+        # Earlier triggers of a key in the same call joined the run the last one made or updated.
+        return [made[r.debounce_key] if r is last[r.debounce_key]
+                else Inserted(made[r.debounce_key].run, repeat=False, debounced=True) for r in runs]
 
     async def cancel_others(self, job_id: str, keep_run_id: str, reason: str) -> list[str]:
         """Cancels every unfinished run of the job but one (cron overlap policy cancel_running)."""
         rows = await self._pool.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason, keep_run_id)
+        self._metrics.transitions((r["from_status"], "canceled") for r in rows)
         return [r["run_id"] for r in rows]
 
     async def has_active(self, job_id: str) -> bool:
@@ -380,6 +560,7 @@ class RunStore:
 
     async def cancel(self, project_id: str, run_id: str, reason: str) -> Run:
         rows = await self._pool.fetch(CANCEL_RUNS, run_id, None, project_id, CANCELABLE, reason, None)
+        self._metrics.transitions((r["from_status"], "canceled") for r in rows)
         run = await self.get(project_id, run_id)
         if not rows:
             raise FailedPrecondition(
@@ -394,7 +575,7 @@ class RunStore:
                 subject=run_id)
         new = NewRun(payload=original.payload, priority=original.priority, timeout_ms=original.timeout_ms,
                      max_attempts=original.max_attempts, idempotency_key=idempotency_key,
-                     tags=original.tags, metadata=original.metadata)
+                     tags=original.tags, metadata=original.metadata, concurrency_key=original.concurrency_key)
         [inserted] = await self.insert(job, [new], replay_of=original.id,
                                        idempotency_scope=f"replay:{original.id}")
         return inserted

@@ -5,73 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from strait_client.v1 import job_pb2, job_pb2_grpc, run_pb2
 from strait_server.app import Role
 from strait_server.config import Settings
-from tests.conftest import AppFactory, connect, eventually
+from tests.conftest import AppFactory, connect
+from tests.processes import free_port, serve_subprocess
 from tests.sink import Reply, Sink
 
 S = run_pb2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@asynccontextmanager
-async def serve_subprocess(settings: Settings, **env_overrides: str) -> AsyncIterator[
-        tuple[asyncio.subprocess.Process, int]]:
-    port = _free_port()
-    env = dict(os.environ)
-    env.update({
-        "STRAIT_DATABASE_URL": settings.database_url,
-        "STRAIT_REDIS_URL": settings.redis_url,
-        "STRAIT_REDIS_NAMESPACE": settings.redis_namespace,
-        "STRAIT_ADDRESS": f"127.0.0.1:{port}",
-        "STRAIT_ADMIN_KEY": settings.admin_key,
-        "STRAIT_JWT_SIGNING_KEY": settings.jwt_signing_key,
-        "STRAIT_ALLOW_PRIVATE_ENDPOINTS": "true",
-        "STRAIT_HEARTBEAT_INTERVAL": "200ms",
-        "STRAIT_SWEEP_INTERVAL": "200ms",
-        "STRAIT_POLL_INTERVAL": "200ms",
-        "STRAIT_OWNER_STALE_AFTER": "2s",
-        "STRAIT_LOG_LEVEL": "warning",
-        **env_overrides,
-    })
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode", "all",
-                                                env=env)
-    try:
-        await _wait_serving(port, proc)
-        yield proc, port
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-async def _wait_serving(port: int, proc: asyncio.subprocess.Process) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-
-        async def serving() -> bool:
-            assert proc.returncode is None, "server exited during start-up"
-            try:
-                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.aio.AioRpcError:
-                return False
-            return resp.status == health_pb2.HealthCheckResponse.SERVING
-        await eventually(serving, timeout=30, interval=0.1)
 
 
 async def test_sigkill_mid_run_runs_are_recovered_by_another_process(
@@ -156,7 +102,7 @@ async def test_serve_refuses_clearly_without_backends(settings: Settings) -> Non
 
 async def test_strait_dev_serves_with_embedded_backends_and_prints_a_working_key(tmp_path: Path) -> None:
     """The README's first command, minus the install: embedded PostgreSQL and Redis, a dev key that works."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRAIT_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "strait_server", "dev", "--address", f"127.0.0.1:{port}",

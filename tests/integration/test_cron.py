@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import grpc
 import pytest
 
@@ -13,6 +14,7 @@ from strait_client.v1 import job_pb2, run_pb2
 from strait_server.app import App, Role
 from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
+from tests.processes import serve_subprocess
 from tests.sink import Reply, Sink
 
 S = run_pb2
@@ -172,3 +174,27 @@ async def test_schedule_service_lists_pauses_resumes_and_triggers(
         await schedules.PauseSchedule(schedule_pb2.PauseScheduleRequest(id=plain.id), metadata=api.metadata)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     await api.channel.close()
+
+
+async def test_three_scheduler_processes_fire_each_due_tick_once(settings: Settings, sink: Sink) -> None:
+    """Real OS processes (`strait serve`, each with the scheduler role) racing for the same due schedules."""
+    async with (serve_subprocess(settings) as (_, port), serve_subprocess(settings),
+                serve_subprocess(settings)):
+        api = await connect(port, settings.admin_key)
+        jobs = [await api.create_job(f"race-{i}", sink.url("/race"), cron="* * * * *") for i in range(40)]
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            # Test data: make every schedule due now rather than waiting for the next minute.
+            await conn.execute("UPDATE jobs SET next_fire_time = now() - interval '1 second' WHERE cron <> ''")
+
+            async def all_advanced() -> bool:
+                return bool(await conn.fetchval(
+                    "SELECT bool_and(next_fire_time > now()) FROM jobs WHERE cron <> ''"))
+            await eventually(all_advanced, timeout=30)
+        finally:
+            await conn.close()
+        for job in jobs:
+            # One run per tick (a minute boundary passing meanwhile may add the next tick's run, once).
+            ticks = [r.metadata["scheduled_tick"] for r in await _runs_of(api, job)]
+            assert 1 <= len(ticks) == len(set(ticks)), (job.slug, ticks)
+        await api.channel.close()

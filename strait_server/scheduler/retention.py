@@ -1,0 +1,60 @@
+"""Deletes finished runs older than STRAIT_RETENTION, in small batches (scheduler role)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+import asyncpg
+
+from strait_server.store.retention import RetentionStore
+from strait_server.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+# Between two batches of one pass the loop rests at least as long as the last batch took (and at least
+# this long), so that a large backlog is worked off at no more than about half of one connection's time.
+_MIN_PAUSE = 0.05
+
+
+class RetentionSweeper:
+    def __init__(self, store: RetentionStore, *, retention: timedelta, interval: timedelta,
+                 batch_size: int) -> None:
+        self._store = store
+        self._retention = retention
+        self._interval = interval.total_seconds()
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_pass()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                log.warning("retention pass failed: %s", exc, extra={"action": "retention_error"})
+            await asyncio.sleep(self._interval)
+
+    async def run_pass(self) -> int:
+        """Deletes batches until one comes back short; returns the number of runs deleted."""
+        runs = events = 0
+        while True:
+            started = time.monotonic()
+            deleted = await self._store.delete_batch(self._retention, self._batch_size)
+            runs += deleted.runs
+            events += deleted.events
+            if deleted.runs < self._batch_size:
+                break
+            await asyncio.sleep(max(_MIN_PAUSE, time.monotonic() - started))
+        if runs:
+            log.info("deleted finished runs past retention", extra={
+                "action": "retention", "runs": runs, "events": events})
+        return runs

@@ -1,0 +1,57 @@
+"""Retention: deleting finished runs, with their events and idempotency keys, once they are old enough."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+
+from strait_server.model import TERMINAL, RunStatus
+
+# Finished runs that retention deletes: every terminal status except dead_letter (those runs wait for a
+# replay and are kept). The list is spelled out in DELETE_EXPIRED so that the planner matches it to the
+# partial index runs_retention_idx (migrations/0006_retention.sql), which has the same list.
+RETAINED_STATUSES = ("completed", "failed", "timed_out", "crashed", "system_failed", "canceled", "expired")
+assert {RunStatus(s) for s in RETAINED_STATUSES} == TERMINAL - {RunStatus.DEAD_LETTER}
+
+DELETE_EXPIRED = """
+WITH doomed AS (
+    SELECT id FROM runs
+    WHERE status IN ('completed', 'failed', 'timed_out', 'crashed', 'system_failed', 'canceled', 'expired')
+      AND finish_time < now() - $1::interval
+    ORDER BY finish_time
+    LIMIT $2
+    -- A run another transaction holds is left for a later batch: retention never waits on a lock.
+    FOR UPDATE SKIP LOCKED
+), events AS (
+    DELETE FROM run_events e USING doomed d WHERE e.run_id = d.id RETURNING 1
+), keys AS (
+    -- A key left behind would point a repeated trigger at a run that no longer exists.
+    DELETE FROM idempotency_keys k USING doomed d WHERE k.run_id = d.id
+), gone AS (
+    -- run_queue and run_leases hold only queued and executing runs, never finished ones.
+    DELETE FROM runs r USING doomed d WHERE r.id = d.id RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS runs, (SELECT count(*) FROM events) AS events
+"""
+"""$1 retention (finished longer ago than this), $2 batch size. One short transaction per batch."""
+
+# A batch normally takes milliseconds; this only bounds one stuck behind something unexpected.
+_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Deleted:
+    runs: int
+    events: int
+
+
+class RetentionStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def delete_batch(self, older_than: timedelta, limit: int) -> Deleted:
+        row = await self._pool.fetchrow(DELETE_EXPIRED, older_than, limit, timeout=_TIMEOUT)
+        assert row is not None
+        return Deleted(runs=int(row["runs"]), events=int(row["events"]))

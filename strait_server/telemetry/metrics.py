@@ -1,0 +1,77 @@
+"""Prometheus metrics of one server process, in a registry of their own (not the process-wide default), so
+that several App instances in one process (tests) keep separate counts. See docs/metrics-and-tracing.md."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from strait_server.model import RunStatus
+
+# Statement latencies: sub-millisecond on an idle database, tens of milliseconds under load.
+_STATEMENT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+_RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0)
+
+# Dispatch outcome label by the status the outcome asks for.
+OUTCOME_LABELS = {
+    RunStatus.COMPLETED: "completed",
+    RunStatus.QUEUED: "retry",
+    RunStatus.DEAD_LETTER: "dead_letter",
+    RunStatus.TIMED_OUT: "timed_out",
+    RunStatus.EXECUTING: "accepted",  # 202: the run's code completes it later
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self._runs_seen: set[tuple[str, str]] = set()
+        self.run_transitions = Counter(
+            "strait_run_transitions", "Run status changes committed by this process, by from and to status "
+            "(from is empty for a new run).", ["from", "to"], registry=r)
+        self.runs = Gauge(
+            "strait_runs", "Runs not yet finished, by job queue and status (queued, delayed, executing); "
+            "read from the database at scrape time, by processes with the scheduler role.",
+            ["queue", "status"], registry=r)
+        self.claim_duration = Histogram(
+            "strait_claim_duration_seconds", "Duration of one claim statement (a batch of runs, possibly none).",
+            registry=r, buckets=_STATEMENT_BUCKETS)
+        self.settle_duration = Histogram(
+            "strait_settle_duration_seconds", "Duration of one settle statement (a batch of outcomes).",
+            registry=r, buckets=_STATEMENT_BUCKETS)
+        self.dispatch_duration = Histogram(
+            "strait_dispatch_duration_seconds", "Duration of one dispatch attempt (HTTP POST, with its fallback), "
+            "by job id and outcome.", ["job", "outcome"], registry=r, buckets=_DISPATCH_BUCKETS)
+        self.schedule_lag = Histogram(
+            "strait_schedule_lag_seconds", "How long after its tick time a cron tick fired.",
+            registry=r, buckets=_LAG_BUCKETS)
+        self.watch_streams = Gauge(
+            "strait_watch_streams", "Open WatchRun and WatchRuns streams on this process.", registry=r)
+        self.grpc_requests = Counter(
+            "strait_grpc_requests", "Finished gRPC calls by method and status code (streams count when they end).",
+            ["method", "code"], registry=r)
+        self.grpc_duration = Histogram(
+            "strait_grpc_request_duration_seconds", "Duration of gRPC calls by method (streams: until they end).",
+            ["method"], registry=r, buckets=_RPC_BUCKETS)
+
+    def transition(self, from_status: str, to_status: str, count: int = 1) -> None:
+        if count:
+            self.run_transitions.labels(from_status, to_status).inc(count)
+
+    def transitions(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Counts (from, to) pairs, one label lookup per distinct pair."""
+        for (src, dst), n in Tally(pairs).items():
+            self.run_transitions.labels(src, dst).inc(n)
+
+    def set_runs(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Sets the strait_runs gauge to fresh counts; a (queue, status) seen before and absent now reads 0,
+        so that graphs drop to zero instead of ending."""
+        for key in self._runs_seen - counts.keys():
+            self.runs.labels(*key).set(0)
+        for (queue, status), n in counts.items():
+            self.runs.labels(queue, status).set(n)
+        self._runs_seen |= counts.keys()

@@ -1,0 +1,295 @@
+"""API rate limits per key (key -> project -> server default) and the failed-authentication lockout per
+client address, against real servers sharing one PostgreSQL and one Redis."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from strait_client.v1 import job_pb2, project_pb2, run_pb2
+from strait_server import auth, errors
+from strait_server.api.limits import Limiter
+from strait_server.app import App, Role
+from strait_server.config import Settings
+from strait_server.model import ApiRateLimit
+from tests.backends import Backend
+from tests.conftest import Api, AppFactory, connect, eventually
+
+MINUTE = Duration(seconds=60)
+
+
+def details(err: grpc.aio.AioRpcError) -> dict[str, Any]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    out: dict[str, Any] = {}
+    for any_ in status.details:
+        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, error_details_pb2.QuotaFailure):
+            if any_.Is(cls.DESCRIPTOR):
+                msg = cls()
+                any_.Unpack(msg)
+                out[cls.__name__] = msg
+    return out
+
+
+async def _list_jobs(api: Api) -> None:
+    await api.jobs.ListJobs(job_pb2.ListJobsRequest(), metadata=api.metadata)
+
+
+async def _rejected(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value
+
+
+async def _exhausted_after(api: Api, allowed: int) -> grpc.aio.AioRpcError:
+    """Makes `allowed` calls that must pass, then one that must be refused for the rate limit."""
+    for _ in range(allowed):
+        await _list_jobs(api)
+    err = await _rejected(_list_jobs(api))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details(err)["ErrorInfo"].reason == "RATE_LIMITED"
+    return err
+
+
+async def _new_project(api: Api, limit: project_pb2.ApiRateLimit | None = None) -> str:
+    resp = await api.projects.CreateProject(project_pb2.CreateProjectRequest(
+        slug=f"p-{uuid.uuid4().hex[:8]}", api_rate_limit=limit), metadata=api.admin_metadata)
+    return resp.project.id
+
+
+async def _new_key(api: Api, project_id: str, limit: project_pb2.ApiRateLimit | None = None) -> Api:
+    resp = await api.projects.CreateApiKey(project_pb2.CreateApiKeyRequest(
+        project_id=project_id, name="k", api_rate_limit=limit), metadata=api.admin_metadata)
+    return Api(api.channel, resp.secret, api.admin_key)
+
+
+async def test_over_the_limit_is_resource_exhausted_with_retry_info(make_app: AppFactory,
+                                                                    settings: Settings) -> None:
+    app = await make_app(api_rate_limit=3, api_rate_window=timedelta(seconds=30))
+    api = await connect(app, settings.admin_key)
+    err = await _exhausted_after(api, 3)
+    info = details(err)
+    assert info["ErrorInfo"].domain == "strait.dev"
+    delay = info["RetryInfo"].retry_delay.ToTimedelta()
+    assert timedelta(0) < delay <= timedelta(seconds=30)
+    assert info["QuotaFailure"].violations[0].subject.startswith("api_key:key_")
+    assert "3 calls per 30s" in (err.details() or "")
+    # Streams are counted too; the admin key and health checks are not limited.
+    stream = api.runs.WatchRuns(run_pb2.WatchRunsRequest(), metadata=api.metadata)
+    assert (await _rejected(stream.read())).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    for _ in range(5):
+        await api.projects.ListProjects(project_pb2.ListProjectsRequest(), metadata=api.admin_metadata)
+    health = await health_pb2_grpc.HealthStub(api.channel).Check(health_pb2.HealthCheckRequest(service=""))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    await api.channel.close()
+
+
+async def test_a_rejected_call_changes_nothing(make_app: AppFactory, settings: Settings) -> None:
+    # API role only: no dispatch adds events behind the test's back.
+    app = await make_app(frozenset({Role.API}), api_rate_limit=2, api_rate_window=timedelta(minutes=1))
+    api = await connect(app, settings.admin_key)
+    job = await api.create_job("one", "https://example.com/hook")
+    await api.trigger(job)
+    assert (await _rejected(api.trigger(job))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await _rejected(api.create_job("two", "https://example.com/hook"))).code() == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert app.pool is not None
+    assert await app.pool.fetchval("SELECT count(*) FROM jobs") == 1
+    assert await app.pool.fetchval("SELECT count(*) FROM runs") == 1
+    assert await app.pool.fetchval("SELECT count(*) FROM run_events") == 1
+    await api.channel.close()
+
+
+async def test_limits_are_shared_by_every_server_process(make_app: AppFactory, settings: Settings) -> None:
+    first = await make_app(frozenset({Role.API}), api_rate_limit=4, api_rate_window=timedelta(minutes=1))
+    second = await make_app(frozenset({Role.API}), api_rate_limit=4, api_rate_window=timedelta(minutes=1))
+    on_first = await connect(first, settings.admin_key)
+    on_second = Api(grpc.aio.insecure_channel(f"127.0.0.1:{second.port}"), on_first.key, settings.admin_key)
+    for api in (on_first, on_second, on_first, on_second):
+        await _list_jobs(api)
+    for api in (on_second, on_first):
+        assert (await _rejected(_list_jobs(api))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    await on_first.channel.close()
+    await on_second.channel.close()
+
+
+async def test_key_limit_beats_project_limit_beats_server_default(make_app: AppFactory,
+                                                                  settings: Settings) -> None:
+    app = await make_app(api_rate_limit=2, api_rate_window=timedelta(minutes=1))
+    admin = await connect(app, settings.admin_key)
+    limited_project = await _new_project(admin, project_pb2.ApiRateLimit(requests=4, window=MINUTE))
+    plain_project = await _new_project(admin)
+    project_limit = await _new_key(admin, limited_project)
+    own_limit = await _new_key(admin, limited_project, project_pb2.ApiRateLimit(requests=6, window=MINUTE))
+    default_limit = await _new_key(admin, plain_project)
+    await _exhausted_after(project_limit, 4)
+    await _exhausted_after(own_limit, 6)
+    await _exhausted_after(default_limit, 2)
+    # Each key has its own counter: the others' calls did not use it up.
+    fresh = await _new_key(admin, limited_project)
+    await _exhausted_after(fresh, 4)
+    keys = await admin.projects.ListApiKeys(project_pb2.ListApiKeysRequest(project_id=limited_project),
+                                            metadata=admin.admin_metadata)
+    assert sorted(k.api_rate_limit.requests for k in keys.api_keys) == [0, 0, 6]
+    got = await admin.projects.GetProject(project_pb2.GetProjectRequest(id=limited_project),
+                                          metadata=admin.admin_metadata)
+    assert got.project.api_rate_limit.requests == 4 and got.project.api_rate_limit.window.seconds == 60
+    await admin.channel.close()
+
+
+async def test_changed_limits_apply_at_once(make_app: AppFactory, settings: Settings) -> None:
+    app = await make_app(api_rate_limit=2, api_rate_window=timedelta(minutes=1))
+    admin = await connect(app, settings.admin_key)
+    project_id = await _new_project(admin)
+    api = await _new_key(admin, project_id)
+    await _exhausted_after(api, 2)  # the counter stands at 3: refused calls count too
+    key_id = (await admin.projects.ListApiKeys(project_pb2.ListApiKeysRequest(project_id=project_id),
+                                               metadata=admin.admin_metadata)).api_keys[0].id
+    updated = await admin.projects.UpdateApiKey(project_pb2.UpdateApiKeyRequest(
+        api_key=project_pb2.ApiKey(id=key_id, api_rate_limit=project_pb2.ApiRateLimit(requests=5, window=MINUTE)),
+        update_mask=FieldMask(paths=["api_rate_limit"])), metadata=admin.admin_metadata)
+    assert updated.api_key.api_rate_limit.requests == 5
+    await _exhausted_after(api, 2)  # calls 4 and 5
+    # Cleared: back to the project's limit, now raised for every key of the project.
+    await admin.projects.UpdateApiKey(project_pb2.UpdateApiKeyRequest(
+        api_key=project_pb2.ApiKey(id=key_id), update_mask=FieldMask(paths=["api_rate_limit"])),
+        metadata=admin.admin_metadata)
+    await admin.projects.UpdateProject(project_pb2.UpdateProjectRequest(
+        project=project_pb2.Project(id=project_id, api_rate_limit=project_pb2.ApiRateLimit(requests=8, window=MINUTE)),
+        update_mask=FieldMask(paths=["api_rate_limit"])), metadata=admin.admin_metadata)
+    await _exhausted_after(api, 2)  # calls 7 and 8
+    await admin.channel.close()
+
+
+async def test_only_the_admin_sets_rate_limits(api: Api) -> None:
+    limit = project_pb2.ApiRateLimit(requests=10**6, window=MINUTE)
+    mask = FieldMask(paths=["api_rate_limit"])
+    for call in (
+        api.projects.CreateApiKey(project_pb2.CreateApiKeyRequest(name="more", api_rate_limit=limit),
+                                  metadata=api.metadata),
+        api.projects.UpdateApiKey(project_pb2.UpdateApiKeyRequest(
+            api_key=project_pb2.ApiKey(id="key_x", api_rate_limit=limit), update_mask=mask), metadata=api.metadata),
+        api.projects.UpdateProject(project_pb2.UpdateProjectRequest(
+            project=project_pb2.Project(id="proj_x", api_rate_limit=limit), update_mask=mask), metadata=api.metadata),
+    ):
+        assert (await _rejected(call)).code() == grpc.StatusCode.PERMISSION_DENIED
+    bad = project_pb2.ApiRateLimit(requests=0, window=Duration(nanos=500_000_000))
+    err = await _rejected(api.projects.CreateProject(project_pb2.CreateProjectRequest(slug="x", api_rate_limit=bad),
+                                                     metadata=api.admin_metadata))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"api_rate_limit.requests", "api_rate_limit.window"} <= _fields(err)
+
+
+def _fields(err: grpc.aio.AioRpcError) -> set[str]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    for any_ in status.details:
+        if any_.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            any_.Unpack(bad)
+            return {v.field for v in bad.field_violations}
+    return set()
+
+
+async def test_lockout_blocks_every_key_from_the_address_until_it_ends(make_app: AppFactory,
+                                                                       settings: Settings) -> None:
+    app = await make_app(auth_lockout="3:3s")
+    good = await connect(app, settings.admin_key)
+    wrong = Api(good.channel, auth.KEY_PREFIX + "0" * 64, settings.admin_key)
+    for _ in range(3):
+        assert (await _rejected(_list_jobs(wrong))).code() == grpc.StatusCode.UNAUTHENTICATED
+    err = await _rejected(_list_jobs(good))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    info = details(err)
+    assert info["ErrorInfo"].reason == "AUTH_LOCKED_OUT"
+    assert timedelta(0) < info["RetryInfo"].retry_delay.ToTimedelta() <= timedelta(seconds=3)
+    # Every credential from that address, the admin key too; nothing is written meanwhile.
+    assert (await _rejected(_list_jobs(wrong))).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await _rejected(good.create_job("j", "https://example.com/hook"))).code() == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await _rejected(good.projects.ListProjects(project_pb2.ListProjectsRequest(),
+                                                       metadata=good.admin_metadata))).code() == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    health = await health_pb2_grpc.HealthStub(good.channel).Check(health_pb2.HealthCheckRequest(service=""))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def admitted() -> bool:
+        try:
+            await _list_jobs(good)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return False
+        return True
+
+    await eventually(admitted, timeout=10)
+    assert app.pool is not None and await app.pool.fetchval("SELECT count(*) FROM jobs") == 0
+    await good.channel.close()
+
+
+async def test_lockout_tiers_grow_with_repeated_failures(backend: Backend) -> None:
+    client = aioredis.from_url(backend.redis_url)
+    limiter = Limiter(client, f"t{uuid.uuid4().hex[:12]}", default=None,
+                      lockout=((2, timedelta(milliseconds=300)), (4, timedelta(seconds=30))),
+                      failure_window=timedelta(minutes=1))
+    address = "203.0.113.7"
+
+    async def blocked_for() -> float:
+        try:
+            await limiter.check_blocked(address)
+        except errors.ResourceExhausted as exc:
+            assert exc.retry_after_seconds is not None
+            return exc.retry_after_seconds
+        return 0.0
+
+    async def unblocked() -> bool:
+        return await blocked_for() == 0.0
+
+    try:
+        await limiter.failed(address)
+        assert await blocked_for() == 0.0
+        await limiter.failed(address)  # 2: first tier
+        assert 0 < await blocked_for() <= 0.3
+        with pytest.raises(errors.ResourceExhausted):
+            await limiter.failed(address)  # refused while blocked, and not counted
+        await eventually(unblocked)
+        await limiter.failed(address)  # 3: still the first tier
+        assert 0 < await blocked_for() <= 0.3
+        await eventually(unblocked)
+        await limiter.failed(address)  # 4: second tier
+        assert 1 < await blocked_for() <= 30
+        # Other addresses are unaffected, and so is a valid key's admission elsewhere.
+        await limiter.check_blocked("203.0.113.8")
+    finally:
+        await client.aclose()
+
+
+async def test_redis_failures_let_calls_through() -> None:
+    client = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    limiter = Limiter(client, "t", default=ApiRateLimit(1, timedelta(minutes=1)),
+                      lockout=((1, timedelta(minutes=1)),), failure_window=timedelta(minutes=1))
+    principal = auth.Principal(project_id="proj_x", key_id="key_x")
+    try:
+        for _ in range(3):
+            await limiter.failed("192.0.2.1")
+            await limiter.check_blocked("192.0.2.1")
+            await limiter.admit("192.0.2.1", principal)
+    finally:
+        await client.aclose()
+
+
+async def test_the_app_without_limits_answers_normally(make_app: AppFactory, settings: Settings) -> None:
+    app: App = await make_app(api_rate_limit=0, auth_lockout="")
+    api = await connect(app, settings.admin_key)
+    for _ in range(20):
+        await _list_jobs(api)
+    await api.channel.close()

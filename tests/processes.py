@@ -1,0 +1,67 @@
+"""`strait serve` as a real subprocess, for tests that need several OS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from strait_server.config import Settings
+from tests.conftest import eventually
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve_subprocess(settings: Settings, **env_overrides: str) -> AsyncIterator[
+        tuple[asyncio.subprocess.Process, int]]:
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "STRAIT_DATABASE_URL": settings.database_url,
+        "STRAIT_REDIS_URL": settings.redis_url,
+        "STRAIT_REDIS_NAMESPACE": settings.redis_namespace,
+        "STRAIT_ADDRESS": f"127.0.0.1:{port}",
+        "STRAIT_ADMIN_KEY": settings.admin_key,
+        "STRAIT_JWT_SIGNING_KEY": settings.jwt_signing_key,
+        "STRAIT_ALLOW_PRIVATE_ENDPOINTS": "true",
+        "STRAIT_HEARTBEAT_INTERVAL": "200ms",
+        "STRAIT_SWEEP_INTERVAL": "200ms",
+        "STRAIT_POLL_INTERVAL": "200ms",
+        "STRAIT_OWNER_STALE_AFTER": "2s",
+        "STRAIT_LOG_LEVEL": "warning",
+        **env_overrides,
+    })
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode", "all",
+                                                env=env)
+    try:
+        await _wait_serving(port, proc)
+        yield proc, port
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _wait_serving(port: int, proc: asyncio.subprocess.Process) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        async def serving() -> bool:
+            assert proc.returncode is None, "server exited during start-up"
+            try:
+                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+            return resp.status == health_pb2.HealthCheckResponse.SERVING
+        await eventually(serving, timeout=30, interval=0.1)
