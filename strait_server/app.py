@@ -31,6 +31,7 @@ from strait_server.queue import Queue
 from strait_server.scheduler.cron import Clock, CronScheduler
 from strait_server.scheduler.retention import RetentionSweeper
 from strait_server.scheduler.sweeper import Sweeper
+from strait_server.store.circuits import CircuitStore
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
@@ -187,6 +188,7 @@ class App:
             tokens=RunTokenSigner(s.jwt_signing_key),
             streams=streams,
             limiter=self._limiter(),
+            circuits=CircuitStore(self.pool),
         )
         self._server, self._health = build_server(deps, tel.server_interceptors())
         self.port = self._server.add_insecure_port(s.address)

@@ -94,6 +94,9 @@ class Settings:
     settle_flush_interval: timedelta = timedelta(milliseconds=2)
     settle_batch_size: int = 200
     drain_timeout: timedelta = timedelta(seconds=30)
+    # Endpoint circuit breakers: consecutive failed dispatches that open a circuit (0: off), and for how long.
+    circuit_failure_threshold: int = 5
+    circuit_open_for: timedelta = timedelta(seconds=60)
     heartbeat_interval: timedelta = timedelta(seconds=1)
     owner_stale_after: timedelta = timedelta(seconds=5)
     sweep_interval: timedelta = timedelta(seconds=1)

@@ -173,11 +173,14 @@ WITH v AS (
     SET status = v.to_status,
         output = coalesce(v.output, r.output),
         error = v.error, error_class = v.error_class,
+        -- Not attempted (its endpoint's circuit is open): the attempt is given back, nothing is recorded.
+        attempt = r.attempt - (v.error_class = 'circuit_open')::int,
         finish_time = CASE WHEN v.to_status = 'queued' THEN NULL ELSE now() END,
         run_at = CASE WHEN v.to_status = 'queued' THEN now() + v.delay_ms * interval '1 millisecond'
                       ELSE r.run_at END,
         lease_owner = NULL, deadline = NULL, update_time = now(),
-        attempt_history = r.attempt_history || jsonb_build_array(v.rec),
+        attempt_history = CASE WHEN v.error_class = 'circuit_open' THEN r.attempt_history
+                               ELSE r.attempt_history || jsonb_build_array(v.rec) END,
         event_seq = r.event_seq + 1
     FROM v
     -- Fencing: only the owner of this very attempt may settle it; a canceled or recovered run is left alone.
@@ -193,7 +196,7 @@ WITH v AS (
     -- dropped, but what the endpoint answered still belongs in the attempt history.
     UPDATE runs r SET attempt_history = r.attempt_history || jsonb_build_array(v.rec)
     FROM v
-    WHERE r.id = v.id AND r.status <> 'executing' AND r.attempt = v.attempt
+    WHERE r.id = v.id AND r.status <> 'executing' AND r.attempt = v.attempt AND v.error_class <> 'circuit_open'
       AND NOT r.attempt_history @> jsonb_build_array(jsonb_build_object('attempt', v.attempt))
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)

@@ -59,6 +59,8 @@ def settings(database_url: str, backend: Backend) -> Settings:
         shutdown_grace=timedelta(seconds=1),
         db_pool_min=1,
         db_pool_max=10,
+        # Tests poll the API (eventually) far faster than any client should; the limit tests set their own.
+        api_rate_limit=0,
     )
 
 

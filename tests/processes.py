@@ -40,6 +40,7 @@ async def serve_subprocess(settings: Settings, **env_overrides: str) -> AsyncIte
         "STRAIT_POLL_INTERVAL": "200ms",
         "STRAIT_OWNER_STALE_AFTER": "2s",
         "STRAIT_LOG_LEVEL": "warning",
+        "STRAIT_API_RATE_LIMIT": "0",  # tests poll faster than clients should (see conftest.settings)
         **env_overrides,
     })
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode", "all",

@@ -20,6 +20,7 @@ class Received:
     body: bytes
     at: float
     done_at: float | None = None  # when the answer was sent (monotonic), None while in flight
+    wall: float = field(default_factory=time.time)  # arrival on the wall clock, to compare with event times
 
     @property
     def run_id(self) -> str:

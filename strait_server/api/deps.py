@@ -18,6 +18,7 @@ from strait_server.errors import Violations
 from strait_server.events import EventBus
 from strait_server.model import Job, Run, RunStatus
 from strait_server.queue import ClaimedRun
+from strait_server.store.circuits import CircuitStore
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
@@ -53,6 +54,7 @@ class Deps:
     direct: DirectDispatch | None = None
     # API rate limits and the failed-authentication lockout (None without Redis).
     limiter: Limiter | None = None
+    circuits: CircuitStore | None = None
 
     def announce(self, runs: Iterable[Run]) -> None:
         """After runs were created: wake their watchers, the dispatchers (queued ones) and the promoter

@@ -10,6 +10,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from strait_client.v1 import (
+    circuit_pb2,
+    circuit_pb2_grpc,
     job_pb2,
     job_pb2_grpc,
     project_pb2,
@@ -21,6 +23,7 @@ from strait_client.v1 import (
     schedule_pb2,
     schedule_pb2_grpc,
 )
+from strait_server.api.circuits import EndpointCircuitServicer
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import GuardInterceptor
 from strait_server.api.jobs import JobServicer
@@ -35,6 +38,7 @@ SERVICE_NAMES = (
     run_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     run_context_pb2.DESCRIPTOR.services_by_name["RunContextService"].full_name,
     schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
+    circuit_pb2.DESCRIPTOR.services_by_name["EndpointCircuitService"].full_name,
 )
 
 
@@ -58,6 +62,8 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = ()) -> tuple[gr
     run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(deps), server)
     run_context_pb2_grpc.add_RunContextServiceServicer_to_server(RunContextServicer(deps), server)
     schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(deps), server)
+    if deps.circuits is not None:
+        circuit_pb2_grpc.add_EndpointCircuitServiceServicer_to_server(EndpointCircuitServicer(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

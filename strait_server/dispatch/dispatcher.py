@@ -14,11 +14,13 @@ import asyncpg
 
 from strait_server import ids
 from strait_server.config import Settings
+from strait_server.dispatch.circuits import Circuits
 from strait_server.dispatch.gates import GatedClaimer
 from strait_server.dispatch.http import HttpExecutor, failed_outcome
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome, Queue
+from strait_server.store.circuits import CircuitStore
 from strait_server.tasks import cancel_and_wait
 from strait_server.telemetry import Telemetry
 
@@ -44,6 +46,9 @@ class Dispatcher:
         self.outcomes_settled = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._gates = GatedClaimer(queue.pool)
+        self._circuit_store = CircuitStore(queue.pool)
+        self._circuits = Circuits(self._circuit_store, threshold=settings.circuit_failure_threshold,
+                                  open_for=settings.circuit_open_for)
         # A gated claim held runs back: a run ending here may free their slot, so come back after settling.
         self._gates_held = False
         self._settler = SettleBuffer(queue, self.owner,
@@ -149,21 +154,41 @@ class Dispatcher:
 
     async def _run_one(self, run: ClaimedRun) -> None:
         started = time.perf_counter()
-        with self._telemetry.tracing.dispatch(run) as span:  # current while the executor sends the request
-            try:
-                outcome = await self._executor.execute(run)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Never leave a run executing because of a bug here: settle it as a retryable failure.
-                log.exception("dispatch failed unexpectedly", extra={"action": "dispatch_error", "run_id": run.id})
-                outcome = failed_outcome(run, f"internal dispatch error: {type(exc).__name__}")
-            self._telemetry.dispatched(run, outcome, time.perf_counter() - started, span)
+        outcome = await self._circuit_gate(run)
+        if outcome is None:
+            with self._telemetry.tracing.dispatch(run) as span:  # current while the executor sends the request
+                try:
+                    outcome = await self._executor.execute(run)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Never leave a run executing because of a bug here: settle it as a retryable failure.
+                    log.exception("dispatch failed unexpectedly",
+                                  extra={"action": "dispatch_error", "run_id": run.id})
+                    outcome = failed_outcome(run, f"internal dispatch error: {type(exc).__name__}")
+                self._telemetry.dispatched(run, outcome, time.perf_counter() - started, span)
+            await self._circuit_record(run, outcome)
         try:
             self._settler.add(outcome)
         finally:
             self._inflight.pop(run.id, None)
             self._slot_freed.set()
+
+    async def _circuit_gate(self, run: ClaimedRun) -> Outcome | None:
+        try:
+            return await self._circuits.admit(run)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("circuit check failed, dispatching anyway: %s", exc, extra={"action": "circuit_error"})
+            return None
+
+    async def _circuit_record(self, run: ClaimedRun, outcome: Outcome) -> None:
+        try:
+            note = await self._circuits.record(run, outcome)
+            if note is not None:
+                await self._circuit_store.note(run.id, note)
+                self._on_events([run.id])
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("recording a circuit outcome failed: %s", exc, extra={"action": "circuit_error"})
 
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.heartbeat_interval.total_seconds()

@@ -1,0 +1,2 @@
+-- depends: 0006_retention
+DROP TABLE IF EXISTS endpoint_circuits;
