@@ -3,7 +3,6 @@ DROP TABLE IF EXISTS debounce_runs;
 DROP TABLE IF EXISTS job_rate_windows;
 DROP FUNCTION IF EXISTS strait_run_gate(text);
 DROP FUNCTION IF EXISTS strait_gate(text, text, integer, integer, integer, text);
-DROP INDEX IF EXISTS run_leases_job_idx;
 ALTER TABLE run_leases DROP COLUMN concurrency_key, DROP COLUMN job_id;
 DROP INDEX IF EXISTS run_queue_gate_idx;
 DROP INDEX IF EXISTS run_queue_claim_idx;

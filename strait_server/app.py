@@ -190,7 +190,7 @@ class App:
             limiter=self._limiter(),
             circuits=CircuitStore(self.pool),
         )
-        self._server, self._health = build_server(deps, tel.server_interceptors())
+        self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)))
         self.port = self._server.add_insecure_port(s.address)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {s.address}")

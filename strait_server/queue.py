@@ -56,8 +56,9 @@ WITH due AS (
       -- Runs of disabled (or deleted) jobs wait in the queue until the job is enabled again. A scalar
       -- subquery, not EXISTS: as a semi-join the planner sorts every queued row instead of walking the index.
       AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
-      -- Past its TTL: left for the expiry sweep, never started.
-      AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.id = q.run_id AND e.expires_at <= now())
+      -- Past its TTL: left for the expiry sweep, never started. A scalar subquery again: as an anti-join the
+      -- planner scanned all of runs once the table was big (1,000,000 queued runs: 400 ms per claim).
+      AND NOT coalesce((SELECT e.expires_at <= now() FROM runs e WHERE e.id = q.run_id), false)
     ORDER BY q.priority DESC, q.run_at, q.run_id
     LIMIT $1
     FOR UPDATE OF q SKIP LOCKED
@@ -115,7 +116,7 @@ FROM unnest($1::text[], $2::int[]) AS g(gate, n)
 CROSS JOIN LATERAL (
     SELECT q.run_id, q.priority, q.run_at FROM run_queue q
     WHERE q.gate = g.gate AND q.run_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.id = q.run_id AND e.expires_at <= now())
+      AND NOT coalesce((SELECT e.expires_at <= now() FROM runs e WHERE e.id = q.run_id), false)
     ORDER BY q.priority DESC, q.run_at, q.run_id
     LIMIT g.n
     FOR UPDATE OF q SKIP LOCKED

@@ -142,15 +142,24 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticator: Authenticator, limiter: Limiter | None = None) -> None:
         self._auth = authenticator
         self._limiter = limiter
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per registered method (unknown ones are not kept)
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
-            return handler
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or method.startswith(EXEMPT_PREFIXES):
+            return handler
+        # Innermost interceptor: the registered handler is the same on every call, so its wrapper is too.
+        self._wrapped[method] = wrapped = self._wrap(handler, method)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, handler.request_deserializer, method),

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # After a Redis error, calls skip the limits for this long instead of each waiting for a timeout.
 _SKIP_AFTER_ERROR = 5.0
 _LOG_EVERY = 30.0
+_CLEAR_FOR = 1.0
 
 # KEYS[1] the address's block, KEYS[2] (optional) the API key's counter; ARGV[1] limit, ARGV[2] window ms.
 # Returns {0, 0} allowed, {1, ms} address blocked for ms, {2, ms} over the limit until the window ends.
@@ -101,17 +102,29 @@ class Limiter:
         self._redis = redis
         self._skip_until = 0.0
         self._last_log = 0.0
+        # Addresses seen not locked out, until when (monotonic): a healthy client's calls cost no Redis round
+        # trip for the lockout alone. Another process's block reaches this one within _CLEAR_FOR.
+        self._clear: dict[str, float] = {}
+
+    def _known_clear(self, address: str) -> bool:
+        return self._clear.get(address, 0.0) > time.monotonic()
+
+    def _seen_clear(self, address: str) -> None:
+        if len(self._clear) > 10_000:
+            self._clear.clear()
+        self._clear[address] = time.monotonic() + _CLEAR_FOR
 
     def _block_key(self, address: str) -> str:
         return f"{self._ns}:lockout:{address}"
 
     async def check_blocked(self, address: str) -> None:
         """Raises ResourceExhausted while the address is locked out."""
-        if not self._lockout:
+        if not self._lockout or self._known_clear(address):
             return
         ttl = await self._call(lambda: self._redis.pttl(self._block_key(address)))
         if isinstance(ttl, int) and ttl > 0:
             raise _locked_out(ttl)
+        self._seen_clear(address)
 
     async def admit(self, address: str, principal: auth.Principal) -> None:
         """Counts an authenticated call: ResourceExhausted if the address is locked out or the key is over
@@ -122,12 +135,14 @@ class Limiter:
         if limit is not None:
             keys.append(f"{self._ns}:rate:{principal.key_id}")
             args = [limit.requests, _ms(limit.window)]
-        elif not self._lockout:
+        elif not self._lockout or self._known_clear(address):
             return
         result = await self._call(lambda: self._admit(keys=keys, args=args))
         if not result:
             return
         verdict, ttl = int(result[0]), int(result[1])
+        if verdict == 0:
+            self._seen_clear(address)
         if verdict == 1:
             raise _locked_out(ttl)
         if verdict == 2:
@@ -140,6 +155,7 @@ class Limiter:
         """Counts a failed authentication; raises ResourceExhausted if the address is locked out already."""
         if not self._lockout:
             return
+        self._clear.pop(address, None)
         keys = [self._block_key(address), f"{self._ns}:authfail:{address}"]
         result = await self._call(lambda: self._fail(keys=keys, args=self._lockout_args))
         if result and int(result[0]) == 1:

@@ -42,10 +42,15 @@ class Telemetry:
         self.metrics.dispatch_duration.labels(run.job_id, label).observe(seconds)
         self.tracing.dispatched(span, outcome, label)
 
-    def server_interceptors(self) -> list[Any]:
+    def server_interceptors(self, *, metrics: bool = True) -> list[Any]:
         """Outermost first: metrics see every call's final status; the tracing interceptor makes the server
-        span current for the guard and the servicer."""
-        interceptors: list[Any] = [MetricsInterceptor(self.metrics)]
+        span current for the guard and the servicer. Without a metrics endpoint nobody reads the gRPC
+        counters, so their interceptor is left out (it costs every call a little)."""
+        interceptors: list[Any] = []
+        if metrics:
+            # Tracing wraps each call with that call's details: the chain's handlers can only be reused
+            # per method without it.
+            interceptors.append(MetricsInterceptor(self.metrics, reuse_handlers=self.tracer_provider is None))
         if self.tracer_provider is not None:
             from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 

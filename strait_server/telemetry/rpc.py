@@ -30,8 +30,12 @@ def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, *, reuse_handlers: bool = False) -> None:
         self._metrics = metrics
+        # The wrapped handler of each method, built once (intercept_service runs on every call); only when
+        # no inner interceptor builds per-call handlers (OpenTelemetry's keeps the call's details).
+        self._reuse = reuse_handlers
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def _observe(self, method: str, context: grpc.aio.ServicerContext, exc: BaseException | None,
                  started: float) -> None:
@@ -42,10 +46,19 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
+        wrapped = self._wrap(handler, method)
+        if self._reuse:
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         kwargs = {"request_deserializer": handler.request_deserializer,
                   "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
