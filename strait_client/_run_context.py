@@ -110,6 +110,11 @@ class AsyncRunContext:
     async def set_output(self, output: Any) -> int:
         return int((await self._call("SetOutput", pb.SetOutputRequest(output_json=json.dumps(output)))).sequence)
 
+    async def report_cost(self, cost_microusd: int) -> bool:
+        """Adds to the run's cost and its project's monthly spend; True when the budget is now spent."""
+        resp = await self._call("ReportCost", pb.ReportCostRequest(cost_microusd=cost_microusd))
+        return bool(resp.budget_exhausted)
+
     async def complete(self, output: Any | None = None) -> None:
         await self._call("Complete", pb.CompleteRequest(output_json=_dumps(output)))
 
@@ -191,6 +196,10 @@ class RunContext:
 
     def set_output(self, output: Any) -> int:
         return int(self._call("SetOutput", pb.SetOutputRequest(output_json=json.dumps(output))).sequence)
+
+    def report_cost(self, cost_microusd: int) -> bool:
+        """Adds to the run's cost and its project's monthly spend; True when the budget is now spent."""
+        return bool(self._call("ReportCost", pb.ReportCostRequest(cost_microusd=cost_microusd)).budget_exhausted)
 
     def complete(self, output: Any | None = None) -> None:
         self._call("Complete", pb.CompleteRequest(output_json=_dumps(output)))

@@ -22,6 +22,7 @@ from strait_server.api.pagination import PageTokens
 from strait_server.api.server import build_server, set_serving
 from strait_server.api.streams import StreamLimits
 from strait_server.auth import RunTokenSigner
+from strait_server.budget import BudgetGuard
 from strait_server.config import Settings
 from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
@@ -31,6 +32,7 @@ from strait_server.queue import Queue
 from strait_server.scheduler.cron import Clock, CronScheduler
 from strait_server.scheduler.retention import RetentionSweeper
 from strait_server.scheduler.sweeper import Sweeper
+from strait_server.store.budgets import BudgetStore
 from strait_server.store.circuits import CircuitStore
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
@@ -110,7 +112,7 @@ class App:
             self.cron = CronScheduler(self.pool, JobStore(self.pool, tel.metrics), RunStore(self.pool, tel),
                                       interval=s.cron_interval, clock=self.clock,
                                       on_events=self.events.published, on_enqueued=self._wake.notify,
-                                      metrics=tel.metrics)
+                                      metrics=tel.metrics, budgets=BudgetGuard(BudgetStore(self.pool), tel.metrics))
             self.cron.start()
             if s.retention > timedelta(0):
                 self._retention = RetentionSweeper(RetentionStore(self.pool), retention=s.retention,
@@ -175,6 +177,7 @@ class App:
         tel = self.telemetry
         streams = StreamLimits(s.watch_max_streams_per_project)
         tel.metrics.watch_streams.set_function(lambda: streams.open_streams)  # read at scrape time
+        budget_store = BudgetStore(self.pool)
         deps = Deps(
             settings=s, projects=projects, jobs=JobStore(self.pool, tel.metrics), runs=RunStore(self.pool, tel),
             authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
@@ -189,6 +192,8 @@ class App:
             streams=streams,
             limiter=self._limiter(),
             circuits=CircuitStore(self.pool),
+            budgets=BudgetGuard(budget_store, tel.metrics),
+            budget_store=budget_store,
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)))
         self.port = self._server.add_insecure_port(s.address)

@@ -110,6 +110,9 @@ class Project:
     create_time: datetime
     # Limit of this project's keys that have none of their own; None: the server default.
     api_rate_limit: ApiRateLimit | None = None
+    monthly_budget_microusd: int | None = None
+    budget_action: str = "notify"
+    month_spend_microusd: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,6 +223,7 @@ class Run:
     concurrency_key: str = ""
     # Why a due run is not starting yet (a limit or the execution window); empty once it starts.
     wait_reason: str = ""
+    cost_microusd: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,33 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _BudgetAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BudgetActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUDGET_ACTION_UNSPECIFIED: _BudgetAction.ValueType  # 0
+    """NOTIFY."""
+    BUDGET_ACTION_NOTIFY: _BudgetAction.ValueType  # 1
+    """Runs are still created; the crossing is logged and counted (strait_budget_exhausted_total)."""
+    BUDGET_ACTION_REJECT: _BudgetAction.ValueType  # 2
+    """New runs are refused with RESOURCE_EXHAUSTED (ErrorInfo reason PROJECT_BUDGET_EXHAUSTED) and cron ticks
+    are skipped until the month ends or the budget is raised.
+    """
+
+class BudgetAction(_BudgetAction, metaclass=_BudgetActionEnumTypeWrapper): ...
+
+BUDGET_ACTION_UNSPECIFIED: BudgetAction.ValueType  # 0
+"""NOTIFY."""
+BUDGET_ACTION_NOTIFY: BudgetAction.ValueType  # 1
+"""Runs are still created; the crossing is logged and counted (strait_budget_exhausted_total)."""
+BUDGET_ACTION_REJECT: BudgetAction.ValueType  # 2
+"""New runs are refused with RESOURCE_EXHAUSTED (ErrorInfo reason PROJECT_BUDGET_EXHAUSTED) and cron ticks
+are skipped until the month ends or the budget is raised.
+"""
+Global___BudgetAction: _TypeAlias = BudgetAction  # noqa: Y015
 
 @_typing.final
 class ApiRateLimit(_message.Message):
@@ -64,11 +92,22 @@ class Project(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     API_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    MONTHLY_BUDGET_MICROUSD_FIELD_NUMBER: _builtins.int
+    BUDGET_ACTION_FIELD_NUMBER: _builtins.int
+    MONTH_TO_DATE_SPEND_MICROUSD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Prefixed, time-sortable id ("proj_...")."""
     slug: _builtins.str
     """Caller-chosen identifier, unique across the server: lower-case letters, digits and hyphens."""
     name: _builtins.str
+    monthly_budget_microusd: _builtins.int
+    """Monthly budget in micro-USD (1 USD = 1,000,000), spent by the costs runs report
+    (RunContextService.ReportCost) per calendar month in UTC. Unset: no budget. Only the admin key may set it.
+    """
+    budget_action: Global___BudgetAction.ValueType
+    """What happens once the month's spend reaches the budget."""
+    month_to_date_spend_microusd: _builtins.int
+    """Output only. The costs reported this month, in micro-USD."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -85,12 +124,17 @@ class Project(_message.Message):
         name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         api_rate_limit: Global___ApiRateLimit | None = ...,
+        monthly_budget_microusd: _builtins.int | None = ...,
+        budget_action: Global___BudgetAction.ValueType = ...,
+        month_to_date_spend_microusd: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_monthly_budget_microusd", b"_monthly_budget_microusd", "api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "monthly_budget_microusd", b"monthly_budget_microusd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "id", b"id", "name", b"name", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_monthly_budget_microusd", b"_monthly_budget_microusd", "api_rate_limit", b"api_rate_limit", "budget_action", b"budget_action", "create_time", b"create_time", "id", b"id", "month_to_date_spend_microusd", b"month_to_date_spend_microusd", "monthly_budget_microusd", b"monthly_budget_microusd", "name", b"name", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__monthly_budget_microusd: _TypeAlias = _typing.Literal["monthly_budget_microusd"]  # noqa: Y015
+    _WhichOneofArgType__monthly_budget_microusd: _TypeAlias = _typing.Literal["_monthly_budget_microusd", b"_monthly_budget_microusd"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__monthly_budget_microusd) -> _WhichOneofReturnType__monthly_budget_microusd | None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
 
@@ -288,8 +332,9 @@ class UpdateProjectRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Paths relative to Project: "name", "api_rate_limit". Required. A named field left unset is cleared
-        (api_rate_limit: back to the server default).
+        """Paths relative to Project: "name", "api_rate_limit", "monthly_budget_microusd", "budget_action".
+        Required. A named field left unset is cleared (api_rate_limit: back to the server default;
+        monthly_budget_microusd: no budget).
         """
 
     def __init__(

@@ -383,3 +383,54 @@ class StreamOutputResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamOutputResponse: _TypeAlias = StreamOutputResponse  # noqa: Y015
+
+@_typing.final
+class ReportCostRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    COST_MICROUSD_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    cost_microusd: _builtins.int
+    """Micro-USD to add, 1..1,000,000,000,000."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        cost_microusd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_microusd", b"cost_microusd", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportCostRequest: _TypeAlias = ReportCostRequest  # noqa: Y015
+
+@_typing.final
+class ReportCostResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_COST_MICROUSD_FIELD_NUMBER: _builtins.int
+    MONTH_TO_DATE_SPEND_MICROUSD_FIELD_NUMBER: _builtins.int
+    BUDGET_EXHAUSTED_FIELD_NUMBER: _builtins.int
+    run_cost_microusd: _builtins.int
+    """The run's cost so far."""
+    month_to_date_spend_microusd: _builtins.int
+    """The project's spend this month, after this report."""
+    budget_exhausted: _builtins.bool
+    """Whether the spend has reached the project's monthly budget."""
+    def __init__(
+        self,
+        *,
+        run_cost_microusd: _builtins.int = ...,
+        month_to_date_spend_microusd: _builtins.int = ...,
+        budget_exhausted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_exhausted", b"budget_exhausted", "month_to_date_spend_microusd", b"month_to_date_spend_microusd", "run_cost_microusd", b"run_cost_microusd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportCostResponse: _TypeAlias = ReportCostResponse  # noqa: Y015

@@ -78,6 +78,11 @@ class RunContextServiceStub:
                 request_serializer=strait_dot_v1_dot_run__context__pb2.StreamOutputRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_run__context__pb2.StreamOutputResponse.FromString,
                 _registered_method=True)
+        self.ReportCost = channel.unary_unary(
+                '/strait.v1.RunContextService/ReportCost',
+                request_serializer=strait_dot_v1_dot_run__context__pb2.ReportCostRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_run__context__pb2.ReportCostResponse.FromString,
+                _registered_method=True)
 
 
 class RunContextServiceServicer:
@@ -142,6 +147,13 @@ class RunContextServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportCost(self, request, context):
+        """Adds to the run's cost and to its project's spend this month (see Project.monthly_budget_microusd).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunContextServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +196,11 @@ def add_RunContextServiceServicer_to_server(servicer, server):
                     servicer.StreamOutput,
                     request_deserializer=strait_dot_v1_dot_run__context__pb2.StreamOutputRequest.FromString,
                     response_serializer=strait_dot_v1_dot_run__context__pb2.StreamOutputResponse.SerializeToString,
+            ),
+            'ReportCost': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportCost,
+                    request_deserializer=strait_dot_v1_dot_run__context__pb2.ReportCostRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_run__context__pb2.ReportCostResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +422,33 @@ class RunContextService:
             '/strait.v1.RunContextService/StreamOutput',
             strait_dot_v1_dot_run__context__pb2.StreamOutputRequest.SerializeToString,
             strait_dot_v1_dot_run__context__pb2.StreamOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportCost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.RunContextService/ReportCost',
+            strait_dot_v1_dot_run__context__pb2.ReportCostRequest.SerializeToString,
+            strait_dot_v1_dot_run__context__pb2.ReportCostResponse.FromString,
             options,
             channel_credentials,
             insecure,

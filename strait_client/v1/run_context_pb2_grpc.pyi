@@ -53,6 +53,8 @@ class RunContextServiceStub:
     """Fails the run at once, without retries."""
     StreamOutput: _grpc.StreamUnaryMultiCallable[_run_context_pb2.StreamOutputRequest, _run_context_pb2.StreamOutputResponse]
     """Streams output chunks; each becomes an event."""
+    ReportCost: _grpc.UnaryUnaryMultiCallable[_run_context_pb2.ReportCostRequest, _run_context_pb2.ReportCostResponse]
+    """Adds to the run's cost and to its project's spend this month (see Project.monthly_budget_microusd)."""
 
 @_typing.type_check_only
 class RunContextServiceAsyncStub(RunContextServiceStub):
@@ -78,6 +80,8 @@ class RunContextServiceAsyncStub(RunContextServiceStub):
     """Fails the run at once, without retries."""
     StreamOutput: _aio.StreamUnaryMultiCallable[_run_context_pb2.StreamOutputRequest, _run_context_pb2.StreamOutputResponse]  # type: ignore[assignment]
     """Streams output chunks; each becomes an event."""
+    ReportCost: _aio.UnaryUnaryMultiCallable[_run_context_pb2.ReportCostRequest, _run_context_pb2.ReportCostResponse]  # type: ignore[assignment]
+    """Adds to the run's cost and to its project's spend this month (see Project.monthly_budget_microusd)."""
 
 class RunContextServiceServicer(metaclass=_abc_1.ABCMeta):
     """For code running inside a run. Authenticated by the run token the dispatch carried
@@ -148,5 +152,13 @@ class RunContextServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_run_context_pb2.StreamOutputResponse, _abc.Awaitable[_run_context_pb2.StreamOutputResponse]]:
         """Streams output chunks; each becomes an event."""
+
+    @_abc_1.abstractmethod
+    def ReportCost(
+        self,
+        request: _run_context_pb2.ReportCostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_run_context_pb2.ReportCostResponse, _abc.Awaitable[_run_context_pb2.ReportCostResponse]]:
+        """Adds to the run's cost and to its project's spend this month (see Project.monthly_budget_microusd)."""
 
 def add_RunContextServiceServicer_to_server(servicer: RunContextServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -58,7 +58,13 @@ def api_rate_limit(limit: model.ApiRateLimit | None) -> project_pb2.ApiRateLimit
 
 def project(p: model.Project) -> project_pb2.Project:
     return project_pb2.Project(id=p.id, slug=p.slug, name=p.name, create_time=ts(p.create_time),
-                               api_rate_limit=api_rate_limit(p.api_rate_limit))
+                               api_rate_limit=api_rate_limit(p.api_rate_limit),
+                               monthly_budget_microusd=p.monthly_budget_microusd,
+                               budget_action=_BUDGET_ACTIONS[p.budget_action],
+                               month_to_date_spend_microusd=p.month_spend_microusd)
+
+
+_BUDGET_ACTIONS = {"notify": project_pb2.BUDGET_ACTION_NOTIFY, "reject": project_pb2.BUDGET_ACTION_REJECT}
 
 
 def api_key(k: model.ApiKey) -> project_pb2.ApiKey:
@@ -107,6 +113,7 @@ def run(r: model.Run) -> run_pb2.Run:
         finish_time=ts(r.finish_time), update_time=ts(r.update_time), idempotency_key=r.idempotency_key,
         tags=r.tags, metadata=r.metadata, timeout=duration_ms(r.timeout_ms), replay_of_run_id=r.replay_of,
         expire_time=ts(r.expires_at), concurrency_key=r.concurrency_key, wait_reason=r.wait_reason,
+        cost_microusd=r.cost_microusd,
         attempts=[
             run_pb2.RunAttempt(attempt=a.attempt, status_code=a.status_code, duration=duration_ms(a.duration_ms),
                                error=a.error, endpoint_url=a.endpoint_url, start_time=ts(a.start_time))

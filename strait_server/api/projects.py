@@ -12,7 +12,9 @@ from strait_server.api.interceptor import principal
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
 
-PROJECT_MUTABLE_PATHS = frozenset({"name", "api_rate_limit"})
+PROJECT_MUTABLE_PATHS = frozenset({"name", "api_rate_limit", "monthly_budget_microusd", "budget_action"})
+_BUDGET_ACTIONS = {project_pb2.BUDGET_ACTION_UNSPECIFIED: "notify", project_pb2.BUDGET_ACTION_NOTIFY: "notify",
+                   project_pb2.BUDGET_ACTION_REJECT: "reject"}
 KEY_MUTABLE_PATHS = frozenset({"name", "api_rate_limit"})
 
 
@@ -85,7 +87,24 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         if "name" in paths:
             validate.check_text(v, "project.name", request.project.name, max_len=255, required=True)
         limit = validate.api_rate_limit(v, "project.api_rate_limit", request.project)
+        p = request.project
+        budget = p.monthly_budget_microusd if p.HasField("monthly_budget_microusd") else None
+        if budget is not None and not 0 <= budget <= 10**15:
+            v.add("project.monthly_budget_microusd", "must be between 0 and 1,000,000,000,000,000 micro-USD")
+        action = _BUDGET_ACTIONS.get(p.budget_action)
+        if action is None:
+            v.add("project.budget_action", "is not a known budget action")
         v.raise_if_any()
+        current = await self._d.projects.get(p.id)
+        if current is None:
+            raise errors.NotFound("project", p.id)
+        if {"monthly_budget_microusd", "budget_action"} & paths:
+            assert self._d.budget_store is not None and action is not None
+            await self._d.budget_store.set(
+                p.id, budget if "monthly_budget_microusd" in paths else current.monthly_budget_microusd,
+                action if "budget_action" in paths else current.budget_action)
+            if self._d.budgets is not None:
+                self._d.budgets.forget(p.id)
         updated = await self._d.projects.update(
             request.project.id, name=request.project.name if "name" in paths else None,
             set_rate_limit="api_rate_limit" in paths, rate_limit=limit)

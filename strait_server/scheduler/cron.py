@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from strait_server import schedule
+from strait_server.budget import BudgetGuard
 from strait_server.model import Job, NewRun, OverlapPolicy
 from strait_server.store.jobs import JobStore
 from strait_server.store.runs import RunStore
@@ -37,8 +38,10 @@ PARALLEL_PASSES = 3
 class CronScheduler:
     def __init__(self, pool: asyncpg.Pool, jobs: JobStore, runs: RunStore, *, interval: timedelta,
                  clock: Clock | None = None, on_events: Callable[[Iterable[str]], None],
-                 on_enqueued: Callable[[], Awaitable[None]], metrics: Metrics | None = None) -> None:
+                 on_enqueued: Callable[[], Awaitable[None]], metrics: Metrics | None = None,
+                 budgets: BudgetGuard | None = None) -> None:
         self._pool = pool
+        self._budgets = budgets
         self._metrics = metrics or Metrics()
         self._jobs = jobs
         self._runs = runs
@@ -115,6 +118,10 @@ class CronScheduler:
 
     async def _fire(self, job: Job, now: datetime) -> list[str]:
         tick = schedule.latest_tick(job.cron, job.timezone, now)
+        if self._budgets is not None and await self._budgets.rejects(job.project_id) is not None:
+            log.info("cron tick skipped: the project's monthly budget is spent", extra={
+                "action": "cron_skip", "job_id": job.id, "tick": tick.isoformat()})
+            return []
         if job.cron_overlap_policy is OverlapPolicy.SKIP and await self._runs.has_active(job.id):
             log.info("cron tick skipped: a run is still active", extra={
                 "action": "cron_skip", "job_id": job.id, "tick": tick.isoformat()})

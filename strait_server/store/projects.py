@@ -12,7 +12,10 @@ from strait_server import ids
 from strait_server.errors import AlreadyExists
 from strait_server.model import ApiKey, ApiRateLimit, Project
 
-_PROJECT_COLUMNS = "id, slug, name, create_time, api_rate_limit_requests, api_rate_limit_window_ms"
+_PROJECT_COLUMNS = """id, slug, name, create_time, api_rate_limit_requests, api_rate_limit_window_ms,
+monthly_budget_microusd, budget_action,
+coalesce((SELECT s.spent_microusd FROM project_spend s WHERE s.project_id = projects.id
+          AND s.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0) AS month_spend"""
 _KEY_COLUMNS = ("id, project_id, name, key_prefix, create_time, revoke_time, api_rate_limit_requests, "
                 "api_rate_limit_window_ms")
 
@@ -114,7 +117,8 @@ def _limit_args(limit: ApiRateLimit | None) -> tuple[int | None, int | None]:
 
 def _project(row: Any) -> Project:
     return Project(id=row["id"], slug=row["slug"], name=row["name"], create_time=row["create_time"],
-                   api_rate_limit=_rate_limit(row))
+                   api_rate_limit=_rate_limit(row), monthly_budget_microusd=row["monthly_budget_microusd"],
+                   budget_action=row["budget_action"], month_spend_microusd=row["month_spend"])
 
 
 def _key(row: Any) -> ApiKey:

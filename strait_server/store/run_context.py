@@ -75,6 +75,10 @@ class RunContextStore:
         self._pool = pool
         self._metrics = metrics or Metrics()  # counts the runs finished by their code
 
+    async def refusal(self, run_id: str, attempt: int) -> FailedPrecondition:
+        """Why a call about this attempt was refused (NotFound is raised for an unknown run)."""
+        return await self._refuse(run_id, attempt)
+
     async def _refuse(self, run_id: str, attempt: int) -> FailedPrecondition:
         row = await self._pool.fetchrow(STATE, run_id)
         if row is None:

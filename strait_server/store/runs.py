@@ -30,7 +30,7 @@ from strait_server.telemetry import Telemetry
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
 error, error_class, scheduled_time, create_time, update_time, start_time, finish_time, idempotency_key,
-tags, metadata, attempt_history, replay_of, expires_at, concurrency_key, wait_reason"""
+tags, metadata, attempt_history, replay_of, expires_at, concurrency_key, wait_reason, cost_microusd"""
 
 _EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, message, data, create_time"
 
@@ -224,7 +224,12 @@ WITH v AS (
     SELECT v.run_id, j.project_id, j.id, 'queued', j.max_attempts, j.priority, j.timeout_ms, '{}', now(), now(),
         'cron:' || v.tick, j.tags, jsonb_build_object('triggered_by', 'cron', 'scheduled_tick', v.tick), 1,
         CASE WHEN j.run_ttl_ms > 0 THEN now() + j.run_ttl_ms * interval '1 millisecond' END
-    FROM v JOIN jobs j ON j.id = v.job_id
+    FROM v JOIN jobs j ON j.id = v.job_id JOIN projects p ON p.id = j.project_id
+    -- A project whose monthly budget is spent, with the reject action, skips its ticks.
+    WHERE p.monthly_budget_microusd IS NULL OR p.budget_action <> 'reject'
+       OR coalesce((SELECT s.spent_microusd FROM project_spend s WHERE s.project_id = p.id
+                    AND s.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0)
+          < p.monthly_budget_microusd
     RETURNING id, project_id, job_id, priority, run_at
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
@@ -307,7 +312,7 @@ def run_from_row(row: Any) -> Run:
             for a in history
         ],
         replay_of=row["replay_of"], expires_at=row["expires_at"], concurrency_key=row["concurrency_key"],
-        wait_reason=row["wait_reason"],
+        wait_reason=row["wait_reason"], cost_microusd=row["cost_microusd"],
     )
 
 

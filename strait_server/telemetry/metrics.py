@@ -49,6 +49,9 @@ class Metrics:
         self.schedule_lag = Histogram(
             "strait_schedule_lag_seconds", "How long after its tick time a cron tick fired.",
             registry=r, buckets=_LAG_BUCKETS)
+        self.budget_exhausted = Counter(
+            "strait_budget_exhausted", "Projects whose reported costs reached their monthly budget (once per "
+            "crossing), by the project's budget action.", ["action"], registry=r)
         self.watch_streams = Gauge(
             "strait_watch_streams", "Open WatchRun and WatchRuns streams on this process.", registry=r)
         self.grpc_requests = Counter(

@@ -1,0 +1,77 @@
+"""Project budgets: the monthly budget and action of a project, its month-to-date spend, run costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+# Spend is kept per calendar month in UTC.
+_MONTH = "date_trunc('month', now() AT TIME ZONE 'UTC')::date"
+
+READ = f"""
+SELECT p.monthly_budget_microusd AS budget, p.budget_action AS action, coalesce(s.spent_microusd, 0) AS spent
+FROM projects p LEFT JOIN project_spend s ON s.project_id = p.id AND s.month = {_MONTH}
+WHERE p.id = $1
+"""
+
+SET = """
+UPDATE projects SET monthly_budget_microusd = $2, budget_action = $3 WHERE id = $1 RETURNING id
+"""
+
+ADD_COST = f"""
+WITH r AS (
+    UPDATE runs SET cost_microusd = cost_microusd + $3, update_time = now()
+    WHERE id = $1 AND status = 'executing' AND attempt = $2
+    RETURNING id, project_id, cost_microusd
+), s AS (
+    INSERT INTO project_spend AS s (project_id, month, spent_microusd)
+    SELECT project_id, {_MONTH}, $3 FROM r
+    ON CONFLICT (project_id, month) DO UPDATE SET spent_microusd = s.spent_microusd + EXCLUDED.spent_microusd
+    RETURNING project_id, spent_microusd
+)
+SELECT r.project_id, r.cost_microusd, s.spent_microusd, p.monthly_budget_microusd AS budget,
+    p.budget_action AS action
+FROM r JOIN s ON s.project_id = r.project_id JOIN projects p ON p.id = r.project_id
+"""
+"""$1 run, $2 attempt (it must be executing), $3 cost to add. No row: the attempt is not executing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    budget: int | None  # micro-USD per month; None: no budget
+    action: str  # "notify" or "reject"
+    spent: int  # this month, micro-USD
+
+    @property
+    def exhausted(self) -> bool:
+        return self.budget is not None and self.spent >= self.budget
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostAdded:
+    project_id: str
+    run_cost: int
+    budget: Budget
+    crossed: bool  # this cost took the month's spend to or past the budget
+
+
+class BudgetStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def read(self, project_id: str) -> Budget | None:
+        row = await self._pool.fetchrow(READ, project_id)
+        return None if row is None else Budget(budget=row["budget"], action=row["action"], spent=row["spent"])
+
+    async def set(self, project_id: str, budget: int | None, action: str) -> bool:
+        return await self._pool.fetchval(SET, project_id, budget, action) is not None
+
+    async def add_cost(self, run_id: str, attempt: int, cost: int) -> CostAdded | None:
+        row = await self._pool.fetchrow(ADD_COST, run_id, attempt, cost)
+        if row is None:
+            return None
+        budget = Budget(budget=row["budget"], action=row["action"], spent=row["spent_microusd"])
+        crossed = budget.budget is not None and budget.spent >= budget.budget > budget.spent - cost
+        return CostAdded(project_id=row["project_id"], run_cost=row["cost_microusd"], budget=budget,
+                         crossed=crossed)
