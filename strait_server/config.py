@@ -115,6 +115,10 @@ class Settings:
     # Watch streams (RunService.WatchRun).
     watch_keepalive_interval: timedelta = timedelta(seconds=15)
     watch_max_duration: timedelta = timedelta(minutes=30)
+    # A client connection is retired after watch_max_duration (gRPC GOAWAY: its new calls go to a new
+    # connection) and closed this much later: a watch stream whose client stopped reading without
+    # disconnecting, stuck in a send that cannot be cancelled, ends then with UNAVAILABLE (resumable).
+    watch_stall_grace: timedelta = timedelta(seconds=60)
     watch_max_streams_per_project: int = 100
     watch_poll_interval: timedelta = timedelta(milliseconds=500)
     # Prometheus metrics at http://<address>/metrics; empty: not served.

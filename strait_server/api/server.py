@@ -55,6 +55,11 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = ()) -> tuple[gr
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # Bounds a watch stream whose client stopped reading without disconnecting: its blocked send
+            # cannot be cancelled from Python, but closing the connection ends it (UNAVAILABLE, resumable).
+            # Healthy streams end themselves at watch_max_duration, before the grace runs out.
+            ("grpc.max_connection_age_ms", int(deps.settings.watch_max_duration.total_seconds() * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(deps.settings.watch_stall_grace.total_seconds() * 1000)),
         ],
     )
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(deps), server)
