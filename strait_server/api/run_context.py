@@ -165,6 +165,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         added = await self._d.budget_store.add_cost(run_id, attempt, request.cost_microusd)
         if added is None:
             raise await self._d.context.refusal(run_id, attempt)
+        self._published(run_id)
         if added.crossed:
             self._d.budgets.crossed(added.project_id, added.budget)
         return run_context_pb2.ReportCostResponse(

@@ -21,9 +21,14 @@ UPDATE projects SET monthly_budget_microusd = $2, budget_action = $3 WHERE id = 
 
 ADD_COST = f"""
 WITH r AS (
-    UPDATE runs SET cost_microusd = cost_microusd + $3, update_time = now()
+    UPDATE runs SET cost_microusd = cost_microusd + $3, update_time = now(), event_seq = event_seq + 1
     WHERE id = $1 AND status = 'executing' AND attempt = $2
-    RETURNING id, project_id, cost_microusd
+    RETURNING id, project_id, job_id, event_seq, attempt, cost_microusd
+), ev AS (
+    -- Like every run-context call, a report is an event watchers see.
+    INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, data)
+    SELECT id, project_id, job_id, event_seq, 'cost', attempt,
+        jsonb_build_object('cost_microusd', $3::bigint, 'run_cost_microusd', cost_microusd) FROM r
 ), s AS (
     INSERT INTO project_spend AS s (project_id, month, spent_microusd)
     SELECT project_id, {_MONTH}, $3 FROM r

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -62,6 +64,8 @@ async def test_a_spent_budget_with_reject_refuses_new_runs_and_writes_nothing(
     assert await _spend(api, job, sink, "/costly", 600, 500) == [600, 1_100]
     runs = await api.runs.ListRuns(run_pb2.ListRunsRequest(job_id=job.id), metadata=api.metadata)
     assert sorted(r.cost_microusd for r in runs.runs) == [500, 600]
+    costs = [e for e in await api.events(runs.runs[0].id) if e.type == "cost"]
+    assert [json.loads(e.data_json)["cost_microusd"] for e in costs] == [runs.runs[0].cost_microusd]
 
     before = len(runs.runs)
     calls = [api.trigger(job),
