@@ -65,3 +65,5 @@ CREATE TABLE debounce_runs (
     run_id       text NOT NULL,
     PRIMARY KEY (job_id, debounce_key)
 );
+-- Retention deletes the rows of the runs it deletes.
+CREATE INDEX debounce_runs_run_idx ON debounce_runs (run_id);

@@ -29,6 +29,8 @@ WITH doomed AS (
 ), keys AS (
     -- A key left behind would point a repeated trigger at a run that no longer exists.
     DELETE FROM idempotency_keys k USING doomed d WHERE k.run_id = d.id
+), debounced AS (
+    DELETE FROM debounce_runs b USING doomed d WHERE b.run_id = d.id
 ), gone AS (
     -- run_queue and run_leases hold only queued and executing runs, never finished ones.
     DELETE FROM runs r USING doomed d WHERE r.id = d.id RETURNING 1
