@@ -83,13 +83,15 @@ WITH RECURSIVE g AS (
     FROM g WHERE g.gate IS NOT NULL
 )
 SELECT g.gate, j.id AS job_id, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
-    j.rate_limit_window_ms, j.execution_window_cron, j.timezone
+    j.rate_limit_window_ms, j.execution_window_cron, j.timezone,
+    coalesce(j.enabled AND j.delete_time IS NULL, false) AS usable
 FROM (SELECT gate FROM g WHERE gate IS NOT NULL LIMIT $2) g
-JOIN jobs j ON j.id = split_part(g.gate, '/', 1)
-WHERE j.enabled AND j.delete_time IS NULL
+LEFT JOIN jobs j ON j.id = split_part(g.gate, '/', 1)
+ORDER BY g.gate
 """
 """$1 the gate to start after ('' from the first), $2 how many gates: gates with runs in the ready queue (due
-or not), in gate order, and their job's limits."""
+or not), in gate order, and their job's limits. Gates of disabled or deleted jobs come back too (usable
+false), so that the round-robin cursor moves past them."""
 
 LOCK_JOBS = """
 SELECT count(pg_advisory_xact_lock(hashtextextended('strait-gate:' || k, 0))), now()

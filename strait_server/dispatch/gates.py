@@ -152,7 +152,8 @@ class GatedClaimer:
             rows += [r for r in await self._pool.fetch(GATES_WAITING, "", count - len(rows))
                      if r["gate"] <= self._cursor]
         self._cursor = rows[-1]["gate"] if len(rows) == count else ""
-        return [_gate(r) for r in rows]
+        # Runs of disabled (or deleted) jobs wait in the queue until the job is enabled again.
+        return [_gate(r) for r in rows if r["usable"]]
 
     async def claim(self, owner: str, limit: int) -> GatedClaim:
         if limit <= 0:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 
 from strait_client.v1 import job_pb2, run_pb2
@@ -300,3 +301,29 @@ async def test_debounce_settings_are_checked(api: Api, sink: Sink) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     listed = await api.runs.ListRuns(run_pb2.ListRunsRequest(job_id=job.id), metadata=api.metadata)
     assert listed.runs == []
+
+
+async def test_gates_of_a_disabled_job_do_not_starve_other_jobs(make_app: AppFactory, settings: Settings,
+                                                                sink: Sink) -> None:
+    # A small claim batch: each gated claim visits 16 gates, fewer than the disabled job holds.
+    app = await make_app(claim_batch_size=4)
+    api = await connect(app, settings.admin_key)
+    paused = await api.create_job("paused", sink.url("/paused"), max_concurrency_per_key=1)
+    # Due in a moment, by when the job is disabled: 30 gated runs wait under 30 gates of a disabled job.
+    held = await _batch(api, paused, [job_pb2.RunOptions(concurrency_key=f"k{i:02d}", scheduled_time=_soon())
+                                      for i in range(30)])
+    paused.enabled = False
+    await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(job=paused, update_mask=field_mask_pb2.FieldMask(
+        paths=["enabled"])), metadata=api.metadata)
+    await api.wait_status(held[-1].id, S.RUN_STATUS_QUEUED)
+    later = await api.create_job("later", sink.url("/later"), max_concurrency_per_key=1)
+    run = await api.trigger(later, concurrency_key="a")
+    await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+    assert sink.for_path("/paused") == []
+    await api.channel.close()
+
+
+def _soon() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + timedelta(seconds=2))
+    return stamp
