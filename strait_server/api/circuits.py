@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import grpc
 
 from strait_client.v1 import circuit_pb2, circuit_pb2_grpc
-from strait_server.api import convert
+from strait_server.api import convert, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
@@ -51,10 +51,7 @@ class EndpointCircuitServicer(circuit_pb2_grpc.EndpointCircuitServiceServicer):
                                    context: grpc.aio.ServicerContext) -> circuit_pb2.ResetEndpointCircuitResponse:
         project = project_id()
         v = Violations()
-        if not request.endpoint_url:
-            v.add("endpoint_url", "is required")
-        elif len(request.endpoint_url) > 2048:
-            v.add("endpoint_url", "must be at most 2048 characters")
+        validate.check_text(v, "endpoint_url", request.endpoint_url, max_len=2048, required=True)
         v.raise_if_any()
         await self._store.reset(project, request.endpoint_url)
         self._d.on_enqueued()

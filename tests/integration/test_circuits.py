@@ -129,3 +129,11 @@ async def test_client_errors_do_not_count_and_other_projects_do_not_see_circuits
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await api.channel.close()
     await other.channel.close()
+
+
+@pytest.mark.parametrize("url", ["a\x00b", "x" * 2049])
+async def test_a_bad_endpoint_url_to_reset_names_the_field(api: Api, url: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _circuits(api).ResetEndpointCircuit(circuit_pb2.ResetEndpointCircuitRequest(endpoint_url=url),
+                                                  metadata=api.metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "endpoint_url" in err.value.details()
