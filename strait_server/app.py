@@ -128,6 +128,8 @@ class App:
             await self._executor.start()
             self.dispatcher = Dispatcher(queue, self._executor, self._wake.event, s, on_events=self.events.published,
                                          telemetry=tel)
+            if self.cron is not None:
+                self.dispatcher.yield_to = self.cron.idle
             await self.dispatcher.start()
         if Role.API in self.roles:
             await self.events.start()

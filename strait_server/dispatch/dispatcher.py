@@ -51,6 +51,8 @@ class Dispatcher:
                                   open_for=settings.circuit_open_for)
         # A gated claim held runs back: a run ending here may free their slot, so come back after settling.
         self._gates_held = False
+        # Set by App when this process also fires cron schedules: cleared while a backlog of them is fired.
+        self.yield_to: asyncio.Event | None = None
         self._settler = SettleBuffer(queue, self.owner,
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
                                      batch_size=settings.settle_batch_size, on_settled=self._on_settled)
@@ -123,6 +125,9 @@ class Dispatcher:
                 await self._slot_freed.wait()
                 continue
             want = min(free, self._settings.claim_batch_size)
+            if self.yield_to is not None and not self.yield_to.is_set():
+                await self._yield_to_cron(self.yield_to)
+                continue
             self._wake.clear()
             claim_started = time.time_ns()
             try:
@@ -139,6 +144,15 @@ class Dispatcher:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def _yield_to_cron(self, idle: asyncio.Event) -> None:
+        """The cron scheduler here is firing a backlog (for a bounded time, see cron.py): wait for it, or for
+        shutdown."""
+        waiters = [asyncio.ensure_future(idle.wait()), asyncio.ensure_future(self._stopping.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(waiters)
 
     async def _claim(self, want: int) -> list[ClaimedRun]:
         # Flow-controlled runs first: the plain claim could otherwise fill every batch and starve them.

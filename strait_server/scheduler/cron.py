@@ -33,6 +33,8 @@ Clock = Callable[[], datetime]
 # Due schedules fired per transaction, and transactions at once while a backlog lasts.
 BATCH = 500
 PARALLEL_PASSES = 3
+# How long a backlog of due schedules may hold back the dispatcher of the same process.
+BACKLOG_PRIORITY = timedelta(seconds=2)
 
 
 class CronScheduler:
@@ -51,6 +53,11 @@ class CronScheduler:
         self._on_enqueued = on_enqueued
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0  # completed passes, for tests and metrics
+        # Cleared while a backlog of due schedules is being fired (for at most BACKLOG_PRIORITY): a dispatcher in
+        # the same process waits for it before claiming, so that the runs are created on time rather than
+        # sharing one CPU with dispatching the first of them.
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="cron-scheduler")
@@ -62,10 +69,18 @@ class CronScheduler:
     async def _loop(self) -> None:
         while True:
             handled = await self._pass()
-            while handled == BATCH:
-                # A backlog (thousands of schedules on the same tick): passes side by side lock disjoint
-                # jobs, and PostgreSQL writes one batch while this process prepares the next.
-                handled = min(await asyncio.gather(*(self._pass() for _ in range(PARALLEL_PASSES))))
+            if handled == BATCH:
+                self.idle.clear()
+                # A long backlog (a million schedules) must not stop this process's dispatching for long.
+                release = asyncio.get_running_loop().call_later(BACKLOG_PRIORITY.total_seconds(), self.idle.set)
+                try:
+                    while handled == BATCH:
+                        # A backlog (thousands of schedules on the same tick): passes side by side lock disjoint
+                        # jobs, and PostgreSQL writes one batch while this process prepares the next.
+                        handled = min(await asyncio.gather(*(self._pass() for _ in range(PARALLEL_PASSES))))
+                finally:
+                    release.cancel()
+                    self.idle.set()
             await asyncio.sleep(await self._until_next())
 
     async def _pass(self) -> int:

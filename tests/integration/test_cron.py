@@ -198,3 +198,28 @@ async def test_three_scheduler_processes_fire_each_due_tick_once(settings: Setti
             ticks = [r.metadata["scheduled_tick"] for r in await _runs_of(api, job)]
             assert 1 <= len(ticks) == len(set(ticks)), (job.slug, ticks)
         await api.channel.close()
+
+
+async def test_a_backlog_of_due_schedules_fires_and_dispatches_everything(
+        make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    """More due schedules than one pass takes (the parallel passes, and the dispatcher here yielding to them)."""
+    from strait_server.scheduler.cron import BATCH
+
+    app = await make_app()
+    api = await connect(app, settings.admin_key)
+    first = await api.create_job("backlog-0", sink.url("/backlog"), cron="* * * * *")
+    count = 2 * BATCH + 100
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        # Test data: the rest of the jobs written directly, all due now.
+        await conn.execute("""
+            INSERT INTO jobs (id, project_id, slug, name, endpoint_url, cron, next_fire_time)
+            SELECT 'job_backlog' || g, $1, 'backlog-' || g, 'b', $2, '* * * * *', now() - interval '1 second'
+            FROM generate_series(1, $3) AS g""", first.project_id, sink.url("/backlog"), count - 1)
+        await conn.execute("UPDATE jobs SET next_fire_time = now() - interval '1 second' WHERE id = $1", first.id)
+    finally:
+        await conn.close()
+    received = await sink.wait_for(count, "/backlog", timeout=60)
+    assert len({r.run_id for r in received}) >= count
+    assert app.cron is not None and app.cron.idle.is_set()
+    await api.channel.close()
