@@ -5,7 +5,8 @@
         with max_concurrency_per_key=1 and runs spread over --keys concurrency keys (target: >= 70%).
     python bench/bench_flow_control.py claim [--deep 1000000] [--shallow 10000]
         Mean time of one claim of 100 runs (the plain claim, and the gated claim over 1,000 keys) with
-        --shallow and with --deep runs queued (target: the deep cost within 25% of the shallow one).
+        --shallow and with --deep runs queued (target: the deep cost within 25% of the shallow one); also the
+        gated claim of one rate-limited job (the limit never binds: the cost of the shared window row).
 
 Same environment variables as bench_dispatch.py: STRAIT_BENCH_DATABASE_URL (a maintenance database on a
 local PostgreSQL, where throwaway databases are created) and STRAIT_BENCH_REDIS_URL.
@@ -123,16 +124,23 @@ async def claim(args: argparse.Namespace) -> None:
             await pool.execute("INSERT INTO projects (id, slug, name) VALUES ('p', 'p', 'p')")
             await pool.execute("INSERT INTO jobs (id, project_id, slug, name, endpoint_url) VALUES "
                                "('job_plain', 'p', 'plain', 'plain', 'http://127.0.0.1:9/'), "
-                               "('job_keyed', 'p', 'keyed', 'keyed', 'http://127.0.0.1:9/')")
+                               "('job_keyed', 'p', 'keyed', 'keyed', 'http://127.0.0.1:9/'), "
+                               "('job_rated', 'p', 'rated', 'rated', 'http://127.0.0.1:9/')")
             await pool.execute("UPDATE jobs SET max_concurrency_per_key = 1000000 WHERE id = 'job_keyed'")
+            # A rate limit that never binds: what keeping the shared window (a PostgreSQL row) costs a claim.
+            await pool.execute("UPDATE jobs SET rate_limit_max = 100000000, rate_limit_window_ms = 1000 "
+                               "WHERE id = 'job_rated'")
             fill_start = time.perf_counter()
             for chunk in range(0, depth, 100_000):
                 n = min(100_000, depth - chunk)
                 await pool.execute(FILL, "job_plain", n, f"p{chunk}", 0)
                 await pool.execute(FILL, "job_keyed", n, f"k{chunk}", 1000)
+                if chunk == 0:
+                    await pool.execute(FILL, "job_rated", min(n, 10_000), f"r{chunk}", 0)
             await pool.execute("VACUUM ANALYZE runs, run_queue")
             print(f"{depth:>9,} queued per job, filled in {time.perf_counter() - fill_start:.1f}s", flush=True)
             queue, gated = Queue(pool), GatedClaimer(pool)
+            await pool.execute("UPDATE jobs SET enabled = false WHERE id = 'job_rated'")
             for label, fn in (("plain claim", lambda q=queue: q.claim("bench", 100)),
                               ("gated claim, 1,000 keys", lambda g=gated: _gated(g))):
                 await fn()  # warm up
@@ -145,6 +153,18 @@ async def claim(args: argparse.Namespace) -> None:
                 results[(label, depth)] = statistics.mean(times)
                 print(f"  {label:<26} mean {statistics.mean(times):7.2f} ms  p50 "
                       f"{statistics.median(times):7.2f} ms per 100 runs", flush=True)
+            # The same gated claim for one job whose rate limit never binds (its window row read and saved).
+            await pool.execute("UPDATE jobs SET enabled = (id = 'job_rated')")
+            await pool.execute("DELETE FROM run_queue WHERE job_id <> 'job_rated'")
+            await pool.execute("DELETE FROM run_leases")
+            rated = []
+            for _ in range(min(args.claims, 90)):
+                start = time.perf_counter()
+                got = await _gated(gated)
+                rated.append((time.perf_counter() - start) * 1000)
+                assert len(got) == 100, len(got)
+            print(f"  {'gated claim, rate limit':<26} mean {statistics.mean(rated):7.2f} ms  p50 "
+                  f"{statistics.median(rated):7.2f} ms per 100 runs", flush=True)
             await pool.close()
     for label in ("plain claim", "gated claim, 1,000 keys"):
         ratio = results[(label, args.deep)] / results[(label, args.shallow)]
