@@ -243,6 +243,3 @@ class App:
             await self._metrics_server.stop()
         if self._owned_tracer_provider is not None:
             await asyncio.to_thread(self._owned_tracer_provider.shutdown)  # exports the spans still batched
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()

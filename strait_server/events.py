@@ -76,10 +76,6 @@ class EventBus:
         finally:
             self._feed_waiters.discard(woken)
 
-    @property
-    def watched_runs(self) -> int:
-        return len(self._waiters)
-
     def _wake_runs(self, run_ids: Iterable[str]) -> None:
         if self._waiters:
             for run_id in run_ids:

@@ -57,10 +57,6 @@ class Dispatcher:
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
                                      batch_size=settings.settle_batch_size, on_settled=self._on_settled)
 
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
-
     def accepts_direct(self) -> bool:
         """Whether a trigger in this process may hand its run straight to this dispatcher."""
         return not self._stopping.is_set() and len(self._inflight) < self._settings.dispatch_concurrency // 2
