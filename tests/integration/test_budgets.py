@@ -14,6 +14,7 @@ from strait_server.app import App
 from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect
 from tests.sink import Received, Reply, Sink
+from tests.support import FakeClock, scheduler_passes
 
 S = run_pb2
 
@@ -131,7 +132,6 @@ async def test_cron_ticks_are_skipped_while_the_budget_rejects(make_app: AppFact
     from datetime import UTC, timedelta
 
     from strait_server.app import Role
-    from tests.integration.test_cron import FakeClock, _passes
 
     front = await make_app(frozenset({Role.API, Role.WORKER}))
     api = await connect(front, settings.admin_key)
@@ -141,7 +141,7 @@ async def test_cron_ticks_are_skipped_while_the_budget_rejects(make_app: AppFact
     clock = FakeClock()
     scheduler = await make_app(frozenset({Role.SCHEDULER}), clock=clock, cron_interval=timedelta(milliseconds=50))
     clock.now = job.next_fire_time.ToDatetime(tzinfo=UTC) + timedelta(seconds=1)
-    await _passes([scheduler], 3)
+    await scheduler_passes([scheduler], 3)
     runs = await api.runs.ListRuns(run_pb2.ListRunsRequest(job_id=job.id), metadata=api.metadata)
     assert [r.metadata.get("triggered_by", "") for r in runs.runs] == [""]  # only the manual run
     got = await api.jobs.GetJob(job_pb2.GetJobRequest(id=job.id), metadata=api.metadata)

@@ -8,13 +8,13 @@ from datetime import UTC, timedelta
 import grpc
 import pytest
 
-from strait_client.v1 import circuit_pb2, circuit_pb2_grpc, job_pb2, run_pb2
+from strait_client.v1 import circuit_pb2, circuit_pb2_grpc, run_pb2
 from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.sink import Reply, Sink
+from tests.support import FAST_RETRY
 
 S = run_pb2
-FAST = job_pb2.RetryPolicy(initial_delay={"nanos": 10_000_000}, max_delay={"nanos": 10_000_000})
 NOT_ATTEMPTED = "endpoint circuit open: not attempted"
 
 
@@ -33,7 +33,7 @@ async def test_failures_open_the_circuit_and_waiting_runs_keep_their_attempts(
     app = await make_app(circuit_failure_threshold=3, circuit_open_for=timedelta(seconds=1))
     api = await connect(app, settings.admin_key)
     url = sink.script("/flaky", Reply(500), Reply(503), Reply(500), then=Reply(200))
-    job = await api.create_job("flaky", url, max_attempts=10, retry_policy=FAST)
+    job = await api.create_job("flaky", url, max_attempts=10, retry_policy=FAST_RETRY)
     run = await api.trigger(job)
 
     async def opened() -> circuit_pb2.EndpointCircuit | None:
@@ -62,7 +62,7 @@ async def test_half_open_sends_one_probe_while_the_others_wait(make_app: AppFact
     api = await connect(app, settings.admin_key)
     probe = asyncio.Event()
     url = sink.script("/down", Reply(500), Reply(500), Reply(block=probe), then=Reply(200))
-    job = await api.create_job("down", url, max_attempts=10, retry_policy=FAST)
+    job = await api.create_job("down", url, max_attempts=10, retry_policy=FAST_RETRY)
     first = await api.trigger(job)
     await eventually(lambda: _opened(api))
     others = [await api.trigger(job) for _ in range(4)]
@@ -96,7 +96,7 @@ async def test_reset_closes_the_circuit_and_releases_waiting_runs(make_app: AppF
     app = await make_app(circuit_failure_threshold=1, circuit_open_for=timedelta(hours=1))
     api = await connect(app, settings.admin_key)
     url = sink.script("/fixed", Reply(500), then=Reply(200))
-    job = await api.create_job("fixed", url, max_attempts=5, retry_policy=FAST)
+    job = await api.create_job("fixed", url, max_attempts=5, retry_policy=FAST_RETRY)
     run = await api.trigger(job)
 
     async def waiting() -> bool:

@@ -396,6 +396,6 @@ async def test_schedules_and_run_ttl_through_the_client(app: App, api: Api, sink
         later = await client.jobs.trigger("nightly", {"n": 1}, scheduled_time=datetime.now(UTC) + timedelta(hours=1),
                                           ttl=timedelta(minutes=5))
         assert later["expire_time"] - later["scheduled_time"] == timedelta(minutes=5)
+        await client.jobs.create("plain-job", sink.script("/plain-job"))
         with pytest.raises(FailedPreconditionError):
-            await client.jobs.create("plain-job", sink.script("/plain-job"))
             await client.schedules.pause("plain-job")

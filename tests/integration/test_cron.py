@@ -16,16 +16,9 @@ from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.processes import serve_subprocess
 from tests.sink import Reply, Sink
+from tests.support import FakeClock, scheduler_passes
 
 S = run_pb2
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 async def _schedulers(make_app: AppFactory, clock: FakeClock, count: int) -> list[App]:
@@ -34,15 +27,6 @@ async def _schedulers(make_app: AppFactory, clock: FakeClock, count: int) -> lis
         # The injectable clock: no waiting for real minutes.
         apps.append(await make_app(frozenset({Role.SCHEDULER}), clock=clock, cron_interval=timedelta(milliseconds=50)))
     return apps
-
-
-async def _passes(apps: list[App], count: int) -> None:
-    """Waits until every scheduler has completed `count` more passes."""
-    marks = [app.cron.ticks for app in apps if app.cron]
-
-    async def done() -> bool:
-        return all(app.cron is not None and app.cron.ticks >= m + count for app, m in zip(apps, marks, strict=True))
-    await eventually(done)
 
 
 async def _runs_of(api: Api, job: job_pb2.Job) -> list[run_pb2.Run]:
@@ -61,18 +45,18 @@ async def test_each_tick_fires_exactly_once_across_three_schedulers(
     schedulers = await _schedulers(make_app, clock, 3)
 
     clock.now = first_tick + timedelta(seconds=1)
-    await _passes(schedulers, 3)
+    await scheduler_passes(schedulers, 3)
     runs = await _runs_of(api, job)
     assert len(runs) == 1 and runs[0].metadata["scheduled_tick"] == first_tick.isoformat()
     assert runs[0].metadata["triggered_by"] == "cron"
 
     clock.now = first_tick + timedelta(minutes=1, seconds=1)
-    await _passes(schedulers, 3)
+    await scheduler_passes(schedulers, 3)
     assert len(await _runs_of(api, job)) == 2
 
     # Ten minutes of downtime: the latest missed tick fires once, not a burst.
     clock.now = first_tick + timedelta(minutes=11, seconds=30)
-    await _passes(schedulers, 3)
+    await scheduler_passes(schedulers, 3)
     runs = await _runs_of(api, job)
     assert len(runs) == 3
     assert runs[-1].metadata["scheduled_tick"] == (first_tick + timedelta(minutes=11)).isoformat()
@@ -99,11 +83,11 @@ async def test_overlap_policies(make_app: AppFactory, settings: Settings, sink: 
     clock = FakeClock()
     [scheduler] = await _schedulers(make_app, clock, 1)
     clock.now = tick
-    await _passes([scheduler], 2)
+    await scheduler_passes([scheduler], 2)
     [first] = await _runs_of(api, job)
     await api.wait_status(first.id, S.RUN_STATUS_EXECUTING)
     clock.now = tick + timedelta(minutes=5)
-    await _passes([scheduler], 2)
+    await scheduler_passes([scheduler], 2)
 
     async def settled() -> list[int] | None:
         statuses = [r.status for r in await _runs_of(api, job)]
@@ -120,7 +104,7 @@ async def test_disabled_job_creates_no_runs(make_app: AppFactory, settings: Sett
     clock = FakeClock()
     schedulers = await _schedulers(make_app, clock, 1)
     clock.now = job.next_fire_time.ToDatetime(tzinfo=UTC) + timedelta(minutes=3)
-    await _passes(schedulers, 3)
+    await scheduler_passes(schedulers, 3)
     assert await _runs_of(api, job) == []
     await api.channel.close()
 
@@ -157,7 +141,7 @@ async def test_schedule_service_lists_pauses_resumes_and_triggers(
     clock = FakeClock()
     schedulers = await _schedulers(make_app, clock, 1)
     clock.now = times[0].ToDatetime(tzinfo=UTC) + timedelta(seconds=1)
-    await _passes(schedulers, 3)
+    await scheduler_passes(schedulers, 3)
     assert await _runs_of(api, job) == []  # paused: the tick did not fire
 
     resumed = (await schedules.ResumeSchedule(schedule_pb2.ResumeScheduleRequest(id=job.id),

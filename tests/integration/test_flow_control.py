@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 
 from strait_client.v1 import job_pb2, run_pb2
@@ -18,6 +17,7 @@ from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.processes import serve_subprocess
 from tests.sink import Received, Reply, Sink
+from tests.support import FAST_RETRY, ts_in
 
 S = run_pb2
 
@@ -164,9 +164,8 @@ async def test_identical_failures_in_a_row_dead_letter_early(make_app: AppFactor
                                                              sink: Sink) -> None:
     app = await make_app()
     api = await connect(app, settings.admin_key)
-    fast = job_pb2.RetryPolicy(initial_delay={"nanos": 10_000_000}, max_delay={"nanos": 10_000_000})
     same = sink.script("/same", then=Reply(500, '{"error": "db down"}'))
-    job = await api.create_job("poisoned", same, max_attempts=10, poison_pill_threshold=3, retry_policy=fast)
+    job = await api.create_job("poisoned", same, max_attempts=10, poison_pill_threshold=3, retry_policy=FAST_RETRY)
     run = await api.trigger(job)
     dead = await api.wait_status(run.id, S.RUN_STATUS_DEAD_LETTER)
     assert dead.attempt == 3 and len(sink.for_path("/same")) == 3
@@ -174,7 +173,7 @@ async def test_identical_failures_in_a_row_dead_letter_early(make_app: AppFactor
 
     # Different failures in between do not count as a streak.
     varied = sink.script("/varied", Reply(500), Reply(503), Reply(500), Reply(503), then=Reply(200))
-    other = await api.create_job("varied", varied, max_attempts=10, poison_pill_threshold=2, retry_policy=fast)
+    other = await api.create_job("varied", varied, max_attempts=10, poison_pill_threshold=2, retry_policy=FAST_RETRY)
     survivor = await api.trigger(other)
     finished = await api.wait_status(survivor.id, S.RUN_STATUS_COMPLETED)
     assert finished.attempt == 5
@@ -310,7 +309,7 @@ async def test_gates_of_a_disabled_job_do_not_starve_other_jobs(make_app: AppFac
     api = await connect(app, settings.admin_key)
     paused = await api.create_job("paused", sink.url("/paused"), max_concurrency_per_key=1)
     # Due in a moment, by when the job is disabled: 30 gated runs wait under 30 gates of a disabled job.
-    held = await _batch(api, paused, [job_pb2.RunOptions(concurrency_key=f"k{i:02d}", scheduled_time=_soon())
+    held = await _batch(api, paused, [job_pb2.RunOptions(concurrency_key=f"k{i:02d}", scheduled_time=ts_in(seconds=2))
                                       for i in range(30)])
     paused.enabled = False
     await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(job=paused, update_mask=field_mask_pb2.FieldMask(
@@ -321,9 +320,3 @@ async def test_gates_of_a_disabled_job_do_not_starve_other_jobs(make_app: AppFac
     await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
     assert sink.for_path("/paused") == []
     await api.channel.close()
-
-
-def _soon() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + timedelta(seconds=2))
-    return stamp

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
-import aiohttp
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
-from prometheus_client.parser import text_string_to_metric_families
 
 from strait_client.v1 import run_pb2
 from strait_server.app import App, Role
 from strait_server.config import ConfigError, Settings
 from tests.conftest import AppFactory, connect, eventually
-from tests.integration.test_cron import FakeClock, _passes
 from tests.sink import Reply, Sink
+from tests.support import FakeClock, Samples, scheduler_passes, scrape, ts_in, value
 
 S = run_pb2
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def scrape(app: App) -> Samples:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{app.metrics_port}/metrics") as resp:
-        assert resp.status == 200
-        assert resp.headers["Content-Type"].startswith("text/plain")
-        text = await resp.text()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples named `name` whose labels include `labels` (0 when there is none)."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
-
-
 def transitions(samples: Samples, src: str, dst: str) -> float:
     return value(samples, "strait_run_transitions_total", **{"from": src, "to": dst})
 
@@ -77,7 +56,7 @@ async def test_runs_through_dispatch_move_the_counters_and_histograms(
     assert value(samples, "strait_settle_duration_seconds_count") >= 1
     assert value(samples, "strait_settle_duration_seconds_sum") > 0
 
-    canceled = await api.trigger(ok, scheduled_time=_in(timedelta(hours=1)))
+    canceled = await api.trigger(ok, scheduled_time=ts_in(hours=1))
     await api.runs.CancelRun(run_pb2.CancelRunRequest(id=canceled.id), metadata=api.metadata)
     samples = await scrape(app)
     assert transitions(samples, "", "delayed") == 1
@@ -107,7 +86,7 @@ async def test_open_watch_streams_are_a_gauge(make_app: AppFactory, settings: Se
     app = await make_app(metrics_address="127.0.0.1:0")
     api = await connect(app, settings.admin_key)
     job = await api.create_job("watched", "http://127.0.0.1:9/never")
-    run = await api.trigger(job, scheduled_time=_in(timedelta(hours=1)))  # stays delayed: the stream stays open
+    run = await api.trigger(job, scheduled_time=ts_in(hours=1))  # stays delayed: the stream stays open
     call = api.runs.WatchRun(run_pb2.WatchRunRequest(run_id=run.id), metadata=api.metadata)
     await call.read()  # the stream is set up once its first event arrives
     assert value(await scrape(app), "strait_watch_streams") == 1
@@ -131,7 +110,7 @@ async def test_unfinished_runs_by_queue_and_status_read_at_scrape_time(
     job = await api.create_job("waiting", "http://127.0.0.1:9/never", queue="emails")
     await api.trigger(job)
     await api.trigger(job)
-    await api.trigger(job, scheduled_time=_in(timedelta(hours=1)))
+    await api.trigger(job, scheduled_time=ts_in(hours=1))
     samples = await scrape(app)
     assert value(samples, "strait_runs", queue="emails", status="queued") == 2
     assert value(samples, "strait_runs", queue="emails", status="delayed") == 1
@@ -155,17 +134,10 @@ async def test_schedule_lag_is_observed_when_a_tick_fires(
     scheduler = await make_app(frozenset({Role.SCHEDULER}), clock=clock, cron_interval=timedelta(milliseconds=50),
                                metrics_address="127.0.0.1:0")
     clock.now = first_tick + timedelta(seconds=1.5)
-    await _passes([scheduler], 2)
+    await scheduler_passes([scheduler], 2)
     samples = await scrape(scheduler)
     assert value(samples, "strait_schedule_lag_seconds_count") == 1
     assert value(samples, "strait_schedule_lag_seconds_sum") == pytest.approx(1.5)
     assert value(samples, "strait_schedule_lag_seconds_bucket", le="2.5") == 1
     assert value(samples, "strait_schedule_lag_seconds_bucket", le="1.0") == 0
     assert transitions(samples, "", "queued") == 1
-
-
-def _in(delta: timedelta) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC) + delta)
-    return ts
-

@@ -19,6 +19,7 @@ from strait_server.app import App
 from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.sink import Reply, Sink
+from tests.support import ts_in
 
 S = run_pb2
 FAST_RETRY = job_pb2.RetryPolicy(initial_delay=Duration(nanos=20_000_000), max_delay=Duration(nanos=50_000_000))
@@ -161,12 +162,6 @@ async def test_cancel_queued_run_never_dispatches(make_app: AppFactory, settings
     await api.channel.close()
 
 
-def _in(**delta: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC) + timedelta(**delta))
-    return ts
-
-
 async def test_cancel_executing_run_ignores_late_result(api: Api, app: App, sink: Sink) -> None:
     gate = asyncio.Event()
     job = await api.create_job("long", sink.script("/long", Reply(200, '{"late": true}', block=gate)))
@@ -268,7 +263,7 @@ async def test_priority_orders_dispatch(make_app: AppFactory, settings: Settings
     app = await make_app(dispatch_concurrency=1)
     api = await connect(app, settings.admin_key)
     job = await api.create_job("prio", sink.script("/prio"))
-    when = _in(seconds=1)
+    when = ts_in(seconds=1)
     low = [await api.trigger(job, scheduled_time=when, priority=0, payload_json='{"p": 0}') for _ in range(3)]
     high = await api.trigger(job, scheduled_time=when, priority=9, payload_json='{"p": 9}')
     reqs = await sink.wait_for(4, "/prio")
@@ -281,7 +276,7 @@ async def test_queued_runs_of_a_disabled_job_wait_until_it_is_enabled(api: Api, 
     from google.protobuf.field_mask_pb2 import FieldMask
 
     job = await api.create_job("pausable", sink.script("/pausable"))
-    later = _in(seconds=0.5)
+    later = ts_in(seconds=2)  # disabled well before it is due, even on a loaded machine
     run = await api.trigger(job, scheduled_time=later)
     mask = FieldMask(paths=["enabled"])
     await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(job=job_pb2.Job(id=job.id, enabled=False), update_mask=mask),
@@ -322,6 +317,6 @@ async def test_a_run_not_started_within_its_ttl_expires(make_app: AppFactory, se
 
 async def test_delayed_run_expires_ttl_after_it_was_due(api: Api, sink: Sink) -> None:
     job = await api.create_job("ttl-delayed", sink.script("/ttl-delayed"))
-    due = _in(hours=1)
+    due = ts_in(hours=1)
     run = await api.trigger(job, scheduled_time=due, ttl={"seconds": 60})
     assert run.expire_time.ToDatetime(tzinfo=UTC) == due.ToDatetime(tzinfo=UTC) + timedelta(seconds=60)

@@ -4,18 +4,18 @@ transactions commit out of id order."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import job_pb2, run_pb2, run_pb2_grpc
 from strait_server.config import Settings
 from strait_server.store.feed import Cursor, FeedFilter, FeedStore
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.sink import Reply, Sink
+from tests.support import scrape, ts_in, value
 
 S = run_pb2
 
@@ -154,13 +154,11 @@ async def test_slow_endpoint_runs_still_appear(api: Api, sink: Sink) -> None:
 
 async def test_a_client_that_stops_reading_is_cut_off_and_can_resume(make_app: AppFactory,
                                                                        settings: Settings) -> None:
-    from tests.integration.test_metrics import scrape, value
-
     app = await make_app(watch_max_duration=timedelta(seconds=2), watch_stall_grace=timedelta(seconds=1),
                          metrics_address="127.0.0.1:0")
     api = await connect(app, settings.admin_key)
     job = await api.create_job("chatty", "http://127.0.0.1:9/never")
-    first = await api.trigger(job, scheduled_time=_in_an_hour())
+    first = await api.trigger(job, scheduled_time=ts_in(hours=1))
     # Without BDP probing the client's flow-control window stays at 64 KiB, so the server's sends block.
     reader = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=[("grpc.http2.bdp_probe", 0)])
     call = run_pb2_grpc.RunServiceStub(reader).WatchRuns(run_pb2.WatchRunsRequest(from_start=True),
@@ -170,36 +168,30 @@ async def test_a_client_that_stops_reading_is_cut_off_and_can_resume(make_app: A
     # Far more than the flow-control window while the client reads nothing: the server's send blocks.
     for _ in range(4):
         await api.jobs.BatchTriggerJob(job_pb2.BatchTriggerJobRequest(id=job.id, runs=[
-            job_pb2.RunOptions(payload_json="{}", scheduled_time=_in_an_hour(),
+            job_pb2.RunOptions(payload_json="{}", scheduled_time=ts_in(hours=1),
                                metadata={"pad": "x" * 1000}) for _ in range(250)]), metadata=api.metadata)
 
     async def cut_off() -> bool:
         return value(await scrape(app), "strait_watch_streams") == 0
     await eventually(cut_off, timeout=20)
 
-    token, received = opening.resume_token, 1
+    token, seen = opening.resume_token, [(opening.event.run_id, opening.event.sequence)]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         while True:
             message = await call.read()
             if message is grpc.aio.EOF:
                 break
             if message.HasField("event"):
-                received += 1
+                seen.append((message.event.run_id, message.event.sequence))
             token = message.resume_token
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     # Resuming from the last message read delivers the rest, none twice.
     rest = api.runs.WatchRuns(run_pb2.WatchRunsRequest(resume_token=token), metadata=api.metadata)
-    while received < 1001:
+    while len(seen) < 1001:
         message = await asyncio.wait_for(rest.read(), 10)
         if message.HasField("event"):
-            received += 1
-    assert received == 1001
+            seen.append((message.event.run_id, message.event.sequence))
+    assert len(seen) == len(set(seen)) == 1001
     rest.cancel()
     await reader.close()
     await api.channel.close()
-
-
-def _in_an_hour() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
-    return stamp
