@@ -38,7 +38,7 @@ class Metrics:
             "read from the database at scrape time, by processes with the scheduler role.",
             ["queue", "status"], registry=r)
         self.claim_duration = Histogram(
-            "strait_claim_duration_seconds", "Duration of one claim statement (a batch of runs, possibly none).",
+            "strait_claim_duration_seconds", "Duration of one claim pass (gated and plain claims, possibly no run).",
             registry=r, buckets=_STATEMENT_BUCKETS)
         self.settle_duration = Histogram(
             "strait_settle_duration_seconds", "Duration of one settle statement (a batch of outcomes).",
