@@ -12,7 +12,7 @@ import functools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 
 def cron_problem(expression: str) -> str | None:
@@ -21,6 +21,10 @@ def cron_problem(expression: str) -> str | None:
         return "must have exactly 5 fields: minute hour day-of-month month day-of-week"
     if not croniter.is_valid(expression):
         return "is not a valid cron expression"
+    try:
+        croniter(expression, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:  # e.g. "0 0 31 2 *": valid fields, no date ever matches
+        return "never matches any date"
     return None
 
 

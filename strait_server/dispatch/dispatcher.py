@@ -133,6 +133,11 @@ class Dispatcher:
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 claimed = []
                 await asyncio.sleep(min(poll, 1.0))
+            except Exception:
+                # A bug (or a job row nobody foresaw) must not end this process's claiming for good.
+                log.exception("claim failed unexpectedly", extra={"action": "claim_error"})
+                claimed = []
+                await asyncio.sleep(min(poll, 1.0))
             self._on_events(run.id for run in claimed)
             for run in claimed:
                 self._inflight[run.id] = asyncio.create_task(self._run_one(run))

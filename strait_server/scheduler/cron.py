@@ -81,14 +81,21 @@ class CronScheduler:
                 finally:
                     release.cancel()
                     self.idle.set()
-            await asyncio.sleep(await self._until_next())
+            # After a failed pass, or while other schedulers hold every due job, the next due time is already
+            # past: wait at least a little rather than spin.
+            until = self._interval if handled < 0 else await self._until_next()
+            await asyncio.sleep(until if until > 0 else 0.05)
 
     async def _pass(self) -> int:
         try:
             handled = await self.fire_due()
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("cron pass failed: %s", exc, extra={"action": "cron_error"})
-            handled = 0
+            handled = -1
+        except Exception:
+            # A bug (or a row nobody foresaw) must not end scheduling for good; the pass is retried.
+            log.exception("cron pass failed unexpectedly", extra={"action": "cron_error"})
+            handled = -1
         self.ticks += 1
         return handled
 

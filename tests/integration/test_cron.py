@@ -111,6 +111,7 @@ async def test_disabled_job_creates_no_runs(make_app: AppFactory, settings: Sett
 
 @pytest.mark.parametrize(("fields", "path"), [
     ({"cron": "61 * * * *"}, "job.cron"),
+    ({"cron": "0 0 31 2 *"}, "job.cron"),  # valid fields, never matches
     ({"cron": "* * * * * *"}, "job.cron"),
     ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "job.timezone"),
 ])

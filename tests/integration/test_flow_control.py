@@ -183,6 +183,7 @@ async def test_identical_failures_in_a_row_dead_letter_early(make_app: AppFactor
 @pytest.mark.parametrize(("fields", "violation"), [
     ({"execution_window_cron": "9-17 * * 1-5"}, "job.execution_window_cron"),
     ({"execution_window_cron": "* 25 * * *"}, "job.execution_window_cron"),
+    ({"execution_window_cron": "0 0 31 2 *"}, "job.execution_window_cron"),  # valid fields, never matches
     ({"rate_limit_max": 5}, "job.rate_limit_window"),
     ({"rate_limit_window": {"seconds": 10}}, "job.rate_limit_max"),
     ({"rate_limit_max": 5, "rate_limit_window": {"nanos": 5}}, "job.rate_limit_window"),
