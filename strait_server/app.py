@@ -74,6 +74,7 @@ class App:
     _wake: WakeHub | None = None
     _sweeper: Sweeper | None = None
     _retention: RetentionSweeper | None = None
+    _budgets: BudgetGuard | None = None
     _executor: HttpExecutor | None = None
     clock: Clock | None = None  # injectable for the cron scheduler's tests; None: PostgreSQL's now()
     cron: CronScheduler | None = None
@@ -96,6 +97,8 @@ class App:
         if missing:
             raise RuntimeError(f"database schema is missing tables {missing}; run `strait migrate`")
         tel = await self._start_telemetry()
+        # One budget guard for the API and the cron scheduler: a crossing reported here applies to both.
+        self._budgets = BudgetGuard(BudgetStore(self.pool), tel.metrics)
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3,
                                        health_check_interval=10) if s.redis_url else None
         self._wake = WakeHub(self._wake_transport())
@@ -112,7 +115,7 @@ class App:
             self.cron = CronScheduler(self.pool, JobStore(self.pool, tel.metrics), RunStore(self.pool, tel),
                                       interval=s.cron_interval, clock=self.clock,
                                       on_events=self.events.published, on_enqueued=self._wake.notify,
-                                      metrics=tel.metrics, budgets=BudgetGuard(BudgetStore(self.pool), tel.metrics))
+                                      metrics=tel.metrics, budgets=self._budgets)
             self.cron.start()
             if s.retention > timedelta(0):
                 self._retention = RetentionSweeper(RetentionStore(self.pool), retention=s.retention,
@@ -179,7 +182,8 @@ class App:
         tel = self.telemetry
         streams = StreamLimits(s.watch_max_streams_per_project)
         tel.metrics.watch_streams.set_function(lambda: streams.open_streams)  # read at scrape time
-        budget_store = BudgetStore(self.pool)
+        budgets = self._budgets
+        assert budgets is not None  # made in start(), before the roles
         deps = Deps(
             settings=s, projects=projects, jobs=JobStore(self.pool, tel.metrics), runs=RunStore(self.pool, tel),
             authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
@@ -194,8 +198,7 @@ class App:
             streams=streams,
             limiter=self._limiter(),
             circuits=CircuitStore(self.pool),
-            budgets=BudgetGuard(budget_store, tel.metrics),
-            budget_store=budget_store,
+            budgets=budgets,
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)))
         self.port = self._server.add_insecure_port(s.address)

@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 
 from strait_server import errors
-from strait_server.store.budgets import Budget, BudgetStore
+from strait_server.store.budgets import Budget, BudgetStore, CostAdded
 from strait_server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,15 @@ class BudgetGuard:
     def forget(self, project_id: str) -> None:
         self._cache.pop(project_id, None)
 
-    def crossed(self, project_id: str, budget: Budget) -> None:
-        """A reported cost took the month's spend to the budget: notify (log and count), and apply it here
-        at once."""
+    async def add_cost(self, run_id: str, attempt: int, cost: int) -> CostAdded | None:
+        """Adds a run's reported cost (None: the attempt is not executing); a crossing of the budget is
+        notified and applied in this process at once."""
+        added = await self._store.add_cost(run_id, attempt, cost)
+        if added is not None and added.crossed:
+            self._crossed(added.project_id, added.budget)
+        return added
+
+    def _crossed(self, project_id: str, budget: Budget) -> None:
         self.forget(project_id)
         self._metrics.budget_exhausted.labels(budget.action).inc()
         log.warning("project monthly budget reached", extra={

@@ -30,7 +30,6 @@ def _circuit(c: Circuit) -> circuit_pb2.EndpointCircuit:
 class EndpointCircuitServicer(circuit_pb2_grpc.EndpointCircuitServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._d = deps
-        assert deps.circuits is not None
         self._store: CircuitStore = deps.circuits
 
     async def ListEndpointCircuits(self, request: circuit_pb2.ListEndpointCircuitsRequest,

@@ -19,7 +19,6 @@ from strait_server.errors import Violations
 from strait_server.events import EventBus
 from strait_server.model import Job, Run, RunStatus
 from strait_server.queue import ClaimedRun
-from strait_server.store.budgets import BudgetStore
 from strait_server.store.circuits import CircuitStore
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
@@ -53,17 +52,12 @@ class Deps:
     feed: FeedStore
     tokens: RunTokenSigner
     streams: StreamLimits
+    circuits: CircuitStore
+    # Project budgets: refuses new runs of a project whose budget is spent (action reject).
+    budgets: BudgetGuard
     direct: DirectDispatch | None = None
     # API rate limits and the failed-authentication lockout (None without Redis).
     limiter: Limiter | None = None
-    circuits: CircuitStore | None = None
-    # Project budgets: refuses new runs of a project whose budget is spent (action reject).
-    budgets: BudgetGuard | None = None
-    budget_store: BudgetStore | None = None
-
-    async def require_budget(self, project_id: str) -> None:
-        if self.budgets is not None:
-            await self.budgets.require(project_id)
 
     def announce(self, runs: Iterable[Run]) -> None:
         """After runs were created: wake their watchers, the dispatchers (queued ones) and the promoter

@@ -86,7 +86,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         job_id, slug = validate.selector(v, request)
         v.raise_if_any()
         project = project_id()
-        await self._d.require_budget(project)
+        await self._d.budgets.require(project)
         if not any(r.idempotency_key for r in runs):
             # The common case takes one round trip: the insert reads the job itself.
             created = await self._d.runs.insert_for_job(project, job_id, slug, runs)
@@ -120,7 +120,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             return None
         job_id, slug = validate.selector(v, request)
         v.raise_if_any()
-        await self._d.require_budget(project_id())
+        await self._d.budgets.require(project_id())
         written = await self._d.runs.insert_dispatching(project_id(), job_id, slug, new, direct.owner)
         if written is None:
             return None

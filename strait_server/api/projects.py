@@ -91,26 +91,18 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         budget = p.monthly_budget_microusd if p.HasField("monthly_budget_microusd") else None
         if budget is not None and not 0 <= budget <= 10**15:
             v.add("project.monthly_budget_microusd", "must be between 0 and 1,000,000,000,000,000 micro-USD")
-        action = _BUDGET_ACTIONS.get(p.budget_action)
-        if action is None:
+        action = _BUDGET_ACTIONS.get(p.budget_action) if "budget_action" in paths else None
+        if "budget_action" in paths and action is None:
             v.add("project.budget_action", "is not a known budget action")
         v.raise_if_any()
-        current = await self._d.projects.get(p.id)
-        if current is None:
-            raise errors.NotFound("project", p.id)
-        if {"monthly_budget_microusd", "budget_action"} & paths:
-            assert self._d.budget_store is not None and action is not None
-            await self._d.budget_store.set(
-                p.id, budget if "monthly_budget_microusd" in paths else current.monthly_budget_microusd,
-                action if "budget_action" in paths else current.budget_action)
-            if self._d.budgets is not None:
-                self._d.budgets.forget(p.id)
         updated = await self._d.projects.update(
             request.project.id, name=request.project.name if "name" in paths else None,
-            set_rate_limit="api_rate_limit" in paths, rate_limit=limit)
+            set_rate_limit="api_rate_limit" in paths, rate_limit=limit,
+            set_budget="monthly_budget_microusd" in paths, budget=budget, budget_action=action)
         if updated is None:
             raise errors.NotFound("project", request.project.id)
         self._d.authenticator.forget()  # cached keys carry their project's limit
+        self._d.budgets.forget(p.id)
         return project_pb2.UpdateProjectResponse(project=convert.project(updated))
 
     async def CreateApiKey(self, request: project_pb2.CreateApiKeyRequest,

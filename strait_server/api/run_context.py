@@ -161,13 +161,10 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         if not 1 <= request.cost_microusd <= 10**12:
             v.add("cost_microusd", "must be between 1 and 1,000,000,000,000 micro-USD")
         v.raise_if_any()
-        assert self._d.budget_store is not None and self._d.budgets is not None
-        added = await self._d.budget_store.add_cost(run_id, attempt, request.cost_microusd)
+        added = await self._d.budgets.add_cost(run_id, attempt, request.cost_microusd)
         if added is None:
             raise await self._d.context.refusal(run_id, attempt)
         self._published(run_id)
-        if added.crossed:
-            self._d.budgets.crossed(added.project_id, added.budget)
         return run_context_pb2.ReportCostResponse(
             run_cost_microusd=added.run_cost, month_to_date_spend_microusd=added.budget.spent,
             budget_exhausted=added.budget.exhausted)

@@ -119,7 +119,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         if job is None:
             raise errors.FailedPrecondition(f"the job of run {run_id!r} was deleted", reason="JOB_DELETED",
                                             subject=original.job_id, violation_type="JOB_STATE")
-        await self._d.require_budget(project)
+        await self._d.budgets.require(project)
         result = await self._d.runs.replay(project, job, run_id, request.idempotency_key)
         if not result.repeat:
             self._d.announce([result.run])

@@ -51,7 +51,7 @@ class ScheduleServicer(schedule_pb2_grpc.ScheduleServiceServicer):
         job = await self._job(Violations(), request)
         require_schedule(job)
         require_enabled(job)
-        await self._d.require_budget(job.project_id)
+        await self._d.budgets.require(job.project_id)
         [inserted] = await self._d.runs.insert(job, [NewRun(metadata={"triggered_by": "schedule_trigger"})])
         self._d.announce([inserted.run])
         return schedule_pb2.TriggerScheduleResponse(run=convert.run(inserted.run))

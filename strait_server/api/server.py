@@ -67,8 +67,7 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = ()) -> tuple[gr
     run_pb2_grpc.add_RunServiceServicer_to_server(RunServicer(deps), server)
     run_context_pb2_grpc.add_RunContextServiceServicer_to_server(RunContextServicer(deps), server)
     schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(deps), server)
-    if deps.circuits is not None:
-        circuit_pb2_grpc.add_EndpointCircuitServiceServicer_to_server(EndpointCircuitServicer(deps), server)
+    circuit_pb2_grpc.add_EndpointCircuitServiceServicer_to_server(EndpointCircuitServicer(deps), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

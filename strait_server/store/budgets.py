@@ -15,10 +15,6 @@ FROM projects p LEFT JOIN project_spend s ON s.project_id = p.id AND s.month = {
 WHERE p.id = $1
 """
 
-SET = """
-UPDATE projects SET monthly_budget_microusd = $2, budget_action = $3 WHERE id = $1 RETURNING id
-"""
-
 ADD_COST = f"""
 WITH r AS (
     UPDATE runs SET cost_microusd = cost_microusd + $3, update_time = now(), event_seq = event_seq + 1
@@ -68,9 +64,6 @@ class BudgetStore:
     async def read(self, project_id: str) -> Budget | None:
         row = await self._pool.fetchrow(READ, project_id)
         return None if row is None else Budget(budget=row["budget"], action=row["action"], spent=row["spent"])
-
-    async def set(self, project_id: str, budget: int | None, action: str) -> bool:
-        return await self._pool.fetchval(SET, project_id, budget, action) is not None
 
     async def add_cost(self, run_id: str, attempt: int, cost: int) -> CostAdded | None:
         row = await self._pool.fetchrow(ADD_COST, run_id, attempt, cost)

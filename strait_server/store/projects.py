@@ -33,11 +33,14 @@ UPDATE_PROJECT = f"""
 UPDATE projects SET
     name = CASE WHEN $2::bool THEN $3 ELSE name END,
     api_rate_limit_requests = CASE WHEN $4::bool THEN $5 ELSE api_rate_limit_requests END,
-    api_rate_limit_window_ms = CASE WHEN $4::bool THEN $6 ELSE api_rate_limit_window_ms END
+    api_rate_limit_window_ms = CASE WHEN $4::bool THEN $6 ELSE api_rate_limit_window_ms END,
+    monthly_budget_microusd = CASE WHEN $7::bool THEN $8 ELSE monthly_budget_microusd END,
+    budget_action = CASE WHEN $9::bool THEN $10 ELSE budget_action END
 WHERE id = $1
 RETURNING {_PROJECT_COLUMNS}
 """
-"""$1 id, $2 set name?, $3 name, $4 set rate limit?, $5/$6 rate limit (NULL: inherit). No row: not found."""
+"""$1 id, $2 set name?, $3 name, $4 set rate limit?, $5/$6 rate limit (NULL: inherit), $7 set budget?, $8 budget
+(NULL: none), $9 set budget action?, $10 action. No row: not found."""
 
 LIST_PROJECTS = f"""
 SELECT {_PROJECT_COLUMNS} FROM projects
@@ -147,10 +150,13 @@ class ProjectStore:
         return None if row is None else _project(row)
 
     async def update(self, project_id: str, *, name: str | None = None, set_rate_limit: bool = False,
-                     rate_limit: ApiRateLimit | None = None) -> Project | None:
-        """Changes the name (unless None) and, with set_rate_limit, the rate limit (None: inherit)."""
+                     rate_limit: ApiRateLimit | None = None, set_budget: bool = False, budget: int | None = None,
+                     budget_action: str | None = None) -> Project | None:
+        """Changes the name (unless None), with set_rate_limit the rate limit (None: inherit), with set_budget
+        the monthly budget (None: none), and the budget action (unless None)."""
         row = await self._pool.fetchrow(UPDATE_PROJECT, project_id, name is not None, name or "",
-                                        set_rate_limit, *_limit_args(rate_limit))
+                                        set_rate_limit, *_limit_args(rate_limit), set_budget, budget,
+                                        budget_action is not None, budget_action or "notify")
         return None if row is None else _project(row)
 
     async def list_projects(self, only: list[str] | None, after: tuple[datetime, str] | None,

@@ -147,3 +147,18 @@ async def test_cron_ticks_are_skipped_while_the_budget_rejects(make_app: AppFact
     got = await api.jobs.GetJob(job_pb2.GetJobRequest(id=job.id), metadata=api.metadata)
     assert got.job.next_fire_time.ToDatetime(tzinfo=UTC) > clock.now  # the tick passed, skipped
     await api.channel.close()
+
+
+async def test_an_update_changes_only_the_budget_fields_it_names(api: Api, sink: Sink) -> None:
+    job = await api.create_job("partial", sink.url("/partial"))
+    await _set_budget(api, job.project_id, 1_000, project_pb2.BUDGET_ACTION_REJECT)
+    resp = await api.projects.UpdateProject(project_pb2.UpdateProjectRequest(
+        project=project_pb2.Project(id=job.project_id, budget_action=project_pb2.BUDGET_ACTION_NOTIFY),
+        update_mask=FieldMask(paths=["budget_action"])), metadata=api.admin_metadata)
+    assert resp.project.monthly_budget_microusd == 1_000
+    assert resp.project.budget_action == project_pb2.BUDGET_ACTION_NOTIFY
+    resp = await api.projects.UpdateProject(project_pb2.UpdateProjectRequest(
+        project=project_pb2.Project(id=job.project_id), update_mask=FieldMask(paths=["monthly_budget_microusd"])),
+        metadata=api.admin_metadata)
+    assert not resp.project.HasField("monthly_budget_microusd")  # unset in the update: no budget
+    assert resp.project.budget_action == project_pb2.BUDGET_ACTION_NOTIFY
