@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,19 +29,6 @@ def _run(request_run_id: str) -> tuple[str, int]:
     return principal.run_id, principal.attempt
 
 
-def _json_text(v: Violations, path: str, text: str, max_bytes: int, *, object_only: bool = False) -> None:
-    if len(text.encode()) > max_bytes:
-        v.add(path, f"must be at most {max_bytes} bytes")
-        return
-    try:
-        parsed = validate.STRICT_JSON.decode(text)
-    except (ValueError, RecursionError):
-        v.add(path, "must be valid JSON")
-        return
-    if object_only and not isinstance(parsed, dict):
-        v.add(path, "must be a JSON object")
-
-
 class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._d = deps
@@ -58,12 +44,12 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         if level not in LEVELS:
             v.add("level", "must be debug, info, warn or error")
         validate.check_text(v, "message", request.message, max_len=4096, required=True)
-        if request.data_json:
-            _json_text(v, "data_json", request.data_json, 64 * 1024, object_only=True)
+        parsed = (validate.check_json(v, "data_json", request.data_json, 64 * 1024, object_only=True)
+                  if request.data_json else None)
         v.raise_if_any()
         data: dict[str, Any] = {"level": level}
-        if request.data_json:
-            data["data"] = json.loads(request.data_json)
+        if parsed is not None:
+            data["data"] = parsed
         seq = await self._d.context.append(run_id, attempt, "log", request.message, data)
         self._published(run_id)
         return run_context_pb2.LogResponse(sequence=seq)
@@ -98,7 +84,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
                          context: grpc.aio.ServicerContext) -> run_context_pb2.CheckpointResponse:
         run_id, attempt = _run(request.run_id)
         v = Violations()
-        _json_text(v, "state_json", request.state_json, MAX_CHECKPOINT_BYTES)
+        validate.check_json(v, "state_json", request.state_json, MAX_CHECKPOINT_BYTES)
         v.raise_if_any()
         seq = await self._d.context.append(run_id, attempt, "checkpoint", "", {"size": len(request.state_json)},
                                            checkpoint=request.state_json)
@@ -109,7 +95,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
                         context: grpc.aio.ServicerContext) -> run_context_pb2.SetOutputResponse:
         run_id, attempt = _run(request.run_id)
         v = Violations()
-        _json_text(v, "output_json", request.output_json, self._d.settings.max_output_bytes)
+        validate.check_json(v, "output_json", request.output_json, self._d.settings.max_output_bytes)
         v.raise_if_any()
         seq = await self._d.context.append(run_id, attempt, "output", "", {"size": len(request.output_json)},
                                            output=request.output_json)
@@ -121,7 +107,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         run_id, attempt = _run(request.run_id)
         v = Violations()
         if request.output_json:
-            _json_text(v, "output_json", request.output_json, self._d.settings.max_output_bytes)
+            validate.check_json(v, "output_json", request.output_json, self._d.settings.max_output_bytes)
         v.raise_if_any()
         run = await self._d.context.finish(run_id, attempt, RunStatus.COMPLETED, request.output_json or None, "", "")
         self._published(run_id)

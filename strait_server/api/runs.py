@@ -29,9 +29,11 @@ def encode_resume_token(cursor: Cursor) -> str:
 def decode_resume_token(token: str) -> Cursor:
     try:
         version, xid, event_id = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
-        if version != "f1":
+        cursor = Cursor(int(xid), int(event_id))
+        # Outside xid8 and bigint, PostgreSQL (or asyncpg) would refuse it later, less precisely.
+        if version != "f1" or not (0 <= cursor.xid < 2**64 and 0 <= cursor.id < 2**63):
             raise ValueError(version)
-        return Cursor(int(xid), int(event_id))
+        return cursor
     except (ValueError, UnicodeDecodeError):
         raise errors.InvalidArgument([errors.FieldViolation("resume_token", "is not a token this feed issued")]
                                      ) from None

@@ -86,22 +86,30 @@ def _no_constants(name: str) -> Any:
 STRICT_JSON = json.JSONDecoder(parse_constant=_no_constants)
 
 
+def check_json(v: Violations, path: str, text: str, max_bytes: int, *, object_only: bool = False) -> Any:
+    """The parsed JSON text, or None after adding a violation: too long, not JSON (NaN and friends
+    included), not an object when one is required, or holding NUL (PostgreSQL text and jsonb refuse it)."""
+    if len(text.encode("utf-8", errors="surrogatepass")) > max_bytes:
+        v.add(path, f"must be at most {max_bytes} bytes")
+        return None
+    try:
+        parsed = STRICT_JSON.decode(text)
+    except (ValueError, RecursionError):
+        v.add(path, "must be valid JSON")
+        return None
+    if object_only and not isinstance(parsed, dict):
+        v.add(path, "must be a JSON object")
+        return None
+    if "\x00" in text or "\\u0000" in text:
+        v.add(path, "must not contain NUL characters")
+        return None
+    return parsed
+
+
 def check_payload(v: Violations, path: str, payload: str, max_bytes: int) -> str:
     if not payload:
         return "{}"
-    if len(payload.encode("utf-8", errors="surrogatepass")) > max_bytes:
-        v.add(path, f"must be at most {max_bytes} bytes")
-        return payload
-
-    try:
-        parsed = STRICT_JSON.decode(payload)
-    except (ValueError, RecursionError):
-        v.add(path, "must be valid JSON")
-        return payload
-    if not isinstance(parsed, dict):
-        v.add(path, "must be a JSON object")
-    elif "\x00" in payload or "\\u0000" in payload:
-        v.add(path, "must not contain NUL characters")
+    check_json(v, path, payload, max_bytes, object_only=True)
     return payload
 
 

@@ -217,3 +217,23 @@ async def test_asynchronous_run_survives_its_dispatcher_restarting(api: Api, sin
         assert await ctx.heartbeat() is False
         await ctx.complete({"late": True})
     assert (await api.get_run(run.id)).status == S.RUN_STATUS_COMPLETED
+
+
+async def test_nul_in_reported_json_is_refused_naming_the_field(app: App, api: Api, sink: Sink) -> None:
+    refused: list[tuple[grpc.StatusCode, str]] = []
+
+    async def job_code(request: Received) -> None:
+        stub = run_context_pb2_grpc.RunContextServiceStub(api.channel)
+        md = (("authorization", f"Bearer {request.headers['X-Run-Token']}"),)
+        for call in (stub.Log(run_context_pb2.LogRequest(message="x", data_json='{"a": "\\u0000"}'), metadata=md),
+                     stub.Checkpoint(run_context_pb2.CheckpointRequest(state_json='"a\\u0000"'), metadata=md)):
+            try:
+                await call
+            except grpc.aio.AioRpcError as err:
+                refused.append((err.code(), err.details() or ""))
+    job = await api.create_job("nul", sink.script("/nul", Reply(action=job_code)))
+    run = await api.trigger(job)
+    await api.wait_status(run.id, run_pb2.RUN_STATUS_COMPLETED)
+    assert [code for code, _ in refused] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+    assert "data_json" in refused[0][1] and "state_json" in refused[1][1]
+    assert not any(e.type in ("log", "checkpoint") for e in await api.events(run.id))
