@@ -26,7 +26,7 @@ class ScheduleServicer(schedule_pb2_grpc.ScheduleServiceServicer):
                                     ) -> schedule_pb2.ListScheduleFireTimesResponse:
         v = Violations()
         if not 0 <= request.count <= 100:
-            v.add("count", "must be between 1 and 100")
+            v.add("count", "must be between 0 (10) and 100")
         job = await self._job(v, request)
         require_schedule(job)
         times = schedule.upcoming(job.cron, job.timezone, datetime.now(UTC), request.count or 10)

@@ -347,12 +347,7 @@ def _retry_policy(v: Violations, job: job_pb2.Job, base: JobSpec | None,
 
 
 def update_paths(v: Violations, paths: list[str]) -> frozenset[str]:
-    if not paths:
-        v.add("update_mask", "is required: name the fields to change")
-    for p in paths:
-        if p not in JOB_MUTABLE_PATHS:
-            v.add("update_mask", f"{p!r} is not an updatable job field")
-    return frozenset(paths)
+    return mask_paths(v, paths, JOB_MUTABLE_PATHS, "job")
 
 
 def timestamp(v: Violations, path: str, ts: Timestamp) -> datetime | None:

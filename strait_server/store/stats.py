@@ -9,7 +9,7 @@ SELECT j.queue, s.status, count(*) AS n
 FROM (
     SELECT job_id, 'queued' AS status FROM run_queue
     UNION ALL
-    SELECT r.job_id, 'executing' FROM run_leases l JOIN runs r ON r.id = l.run_id
+    SELECT job_id, 'executing' FROM run_leases
     UNION ALL
     SELECT job_id, 'delayed' FROM runs WHERE status = 'delayed'
 ) s JOIN jobs j ON j.id = s.job_id
