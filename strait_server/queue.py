@@ -51,17 +51,18 @@ CLAIM = """
 WITH due AS (
     -- Served by run_queue_claim_idx; SKIP LOCKED lets any number of dispatchers claim side by side.
     -- Flow-controlled runs (gate set) are claimed by CLAIM_IDS instead, under their job's lock.
-    SELECT q.run_id FROM run_queue q
+    SELECT q.run_id FROM run_queue q JOIN runs r ON r.id = q.run_id
     WHERE q.gate IS NULL AND q.run_at <= now()
       -- Runs of disabled (or deleted) jobs wait in the queue until the job is enabled again. A scalar
       -- subquery, not EXISTS: as a semi-join the planner sorts every queued row instead of walking the index.
       AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
-      -- Past its TTL: left for the expiry sweep, never started. A scalar subquery again: as an anti-join the
-      -- planner scanned all of runs once the table was big (1,000,000 queued runs: 400 ms per claim).
-      AND NOT coalesce((SELECT e.expires_at <= now() FROM runs e WHERE e.id = q.run_id), false)
+      -- Past its TTL: left for the expiry sweep, never started.
+      AND NOT coalesce(r.expires_at <= now(), false)
     ORDER BY q.priority DESC, q.run_at, q.run_id
     LIMIT $1
-    FOR UPDATE OF q SKIP LOCKED
+    -- The run's row too, and skipping both: a cancel or expiry holds the run's row and then deletes its
+    -- queue row, so waiting for the run here while holding the queue row could deadlock with it.
+    FOR UPDATE OF q, r SKIP LOCKED
 )""" + _CLAIM_FROM_DUE
 """$1 batch size, $2 owner (dispatcher id). Takes due runs off the ready queue, flips them to executing."""
 
@@ -116,12 +117,12 @@ GATE_HEADS = """
 SELECT g.gate, h.run_id, h.priority, h.run_at
 FROM unnest($1::text[], $2::int[]) AS g(gate, n)
 CROSS JOIN LATERAL (
-    SELECT q.run_id, q.priority, q.run_at FROM run_queue q
-    WHERE q.gate = g.gate AND q.run_at <= now()
-      AND NOT coalesce((SELECT e.expires_at <= now() FROM runs e WHERE e.id = q.run_id), false)
+    SELECT q.run_id, q.priority, q.run_at FROM run_queue q JOIN runs e ON e.id = q.run_id
+    WHERE q.gate = g.gate AND q.run_at <= now() AND NOT coalesce(e.expires_at <= now(), false)
     ORDER BY q.priority DESC, q.run_at, q.run_id
     LIMIT g.n
-    FOR UPDATE OF q SKIP LOCKED
+    -- Both rows, as in CLAIM: CLAIM_IDS then updates runs this transaction already holds.
+    FOR UPDATE OF q, e SKIP LOCKED
 ) h
 """
 """$1 gates, $2 how many runs each may start: the best due runs of each gate, locked."""
@@ -213,11 +214,14 @@ RECOVER = """
 WITH lost AS (
     SELECT l.run_id, l.detached FROM run_leases l
     -- A detached lease (the endpoint answered 202) outlives its dispatcher; only its deadline ends it.
+    JOIN runs r ON r.id = l.run_id
     WHERE (NOT l.detached AND NOT EXISTS (SELECT 1 FROM dispatchers d
                                           WHERE d.id = l.owner AND d.heartbeat_time > now() - $1::interval))
        OR l.deadline < now() - CASE WHEN l.detached THEN interval '0' ELSE $2::interval END
     LIMIT 1000
-    FOR UPDATE OF l SKIP LOCKED
+    -- The run's row too, and skipping both: a settle, Complete or heartbeat holds the run's row and then
+    -- touches its lease, so waiting for the run while holding the lease could deadlock with it.
+    FOR UPDATE OF l, r SKIP LOCKED
 ), released AS (
     DELETE FROM run_leases l USING lost WHERE l.run_id = lost.run_id RETURNING l.run_id, l.detached
 ), upd AS (
