@@ -28,8 +28,9 @@ from strait_client import (
 from strait_client.v1 import job_pb2
 from strait_server.app import App
 from strait_server.config import Settings
-from tests.conftest import Api, AppFactory, connect
+from tests.conftest import Api, AppFactory, connect, eventually
 from tests.sink import Reply, Sink
+from tests.support import scrape, value
 
 
 def address(app: App) -> str:
@@ -318,7 +319,11 @@ async def test_unreachable_server_is_unavailable() -> None:
 async def test_watch_follows_a_run_across_stream_restarts(make_app: AppFactory, settings: Settings,
                                                           sink: Sink) -> None:
     # Streams end every 300 ms here; the client resumes from its last sequence each time.
-    app = await make_app(watch_max_duration=timedelta(milliseconds=300))
+    app = await make_app(watch_max_duration=timedelta(milliseconds=300), metrics_address="127.0.0.1:0")
+
+    async def streams_ended() -> float:
+        return value(await scrape(app), "strait_grpc_requests_total",
+                     method="/strait.v1.RunService/WatchRun", code="OK")
     api = await connect(app, settings.admin_key)
     gate = asyncio.Event()
     url = sink.script("/slow-watch", Reply(503), Reply(200, '{"ok": 1}', block=gate))
@@ -329,7 +334,8 @@ async def test_watch_follows_a_run_across_stream_restarts(make_app: AppFactory, 
         async for event in client.runs.watch(run["id"]):
             seen.append(event)
             if event["to_status"] == "executing" and event["attempt"] == 2:
-                await asyncio.sleep(1.0)  # the endpoint works on it across several stream restarts
+                # The endpoint is still working when the stream ends: the next event needs a resumed stream.
+                await eventually(streams_ended)
                 gate.set()
         assert [e["sequence"] for e in seen] == list(range(1, len(seen) + 1))
         assert [e["to_status"] for e in seen] == ["queued", "executing", "queued", "executing", "completed"]
