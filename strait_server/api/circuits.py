@@ -52,7 +52,7 @@ class EndpointCircuitServicer(circuit_pb2_grpc.EndpointCircuitServiceServicer):
         v = Violations()
         validate.check_text(v, "endpoint_url", request.endpoint_url, max_len=2048, required=True)
         v.raise_if_any()
-        await self._store.reset(project, request.endpoint_url)
+        await self._store.succeeded(project, request.endpoint_url)
         self._d.on_enqueued()
         return circuit_pb2.ResetEndpointCircuitResponse(circuit=circuit_pb2.EndpointCircuit(
             endpoint_url=request.endpoint_url, state=circuit_pb2.CIRCUIT_STATE_CLOSED,

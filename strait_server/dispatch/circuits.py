@@ -25,7 +25,7 @@ from strait_server.store.circuits import Circuit, CircuitStore
 
 # Failures that say the endpoint is unwell; a 4xx other than 408/429 says the request was wrong.
 COUNTED = frozenset({"server", "connection", "timeout", "rate_limited", "request_timeout"})
-# How often a waiting run looks again while another dispatcher's probe is in flight.
+# How long a run waits when a probe's state cannot be read (it closed or reopened meanwhile): look again soon.
 PROBE_WAIT = timedelta(seconds=2)
 
 
@@ -79,7 +79,8 @@ class Circuits:
         if c.state == "open" and c.open_until is not None and c.open_until > now:
             return snoozed(run, c.open_until, now)
         if c.state == "half_open" and c.probe_until is not None and c.probe_until > now:
-            return snoozed(run, min(c.probe_until, now + PROBE_WAIT), now)
+            # Until the probe's deadline: its success closes the circuit and makes the waiting runs due.
+            return snoozed(run, c.probe_until, now)
         probe_for = timedelta(milliseconds=run.timeout_ms) + timedelta(seconds=10)
         won = await self._store.try_probe(run.project_id, run.endpoint_url, probe_for)
         if won is not None:
@@ -90,7 +91,8 @@ class Circuits:
             self._known.pop(key, None)
             return None  # closed meanwhile
         self._known[key] = current
-        return snoozed(run, now + PROBE_WAIT, now)
+        until = current.probe_until if current.state == "half_open" else current.open_until
+        return snoozed(run, until if until is not None and until > now else now + PROBE_WAIT, now)
 
     async def record(self, run: ClaimedRun, outcome: Outcome) -> str | None:
         """Counts the dispatch's outcome; returns a message for the run's events when the circuit changed."""

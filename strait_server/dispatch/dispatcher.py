@@ -202,6 +202,7 @@ class Dispatcher:
             if note is not None:
                 await self._circuit_store.note(run.id, note)
                 self._on_events([run.id])
+                self._wake.set()  # a closed circuit made its waiting runs due
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("recording a circuit outcome failed: %s", exc, extra={"action": "circuit_error"})
 

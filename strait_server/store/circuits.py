@@ -31,7 +31,20 @@ RETURNING {_COLUMNS}, open_until = now() + $4::interval AS opened
 """
 """$1 project, $2 URL, $3 threshold, $4 open period, $5 error. `opened`: this failure opened the circuit."""
 
-RECORD_SUCCESS = "DELETE FROM endpoint_circuits WHERE project_id = $1 AND endpoint_url = $2 RETURNING state"
+RECORD_SUCCESS = """
+WITH gone AS (
+    DELETE FROM endpoint_circuits WHERE project_id = $1 AND endpoint_url = $2 RETURNING state
+), released AS (
+    -- The circuit closes: runs put back for it are due now, not at the end of the wait they were given.
+    UPDATE run_queue q SET run_at = now()
+    FROM runs r JOIN jobs j ON j.id = r.job_id
+    WHERE (SELECT state FROM gone) IN ('open', 'half_open')
+      AND q.run_id = r.id AND r.project_id = $1 AND j.endpoint_url = $2 AND r.status = 'queued'
+      AND r.error_class = 'circuit_open' AND q.run_at > now()
+)
+SELECT state FROM gone
+"""
+"""$1 project, $2 URL: forgets the endpoint's failures. Returns the state it had; no row: it had none."""
 
 TRY_PROBE = f"""
 UPDATE endpoint_circuits SET state = 'half_open', probe_until = now() + $3::interval, update_time = now()
@@ -40,14 +53,6 @@ WHERE project_id = $1 AND endpoint_url = $2
 RETURNING {_COLUMNS}
 """
 """$1 project, $2 URL, $3 how long the probe may take. A row: this caller sends the one probe."""
-
-RELEASE_WAITING = """
-UPDATE run_queue q SET run_at = now()
-FROM runs r JOIN jobs j ON j.id = r.job_id
-WHERE q.run_id = r.id AND r.project_id = $1 AND j.endpoint_url = $2 AND r.status = 'queued'
-  AND r.error_class = 'circuit_open' AND q.run_at > now()
-"""
-"""$1 project, $2 URL: runs put back for the endpoint's open circuit are due now."""
 
 READ = f"SELECT {_COLUMNS} FROM endpoint_circuits WHERE project_id = $1 AND endpoint_url = $2"
 
@@ -102,15 +107,10 @@ class CircuitStore:
         return _circuit(row), bool(row["opened"])
 
     async def succeeded(self, project_id: str, url: str) -> str | None:
-        """Forgets the endpoint's failures; returns the state it had (None: it had none)."""
+        """Closes the circuit (after a success, or ResetEndpointCircuit); the runs waiting for it are due at
+        once. Returns the state it had (None: it had none)."""
         value = await self._pool.fetchval(RECORD_SUCCESS, project_id, url)
         return None if value is None else str(value)
-
-    async def reset(self, project_id: str, url: str) -> None:
-        """Closes the circuit and makes the runs waiting for it due at once."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(RECORD_SUCCESS, project_id, url)
-            await conn.execute(RELEASE_WAITING, project_id, url)
 
     async def try_probe(self, project_id: str, url: str, probe_for: timedelta) -> Circuit | None:
         row = await self._pool.fetchrow(TRY_PROBE, project_id, url, probe_for)
