@@ -106,7 +106,17 @@ def _with_db(url: str, name: str) -> str:
     return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
 
 
-async def _rate(label: str, count: int, fn: Callable[[], Awaitable[None]]) -> float:
+PROFILE: tuple[str, str, int] | None = None  # (phase, file, pid) for --profile
+
+
+async def _profile(phase: str) -> None:
+    if PROFILE is not None and PROFILE[0] == phase:
+        await asyncio.create_subprocess_exec("py-spy", "record", "--pid", str(PROFILE[2]), "--format", "raw",
+                                             "-o", PROFILE[1], "--duration", "3", "--rate", "300")
+
+
+async def _rate(label: str, count: int, fn: Callable[[], Awaitable[None]], phase: str = "") -> float:
+    await _profile(phase)
     start = time.perf_counter()
     await fn()
     elapsed = time.perf_counter() - start
@@ -135,10 +145,14 @@ async def main() -> None:
     parser.add_argument("--sequential", type=int, default=2_000)
     parser.add_argument("--concurrent", type=int, default=6_400)
     parser.add_argument("--batch-callers", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=30, help="BatchTriggerJob calls of 1,000 runs in all")
+    parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--only-latency", action="store_true")
     parser.add_argument("--split", action="store_true",
                         help="run the api, worker and scheduler roles as three processes (the hint crosses processes)")
-    parser.add_argument("--profile-e2e", metavar="FILE", help="record the server with py-spy during end-to-end")
+    parser.add_argument("--profile", nargs=2, metavar=("PHASE", "FILE"),
+                        help="record the server with py-spy for 3 s from the start of PHASE "
+                             "(sequential, concurrent, batch, e2e)")
     args = parser.parse_args()
 
     admin_url = os.environ.get("STRAIT_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -157,7 +171,9 @@ async def main() -> None:
     modes = ["api", "worker", "scheduler"] if args.split else ["all"]
     servers = [await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode", mode,
                                                     env=env) for mode in modes]
-    worker_pid = servers[1 if args.split else 0].pid
+    global PROFILE
+    if args.profile:
+        PROFILE = (args.profile[0], args.profile[1], servers[1 if args.split else 0].pid)
     print(f"strait bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {_load()}; processes: {', '.join(modes)}; "
           f"wake hint via {env.get('STRAIT_WAKE_VIA', 'redis')}")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -165,7 +181,7 @@ async def main() -> None:
     try:
         jobs, md, job = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/run")
         if not args.only_latency:
-            await _throughput(args, jobs, md, job, conn, sink, worker_pid)
+            await _throughput(args, jobs, md, job, conn, sink)
         await _latency(args, jobs, md, job, sink)
         print(f"done, {_load()}")
     finally:
@@ -202,7 +218,7 @@ async def _setup(channel: grpc.aio.Channel, admin_key: str,
 
 
 async def _throughput(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStub, md: Metadata,
-                      job: job_pb2.Job, conn: asyncpg.Connection, sink: FastSink, server_pid: int) -> None:
+                      job: job_pb2.Job, conn: asyncpg.Connection, sink: FastSink) -> None:
     later = Timestamp()
     later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
     # Delayed runs measure the API and enqueue path alone, without dispatch competing for the CPU.
@@ -222,16 +238,18 @@ async def _throughput(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStu
 
     batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
         payload_json=json.dumps({"i": i}), scheduled_time=later) for i in range(1000)])
-    per_batch_caller = 30 // args.batch_callers
-    await _rate("TriggerJob, sequential", args.sequential, sequential)
+    per_batch_caller = args.batches // args.batch_callers
+    await _rate("TriggerJob, sequential", args.sequential, sequential, "sequential")
     await _rate("TriggerJob, 32 concurrent callers", args.concurrent // 32 * 32,
-                lambda: callers(32, args.concurrent // 32, delayed, jobs.TriggerJob))
+                lambda: callers(32, args.concurrent // 32, delayed, jobs.TriggerJob), "concurrent")
     await _rate(f"BatchTriggerJob enqueue (1,000 per call, {args.batch_callers} callers)",
                 per_batch_caller * args.batch_callers * 1000,
-                lambda: callers(args.batch_callers, per_batch_caller, batch, jobs.BatchTriggerJob))
+                lambda: callers(args.batch_callers, per_batch_caller, batch, jobs.BatchTriggerJob), "batch")
     # The delayed runs stay delayed (due in an hour): canceling 36,000 rows here would hand the
     # end-to-end phase a vacuum of the runs table to compete with.
 
+    if args.skip_e2e:
+        return
     # End to end: enqueue everything at once, then wait until every run has completed.
     e2e = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
         payload_json=json.dumps({"i": i})) for i in range(1000)])
@@ -239,14 +257,11 @@ async def _throughput(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStu
     before = sink.count
 
     async def end_to_end() -> None:
-        if args.profile_e2e:
-            await asyncio.create_subprocess_exec("py-spy", "record", "--pid", str(server_pid), "--format", "raw",
-                                                 "-o", args.profile_e2e, "--duration", "3", "--rate", "300")
         for _ in range(total // 1000):
             await jobs.BatchTriggerJob(e2e, metadata=md)
         while await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'") < total:
             await asyncio.sleep(0.05)
-    await _rate(f"end-to-end HTTP runs ({total:,}, trigger to completed)", total, end_to_end)
+    await _rate(f"end-to-end HTTP runs ({total:,}, trigger to completed)", total, end_to_end, "e2e")
     assert sink.count - before == total, (sink.count, before)
 
 

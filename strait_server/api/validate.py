@@ -350,49 +350,70 @@ def update_paths(v: Violations, paths: list[str]) -> frozenset[str]:
     return mask_paths(v, paths, JOB_MUTABLE_PATHS, "job")
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31, as protobuf's
+
+
 def timestamp(v: Violations, path: str, ts: Timestamp) -> datetime | None:
-    try:
-        return ts.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError):
+    # Arithmetic rather than Timestamp.ToDatetime, which costs a third of a scheduled batch item.
+    seconds, nanos = ts.seconds, ts.nanos
+    if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 1_000_000_000):
         v.add(path, "is not a valid timestamp")
         return None
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def run_options(v: Violations, path: str, options: job_pb2.RunOptions, *, max_payload: int,
                 now: datetime) -> NewRun:
-    payload = check_payload(v, f"{path}.payload_json", options.payload_json, max_payload)
-    fields = options.ListFields()
-    if not fields or (len(fields) == 1 and fields[0][0].name == "payload_json"):
-        return NewRun(payload=payload)  # the common batch item: a payload and nothing else
-    scheduled = None
-    if options.HasField("scheduled_time"):
-        scheduled = timestamp(v, f"{path}.scheduled_time", options.scheduled_time)
+    """One run's options. Only the fields present are looked at: a batch holds up to 1,000 of these."""
+    payload = "{}"
+    values: dict[str, Any] = {}
+    for descriptor, value in options.ListFields():
+        name = descriptor.name
+        if name == "payload_json":
+            payload = check_payload(v, f"{path}.payload_json", value, max_payload)
+        else:
+            _run_option(v, f"{path}.{name}", name, value, now, values)
+    return NewRun(payload=payload, **values) if values else NewRun(payload=payload)
+
+
+def _run_option(v: Violations, path: str, name: str, value: Any, now: datetime, values: dict[str, Any]) -> None:
+    """Checks one set RunOptions field (other than the payload) into `values`, NewRun's keyword arguments."""
+    if name in _RUN_RANGES:
+        low, high = _RUN_RANGES[name]
+        if not low <= value <= high:
+            v.add(path, f"must be between {low} and {high}")
+        values[name] = value
+    elif name == "scheduled_time":
+        values[name] = scheduled = timestamp(v, path, value)
         if scheduled is not None and scheduled - now > MAX_SCHEDULE_AHEAD:
-            v.add(f"{path}.scheduled_time", "must be at most 30 days ahead")
-    priority = options.priority if options.HasField("priority") else None
-    if priority is not None and not 0 <= priority <= 10:
-        v.add(f"{path}.priority", "must be between 0 and 10")
-    timeout_ms = _timeout_ms(v, f"{path}.timeout", options.timeout) if options.HasField("timeout") else None
-    ttl_ms = _ttl_ms(v, f"{path}.ttl", options.ttl) if options.HasField("ttl") else None
-    max_attempts = options.max_attempts if options.HasField("max_attempts") else None
-    if max_attempts is not None and not 1 <= max_attempts <= 100:
-        v.add(f"{path}.max_attempts", "must be between 1 and 100")
-    check_text(v, f"{path}.idempotency_key", options.idempotency_key, max_len=256)
-    check_text(v, f"{path}.concurrency_key", options.concurrency_key, max_len=256)
-    check_text(v, f"{path}.dedup_key", options.dedup_key, max_len=256)
-    check_text(v, f"{path}.debounce_key", options.debounce_key, max_len=256)
-    tags, metadata = dict(options.tags), dict(options.metadata)
-    check_map(v, f"{path}.tags", tags, max_entries=20)
-    check_map(v, f"{path}.metadata", metadata)
+            v.add(path, "must be at most 30 days ahead")
+    elif name == "timeout":
+        values["timeout_ms"] = _timeout_ms(v, path, value)
+    elif name == "ttl":
+        values["ttl_ms"] = _ttl_ms(v, path, value)
+    elif name in _RUN_KEYS:
+        check_text(v, path, value, max_len=256)
+        values[name] = value
+    elif name == "tags":
+        values[name] = tags = dict(value)
+        check_map(v, path, tags, max_entries=20)
+    elif name == "metadata":
+        values[name] = metadata = dict(value)
+        _run_metadata(v, path, metadata)
+
+
+def _run_metadata(v: Violations, path: str, metadata: dict[str, str]) -> None:
+    check_map(v, path, metadata)
     for key in TRACE_KEYS & metadata.keys():
         if not _HEADER_VALUE_RE.match(metadata[key]):
-            v.add(f"{path}.metadata[{key!r}]", "is forwarded as an HTTP header: printable ASCII only")
+            v.add(f"{path}[{key!r}]", "is forwarded as an HTTP header: printable ASCII only")
     if TRACE_CONTEXT_KEY in metadata:
-        v.add(f"{path}.metadata[{TRACE_CONTEXT_KEY!r}]", "is reserved for Strait's own trace context")
-    return NewRun(payload=payload, scheduled_time=scheduled, priority=priority, timeout_ms=timeout_ms,
-                  max_attempts=max_attempts, idempotency_key=options.idempotency_key, tags=tags,
-                  metadata=metadata, ttl_ms=ttl_ms, concurrency_key=options.concurrency_key,
-                  dedup_key=options.dedup_key, debounce_key=options.debounce_key)
+        v.add(f"{path}[{TRACE_CONTEXT_KEY!r}]", "is reserved for Strait's own trace context")
+
+
+_RUN_RANGES = {"priority": (0, 10), "max_attempts": (1, 100)}
+_RUN_KEYS = frozenset({"idempotency_key", "concurrency_key", "dedup_key", "debounce_key"})
 
 
 def selector(v: Violations, request: Any) -> tuple[str, str]:

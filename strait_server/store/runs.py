@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -83,11 +83,12 @@ WITH j AS (
         coalesce(v.max_attempts, j.max_attempts), coalesce(v.priority, j.priority),
         coalesce(v.timeout_ms, j.timeout_ms), v.payload,
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
-        j.tags || v.tags::jsonb, v.metadata::jsonb, 1,
+        j.tags || coalesce(v.tags, '{}')::jsonb, coalesce(v.metadata, '{}')::jsonb, 1,
         CASE WHEN coalesce(v.ttl_ms, j.run_ttl_ms) > 0
              THEN greatest(coalesce(v.sched, now()), now())
                   + coalesce(v.ttl_ms, j.run_ttl_ms) * interval '1 millisecond' END,
-        v.ckey
+        coalesce(v.ckey, '')
+    -- unnest pads a NULL array with NULLs: a column no run sets is sent as one NULL, not 1,000.
     FROM j, unnest($4::text[], $5::int[], $6::int[], $7::bigint[], $8::text[], $9::timestamptz[],
                    $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[])
          AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey)
@@ -323,6 +324,11 @@ def visible_metadata(stored: dict[str, str]) -> dict[str, str]:
     return metadata
 
 
+def _column(values: list[Any]) -> list[Any] | None:
+    """A per-run array parameter, or None (one NULL for the statement to pad) when no run sets it."""
+    return values if any(v is not None for v in values) else None
+
+
 def _metadata_json(metadata: dict[str, str], trace: dict[str, str]) -> str:
     if trace:
         return json.dumps({**metadata, **trace})
@@ -345,8 +351,7 @@ async def cancel_unfinished_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.
     return [(r["run_id"], r["from_status"]) for r in rows]
 
 
-@dataclass(frozen=True)
-class Inserted:
+class Inserted(NamedTuple):  # a tuple: a batch makes 1,000, and a frozen dataclass is slow to build
     run: Run
     repeat: bool  # an idempotency key matched: `run` existed already
     deduplicated: bool = False  # the job's dedup window matched: `run` existed already
@@ -379,11 +384,13 @@ class RunStore:
         with self._tracing.trigger(job_id or slug, len(runs)) as trace:
             rows = await self._pool.fetch(
                 INSERT_RUNS_OF_JOB, project_id, job_id, slug, ids.new_ids("run", len(runs)),
-                [r.max_attempts for r in runs], [r.priority for r in runs], [r.timeout_ms for r in runs],
-                [r.payload for r in runs], [r.scheduled_time for r in runs],
-                [json.dumps(r.tags) if r.tags else "{}" for r in runs],
-                [_metadata_json(r.metadata, trace) for r in runs], list(range(len(runs))),
-                [r.ttl_ms for r in runs], [r.concurrency_key for r in runs])
+                _column([r.max_attempts for r in runs]), _column([r.priority for r in runs]),
+                _column([r.timeout_ms for r in runs]), [r.payload for r in runs],
+                _column([r.scheduled_time for r in runs]),
+                _column([json.dumps(r.tags) if r.tags else None for r in runs]),
+                _column([_metadata_json(r.metadata, trace) if r.metadata or trace else None for r in runs]),
+                list(range(len(runs))), _column([r.ttl_ms for r in runs]),
+                _column([r.concurrency_key or None for r in runs]))
         if not rows:
             return None
         self._metrics.transitions(("", row["status"]) for row in rows)
