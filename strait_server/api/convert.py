@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import job_pb2, project_pb2, run_pb2
@@ -122,8 +123,9 @@ def run(r: model.Run) -> run_pb2.Run:
     )
 
 
-def runs_basic(runs: list[model.Run]) -> list[run_pb2.Run]:
-    """The BASIC view of many runs; runs written together share their timestamps, so convert each once."""
+def add_runs_basic(out: RepeatedCompositeFieldContainer[run_pb2.Run], runs: list[model.Run]) -> None:
+    """Appends the BASIC view of many runs to the repeated field `out`. Built in place (a message handed
+    to a repeated field is copied); runs written together share their timestamps, so each converts once."""
     stamps: dict[datetime, Timestamp | None] = {}
 
     def stamp(value: datetime) -> Timestamp | None:
@@ -131,13 +133,11 @@ def runs_basic(runs: list[model.Run]) -> list[run_pb2.Run]:
             stamps[value] = ts(value)
         return stamps[value]
 
-    return [
-        run_pb2.Run(id=r.id, job_id=r.job_id, project_id=r.project_id,
-                    status=_STATUS_NUMBERS[r.status], priority=r.priority,  # type: ignore[arg-type]
-                    max_attempts=r.max_attempts, scheduled_time=stamp(r.scheduled_time),
-                    create_time=stamp(r.create_time), idempotency_key=r.idempotency_key)
-        for r in runs
-    ]
+    add = out.add
+    for r in runs:
+        add(id=r.id, job_id=r.job_id, project_id=r.project_id, status=_STATUS_NUMBERS[r.status],
+            priority=r.priority, max_attempts=r.max_attempts, scheduled_time=stamp(r.scheduled_time),
+            create_time=stamp(r.create_time), idempotency_key=r.idempotency_key)
 
 
 def event(e: model.RunEvent) -> run_pb2.RunEvent:

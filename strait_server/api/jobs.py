@@ -152,8 +152,10 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                                      now=now) for i, o in enumerate(request.runs[: validate.MAX_BATCH])]
         results = await self._trigger(v, request, news)
         runs = [r.run for r in results]
-        protos = ([convert.run(r) for r in runs] if request.view == job_pb2.RUN_VIEW_FULL
-                  else convert.runs_basic(runs))
-        return job_pb2.BatchTriggerJobResponse(runs=protos,
-                                               idempotent_repeats=[r.repeat or r.deduplicated or r.debounced
-                                                                   for r in results])
+        response = job_pb2.BatchTriggerJobResponse(
+            idempotent_repeats=[r.repeat or r.deduplicated or r.debounced for r in results])
+        if request.view == job_pb2.RUN_VIEW_FULL:
+            response.runs.extend(convert.run(r) for r in runs)
+        else:
+            convert.add_runs_basic(response.runs, runs)
+        return response

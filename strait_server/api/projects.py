@@ -44,7 +44,7 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
                             context: grpc.aio.ServicerContext) -> project_pb2.CreateProjectResponse:
         _require_admin()
         v = Violations()
-        if not validate.SLUG_RE.match(request.slug):
+        if not validate.SLUG_RE.fullmatch(request.slug):
             v.add("slug", "must be 1-128 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")
         validate.check_text(v, "name", request.name, max_len=255)
         limit = validate.api_rate_limit(v, "api_rate_limit", request)

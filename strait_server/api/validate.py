@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -26,14 +27,14 @@ from strait_server.model import (
     RetryStrategy,
 )
 
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
-QUEUE_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")  # fullmatch: "$" would let a final newline in
+QUEUE_RE = re.compile(r"[A-Za-z0-9_-]{1,63}")
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
 MAX_TIMEOUT = timedelta(hours=24)
 MAX_BATCH = 1000
 # Run metadata keys forwarded to the endpoint as headers (W3C trace context and friends).
 TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage", "sentry-trace"})
-_HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e]{0,1024}$")
+_HEADER_VALUE_RE = re.compile(r"[\x20-\x7e]{0,1024}")
 
 JOB_MUTABLE_PATHS = frozenset({
     "slug", "name", "description", "endpoint_url", "fallback_endpoint_url", "execution_mode", "queue",
@@ -109,6 +110,14 @@ def check_json(v: Violations, path: str, text: str, max_bytes: int, *, object_on
 def check_payload(v: Violations, path: str, payload: str, max_bytes: int) -> str:
     if not payload:
         return "{}"
+    # The fast path for the common case (a batch checks up to 1,000 payloads), where the parsed value is not
+    # needed: orjson parses 3-4x faster; whatever it refuses, the standard parser judges and explains.
+    if len(payload) * 4 <= max_bytes and "\x00" not in payload and "\\u0000" not in payload:
+        try:
+            if type(orjson.loads(payload)) is dict:
+                return payload
+        except orjson.JSONDecodeError:
+            pass
     check_json(v, path, payload, max_bytes, object_only=True)
     return payload
 
@@ -235,7 +244,7 @@ def _schedule(v: Violations, f: _Fields) -> dict[str, Any]:
 
 def _names(v: Violations, f: _Fields) -> tuple[str, str, str]:
     slug = f.pick("slug", f.job.slug)
-    if not SLUG_RE.match(slug):
+    if not SLUG_RE.fullmatch(slug):
         v.add("job.slug", "must be 1-128 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")
     elif slug.startswith("job_"):
         v.add("job.slug", "must not start with 'job_' (reserved for job ids)")
@@ -271,7 +280,7 @@ def _endpoints(v: Violations, f: _Fields, allow_private: bool) -> tuple[str, str
 
 def _queue(v: Violations, f: _Fields) -> str:
     queue: str = f.pick("queue", f.job.queue or "default")
-    if not QUEUE_RE.match(queue):
+    if not QUEUE_RE.fullmatch(queue):
         v.add("job.queue", "must be 1-63 characters of A-Z, a-z, 0-9, '-' or '_'")
     return queue
 
@@ -406,7 +415,7 @@ def _run_option(v: Violations, path: str, name: str, value: Any, now: datetime, 
 def _run_metadata(v: Violations, path: str, metadata: dict[str, str]) -> None:
     check_map(v, path, metadata)
     for key in TRACE_KEYS & metadata.keys():
-        if not _HEADER_VALUE_RE.match(metadata[key]):
+        if not _HEADER_VALUE_RE.fullmatch(metadata[key]):
             v.add(f"{path}[{key!r}]", "is forwarded as an HTTP header: printable ASCII only")
     if TRACE_CONTEXT_KEY in metadata:
         v.add(f"{path}[{TRACE_CONTEXT_KEY!r}]", "is reserved for Strait's own trace context")

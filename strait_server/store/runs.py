@@ -93,8 +93,9 @@ WITH j AS (
                    $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[])
          AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey)
     ORDER BY v.ord
+    -- Empty tags come back as NULL: decoding '{}' 1,000 times showed in batch profiles.
     RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
-        tags, run_at, expires_at, concurrency_key
+        nullif(tags, '{}') AS tags, run_at, expires_at, concurrency_key
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
     SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
@@ -399,7 +400,7 @@ class RunStore:
                 attempt=0, max_attempts=row["max_attempts"], priority=row["priority"], timeout_ms=row["timeout_ms"],
                 payload=new.payload, output=None, error="", error_class="", scheduled_time=row["scheduled_time"],
                 create_time=row["create_time"], update_time=row["create_time"], start_time=None, finish_time=None,
-                idempotency_key="", tags=row["tags"], metadata=dict(new.metadata), attempts=[], replay_of="",
+                idempotency_key="", tags=row["tags"] or {}, metadata=dict(new.metadata), attempts=[], replay_of="",
                 expires_at=row["expires_at"], concurrency_key=new.concurrency_key)
             for new, row in zip(runs, rows, strict=True)
         ]
