@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -140,6 +141,22 @@ async def _migrate(rollback: bool) -> None:
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """STRAIT_EVENT_LOOP: uvloop (the default where it is installed) or asyncio's own loop.
+
+    uvloop's transports cost a third of asyncio's per endpoint request and speed up asyncpg and
+    redis-py as well; grpc.aio runs on any asyncio loop."""
+    if name == "asyncio":
+        return None
+    if name != "uvloop":
+        raise ConfigError(f"STRAIT_EVENT_LOOP must be uvloop or asyncio, not {name!r}")
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform (Windows): asyncio's loop it is
+        return None
+    return uvloop.new_event_loop
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strait", description="Strait job orchestration server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,12 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        if args.command == "dev":
-            asyncio.run(_dev(args.address, args.data_dir.resolve()))
-        elif args.command == "serve":
-            asyncio.run(_serve(args.mode))
-        else:
-            asyncio.run(_migrate(args.rollback))
+        loop_factory = event_loop_factory(os.environ.get("STRAIT_EVENT_LOOP", "uvloop"))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            if args.command == "dev":
+                runner.run(_dev(args.address, args.data_dir.resolve()))
+            elif args.command == "serve":
+                runner.run(_serve(args.mode))
+            else:
+                runner.run(_migrate(args.rollback))
     except ConfigError as exc:
         print(f"strait: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 import uuid
@@ -14,11 +15,18 @@ import pytest
 
 from strait_client.v1 import job_pb2, job_pb2_grpc, project_pb2, project_pb2_grpc, run_pb2, run_pb2_grpc
 from strait_server.app import ALL_ROLES, App, Role
+from strait_server.cli import event_loop_factory
 from strait_server.config import Settings
 from tests.backends import Backend, Databases, start_backend
 from tests.sink import Sink, start_sink
 
 T = TypeVar("T")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """The loop `strait serve` runs on (STRAIT_EVENT_LOOP, uvloop by default), so in-process servers match."""
+    factory = event_loop_factory(os.environ.get("STRAIT_EVENT_LOOP", "uvloop"))
+    return {"uvloop": factory} if factory is not None else {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import pytest
+import uvloop
+
+from strait_server.cli import event_loop_factory, main
+from strait_server.config import ConfigError
+
+
+def test_uvloop_is_the_default_and_asyncio_the_alternative() -> None:
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None  # asyncio.Runner's own loop
+
+
+def test_an_unknown_event_loop_is_refused_before_anything_starts(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError):
+        event_loop_factory("trio")
+    monkeypatch.setenv("STRAIT_EVENT_LOOP", "trio")
+    assert main(["migrate"]) == 2
+    assert "STRAIT_EVENT_LOOP must be uvloop or asyncio" in capsys.readouterr().err
