@@ -125,7 +125,7 @@ class App:
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
             self._executor = HttpExecutor(
-                concurrency=s.dispatch_concurrency, allow_private=s.allow_private_endpoints,
+                allow_private=s.allow_private_endpoints,
                 jwt_key=s.jwt_signing_key, max_output_bytes=s.max_output_bytes,
                 token_margin_s=s.run_token_ttl_margin.total_seconds())
             await self._executor.start()

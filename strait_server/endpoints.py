@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import time
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 _BLOCKED_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata.google.internal"})
 _EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in (
@@ -61,21 +60,42 @@ def check_url(url: str, *, allow_private: bool) -> str | None:
     return None
 
 
-class PublicOnlyResolver(AbstractResolver):
-    """Refuses, at dial time, names that resolve to private addresses (DNS rebinding guard)."""
+class Resolver:
+    """Endpoint host names to addresses at dial time, cached for `ttl` seconds. Unless private endpoints
+    are allowed, refuses blocked names and names resolving only to private addresses: job validation
+    checked the URL, this also catches a public name later pointed at a private address (DNS rebinding)."""
 
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
+    def __init__(self, *, allow_private: bool, ttl: float = 60.0) -> None:
+        self._allow_private = allow_private
+        self._ttl = ttl
+        self._cache: dict[tuple[str, int], tuple[float, list[tuple[int, str]]]] = {}
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        if host.lower() in _BLOCKED_NAMES:
+    async def resolve(self, host: str, port: int) -> list[tuple[int, str]]:
+        """(address family, address) pairs to try in order; OSError when there is none allowed."""
+        key = (host, port)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        addresses = await self._lookup(host, port)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + self._ttl, addresses)
+        return addresses
+
+    async def _lookup(self, host: str, port: int) -> list[tuple[int, str]]:
+        if not self._allow_private and (host in _BLOCKED_NAMES or host.endswith(".localhost")):
             raise OSError(f"endpoint host {host!r} is not allowed")
-        results = await self._inner.resolve(host, port, family)
-        public = [r for r in results if not is_private_address(r["host"])]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found = list(dict.fromkeys((int(family), str(sockaddr[0])) for family, _, _, _, sockaddr in infos))
+        else:
+            found = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, str(ip))]
+        if self._allow_private:
+            return found
+        public = [(family, address) for family, address in found if not is_private_address(address)]
         if not public:
             raise OSError(f"endpoint host {host!r} resolves only to private addresses")
         return public
-
-    async def close(self) -> None:
-        await self._inner.close()

@@ -8,11 +8,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import aiohttp
-
 from strait_server import auth
 from strait_server.dispatch.backoff import TRANSIENT, classify_status, next_status, retry_delay_ms
-from strait_server.endpoints import PublicOnlyResolver
+from strait_server.dispatch.transport import EndpointClient
+from strait_server.endpoints import Resolver
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome
 from strait_server.telemetry.tracing import inject_headers
@@ -31,26 +30,21 @@ class Attempt:
 
 
 class HttpExecutor:
-    def __init__(self, *, concurrency: int, allow_private: bool, jwt_key: str, max_output_bytes: int,
+    def __init__(self, *, allow_private: bool, jwt_key: str, max_output_bytes: int,
                  token_margin_s: float) -> None:
-        self._concurrency = concurrency
         self._allow_private = allow_private
         self._tokens = auth.RunTokenSigner(jwt_key)
         self._max_output = max_output_bytes
         self._token_margin = token_margin_s
-        self._session: aiohttp.ClientSession | None = None
+        self._client: EndpointClient | None = None
 
     async def start(self) -> None:
-        resolver = None if self._allow_private else PublicOnlyResolver()
-        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=0, ttl_dns_cache=60,
-                                         resolver=resolver, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
-                                              skip_auto_headers=("User-Agent",))
+        self._client = EndpointClient(Resolver(allow_private=self._allow_private))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def _headers(self, run: ClaimedRun, body: bytes) -> dict[str, str]:
         headers = {
@@ -76,33 +70,19 @@ class HttpExecutor:
         return headers
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], budget_s: float) -> Attempt:
-        assert self._session is not None
-        timeout = aiohttp.ClientTimeout(total=max(budget_s, 0.001))
+        assert self._client is not None
         try:
-            async with self._session.post(url, data=body, headers=headers, timeout=timeout,
-                                          allow_redirects=False) as resp:
-                if 200 <= resp.status < 300:
-                    raw = await self._read_capped(resp)
-                    return Attempt(resp.status, "", "", self._output(raw), url)
-                return Attempt(resp.status, f"endpoint returned {resp.status}", classify_status(resp.status),
-                               None, url)
+            resp = await self._client.post(url, body, headers, budget_s=max(budget_s, 0.001),
+                                           max_body=self._max_output)
         except TimeoutError:
             return Attempt(0, f"endpoint timed out after {budget_s:.3g}s", "timeout", None, url)
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             return Attempt(0, f"connection error: {type(exc).__name__}: {exc}"[:1024], "connection", None, url)
-        except ValueError as exc:  # aiohttp refuses the request itself (e.g. a malformed URL or header)
+        except ValueError as exc:  # a request that cannot be sent (e.g. a malformed URL or header)
             return Attempt(0, f"invalid request: {exc}"[:1024], "invalid_request", None, url)
-
-    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        """Up to max_output + 1 bytes of the body (one more than allowed tells that it was too long)."""
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self._max_output:
-                break
-        return b"".join(chunks)
+        if 200 <= resp.status < 300:
+            return Attempt(resp.status, "", "", self._output(resp.body), url)
+        return Attempt(resp.status, f"endpoint returned {resp.status}", classify_status(resp.status), None, url)
 
     def _output(self, raw: bytes) -> str | None:
         if not raw:

@@ -36,7 +36,7 @@ WITH upd AS (
     WHERE id = $1 AND status = 'executing' AND attempt = $2
     RETURNING id, project_id, job_id, event_seq, attempt, deadline
 ), lease AS (
-    UPDATE run_leases l SET deadline = upd.deadline FROM upd WHERE l.run_id = upd.id
+    UPDATE run_leases l SET deadline = upd.deadline FROM upd WHERE l.run_id = $1 AND upd.id = $1
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt)
     SELECT id, project_id, job_id, event_seq, 'heartbeat', attempt FROM upd
@@ -52,7 +52,7 @@ WITH upd AS (
     WHERE id = $1 AND status = 'executing' AND attempt = $2
     RETURNING {RUN_COLUMNS}, event_seq
 ), released AS (
-    DELETE FROM run_leases l USING upd WHERE l.run_id = upd.id
+    DELETE FROM run_leases l WHERE l.run_id = $1 AND EXISTS (SELECT FROM upd)
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
     SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd

@@ -206,9 +206,10 @@ WITH old AS (
     FROM old WHERE r.id = old.id
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, old.status AS from_status
 ), unqueued AS (
-    DELETE FROM run_queue q USING upd WHERE q.run_id = upd.id
+    -- By key with an array, not a join: see queue.py (CLAIM).
+    DELETE FROM run_queue q WHERE q.run_id = ANY(ARRAY(SELECT id FROM upd))
 ), released AS (
-    DELETE FROM run_leases l USING upd WHERE l.run_id = upd.id
+    DELETE FROM run_leases l WHERE l.run_id = ANY(ARRAY(SELECT id FROM upd))
 )
 INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
 SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'canceled', attempt, $5 FROM upd
