@@ -105,8 +105,11 @@ class App:
         self.events = EventBus(self.redis, s.redis_namespace)
         # The dispatch path commits without waiting for the WAL flush: losing such a commit in a PostgreSQL
         # crash only re-delivers a run, which at-least-once delivery already allows. Triggers stay durable.
-        self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4,
-                                                server_settings={"synchronous_commit": "off"})
+        # Its statements are written to walk indexes, and are pinned to them: run_queue and run_leases change
+        # size far faster than autovacuum re-analyses them, and on statistics taken while they were empty the
+        # claim sorted the whole queue per batch (50 ms instead of 6 ms for 100 of 10,000 queued runs).
+        self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4, server_settings={
+            "synchronous_commit": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"})
         queue = Queue(self._queue_pool, tel.metrics)
         if Role.SCHEDULER in self.roles:
             self._sweeper = Sweeper(queue, interval=s.sweep_interval, owner_stale_after=s.owner_stale_after,
