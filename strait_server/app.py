@@ -79,6 +79,7 @@ class App:
     clock: Clock | None = None  # injectable for the cron scheduler's tests; None: PostgreSQL's now()
     cron: CronScheduler | None = None
     _queue_pool: db.Pool | None = None
+    _claim_pool: db.Pool | None = None
     events: EventBus | None = None
     # Tests give one (with an in-memory exporter); None: from the OTEL_* variables (tracing off unless set).
     tracer_provider: trace.TracerProvider | None = None
@@ -105,12 +106,14 @@ class App:
         self.events = EventBus(self.redis, s.redis_namespace)
         # The dispatch path commits without waiting for the WAL flush: losing such a commit in a PostgreSQL
         # crash only re-delivers a run, which at-least-once delivery already allows. Triggers stay durable.
-        # Its statements are written to walk indexes, and are pinned to them: run_queue and run_leases change
-        # size far faster than autovacuum re-analyses them, and on statistics taken while they were empty the
+        self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4,
+                                                server_settings={"synchronous_commit": "off"})
+        # The plain claim walks run_queue's index, and is pinned to it: run_queue goes from empty to thousands
+        # of rows far faster than autovacuum re-analyses it, and on statistics taken while it was empty the
         # claim sorted the whole queue per batch (50 ms instead of 6 ms for 100 of 10,000 queued runs).
-        self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4, server_settings={
+        self._claim_pool = await db.create_pool(s.database_url, min_size=1, max_size=1, server_settings={
             "synchronous_commit": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"})
-        queue = Queue(self._queue_pool, tel.metrics)
+        queue = Queue(self._queue_pool, tel.metrics, claim_pool=self._claim_pool)
         if Role.SCHEDULER in self.roles:
             self._sweeper = Sweeper(queue, interval=s.sweep_interval, owner_stale_after=s.owner_stale_after,
                                     on_requeued=self._wake.notify, on_events=self.events.published)
@@ -234,7 +237,7 @@ class App:
         await self._stop_telemetry()
         if self.redis is not None:
             await self.redis.aclose()
-        for pool in (self._queue_pool, self.pool):
+        for pool in (self._claim_pool, self._queue_pool, self.pool):
             if pool is not None:
                 try:
                     # Waits for borrowed connections; one never returned must not hang the exit.

@@ -417,8 +417,10 @@ def claimed_from_row(row: Any) -> ClaimedRun:
 
 
 class Queue:
-    def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None, *,
+                 claim_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
+        self._claim_pool = claim_pool or pool  # sessions pinned to index plans (see App.start)
         # Counts the transitions these statements commit (claims are counted by the dispatcher).
         self._metrics = metrics or Metrics()
 
@@ -427,7 +429,7 @@ class Queue:
         return self._pool
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedRun]:
-        rows = await self._pool.fetch(CLAIM, limit, owner)
+        rows = await self._claim_pool.fetch(CLAIM, limit, owner)
         return [claimed_from_row(r) for r in rows]
 
     async def settle(self, owner: str, outcomes: list[Outcome]) -> set[str]:
