@@ -31,6 +31,7 @@ from strait_server.endpoints import Resolver
 KEEPALIVE_S = 15.0  # an idle connection older than this is not reused (many servers close at 15-60 s)
 MAX_IDLE_PER_ORIGIN = 256
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 
 
 class EndpointError(OSError):
@@ -230,7 +231,10 @@ class EndpointClient:
 
     async def _connect(self, target: _Target) -> _Connection:
         loop = asyncio.get_running_loop()
-        addresses = await self._resolver.resolve(target.host, target.port)
+        try:
+            addresses = await self._resolver.resolve(target.host, target.port)
+        except OSError as exc:  # refused (a private address) or not found
+            raise EndpointError(str(exc)) from exc
         error: Exception | None = None
         for family, address in addresses:
             try:
@@ -287,7 +291,7 @@ def _parse(url: str) -> _Target:
 def _header_block(headers: Mapping[str, str], length: int) -> bytes:
     lines = []
     for name, value in headers.items():
-        if _BAD_HEADER_VALUE.search(value) or _BAD_HEADER_VALUE.search(name) or ":" in name:
+        if _BAD_HEADER_VALUE.search(value) or not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"header {name!r} holds characters HTTP does not allow")
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"Content-Length: {length}\r\n\r\n")
