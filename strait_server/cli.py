@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -53,12 +54,26 @@ async def _run_until_signal(app: App, on_started: object = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
+        _tune_gc()
         if callable(on_started):
             await on_started()
         await stop.wait()
         log.info("shutting down", extra={"action": "shutdown"})
     finally:
         await app.stop()
+
+
+def _tune_gc() -> None:
+    """Once started: what start-up allocated (modules, protobuf descriptors, pools) is moved out of the
+    collector's sight, and young collections run less often. A 1,000-run batch allocates thousands of
+    short-lived objects, and collections were 6% of the server's CPU in the batch profile."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, second, third)
+
+
+GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
 
 
 async def _serve(mode: str) -> None:
