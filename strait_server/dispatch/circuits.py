@@ -47,16 +47,26 @@ class Circuits:
         self._known: dict[tuple[str, str], Circuit] = {}
         self._loaded_at = -1e9
         self._loading: asyncio.Lock = asyncio.Lock()
+        self._reload: asyncio.Future[None] | None = None  # the background reload, kept from the collector
 
     async def _fresh(self) -> None:
         if time.monotonic() - self._loaded_at < self._refresh_s:
             return
+        if self._loaded_at > 0:
+            # A copy exists: reload it beside this dispatch instead of in front of it (a query before every
+            # 50th dispatch at 50 runs/s showed in the idle latency's p99).
+            if self._reload is None or self._reload.done():
+                self._reload = asyncio.ensure_future(self._load())
+            return
+        await self._load()
+
+    async def _load(self) -> None:
         async with self._loading:
             if time.monotonic() - self._loaded_at < self._refresh_s:
                 return
             try:
                 circuits = await self._store.load()
-            except (asyncpg.PostgresError, OSError):
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 return  # keep the last copy; breakers are advisory, dispatch must go on
             self._known = {(c.project_id, c.endpoint_url): c for c in circuits}
             self._loaded_at = time.monotonic()
