@@ -111,8 +111,9 @@ PROFILE: tuple[str, str, int] | None = None  # (phase, file, pid) for --profile
 
 async def _profile(phase: str) -> None:
     if PROFILE is not None and PROFILE[0] == phase:
+        native = ["--native"] if os.environ.get("BENCH_NATIVE") else []  # C extensions and the collector too
         await asyncio.create_subprocess_exec("py-spy", "record", "--pid", str(PROFILE[2]), "--format", "raw",
-                                             "-o", PROFILE[1], "--duration", "3", "--rate", "300", *(["--native"] if os.environ.get("BENCH_NATIVE") else []))
+                                             "-o", PROFILE[1], "--duration", "3", "--rate", "300", *native)
 
 
 async def _rate(label: str, count: int, fn: Callable[[], Awaitable[None]], phase: str = "") -> float:
