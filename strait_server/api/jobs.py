@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
 
+import asyncpg
 import grpc
 
 from strait_client.v1 import job_pb2, job_pb2_grpc
@@ -14,13 +17,20 @@ from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
 from strait_server.model import Job, NewRun, Run
-from strait_server.store.jobs import spec_of
+from strait_server.store.jobs import gating_of, spec_of
 from strait_server.store.runs import Inserted
+
+log = logging.getLogger(__name__)
+
+
+# A trigger statement takes milliseconds; this leaves it ample time to commit.
+REGATE_AGAIN_AFTER_S = 2.0
 
 
 class JobServicer(job_pb2_grpc.JobServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._d = deps
+        self._later: set[asyncio.Future[None]] = set()  # pending re-gates, kept from the collector
 
     async def _job(self, v: Violations, request: object) -> Job:
         return await selected_job(self._d, v, request)
@@ -71,7 +81,23 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             self._d.on_enqueued()  # its queued runs are claimable again
         if updated.execution_window_cron != current.execution_window_cron:
             self._d.on_delayed()  # runs that waited for the old window are due now
+        if gating_of(spec_of(updated)) != gating_of(spec_of(current)):
+            self._regate_again(updated.id)
         return job_pb2.UpdateJobResponse(job=convert.job(updated))
+
+    def _regate_again(self, job_id: str) -> None:
+        """The update re-gated the job's queued runs, but a trigger that read the job before the update
+        committed may queue a run under the old gating just after: look again once such triggers are over."""
+        async def later() -> None:
+            await asyncio.sleep(REGATE_AGAIN_AFTER_S)
+            try:
+                await self._d.jobs.regate(job_id)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("re-gating the queued runs of %s failed: %s", job_id, exc,
+                            extra={"action": "regate_error", "job_id": job_id})
+        task = asyncio.ensure_future(later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     async def DeleteJob(self, request: job_pb2.DeleteJobRequest,
                         context: grpc.aio.ServicerContext) -> job_pb2.DeleteJobResponse:

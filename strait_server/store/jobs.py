@@ -145,7 +145,7 @@ def _spec_args(spec: JobSpec) -> tuple[Any, ...]:
     )
 
 
-def _gating(spec: JobSpec) -> tuple[bool, bool]:
+def gating_of(spec: JobSpec) -> tuple[bool, bool]:
     """What decides the gates of the job's queued runs (see strait_run_gate)."""
     return spec.flow_controlled, spec.max_concurrency_per_key > 0
 
@@ -225,7 +225,7 @@ class JobStore:
     async def update(self, current: Job, spec: JobSpec, *, etag: str = "") -> Job:
         """Write `spec` if the job is still at `current`'s version (or at `etag` when given)."""
         version = _parse_etag(etag) if etag else current.version
-        regate = _gating(spec) != _gating(spec_of(current))
+        regate = gating_of(spec) != gating_of(spec_of(current))
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(UPDATE_JOB, current.id, current.project_id, version,
@@ -241,6 +241,10 @@ class JobStore:
                 raise NotFound("job", current.id)
             raise Aborted(f"job {current.id!r} changed concurrently (etag mismatch); read it again")
         return _job(row)
+
+    async def regate(self, job_id: str) -> None:
+        """Puts the job's queued runs under the gates its current limits call for."""
+        await self._pool.execute(REGATE_QUEUED, job_id)
 
     async def delete(self, job: Job, *, etag: str = "") -> tuple[Job, list[str]]:
         """Soft-deletes the job; returns it and the ids of the runs that were canceled with it."""

@@ -6,12 +6,14 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from strait_client.v1 import job_pb2, run_pb2
+from strait_server.api import jobs as jobs_api
 from strait_server.app import Role
 from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
@@ -320,4 +322,30 @@ async def test_gates_of_a_disabled_job_do_not_starve_other_jobs(make_app: AppFac
     run = await api.trigger(later, concurrency_key="a")
     await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
     assert sink.for_path("/paused") == []
+    await api.channel.close()
+
+
+async def test_a_run_queued_ungated_as_a_limit_is_added_is_gated_soon_after(
+        make_app: AppFactory, settings: Settings, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs_api, "REGATE_AGAIN_AFTER_S", 0.2)
+    front = await make_app(frozenset({Role.API, Role.SCHEDULER}))  # no dispatcher: the run stays queued
+    api = await connect(front, settings.admin_key)
+    job = await api.create_job("raced", sink.script("/raced"))
+    [run] = await _batch(api, job, [job_pb2.RunOptions()])
+    job.max_concurrency = 1
+    await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(
+        job=job, update_mask=field_mask_pb2.FieldMask(paths=["max_concurrency"])), metadata=api.metadata)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        # What a trigger that read the job just before the update committed leaves behind: the run queued
+        # without a gate, where the plain claim would start it past the new limit.
+        await conn.execute("UPDATE run_queue SET gate = NULL WHERE run_id = $1", run.id)
+
+        async def gated() -> bool:
+            return bool(await conn.fetchval(
+                "SELECT gate IS NOT NULL AND gate = strait_run_gate(run_id) FROM run_queue WHERE run_id = $1",
+                run.id))
+        await eventually(gated, timeout=10, interval=0.05)
+    finally:
+        await conn.close()
     await api.channel.close()
