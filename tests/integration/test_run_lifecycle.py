@@ -242,6 +242,35 @@ async def test_batch_trigger_creates_runs_in_order_with_idempotency(api: Api, si
     assert sorted(r.run_id for r in sink.for_path("/batch")) == sorted({r.id for r in resp.runs})
 
 
+async def test_batch_basic_view_shows_each_runs_own_fields(api: Api, sink: Sink) -> None:
+    job = await api.create_job("basic", sink.script("/basic"), priority=3)
+    later = ts_in(hours=1)
+    options = [
+        job_pb2.RunOptions(payload_json='{"i": 0}'),
+        job_pb2.RunOptions(payload_json='{"i": 1}', priority=7),
+        job_pb2.RunOptions(payload_json='{"i": 2}', scheduled_time=later),
+        job_pb2.RunOptions(payload_json='{"i": 3}', max_attempts=1, idempotency_key="k"),
+        job_pb2.RunOptions(payload_json='{"i": 4}'),
+    ]
+    resp = await api.jobs.BatchTriggerJob(job_pb2.BatchTriggerJobRequest(id=job.id, runs=options),
+                                          metadata=api.metadata)
+    runs = list(resp.runs)
+    assert len({r.id for r in runs}) == 5
+    assert {(r.job_id, r.project_id) for r in runs} == {(job.id, job.project_id)}
+    assert [r.priority for r in runs] == [3, 7, 3, 3, 3]
+    assert [r.max_attempts for r in runs] == [job.max_attempts] * 3 + [1, job.max_attempts]
+    assert [r.idempotency_key for r in runs] == ["", "", "", "k", ""]
+    assert runs[2].status == S.RUN_STATUS_DELAYED and runs[2].scheduled_time == later
+    assert all(r.status == S.RUN_STATUS_QUEUED or r.status == S.RUN_STATUS_EXECUTING
+               for r in runs[:2] + runs[3:])
+    assert all(r.create_time == runs[0].create_time for r in runs)
+    assert not any(r.payload_json for r in runs)  # BASIC leaves payloads out
+    for r in runs:  # each id names the run its fields describe
+        got = (await api.runs.GetRun(run_pb2.GetRunRequest(id=r.id), metadata=api.metadata)).run
+        assert (got.priority, got.max_attempts, got.idempotency_key, got.scheduled_time) == (
+            r.priority, r.max_attempts, r.idempotency_key, r.scheduled_time)
+
+
 async def test_dispatch_headers_signature_and_run_token(api: Api, sink: Sink, settings: Settings) -> None:
     secret = "s" * 24
     job = await api.create_job("signed", sink.script("/signed"), signing_secret=secret)

@@ -58,3 +58,19 @@ def test_ids_are_prefixed_unique_and_sort_by_creation_time() -> None:
     assert len(set(first)) == 500
     assert all(i.startswith("run_") and len(i) == 28 for i in [*first, later])
     assert max(first) < later
+
+
+def test_ids_are_crockford_base32_of_the_stamp_and_the_noise() -> None:
+    """The encoding matches the standard base32 of the 15 bytes (stamp, then noise), in Crockford's digits."""
+    import base64
+    import os
+
+    from strait_server import ids
+
+    crockford = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ids.ALPHABET.encode())
+    for stamp_ms in (0, 1, 2**48 - 1, 1_796_130_000_123):
+        noise = os.urandom(9 * 50)
+        expected = [
+            "run_" + base64.b32encode(stamp_ms.to_bytes(6, "big") + noise[i:i + 9]).translate(crockford).decode()
+            for i in range(0, len(noise), 9)]
+        assert ids.encode("run", stamp_ms, noise) == expected
