@@ -276,6 +276,8 @@ def _parse(url: str) -> _Target:
     default_port = 443 if tls else 80
     port = parts.port or default_port
     host = parts.hostname  # lower-cased, brackets stripped
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")  # the Host header and TLS name want the ASCII form
     authority = f"[{host}]" if ":" in host else host
     if port != default_port:
         authority = f"{authority}:{port}"

@@ -273,6 +273,12 @@ async def test_host_header_names_the_url_host_lower_cased(serve: ServerFactory, 
     assert request.header("Host") == [f"localhost:{server.port}"]
 
 
+def test_an_international_host_name_is_sent_in_its_ascii_form() -> None:
+    target = transport._parse("http://Bücher.example:8080/x")
+    assert target.host == "xn--bcher-kva.example"
+    assert target.head == b"POST /x HTTP/1.1\r\nHost: xn--bcher-kva.example:8080\r\n"
+
+
 async def test_ipv6_literal_host_is_bracketed_in_the_host_header(
         serve: ServerFactory, client: EndpointClient) -> None:
     server = await serve(scripted(Say.of(answer(b"v6"))), host="::1")
