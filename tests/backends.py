@@ -39,8 +39,12 @@ def _psycopg_url(url: str) -> str:
 def start_backend() -> Iterator[Backend]:
     choice = os.environ.get("STRAIT_TEST_BACKEND", "")
     if choice == "testcontainers":
-        from testcontainers.postgres import PostgresContainer
-        from testcontainers.redis import RedisContainer
+        try:  # testcontainers 4.14+ moved the modules (the old paths warn, and warnings are errors here)
+            from testcontainers.community.postgres import PostgresContainer
+            from testcontainers.community.redis import RedisContainer
+        except ImportError:
+            from testcontainers.postgres import PostgresContainer  # type: ignore[no-redef]
+            from testcontainers.redis import RedisContainer  # type: ignore[no-redef]
 
         with PostgresContainer("postgres:16-alpine", driver=None) as pg, RedisContainer("redis:7-alpine") as rd:
             redis_url = f"redis://{rd.get_container_host_ip()}:{rd.get_exposed_port(6379)}/0"
