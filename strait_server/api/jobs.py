@@ -152,6 +152,9 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             return None
         run, claimed = written
         direct.start_claimed(claimed)
+        # Let the dispatch run up to its request's write before this answer is built and sent: the endpoint
+        # hears of the run ~0.4 ms sooner at idle, the caller ~0.1 ms later.
+        await asyncio.sleep(0)
         self._d.events.published([run.id])
         return run
 
