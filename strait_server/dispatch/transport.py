@@ -183,6 +183,7 @@ class EndpointClient:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._targets: dict[str, _Target] = {}
+        self._prune_timer: asyncio.TimerHandle | None = None
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, budget_s: float,
                    max_body: int) -> Response:
@@ -260,8 +261,31 @@ class EndpointClient:
             oldest = idle.pop(0)
             oldest.close()
             self._open.discard(oldest)
+        if self._prune_timer is None:
+            self._prune_timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._prune)
+
+    def _prune(self) -> None:
+        """Closes connections idle past KEEPALIVE_S, so that an endpoint no longer dispatched to is not held
+        open; comes back while idle connections remain."""
+        self._prune_timer = None
+        now = time.monotonic()
+        for origin, idle in list(self._idle.items()):
+            keep = [c for c in idle if not c.closed and now - c.idle_since < KEEPALIVE_S]
+            for conn in idle:
+                if conn not in keep:
+                    conn.close()
+                    self._open.discard(conn)
+            if keep:
+                self._idle[origin] = keep
+            else:
+                del self._idle[origin]
+        if self._idle:
+            self._prune_timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._prune)
 
     async def close(self) -> None:
+        if self._prune_timer is not None:
+            self._prune_timer.cancel()
+            self._prune_timer = None
         for conn in list(self._open):
             conn.close()
         self._open.clear()

@@ -377,6 +377,15 @@ async def test_idle_connection_past_keepalive_limit_is_not_reused(
     await server.peers[0].client_closed()  # the stale connection was closed, not leaked
 
 
+async def test_idle_connections_are_closed_once_stale_without_further_requests(
+        serve: ServerFactory, client: EndpointClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "KEEPALIVE_S", 0.2)
+    server = await serve(scripted(Say.of(answer(b"1"))))
+    assert (await post(client, server.url("/once"))).body == b"1"
+    # Nothing else is sent to this endpoint: the client still lets the connection go.
+    await server.peers[0].client_closed()
+
+
 async def test_concurrent_posts_use_separate_connections_and_the_idle_pool_is_capped(
         serve: ServerFactory, client: EndpointClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transport, "MAX_IDLE_PER_ORIGIN", 1)
