@@ -17,7 +17,7 @@ from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
 from strait_server.model import Job, NewRun, Run
-from strait_server.store.jobs import gating_of, spec_of
+from strait_server.store.jobs import regates, spec_of
 from strait_server.store.runs import Inserted
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             self._d.on_enqueued()  # its queued runs are claimable again
         if updated.execution_window_cron != current.execution_window_cron:
             self._d.on_delayed()  # runs that waited for the old window are due now
-        if gating_of(spec_of(updated)) != gating_of(spec_of(current)):
+        if regates(current, spec):
             self._regate_again(updated.id)
         return job_pb2.UpdateJobResponse(job=convert.job(updated))
 

@@ -390,17 +390,15 @@ def run_options(v: Violations, path: str, options: job_pb2.RunOptions, *, max_pa
     """One run's options. Only the fields present are looked at: a batch holds up to 1,000 of these."""
     payload = "{}"
     values: dict[str, Any] = {}
-    # Field paths are only formatted for a violation; the common fields take no helper call.
+    # The payload's field path is only formatted for a violation.
     for descriptor, value in options.ListFields():
         name = descriptor.name
         if name == "payload_json":
             payload = value if _plainly_json_object(value, max_payload) else check_payload(
                 v, f"{path}.payload_json", value, max_payload)
         elif name == "scheduled_time":
-            values[name] = scheduled = _datetime_of(value.seconds, value.nanos)
-            if scheduled is None:
-                v.add(f"{path}.scheduled_time", "is not a valid timestamp")
-            elif scheduled - now > MAX_SCHEDULE_AHEAD:
+            values[name] = scheduled = timestamp(v, f"{path}.scheduled_time", value)
+            if scheduled is not None and scheduled - now > MAX_SCHEDULE_AHEAD:
                 v.add(f"{path}.scheduled_time", "must be at most 30 days ahead")
         else:
             _run_option(v, f"{path}.{name}", name, value, values)

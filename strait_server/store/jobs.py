@@ -145,9 +145,14 @@ def _spec_args(spec: JobSpec) -> tuple[Any, ...]:
     )
 
 
-def gating_of(spec: JobSpec) -> tuple[bool, bool]:
+def _gating(spec: JobSpec) -> tuple[bool, bool]:
     """What decides the gates of the job's queued runs (see strait_run_gate)."""
     return spec.flow_controlled, spec.max_concurrency_per_key > 0
+
+
+def regates(current: Job, spec: JobSpec) -> bool:
+    """Whether writing `spec` over `current` changes the gates of the job's queued runs."""
+    return _gating(spec) != _gating(spec_of(current))
 
 
 def first_fire_time(spec: JobSpec) -> datetime | None:
@@ -225,7 +230,7 @@ class JobStore:
     async def update(self, current: Job, spec: JobSpec, *, etag: str = "") -> Job:
         """Write `spec` if the job is still at `current`'s version (or at `etag` when given)."""
         version = _parse_etag(etag) if etag else current.version
-        regate = gating_of(spec) != gating_of(spec_of(current))
+        regate = regates(current, spec)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(UPDATE_JOB, current.id, current.project_id, version,
