@@ -9,10 +9,16 @@ import asyncpg
 # Spend is kept per calendar month in UTC.
 _MONTH = "date_trunc('month', now() AT TIME ZONE 'UTC')::date"
 
+
+def month_spend_of(project: str) -> str:
+    """SQL: the month-to-date spend of the `projects` row named `project` in the query (0 when none)."""
+    return (f"coalesce((SELECT s.spent_microusd FROM project_spend s WHERE s.project_id = {project}.id"
+            f" AND s.month = {_MONTH}), 0)")
+
+
 READ = f"""
-SELECT p.monthly_budget_microusd AS budget, p.budget_action AS action, coalesce(s.spent_microusd, 0) AS spent
-FROM projects p LEFT JOIN project_spend s ON s.project_id = p.id AND s.month = {_MONTH}
-WHERE p.id = $1
+SELECT p.monthly_budget_microusd AS budget, p.budget_action AS action, {month_spend_of("p")} AS spent
+FROM projects p WHERE p.id = $1
 """
 
 ADD_COST = f"""

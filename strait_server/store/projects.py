@@ -11,11 +11,10 @@ import asyncpg
 from strait_server import ids
 from strait_server.errors import AlreadyExists
 from strait_server.model import ApiKey, ApiRateLimit, Project
+from strait_server.store.budgets import month_spend_of
 
-_PROJECT_COLUMNS = """id, slug, name, create_time, api_rate_limit_requests, api_rate_limit_window_ms,
-monthly_budget_microusd, budget_action,
-coalesce((SELECT s.spent_microusd FROM project_spend s WHERE s.project_id = projects.id
-          AND s.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0) AS month_spend"""
+_PROJECT_COLUMNS = f"""id, slug, name, create_time, api_rate_limit_requests, api_rate_limit_window_ms,
+monthly_budget_microusd, budget_action, {month_spend_of("projects")} AS month_spend"""
 _KEY_COLUMNS = ("id, project_id, name, key_prefix, create_time, revoke_time, api_rate_limit_requests, "
                 "api_rate_limit_window_ms")
 

@@ -10,15 +10,15 @@ import asyncpg
 from strait_server.model import TERMINAL, RunStatus
 
 # Finished runs that retention deletes: every terminal status except dead_letter (those runs wait for a
-# replay and are kept). The list is spelled out in DELETE_EXPIRED so that the planner matches it to the
-# partial index runs_retention_idx (migrations/0006_retention.sql), which has the same list.
+# replay and are kept). DELETE_EXPIRED spells the list out as literals, in this order, so that the planner
+# matches it to the partial index runs_retention_idx (migrations/0006_retention.sql), which has the same list.
 RETAINED_STATUSES = ("completed", "failed", "timed_out", "crashed", "system_failed", "canceled", "expired")
 assert {RunStatus(s) for s in RETAINED_STATUSES} == TERMINAL - {RunStatus.DEAD_LETTER}
 
-DELETE_EXPIRED = """
+DELETE_EXPIRED = f"""
 WITH doomed AS (
     SELECT id FROM runs
-    WHERE status IN ('completed', 'failed', 'timed_out', 'crashed', 'system_failed', 'canceled', 'expired')
+    WHERE status IN ({", ".join(f"'{s}'" for s in RETAINED_STATUSES)})
       AND finish_time < now() - $1::interval
     ORDER BY finish_time
     LIMIT $2

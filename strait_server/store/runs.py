@@ -26,6 +26,7 @@ from strait_server.model import (
     sources_of,
 )
 from strait_server.queue import ClaimedRun, claimed_from_row
+from strait_server.store.budgets import month_spend_of
 from strait_server.telemetry import Telemetry
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
@@ -221,21 +222,19 @@ RETURNING run_id, from_status
 """$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason,
 $6 a run to leave alone or NULL."""
 
-FIRE_SCHEDULED = """
+FIRE_SCHEDULED = f"""
 WITH v AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS v(job_id, run_id, tick)
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload, run_at,
         scheduled_time, idempotency_key, tags, metadata, event_seq, expires_at)
-    SELECT v.run_id, j.project_id, j.id, 'queued', j.max_attempts, j.priority, j.timeout_ms, '{}', now(), now(),
+    SELECT v.run_id, j.project_id, j.id, 'queued', j.max_attempts, j.priority, j.timeout_ms, '{{}}', now(), now(),
         'cron:' || v.tick, j.tags, jsonb_build_object('triggered_by', 'cron', 'scheduled_tick', v.tick), 1,
         CASE WHEN j.run_ttl_ms > 0 THEN now() + j.run_ttl_ms * interval '1 millisecond' END
     FROM v JOIN jobs j ON j.id = v.job_id JOIN projects p ON p.id = j.project_id
     -- A project whose monthly budget is spent, with the reject action, skips its ticks.
     WHERE p.monthly_budget_microusd IS NULL OR p.budget_action <> 'reject'
-       OR coalesce((SELECT s.spent_microusd FROM project_spend s WHERE s.project_id = p.id
-                    AND s.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date), 0)
-          < p.monthly_budget_microusd
+       OR {month_spend_of("p")} < p.monthly_budget_microusd
     RETURNING id, project_id, job_id, priority, run_at
 ), ev AS (
     INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
