@@ -123,6 +123,10 @@ def _map_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tupl
     if isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError |
                   asyncpg.TooManyConnectionsError | asyncpg.QueryCanceledError):
         return api_errors.to_grpc(errors.Unavailable("the database is unavailable; retry later"))
+    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+        # A concurrent call on the same rows won; nothing was written, the call may simply be repeated.
+        return api_errors.to_grpc(errors.Aborted("the call conflicted with a concurrent one on the same rows; retry",
+                                                 reason="CONCURRENT_CONFLICT"))
     request_id = uuid.uuid4().hex
     log.error("unhandled error in RPC", exc_info=exc, extra={"action": "rpc_internal", "request_id": request_id})
     return api_errors.internal(request_id)

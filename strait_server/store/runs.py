@@ -458,7 +458,7 @@ class RunStore:
             return [Inserted(self._created(job, r, row, replay_of), False)
                     for r, row in zip(runs, rows, strict=True)]
         async with self._pool.acquire() as conn, conn.transaction():
-            keys = list(keyed)
+            keys = sorted(keyed)  # one order for every caller: batches sharing keys cannot deadlock
             won = await conn.fetch(CLAIM_IDEMPOTENCY_KEYS, [k[0] for k in keys], [k[1] for k in keys],
                                    [keyed[k] for k in keys])
             owner = {(r["scope"], r["key"]): r["run_id"] for r in won}
