@@ -128,7 +128,6 @@ class Dispatcher:
             claim_started = time.time_ns()
             try:
                 claimed = await self._claim(want)
-                self._telemetry.claimed(claimed, claim_started)
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                 claimed = []
@@ -138,6 +137,11 @@ class Dispatcher:
                 log.exception("claim failed unexpectedly", extra={"action": "claim_error"})
                 claimed = []
                 await asyncio.sleep(min(poll, 1.0))
+            else:
+                try:  # after the claim, not inside its error handling: claimed runs are never dropped here
+                    self._telemetry.claimed(claimed, claim_started)
+                except Exception:
+                    log.exception("claim telemetry failed", extra={"action": "telemetry_error"})
             self._on_events(run.id for run in claimed)
             for run in claimed:
                 self._inflight[run.id] = asyncio.create_task(self._run_one(run))
@@ -165,7 +169,17 @@ class Dispatcher:
         if gated.retry_in is not None:
             asyncio.get_running_loop().call_later(gated.retry_in + 0.005, self._wake.set)
         rest = want - len(gated.runs)
-        return gated.runs + (await self._queue.claim(self.owner, rest) if rest > 0 else [])
+        if rest <= 0:
+            return gated.runs
+        try:
+            return gated.runs + await self._queue.claim(self.owner, rest)
+        except (asyncpg.PostgresError, OSError) as exc:
+            if not gated.runs:
+                raise
+            # The gated runs are committed to this dispatcher already: run them, or they would sit executing
+            # until their deadline passed and the recovery sweep took them back, an attempt spent.
+            log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
+            return gated.runs
 
     async def _run_one(self, run: ClaimedRun) -> None:
         started = time.perf_counter()
