@@ -279,11 +279,11 @@ class Client:
         self.address = address
         self.timeout = timeout
         auth_metadata(api_key)  # refuse an empty key before opening a channel
+        provider = tracer_provider or _tracing.env_tracer_provider()  # a bad OTEL_* setting raises before it too
         if credentials is None:
             channel = grpc.insecure_channel(address, options=channel_options())
         else:
             channel = grpc.secure_channel(address, credentials, options=channel_options())
-        provider = tracer_provider or _tracing.env_tracer_provider()
         if provider is not None:
             channel = _tracing.traced_channel(channel, provider)
         self._transport = _Transport(channel, api_key, timeout)
