@@ -266,7 +266,7 @@ class EndpointClient:
 
     def _prune(self) -> None:
         """Closes connections idle past KEEPALIVE_S, so that an endpoint no longer dispatched to is not held
-        open; comes back while idle connections remain."""
+        open; comes back when the oldest remaining one reaches that age."""
         self._prune_timer = None
         now = time.monotonic()
         for origin, idle in list(self._idle.items()):
@@ -280,7 +280,9 @@ class EndpointClient:
             else:
                 del self._idle[origin]
         if self._idle:
-            self._prune_timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._prune)
+            oldest = min(c.idle_since for idle in self._idle.values() for c in idle)
+            self._prune_timer = asyncio.get_running_loop().call_later(
+                max(oldest + KEEPALIVE_S - now, 0.001), self._prune)
 
     async def close(self) -> None:
         if self._prune_timer is not None:
