@@ -73,7 +73,8 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, second, third)
 
 
-GC_YOUNG_THRESHOLD = 20_000  # allocations between young collections (CPython's default: 700)
+GC_YOUNG_THRESHOLD = 20_000
+LOG_LEVELS = ("debug", "info", "warning", "error")  # allocations between young collections (CPython's default: 700)
 
 
 async def _serve(mode: str) -> None:
@@ -187,8 +188,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    level = os.environ.get("STRAIT_LOG_LEVEL", "info").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+    level = os.environ.get("STRAIT_LOG_LEVEL", "info")
+    if level.lower() not in LOG_LEVELS:
+        print(f"strait: STRAIT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         loop_factory = event_loop_factory(os.environ.get("STRAIT_EVENT_LOOP", "uvloop"))

@@ -19,3 +19,20 @@ def test_an_unknown_event_loop_is_refused_before_anything_starts(monkeypatch: py
     monkeypatch.setenv("STRAIT_EVENT_LOOP", "trio")
     assert main(["migrate"]) == 2
     assert "STRAIT_EVENT_LOOP must be uvloop or asyncio" in capsys.readouterr().err
+
+
+def test_an_unknown_log_level_is_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STRAIT_LOG_LEVEL", "soon")
+    assert main(["migrate"]) == 2
+    assert "STRAIT_LOG_LEVEL must be one of debug, info, warning, error" in capsys.readouterr().err
+
+
+def test_a_deadlock_reaches_the_caller_as_aborted_not_internal() -> None:
+    import asyncpg
+    import grpc
+
+    from strait_server.api.interceptor import _map_exception
+
+    for exc in (asyncpg.DeadlockDetectedError("deadlock detected"), asyncpg.SerializationError("could not")):
+        code, message, _ = _map_exception(exc)
+        assert code is grpc.StatusCode.ABORTED and "retry" in message
