@@ -122,9 +122,11 @@ WITH j AS (
         signing_secret, retry_strategy, retry_initial_ms, retry_max_ms, run_ttl_ms, poison_pill_threshold
     FROM jobs
     WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
-      -- Flow-controlled jobs always go through the gated claim, which enforces their limits.
-      AND max_concurrency = 0 AND max_concurrency_per_key = 0 AND rate_limit_max = 0
-      AND execution_window_cron = '' AND dedup_window_ms = 0 AND debounce_window_ms = 0
+      -- Flow-controlled jobs always go through the gated claim, which enforces their limits (strait_gate is
+      -- the one definition of flow control; it names a gate for any limit, per-key ones included).
+      AND strait_gate(id, '', max_concurrency, max_concurrency_per_key, rate_limit_max, execution_window_cron)
+          IS NULL
+      AND dedup_window_ms = 0 AND debounce_window_ms = 0
       -- Only when nothing claimable is waiting: a new run must not overtake older queued runs.
       AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.gate IS NULL AND q.run_at <= now()
                       AND (SELECT j2.enabled AND j2.delete_time IS NULL FROM jobs j2 WHERE j2.id = q.job_id))
