@@ -157,8 +157,14 @@ RETURNING run_id
 """$1 gates, $2 reasons. Records (once per change) why the first runs of a held gate are not starting."""
 
 DEFER_TO_WINDOW = """
-WITH moved AS (
-    DELETE FROM run_queue q WHERE q.gate = ANY($1::text[]) AND q.run_at <= now() RETURNING q.run_id
+WITH due AS (
+    -- Both rows locked first, skipping held ones, as in CLAIM: a cancel or expiry holds the run's row and then
+    -- deletes its queue row, so taking the queue row first could deadlock with it.
+    SELECT q.run_id FROM run_queue q JOIN runs r ON r.id = q.run_id
+    WHERE q.gate = ANY($1::text[]) AND q.run_at <= now() AND r.status = 'queued'
+    FOR UPDATE OF q, r SKIP LOCKED
+), moved AS (
+    DELETE FROM run_queue q WHERE q.run_id = ANY(ARRAY(SELECT run_id FROM due)) RETURNING q.run_id
 ), upd AS (
     UPDATE runs r SET status = 'delayed', run_at = $2, scheduled_time = $2, wait_reason = $3, update_time = now(),
         event_seq = r.event_seq + 1
