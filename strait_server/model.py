@@ -29,6 +29,10 @@ class RunStatus(enum.StrEnum):
         return self in TERMINAL
 
 
+# How a run's wait_reason starts while it waits, delayed, for its job's execution window: the gated claim
+# writes it, and UpdateJob finds those runs by it when the window changes.
+WINDOW_WAIT_PREFIX = "outside the execution window"
+
 TERMINAL: frozenset[RunStatus] = frozenset(
     {
         RunStatus.COMPLETED,

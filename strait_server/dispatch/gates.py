@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from strait_server import schedule
+from strait_server.model import WINDOW_WAIT_PREFIX
 from strait_server.queue import (
     CLAIM_IDS,
     DEFER_TO_WINDOW,
@@ -209,6 +210,6 @@ class GatedClaimer:
     async def _defer(conn: Any, g: Gate, own_gates: list[str], now: datetime) -> list[str]:
         """The job's execution window is closed: its due runs wait, delayed, until it opens."""
         opens = schedule.window_opens(g.window_cron, g.timezone, now)
-        reason = (f"outside the execution window {g.window_cron!r} ({g.timezone or 'UTC'}); "
+        reason = (f"{WINDOW_WAIT_PREFIX} {g.window_cron!r} ({g.timezone or 'UTC'}); "
                   f"opens at {opens.isoformat()}")
         return [r["run_id"] for r in await conn.fetch(DEFER_TO_WINDOW, own_gates, opens, reason)]

@@ -11,7 +11,7 @@ import asyncpg
 
 from strait_server import ids, schedule
 from strait_server.errors import Aborted, AlreadyExists, NotFound
-from strait_server.model import ExecutionMode, Job, JobSpec, OverlapPolicy, RetryStrategy
+from strait_server.model import WINDOW_WAIT_PREFIX, ExecutionMode, Job, JobSpec, OverlapPolicy, RetryStrategy
 from strait_server.store import runs as run_sql
 from strait_server.telemetry.metrics import Metrics
 
@@ -64,9 +64,9 @@ RETURNING {_COLUMNS}
 REGATE_QUEUED = "UPDATE run_queue q SET gate = strait_run_gate(q.run_id) WHERE q.job_id = $1"
 # After the execution window changed: runs waiting for the old window become due now, and the gated claim
 # checks them against the new one.
-RELEASE_WINDOW_WAITS = """
+RELEASE_WINDOW_WAITS = f"""
 UPDATE runs SET run_at = now(), scheduled_time = now(), update_time = now()
-WHERE job_id = $1 AND status = 'delayed' AND wait_reason LIKE 'outside the execution window%'
+WHERE job_id = $1 AND status = 'delayed' AND wait_reason LIKE '{WINDOW_WAIT_PREFIX}%'
 """
 
 DUE_SCHEDULES = """
