@@ -41,6 +41,7 @@ from strait_server.store.retention import RetentionStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
 from strait_server.store.stats import runs_by_queue
+from strait_server.tasks import Supervisor
 from strait_server.telemetry import Telemetry, server_tracer_provider
 from strait_server.telemetry.exposition import MetricsServer
 from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
@@ -88,6 +89,8 @@ class App:
     _metrics_server: MetricsServer | None = None
     _owned_tracer_provider: SdkTracerProvider | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    # Runs every background loop; `supervisor.crashed` is set when one dies, and `strait serve` then exits.
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def start(self, *, migrate: bool = True) -> None:
         s = self.settings
@@ -102,8 +105,8 @@ class App:
         self._budgets = BudgetGuard(BudgetStore(self.pool), tel.metrics)
         self.redis = aioredis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3,
                                        health_check_interval=10) if s.redis_url else None
-        self._wake = WakeHub(self._wake_transport())
-        self.events = EventBus(self.redis, s.redis_namespace)
+        self._wake = WakeHub(self._wake_transport(), self.supervisor)
+        self.events = EventBus(self.redis, s.redis_namespace, self.supervisor)
         # The dispatch path commits without waiting for the WAL flush: losing such a commit in a PostgreSQL
         # crash only re-delivers a run, which at-least-once delivery already allows. Triggers stay durable.
         self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4,
@@ -113,20 +116,22 @@ class App:
         # claim sorted the whole queue per batch (50 ms instead of 6 ms for 100 of 10,000 queued runs).
         self._claim_pool = await db.create_pool(s.database_url, min_size=1, max_size=1, server_settings={
             "synchronous_commit": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"})
-        queue = Queue(self._queue_pool, tel.metrics, claim_pool=self._claim_pool)
+        queue = Queue(self._queue_pool, tel.metrics, claim_pool=self._claim_pool, durable_pool=self.pool)
         if Role.SCHEDULER in self.roles:
             self._sweeper = Sweeper(queue, interval=s.sweep_interval, owner_stale_after=s.owner_stale_after,
-                                    on_requeued=self._wake.notify, on_events=self.events.published)
+                                    max_lost_requeues=s.max_lost_requeues, on_requeued=self._wake.notify,
+                                    on_events=self.events.published, supervisor=self.supervisor)
             self._sweeper.start()
             self.cron = CronScheduler(self.pool, JobStore(self.pool, tel.metrics), RunStore(self.pool, tel),
                                       interval=s.cron_interval, clock=self.clock,
                                       on_events=self.events.published, on_enqueued=self._wake.notify,
-                                      metrics=tel.metrics, budgets=self._budgets)
+                                      metrics=tel.metrics, budgets=self._budgets, supervisor=self.supervisor)
             self.cron.start()
             if s.retention > timedelta(0):
                 self._retention = RetentionSweeper(RetentionStore(self.pool), retention=s.retention,
                                                    interval=s.retention_interval,
-                                                   batch_size=s.retention_batch_size)
+                                                   batch_size=s.retention_batch_size, metrics=tel.metrics,
+                                                   supervisor=self.supervisor)
                 self._retention.start()
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
@@ -136,7 +141,7 @@ class App:
                 token_margin_s=s.run_token_ttl_margin.total_seconds())
             await self._executor.start()
             self.dispatcher = Dispatcher(queue, self._executor, self._wake.event, s, on_events=self.events.published,
-                                         telemetry=tel)
+                                         telemetry=tel, supervisor=self.supervisor)
             if self.cron is not None:
                 self.dispatcher.yield_to = self.cron.idle
             await self.dispatcher.start()

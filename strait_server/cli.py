@@ -15,12 +15,13 @@ from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from strait_server import auth, db, embedded
 from strait_server.app import App, roles_for_mode
 from strait_server.config import ConfigError, Settings
+from strait_server.faults import DATABASE_ERRORS, REDIS_ERRORS
 from strait_server.store.projects import ProjectStore
+from strait_server.tasks import first_of
 
 log = logging.getLogger("strait")
 
@@ -36,12 +37,12 @@ async def _preflight(settings: Settings) -> None:
     try:
         conn = await asyncpg.connect(settings.database_url, timeout=5)
         await conn.close()
-    except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
+    except (*DATABASE_ERRORS, ValueError) as exc:  # type: ignore[misc]  # mypy cannot see into the tuple
         raise ConfigError(f"cannot reach PostgreSQL at {_redact(settings.database_url)}: {exc}") from None
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
     try:
         await client.ping()
-    except (RedisError, OSError, ValueError) as exc:
+    except (*REDIS_ERRORS, ValueError) as exc:  # type: ignore[misc]
         raise ConfigError(f"cannot reach Redis at {_redact(settings.redis_url)}: {exc}") from None
     finally:
         await client.aclose()
@@ -57,10 +58,16 @@ async def _run_until_signal(app: App, on_started: object = None) -> None:
         _tune_gc()
         if callable(on_started):
             await on_started()
-        await stop.wait()
+        await first_of(stop.wait(), app.supervisor.crashed.wait())
         log.info("shutting down", extra={"action": "shutdown"})
     finally:
         await app.stop()
+    if app.supervisor.crashed.is_set():
+        raise LoopDied(app.supervisor.failure)
+
+
+class LoopDied(Exception):
+    """A background loop of the server died; the process exits with status 1 (see Supervisor)."""
 
 
 def _tune_gc() -> None:
@@ -206,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"strait: {exc}", file=sys.stderr)
         return 2
+    except LoopDied as exc:
+        print(f"strait: stopped because a background loop died ({exc}); see the log above", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

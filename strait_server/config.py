@@ -99,6 +99,9 @@ class Settings:
     circuit_open_for: timedelta = timedelta(seconds=60)
     heartbeat_interval: timedelta = timedelta(seconds=1)
     owner_stale_after: timedelta = timedelta(seconds=5)
+    # Times a run lost through no fault of its own (dead dispatcher, outcome lost with the database) is
+    # requeued without spending an attempt; past that, a loss counts as an attempt.
+    max_lost_requeues: int = 5
     sweep_interval: timedelta = timedelta(seconds=1)
     # How often the scheduler role looks for due cron ticks.
     cron_interval: timedelta = timedelta(milliseconds=500)
@@ -171,6 +174,8 @@ class Settings:
             raise ConfigError("STRAIT_API_RATE_LIMIT must be 0 (no default limit) or more")
         if self.api_rate_window < timedelta(milliseconds=1):
             raise ConfigError("STRAIT_API_RATE_WINDOW must be at least 1ms")
+        if self.max_lost_requeues < 0:
+            raise ConfigError("STRAIT_MAX_LOST_REQUEUES must be 0 or more")
         if self.retention < timedelta(0):
             raise ConfigError("STRAIT_RETENTION must be 0 (keep every run) or more")
         if self.retention_interval < timedelta(milliseconds=1):

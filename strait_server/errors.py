@@ -23,11 +23,17 @@ class FieldViolation:
     description: str
 
 
+# Violations named in an error's message: the message travels in a header, and gRPC caps headers at 16 KiB.
+_MESSAGE_VIOLATIONS = 5
+
+
 class InvalidArgument(StraitError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
-        text = message or "; ".join(f"{v.field}: {v.description}" for v in violations)
+        text = message or "; ".join(f"{v.field}: {v.description}" for v in violations[:_MESSAGE_VIOLATIONS])
+        if message is None and len(violations) > _MESSAGE_VIOLATIONS:
+            text += f"; and {len(violations) - _MESSAGE_VIOLATIONS} more"
         super().__init__(text)
         self.violations = violations
 
@@ -78,6 +84,10 @@ class ResourceExhausted(StraitError):
 
 class Unavailable(StraitError):
     reason = "UNAVAILABLE"
+
+    def __init__(self, message: str, *, reason: str | None = None, retry_after_seconds: float = 1.0) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass

@@ -17,16 +17,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from strait_server.tasks import cancel_and_wait
+from strait_server.faults import REDIS_ERRORS
+from strait_server.tasks import Supervisor, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 
 class EventBus:
-    def __init__(self, redis: aioredis.Redis | None, namespace: str) -> None:
+    def __init__(self, redis: aioredis.Redis | None, namespace: str, supervisor: Supervisor | None = None) -> None:
         self._redis = redis
+        self._supervisor = supervisor or Supervisor()
         self._channel = f"{namespace}:events"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._feed_waiters: set[asyncio.Event] = set()  # project feeds: woken by any run's events
@@ -40,7 +41,7 @@ class EventBus:
         if self._redis is None:
             return
         ready = asyncio.Event()
-        self._task = asyncio.create_task(self._listen(ready), name="event-bus")
+        self._task = self._supervisor.spawn(self._listen(ready), name="event-bus")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), wait_ready_s)
 
@@ -109,7 +110,7 @@ class EventBus:
         try:
             # One message per commit: a 1,000-run batch must not cost 1,000 PUBLISH commands.
             await self._redis.publish(self._channel, "\n".join(run_ids))
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._log_error("publish", exc)
 
     def _log_error(self, what: str, exc: BaseException) -> None:
@@ -136,7 +137,7 @@ class EventBus:
                             self._wake_runs(text.split("\n"))
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.healthy = False
                 self._log_error("subscription", exc)
                 self._wake_everyone()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -232,13 +232,22 @@ RETURNING run_id
 """$1..$8 per-outcome arrays, $9 owner. Returns the ids actually settled (late outcomes only add their
 attempt record)."""
 
+SUSPECT_DISPATCHERS = """
+UPDATE dispatchers SET suspected_at = now()
+WHERE suspected_at IS NULL AND heartbeat_time < now() - $1::interval
+"""
+"""$1 owner staleness. The first step of declaring a dispatcher dead: its heartbeat is stale now. After a database
+outage every heartbeat is stale at once, so a live dispatcher is only suspected here, and clears the mark with
+its next heartbeat; RECOVER takes the runs of dispatchers that stayed suspected for another staleness period."""
+
 RECOVER = """
 WITH lost AS (
     SELECT l.run_id, l.detached FROM run_leases l
     -- A detached lease (the endpoint answered 202) outlives its dispatcher; only its deadline ends it.
     JOIN runs r ON r.id = l.run_id
     WHERE (NOT l.detached AND NOT EXISTS (SELECT 1 FROM dispatchers d
-                                          WHERE d.id = l.owner AND d.heartbeat_time > now() - $1::interval))
+                                          WHERE d.id = l.owner
+                                            AND coalesce(d.suspected_at > now() - $1::interval, true)))
        OR l.deadline < now() - CASE WHEN l.detached THEN interval '0' ELSE $2::interval END
     LIMIT 1000
     -- The run's row too, and skipping both: a settle, Complete or heartbeat holds the run's row and then
@@ -246,21 +255,33 @@ WITH lost AS (
     FOR UPDATE OF l, r SKIP LOCKED
 ), released AS (
     DELETE FROM run_leases l WHERE l.run_id = ANY(ARRAY(SELECT run_id FROM lost)) RETURNING l.run_id, l.detached
+), judged AS (
+    -- Lost through no fault of its own (its dispatcher died, or its outcome was lost with the database): run
+    -- again at once without spending the attempt, up to $3 times; after that the loss counts as an attempt, so
+    -- a run that kills every process it runs on ends instead of looping.
+    SELECT r.id, released.detached, NOT released.detached AND r.lost_count < $3 AS free,
+        r.attempt < r.max_attempts AS attempts_left
+    FROM released JOIN runs r ON r.id = released.run_id
 ), upd AS (
     UPDATE runs r
-    SET status = CASE WHEN r.attempt < r.max_attempts THEN 'queued'
-                      WHEN released.detached THEN 'timed_out' ELSE 'crashed' END,
-        error = CASE WHEN released.detached THEN 'no completion reported within the timeout'
-                     WHEN r.attempt < r.max_attempts THEN 'dispatcher lost; retry scheduled'
+    SET status = CASE WHEN g.free OR g.attempts_left THEN 'queued'
+                      WHEN g.detached THEN 'timed_out' ELSE 'crashed' END,
+        error = CASE WHEN g.detached THEN 'no completion reported within the timeout'
+                     WHEN g.free THEN 'dispatcher lost; requeued without spending an attempt'
+                     WHEN g.attempts_left THEN 'dispatcher lost; retry scheduled'
                      ELSE 'dispatcher lost' END,
-        error_class = CASE WHEN released.detached THEN 'timeout' ELSE 'crashed' END,
-        run_at = now() + CASE WHEN j.retry_strategy = 'fixed' THEN j.retry_initial_ms
-                 ELSE least(j.retry_initial_ms * power(2, greatest(r.attempt - 1, 0)), j.retry_max_ms)
-                 END * interval '1 millisecond',
-        finish_time = CASE WHEN r.attempt < r.max_attempts THEN NULL ELSE now() END,
+        error_class = CASE WHEN g.detached THEN 'timeout' ELSE 'crashed' END,
+        attempt = r.attempt - g.free::int,
+        lost_count = r.lost_count + g.free::int,
+        start_time = CASE WHEN g.free THEN NULL ELSE r.start_time END,
+        run_at = now() + CASE WHEN g.free THEN 0
+                              WHEN j.retry_strategy = 'fixed' THEN j.retry_initial_ms
+                              ELSE least(j.retry_initial_ms * power(2, greatest(r.attempt - 1, 0)), j.retry_max_ms)
+                         END * interval '1 millisecond',
+        finish_time = CASE WHEN g.free OR g.attempts_left THEN NULL ELSE now() END,
         lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1
-    FROM released, jobs j
-    WHERE r.id = ANY(ARRAY(SELECT run_id FROM released)) AND r.id = released.run_id AND j.id = r.job_id
+    FROM judged g, jobs j
+    WHERE r.id = ANY(ARRAY(SELECT id FROM judged)) AND r.id = g.id AND j.id = r.job_id
       AND r.status = 'executing'
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.status, r.error, r.priority, r.run_at,
         strait_gate(j.id, r.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
@@ -273,7 +294,8 @@ INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_s
 SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd
 RETURNING run_id, to_status
 """
-"""$1 owner staleness, $2 deadline grace. Requeues (or crashes) runs whose dispatcher died."""
+"""$1 owner staleness, $2 deadline grace, $3 how many losses a run is given back. Requeues (or crashes) runs
+whose dispatcher died or stayed silent past their deadline."""
 
 DETACH = """
 WITH v AS (
@@ -283,6 +305,8 @@ WITH v AS (
         event_seq = r.event_seq + 1
     FROM v WHERE r.id = ANY($1::text[]) AND r.id = v.id AND r.status = 'executing' AND r.attempt = v.attempt
       AND r.lease_owner = $4  -- `= ANY`: see CLAIM
+      -- Written once: a dispatcher re-writes its outcomes after a database restart that may have lost them.
+      AND NOT r.attempt_history @> jsonb_build_array(jsonb_build_object('attempt', v.attempt))
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
 ), detached AS (
     UPDATE run_leases l SET detached = true WHERE l.run_id = ANY(ARRAY(SELECT id FROM upd))
@@ -361,8 +385,11 @@ NEXT_DELAYED = "SELECT min(run_at) - now() FROM runs WHERE status = 'delayed'"
 
 HEARTBEAT = """
 INSERT INTO dispatchers (id, hostname, pid) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET heartbeat_time = now()
+ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(), suspected_at = NULL
+RETURNING pg_postmaster_start_time()
 """
+"""Committed durably (on the main pool): every settle committed before it started is on disk once it returns.
+Returns when the database server started, which tells the dispatcher that a restart may have lost settles."""
 
 REMOVE_DISPATCHER = "DELETE FROM dispatchers WHERE id = $1"
 PRUNE_DISPATCHERS = "DELETE FROM dispatchers WHERE heartbeat_time < now() - interval '1 hour'"
@@ -424,15 +451,20 @@ def claimed_from_row(row: Any) -> ClaimedRun:
 
 class Queue:
     def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None, *,
-                 claim_pool: asyncpg.Pool | None = None) -> None:
+                 claim_pool: asyncpg.Pool | None = None, durable_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
         self._claim_pool = claim_pool or pool  # sessions pinned to index plans (see App.start)
+        self._durable_pool = durable_pool or pool  # synchronous_commit on (the others may have it off)
         # Counts the transitions these statements commit (claims are counted by the dispatcher).
         self._metrics = metrics or Metrics()
 
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedRun]:
         rows = await self._claim_pool.fetch(CLAIM, limit, owner)
@@ -462,8 +494,9 @@ class Queue:
                                       [o.record for o in outcomes], owner)
         return {r["run_id"] for r in rows}
 
-    async def recover(self, stale_after: timedelta, deadline_grace: timedelta) -> list[str]:
-        rows = await self._pool.fetch(RECOVER, stale_after, deadline_grace)
+    async def recover(self, stale_after: timedelta, deadline_grace: timedelta, max_lost: int) -> list[str]:
+        await self._pool.execute(SUSPECT_DISPATCHERS, stale_after)
+        rows = await self._pool.fetch(RECOVER, stale_after, deadline_grace, max_lost)
         self._metrics.transitions(("executing", r["to_status"]) for r in rows)
         return [r["run_id"] for r in rows]
 
@@ -486,8 +519,10 @@ class Queue:
         value = await self._pool.fetchval(NEXT_DELAYED)
         return value if isinstance(value, timedelta) else None
 
-    async def heartbeat(self, owner: str, hostname: str, pid: int) -> None:
-        await self._pool.execute(HEARTBEAT, owner, hostname, pid)
+    async def heartbeat(self, owner: str, hostname: str, pid: int) -> datetime:
+        """Renews the owner's liveness; returns when the database server started (see HEARTBEAT)."""
+        started: datetime = await self._durable_pool.fetchval(HEARTBEAT, owner, hostname, pid)
+        return started
 
     async def remove_dispatcher(self, owner: str) -> None:
         await self._pool.execute(REMOVE_DISPATCHER, owner)

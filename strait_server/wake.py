@@ -14,9 +14,9 @@ from typing import Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from strait_server.tasks import cancel_and_wait
+from strait_server.faults import DATABASE_ERRORS, REDIS_ERRORS
+from strait_server.tasks import Supervisor, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,9 @@ class PostgresTransport:
 
 
 class WakeHub:
-    def __init__(self, transport: _Transport | None) -> None:
+    def __init__(self, transport: _Transport | None, supervisor: Supervisor | None = None) -> None:
         self._transport = transport
+        self._supervisor = supervisor or Supervisor()
         self._local = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error_log = 0.0
@@ -85,7 +86,7 @@ class WakeHub:
         if self._transport is None:
             return
         ready = asyncio.Event()
-        self._task = asyncio.create_task(self._listen(ready), name="wake-listener")
+        self._task = self._supervisor.spawn(self._listen(ready), name="wake-listener")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), wait_ready_s)
 
@@ -111,7 +112,7 @@ class WakeHub:
             return
         try:
             await self._transport.publish()
-        except (RedisError, OSError, asyncpg.PostgresError) as exc:
+        except (*REDIS_ERRORS, *DATABASE_ERRORS) as exc:
             self._log_error("publish", exc)
 
     def _log_error(self, what: str, exc: BaseException) -> None:
@@ -128,7 +129,7 @@ class WakeHub:
                 await self._transport.listen(self._local, ready)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, asyncpg.PostgresError) as exc:
+            except (*REDIS_ERRORS, *DATABASE_ERRORS) as exc:
                 self._log_error("subscription", exc)
                 self._local.set()  # something may have been enqueued while we were deaf
                 await asyncio.sleep(1.0)

@@ -10,6 +10,10 @@ from grpc_status import rpc_status
 from strait_server import errors
 
 DOMAIN = "strait.dev"
+# Details travel in the grpc-status-details-bin trailer, and gRPC caps a reply's headers at 16 KiB (8 KiB by
+# default in some clients): field violations beyond these bounds are summed up in one last entry instead.
+MAX_FIELD_VIOLATIONS = 40
+MAX_DETAIL_TEXT = 160
 
 _CODES: list[tuple[type[errors.StraitError], grpc.StatusCode, int]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
@@ -33,10 +37,7 @@ def _pack(message: object) -> any_pb2.Any:
 def _details(err: errors.StraitError) -> list[any_pb2.Any]:
     details = [_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN))]
     if isinstance(err, errors.InvalidArgument):
-        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in err.violations
-        ])))
+        details.append(_pack(_bad_request(err.violations)))
     elif isinstance(err, errors.NotFound | errors.AlreadyExists):
         details.append(_pack(error_details_pb2.ResourceInfo(resource_type=err.resource_type,
                                                             resource_name=err.name)))
@@ -50,10 +51,29 @@ def _details(err: errors.StraitError) -> list[any_pb2.Any]:
             details.append(_pack(error_details_pb2.QuotaFailure(violations=[
                 error_details_pb2.QuotaFailure.Violation(subject=err.quota_subject, description=err.message)])))
         if err.retry_after_seconds is not None:
-            retry = error_details_pb2.RetryInfo()
-            retry.retry_delay.FromMilliseconds(int(err.retry_after_seconds * 1000))
-            details.append(_pack(retry))
+            details.append(_pack(_retry_info(err.retry_after_seconds)))
+    elif isinstance(err, errors.Unavailable):
+        details.append(_pack(_retry_info(err.retry_after_seconds)))
     return details
+
+
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(int(seconds * 1000))
+    return retry
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL_TEXT else text[: MAX_DETAIL_TEXT - 1] + "…"
+
+
+def _bad_request(violations: list[errors.FieldViolation]) -> error_details_pb2.BadRequest:
+    listed = [error_details_pb2.BadRequest.FieldViolation(field=_clip(v.field), description=_clip(v.description))
+              for v in violations[:MAX_FIELD_VIOLATIONS]]
+    if len(violations) > MAX_FIELD_VIOLATIONS:
+        listed.append(error_details_pb2.BadRequest.FieldViolation(
+            field="request", description=f"{len(violations) - MAX_FIELD_VIOLATIONS} more violations not listed"))
+    return error_details_pb2.BadRequest(field_violations=listed)
 
 
 def to_grpc(err: errors.StraitError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes | str], ...]]:

@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from strait_server import auth, errors
 from strait_server.api import errors as api_errors
 from strait_server.api.limits import Limiter, client_address
+from strait_server.faults import database_unavailable
 from strait_server.store.projects import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,7 @@ def _map_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tupl
     if isinstance(exc, asyncpg.DataError):
         return api_errors.to_grpc(errors.InvalidArgument(
             [errors.FieldViolation("request", "contains a value that cannot be stored")]))
-    if isinstance(exc, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError |
-                  asyncpg.TooManyConnectionsError | asyncpg.QueryCanceledError):
+    if database_unavailable(exc):
         return api_errors.to_grpc(errors.Unavailable("the database is unavailable; retry later"))
     if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
         # A concurrent call on the same rows won; nothing was written, the call may simply be repeated.

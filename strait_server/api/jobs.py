@@ -6,7 +6,6 @@ import asyncio
 import logging
 from datetime import datetime
 
-import asyncpg
 import grpc
 
 from strait_client.v1 import job_pb2, job_pb2_grpc
@@ -16,6 +15,7 @@ from strait_server.api.deps import Deps, require_enabled, selected_job
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
+from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import Job, NewRun, Run
 from strait_server.store.jobs import regates, spec_of
 from strait_server.store.runs import Inserted
@@ -92,7 +92,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
             await asyncio.sleep(REGATE_AGAIN_AFTER_S)
             try:
                 await self._d.jobs.regate(job_id)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("re-gating the queued runs of %s failed: %s", job_id, exc,
                             extra={"action": "regate_error", "job_id": job_id})
         task = asyncio.ensure_future(later())

@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from strait_server import auth, errors
+from strait_server.faults import REDIS_ERRORS
 from strait_server.model import ApiRateLimit
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class Limiter:
             return None
         try:
             return await command()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._skip_until = now + _SKIP_AFTER_ERROR
             if now - self._last_log > _LOG_EVERY:
                 self._last_log = now

@@ -17,8 +17,7 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
+from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome
 from strait_server.store.circuits import Circuit, CircuitStore
@@ -66,7 +65,7 @@ class Circuits:
                 return
             try:
                 circuits = await self._store.load()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            except DATABASE_ERRORS:
                 return  # keep the last copy; breakers are advisory, dispatch must go on
             self._known = {(c.project_id, c.endpoint_url): c for c in circuits}
             self._loaded_at = time.monotonic()

@@ -10,18 +10,17 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 
-import asyncpg
-
 from strait_server import ids
 from strait_server.config import Settings
 from strait_server.dispatch.circuits import Circuits
 from strait_server.dispatch.gates import GatedClaimer
 from strait_server.dispatch.http import HttpExecutor, failed_outcome
 from strait_server.dispatch.settle import SettleBuffer
+from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import RunStatus
 from strait_server.queue import ClaimedRun, Outcome, Queue
 from strait_server.store.circuits import CircuitStore
-from strait_server.tasks import cancel_and_wait
+from strait_server.tasks import Supervisor, cancel_and_wait, first_of
 from strait_server.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -30,8 +29,9 @@ log = logging.getLogger(__name__)
 class Dispatcher:
     def __init__(self, queue: Queue, executor: HttpExecutor, wake: asyncio.Event, settings: Settings,
                  on_events: Callable[[Iterable[str]], None] = lambda ids: None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, supervisor: Supervisor | None = None) -> None:
         self.owner = ids.new_id("disp")
+        self._supervisor = supervisor or Supervisor()
         self._telemetry = telemetry or Telemetry()
         self._queue = queue
         self._executor = executor
@@ -55,7 +55,9 @@ class Dispatcher:
         self.yield_to: asyncio.Event | None = None
         self._settler = SettleBuffer(queue, self.owner,
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
-                                     batch_size=settings.settle_batch_size, on_settled=self._on_settled)
+                                     batch_size=settings.settle_batch_size, on_settled=self._on_settled,
+                                     supervisor=self._supervisor)
+        self._database_started: object = None  # when the database server started, as of the last heartbeat
 
     def accepts_direct(self) -> bool:
         """Whether a trigger in this process may hand its run straight to this dispatcher."""
@@ -69,10 +71,10 @@ class Dispatcher:
 
     async def start(self) -> None:
         # The heartbeat row must exist before the first claim, or a sweep would take the runs back.
-        await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+        self._database_started = await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
         self._settler.start()
-        self._tasks = [asyncio.create_task(self._claim_loop(), name="claim-loop"),
-                       asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat")]
+        self._tasks = [self._supervisor.spawn(self._claim_loop(), name="claim-loop", may_return=True),
+                       self._supervisor.spawn(self._heartbeat_loop(), name="dispatcher-heartbeat")]
         log.info("dispatcher started", extra={"action": "dispatcher_start", "owner": self.owner})
 
     async def stop(self, drain_timeout_s: float) -> list[str]:
@@ -90,7 +92,7 @@ class Dispatcher:
         self._on_events(handed_back)
         await cancel_and_wait(self._tasks[1:])
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(asyncpg.PostgresError, OSError):
+        with contextlib.suppress(*DATABASE_ERRORS):
             await self._queue.remove_dispatcher(self.owner)
         if handed_back:
             self._wake.set()
@@ -128,12 +130,15 @@ class Dispatcher:
             claim_started = time.time_ns()
             try:
                 claimed = await self._claim(want)
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
+            except DATABASE_ERRORS as exc:
+                self._telemetry.metrics.loop_errors.labels("claim").inc()
+                log.warning("claim failed: %r", exc, extra={"action": "claim_error"})
                 claimed = []
                 await asyncio.sleep(min(poll, 1.0))
             except Exception:
-                # A bug (or a job row nobody foresaw) must not end this process's claiming for good.
+                # A bug, or a job row nobody foresaw: a restart would meet it again, so the claim is retried (and
+                # counted) rather than the process stopped.
+                self._telemetry.metrics.loop_errors.labels("claim").inc()
                 log.exception("claim failed unexpectedly", extra={"action": "claim_error"})
                 claimed = []
                 await asyncio.sleep(min(poll, 1.0))
@@ -153,11 +158,7 @@ class Dispatcher:
     async def _yield_to_cron(self, idle: asyncio.Event) -> None:
         """The cron scheduler here is firing a backlog (for a bounded time, see cron.py): wait for it, or for
         shutdown."""
-        waiters = [asyncio.ensure_future(idle.wait()), asyncio.ensure_future(self._stopping.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(waiters)
+        await first_of(idle.wait(), self._stopping.wait())
 
     async def _claim(self, want: int) -> list[ClaimedRun]:
         # Flow-controlled runs first: the plain claim could otherwise fill every batch and starve them.
@@ -173,7 +174,7 @@ class Dispatcher:
             return gated.runs
         try:
             return gated.runs + await self._queue.claim(self.owner, rest)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             if not gated.runs:
                 raise
             # The gated runs are committed to this dispatcher already: run them, or they would sit executing
@@ -206,9 +207,12 @@ class Dispatcher:
     async def _circuit_gate(self, run: ClaimedRun) -> Outcome | None:
         try:
             return await self._circuits.admit(run)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("circuit check failed, dispatching anyway: %s", exc, extra={"action": "circuit_error"})
-            return None
+        except DATABASE_ERRORS as exc:
+            log.warning("circuit check failed, dispatching anyway: %r", exc, extra={"action": "circuit_error"})
+        except Exception:
+            # The run is claimed: whatever goes wrong here, it must still be dispatched and settled.
+            log.exception("circuit check failed, dispatching anyway", extra={"action": "circuit_error"})
+        return None
 
     async def _circuit_record(self, run: ClaimedRun, outcome: Outcome) -> None:
         try:
@@ -217,8 +221,11 @@ class Dispatcher:
                 await self._circuit_store.note(run.id, note)
                 self._on_events([run.id])
                 self._wake.set()  # a closed circuit made its waiting runs due
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("recording a circuit outcome failed: %s", exc, extra={"action": "circuit_error"})
+        except DATABASE_ERRORS as exc:
+            log.warning("recording a circuit outcome failed: %r", exc, extra={"action": "circuit_error"})
+        except Exception:
+            # The outcome is settled next whatever happens here: dropping it would leave the run executing.
+            log.exception("recording a circuit outcome failed", extra={"action": "circuit_error"})
 
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.heartbeat_interval.total_seconds()
@@ -226,6 +233,20 @@ class Dispatcher:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._queue.heartbeat(self.owner, host, pid)
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("dispatcher heartbeat failed: %s", exc, extra={"action": "heartbeat_error"})
+                await self._heartbeat(host, pid)
+            except DATABASE_ERRORS as exc:
+                self._telemetry.metrics.loop_errors.labels("heartbeat").inc()
+                log.warning("dispatcher heartbeat failed: %r", exc, extra={"action": "heartbeat_error"})
+
+    async def _heartbeat(self, host: str, pid: int) -> None:
+        """Renews this dispatcher's liveness, durably: so the settles written before it are on disk too, unless
+        the database server restarted since the last heartbeat, in which case they are written again."""
+        mark = self._settler.mark()
+        started = await self._queue.heartbeat(self.owner, host, pid)
+        if started != self._database_started:
+            log.warning("the database server restarted; re-writing recent outcomes",
+                        extra={"action": "database_restarted"})
+            await self._settler.rewrite_unconfirmed()
+            self._database_started = started
+            return  # what was re-written is confirmed by the next heartbeat
+        self._settler.confirm(mark)

@@ -1,41 +1,52 @@
-"""Settle buffer: outcomes are written in batches, one statement per flush (round trips are the cost)."""
+"""Settle buffer: outcomes are written in batches, one statement per flush (round trips are the cost).
+
+Settles commit without waiting for the WAL flush (see App.start), so a PostgreSQL crash can lose the last of
+them. The buffer keeps what it settled until a durable commit that started later (the dispatcher's heartbeat)
+has returned, which puts the earlier ones on disk too; when the heartbeat shows that the database server
+restarted in between, those outcomes are written again. Writing one twice is harmless: a settle only applies
+to the attempt this dispatcher still holds.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 
-import asyncpg
-
+from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import RunStatus
 from strait_server.queue import Outcome, Queue
-from strait_server.tasks import cancel_and_wait
+from strait_server.tasks import Supervisor, cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+# Settled outcomes kept for re-writing, at most: a heartbeat that keeps failing must not grow memory without end.
+MAX_UNCONFIRMED = 100_000
 
 
 class SettleBuffer:
     def __init__(self, queue: Queue, owner: str, *, flush_interval_s: float, batch_size: int,
-                 on_settled: Callable[[list[Outcome], set[str]], None]) -> None:
+                 on_settled: Callable[[list[Outcome], set[str]], None], supervisor: Supervisor) -> None:
         self._queue = queue
         self._owner = owner
         self._interval = flush_interval_s
         self._batch = batch_size
         self._on_settled = on_settled
+        self._supervisor = supervisor
         self._items: list[Outcome] = []
         self._has_items = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Outcomes written but perhaps not yet on disk, and how many were ever appended (for marks).
+        self._unconfirmed: deque[Outcome] = deque(maxlen=MAX_UNCONFIRMED)
+        self._appended = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="settle-buffer")
+        self._task = self._supervisor.spawn(self._run(), name="settle-buffer")
 
     def add(self, outcome: Outcome) -> None:
         self._items.append(outcome)
-        self._idle.clear()
         self._has_items.set()
         if len(self._items) >= self._batch:
             self._full.set()
@@ -50,6 +61,28 @@ class SettleBuffer:
             await cancel_and_wait([self._task])
             self._task = None
         await self.flush()
+
+    def mark(self) -> int:
+        """Taken before a durable commit starts: confirm(mark) once it has returned."""
+        return self._appended
+
+    def confirm(self, mark: int) -> None:
+        """Outcomes written before `mark` are on disk: they need not be kept."""
+        drop = len(self._unconfirmed) - (self._appended - mark)
+        for _ in range(max(0, drop)):
+            self._unconfirmed.popleft()
+
+    async def rewrite_unconfirmed(self) -> int:
+        """The database server restarted: writes again what it may have lost. Returns how many it had lost."""
+        outcomes = list(self._unconfirmed)
+        if not outcomes:
+            return 0
+        settled = await self._write(outcomes)
+        if settled:
+            log.warning("outcomes lost in a database restart were written again", extra={
+                "action": "settle_rewrite", "count": len(settled)})
+            self._on_settled([o for o in outcomes if o.run_id in settled], settled)
+        return len(settled)
 
     async def _run(self) -> None:
         while True:
@@ -71,15 +104,22 @@ class SettleBuffer:
         delay = 0.05
         while True:
             try:
-                detach = [o for o in batch if o.to_status is RunStatus.EXECUTING]
-                final = [o for o in batch if o.to_status is not RunStatus.EXECUTING]
-                settled = await self._queue.settle(self._owner, final) if final else set()
-                if detach:
-                    settled |= await self._queue.detach(self._owner, detach)
+                settled = await self._write(batch)
                 break
-            except (asyncpg.PostgresError, OSError) as exc:
+            except DATABASE_ERRORS as exc:
                 # Keep the outcomes: losing them would leave runs executing until recovery.
-                log.warning("settle failed, retrying: %s", exc, extra={"action": "settle_retry"})
+                self._queue.metrics.loop_errors.labels("settle").inc()
+                log.warning("settle failed, retrying: %r", exc, extra={"action": "settle_retry"})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self._unconfirmed.extend(batch)
+        self._appended += len(batch)
         self._on_settled(batch, settled)
+
+    async def _write(self, outcomes: list[Outcome]) -> set[str]:
+        detach = [o for o in outcomes if o.to_status is RunStatus.EXECUTING]
+        final = [o for o in outcomes if o.to_status is not RunStatus.EXECUTING]
+        settled = await self._queue.settle(self._owner, final) if final else set()
+        if detach:
+            settled |= await self._queue.detach(self._owner, detach)
+        return settled

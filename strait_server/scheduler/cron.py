@@ -20,10 +20,11 @@ import asyncpg
 
 from strait_server import schedule
 from strait_server.budget import BudgetGuard
+from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import Job, NewRun, OverlapPolicy
 from strait_server.store.jobs import JobStore
 from strait_server.store.runs import RunStore
-from strait_server.tasks import cancel_and_wait
+from strait_server.tasks import Supervisor, cancel_and_wait
 from strait_server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,9 @@ class CronScheduler:
     def __init__(self, pool: asyncpg.Pool, jobs: JobStore, runs: RunStore, *, interval: timedelta,
                  clock: Clock | None = None, on_events: Callable[[Iterable[str]], None],
                  on_enqueued: Callable[[], Awaitable[None]], metrics: Metrics | None = None,
-                 budgets: BudgetGuard | None = None) -> None:
+                 budgets: BudgetGuard | None = None, supervisor: Supervisor | None = None) -> None:
         self._pool = pool
+        self._supervisor = supervisor or Supervisor()
         self._budgets = budgets
         self._metrics = metrics or Metrics()
         self._jobs = jobs
@@ -60,7 +62,7 @@ class CronScheduler:
         self.idle.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="cron-scheduler")
+        self._task = self._supervisor.spawn(self._loop(), name="cron-scheduler")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -89,11 +91,14 @@ class CronScheduler:
     async def _pass(self) -> int:
         try:
             handled = await self.fire_due()
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("cron pass failed: %s", exc, extra={"action": "cron_error"})
+        except DATABASE_ERRORS as exc:
+            self._metrics.loop_errors.labels("cron").inc()
+            log.warning("cron pass failed: %r", exc, extra={"action": "cron_error"})
             handled = -1
         except Exception:
-            # A bug (or a row nobody foresaw) must not end scheduling for good; the pass is retried.
+            # A bug, or a row nobody foresaw: a restart would meet it again, so the pass is retried (and counted)
+            # rather than the process stopped, which would stop every other schedule with it.
+            self._metrics.loop_errors.labels("cron").inc()
             log.exception("cron pass failed unexpectedly", extra={"action": "cron_error"})
             handled = -1
         self.ticks += 1
@@ -106,7 +111,7 @@ class CronScheduler:
             return self._interval  # an injected clock does not move with real time
         try:
             due = await self._jobs.next_fire_time()
-        except (asyncpg.PostgresError, OSError):
+        except DATABASE_ERRORS:
             return self._interval
         if due is None:
             return self._interval

@@ -7,10 +7,10 @@ import logging
 import time
 from datetime import timedelta
 
-import asyncpg
-
+from strait_server.faults import DATABASE_ERRORS
 from strait_server.store.retention import RetentionStore
-from strait_server.tasks import cancel_and_wait
+from strait_server.tasks import Supervisor, cancel_and_wait
+from strait_server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,9 @@ _MIN_PAUSE = 0.05
 
 class RetentionSweeper:
     def __init__(self, store: RetentionStore, *, retention: timedelta, interval: timedelta,
-                 batch_size: int) -> None:
+                 batch_size: int, metrics: Metrics, supervisor: Supervisor) -> None:
+        self._metrics = metrics
+        self._supervisor = supervisor
         self._store = store
         self._retention = retention
         self._interval = interval.total_seconds()
@@ -29,7 +31,7 @@ class RetentionSweeper:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="retention")
+        self._task = self._supervisor.spawn(self._loop(), name="retention")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -39,8 +41,9 @@ class RetentionSweeper:
         while True:
             try:
                 await self.run_pass()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                log.warning("retention pass failed: %s", exc, extra={"action": "retention_error"})
+            except DATABASE_ERRORS as exc:
+                self._metrics.loop_errors.labels("retention").inc()
+                log.warning("retention pass failed: %r", exc, extra={"action": "retention_error"})
             await asyncio.sleep(self._interval)
 
     async def run_pass(self) -> int:

@@ -54,6 +54,10 @@ class Metrics:
             "crossing), by the project's budget action.", ["action"], registry=r)
         self.watch_streams = Gauge(
             "strait_watch_streams", "Open WatchRun and WatchRuns streams on this process.", registry=r)
+        self.loop_errors = Counter(
+            "strait_loop_errors", "Failed passes of background loops that outlive errors (the database or Redis "
+            "away, a statement refused), by loop; each is logged and the pass is tried again.", ["loop"],
+            registry=r)
         self.grpc_requests = Counter(
             "strait_grpc_requests", "Finished gRPC calls by method and status code (streams count when they end).",
             ["method", "code"], registry=r)

@@ -269,3 +269,18 @@ def test_generated_code_is_up_to_date() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_thousand_field_violations_still_reach_the_client_summed_up(api: Api, sink: Sink) -> None:
+    """Details travel in a header, and gRPC refuses headers over 16 KiB: the list is cut, with a count."""
+    job = await api.create_job("many", sink.script("/many"))
+    err = await _error(api.jobs.BatchTriggerJob(job_pb2.BatchTriggerJobRequest(
+        id=job.id, runs=[job_pb2.RunOptions(payload_json="1")] * 1000), metadata=api.metadata))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = details(err)["BadRequest"]
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    listed = [v.field for v in bad.field_violations]
+    assert listed[:2] == ["runs[0].payload_json", "runs[1].payload_json"]
+    assert bad.field_violations[-1].description == f"{1000 - len(listed) + 1} more violations not listed"
+    assert "and 995 more" in (err.details() or "")
+    assert list((await api.runs.ListRuns(run_pb2.ListRunsRequest(), metadata=api.metadata)).runs) == []

@@ -37,7 +37,7 @@ OPERATIONS: dict[str, tuple[Op, RunStatus]] = {
     "promote": (lambda q, r, p, i: q.promote_delayed(), RunStatus.QUEUED),
     "hand_back": (lambda q, r, p, i: q.hand_back(OWNER), RunStatus.QUEUED),
     "settle": (_settle, RunStatus.COMPLETED),
-    "recover": (lambda q, r, p, i: q.recover(timedelta(seconds=5), timedelta(seconds=30)), RunStatus.QUEUED),
+    "recover": (lambda q, r, p, i: q.recover(timedelta(seconds=5), timedelta(seconds=30), 5), RunStatus.QUEUED),
     "cancel": (_cancel, RunStatus.CANCELED),
 }
 
