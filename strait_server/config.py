@@ -203,3 +203,6 @@ class Settings:
             )
         if len(self.jwt_signing_key) < 32:
             raise ConfigError("STRAIT_JWT_SIGNING_KEY must be set to at least 32 characters")
+        if self.admin_key and len(self.admin_key) < 32:
+            # It creates projects and keys: guessable is as bad as none.
+            raise ConfigError("STRAIT_ADMIN_KEY must be at least 32 characters (or unset, for no admin key)")

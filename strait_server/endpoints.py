@@ -29,7 +29,7 @@ def _literal_ip(host: str) -> str | None:
         pass
     try:  # non-standard IPv4 forms such as 0x7f.1 or 2130706433
         return socket.inet_ntoa(socket.inet_aton(host))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return None
 
 
@@ -37,6 +37,9 @@ def check_url(url: str, *, allow_private: bool) -> str | None:
     """Returns why `url` is not acceptable as an endpoint, or None when it is."""
     if len(url) > 2048:
         return "must be at most 2048 characters"
+    if any(c <= " " or c == "\x7f" for c in url):
+        # Never sent as they are: CR and LF would be dropped at send, and the rest make another request line.
+        return "must not contain spaces or control characters (percent-encode them)"
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -84,12 +87,20 @@ class Resolver:
         return addresses
 
     async def _lookup(self, host: str, port: int) -> list[tuple[int, str]]:
+        # One message whether the name is blocked, unknown, or resolves only to private addresses: the error is
+        # shown to whoever made the job, and must not tell them what internal names exist.
+        refused = OSError(f"endpoint host {host!r} does not resolve to an address that may be called")
         if not self._allow_private and (host in _BLOCKED_NAMES or host.endswith(".localhost")):
-            raise OSError(f"endpoint host {host!r} is not allowed")
+            raise refused
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError):
+                if self._allow_private:
+                    raise
+                raise refused from None
             found = list(dict.fromkeys((int(family), str(sockaddr[0])) for family, _, _, _, sockaddr in infos))
         else:
             found = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, str(ip))]
@@ -97,5 +108,5 @@ class Resolver:
             return found
         public = [(family, address) for family, address in found if not is_private_address(address)]
         if not public:
-            raise OSError(f"endpoint host {host!r} resolves only to private addresses")
+            raise refused
         return public

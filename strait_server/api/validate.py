@@ -77,7 +77,8 @@ def _duration_ms(d: Duration) -> int:
 
 
 def _duration_ok(d: Duration) -> bool:
-    return d.seconds >= 0 and d.nanos >= 0 and d.seconds <= 10 * 365 * 86400
+    # nanos beyond 999,999,999 is no Duration at all (protobuf's own rule), not a longer one.
+    return d.seconds >= 0 and 0 <= d.nanos <= 999_999_999 and d.seconds <= 10 * 365 * 86400
 
 
 def _no_constants(name: str) -> Any:

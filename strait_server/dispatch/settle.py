@@ -13,8 +13,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
-from strait_server.faults import DATABASE_ERRORS
+import asyncpg
+
+from strait_server.faults import DATABASE_ERRORS, DATABASE_UNAVAILABLE
 from strait_server.model import RunStatus
 from strait_server.queue import Outcome, Queue
 from strait_server.tasks import Supervisor, cancel_and_wait
@@ -104,7 +107,16 @@ class SettleBuffer:
         delay = 0.05
         while True:
             try:
-                settled = await self._write(batch)
+                try:
+                    settled = await self._write(batch)
+                except DATABASE_UNAVAILABLE:
+                    raise
+                except asyncpg.PostgresError as exc:
+                    # Refused, not unavailable: one outcome may hold what PostgreSQL cannot store, and retrying
+                    # the batch as it is would refuse it forever, holding every other outcome back with it.
+                    log.warning("settle refused, writing the outcomes one by one: %r", exc,
+                                extra={"action": "settle_split"})
+                    settled = await self._write_each(batch)
                 break
             except DATABASE_ERRORS as exc:
                 # Keep the outcomes: losing them would leave runs executing until recovery.
@@ -115,6 +127,21 @@ class SettleBuffer:
         self._unconfirmed.extend(batch)
         self._appended += len(batch)
         self._on_settled(batch, settled)
+
+    async def _write_each(self, outcomes: list[Outcome]) -> set[str]:
+        settled: set[str] = set()
+        for outcome in outcomes:
+            try:
+                settled |= await self._write([outcome])
+            except DATABASE_UNAVAILABLE:
+                raise
+            except asyncpg.PostgresError as exc:
+                # The run still ends as its endpoint said; what could not be stored is named in its error.
+                why = f"outcome not storable: {exc}"
+                bare = replace(outcome, output=None, record={"attempt": outcome.attempt},
+                               error=(f"{outcome.error}; {why}" if outcome.error else why)[:1024])
+                settled |= await self._write([bare])
+        return settled
 
     async def _write(self, outcomes: list[Outcome]) -> set[str]:
         detach = [o for o in outcomes if o.to_status is RunStatus.EXECUTING]

@@ -375,7 +375,10 @@ def _key_of(job: Job, new: NewRun, idempotency_scope: str) -> tuple[str, str] | 
     if job.dedup_window_ms:
         if new.dedup_key:
             return (f"dedup:{job.id}", "key:" + new.dedup_key)
-        canonical = json.dumps(json.loads(new.payload or "{}"), sort_keys=True, separators=(",", ":"))
+        try:
+            canonical = json.dumps(json.loads(new.payload or "{}"), sort_keys=True, separators=(",", ":"))
+        except RecursionError:  # nested too deeply to normalise here: such a payload repeats only as its exact text
+            canonical = new.payload
         return (f"dedup:{job.id}", "payload:" + hashlib.sha256(canonical.encode()).hexdigest())
     return None
 

@@ -46,3 +46,11 @@ def test_malformed_values_stop_start_up_naming_the_variable(name: str, value: st
 ])
 def test_client_address_drops_the_port(peer: str, address: str) -> None:
     assert client_address(peer) == address
+
+
+def test_a_short_admin_key_stops_start_up() -> None:
+    backends = {"database_url": "postgresql://x/y", "redis_url": "redis://x", "jwt_signing_key": "j" * 32}
+    with pytest.raises(ConfigError, match="STRAIT_ADMIN_KEY must be at least 32 characters"):
+        Settings(admin_key="a", **backends).require_backends()
+    Settings(admin_key="a" * 32, **backends).require_backends()
+    Settings(admin_key="", **backends).require_backends()  # no admin key at all: admin calls are refused
