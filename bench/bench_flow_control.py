@@ -3,6 +3,9 @@
     python bench/bench_flow_control.py keys [--runs 10000] [--keys 1000]
         End-to-end HTTP runs/s through `strait serve --mode all` for a job without limits, then for a job
         with max_concurrency_per_key=1 and runs spread over --keys concurrency keys (target: >= 70%).
+    python bench/bench_flow_control.py slots [--runs 100] [--limit 5]
+        A job with max_concurrency=--limit and runs of 50-150 ms each (target: its slots >= 90% busy, that is
+        the sum of the runs' durations / limit over the time from the trigger to the last completion).
     python bench/bench_flow_control.py claim [--deep 1000000] [--shallow 10000]
         Mean time of one claim of 100 runs (the plain claim, and the gated claim over 1,000 keys) with
         --shallow and with --deep runs queued (target: the deep cost within 25% of the shallow one); also the
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import secrets
 import statistics
 import sys
@@ -98,6 +102,61 @@ async def keys(args: argparse.Namespace) -> None:
             await channel.close()
             server.terminate()
             await server.wait()
+
+
+async def slots(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    seen: list[float] = []  # when each request arrived and each answer left, for the busy span
+
+    async def work(request: web.Request) -> web.Response:
+        seen.append(time.perf_counter())
+        await asyncio.sleep((await request.json())["ms"] / 1000)
+        seen.append(time.perf_counter())
+        return web.json_response({"ok": True})
+
+    sink = web.Application()
+    sink.router.add_post("/work", work)
+    runner = web.AppRunner(sink, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    sink_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with _database() as database_url:
+        port = _free_port()
+        admin_key = secrets.token_hex(16)
+        env = server_env(database_url, REDIS_URL, database_url.rsplit("/", 1)[1], port, admin_key)
+        server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode",
+                                                      "all", env=env)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        conn = await asyncpg.connect(database_url)
+        print(f"strait flow-control bench (slots), {_load()}")
+        try:
+            jobs, md, _ = await _setup(channel, admin_key, f"http://127.0.0.1:{sink_port}/work")
+            job = (await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
+                slug="limited", endpoint_url=f"http://127.0.0.1:{sink_port}/work", max_concurrency=args.limit)),
+                metadata=md)).job
+            rng = random.Random(1)
+            durations = [rng.randint(50, 150) for _ in range(args.runs)]
+            start = time.perf_counter()
+            await jobs.BatchTriggerJob(job_pb2.BatchTriggerJobRequest(id=job.id, runs=[
+                job_pb2.RunOptions(payload_json=json.dumps({"ms": ms})) for ms in durations]), metadata=md)
+            while await conn.fetchval("SELECT count(*) FROM runs WHERE job_id = $1 AND status = 'completed'",
+                                      job.id) < args.runs:
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - start
+            span = max(seen) - min(seen)  # from the first start to the last answer
+            ideal = sum(durations) / 1000 / args.limit
+            print(f"{args.runs} runs of 50-150 ms, max_concurrency={args.limit}: first start to last answer "
+                  f"{span:.2f}s, trigger to last completion {elapsed:.2f}s, all slots busy {ideal:.2f}s")
+            print(f"slots busy {ideal / span:.0%} (target >= 90%), {ideal / elapsed:.0%} counting the trigger and "
+                  f"the last settle; {_load()}")
+        finally:
+            await conn.close()
+            await channel.close()
+            server.terminate()
+            await server.wait()
+            await runner.cleanup()
 
 
 FILL = """
@@ -182,12 +241,15 @@ async def main() -> None:
     k = sub.add_parser("keys")
     k.add_argument("--runs", type=int, default=10_000)
     k.add_argument("--keys", type=int, default=1_000)
+    sl = sub.add_parser("slots")
+    sl.add_argument("--runs", type=int, default=100)
+    sl.add_argument("--limit", type=int, default=5)
     c = sub.add_parser("claim")
     c.add_argument("--deep", type=int, default=1_000_000)
     c.add_argument("--shallow", type=int, default=10_000)
     c.add_argument("--claims", type=int, default=50)
     args = parser.parse_args()
-    await (keys(args) if args.what == "keys" else claim(args))
+    await {"keys": keys, "slots": slots, "claim": claim}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ class Dispatcher:
                 self._telemetry.dispatched(run, outcome, time.perf_counter() - started, span)
             await self._circuit_record(run, outcome)
         try:
-            self._settler.add(outcome)
+            self._settler.add(outcome, at_once=self._gates_held)
         finally:
             self._inflight.pop(run.id, None)
             self._slot_freed.set()

@@ -186,14 +186,22 @@ class GatedClaimer:
             wanted = {name: min(n, per_gate) for name, n in quota.items() if n > 0}
             heads = await conn.fetch(GATE_HEADS, list(wanted), list(wanted.values())) if wanted else []
             chosen: list[str] = []
+            offered: dict[str, int] = defaultdict(int)
+            for h in heads:
+                offered[h["gate"]] += 1
+            taken: dict[str, int] = defaultdict(int)
             for h in sorted(heads, key=lambda h: (-h["priority"], h["run_at"], h["run_id"])):
                 if len(chosen) >= limit:
                     break
                 gate = gates[h["gate"]]
                 if state.take(gate.job_id):
                     chosen.append(h["run_id"])
+                    taken[gate.gate] += 1
                 else:
                     reasons.setdefault(gate.gate, state.why_held(gate))
+            # A gate that gave all it was asked for may have more runs waiting behind its limits, though none was
+            # refused here: a run of it ending must bring the dispatcher back at once, not at its next poll.
+            full = any(taken[name] == n == offered[name] for name, n in wanted.items() if n == quota[name])
             claimed = [claimed_from_row(r) for r in
                        await conn.fetch(CLAIM_IDS, len(chosen), owner, chosen)] if chosen else []
             if state.windows:
@@ -204,7 +212,8 @@ class GatedClaimer:
                 touched += [r["run_id"] for r in await conn.fetch(MARK_WAITING, list(reasons),
                                                                    list(reasons.values()))]
         retry_in = None if state.retry_at is None else max(0.0, (state.retry_at - state.now).total_seconds())
-        return GatedClaim(runs=claimed, touched=touched, deferred=deferred, held=bool(reasons), retry_in=retry_in)
+        return GatedClaim(runs=claimed, touched=touched, deferred=deferred, held=bool(reasons) or full,
+                          retry_in=retry_in)
 
     @staticmethod
     async def _defer(conn: Any, g: Gate, own_gates: list[str], now: datetime) -> list[str]:

@@ -48,10 +48,12 @@ class SettleBuffer:
     def start(self) -> None:
         self._task = self._supervisor.spawn(self._run(), name="settle-buffer")
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, *, at_once: bool = False) -> None:
+        """Buffers an outcome. `at_once`: write it without waiting for others to join it (a run waits for the
+        slot its run frees, and a slot is only free once the outcome is written)."""
         self._items.append(outcome)
         self._has_items.set()
-        if len(self._items) >= self._batch:
+        if at_once or len(self._items) >= self._batch:
             self._full.set()
 
     async def flush(self) -> None:

@@ -349,3 +349,17 @@ async def test_a_run_queued_ungated_as_a_limit_is_added_is_gated_soon_after(
     finally:
         await conn.close()
     await api.channel.close()
+
+
+async def test_a_freed_slot_starts_the_next_run_at_once_not_at_the_next_poll(
+        make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    """A claim that took exactly what the limit allowed used to say nothing was held back, so a run ending did
+    not bring the dispatcher back: the job drained one batch per poll interval."""
+    app = await make_app(poll_interval=timedelta(seconds=30))  # a poll would come far too late for this test
+    api = await connect(app, settings.admin_key)
+    url = sink.script("/slots", then=Reply(delay=0.05))
+    job = await api.create_job("slots", url, max_concurrency=5)
+    await _batch(api, job, [job_pb2.RunOptions() for _ in range(40)])
+    await _all_completed(api, job, 40, timeout=15)  # 8 rounds of 50 ms, each started as the last one ends
+    assert sink.peak_concurrency("/slots") == {"": 5}
+    await api.channel.close()
