@@ -25,8 +25,10 @@ class Principal:
     project_id: str | None
     is_admin: bool = False
     key_id: str = ""
-    # The key's own rate limit, else its project's; None: the server default applies.
-    api_rate_limit: ApiRateLimit | None = None
+    # The key's own rate limit (set by the admin); None: it has none, and its calls count against its project's.
+    key_rate_limit: ApiRateLimit | None = None
+    # The project's limit, shared by its keys without a limit of their own; None: the server default applies.
+    project_rate_limit: ApiRateLimit | None = None
 
 
 @dataclass(frozen=True)

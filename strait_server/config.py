@@ -133,6 +133,11 @@ class Settings:
     # API calls per window per API key, unless the key or its project has a limit of its own; 0: no default.
     api_rate_limit: int = 1000
     api_rate_window: timedelta = timedelta(seconds=60)
+    # Unrevoked API keys a project may hold, and how many a project's own keys may create per window (the admin
+    # key is not limited): each key has a rate limit of its own, so keys must not be free to mint.
+    max_api_keys_per_project: int = 100
+    api_key_create_limit: int = 20
+    api_key_create_window: timedelta = timedelta(hours=1)
     # Failed-authentication lockout per client address: "failures:block" tiers; empty turns it off.
     auth_lockout: str = "10:1m,25:5m,50:15m"
     # How long failed authentications of an address are counted (from its first failure).
@@ -174,6 +179,10 @@ class Settings:
             raise ConfigError("STRAIT_API_RATE_LIMIT must be 0 (no default limit) or more")
         if self.api_rate_window < timedelta(milliseconds=1):
             raise ConfigError("STRAIT_API_RATE_WINDOW must be at least 1ms")
+        if self.max_api_keys_per_project < 1 or self.api_key_create_limit < 1:
+            raise ConfigError("STRAIT_MAX_API_KEYS_PER_PROJECT and STRAIT_API_KEY_CREATE_LIMIT must be at least 1")
+        if self.api_key_create_window < timedelta(seconds=1):
+            raise ConfigError("STRAIT_API_KEY_CREATE_WINDOW must be at least 1s")
         if self.max_lost_requeues < 0:
             raise ConfigError("STRAIT_MAX_LOST_REQUEUES must be 0 or more")
         if self.retention < timedelta(0):

@@ -112,8 +112,9 @@ class Project(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def api_rate_limit(self) -> Global___ApiRateLimit:
-        """The rate limit of each of this project's API keys that has none of its own. Unset: the server default
-        (STRAIT_API_RATE_LIMIT per STRAIT_API_RATE_WINDOW). Only the admin key may set it.
+        """The rate limit shared by this project's API keys that have none of their own: their calls together count
+        against it. Unset: the server default (STRAIT_API_RATE_LIMIT per STRAIT_API_RATE_WINDOW). Only the admin
+        key may set it.
         """
 
     def __init__(
@@ -165,8 +166,8 @@ class ApiKey(_message.Message):
 
     @_builtins.property
     def api_rate_limit(self) -> Global___ApiRateLimit:
-        """This key's own rate limit, which overrides its project's. Unset: the project's limit, else the server
-        default. Only the admin key may set it.
+        """This key's own rate limit: its calls are counted on their own against it, not against its project's
+        shared limit. Unset: the project's limit, else the server default. Only the admin key may set it.
         """
 
     def __init__(

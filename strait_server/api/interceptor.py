@@ -110,7 +110,7 @@ class Authenticator:
         if len(self._cache) > 10_000:
             self._cache.clear()
         principal = auth.Principal(project_id=found.project_id, key_id=found.key_id,
-                                   api_rate_limit=found.api_rate_limit)
+                                   key_rate_limit=found.key_rate_limit, project_rate_limit=found.project_rate_limit)
         self._cache[digest] = (principal, now + self._ttl)
         return principal
 

@@ -33,20 +33,23 @@ _SKIP_AFTER_ERROR = 5.0
 _LOG_EVERY = 30.0
 _CLEAR_FOR = 1.0
 
-# KEYS[1] the address's block, KEYS[2] (optional) the API key's counter; ARGV[1] limit, ARGV[2] window ms.
-# Returns {0, 0} allowed, {1, ms} address blocked for ms, {2, ms} over the limit until the window ends.
+# KEYS[1] the address's block (a key that never exists when there is none), KEYS[2..] counters (the API key's,
+# its project's); ARGV a (limit, window ms) pair per counter. Returns {0, 0, 0} allowed, {1, ms, 0} address
+# blocked for ms, {2, ms, i} over the limit of counter i (1-based) until its window ends.
 _ADMIT = """
 local blocked = redis.call('PTTL', KEYS[1])
-if blocked > 0 then return {1, blocked} end
-if #KEYS < 2 then return {0, 0} end
-local n = redis.call('INCR', KEYS[2])
-local ttl = redis.call('PTTL', KEYS[2])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  ttl = tonumber(ARGV[2])
+if blocked > 0 then return {1, blocked, 0} end
+for i = 2, #KEYS do
+  local limit, window = tonumber(ARGV[2 * i - 3]), tonumber(ARGV[2 * i - 2])
+  local n = redis.call('INCR', KEYS[i])
+  local ttl = redis.call('PTTL', KEYS[i])
+  if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[i], window)
+    ttl = window
+  end
+  if n > limit then return {2, ttl, i - 1} end
 end
-if n > tonumber(ARGV[1]) then return {2, ttl} end
-return {0, 0}
+return {0, 0, 0}
 """
 
 # KEYS[1] the address's block, KEYS[2] its failure counter; ARGV[1] counting window ms, then pairs of
@@ -127,29 +130,46 @@ class Limiter:
         self._seen_clear(address)
 
     async def admit(self, address: str, principal: auth.Principal) -> None:
-        """Counts an authenticated call: ResourceExhausted if the address is locked out or the key is over
-        its limit. The admin key is never rate limited."""
-        limit = None if principal.is_admin else (principal.api_rate_limit or self._default)
-        keys = [self._block_key(address)]
-        args: list[int] = []
-        if limit is not None:
-            keys.append(f"{self._ns}:rate:{principal.key_id}")
-            args = [limit.requests, _ms(limit.window)]
-        elif not self._lockout or self._known_clear(address):
+        """Counts an authenticated call: ResourceExhausted if the address is locked out or the call is over its
+        limit. A key with a limit of its own (only the admin sets one) is counted on its own; every other key
+        of a project shares one counter with the project's limit (else the server default), so that a key
+        minting more keys buys no calls. The admin key is never rate limited."""
+        counters: list[tuple[str, ApiRateLimit, str, str]] = []  # (Redis key, limit, subject, what)
+        project_limit = principal.project_rate_limit or self._default
+        if principal.is_admin:
+            pass
+        elif principal.key_rate_limit is not None:
+            counters.append((f"{self._ns}:rate:{principal.key_id}", principal.key_rate_limit,
+                             f"api_key:{principal.key_id}", "this API key"))
+        elif project_limit is not None:
+            counters.append((f"{self._ns}:prate:{principal.project_id}", project_limit,
+                             f"project:{principal.project_id}", "this project's API keys"))
+        if not counters and (not self._lockout or self._known_clear(address)):
             return
+        await self._count(self._block_key(address), counters, on_clear=lambda: self._seen_clear(address))
+
+    async def admit_key_creation(self, project_id: str, limit: ApiRateLimit) -> None:
+        """Counts one API key created by a project's own key: ResourceExhausted past `limit`."""
+        await self._count(f"{self._ns}:never", [(f"{self._ns}:keymint:{project_id}", limit, f"project:{project_id}",
+                                                 "API key creation in this project")])
+
+    async def _count(self, block_key: str, counters: list[tuple[str, ApiRateLimit, str, str]],
+                     on_clear: Callable[[], None] = lambda: None) -> None:
+        keys = [block_key] + [c[0] for c in counters]
+        args = [v for _, limit, _, _ in counters for v in (limit.requests, _ms(limit.window))]
         result = await self._call(lambda: self._admit(keys=keys, args=args))
         if not result:
             return
         verdict, ttl = int(result[0]), int(result[1])
         if verdict == 0:
-            self._seen_clear(address)
+            on_clear()
         if verdict == 1:
             raise _locked_out(ttl)
         if verdict == 2:
-            assert limit is not None
+            _, limit, subject, what = counters[int(result[2]) - 1]
             raise errors.ResourceExhausted(
-                f"rate limit of this API key exceeded ({_describe(limit)}); retry in {ttl / 1000:.1f}s",
-                reason="RATE_LIMITED", retry_after_seconds=ttl / 1000, quota_subject=f"api_key:{principal.key_id}")
+                f"rate limit of {what} exceeded ({_describe(limit)}); retry in {ttl / 1000:.1f}s",
+                reason="RATE_LIMITED", retry_after_seconds=ttl / 1000, quota_subject=subject)
 
     async def failed(self, address: str) -> None:
         """Counts a failed authentication; raises ResourceExhausted if the address is locked out already."""

@@ -11,6 +11,7 @@ from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
+from strait_server.model import ApiRateLimit
 
 PROJECT_MUTABLE_PATHS = frozenset({"name", "api_rate_limit", "monthly_budget_microusd", "budget_action"})
 _BUDGET_ACTIONS = {project_pb2.BUDGET_ACTION_UNSPECIFIED: "notify", project_pb2.BUDGET_ACTION_NOTIFY: "notify",
@@ -118,8 +119,17 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         project_id = _target_project(request.project_id)
         if await self._d.projects.get(project_id) is None:
             raise errors.NotFound("project", project_id)
+        s = self._d.settings
+        if not principal().is_admin and self._d.limiter is not None:
+            await self._d.limiter.admit_key_creation(project_id, ApiRateLimit(s.api_key_create_limit,
+                                                                              s.api_key_create_window))
         secret, prefix, digest = auth.new_api_key()
-        key = await self._d.projects.create_key(project_id, request.name, prefix, digest, limit)
+        key = await self._d.projects.create_key(project_id, request.name, prefix, digest, limit,
+                                                max_keys=s.max_api_keys_per_project)
+        if key is None:
+            raise errors.ResourceExhausted(
+                f"the project has {s.max_api_keys_per_project} API keys already (STRAIT_MAX_API_KEYS_PER_PROJECT); "
+                "revoke one first", reason="API_KEY_LIMIT", quota_subject=f"project:{project_id}")
         return project_pb2.CreateApiKeyResponse(api_key=convert.api_key(key), secret=secret)
 
     async def ListApiKeys(self, request: project_pb2.ListApiKeysRequest,

@@ -51,11 +51,17 @@ LIMIT $4
 """$1 restrict to ids (NULL: all), $2/$3 keyset cursor, $4 limit."""
 
 INSERT_KEY = f"""
+WITH project AS (
+    -- Locked, so that keys created side by side are counted one after the other against the cap.
+    SELECT id FROM projects WHERE id = $2 FOR UPDATE
+)
 INSERT INTO api_keys (id, project_id, name, key_prefix, key_hash, api_rate_limit_requests, api_rate_limit_window_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT $1, project.id, $3, $4, $5, $6, $7 FROM project
+WHERE (SELECT count(*) FROM api_keys WHERE project_id = $2 AND revoke_time IS NULL) < $8
 RETURNING {_KEY_COLUMNS}
 """
-"""$1 id, $2 project, $3 name, $4 display prefix, $5 digest, $6/$7 rate limit (NULL: inherit)."""
+"""$1 id, $2 project, $3 name, $4 display prefix, $5 digest, $6/$7 rate limit (NULL: inherit), $8 how many unrevoked
+keys a project may have. No row: the project does not exist, or has that many keys already."""
 
 UPDATE_KEY = f"""
 UPDATE api_keys SET
@@ -83,12 +89,8 @@ RETURNING {_KEY_COLUMNS}
 """$1 key id, $2 project scope (NULL for the admin)."""
 
 AUTHENTICATE = """
-SELECT k.id, k.project_id,
-    -- The key's own limit, else its project's (both columns from the same level); NULL: server default.
-    CASE WHEN k.api_rate_limit_requests IS NOT NULL THEN k.api_rate_limit_requests ELSE p.api_rate_limit_requests END
-        AS api_rate_limit_requests,
-    CASE WHEN k.api_rate_limit_requests IS NOT NULL THEN k.api_rate_limit_window_ms ELSE p.api_rate_limit_window_ms END
-        AS api_rate_limit_window_ms
+SELECT k.id, k.project_id, k.api_rate_limit_requests, k.api_rate_limit_window_ms,
+    p.api_rate_limit_requests AS project_limit_requests, p.api_rate_limit_window_ms AS project_limit_window_ms
 FROM api_keys k JOIN projects p ON p.id = k.project_id
 WHERE k.key_hash = $1 AND k.revoke_time IS NULL
 """
@@ -97,15 +99,17 @@ WHERE k.key_hash = $1 AND k.revoke_time IS NULL
 
 @dataclass(frozen=True)
 class KeyGrant:
-    """What a valid API key grants: its project, and the rate limit that applies to it (None: default)."""
+    """What a valid API key grants: its project, and the rate limits that apply (see Limiter.admit)."""
 
     key_id: str
     project_id: str
-    api_rate_limit: ApiRateLimit | None
+    key_rate_limit: ApiRateLimit | None  # the key's own, set by the admin; None: it has none
+    project_rate_limit: ApiRateLimit | None  # the project's; None: the server default
 
 
-def _rate_limit(row: Any) -> ApiRateLimit | None:
-    requests, window_ms = row["api_rate_limit_requests"], row["api_rate_limit_window_ms"]
+def _rate_limit(row: Any, requests_column: str = "api_rate_limit_requests",
+                window_column: str = "api_rate_limit_window_ms") -> ApiRateLimit | None:
+    requests, window_ms = row[requests_column], row[window_column]
     if requests is None or window_ms is None:
         return None
     return ApiRateLimit(requests=int(requests), window=timedelta(milliseconds=int(window_ms)))
@@ -165,11 +169,11 @@ class ProjectStore:
         return [_project(r) for r in rows]
 
     async def create_key(self, project_id: str, name: str, prefix: str, digest: str,
-                         rate_limit: ApiRateLimit | None = None) -> ApiKey:
+                         rate_limit: ApiRateLimit | None = None, *, max_keys: int = 2**31 - 1) -> ApiKey | None:
+        """The new key; None when the project has `max_keys` unrevoked keys already (or does not exist)."""
         row = await self._pool.fetchrow(INSERT_KEY, ids.new_id("key"), project_id, name, prefix, digest,
-                                        *_limit_args(rate_limit))
-        assert row is not None
-        return _key(row)
+                                        *_limit_args(rate_limit), max_keys)
+        return None if row is None else _key(row)
 
     async def update_key(self, key_id: str, project_id: str | None, *, name: str | None = None,
                          set_rate_limit: bool = False, rate_limit: ApiRateLimit | None = None) -> ApiKey | None:
@@ -192,4 +196,5 @@ class ProjectStore:
         row = await self._pool.fetchrow(AUTHENTICATE, digest)
         if row is None:
             return None
-        return KeyGrant(key_id=row["id"], project_id=row["project_id"], api_rate_limit=_rate_limit(row))
+        return KeyGrant(key_id=row["id"], project_id=row["project_id"], key_rate_limit=_rate_limit(row),
+                        project_rate_limit=_rate_limit(row, "project_limit_requests", "project_limit_window_ms"))

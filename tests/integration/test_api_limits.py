@@ -82,7 +82,7 @@ async def test_over_the_limit_is_resource_exhausted_with_retry_info(make_app: Ap
     assert info["ErrorInfo"].domain == "strait.dev"
     delay = info["RetryInfo"].retry_delay.ToTimedelta()
     assert timedelta(0) < delay <= timedelta(seconds=30)
-    assert info["QuotaFailure"].violations[0].subject.startswith("api_key:key_")
+    assert info["QuotaFailure"].violations[0].subject.startswith("project:proj_")
     assert "3 calls per 30s" in (err.details() or "")
     # Streams are counted too; the admin key and health checks are not limited.
     stream = api.runs.WatchRuns(run_pb2.WatchRunsRequest(), metadata=api.metadata)
@@ -135,9 +135,10 @@ async def test_key_limit_beats_project_limit_beats_server_default(make_app: AppF
     await _exhausted_after(project_limit, 4)
     await _exhausted_after(own_limit, 6)
     await _exhausted_after(default_limit, 2)
-    # Each key has its own counter: the others' calls did not use it up.
+    # A key with a limit of its own has its own counter; the others share their project's, which a new key
+    # does not reset.
     fresh = await _new_key(admin, limited_project)
-    await _exhausted_after(fresh, 4)
+    await _exhausted_after(fresh, 0)
     keys = await admin.projects.ListApiKeys(project_pb2.ListApiKeysRequest(project_id=limited_project),
                                             metadata=admin.admin_metadata)
     assert sorted(k.api_rate_limit.requests for k in keys.api_keys) == [0, 0, 6]
@@ -159,7 +160,7 @@ async def test_changed_limits_apply_at_once(make_app: AppFactory, settings: Sett
         api_key=project_pb2.ApiKey(id=key_id, api_rate_limit=project_pb2.ApiRateLimit(requests=5, window=MINUTE)),
         update_mask=FieldMask(paths=["api_rate_limit"])), metadata=admin.admin_metadata)
     assert updated.api_key.api_rate_limit.requests == 5
-    await _exhausted_after(api, 2)  # calls 4 and 5
+    await _exhausted_after(api, 5)  # a limit of its own: a counter of its own
     # Cleared: back to the project's limit, now raised for every key of the project.
     await admin.projects.UpdateApiKey(project_pb2.UpdateApiKeyRequest(
         api_key=project_pb2.ApiKey(id=key_id), update_mask=FieldMask(paths=["api_rate_limit"])),
@@ -167,7 +168,7 @@ async def test_changed_limits_apply_at_once(make_app: AppFactory, settings: Sett
     await admin.projects.UpdateProject(project_pb2.UpdateProjectRequest(
         project=project_pb2.Project(id=project_id, api_rate_limit=project_pb2.ApiRateLimit(requests=8, window=MINUTE)),
         update_mask=FieldMask(paths=["api_rate_limit"])), metadata=admin.admin_metadata)
-    await _exhausted_after(api, 2)  # calls 7 and 8
+    await _exhausted_after(api, 5)  # the project's counter again, at 3: calls 4 to 8
     await admin.channel.close()
 
 
@@ -292,4 +293,49 @@ async def test_the_app_without_limits_answers_normally(make_app: AppFactory, set
     api = await connect(app, settings.admin_key)
     for _ in range(20):
         await _list_jobs(api)
+    await api.channel.close()
+
+
+async def test_keys_minted_by_a_project_key_buy_no_calls(make_app: AppFactory, settings: Settings) -> None:
+    """A project key could mint itself keys, each with a fresh counter: 201 triggers in 0.7 s under 5/min."""
+    app = await make_app(frozenset({Role.API}), api_rate_limit=5, api_rate_window=timedelta(minutes=1))
+    api = await connect(app, settings.admin_key)
+    minted = []
+    for i in range(3):
+        resp = await api.projects.CreateApiKey(project_pb2.CreateApiKeyRequest(name=f"m{i}"), metadata=api.metadata)
+        minted.append(Api(api.channel, resp.secret, api.admin_key))
+    # The three creations counted; two calls are left for every key of the project together.
+    await _list_jobs(minted[0])
+    await _list_jobs(minted[1])
+    for key in (api, *minted):
+        err = await _rejected(_list_jobs(key))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details(err)["QuotaFailure"].violations[0].subject.startswith("project:proj_")
+    await api.channel.close()
+
+
+async def test_project_keys_create_keys_at_a_bounded_rate_and_up_to_a_cap(make_app: AppFactory,
+                                                                          settings: Settings) -> None:
+    app = await make_app(frozenset({Role.API}), api_key_create_limit=2, max_api_keys_per_project=4)
+    api = await connect(app, settings.admin_key)  # the project's first key
+
+    async def create(metadata: tuple[tuple[str, str], ...], project_id: str = "") -> project_pb2.CreateApiKeyResponse:
+        return await api.projects.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project_id, name="k"),
+                                               metadata=metadata)
+
+    mine = [await create(api.metadata) for _ in range(2)]
+    err = await _rejected(create(api.metadata))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "API key creation" in (err.details() or "") and "RetryInfo" in details(err)
+    project_id = mine[0].api_key.project_id
+    await create(api.admin_metadata, project_id)  # the admin is not rate limited...
+    err = await _rejected(create(api.admin_metadata, project_id))  # ...but the cap holds for it too
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details(err)["ErrorInfo"].reason == "API_KEY_LIMIT"
+    keys = await api.projects.ListApiKeys(project_pb2.ListApiKeysRequest(project_id=project_id),
+                                          metadata=api.admin_metadata)
+    assert len(keys.api_keys) == 4
+    await api.projects.RevokeApiKey(project_pb2.RevokeApiKeyRequest(id=mine[0].api_key.id),
+                                    metadata=api.admin_metadata)
+    await create(api.admin_metadata, project_id)  # a revoked key frees its place
     await api.channel.close()
