@@ -71,10 +71,10 @@ class BudgetGuard:
     def forget(self, project_id: str) -> None:
         self._cache.pop(project_id, None)
 
-    async def add_cost(self, run_id: str, attempt: int, cost: int) -> CostAdded | None:
-        """Adds a run's reported cost (None: the attempt is not executing); a crossing of the budget is
-        notified and applied in this process at once."""
-        added = await self._store.add_cost(run_id, attempt, cost)
+    async def add_cost(self, run_id: str, attempt: int, cost: int, default_cap: int) -> CostAdded | None:
+        """Adds a run's reported cost (None: the attempt is not executing; ResourceExhausted past the run's cap);
+        a crossing of the budget is notified and applied in this process at once."""
+        added = await self._store.add_cost(run_id, attempt, cost, default_cap)
         if added is not None and added.crossed:
             self._crossed(added.project_id, added.budget)
         return added

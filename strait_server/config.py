@@ -102,6 +102,8 @@ class Settings:
     # Times a run lost through no fault of its own (dead dispatcher, outcome lost with the database) is
     # requeued without spending an attempt; past that, a loss counts as an attempt.
     max_lost_requeues: int = 5
+    # What one run may report through ReportCost, in all, unless its job sets max_run_cost_microusd ($100).
+    max_run_cost_microusd: int = 100_000_000
     sweep_interval: timedelta = timedelta(seconds=1)
     # How often the scheduler role looks for due cron ticks.
     cron_interval: timedelta = timedelta(milliseconds=500)
@@ -183,6 +185,8 @@ class Settings:
             raise ConfigError("STRAIT_MAX_API_KEYS_PER_PROJECT and STRAIT_API_KEY_CREATE_LIMIT must be at least 1")
         if self.api_key_create_window < timedelta(seconds=1):
             raise ConfigError("STRAIT_API_KEY_CREATE_WINDOW must be at least 1s")
+        if not 1 <= self.max_run_cost_microusd <= 10**12:
+            raise ConfigError("STRAIT_MAX_RUN_COST_MICROUSD must be between 1 and 1000000000000")
         if self.max_lost_requeues < 0:
             raise ConfigError("STRAIT_MAX_LOST_REQUEUES must be 0 or more")
         if self.retention < timedelta(0):

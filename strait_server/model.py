@@ -164,6 +164,7 @@ class JobSpec:
     poison_pill_threshold: int = 0
     dedup_window_ms: int = 0
     debounce_window_ms: int = 0
+    max_run_cost_microusd: int = 0  # 0: the server default
 
     @property
     def flow_controlled(self) -> bool:

@@ -232,6 +232,7 @@ class Job(_message.Message):
     POISON_PILL_THRESHOLD_FIELD_NUMBER: _builtins.int
     DEDUP_WINDOW_FIELD_NUMBER: _builtins.int
     DEBOUNCE_WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_RUN_COST_MICROUSD_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "job_..."."""
     project_id: _builtins.str
@@ -284,6 +285,11 @@ class Job(_message.Message):
     poison_pill_threshold: _builtins.int
     """A run whose attempts fail with the same error this many times in a row goes to DEAD_LETTER without
     using its remaining attempts; 0: off.
+    """
+    max_run_cost_microusd: _builtins.int
+    """The most cost, in micro-USD, that one run may report through RunContextService.ReportCost (in total, over
+    all its attempts); a report that would pass it is refused with RESOURCE_EXHAUSTED. 0: the server default
+    (STRAIT_MAX_RUN_COST_MICROUSD).
     """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
@@ -362,10 +368,11 @@ class Job(_message.Message):
         poison_pill_threshold: _builtins.int = ...,
         dedup_window: _duration_pb2.Duration | None = ...,
         debounce_window: _duration_pb2.Duration | None = ...,
+        max_run_cost_microusd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "debounce_window", b"debounce_window", "dedup_window", b"dedup_window", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "rate_limit_window", b"rate_limit_window", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "debounce_window", b"debounce_window", "dedup_window", b"dedup_window", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "execution_window_cron", b"execution_window_cron", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "max_concurrency", b"max_concurrency", "max_concurrency_per_key", b"max_concurrency_per_key", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "poison_pill_threshold", b"poison_pill_threshold", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "rate_limit_max", b"rate_limit_max", "rate_limit_window", b"rate_limit_window", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "schedule_paused", b"schedule_paused", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "debounce_window", b"debounce_window", "dedup_window", b"dedup_window", "description", b"description", "enabled", b"enabled", "endpoint_url", b"endpoint_url", "etag", b"etag", "execution_mode", b"execution_mode", "execution_window_cron", b"execution_window_cron", "fallback_endpoint_url", b"fallback_endpoint_url", "has_signing_secret", b"has_signing_secret", "id", b"id", "max_attempts", b"max_attempts", "max_concurrency", b"max_concurrency", "max_concurrency_per_key", b"max_concurrency_per_key", "max_run_cost_microusd", b"max_run_cost_microusd", "metadata", b"metadata", "name", b"name", "next_fire_time", b"next_fire_time", "poison_pill_threshold", b"poison_pill_threshold", "priority", b"priority", "project_id", b"project_id", "queue", b"queue", "rate_limit_max", b"rate_limit_max", "rate_limit_window", b"rate_limit_window", "retry_policy", b"retry_policy", "run_ttl", b"run_ttl", "schedule_paused", b"schedule_paused", "signing_secret", b"signing_secret", "slug", b"slug", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015

@@ -97,6 +97,7 @@ def job(j: model.Job) -> job_pb2.Job:
         execution_window_cron=j.execution_window_cron, poison_pill_threshold=j.poison_pill_threshold,
         dedup_window=duration_ms(j.dedup_window_ms) if j.dedup_window_ms else None,
         debounce_window=duration_ms(j.debounce_window_ms) if j.debounce_window_ms else None,
+        max_run_cost_microusd=j.max_run_cost_microusd,
     )
 
 

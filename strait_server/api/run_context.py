@@ -147,7 +147,8 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         if not 1 <= request.cost_microusd <= 10**12:
             v.add("cost_microusd", "must be between 1 and 1,000,000,000,000 micro-USD")
         v.raise_if_any()
-        added = await self._d.budgets.add_cost(run_id, attempt, request.cost_microusd)
+        added = await self._d.budgets.add_cost(run_id, attempt, request.cost_microusd,
+                                               self._d.settings.max_run_cost_microusd)
         if added is None:
             raise await self._d.context.refusal(run_id, attempt)
         self._published(run_id)

@@ -43,7 +43,9 @@ JOB_MUTABLE_PATHS = frozenset({
     "retry_policy.max_delay", "priority", "enabled", "signing_secret", "tags", "metadata", "cron", "timezone",
     "cron_overlap_policy", "run_ttl", "max_concurrency", "max_concurrency_per_key", "rate_limit_max",
     "rate_limit_window", "execution_window_cron", "poison_pill_threshold", "dedup_window", "debounce_window",
+    "max_run_cost_microusd",
 })
+MAX_RUN_COST_MICROUSD = 10**12  # what ReportCost takes in one call, too
 MAX_RATE_WINDOW = timedelta(days=1)
 MAX_TTL = timedelta(days=30)
 
@@ -162,7 +164,15 @@ def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobS
         timeout_ms=_job_timeout(v, f), retry_strategy=strategy, retry_initial_ms=initial_ms,
         retry_max_ms=max_ms, priority=_priority(v, f), enabled=_enabled(f), signing_secret=_secret(v, f),
         tags=tags, metadata=metadata, **_schedule(v, f), run_ttl_ms=_job_ttl(v, f), **_flow_control(v, f),
+        max_run_cost_microusd=_max_run_cost(v, f),
     )
+
+
+def _max_run_cost(v: Violations, f: _Fields) -> int:
+    value: int = f.pick("max_run_cost_microusd", f.job.max_run_cost_microusd)
+    if not 0 <= value <= MAX_RUN_COST_MICROUSD:
+        v.add("job.max_run_cost_microusd", f"must be between 0 (the server default) and {MAX_RUN_COST_MICROUSD:,}")
+    return value
 
 
 def _window_ms(v: Violations, f: _Fields, name: Literal["dedup_window", "debounce_window"]) -> int:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from strait_server.errors import ResourceExhausted
+
 # Spend is kept per calendar month in UTC.
 _MONTH = "date_trunc('month', now() AT TIME ZONE 'UTC')::date"
 
@@ -25,6 +27,9 @@ ADD_COST = f"""
 WITH r AS (
     UPDATE runs SET cost_microusd = cost_microusd + $3, update_time = now(), event_seq = event_seq + 1
     WHERE id = $1 AND status = 'executing' AND attempt = $2
+      -- Within what one run may report: a run token must not be able to spend the project's whole budget.
+      AND cost_microusd + $3 <= (SELECT coalesce(nullif(j.max_run_cost_microusd, 0), $4) FROM jobs j
+                                 WHERE j.id = runs.job_id)
     RETURNING id, project_id, job_id, event_seq, attempt, cost_microusd
 ), ev AS (
     -- Like every run-context call, a report is an event watchers see.
@@ -41,7 +46,15 @@ SELECT r.project_id, r.cost_microusd, s.spent_microusd, p.monthly_budget_microus
     p.budget_action AS action
 FROM r JOIN s ON s.project_id = r.project_id JOIN projects p ON p.id = r.project_id
 """
-"""$1 run, $2 attempt (it must be executing), $3 cost to add. No row: the attempt is not executing."""
+"""$1 run, $2 attempt (it must be executing), $3 cost to add, $4 the server's cap per run (for jobs without one).
+No row: the attempt is not executing, or the cost would pass the run's cap (see RUN_COST_CAP)."""
+
+RUN_COST_CAP = """
+SELECT r.cost_microusd, coalesce(nullif(j.max_run_cost_microusd, 0), $3) AS cap
+FROM runs r JOIN jobs j ON j.id = r.job_id
+WHERE r.id = $1 AND r.status = 'executing' AND r.attempt = $2
+"""
+"""$1 run, $2 attempt, $3 the server's cap per run. A row: the attempt is executing (a refused cost passed the cap)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,9 +84,17 @@ class BudgetStore:
         row = await self._pool.fetchrow(READ, project_id)
         return None if row is None else Budget(budget=row["budget"], action=row["action"], spent=row["spent"])
 
-    async def add_cost(self, run_id: str, attempt: int, cost: int) -> CostAdded | None:
-        row = await self._pool.fetchrow(ADD_COST, run_id, attempt, cost)
+    async def add_cost(self, run_id: str, attempt: int, cost: int, default_cap: int) -> CostAdded | None:
+        """None: the attempt is not executing. Raises ResourceExhausted when the cost would take the run past
+        what it may report."""
+        row = await self._pool.fetchrow(ADD_COST, run_id, attempt, cost, default_cap)
         if row is None:
+            capped = await self._pool.fetchrow(RUN_COST_CAP, run_id, attempt, default_cap)
+            if capped is not None:
+                raise ResourceExhausted(
+                    f"the run may report at most {capped['cap']:,} micro-USD in all (the job's "
+                    f"max_run_cost_microusd); it has reported {capped['cost_microusd']:,}",
+                    reason="RUN_COST_CAP", quota_subject=f"run:{run_id}")
             return None
         budget = Budget(budget=row["budget"], action=row["action"], spent=row["spent_microusd"])
         crossed = budget.budget is not None and budget.spent >= budget.budget > budget.spent - cost

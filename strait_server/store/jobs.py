@@ -19,20 +19,21 @@ _COLUMNS = """id, project_id, slug, name, description, endpoint_url, fallback_en
 queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms, priority, enabled,
 signing_secret, tags, metadata, version, create_time, update_time, cron, timezone, cron_overlap_policy,
 next_fire_time, schedule_paused, run_ttl_ms, max_concurrency, max_concurrency_per_key, rate_limit_max,
-rate_limit_window_ms, execution_window_cron, poison_pill_threshold, dedup_window_ms, debounce_window_ms"""
+rate_limit_window_ms, execution_window_cron, poison_pill_threshold, dedup_window_ms, debounce_window_ms,
+max_run_cost_microusd"""
 
 INSERT_JOB = f"""
 INSERT INTO jobs (id, project_id, slug, name, description, endpoint_url, fallback_endpoint_url,
     execution_mode, queue, max_attempts, timeout_ms, retry_strategy, retry_initial_ms, retry_max_ms,
     priority, enabled, signing_secret, tags, metadata, cron, timezone, cron_overlap_policy, run_ttl_ms,
     max_concurrency, max_concurrency_per_key, rate_limit_max, rate_limit_window_ms, execution_window_cron,
-    poison_pill_threshold, dedup_window_ms, debounce_window_ms, next_fire_time)
+    poison_pill_threshold, dedup_window_ms, debounce_window_ms, max_run_cost_microusd, next_fire_time)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)
+    $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)
 ON CONFLICT (project_id, slug) WHERE delete_time IS NULL DO NOTHING
 RETURNING {_COLUMNS}
 """
-"""$1..$32 as listed. No row: the slug is taken in this project."""
+"""$1..$33 as listed. No row: the slug is taken in this project."""
 
 GET_BY_ID = f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 AND project_id = $2 AND delete_time IS NULL"
 GET_BY_SLUG = f"SELECT {_COLUMNS} FROM jobs WHERE slug = $1 AND project_id = $2 AND delete_time IS NULL"
@@ -52,8 +53,9 @@ UPDATE jobs SET slug = $4, name = $5, description = $6, endpoint_url = $7, fallb
     tags = $19, metadata = $20, cron = $21, timezone = $22, cron_overlap_policy = $23, run_ttl_ms = $24,
     max_concurrency = $25, max_concurrency_per_key = $26, rate_limit_max = $27, rate_limit_window_ms = $28,
     execution_window_cron = $29, poison_pill_threshold = $30, dedup_window_ms = $31, debounce_window_ms = $32,
+    max_run_cost_microusd = $33,
     -- Keep the due time unless the schedule itself changed.
-    next_fire_time = CASE WHEN cron = $21 AND timezone = $22 THEN next_fire_time ELSE $33 END,
+    next_fire_time = CASE WHEN cron = $21 AND timezone = $22 THEN next_fire_time ELSE $34 END,
     version = version + 1, update_time = now()
 WHERE id = $1 AND project_id = $2 AND version = $3 AND delete_time IS NULL
 RETURNING {_COLUMNS}
@@ -130,6 +132,7 @@ def _job(row: Any) -> Job:
         rate_limit_max=row["rate_limit_max"], rate_limit_window_ms=row["rate_limit_window_ms"],
         execution_window_cron=row["execution_window_cron"], poison_pill_threshold=row["poison_pill_threshold"],
         dedup_window_ms=row["dedup_window_ms"], debounce_window_ms=row["debounce_window_ms"],
+        max_run_cost_microusd=row["max_run_cost_microusd"],
     )
 
 
@@ -141,7 +144,7 @@ def _spec_args(spec: JobSpec) -> tuple[Any, ...]:
         spec.signing_secret, spec.tags, spec.metadata, spec.cron, spec.timezone, spec.cron_overlap_policy.value,
         spec.run_ttl_ms, spec.max_concurrency, spec.max_concurrency_per_key, spec.rate_limit_max,
         spec.rate_limit_window_ms, spec.execution_window_cron, spec.poison_pill_threshold, spec.dedup_window_ms,
-        spec.debounce_window_ms,
+        spec.debounce_window_ms, spec.max_run_cost_microusd,
     )
 
 

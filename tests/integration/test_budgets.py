@@ -162,3 +162,43 @@ async def test_an_update_changes_only_the_budget_fields_it_names(api: Api, sink:
         metadata=api.admin_metadata)
     assert not resp.project.HasField("monthly_budget_microusd")  # unset in the update: no budget
     assert resp.project.budget_action == project_pb2.BUDGET_ACTION_NOTIFY
+
+
+async def test_one_run_cannot_report_more_than_its_cap(make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    """One ReportCost(10^12) from one run's token used to spend the project's budget for the rest of the month."""
+    app = await make_app(max_run_cost_microusd=5_000)
+    api = await connect(app, settings.admin_key)
+    job = await api.create_job("capped", sink.url("/capped"))
+    await _set_budget(api, job.project_id, 1_000_000, project_pb2.BUDGET_ACTION_REJECT)
+    outcomes: list[object] = []
+
+    async def job_code(request: Received) -> None:
+        for cost in (3_000, 2_000, 1, 10**12):
+            try:
+                outcomes.append((await _report(api, request, cost)).run_cost_microusd)
+            except grpc.aio.AioRpcError as err:
+                outcomes.append(err.code())
+    sink.script("/capped", Reply(action=job_code))
+    run = await api.trigger(job)
+    await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+    # Up to the server's cap in all, then refused, and the refusals spent nothing.
+    assert outcomes == [3_000, 5_000, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert (await api.get_run(run.id)).cost_microusd == 5_000
+    # The project's budget is untouched by the refused reports: new runs are accepted.
+    await api.wait_status((await api.trigger(job)).id, S.RUN_STATUS_COMPLETED)
+
+    # A job may set a cap of its own, above or below the server's.
+    updated = await api.jobs.UpdateJob(job_pb2.UpdateJobRequest(
+        job=job_pb2.Job(id=job.id, max_run_cost_microusd=10_000), update_mask=FieldMask(
+            paths=["max_run_cost_microusd"])), metadata=api.metadata)
+    assert updated.job.max_run_cost_microusd == 10_000
+    outcomes.clear()
+
+    async def bigger(request: Received) -> None:
+        outcomes.append((await _report(api, request, 9_000)).run_cost_microusd)
+    sink.script("/capped", Reply(action=bigger))
+    await api.wait_status((await api.trigger(job)).id, S.RUN_STATUS_COMPLETED)
+    assert outcomes == [9_000]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.create_job("bad-cap", sink.url("/x"), max_run_cost_microusd=-1)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
