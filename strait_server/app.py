@@ -29,6 +29,7 @@ from strait_server.dispatch.http import HttpExecutor
 from strait_server.events import EventBus
 from strait_server.model import ApiRateLimit
 from strait_server.queue import Queue
+from strait_server.redis_health import CALL_TIMEOUT_S, RedisHealth
 from strait_server.scheduler.cron import Clock, CronScheduler
 from strait_server.scheduler.retention import RetentionSweeper
 from strait_server.scheduler.sweeper import Sweeper
@@ -47,6 +48,15 @@ from strait_server.telemetry.exposition import MetricsServer
 from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
 
 log = logging.getLogger(__name__)
+
+
+def _redis_client(url: str, max_connections: int) -> aioredis.Redis:
+    """A bounded connection budget: a call finding every connection busy waits briefly for one and then gives
+    up (callers go on without Redis), instead of opening one more per concurrent caller."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=CALL_TIMEOUT_S, socket_timeout=3, socket_connect_timeout=3,
+        health_check_interval=10)
+    return aioredis.Redis(connection_pool=pool)
 
 
 class Role(StrEnum):
@@ -73,6 +83,7 @@ class App:
     _server: grpc.aio.Server | None = None
     _health: health.aio.HealthServicer | None = None
     _wake: WakeHub | None = None
+    _redis_health: RedisHealth | None = None
     _sweeper: Sweeper | None = None
     _retention: RetentionSweeper | None = None
     _budgets: BudgetGuard | None = None
@@ -103,10 +114,14 @@ class App:
         tel = await self._start_telemetry()
         # One budget guard for the API and the cron scheduler: a crossing reported here applies to both.
         self._budgets = BudgetGuard(BudgetStore(self.pool), tel.metrics)
-        self.redis = aioredis.from_url(s.redis_url, socket_timeout=3, socket_connect_timeout=3,
-                                       health_check_interval=10) if s.redis_url else None
+        self.redis = _redis_client(s.redis_url, s.redis_max_connections) if s.redis_url else None
+        if self.redis is not None:
+            self._redis_health = RedisHealth(self.redis, self.supervisor)
+            self._redis_health.start()
         self._wake = WakeHub(self._wake_transport(), self.supervisor)
-        self.events = EventBus(self.redis, s.redis_namespace, self.supervisor)
+        self._wake.start_publishing()
+        self.events = EventBus(self.redis, s.redis_namespace, self.supervisor, self._redis_health)
+        self.events.start_publishing()
         # The dispatch path commits without waiting for the WAL flush: losing such a commit in a PostgreSQL
         # crash only re-delivers a run, which at-least-once delivery already allows. Triggers stay durable.
         self._queue_pool = await db.create_pool(s.database_url, min_size=1, max_size=4,
@@ -155,7 +170,7 @@ class App:
             return None
         default = ApiRateLimit(s.api_rate_limit, s.api_rate_window) if s.api_rate_limit > 0 else None
         return Limiter(self.redis, s.redis_namespace, default=default, lockout=s.lockout_tiers(),
-                       failure_window=s.auth_failure_window)
+                       failure_window=s.auth_failure_window, health=self._redis_health)
 
     async def _start_telemetry(self) -> Telemetry:
         """Tracing from the given or configured provider; the metrics endpoint when an address is set."""
@@ -183,7 +198,7 @@ class App:
         if s.wake_via == "postgres":
             assert self.pool is not None
             return PostgresTransport(self.pool, s.database_url, s.redis_namespace)
-        return RedisTransport(self.redis, s.redis_namespace) if self.redis is not None else None
+        return RedisTransport(self.redis, s.redis_namespace, self._redis_health) if self.redis is not None else None
 
     async def _start_api(self) -> None:
         assert self.pool is not None and self._wake is not None and self.events is not None
@@ -234,7 +249,7 @@ class App:
             tasks.append(self.dispatcher.stop(s.drain_timeout.total_seconds()))
         await asyncio.gather(*tasks)
         # Then the side components, in reverse order of start, and the connections last.
-        for component in (self._retention, self._sweeper, self.cron, self._wake, self.events):
+        for component in (self._retention, self._sweeper, self.cron, self._wake, self.events, self._redis_health):
             if component is not None:
                 await component.stop()
         if self._executor is not None:

@@ -84,6 +84,8 @@ class Settings:
     jwt_signing_key: str = field(default="", repr=False)
     # Namespace for every Redis key and channel, so several deployments (or tests) can share a server.
     redis_namespace: str = "strait"
+    # Connections to Redis per process, at most (two of them hold subscriptions).
+    redis_max_connections: int = 16
     # Cross-process wake-up hint after an enqueue: "redis" (pub/sub) or "postgres" (LISTEN/NOTIFY).
     wake_via: str = "redis"
     allow_private_endpoints: bool = False
@@ -187,6 +189,8 @@ class Settings:
             raise ConfigError("STRAIT_API_KEY_CREATE_WINDOW must be at least 1s")
         if not 1 <= self.max_run_cost_microusd <= 10**12:
             raise ConfigError("STRAIT_MAX_RUN_COST_MICROUSD must be between 1 and 1000000000000")
+        if self.redis_max_connections < 4:
+            raise ConfigError("STRAIT_REDIS_MAX_CONNECTIONS must be at least 4")
         if self.max_lost_requeues < 0:
             raise ConfigError("STRAIT_MAX_LOST_REQUEUES must be 0 or more")
         if self.retention < timedelta(0):

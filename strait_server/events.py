@@ -19,25 +19,47 @@ from collections.abc import Iterable, Iterator
 import redis.asyncio as aioredis
 
 from strait_server.faults import REDIS_ERRORS
+from strait_server.redis_health import Outbox, RedisHealth, RedisPublisher
 from strait_server.tasks import Supervisor, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+# Published instead of run ids when too many piled up while Redis was slow: every watcher looks.
+_EVERY_RUN = "*"
+
 
 class EventBus:
-    def __init__(self, redis: aioredis.Redis | None, namespace: str, supervisor: Supervisor | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis | None, namespace: str, supervisor: Supervisor | None = None,
+                 health: RedisHealth | None = None) -> None:
         self._redis = redis
         self._supervisor = supervisor or Supervisor()
+        self._health = health
         self._channel = f"{namespace}:events"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._feed_waiters: set[asyncio.Event] = set()  # project feeds: woken by any run's events
         self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._outbox: Outbox | None = None
+        if redis is not None and health is not None:
+            # One message per batch of commits, off the caller's path (see redis_health.py).
+            publisher = RedisPublisher(redis, self._channel, health, what="event")
+            self._outbox = Outbox(publisher.send, self._supervisor, name="event-publisher", overflow=_EVERY_RUN)
+            # Redis stopped answering: nothing may come through the subscription, so watchers look now, and
+            # poll until it answers again; when it does, whatever was missed is read.
+            health.on_change(lambda _healthy: self._wake_everyone())
         self._last_error_log = 0.0
-        # False while the subscription is down: watchers then poll the table instead of waiting.
-        self.healthy = False
+        self._subscribed = False
+
+    @property
+    def healthy(self) -> bool:
+        """False while the subscription is down or Redis does not answer: watchers then poll the table."""
+        return self._subscribed and (self._health is None or self._health.healthy)
+
+    def start_publishing(self) -> None:
+        if self._outbox is not None:
+            self._outbox.start()
 
     async def start(self, wait_ready_s: float = 5.0) -> None:
+        """Subscribes, for watchers in this process."""
         if self._redis is None:
             return
         ready = asyncio.Event()
@@ -49,8 +71,8 @@ class EventBus:
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._outbox is not None:
+            await self._outbox.stop()
 
     @contextlib.contextmanager
     def watch(self, run_id: str) -> Iterator[asyncio.Event]:
@@ -99,19 +121,8 @@ class EventBus:
         if not ids:
             return
         self._wake_runs(ids)
-        if self._redis is None:
-            return
-        task = asyncio.create_task(self._publish(ids))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _publish(self, run_ids: list[str]) -> None:
-        assert self._redis is not None
-        try:
-            # One message per commit: a 1,000-run batch must not cost 1,000 PUBLISH commands.
-            await self._redis.publish(self._channel, "\n".join(run_ids))
-        except REDIS_ERRORS as exc:
-            self._log_error("publish", exc)
+        if self._outbox is not None:
+            self._outbox.put(ids)
 
     def _log_error(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -126,7 +137,7 @@ class EventBus:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
-                    self.healthy = True
+                    self._subscribed = True
                     ready.set()
                     # Anything published while we were deaf is caught by the watchers' next read.
                     self._wake_everyone()
@@ -134,11 +145,14 @@ class EventBus:
                         if message.get("type") == "message":
                             data = message["data"]
                             text = data.decode() if isinstance(data, bytes) else str(data)
-                            self._wake_runs(text.split("\n"))
+                            if text == _EVERY_RUN:
+                                self._wake_everyone()
+                            else:
+                                self._wake_runs(text.split("\n"))
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
-                self.healthy = False
+                self._subscribed = False
                 self._log_error("subscription", exc)
                 self._wake_everyone()
                 await asyncio.sleep(1.0)

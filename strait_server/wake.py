@@ -16,6 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from strait_server.faults import DATABASE_ERRORS, REDIS_ERRORS
+from strait_server.redis_health import CALL_TIMEOUT_S, Outbox, RedisHealth
 from strait_server.tasks import Supervisor, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,20 @@ class _Transport(Protocol):
 
 
 class RedisTransport:
-    def __init__(self, redis: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, redis: aioredis.Redis, namespace: str, health: RedisHealth | None = None) -> None:
         self._redis = redis
         self._channel = f"{namespace}:wake"
+        self._health = health
 
     async def publish(self) -> None:
-        await self._redis.publish(self._channel, b"1")
+        if self._health is not None and not self._health.healthy:
+            return  # dispatchers elsewhere poll meanwhile
+        try:
+            await self._redis.publish(self._channel, b"1")
+        except REDIS_ERRORS:
+            if self._health is not None:
+                self._health.failed()
+            raise
 
     async def listen(self, wake: asyncio.Event, ready: asyncio.Event) -> None:
         async with self._redis.pubsub() as pubsub:
@@ -74,7 +83,9 @@ class WakeHub:
         self._local = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error_log = 0.0
-        self._pending: set[asyncio.Task[None]] = set()  # strong references to fire-and-forget publishes
+        # Hints asked for while one is being published go out as one more: at most one publish in flight.
+        self._outbox = Outbox(self._publish, self._supervisor, name="wake-publisher", max_pending=1,
+                              overflow="1") if transport is not None else None
 
     @property
     def event(self) -> asyncio.Event:
@@ -90,28 +101,32 @@ class WakeHub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ready.wait(), wait_ready_s)
 
+    def start_publishing(self) -> None:
+        if self._outbox is not None:
+            self._outbox.start()
+
     async def stop(self) -> None:
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._outbox is not None:
+            await self._outbox.stop()
 
     def notify_soon(self) -> None:
-        """notify() without waiting for the publish: the caller's answer should not wait for it."""
+        """After an enqueue commits: wake dispatchers here at once, and in other processes through a hint
+        published off the caller's path (no caller waits for Redis or PostgreSQL's NOTIFY)."""
         self._local.set()
-        if self._transport is not None:
-            task = asyncio.create_task(self.notify())
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        if self._outbox is not None:
+            self._outbox.put(("1",))
 
     async def notify(self) -> None:
-        """After an enqueue commits: wake dispatchers here and in other processes."""
-        self._local.set()
-        if self._transport is None:
-            return
+        """notify_soon(), for callers that expect a coroutine."""
+        self.notify_soon()
+
+    async def _publish(self, _batch: list[str]) -> None:
+        assert self._transport is not None
         try:
-            await self._transport.publish()
+            await asyncio.wait_for(self._transport.publish(), CALL_TIMEOUT_S)
         except (*REDIS_ERRORS, *DATABASE_ERRORS) as exc:
             self._log_error("publish", exc)
 

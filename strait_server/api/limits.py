@@ -13,6 +13,7 @@ service; Redis being down must not take the API down with it (the queue does not
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 from strait_server import auth, errors
 from strait_server.faults import REDIS_ERRORS
 from strait_server.model import ApiRateLimit
+from strait_server.redis_health import CALL_TIMEOUT_S, RedisHealth
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,10 @@ def _describe(limit: ApiRateLimit) -> str:
 
 class Limiter:
     def __init__(self, redis: aioredis.Redis, namespace: str, *, default: ApiRateLimit | None,
-                 lockout: tuple[tuple[int, timedelta], ...], failure_window: timedelta) -> None:
+                 lockout: tuple[tuple[int, timedelta], ...], failure_window: timedelta,
+                 health: RedisHealth | None = None) -> None:
         self._ns = namespace
+        self._health = health
         self._default = default
         self._lockout_args = [_ms(failure_window)] + [v for n, b in lockout for v in (n, _ms(b))]
         self._lockout = bool(lockout)
@@ -185,13 +189,16 @@ class Limiter:
                 "action": "auth_lockout", "address": address, "block_ms": int(result[1])})
 
     async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
-        """Runs one Redis command; on a Redis error the call is allowed (None) and the error logged."""
+        """Runs one Redis command; on a Redis error, or when Redis does not answer within CALL_TIMEOUT_S, the call
+        is allowed (None) and the error logged."""
         now = time.monotonic()
-        if now < self._skip_until:
+        if now < self._skip_until or (self._health is not None and not self._health.healthy):
             return None
         try:
-            return await command()
+            return await asyncio.wait_for(command(), CALL_TIMEOUT_S)
         except REDIS_ERRORS as exc:
+            if self._health is not None:
+                self._health.failed()
             self._skip_until = now + _SKIP_AFTER_ERROR
             if now - self._last_log > _LOG_EVERY:
                 self._last_log = now
