@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import logging
 import os
@@ -56,6 +57,7 @@ async def _run_until_signal(app: App, on_started: object = None) -> None:
     try:
         await app.start()
         _tune_gc()
+        _tune_malloc()
         if callable(on_started):
             await on_started()
         await first_of(stop.wait(), app.supervisor.crashed.wait())
@@ -80,6 +82,25 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, second, third)
 
 
+def _tune_malloc() -> None:
+    """glibc only: buffers of 128 KiB and more (request messages, payloads) are mapped and unmapped on their
+    own, and at most two arenas serve the gRPC threads. By default glibc raises its mapping threshold after the
+    first large free and carves later large buffers out of the heap, which it rarely gives back: a burst of
+    7 MB batches left the server at 860 MB instead of 346 MB. (MALLOC_* variables, when set, take precedence.)"""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl): nothing to tune
+        return
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        libc.mallopt(_M_ARENA_MAX, 2)
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+_M_ARENA_MAX = -8
 GC_YOUNG_THRESHOLD = 20_000
 LOG_LEVELS = ("debug", "info", "warning", "error")  # allocations between young collections (CPython's default: 700)
 

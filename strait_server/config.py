@@ -117,6 +117,10 @@ class Settings:
     # API.
     max_payload_bytes: int = 1024 * 1024
     grpc_max_message_bytes: int = 8 * 1024 * 1024
+    # Bytes of large requests (64 KiB and up) handled at once, per process and per caller; past them a request
+    # is refused with RESOURCE_EXHAUSTED and a retry delay, so that a burst of big batches cannot grow memory.
+    max_inflight_request_bytes: int = 24 * 1024 * 1024
+    max_inflight_request_bytes_per_caller: int = 16 * 1024 * 1024
     shutdown_grace: timedelta = timedelta(seconds=5)
     log_level: str = "info"
     # Watch streams (RunService.WatchRun).
@@ -183,16 +187,6 @@ class Settings:
             raise ConfigError("STRAIT_API_RATE_LIMIT must be 0 (no default limit) or more")
         if self.api_rate_window < timedelta(milliseconds=1):
             raise ConfigError("STRAIT_API_RATE_WINDOW must be at least 1ms")
-        if self.max_api_keys_per_project < 1 or self.api_key_create_limit < 1:
-            raise ConfigError("STRAIT_MAX_API_KEYS_PER_PROJECT and STRAIT_API_KEY_CREATE_LIMIT must be at least 1")
-        if self.api_key_create_window < timedelta(seconds=1):
-            raise ConfigError("STRAIT_API_KEY_CREATE_WINDOW must be at least 1s")
-        if not 1 <= self.max_run_cost_microusd <= 10**12:
-            raise ConfigError("STRAIT_MAX_RUN_COST_MICROUSD must be between 1 and 1000000000000")
-        if self.redis_max_connections < 4:
-            raise ConfigError("STRAIT_REDIS_MAX_CONNECTIONS must be at least 4")
-        if self.max_lost_requeues < 0:
-            raise ConfigError("STRAIT_MAX_LOST_REQUEUES must be 0 or more")
         if self.retention < timedelta(0):
             raise ConfigError("STRAIT_RETENTION must be 0 (keep every run) or more")
         if self.retention_interval < timedelta(milliseconds=1):
@@ -202,6 +196,24 @@ class Settings:
         if self.auth_failure_window < timedelta(milliseconds=1):
             raise ConfigError("STRAIT_AUTH_FAILURE_WINDOW must be at least 1ms")
         self.lockout_tiers()
+        self._check_bounds()
+
+    def _check_bounds(self) -> None:
+        """Raises ConfigError for the bounds that protect the service (keys, costs, requests, Redis, losses)."""
+        if self.max_api_keys_per_project < 1 or self.api_key_create_limit < 1:
+            raise ConfigError("STRAIT_MAX_API_KEYS_PER_PROJECT and STRAIT_API_KEY_CREATE_LIMIT must be at least 1")
+        if self.api_key_create_window < timedelta(seconds=1):
+            raise ConfigError("STRAIT_API_KEY_CREATE_WINDOW must be at least 1s")
+        if not 1 <= self.max_run_cost_microusd <= 10**12:
+            raise ConfigError("STRAIT_MAX_RUN_COST_MICROUSD must be between 1 and 1000000000000")
+        if min(self.max_inflight_request_bytes,
+               self.max_inflight_request_bytes_per_caller) < self.grpc_max_message_bytes:
+            raise ConfigError("STRAIT_MAX_INFLIGHT_REQUEST_BYTES(_PER_CALLER) must be at least "
+                              "STRAIT_GRPC_MAX_MESSAGE_BYTES, or the largest request could never be handled")
+        if self.redis_max_connections < 4:
+            raise ConfigError("STRAIT_REDIS_MAX_CONNECTIONS must be at least 4")
+        if self.max_lost_requeues < 0:
+            raise ConfigError("STRAIT_MAX_LOST_REQUEUES must be 0 or more")
 
     def lockout_tiers(self) -> tuple[tuple[int, timedelta], ...]:
         """STRAIT_AUTH_LOCKOUT as (failures, block) pairs, by failures ascending; empty: no lockout."""

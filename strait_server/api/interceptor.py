@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from strait_server import auth, errors
 from strait_server.api import errors as api_errors
+from strait_server.api.inflight import InFlightBytes
 from strait_server.api.limits import Limiter, client_address
 from strait_server.faults import database_unavailable
 from strait_server.store.projects import ProjectStore
@@ -132,6 +133,16 @@ def _map_exception(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tupl
     return api_errors.internal(request_id)
 
 
+async def _abort(context: grpc.aio.ServicerContext,
+                 failure: tuple[grpc.StatusCode, str, tuple[tuple[str, Any], ...]]) -> None:
+    """Ends the call with `failure`. Called after the `except` block, never inside it: an abort raised there
+    chains the handled exception, whose traceback holds the handler's frame, and so the request's bytes, in a
+    reference cycle that only the garbage collector frees. With large requests refused in a burst, that kept
+    gigabytes alive."""
+    code, message, trailers = failure
+    await context.abort(code, message, trailing_metadata=trailers)
+
+
 def _decode(raw: bytes, deserializer: Callable[[bytes], Any] | None) -> Any:
     if deserializer is None:
         return raw
@@ -143,9 +154,11 @@ def _decode(raw: bytes, deserializer: Callable[[bytes], Any] | None) -> Any:
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, authenticator: Authenticator, limiter: Limiter | None = None) -> None:
+    def __init__(self, authenticator: Authenticator, limiter: Limiter | None = None,
+                 inflight: InFlightBytes | None = None) -> None:
         self._auth = authenticator
         self._limiter = limiter
+        self._inflight = inflight or InFlightBytes(server_max=2**62, caller_max=2**62)
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per registered method (unknown ones are not kept)
 
     async def intercept_service(
@@ -206,17 +219,26 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         await self._authenticate(context, method)
         return _decode(raw, deserializer)
 
+    def _caller(self, context: grpc.aio.ServicerContext) -> str:
+        """Whose requests the in-flight byte budget counts: the API key, else the run, else the address."""
+        p = _principal.get(None)
+        if p is not None:
+            return f"api_key:{p.key_id}" if p.key_id else "admin"
+        r = _run_principal.get(None)
+        return f"run:{r.run_id}" if r is not None else client_address(context.peer())
+
     def _wrap_unary(self, behavior: Callable[[Any, Any], Awaitable[Any]], deserializer: Callable[[bytes], Any] | None,
                     method: str) -> Callable[[bytes, Any], Awaitable[Any]]:
         async def wrapped(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             try:
-                request = await self._prepare(raw, deserializer, context, method)
-                return await behavior(request, context)
+                await self._authenticate(context, method)
+                with self._inflight.hold(self._caller(context), len(raw)):
+                    return await behavior(_decode(raw, deserializer), context)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # every error leaves with a precise status
-                code, message, trailers = _map_exception(exc)
-                await context.abort(code, message, trailing_metadata=trailers)
+                failure = _map_exception(exc)
+            await _abort(context, failure)
         return wrapped
 
     def _wrap_client_stream(self, behavior: Callable[[Any, Any], Awaitable[Any]],
@@ -232,8 +254,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                code, message, trailers = _map_exception(exc)
-                await context.abort(code, message, trailing_metadata=trailers)
+                failure = _map_exception(exc)
+            await _abort(context, failure)
         return wrapped
 
     def _wrap_stream(self, behavior: Callable[[Any, Any], AsyncIterator[Any]],
@@ -244,9 +266,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request = await self._prepare(raw, deserializer, context, method)
                 async for item in behavior(request, context):
                     yield item
+                return
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                code, message, trailers = _map_exception(exc)
-                await context.abort(code, message, trailing_metadata=trailers)
+                failure = _map_exception(exc)
+            await _abort(context, failure)
         return wrapped

@@ -25,6 +25,7 @@ from strait_client.v1 import (
 )
 from strait_server.api.circuits import EndpointCircuitServicer
 from strait_server.api.deps import Deps
+from strait_server.api.inflight import InFlightBytes
 from strait_server.api.interceptor import GuardInterceptor
 from strait_server.api.jobs import JobServicer
 from strait_server.api.projects import ProjectServicer
@@ -47,7 +48,9 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = ()) -> tuple[gr
     """`outer_interceptors` (metrics, tracing) run before the guard, so they see every call as it ends."""
     max_msg = deps.settings.grpc_max_message_bytes
     server = grpc.aio.server(
-        interceptors=[*outer_interceptors, GuardInterceptor(deps.authenticator, deps.limiter)],
+        interceptors=[*outer_interceptors, GuardInterceptor(
+        deps.authenticator, deps.limiter, InFlightBytes(server_max=deps.settings.max_inflight_request_bytes,
+                                                        caller_max=deps.settings.max_inflight_request_bytes_per_caller))],
         options=[
             ("grpc.max_receive_message_length", max_msg),
             ("grpc.max_send_message_length", max_msg),

@@ -3,6 +3,7 @@ client address, against real servers sharing one PostgreSQL and one Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -338,4 +339,31 @@ async def test_project_keys_create_keys_at_a_bounded_rate_and_up_to_a_cap(make_a
     await api.projects.RevokeApiKey(project_pb2.RevokeApiKeyRequest(id=mine[0].api_key.id),
                                     metadata=api.admin_metadata)
     await create(api.admin_metadata, project_id)  # a revoked key frees its place
+    await api.channel.close()
+
+
+async def test_large_requests_in_progress_are_bounded_per_caller(make_app: AppFactory, settings: Settings) -> None:
+    """A burst of big batches is refused at once, with a retry delay, instead of growing the server's memory."""
+    app = await make_app(frozenset({Role.API}), max_inflight_request_bytes_per_caller=8 * 1024 * 1024)
+    api = await connect(app, settings.admin_key)
+    job = await api.create_job("big", "https://example.com/hook")
+    payload = '{"blob": "' + "x" * 5_000 + '"}'
+    batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(payload_json=payload)] * 1000)
+    assert app.pool is not None
+    async with app.pool.acquire() as conn, conn.transaction():
+        # Holds the first batch inside its insert, its 5 MB counted, while the second arrives.
+        await conn.execute("LOCK TABLE runs IN EXCLUSIVE MODE")
+        first = asyncio.ensure_future(api.jobs.BatchTriggerJob(batch, metadata=api.metadata))
+
+        async def first_is_waiting() -> bool:
+            return bool(await app.pool.fetchval(  # type: ignore[union-attr]
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+        await eventually(first_is_waiting)
+        err = await _rejected(api.jobs.BatchTriggerJob(batch, metadata=api.metadata))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details(err)["RetryInfo"].retry_delay.ToTimedelta() == timedelta(seconds=1)
+        assert details(err)["ErrorInfo"].reason == "REQUEST_BYTES_IN_PROGRESS"
+    assert len((await first).runs) == 1000
+    assert await app.pool.fetchval("SELECT count(*) FROM runs") == 1000  # the refused batch wrote nothing
+    await api.jobs.BatchTriggerJob(batch, metadata=api.metadata)  # and may be sent again now
     await api.channel.close()
