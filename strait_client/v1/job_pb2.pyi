@@ -802,7 +802,10 @@ class BatchTriggerJobRequest(_message.Message):
     id: _builtins.str
     slug: _builtins.str
     view: Global___RunView.ValueType
-    """BASIC unless FULL is asked for: echoing 1,000 payloads back is rarely wanted."""
+    """BASIC unless FULL is asked for: echoing 1,000 payloads back is rarely wanted. The FULL reply must fit
+    under the server's gRPC message limit and under the 4 MiB clients accept by default, minus 64 KiB;
+    otherwise the call is INVALID_ARGUMENT on this field and writes nothing.
+    """
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunOptions]:
         """1..1000 runs."""

@@ -117,7 +117,8 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchTriggerJob(self, request, context):
-        """Creates up to 1,000 runs of one job in one transaction.
+        """Creates up to 1,000 runs of one job in one transaction. With view FULL, a batch whose reply would not fit
+        in one message is INVALID_ARGUMENT (on view) and creates no run: use view BASIC or a smaller batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,7 +44,9 @@ class JobServiceStub:
     TriggerJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.TriggerJobRequest, _job_pb2.TriggerJobResponse]
     """Creates one run of a job."""
     BatchTriggerJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.BatchTriggerJobRequest, _job_pb2.BatchTriggerJobResponse]
-    """Creates up to 1,000 runs of one job in one transaction."""
+    """Creates up to 1,000 runs of one job in one transaction. With view FULL, a batch whose reply would not fit
+    in one message is INVALID_ARGUMENT (on view) and creates no run: use view BASIC or a smaller batch.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -61,7 +63,9 @@ class JobServiceAsyncStub(JobServiceStub):
     TriggerJob: _aio.UnaryUnaryMultiCallable[_job_pb2.TriggerJobRequest, _job_pb2.TriggerJobResponse]  # type: ignore[assignment]
     """Creates one run of a job."""
     BatchTriggerJob: _aio.UnaryUnaryMultiCallable[_job_pb2.BatchTriggerJobRequest, _job_pb2.BatchTriggerJobResponse]  # type: ignore[assignment]
-    """Creates up to 1,000 runs of one job in one transaction."""
+    """Creates up to 1,000 runs of one job in one transaction. With view FULL, a batch whose reply would not fit
+    in one message is INVALID_ARGUMENT (on view) and creates no run: use view BASIC or a smaller batch.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """Defines jobs and triggers their runs."""
@@ -117,6 +121,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.BatchTriggerJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.BatchTriggerJobResponse, _abc.Awaitable[_job_pb2.BatchTriggerJobResponse]]:
-        """Creates up to 1,000 runs of one job in one transaction."""
+        """Creates up to 1,000 runs of one job in one transaction. With view FULL, a batch whose reply would not fit
+        in one message is INVALID_ARGUMENT (on view) and creates no run: use view BASIC or a smaller batch.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

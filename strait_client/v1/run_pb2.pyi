@@ -393,7 +393,9 @@ class ListRunsRequest(_message.Message):
     job_id: _builtins.str
     """Job id; empty for all jobs."""
     page_size: _builtins.int
-    """0 means 50; above 1000 is lowered to 1000."""
+    """0 means 50; above 1000 is lowered to 1000. A page may hold fewer, at least one, to fit in one reply:
+    under the server's gRPC message limit and under the 4 MiB clients accept by default.
+    """
     page_token: _builtins.str
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___RunStatus.ValueType]:

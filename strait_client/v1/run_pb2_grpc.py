@@ -84,7 +84,8 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRuns(self, request, context):
-        """Lists runs, newest first.
+        """Lists runs, newest first. A page holds fewer than page_size runs when more would not fit in one reply
+        (big payloads or outputs); follow next_page_token until it is empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,9 @@ class RunServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RunServiceAsyncStub: ...
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]
     ListRuns: _grpc.UnaryUnaryMultiCallable[_run_pb2.ListRunsRequest, _run_pb2.ListRunsResponse]
-    """Lists runs, newest first."""
+    """Lists runs, newest first. A page holds fewer than page_size runs when more would not fit in one reply
+    (big payloads or outputs); follow next_page_token until it is empty.
+    """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.CancelRunRequest, _run_pb2.CancelRunResponse]
     """Cancels a run that has not finished. An executing run's late result is ignored."""
     ReplayRun: _grpc.UnaryUnaryMultiCallable[_run_pb2.ReplayRunRequest, _run_pb2.ReplayRunResponse]
@@ -60,7 +62,9 @@ class RunServiceAsyncStub(RunServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetRun: _aio.UnaryUnaryMultiCallable[_run_pb2.GetRunRequest, _run_pb2.GetRunResponse]  # type: ignore[assignment]
     ListRuns: _aio.UnaryUnaryMultiCallable[_run_pb2.ListRunsRequest, _run_pb2.ListRunsResponse]  # type: ignore[assignment]
-    """Lists runs, newest first."""
+    """Lists runs, newest first. A page holds fewer than page_size runs when more would not fit in one reply
+    (big payloads or outputs); follow next_page_token until it is empty.
+    """
     CancelRun: _aio.UnaryUnaryMultiCallable[_run_pb2.CancelRunRequest, _run_pb2.CancelRunResponse]  # type: ignore[assignment]
     """Cancels a run that has not finished. An executing run's late result is ignored."""
     ReplayRun: _aio.UnaryUnaryMultiCallable[_run_pb2.ReplayRunRequest, _run_pb2.ReplayRunResponse]  # type: ignore[assignment]
@@ -93,7 +97,9 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _run_pb2.ListRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_pb2.ListRunsResponse, _abc.Awaitable[_run_pb2.ListRunsResponse]]:
-        """Lists runs, newest first."""
+        """Lists runs, newest first. A page holds fewer than page_size runs when more would not fit in one reply
+        (big payloads or outputs); follow next_page_token until it is empty.
+        """
 
     @_abc_1.abstractmethod
     def CancelRun(

@@ -10,7 +10,7 @@ import grpc
 
 from strait_client.v1 import job_pb2, job_pb2_grpc
 from strait_server import errors
-from strait_server.api import convert, validate
+from strait_server.api import convert, replies, validate
 from strait_server.api.deps import Deps, require_enabled, selected_job
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
@@ -18,7 +18,7 @@ from strait_server.errors import Violations
 from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import Job, NewRun, Run
 from strait_server.store.jobs import regates, spec_of
-from strait_server.store.runs import Inserted
+from strait_server.store.runs import Inserted, ResultCheck
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._d = deps
         self._later: set[asyncio.Future[None]] = set()  # pending re-gates, kept from the collector
+        self._reply_bytes = replies.budget(deps.settings.grpc_max_message_bytes)
 
     async def _job(self, v: Violations, request: object) -> Job:
         return await selected_job(self._d, v, request)
@@ -55,11 +56,11 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         fp = fingerprint("jobs", project)
         cursor = self._d.page_tokens.decode(request.page_token, fp)
         items = await self._d.jobs.list_jobs(project, cursor, size + 1)
-        token = ""
-        if len(items) > size:
-            items = items[:size]
-            token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
-        return job_pb2.ListJobsResponse(jobs=[convert.job(j) for j in items], next_page_token=token)
+        # Jobs carry up to 84 tags and metadata entries of up to 1 KiB each: pages are bounded by bytes too.
+        page = replies.page(items, convert.job, size=size, max_bytes=self._reply_bytes)
+        last = page.last
+        token = self._d.page_tokens.encode(last.create_time, last.id, fp) if last else ""
+        return job_pb2.ListJobsResponse(jobs=page.messages, next_page_token=token)
 
     async def UpdateJob(self, request: job_pb2.UpdateJobRequest,
                         context: grpc.aio.ServicerContext) -> job_pb2.UpdateJobResponse:
@@ -108,12 +109,15 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         self._d.events.published(canceled)
         return job_pb2.DeleteJobResponse(job=convert.job(deleted))
 
-    async def _trigger(self, v: Violations, request: object, runs: list[NewRun]) -> list[Inserted]:
+    async def _trigger(self, v: Violations, request: object, runs: list[NewRun],
+                       full: replies.FullView | None = None) -> list[Inserted]:
+        """`full`: the reply is the FULL view, which must fit; then the job is read first, for the size of the
+        tags each run takes from it."""
         job_id, slug = validate.selector(v, request)
         v.raise_if_any()
         project = project_id()
         await self._d.budgets.require(project)
-        if not any(r.idempotency_key for r in runs):
+        if full is None and not any(r.idempotency_key for r in runs):
             # The common case takes one round trip: the insert reads the job itself.
             created = await self._d.runs.insert_for_job(project, job_id, slug, runs)
             if created is not None:
@@ -121,16 +125,26 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                 return [Inserted(r, False) for r in created]
         job = await self._d.jobs.get(project, job_id=job_id, slug=slug)
         require_enabled(job)
+        check: ResultCheck | None = None
+        if full is not None:
+            full.require_new_runs_fit(job.tags)  # before anything is written
+            check = _fitting(full)
+        return await self._write(v, job, runs, check, read_first=full is not None)
+
+    async def _write(self, v: Violations, job: Job, runs: list[NewRun], check: ResultCheck | None, *,
+                     read_first: bool) -> list[Inserted]:
+        """Triggers a job read beforehand. `read_first`: on purpose, not because the one-statement insert
+        refused a job that dedups, debounces, or changed meanwhile."""
         if job.debounce_window_ms:
             for i, r in enumerate(runs):
                 if r.idempotency_key:
                     v.add(f"runs[{i}].idempotency_key" if len(runs) > 1 else "options.idempotency_key",
                           "cannot be used with a debounced job: its triggers collapse into one run anyway")
             v.raise_if_any()
-            inserted = await self._d.runs.debounce(job, runs)
+            inserted = await self._d.runs.debounce(job, runs, check)
             self._d.events.published(i.run.id for i in inserted if i.debounced)
-        elif job.dedup_window_ms or any(r.idempotency_key for r in runs):
-            inserted = await self._d.runs.insert(job, runs)
+        elif read_first or job.dedup_window_ms or any(r.idempotency_key for r in runs):
+            inserted = await self._d.runs.insert(job, runs, check=check)
         else:
             raise errors.Aborted("the job changed while triggering it; retry")
         self._d.announce(i.run for i in inserted if not (i.repeat or i.deduplicated or i.debounced))
@@ -179,12 +193,22 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
         now = validate.utc_now()
         news = [validate.run_options(v, f"runs[{i}]", o, max_payload=self._d.settings.max_payload_bytes,
                                      now=now) for i, o in enumerate(request.runs[: validate.MAX_BATCH])]
-        results = await self._trigger(v, request, news)
+        full = (replies.FullView(request.runs, self._reply_bytes) if request.view == job_pb2.RUN_VIEW_FULL
+                else None)
+        results = await self._trigger(v, request, news, full)
         runs = [r.run for r in results]
         response = job_pb2.BatchTriggerJobResponse(
             idempotent_repeats=[r.repeat or r.deduplicated or r.debounced for r in results])
-        if request.view == job_pb2.RUN_VIEW_FULL:
-            response.runs.extend(convert.run(r) for r in runs)
+        if full is not None:
+            response.runs.extend(full.messages(runs))
         else:
             convert.add_runs_basic(response.runs, runs)
         return response
+
+
+def _fitting(full: replies.FullView) -> ResultCheck:
+    """Checks, before the commit, the reply of runs that keys returned: written earlier, or shared by several
+    requested runs, they may be larger than the request tells."""
+    def check(inserted: list[Inserted]) -> None:
+        full.require_fits(i.run for i in inserted)
+    return check

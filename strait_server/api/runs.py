@@ -10,7 +10,7 @@ import grpc
 
 from strait_client.v1 import run_pb2, run_pb2_grpc
 from strait_server import errors
-from strait_server.api import convert, validate
+from strait_server.api import convert, replies, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
@@ -66,6 +66,7 @@ _TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
 class RunServicer(run_pb2_grpc.RunServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._d = deps
+        self._reply_bytes = replies.budget(deps.settings.grpc_max_message_bytes)
 
     @staticmethod
     def _run_id(v: Violations, value: str, path: str = "id") -> str:
@@ -93,13 +94,13 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         v.raise_if_any()
         fp = fingerprint("runs", project, request.job_id, sorted(statuses), after, before)
         cursor = self._d.page_tokens.decode(request.page_token, fp)
-        items = await self._d.runs.list_runs(project, job_id=request.job_id or None, statuses=statuses or None,
-                                        after=after, before=before, cursor=cursor, limit=size + 1)
-        token = ""
-        if len(items) > size:
-            items = items[:size]
-            token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
-        return run_pb2.ListRunsResponse(runs=[convert.run(r) for r in items], next_page_token=token)
+        listed = await self._d.runs.list_runs(project, job_id=request.job_id or None, statuses=statuses or None,
+                                              after=after, before=before, cursor=cursor, limit=size + 1,
+                                              max_bytes=self._reply_bytes)
+        page = replies.page(listed.items, convert.run, size=size, max_bytes=self._reply_bytes, cut=listed.cut)
+        last = page.last
+        token = self._d.page_tokens.encode(last.create_time, last.id, fp) if last else ""
+        return run_pb2.ListRunsResponse(runs=page.messages, next_page_token=token)
 
     async def CancelRun(self, request: run_pb2.CancelRunRequest,
                         context: grpc.aio.ServicerContext) -> run_pb2.CancelRunResponse:
@@ -140,12 +141,11 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
                 after = max(after, int(request.page_token))
             except ValueError:
                 raise errors.InvalidArgument([errors.FieldViolation("page_token", "is not a valid token")]) from None
-        items = await self._d.runs.events(project_id(), run_id, after, size + 1)
-        token = ""
-        if len(items) > size:
-            items = items[:size]
-            token = str(items[-1].seq)
-        return run_pb2.ListRunEventsResponse(events=[convert.event(e) for e in items], next_page_token=token)
+        # Events can carry tens of KiB each (logs, output chunks): pages are bounded by bytes too.
+        listed = await self._d.runs.event_page(project_id(), run_id, after, size + 1, self._reply_bytes)
+        page = replies.page(listed.items, convert.event, size=size, max_bytes=self._reply_bytes, cut=listed.cut)
+        token = str(page.last.seq) if page.last else ""
+        return run_pb2.ListRunEventsResponse(events=page.messages, next_page_token=token)
 
     async def WatchRun(self, request: run_pb2.WatchRunRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[run_pb2.WatchRunResponse]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -187,17 +188,35 @@ GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND project_id = $2"
 GET_RUNS = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1::text[]) AND project_id = $2"
 
 LIST_RUNS = f"""
-SELECT {RUN_COLUMNS} FROM runs
-WHERE project_id = $1
-  AND ($2::text IS NULL OR job_id = $2)
-  AND ($3::text[] IS NULL OR status = ANY($3::text[]))
-  AND ($4::timestamptz IS NULL OR create_time > $4)
-  AND ($5::timestamptz IS NULL OR create_time < $5)
-  AND ($6::timestamptz IS NULL OR (create_time, id) < ($6, $7))
+WITH listed AS (
+    SELECT id AS listed_id, create_time AS listed_time,
+        -- Read from the values' headers, without fetching them. The jsonb columns count as stored
+        -- (compressed, maybe): an estimate, which only bounds what a page reads.
+        octet_length(payload) + coalesce(octet_length(output), 0) + octet_length(error) + pg_column_size(tags)
+            + pg_column_size(metadata) + pg_column_size(attempt_history) AS listed_bytes
+    FROM runs
+    WHERE project_id = $1
+      AND ($2::text IS NULL OR job_id = $2)
+      AND ($3::text[] IS NULL OR status = ANY($3::text[]))
+      AND ($4::timestamptz IS NULL OR create_time > $4)
+      AND ($5::timestamptz IS NULL OR create_time < $5)
+      AND ($6::timestamptz IS NULL OR (create_time, id) < ($6, $7))
+    ORDER BY create_time DESC, id DESC
+    LIMIT $8
+), sized AS (
+    SELECT listed_id,
+        sum(listed_bytes) OVER (ORDER BY listed_time DESC, listed_id DESC ROWS UNBOUNDED PRECEDING)
+            - listed_bytes AS bytes_before
+    FROM listed
+)
+-- By key with an array, not a join: a join may be planned as a scan of every run (see queue.py, CLAIM).
+SELECT {RUN_COLUMNS}, (SELECT count(*) FROM listed) AS listed_count FROM runs
+WHERE id = ANY(ARRAY(SELECT listed_id FROM sized WHERE bytes_before < $9)) AND project_id = $1
 ORDER BY create_time DESC, id DESC
-LIMIT $8
 """
-"""$1 project, $2 job, $3 statuses, $4/$5 create-time range, $6/$7 keyset cursor, $8 limit."""
+"""$1 project, $2 job, $3 statuses, $4/$5 create-time range, $6/$7 keyset cursor, $8 limit, $9 bytes: the
+runs read stop at the first whose estimated size brings the total to $9 or more (that one included).
+listed_count: how many runs the count limit alone gives (more than the rows returned: the byte bound stopped)."""
 
 CANCEL_RUNS = """
 WITH old AS (
@@ -299,6 +318,27 @@ ORDER BY seq
 LIMIT $4
 """
 
+LIST_EVENTS_PAGE = f"""
+WITH listed AS (
+    SELECT seq AS listed_seq,
+        -- Read from the values' headers, without fetching them; data counts as stored (compressed, maybe).
+        octet_length(message) + pg_column_size(data) AS listed_bytes
+    FROM run_events
+    WHERE run_id = $1 AND project_id = $2 AND seq > $3
+    ORDER BY seq
+    LIMIT $4
+), sized AS (
+    SELECT listed_seq,
+        sum(listed_bytes) OVER (ORDER BY listed_seq ROWS UNBOUNDED PRECEDING) - listed_bytes AS bytes_before
+    FROM listed
+)
+-- By key with an array, as in LIST_RUNS.
+SELECT {_EVENT_COLUMNS}, (SELECT count(*) FROM listed) AS listed_count FROM run_events
+WHERE run_id = $1 AND seq = ANY(ARRAY(SELECT listed_seq FROM sized WHERE bytes_before < $5))
+ORDER BY seq
+"""
+"""LIST_EVENTS for ListRunEvents, with LIST_RUNS's byte bound ($5) and listed_count."""
+
 
 def run_from_row(row: Any) -> Run:
     history = row["attempt_history"]
@@ -365,6 +405,22 @@ class Inserted(NamedTuple):  # a tuple: a batch makes 1,000, and a frozen datacl
     repeat: bool  # an idempotency key matched: `run` existed already
     deduplicated: bool = False  # the job's dedup window matched: `run` existed already
     debounced: bool = False  # joined the job's pending debounced run (`run`, with this trigger's payload)
+
+
+# Sees a trigger's results before they commit; raising rolls the trigger back (nothing written).
+ResultCheck = Callable[[list[Inserted]], None]
+
+T = TypeVar("T")
+
+
+class Listed(NamedTuple, Generic[T]):
+    items: list[T]
+    # The list's byte bound stopped it before its count limit: more items follow.
+    cut: bool
+
+
+def _listed(rows: list[Any], item: Callable[[Any], T]) -> Listed[T]:
+    return Listed([item(r) for r in rows], bool(rows) and len(rows) < rows[0]["listed_count"])
 
 
 def _key_of(job: Job, new: NewRun, idempotency_scope: str) -> tuple[str, str] | None:
@@ -443,21 +499,23 @@ class RunStore:
                   expires_at=row["expires_at"], concurrency_key=new.concurrency_key)
         return run, claimed_from_row(row)
 
-    async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "",
-                     idempotency_scope: str = "") -> list[Inserted]:
-        """Creates runs of `job` with their first events; idempotency keys return existing runs."""
+    async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "", idempotency_scope: str = "",
+                     check: ResultCheck | None = None) -> list[Inserted]:
+        """Creates runs of `job` with their first events; idempotency keys return existing runs. `check` sees
+        the results before they commit when keys may return runs written earlier (new runs are as asked)."""
         with self._tracing.trigger(job.id, len(runs), replay_of=replay_of) as trace:
-            out = await self._insert(job, runs, replay_of, idempotency_scope, trace)
+            out = await self._insert(job, runs, replay_of, idempotency_scope, trace, check)
         self._metrics.transitions(("", i.run.status.value) for i in out if not i.repeat)
         return out
 
     async def _insert(self, job: Job, runs: list[NewRun], replay_of: str, idempotency_scope: str,
-                      trace: dict[str, str]) -> list[Inserted]:
+                      trace: dict[str, str], check: ResultCheck | None) -> list[Inserted]:
         new_ids = ids.new_ids("run", len(runs))
         run_keys = [_key_of(job, r, idempotency_scope) for r in runs]
         # The first run in this call to carry a key stands for every run carrying it.
         keyed = {k: new_ids[i] for i, k in reversed(list(enumerate(run_keys))) if k is not None}
         if not keyed:
+            # New runs only, each as its caller asked: nothing for `check` to see that the caller could not.
             args = self._insert_args(job, runs, new_ids, replay_of, trace)
             rows = await self._pool.fetch(INSERT_RUNS, *args)
             return [Inserted(self._created(job, r, row, replay_of), False)
@@ -481,6 +539,15 @@ class RunStore:
             old_ids = [owner[k] for k in run_keys if k is not None and owner[k] not in created]
             old = {r["id"]: run_from_row(r) for r in
                    await conn.fetch(GET_RUNS, old_ids, job.project_id)} if old_ids else {}
+            out = self._results(run_keys, new_ids, owner, created, old)
+            if check is not None:
+                check(out)
+        return out
+
+    @staticmethod
+    def _results(run_keys: list[tuple[str, str] | None], new_ids: list[str], owner: dict[tuple[str, str], str],
+                 created: dict[str, Run], old: dict[str, Run]) -> list[Inserted]:
+        """One result per requested run: the run it created, or the one its key matched."""
         out = []
         for i, k in enumerate(run_keys):
             run_id = new_ids[i] if k is None else owner[k]
@@ -536,9 +603,10 @@ class RunStore:
         self._metrics.transitions(("", "queued") for _ in rows)
         return [(r["id"], r["job_id"]) for r in rows]
 
-    async def debounce(self, job: Job, runs: list[NewRun]) -> list[Inserted]:
+    async def debounce(self, job: Job, runs: list[NewRun], check: ResultCheck | None = None) -> list[Inserted]:
         """Triggers of a debounced job: per debounce key, the last trigger's payload goes into the key's
-        pending (delayed) run, due a window from now, or into a new one when none is pending."""
+        pending (delayed) run, due a window from now, or into a new one when none is pending. `check` sees the
+        results before they commit."""
         last = {r.debounce_key: r for r in runs}
         window = job.debounce_window_ms
         made: dict[str, Inserted] = {}
@@ -560,9 +628,12 @@ class RunStore:
                 await conn.execute(SET_DEBOUNCED, job.id, [k for k, _ in fresh], new_ids)
                 for (key, new), row in zip(fresh, rows, strict=True):
                     made[key] = Inserted(self._created(job, new, row, ""), repeat=False)
-        # Earlier triggers of a key in the same call joined the run the last one made or updated.
-        return [made[r.debounce_key] if r is last[r.debounce_key]
-                else Inserted(made[r.debounce_key].run, repeat=False, debounced=True) for r in runs]
+            # Earlier triggers of a key in the same call joined the run the last one made or updated.
+            out = [made[r.debounce_key] if r is last[r.debounce_key]
+                   else Inserted(made[r.debounce_key].run, repeat=False, debounced=True) for r in runs]
+            if check is not None:
+                check(out)
+        return out
 
     async def cancel_others(self, job_id: str, keep_run_id: str, reason: str) -> list[str]:
         """Cancels every unfinished run of the job but one (cron overlap policy cancel_running)."""
@@ -580,11 +651,14 @@ class RunStore:
         return run_from_row(row)
 
     async def list_runs(self, project_id: str, *, job_id: str | None, statuses: list[str] | None,
-                   after: datetime | None, before: datetime | None,
-                   cursor: tuple[datetime, str] | None, limit: int) -> list[Run]:
+                        after: datetime | None, before: datetime | None, cursor: tuple[datetime, str] | None,
+                        limit: int, max_bytes: int) -> Listed[Run]:
+        """Up to `limit` runs, newest first, and fewer once their (estimated) sizes pass `max_bytes`: a page
+        of big runs reads little more than what can be sent."""
         t, i = cursor if cursor else (None, None)
-        rows = await self._pool.fetch(LIST_RUNS, project_id, job_id, statuses, after, before, t, i, limit)
-        return [run_from_row(r) for r in rows]
+        rows = await self._pool.fetch(LIST_RUNS, project_id, job_id, statuses, after, before, t, i, limit,
+                                      max_bytes)
+        return _listed(rows, run_from_row)
 
     async def cancel(self, project_id: str, run_id: str, reason: str) -> Run:
         rows = await self._pool.fetch(CANCEL_RUNS, run_id, None, project_id, CANCELABLE, reason, None)
@@ -624,6 +698,14 @@ class RunStore:
         if row is None:
             raise NotFound("run", run_id)
         return RunStatus(row["status"]), int(row["event_seq"])
+
+    async def event_page(self, project_id: str, run_id: str, after_seq: int, limit: int,
+                         max_bytes: int) -> Listed[RunEvent]:
+        """Like `events`, and fewer once their (estimated) sizes pass `max_bytes`, as in `list_runs`."""
+        rows = await self._pool.fetch(LIST_EVENTS_PAGE, run_id, project_id, after_seq, limit, max_bytes)
+        if not rows:
+            await self.get(project_id, run_id)  # NOT_FOUND for a run that is not there
+        return _listed(rows, _event)
 
     async def events(self, project_id: str, run_id: str, after_seq: int, limit: int) -> list[RunEvent]:
         rows = await self._pool.fetch(LIST_EVENTS, run_id, project_id, after_seq, limit)
