@@ -60,48 +60,57 @@ async def _database() -> AsyncIterator[str]:
         await admin.close()
 
 
-async def keys(args: argparse.Namespace) -> None:
+@asynccontextmanager
+async def served(mode: str = "all", options: list[tuple[str, int]] | None = None) -> AsyncIterator[
+        tuple[grpc.aio.Channel, asyncpg.Connection, str, int]]:
+    """`strait serve --mode MODE` on a throwaway database: a channel to it, a connection to the database, the
+    admin key and the server's pid. Stopped at the end."""
     async with _database() as database_url:
-        sink = FastSink()
-        await sink.start()
         port = _free_port()
         admin_key = secrets.token_hex(16)
         env = server_env(database_url, REDIS_URL, database_url.rsplit("/", 1)[1], port, admin_key)
         server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode",
-                                                      "all", env=env)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+                                                      mode, env=env)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
         conn = await asyncpg.connect(database_url)
-        print(f"strait flow-control bench (keys), {_load()}")
         try:
-            jobs, md, plain = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/run")
-            keyed = (await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
-                slug="keyed", endpoint_url=f"http://127.0.0.1:{sink.port}/run", max_concurrency_per_key=1)),
-                metadata=md)).job
-            total = args.runs // 1000 * 1000
-            rates = {}
-            for label, job, key_count in (("no limit", plain, 0), (f"{args.keys:,} keys, 1 per key", keyed,
-                                                                   args.keys)):
-                batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
-                    payload_json=json.dumps({"i": i}),
-                    concurrency_key=f"k{i % key_count}" if key_count else "") for i in range(1000)])
-                done_before = await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'")
-                start = time.perf_counter()
-                for _ in range(total // 1000):
-                    await jobs.BatchTriggerJob(batch, metadata=md)
-                while (await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'")
-                       - done_before) < total:
-                    await asyncio.sleep(0.05)
-                elapsed = time.perf_counter() - start
-                rates[label] = total / elapsed
-                print(f"end-to-end, {label:<24} {rates[label]:>8,.0f} runs/s ({total:,} in {elapsed:.2f}s)",
-                      flush=True)
-            ratio = rates[f"{args.keys:,} keys, 1 per key"] / rates["no limit"]
-            print(f"keyed / unconstrained: {ratio:.0%} (target >= 70%); {_load()}")
+            yield channel, conn, admin_key, server.pid
         finally:
             await conn.close()
             await channel.close()
             server.terminate()
             await server.wait()
+
+
+async def keys(args: argparse.Namespace) -> None:
+    sink = FastSink()
+    await sink.start()
+    async with served() as (channel, conn, admin_key, _):
+        print(f"strait flow-control bench (keys), {_load()}")
+        jobs, md, plain = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/run")
+        keyed = (await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
+            slug="keyed", endpoint_url=f"http://127.0.0.1:{sink.port}/run", max_concurrency_per_key=1)),
+            metadata=md)).job
+        total = args.runs // 1000 * 1000
+        rates = {}
+        for label, job, key_count in (("no limit", plain, 0), (f"{args.keys:,} keys, 1 per key", keyed,
+                                                               args.keys)):
+            batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
+                payload_json=json.dumps({"i": i}),
+                concurrency_key=f"k{i % key_count}" if key_count else "") for i in range(1000)])
+            done_before = await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'")
+            start = time.perf_counter()
+            for _ in range(total // 1000):
+                await jobs.BatchTriggerJob(batch, metadata=md)
+            while (await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'")
+                   - done_before) < total:
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            rates[label] = total / elapsed
+            print(f"end-to-end, {label:<24} {rates[label]:>8,.0f} runs/s ({total:,} in {elapsed:.2f}s)",
+                  flush=True)
+        ratio = rates[f"{args.keys:,} keys, 1 per key"] / rates["no limit"]
+        print(f"keyed / unconstrained: {ratio:.0%} (target >= 70%); {_load()}")
 
 
 async def slots(args: argparse.Namespace) -> None:
@@ -122,14 +131,7 @@ async def slots(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     sink_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with _database() as database_url:
-        port = _free_port()
-        admin_key = secrets.token_hex(16)
-        env = server_env(database_url, REDIS_URL, database_url.rsplit("/", 1)[1], port, admin_key)
-        server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode",
-                                                      "all", env=env)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        conn = await asyncpg.connect(database_url)
+    async with served() as (channel, conn, admin_key, _):
         print(f"strait flow-control bench (slots), {_load()}")
         try:
             jobs, md, _ = await _setup(channel, admin_key, f"http://127.0.0.1:{sink_port}/work")
@@ -152,10 +154,6 @@ async def slots(args: argparse.Namespace) -> None:
             print(f"slots busy {ideal / span:.0%} (target >= 90%), {ideal / elapsed:.0%} counting the trigger and "
                   f"the last settle; {_load()}")
         finally:
-            await conn.close()
-            await channel.close()
-            server.terminate()
-            await server.wait()
             await runner.cleanup()
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,8 @@ from grpc_status import rpc_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_dispatch import _free_port, _load, _setup, server_env
-from bench.bench_flow_control import REDIS_URL, _database
+from bench.bench_dispatch import _load, _setup
+from bench.bench_flow_control import served
 from strait_client.v1 import job_pb2, project_pb2, project_pb2_grpc
 
 MB = 1024 * 1024
@@ -51,64 +50,53 @@ async def main() -> None:
     parser.add_argument("--payload", type=int, default=7000)
     parser.add_argument("--keys", type=int, default=6)
     args = parser.parse_args()
-    async with _database() as database_url:
-        port = _free_port()
-        admin_key = secrets.token_hex(16)
-        env = server_env(database_url, REDIS_URL, database_url.rsplit("/", 1)[1], port, admin_key)
-        server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode", "api",
-                                                      env=env)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[
-            ("grpc.max_send_message_length", 16 * MB), ("grpc.max_receive_message_length", 16 * MB)])
+    options = [("grpc.max_send_message_length", 16 * MB), ("grpc.max_receive_message_length", 16 * MB)]
+    async with served("api", options) as (channel, _, admin_key, pid):
         print(f"strait memory bench, {_load()}")
-        try:
-            jobs, md, job = await _setup(channel, admin_key, "https://example.com/hook")
-            projects = project_pb2_grpc.ProjectServiceStub(channel)
-            keys = [md] + [(("authorization", "Bearer " + (await projects.CreateApiKey(
-                project_pb2.CreateApiKeyRequest(project_id=job.project_id, name=f"k{i}"),
-                metadata=(("authorization", f"Bearer {admin_key}"),))).secret),) for i in range(args.keys - 1)]
-            proc = psutil.Process(server.pid)
-            before = proc.memory_info().rss
-            payload = '{"blob": "' + "x" * max(0, args.payload - 12) + '"}'
-            request = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[
-                job_pb2.RunOptions(payload_json=payload) for _ in range(args.runs)])
-            print(f"{args.batches} batches of {args.runs} runs, {request.ByteSize() / MB:.1f} MB each, "
-                  f"over {args.keys} keys")
-            peak, refused = before, 0
-            done = asyncio.Event()
+        jobs, md, job = await _setup(channel, admin_key, "https://example.com/hook")
+        projects = project_pb2_grpc.ProjectServiceStub(channel)
+        keys = [md] + [(("authorization", "Bearer " + (await projects.CreateApiKey(
+            project_pb2.CreateApiKeyRequest(project_id=job.project_id, name=f"k{i}"),
+            metadata=(("authorization", f"Bearer {admin_key}"),))).secret),) for i in range(args.keys - 1)]
+        proc = psutil.Process(pid)
+        before = proc.memory_info().rss
+        payload = '{"blob": "' + "x" * max(0, args.payload - 12) + '"}'
+        request = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[
+            job_pb2.RunOptions(payload_json=payload) for _ in range(args.runs)])
+        print(f"{args.batches} batches of {args.runs} runs, {request.ByteSize() / MB:.1f} MB each, "
+              f"over {args.keys} keys")
+        peak, refused = before, 0
+        done = asyncio.Event()
 
-            async def sample() -> None:
-                nonlocal peak
-                while not done.is_set():
-                    peak = max(peak, proc.memory_info().rss)
-                    await asyncio.sleep(0.02)
+        async def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, proc.memory_info().rss)
+                await asyncio.sleep(0.02)
 
-            async def send(i: int) -> None:
-                nonlocal refused
-                while True:
-                    try:
-                        await jobs.BatchTriggerJob(request, metadata=keys[i % len(keys)])
-                        return
-                    except grpc.aio.AioRpcError as err:
-                        if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                            raise
-                        refused += 1
-                        await asyncio.sleep(_retry_delay(err))
+        async def send(i: int) -> None:
+            nonlocal refused
+            while True:
+                try:
+                    await jobs.BatchTriggerJob(request, metadata=keys[i % len(keys)])
+                    return
+                except grpc.aio.AioRpcError as err:
+                    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    refused += 1
+                    await asyncio.sleep(_retry_delay(err))
 
-            sampler = asyncio.create_task(sample())
-            started = time.perf_counter()
-            await asyncio.gather(*(send(i) for i in range(args.batches)))
-            elapsed = time.perf_counter() - started
-            done.set()
-            await sampler
-            after = proc.memory_info().rss
-            print(f"all {args.batches * args.runs:,} runs in after {elapsed:.1f}s; {refused} calls refused and sent "
-                  f"again")
-            print(f"server RSS: before {before / MB:.0f} MB, peak {peak / MB:.0f} MB (target <= 300), after "
-                  f"{after / MB:.0f} MB; {_load()}")
-        finally:
-            await channel.close()
-            server.terminate()
-            await server.wait()
+        sampler = asyncio.create_task(sample())
+        started = time.perf_counter()
+        await asyncio.gather(*(send(i) for i in range(args.batches)))
+        elapsed = time.perf_counter() - started
+        done.set()
+        await sampler
+        after = proc.memory_info().rss
+        print(f"all {args.batches * args.runs:,} runs in after {elapsed:.1f}s; {refused} calls refused and sent "
+              f"again")
+        print(f"server RSS: before {before / MB:.0f} MB, peak {peak / MB:.0f} MB (target <= 300), after "
+              f"{after / MB:.0f} MB; {_load()}")
 
 
 if __name__ == "__main__":
