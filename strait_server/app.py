@@ -108,9 +108,9 @@ class App:
         if migrate:
             await db.apply_migrations(s.database_url)
         self.pool = await db.create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
-        missing = await db.verify_schema(self.pool)
-        if missing:
-            raise RuntimeError(f"database schema is missing tables {missing}; run `strait migrate`")
+        pending = await db.pending_migrations(self.pool)
+        if pending:
+            raise RuntimeError(f"the database lacks migrations {', '.join(pending)}; run `strait migrate`")
         tel = await self._start_telemetry()
         # One budget guard for the API and the cron scheduler: a crossing reported here applies to both.
         self._budgets = BudgetGuard(BudgetStore(self.pool), tel.metrics)

@@ -95,12 +95,15 @@ REQUIRED_TABLES = ("projects", "api_keys", "jobs", "runs", "run_queue", "run_lea
                    "idempotency_keys", "dispatchers")
 
 
-async def verify_schema(pool: Pool) -> list[str]:
-    """Tables missing from the schema (empty when migrations are applied)."""
-    rows = await pool.fetch(
-        "SELECT table_name FROM information_schema.tables "
-        "WHERE table_schema = current_schema() AND table_name = ANY($1::text[])",
-        list(REQUIRED_TABLES),
-    )
-    present = {r["table_name"] for r in rows}
-    return [t for t in REQUIRED_TABLES if t not in present]
+def migration_ids() -> list[str]:
+    """The migrations this code needs, in order (yoyo names a migration by its file name)."""
+    return sorted(p.stem for p in migrations_dir().glob("*.sql") if not p.name.endswith(".rollback.sql"))
+
+
+async def pending_migrations(pool: Pool) -> list[str]:
+    """The migrations this code needs that the database has not applied (all of them on an empty database):
+    a table that exists says little, a column added by a later migration may still be missing."""
+    applied_table = await pool.fetchval("SELECT to_regclass('_yoyo_migration') IS NOT NULL")
+    applied = {r["migration_id"] for r in await pool.fetch("SELECT migration_id FROM _yoyo_migration")} \
+        if applied_table else set()
+    return [m for m in migration_ids() if m not in applied]

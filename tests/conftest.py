@@ -17,7 +17,7 @@ from strait_client.v1 import job_pb2, job_pb2_grpc, project_pb2, project_pb2_grp
 from strait_server.app import ALL_ROLES, App, Role
 from strait_server.cli import event_loop_factory
 from strait_server.config import Settings
-from tests.backends import Backend, Databases, start_backend
+from tests.backends import Backend, Databases, _psycopg_url, start_backend
 from tests.sink import Sink, start_sink
 
 T = TypeVar("T")
@@ -46,7 +46,42 @@ def databases(backend: Backend) -> Iterator[Databases]:
 def database_url(databases: Databases) -> Iterator[str]:
     url = databases.clone()
     yield url
-    databases.drop(url)
+    try:
+        broken = run_invariants_broken(url)
+    finally:
+        databases.drop(url)
+    assert not broken, f"run invariants broken at the end of the test: {broken}"
+
+
+# Each query finds what breaks one invariant of the run tables (none of them may find anything once a test's
+# servers have stopped): the ready queue and the lease table hold exactly the queued and executing runs, and
+# each run's event_seq numbers its events 1..event_seq.
+RUN_INVARIANTS = {
+    "queued runs outside the ready queue, or queue rows of runs not queued": """
+        SELECT r.id FROM runs r FULL JOIN run_queue q ON q.run_id = r.id
+        WHERE (r.status = 'queued') IS DISTINCT FROM (q.run_id IS NOT NULL) LIMIT 5""",
+    "executing runs without a lease, or leases of runs not executing": """
+        SELECT coalesce(r.id, l.run_id) FROM runs r FULL JOIN run_leases l ON l.run_id = r.id
+        WHERE (r.status = 'executing') IS DISTINCT FROM (l.run_id IS NOT NULL) LIMIT 5""",
+    "runs whose event_seq does not number their events": """
+        SELECT r.id FROM runs r LEFT JOIN LATERAL (
+            SELECT count(*) AS n, coalesce(max(seq), 0) AS top FROM run_events e WHERE e.run_id = r.id) e ON true
+        WHERE e.n <> r.event_seq OR e.top <> r.event_seq LIMIT 5""",
+}
+
+
+def run_invariants_broken(url: str) -> dict[str, list[str]]:
+    import psycopg
+
+    with psycopg.connect(_psycopg_url(url), autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('runs') IS NULL").fetchone() == (True,):
+            return {}  # the test rolled the migrations back
+        broken = {}
+        for what, query in RUN_INVARIANTS.items():
+            rows = [str(r[0]) for r in conn.execute(query).fetchall()]
+            if rows:
+                broken[what] = rows
+        return broken
 
 
 @pytest.fixture

@@ -50,10 +50,13 @@ class Feed:
         self.call.cancel()
 
 
-async def _insert_event(conn: asyncpg.Connection, run: run_pb2.Run, seq: int, message: str) -> None:
+async def _insert_event(conn: asyncpg.Connection, run: run_pb2.Run, message: str) -> None:
+    """A log event written the way the server writes one: numbered by the run's event_seq, under its row lock."""
     await conn.execute(
-        "INSERT INTO run_events (run_id, project_id, job_id, seq, type, message) VALUES ($1, $2, $3, $4, 'log', $5)",
-        run.id, run.project_id, run.job_id, seq, message)
+        "WITH r AS (UPDATE runs SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq) "
+        "INSERT INTO run_events (run_id, project_id, job_id, seq, type, message) "
+        "SELECT $1, $2, $3, r.event_seq, 'log', $4 FROM r",
+        run.id, run.project_id, run.job_id, message)
 
 
 async def test_interleaved_commits_out_of_id_order_lose_nothing_on_resume(
@@ -71,9 +74,9 @@ async def test_interleaved_commits_out_of_id_order_lose_nothing_on_resume(
     try:
         tx_a, tx_b = a.transaction(), b.transaction()
         await tx_a.start()
-        await _insert_event(a, first, 100, "A")   # takes the lower id
+        await _insert_event(a, first, "A")   # takes the lower id
         await tx_b.start()
-        await _insert_event(b, second, 100, "B")  # takes the higher id ...
+        await _insert_event(b, second, "B")  # takes the higher id ...
         await tx_b.commit()                       # ... and commits first
         # While A is open, B's event is above the visibility horizon: not served yet, so no reader can
         # move its cursor past A's id before A is visible.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from strait_server import db
+from strait_server.app import App
+from strait_server.config import Settings
 
 SCHEMA_QUERY = """
 SELECT table_name, column_name, data_type, is_nullable, column_default
@@ -43,3 +46,17 @@ def test_every_migration_has_a_rollback() -> None:
     assert forward
     for path in forward:
         assert (directory / f"{path.stem}.rollback.sql").exists(), path.name
+
+
+async def test_start_up_refuses_a_database_that_lacks_a_migration(database_url: str, settings: Settings) -> None:
+    """Judged by the migrations applied, not by tables present: a missing column would pass a table check."""
+    last = db.migration_ids()[-1]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DELETE FROM _yoyo_migration WHERE migration_id = $1", last)
+    finally:
+        await conn.close()
+    app = App(settings)
+    with pytest.raises(RuntimeError, match=f"lacks migrations {last}; run `strait migrate`"):
+        await app.start(migrate=False)
+    await app.stop()
