@@ -59,6 +59,15 @@ def _redis_client(url: str, max_connections: int) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
+async def _close_pool(pool: db.Pool, timeout_s: float) -> None:
+    try:
+        # Waits for borrowed connections; one never returned must not hang the exit.
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        log.warning("database pool did not close in time; terminating it", extra={"action": "pool_terminate"})
+        pool.terminate()
+
+
 class Role(StrEnum):
     API = "api"
     WORKER = "worker"
@@ -240,14 +249,7 @@ class App:
             return
         self._stopped.set()
         s = self.settings
-        if self._health is not None:
-            await set_serving(self._health, False)
-        tasks = []
-        if self._server is not None:
-            tasks.append(self._server.stop(s.shutdown_grace.total_seconds()))
-        if self.dispatcher is not None:
-            tasks.append(self.dispatcher.stop(s.drain_timeout.total_seconds()))
-        await asyncio.gather(*tasks)
+        await self._stop_serving()
         # Then the side components, in reverse order of start, and the connections last.
         for component in (self._retention, self._sweeper, self.cron, self._wake, self.events, self._redis_health):
             if component is not None:
@@ -259,13 +261,19 @@ class App:
             await self.redis.aclose()
         for pool in (self._claim_pool, self._queue_pool, self.pool):
             if pool is not None:
-                try:
-                    # Waits for borrowed connections; one never returned must not hang the exit.
-                    await asyncio.wait_for(pool.close(), s.shutdown_grace.total_seconds() + 5)
-                except TimeoutError:
-                    log.warning("database pool did not close in time; terminating it",
-                                extra={"action": "pool_terminate"})
-                    pool.terminate()
+                await _close_pool(pool, s.shutdown_grace.total_seconds() + 5)
+
+    async def _stop_serving(self) -> None:
+        """Stops serving calls and claiming runs, side by side: calls end within the grace, dispatches drain."""
+        s = self.settings
+        if self._health is not None:
+            await set_serving(self._health, False)
+        tasks = []
+        if self._server is not None:
+            tasks.append(self._server.stop(s.shutdown_grace.total_seconds()))
+        if self.dispatcher is not None:
+            tasks.append(self.dispatcher.stop(s.drain_timeout.total_seconds()))
+        await asyncio.gather(*tasks)
 
     async def _stop_telemetry(self) -> None:
         if self._metrics_server is not None:

@@ -56,6 +56,15 @@ class _AgedOut(Exception):
     """The stream reached STRAIT_WATCH_MAX_DURATION; it ends OK and the client resumes."""
 
 
+async def _woken_within(woken: asyncio.Event, seconds: float) -> bool:
+    """Whether `woken` was set within `seconds`."""
+    try:
+        await asyncio.wait_for(woken.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 def _ends_run(event: RunEvent) -> bool:
     return event.type == "status_change" and event.to_status in _TERMINAL_NAMES
 
@@ -208,32 +217,34 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         last_sent = loop.time()
         while True:
             woken.clear()
-            events = await self._d.runs.events_after(project, run_id, after, _WATCH_PAGE)
+            events, over = await self._page(project, run_id, after)
             for event in events:
                 yield run_pb2.WatchRunResponse(event=convert.event(event))
                 after = event.seq
             if events:
                 last_sent = loop.time()
-                if _ends_run(events[-1]):
-                    return
-                if len(events) == _WATCH_PAGE:
-                    continue
-            else:
-                status, latest = await self._d.runs.progress(project, run_id)
-                if status.is_terminal and latest <= after:
-                    return
+            if over:
+                return
+            if len(events) == _WATCH_PAGE:
+                continue
             now = loop.time()
             if now >= ends_at:
                 raise _AgedOut
             wait = min(ends_at - now, max(keepalive - (now - last_sent), 0.0))
             if not self._d.events.healthy:
                 wait = min(wait, s.watch_poll_interval.total_seconds())
-            try:
-                await asyncio.wait_for(woken.wait(), wait)
-            except TimeoutError:
-                if loop.time() - last_sent >= keepalive:
-                    yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())))
-                    last_sent = loop.time()
+            if not await _woken_within(woken, wait) and loop.time() - last_sent >= keepalive:
+                yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())))
+                last_sent = loop.time()
+
+    async def _page(self, project: str, run_id: str, after: int) -> tuple[list[RunEvent], bool]:
+        """The run's next stored events after the cursor, and whether the stream is over with them: the run's
+        terminal event is the last of them, or was sent already."""
+        events = await self._d.runs.events_after(project, run_id, after, _WATCH_PAGE)
+        if events:
+            return events, _ends_run(events[-1])
+        status, latest = await self._d.runs.progress(project, run_id)
+        return events, status.is_terminal and latest <= after
 
     async def WatchRuns(self, request: run_pb2.WatchRunsRequest,
                         context: grpc.aio.ServicerContext) -> AsyncIterator[run_pb2.WatchRunsResponse]:
@@ -276,10 +287,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
             wait = min(1.0, max(keepalive - (loop.time() - last_sent), 0.0), max(ends_at - loop.time(), 0.0))
             if not self._d.events.healthy:
                 wait = min(wait, s.watch_poll_interval.total_seconds())
-            try:
-                await asyncio.wait_for(woken.wait(), wait)
-            except TimeoutError:
-                if loop.time() - last_sent >= keepalive:
-                    yield run_pb2.WatchRunsResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())),
-                                                    resume_token=encode_resume_token(cursor))
-                    last_sent = loop.time()
+            if not await _woken_within(woken, wait) and loop.time() - last_sent >= keepalive:
+                yield run_pb2.WatchRunsResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())),
+                                                resume_token=encode_resume_token(cursor))
+                last_sent = loop.time()

@@ -139,6 +139,29 @@ class _Round:
         return f"concurrency limit: {g.max_per_key} runs with concurrency key {g.key!r} executing"
 
 
+def _choose(heads: list[Any], gates: dict[str, Gate], state: _Round, limit: int, reasons: dict[str, str],
+            wanted: dict[str, int], quota: dict[str, int]) -> tuple[list[str], bool]:
+    """The runs to claim among the gates' heads, best first, within the limits (the held gates' reasons are
+    added to `reasons`); and whether some gate gave all it was asked for: it may have more runs waiting behind
+    its limits, though none was refused here, so a run of it ending must bring the dispatcher back at once."""
+    chosen: list[str] = []
+    offered: dict[str, int] = defaultdict(int)
+    for h in heads:
+        offered[h["gate"]] += 1
+    taken: dict[str, int] = defaultdict(int)
+    for h in sorted(heads, key=lambda h: (-h["priority"], h["run_at"], h["run_id"])):
+        if len(chosen) >= limit:
+            break
+        gate = gates[h["gate"]]
+        if state.take(gate.job_id):
+            chosen.append(h["run_id"])
+            taken[gate.gate] += 1
+        else:
+            reasons.setdefault(gate.gate, state.why_held(gate))
+    full = any(taken[name] == n == offered[name] for name, n in wanted.items() if n == quota[name])
+    return chosen, full
+
+
 class GatedClaimer:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -185,23 +208,7 @@ class GatedClaimer:
             per_gate = max(2, math.ceil(2 * limit / max(1, len(quota))))
             wanted = {name: min(n, per_gate) for name, n in quota.items() if n > 0}
             heads = await conn.fetch(GATE_HEADS, list(wanted), list(wanted.values())) if wanted else []
-            chosen: list[str] = []
-            offered: dict[str, int] = defaultdict(int)
-            for h in heads:
-                offered[h["gate"]] += 1
-            taken: dict[str, int] = defaultdict(int)
-            for h in sorted(heads, key=lambda h: (-h["priority"], h["run_at"], h["run_id"])):
-                if len(chosen) >= limit:
-                    break
-                gate = gates[h["gate"]]
-                if state.take(gate.job_id):
-                    chosen.append(h["run_id"])
-                    taken[gate.gate] += 1
-                else:
-                    reasons.setdefault(gate.gate, state.why_held(gate))
-            # A gate that gave all it was asked for may have more runs waiting behind its limits, though none was
-            # refused here: a run of it ending must bring the dispatcher back at once, not at its next poll.
-            full = any(taken[name] == n == offered[name] for name, n in wanted.items() if n == quota[name])
+            chosen, full = _choose(heads, gates, state, limit, reasons, wanted, quota)
             claimed = [claimed_from_row(r) for r in
                        await conn.fetch(CLAIM_IDS, len(chosen), owner, chosen)] if chosen else []
             if state.windows:

@@ -66,58 +66,64 @@ async def test_ten_restarts_under_load_complete_every_run_with_at_most_one_extra
     assert max(posts.values()) <= 2, posts.most_common(5)
 
 
+class Callers:
+    """Callers triggering a job over and over, counting the status of every answer."""
+
+    def __init__(self, api: Api, job: job_pb2.Job) -> None:
+        self._api, self._job = api, job
+        self.codes: Counter[grpc.StatusCode] = Counter()
+        self.retry_info_missing = 0
+
+    @property
+    def refused(self) -> int:
+        return sum(n for code, n in self.codes.items() if code is not grpc.StatusCode.OK)
+
+    async def call_until(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            try:
+                await self._api.trigger(self._job)
+                self.codes[grpc.StatusCode.OK] += 1
+            except grpc.aio.AioRpcError as err:
+                self.codes[err.code()] += 1
+                status = rpc_status.from_call(err)  # type: ignore[arg-type]
+                details = status.details if status is not None else []
+                if not any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in details):
+                    self.retry_info_missing += 1
+            await asyncio.sleep(0.005)
+
+    def refused_at_least(self, n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return self.refused >= n
+        return check
+
+    def answered_at_least(self, n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return self.codes[grpc.StatusCode.OK] >= n
+        return check
+
+
 async def test_calls_during_a_restart_answer_unavailable_with_retry_info(settings: Settings, sink: Sink) -> None:
     async with own_postgres() as pg:
         own = settings.with_(database_url=pg.url)
         async with serve_subprocess(own) as (_proc, port):
             api = await connect(port, own.admin_key)
-            job = await api.create_job("work", sink.url("/work"))
-            codes: Counter[grpc.StatusCode] = Counter()
-            retry_info_missing = 0
-
-            async def call_until(done: asyncio.Event) -> None:
-                nonlocal retry_info_missing
-                while not done.is_set():
-                    try:
-                        await api.trigger(job)
-                        codes[grpc.StatusCode.OK] += 1
-                    except grpc.aio.AioRpcError as err:
-                        codes[err.code()] += 1
-                        status = rpc_status.from_call(err)  # type: ignore[arg-type]
-                        if not any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in
-                                   (status.details if status is not None else [])):
-                            retry_info_missing += 1
-                    await asyncio.sleep(0.005)
-
-            def refused() -> int:
-                return sum(n for code, n in codes.items() if code is not grpc.StatusCode.OK)
-
-            def refused_at_least(n: int) -> Callable[[], Awaitable[bool]]:
-                async def check() -> bool:
-                    return refused() >= n
-                return check
-
-            def answered_at_least(n: int) -> Callable[[], Awaitable[bool]]:
-                async def check() -> bool:
-                    return codes[grpc.StatusCode.OK] >= n
-                return check
-
+            callers = Callers(api, await api.create_job("work", sink.url("/work")))
             for mode in ("fast", "immediate", "fast"):
                 done = asyncio.Event()
-                callers = [asyncio.create_task(call_until(done)) for _ in range(4)]
-                before = refused()
+                tasks = [asyncio.create_task(callers.call_until(done)) for _ in range(4)]
+                before = callers.refused
                 await pg.stop(mode)
-                await eventually(refused_at_least(before + 8), timeout=30)  # calls met the database down
+                await eventually(callers.refused_at_least(before + 8), timeout=30)  # calls met the database down
                 await pg.start()
-                codes[grpc.StatusCode.OK] = 0
-                await eventually(answered_at_least(20), timeout=30)
+                callers.codes[grpc.StatusCode.OK] = 0
+                await eventually(callers.answered_at_least(20), timeout=30)
                 done.set()
-                await asyncio.gather(*callers)
+                await asyncio.gather(*tasks)
             await api.channel.close()
-    failures = {code: n for code, n in codes.items() if code is not grpc.StatusCode.OK}
+    failures = {code: n for code, n in callers.codes.items() if code is not grpc.StatusCode.OK}
     assert failures, "no call met the restart"
     assert set(failures) == {grpc.StatusCode.UNAVAILABLE}, failures
-    assert retry_info_missing == 0
+    assert callers.retry_info_missing == 0
 
 
 async def _events_of(pg: OwnPostgres, message: str) -> int:
