@@ -388,7 +388,7 @@ INSERT INTO dispatchers (id, hostname, pid) VALUES ($1, $2, $3)
 ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(), suspected_at = NULL
 RETURNING pg_postmaster_start_time()
 """
-"""Committed durably (on the main pool): every settle committed before it started is on disk once it returns.
+"""Committed durably: every settle committed before it started is on disk once it returns.
 Returns when the database server started, which tells the dispatcher that a restart may have lost settles."""
 
 REMOVE_DISPATCHER = "DELETE FROM dispatchers WHERE id = $1"
@@ -451,10 +451,9 @@ def claimed_from_row(row: Any) -> ClaimedRun:
 
 class Queue:
     def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None, *,
-                 claim_pool: asyncpg.Pool | None = None, durable_pool: asyncpg.Pool | None = None) -> None:
+                 claim_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
         self._claim_pool = claim_pool or pool  # sessions pinned to index plans (see App.start)
-        self._durable_pool = durable_pool or pool  # synchronous_commit on (the others may have it off)
         # Counts the transitions these statements commit (claims are counted by the dispatcher).
         self._metrics = metrics or Metrics()
 
@@ -521,7 +520,10 @@ class Queue:
 
     async def heartbeat(self, owner: str, hostname: str, pid: int) -> datetime:
         """Renews the owner's liveness; returns when the database server started (see HEARTBEAT)."""
-        started: datetime = await self._durable_pool.fetchval(HEARTBEAT, owner, hostname, pid)
+        # On the dispatch pool, away from API load, but committed durably whatever the pool's setting.
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = on")
+            started: datetime = await conn.fetchval(HEARTBEAT, owner, hostname, pid)
         return started
 
     async def remove_dispatcher(self, owner: str) -> None:
