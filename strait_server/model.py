@@ -229,6 +229,7 @@ class Run:
     # Why a due run is not starting yet (a limit or the execution window); empty once it starts.
     wait_reason: str = ""
     cost_microusd: int = 0
+    lost_count: int = 0  # requeued without spending an attempt, after its dispatcher or outcome was lost
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13strait/v1/run.proto\x12\tstrait.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\nRunAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x14\n\x0c\x65ndpoint_url\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x07\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x12\n\nproject_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.strait.v1.RunStatus\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x13\n\x0boutput_json\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x32\n\x0escheduled_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0f \x01(\t\x12&\n\x04tags\x18\x10 \x03(\x0b\x32\x18.strait.v1.Run.TagsEntry\x12.\n\x08metadata\x18\x11 \x03(\x0b\x32\x1c.strait.v1.Run.MetadataEntry\x12\'\n\x08\x61ttempts\x18\x12 \x03(\x0b\x32\x15.strait.v1.RunAttempt\x12*\n\x07timeout\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x65rror_class\x18\x14 \x01(\t\x12\x18\n\x10replay_of_run_id\x18\x15 \x01(\t\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63oncurrency_key\x18\x18 \x01(\t\x12\x13\n\x0bwait_reason\x18\x19 \x01(\t\x12\x15\n\rcost_microusd\x18\x1a \x01(\x03\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0c\n\x04type\x18\x03 \x01(\t\x12)\n\x0b\x66rom_status\x18\x04 \x01(\x0e\x32\x14.strait.v1.RunStatus\x12\'\n\tto_status\x18\x05 \x01(\x0e\x32\x14.strait.v1.RunStatus\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x11\n\tdata_json\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x0eGetRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\"\xdf\x01\n\x0fListRunsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x08statuses\x18\x02 \x03(\x0e\x32\x14.strait.v1.RunStatus\x12\x35\n\x11\x63reate_time_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"I\n\x10ListRunsResponse\x12\x1c\n\x04runs\x18\x01 \x03(\x0b\x32\x0e.strait.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11\x43\x61ncelRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\"7\n\x10ReplayRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"K\n\x11ReplayRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\x12\x19\n\x11idempotent_repeat\x18\x02 \x01(\x08\"e\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x15ListRunEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.strait.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Q\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x16\n\x0e\x66ollow_replays\x18\x03 \x01(\x08\"5\n\tKeepalive\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x10WatchRunResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.strait.v1.RunEventH\x00\x12)\n\tkeepalive\x18\x02 \x01(\x0b\x32\x14.strait.v1.KeepaliveH\x00\x42\t\n\x07message\"\xd6\x01\n\x10WatchRunsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x08statuses\x18\x02 \x03(\x0e\x32\x14.strait.v1.RunStatus\x12\x33\n\x04tags\x18\x03 \x03(\x0b\x32%.strait.v1.WatchRunsRequest.TagsEntry\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12\x12\n\nfrom_start\x18\x05 \x01(\x08\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x11WatchRunsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.strait.v1.RunEventH\x00\x12)\n\tkeepalive\x18\x02 \x01(\x0b\x32\x14.strait.v1.KeepaliveH\x00\x12\x14\n\x0cresume_token\x18\x03 \x01(\tB\t\n\x07message*\xa4\x03\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_DELAYED\x10\x01\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x02\x12\x17\n\x13RUN_STATUS_DEQUEUED\x10\x03\x12\x18\n\x14RUN_STATUS_EXECUTING\x10\x04\x12\x16\n\x12RUN_STATUS_WAITING\x10\x05\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x06\x12\x15\n\x11RUN_STATUS_FAILED\x10\x07\x12\x18\n\x14RUN_STATUS_TIMED_OUT\x10\x08\x12\x16\n\x12RUN_STATUS_CRASHED\x10\t\x12\x1c\n\x18RUN_STATUS_SYSTEM_FAILED\x10\n\x12\x17\n\x13RUN_STATUS_CANCELED\x10\x0b\x12\x16\n\x12RUN_STATUS_EXPIRED\x10\x0c\x12\x1a\n\x16RUN_STATUS_DEAD_LETTER\x10\r\x12\x1c\n\x18RUN_STATUS_REPLAY_STAGED\x10\x0e\x12\x15\n\x11RUN_STATUS_PAUSED\x10\x0f\x32\x85\x04\n\nRunService\x12=\n\x06GetRun\x12\x18.strait.v1.GetRunRequest\x1a\x19.strait.v1.GetRunResponse\x12\x43\n\x08ListRuns\x12\x1a.strait.v1.ListRunsRequest\x1a\x1b.strait.v1.ListRunsResponse\x12\x46\n\tCancelRun\x12\x1b.strait.v1.CancelRunRequest\x1a\x1c.strait.v1.CancelRunResponse\x12\x46\n\tReplayRun\x12\x1b.strait.v1.ReplayRunRequest\x1a\x1c.strait.v1.ReplayRunResponse\x12R\n\rListRunEvents\x12\x1f.strait.v1.ListRunEventsRequest\x1a .strait.v1.ListRunEventsResponse\x12\x45\n\x08WatchRun\x12\x1a.strait.v1.WatchRunRequest\x1a\x1b.strait.v1.WatchRunResponse0\x01\x12H\n\tWatchRuns\x12\x1b.strait.v1.WatchRunsRequest\x1a\x1c.strait.v1.WatchRunsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13strait/v1/run.proto\x12\tstrait.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\nRunAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x14\n\x0c\x65ndpoint_url\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x07\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x12\n\nproject_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.strait.v1.RunStatus\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x13\n\x0boutput_json\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x32\n\x0escheduled_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x0f \x01(\t\x12&\n\x04tags\x18\x10 \x03(\x0b\x32\x18.strait.v1.Run.TagsEntry\x12.\n\x08metadata\x18\x11 \x03(\x0b\x32\x1c.strait.v1.Run.MetadataEntry\x12\'\n\x08\x61ttempts\x18\x12 \x03(\x0b\x32\x15.strait.v1.RunAttempt\x12*\n\x07timeout\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x65rror_class\x18\x14 \x01(\t\x12\x18\n\x10replay_of_run_id\x18\x15 \x01(\t\x12/\n\x0bupdate_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63oncurrency_key\x18\x18 \x01(\t\x12\x13\n\x0bwait_reason\x18\x19 \x01(\t\x12\x15\n\rcost_microusd\x18\x1a \x01(\x03\x12\x12\n\nlost_count\x18\x1b \x01(\x05\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x02\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0c\n\x04type\x18\x03 \x01(\t\x12)\n\x0b\x66rom_status\x18\x04 \x01(\x0e\x32\x14.strait.v1.RunStatus\x12\'\n\tto_status\x18\x05 \x01(\x0e\x32\x14.strait.v1.RunStatus\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x11\n\tdata_json\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\"\x1b\n\rGetRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x0eGetRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\"\xdf\x01\n\x0fListRunsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x08statuses\x18\x02 \x03(\x0e\x32\x14.strait.v1.RunStatus\x12\x35\n\x11\x63reate_time_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"I\n\x10ListRunsResponse\x12\x1c\n\x04runs\x18\x01 \x03(\x0b\x32\x0e.strait.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x10\x43\x61ncelRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11\x43\x61ncelRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\"7\n\x10ReplayRunRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"K\n\x11ReplayRunResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\x12\x19\n\x11idempotent_repeat\x18\x02 \x01(\x08\"e\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x15ListRunEventsResponse\x12#\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.strait.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Q\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x16\n\x0e\x66ollow_replays\x18\x03 \x01(\x08\"5\n\tKeepalive\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x10WatchRunResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.strait.v1.RunEventH\x00\x12)\n\tkeepalive\x18\x02 \x01(\x0b\x32\x14.strait.v1.KeepaliveH\x00\x42\t\n\x07message\"\xd6\x01\n\x10WatchRunsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x08statuses\x18\x02 \x03(\x0e\x32\x14.strait.v1.RunStatus\x12\x33\n\x04tags\x18\x03 \x03(\x0b\x32%.strait.v1.WatchRunsRequest.TagsEntry\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12\x12\n\nfrom_start\x18\x05 \x01(\x08\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x85\x01\n\x11WatchRunsResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.strait.v1.RunEventH\x00\x12)\n\tkeepalive\x18\x02 \x01(\x0b\x32\x14.strait.v1.KeepaliveH\x00\x12\x14\n\x0cresume_token\x18\x03 \x01(\tB\t\n\x07message*\xa4\x03\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_DELAYED\x10\x01\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x02\x12\x17\n\x13RUN_STATUS_DEQUEUED\x10\x03\x12\x18\n\x14RUN_STATUS_EXECUTING\x10\x04\x12\x16\n\x12RUN_STATUS_WAITING\x10\x05\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x06\x12\x15\n\x11RUN_STATUS_FAILED\x10\x07\x12\x18\n\x14RUN_STATUS_TIMED_OUT\x10\x08\x12\x16\n\x12RUN_STATUS_CRASHED\x10\t\x12\x1c\n\x18RUN_STATUS_SYSTEM_FAILED\x10\n\x12\x17\n\x13RUN_STATUS_CANCELED\x10\x0b\x12\x16\n\x12RUN_STATUS_EXPIRED\x10\x0c\x12\x1a\n\x16RUN_STATUS_DEAD_LETTER\x10\r\x12\x1c\n\x18RUN_STATUS_REPLAY_STAGED\x10\x0e\x12\x15\n\x11RUN_STATUS_PAUSED\x10\x0f\x32\x85\x04\n\nRunService\x12=\n\x06GetRun\x12\x18.strait.v1.GetRunRequest\x1a\x19.strait.v1.GetRunResponse\x12\x43\n\x08ListRuns\x12\x1a.strait.v1.ListRunsRequest\x1a\x1b.strait.v1.ListRunsResponse\x12\x46\n\tCancelRun\x12\x1b.strait.v1.CancelRunRequest\x1a\x1c.strait.v1.CancelRunResponse\x12\x46\n\tReplayRun\x12\x1b.strait.v1.ReplayRunRequest\x1a\x1c.strait.v1.ReplayRunResponse\x12R\n\rListRunEvents\x12\x1f.strait.v1.ListRunEventsRequest\x1a .strait.v1.ListRunEventsResponse\x12\x45\n\x08WatchRun\x12\x1a.strait.v1.WatchRunRequest\x1a\x1b.strait.v1.WatchRunResponse0\x01\x12H\n\tWatchRuns\x12\x1b.strait.v1.WatchRunsRequest\x1a\x1c.strait.v1.WatchRunsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,50 +40,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUN_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_WATCHRUNSREQUEST_TAGSENTRY']._loaded_options = None
   _globals['_WATCHRUNSREQUEST_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATUS']._serialized_start=2861
-  _globals['_RUNSTATUS']._serialized_end=3281
+  _globals['_RUNSTATUS']._serialized_start=2881
+  _globals['_RUNSTATUS']._serialized_end=3301
   _globals['_RUNATTEMPT']._serialized_start=100
   _globals['_RUNATTEMPT']._serialized_end=280
   _globals['_RUN']._serialized_start=283
-  _globals['_RUN']._serialized_end=1193
-  _globals['_RUN_TAGSENTRY']._serialized_start=1101
-  _globals['_RUN_TAGSENTRY']._serialized_end=1144
-  _globals['_RUN_METADATAENTRY']._serialized_start=1146
-  _globals['_RUN_METADATAENTRY']._serialized_end=1193
-  _globals['_RUNEVENT']._serialized_start=1196
-  _globals['_RUNEVENT']._serialized_end=1456
-  _globals['_GETRUNREQUEST']._serialized_start=1458
-  _globals['_GETRUNREQUEST']._serialized_end=1485
-  _globals['_GETRUNRESPONSE']._serialized_start=1487
-  _globals['_GETRUNRESPONSE']._serialized_end=1532
-  _globals['_LISTRUNSREQUEST']._serialized_start=1535
-  _globals['_LISTRUNSREQUEST']._serialized_end=1758
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1760
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1833
-  _globals['_CANCELRUNREQUEST']._serialized_start=1835
-  _globals['_CANCELRUNREQUEST']._serialized_end=1881
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1883
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1931
-  _globals['_REPLAYRUNREQUEST']._serialized_start=1933
-  _globals['_REPLAYRUNREQUEST']._serialized_end=1988
-  _globals['_REPLAYRUNRESPONSE']._serialized_start=1990
-  _globals['_REPLAYRUNRESPONSE']._serialized_end=2065
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=2067
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=2168
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=2170
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=2255
-  _globals['_WATCHRUNREQUEST']._serialized_start=2257
-  _globals['_WATCHRUNREQUEST']._serialized_end=2338
-  _globals['_KEEPALIVE']._serialized_start=2340
-  _globals['_KEEPALIVE']._serialized_end=2393
-  _globals['_WATCHRUNRESPONSE']._serialized_start=2395
-  _globals['_WATCHRUNRESPONSE']._serialized_end=2505
-  _globals['_WATCHRUNSREQUEST']._serialized_start=2508
-  _globals['_WATCHRUNSREQUEST']._serialized_end=2722
-  _globals['_WATCHRUNSREQUEST_TAGSENTRY']._serialized_start=1101
-  _globals['_WATCHRUNSREQUEST_TAGSENTRY']._serialized_end=1144
-  _globals['_WATCHRUNSRESPONSE']._serialized_start=2725
-  _globals['_WATCHRUNSRESPONSE']._serialized_end=2858
-  _globals['_RUNSERVICE']._serialized_start=3284
-  _globals['_RUNSERVICE']._serialized_end=3801
+  _globals['_RUN']._serialized_end=1213
+  _globals['_RUN_TAGSENTRY']._serialized_start=1121
+  _globals['_RUN_TAGSENTRY']._serialized_end=1164
+  _globals['_RUN_METADATAENTRY']._serialized_start=1166
+  _globals['_RUN_METADATAENTRY']._serialized_end=1213
+  _globals['_RUNEVENT']._serialized_start=1216
+  _globals['_RUNEVENT']._serialized_end=1476
+  _globals['_GETRUNREQUEST']._serialized_start=1478
+  _globals['_GETRUNREQUEST']._serialized_end=1505
+  _globals['_GETRUNRESPONSE']._serialized_start=1507
+  _globals['_GETRUNRESPONSE']._serialized_end=1552
+  _globals['_LISTRUNSREQUEST']._serialized_start=1555
+  _globals['_LISTRUNSREQUEST']._serialized_end=1778
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1780
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1853
+  _globals['_CANCELRUNREQUEST']._serialized_start=1855
+  _globals['_CANCELRUNREQUEST']._serialized_end=1901
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1903
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1951
+  _globals['_REPLAYRUNREQUEST']._serialized_start=1953
+  _globals['_REPLAYRUNREQUEST']._serialized_end=2008
+  _globals['_REPLAYRUNRESPONSE']._serialized_start=2010
+  _globals['_REPLAYRUNRESPONSE']._serialized_end=2085
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=2087
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=2188
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=2190
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=2275
+  _globals['_WATCHRUNREQUEST']._serialized_start=2277
+  _globals['_WATCHRUNREQUEST']._serialized_end=2358
+  _globals['_KEEPALIVE']._serialized_start=2360
+  _globals['_KEEPALIVE']._serialized_end=2413
+  _globals['_WATCHRUNRESPONSE']._serialized_start=2415
+  _globals['_WATCHRUNRESPONSE']._serialized_end=2525
+  _globals['_WATCHRUNSREQUEST']._serialized_start=2528
+  _globals['_WATCHRUNSREQUEST']._serialized_end=2742
+  _globals['_WATCHRUNSREQUEST_TAGSENTRY']._serialized_start=1121
+  _globals['_WATCHRUNSREQUEST_TAGSENTRY']._serialized_end=1164
+  _globals['_WATCHRUNSRESPONSE']._serialized_start=2745
+  _globals['_WATCHRUNSRESPONSE']._serialized_end=2878
+  _globals['_RUNSERVICE']._serialized_start=3304
+  _globals['_RUNSERVICE']._serialized_end=3821
 # @@protoc_insertion_point(module_scope)

@@ -195,6 +195,7 @@ class Run(_message.Message):
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     WAIT_REASON_FIELD_NUMBER: _builtins.int
     COST_MICROUSD_FIELD_NUMBER: _builtins.int
+    LOST_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "run_..."."""
     job_id: _builtins.str
@@ -223,6 +224,10 @@ class Run(_message.Message):
     """
     cost_microusd: _builtins.int
     """Costs reported by the run's code (RunContextService.ReportCost), in micro-USD."""
+    lost_count: _builtins.int
+    """How many times the run was lost through no fault of its own (the process dispatching it died, or its
+    outcome was lost in a database crash) and requeued without spending an attempt.
+    """
     @_builtins.property
     def scheduled_time(self) -> _timestamp_pb2.Timestamp:
         """When the run becomes (or became) due."""
@@ -280,10 +285,11 @@ class Run(_message.Message):
         concurrency_key: _builtins.str = ...,
         wait_reason: _builtins.str = ...,
         cost_microusd: _builtins.int = ...,
+        lost_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "finish_time", b"finish_time", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "concurrency_key", b"concurrency_key", "cost_microusd", b"cost_microusd", "create_time", b"create_time", "error", b"error", "error_class", b"error_class", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "max_attempts", b"max_attempts", "metadata", b"metadata", "output_json", b"output_json", "payload_json", b"payload_json", "priority", b"priority", "project_id", b"project_id", "replay_of_run_id", b"replay_of_run_id", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "status", b"status", "tags", b"tags", "timeout", b"timeout", "update_time", b"update_time", "wait_reason", b"wait_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "concurrency_key", b"concurrency_key", "cost_microusd", b"cost_microusd", "create_time", b"create_time", "error", b"error", "error_class", b"error_class", "expire_time", b"expire_time", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "lost_count", b"lost_count", "max_attempts", b"max_attempts", "metadata", b"metadata", "output_json", b"output_json", "payload_json", b"payload_json", "priority", b"priority", "project_id", b"project_id", "replay_of_run_id", b"replay_of_run_id", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "status", b"status", "tags", b"tags", "timeout", b"timeout", "update_time", b"update_time", "wait_reason", b"wait_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -115,7 +115,7 @@ def run(r: model.Run) -> run_pb2.Run:
         finish_time=ts(r.finish_time), update_time=ts(r.update_time), idempotency_key=r.idempotency_key,
         tags=r.tags, metadata=r.metadata, timeout=duration_ms(r.timeout_ms), replay_of_run_id=r.replay_of,
         expire_time=ts(r.expires_at), concurrency_key=r.concurrency_key, wait_reason=r.wait_reason,
-        cost_microusd=r.cost_microusd,
+        cost_microusd=r.cost_microusd, lost_count=r.lost_count,
         attempts=[
             run_pb2.RunAttempt(attempt=a.attempt, status_code=a.status_code, duration=duration_ms(a.duration_ms),
                                error=a.error, endpoint_url=a.endpoint_url, start_time=ts(a.start_time))

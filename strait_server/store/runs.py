@@ -32,7 +32,7 @@ from strait_server.telemetry import Telemetry
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
 error, error_class, scheduled_time, create_time, update_time, start_time, finish_time, idempotency_key,
-tags, metadata, attempt_history, replay_of, expires_at, concurrency_key, wait_reason, cost_microusd"""
+tags, metadata, attempt_history, replay_of, expires_at, concurrency_key, wait_reason, cost_microusd, lost_count"""
 
 _EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, message, data, create_time"
 
@@ -359,7 +359,7 @@ def run_from_row(row: Any) -> Run:
             for a in history
         ],
         replay_of=row["replay_of"], expires_at=row["expires_at"], concurrency_key=row["concurrency_key"],
-        wait_reason=row["wait_reason"], cost_microusd=row["cost_microusd"],
+        wait_reason=row["wait_reason"], cost_microusd=row["cost_microusd"], lost_count=row["lost_count"],
     )
 
 

@@ -40,7 +40,7 @@ async def test_sigkill_mid_run_runs_are_recovered_by_another_process(
     for r in runs:
         done = await api.wait_status(r.id, S.RUN_STATUS_COMPLETED, timeout=20)
         # Lost through no fault of its own: delivered again as the same attempt, which did not count.
-        assert done.attempt == 1 and done.output_json == '{"second": true}'
+        assert (done.attempt, done.lost_count, done.output_json) == (1, 1, '{"second": true}')
         events = await api.events(r.id)
         lost = [e for e in events if e.from_status == S.RUN_STATUS_EXECUTING and e.to_status == S.RUN_STATUS_QUEUED]
         assert len(lost) == 1 and lost[0].message == "dispatcher lost; requeued without spending an attempt"
