@@ -7,6 +7,40 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 
+class ErrorClass(enum.StrEnum):
+    """Why an attempt failed (runs.error_class, Run.error_class): the retry, fallback and circuit rules read it."""
+
+    NONE = ""
+    RATE_LIMITED = "rate_limited"  # 429
+    REQUEST_TIMEOUT = "request_timeout"  # 408
+    AUTH = "auth"  # 401, 403
+    CLIENT = "client"  # other 4xx
+    SERVER = "server"  # 5xx
+    UNKNOWN = "unknown"  # any other status, or a failure of the dispatch itself
+    TIMEOUT = "timeout"  # no answer within the attempt's timeout, or no Complete/Fail after a 202
+    CONNECTION = "connection"
+    INVALID_REQUEST = "invalid_request"  # the request could not be sent (a malformed URL or header)
+    CIRCUIT_OPEN = "circuit_open"  # not attempted: the endpoint's circuit is open (the attempt is given back)
+    CRASHED = "crashed"  # the dispatching process was lost
+    JOB = "job"  # the run's own code reported the failure (RunContextService.Fail)
+
+
+class EventType(enum.StrEnum):
+    """run_events.type: what happened to a run (docs/events.md)."""
+
+    STATUS_CHANGE = "status_change"
+    WAITING = "waiting"  # why a due run does not start yet
+    ACCEPTED = "accepted"  # the endpoint answered 202
+    HEARTBEAT = "heartbeat"
+    LOG = "log"
+    PROGRESS = "progress"
+    CHECKPOINT = "checkpoint"
+    OUTPUT_CHUNK = "output_chunk"
+    COST = "cost"
+    CIRCUIT = "circuit"  # the endpoint's circuit opened or closed because of this run
+    DEBOUNCED = "debounced"  # a later trigger replaced the payload and pushed the run back
+
+
 class RunStatus(enum.StrEnum):
     DELAYED = "delayed"
     QUEUED = "queued"

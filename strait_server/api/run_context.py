@@ -14,7 +14,7 @@ from strait_server.api import convert, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import run_principal
 from strait_server.errors import Violations
-from strait_server.model import RunStatus
+from strait_server.model import ErrorClass, EventType, RunStatus
 
 # Checkpoints travel in an HTTP header (X-Last-Checkpoint); common servers refuse header lines over 8 KiB.
 MAX_CHECKPOINT_BYTES = 4 * 1024
@@ -50,7 +50,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         data: dict[str, Any] = {"level": level}
         if parsed is not None:
             data["data"] = parsed
-        seq = await self._d.context.append(run_id, attempt, "log", request.message, data)
+        seq = await self._d.context.append(run_id, attempt, EventType.LOG, request.message, data)
         self._published(run_id)
         return run_context_pb2.LogResponse(sequence=seq)
 
@@ -64,7 +64,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         validate.check_text(v, "step", request.step, max_len=256)
         v.raise_if_any()
         data = {"percent": request.percent, "step": request.step}
-        seq = await self._d.context.append(run_id, attempt, "progress", request.message, data)
+        seq = await self._d.context.append(run_id, attempt, EventType.PROGRESS, request.message, data)
         self._published(run_id)
         return run_context_pb2.ProgressResponse(sequence=seq)
 
@@ -86,7 +86,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         v = Violations()
         validate.check_json(v, "state_json", request.state_json, MAX_CHECKPOINT_BYTES)
         v.raise_if_any()
-        seq = await self._d.context.append(run_id, attempt, "checkpoint", "", {"size": len(request.state_json)},
+        seq = await self._d.context.append(run_id, attempt, EventType.CHECKPOINT, "", {"size": len(request.state_json)},
                                            checkpoint=request.state_json)
         self._published(run_id)
         return run_context_pb2.CheckpointResponse(sequence=seq)
@@ -109,7 +109,8 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         if request.output_json:
             validate.check_json(v, "output_json", request.output_json, self._d.settings.max_output_bytes)
         v.raise_if_any()
-        run = await self._d.context.finish(run_id, attempt, RunStatus.COMPLETED, request.output_json or None, "", "")
+        run = await self._d.context.finish(run_id, attempt, RunStatus.COMPLETED, request.output_json or None, "",
+                                            ErrorClass.NONE)
         self._published(run_id)
         return run_context_pb2.CompleteResponse(run=convert.run(run))
 
@@ -119,7 +120,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
         v = Violations()
         validate.check_text(v, "error", request.error, max_len=8192, required=True)
         v.raise_if_any()
-        run = await self._d.context.finish(run_id, attempt, RunStatus.FAILED, None, request.error, "job")
+        run = await self._d.context.finish(run_id, attempt, RunStatus.FAILED, None, request.error, ErrorClass.JOB)
         self._published(run_id)
         return run_context_pb2.FailResponse(run=convert.run(run))
 
@@ -135,7 +136,7 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
             v.raise_if_any()
             data = {"stream_id": request.stream_id or "default", "done": request.done,
                     "chunk_base64": base64.b64encode(request.chunk).decode()}
-            await self._d.context.append(run_id, attempt, "output_chunk", "", data)
+            await self._d.context.append(run_id, attempt, EventType.OUTPUT_CHUNK, "", data)
             self._published(run_id)
             chunks += 1
         return run_context_pb2.StreamOutputResponse(chunks=chunks)

@@ -15,7 +15,7 @@ from strait_server.api.deps import Deps
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
-from strait_server.model import TERMINAL, RunEvent
+from strait_server.model import TERMINAL, EventType, RunEvent
 from strait_server.store.feed import Cursor, FeedFilter
 
 _WATCH_PAGE = 200
@@ -66,7 +66,7 @@ async def _woken_within(woken: asyncio.Event, seconds: float) -> bool:
 
 
 def _ends_run(event: RunEvent) -> bool:
-    return event.type == "status_change" and event.to_status in _TERMINAL_NAMES
+    return event.type == EventType.STATUS_CHANGE and event.to_status in _TERMINAL_NAMES
 
 
 _TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)

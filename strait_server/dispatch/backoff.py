@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import random
 
-from strait_server.model import RunStatus
+from strait_server.model import ErrorClass, RunStatus
 
+E = ErrorClass
 # Error classes that are worth retrying; everything else goes to dead_letter at once.
-RETRYABLE = frozenset({"rate_limited", "request_timeout", "server", "connection", "timeout", "unknown"})
+RETRYABLE = frozenset({E.RATE_LIMITED, E.REQUEST_TIMEOUT, E.SERVER, E.CONNECTION, E.TIMEOUT, E.UNKNOWN})
 # Classes for which the fallback endpoint is tried within the same attempt.
-TRANSIENT = frozenset({"rate_limited", "connection", "timeout"})
+TRANSIENT = frozenset({E.RATE_LIMITED, E.CONNECTION, E.TIMEOUT})
 
 
-def classify_status(code: int) -> str:
+def classify_status(code: int) -> ErrorClass:
     if code == 429:
-        return "rate_limited"
+        return E.RATE_LIMITED
     if code == 408:
-        return "request_timeout"
+        return E.REQUEST_TIMEOUT
     if code in (401, 403):
-        return "auth"
+        return E.AUTH
     if 400 <= code < 500:
-        return "client"
+        return E.CLIENT
     if code >= 500:
-        return "server"
-    return "unknown"
+        return E.SERVER
+    return E.UNKNOWN
 
 
 def retry_delay_ms(strategy: str, initial_ms: int, max_ms: int, failed_attempt: int,
@@ -41,6 +42,6 @@ def next_status(error_class: str, attempt: int, max_attempts: int) -> RunStatus:
     """Where a failed attempt goes: back to the queue, timed_out, or dead_letter."""
     if error_class in RETRYABLE and attempt < max_attempts:
         return RunStatus.QUEUED
-    if error_class == "timeout":
+    if error_class == E.TIMEOUT:
         return RunStatus.TIMED_OUT
     return RunStatus.DEAD_LETTER

@@ -18,12 +18,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from strait_server.faults import DATABASE_ERRORS
-from strait_server.model import RunStatus
+from strait_server.model import ErrorClass, RunStatus
 from strait_server.queue import ClaimedRun, Outcome
 from strait_server.store.circuits import Circuit, CircuitStore
 
 # Failures that say the endpoint is unwell; a 4xx other than 408/429 says the request was wrong.
-COUNTED = frozenset({"server", "connection", "timeout", "rate_limited", "request_timeout"})
+COUNTED = frozenset({ErrorClass.SERVER, ErrorClass.CONNECTION, ErrorClass.TIMEOUT, ErrorClass.RATE_LIMITED,
+                     ErrorClass.REQUEST_TIMEOUT})
 # How long a run waits when a probe's state cannot be read (it closed or reopened meanwhile): look again soon.
 PROBE_WAIT = timedelta(seconds=2)
 
@@ -33,7 +34,7 @@ def snoozed(run: ClaimedRun, until: datetime, now: datetime) -> Outcome:
     delay_ms = max(0, int((until - now).total_seconds() * 1000))
     return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.QUEUED, output=None,
                    error=f"endpoint circuit open: not attempted, next try at {until.isoformat()}",
-                   error_class="circuit_open", delay_ms=delay_ms, record={})
+                   error_class=ErrorClass.CIRCUIT_OPEN, delay_ms=delay_ms, record={})
 
 
 class Circuits:

@@ -12,7 +12,7 @@ from strait_server import auth
 from strait_server.dispatch.backoff import TRANSIENT, classify_status, next_status, retry_delay_ms
 from strait_server.dispatch.transport import EndpointClient
 from strait_server.endpoints import Resolver
-from strait_server.model import RunStatus
+from strait_server.model import ErrorClass, RunStatus
 from strait_server.queue import ClaimedRun, Outcome
 from strait_server.telemetry.tracing import inject_headers
 
@@ -75,11 +75,12 @@ class HttpExecutor:
             resp = await self._client.post(url, body, headers, budget_s=max(budget_s, 0.001),
                                            max_body=self._max_output)
         except TimeoutError:
-            return Attempt(0, f"endpoint timed out after {budget_s:.3g}s", "timeout", None, url)
+            return Attempt(0, f"endpoint timed out after {budget_s:.3g}s", ErrorClass.TIMEOUT, None, url)
         except OSError as exc:
-            return Attempt(0, f"connection error: {type(exc).__name__}: {exc}"[:1024], "connection", None, url)
+            return Attempt(0, f"connection error: {type(exc).__name__}: {exc}"[:1024], ErrorClass.CONNECTION, None,
+                           url)
         except ValueError as exc:  # a request that cannot be sent (e.g. a malformed URL or header)
-            return Attempt(0, f"invalid request: {exc}"[:1024], "invalid_request", None, url)
+            return Attempt(0, f"invalid request: {exc}"[:1024], ErrorClass.INVALID_REQUEST, None, url)
         if 200 <= resp.status < 300:
             return Attempt(resp.status, "", "", self._output(resp.body), url)
         return Attempt(resp.status, f"endpoint returned {resp.status}", classify_status(resp.status), None, url)
@@ -150,5 +151,5 @@ def same_failure_streak(previous: tuple[str, ...], latest: str) -> int:
 
 
 def failed_outcome(run: ClaimedRun, error: str) -> Outcome:
-    return outcome_of(run, Attempt(0, error, "unknown", None, run.endpoint_url), datetime.now(UTC), 0.0)
+    return outcome_of(run, Attempt(0, error, ErrorClass.UNKNOWN, None, run.endpoint_url), datetime.now(UTC), 0.0)
 
