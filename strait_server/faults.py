@@ -34,3 +34,9 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DATABASE_UNAVAILABLE)
+
+
+def statement_refused(exc: BaseException) -> bool:
+    """PostgreSQL answered and refused the statement (a constraint, a value it cannot store): trying the same
+    statement again will not help, unlike when the database is unavailable."""
+    return isinstance(exc, asyncpg.PostgresError) and not database_unavailable(exc)

@@ -15,9 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
-import asyncpg
-
-from strait_server.faults import DATABASE_ERRORS, DATABASE_UNAVAILABLE
+from strait_server.faults import DATABASE_ERRORS, statement_refused
 from strait_server.model import RunStatus
 from strait_server.queue import Outcome, Queue
 from strait_server.tasks import Supervisor, cancel_and_wait
@@ -111,9 +109,9 @@ class SettleBuffer:
             try:
                 try:
                     settled = await self._write(batch)
-                except DATABASE_UNAVAILABLE:
-                    raise
-                except asyncpg.PostgresError as exc:
+                except DATABASE_ERRORS as exc:
+                    if not statement_refused(exc):
+                        raise
                     # Refused, not unavailable: one outcome may hold what PostgreSQL cannot store, and retrying
                     # the batch as it is would refuse it forever, holding every other outcome back with it.
                     log.warning("settle refused, writing the outcomes one by one: %r", exc,
@@ -135,9 +133,9 @@ class SettleBuffer:
         for outcome in outcomes:
             try:
                 settled |= await self._write([outcome])
-            except DATABASE_UNAVAILABLE:
-                raise
-            except asyncpg.PostgresError as exc:
+            except DATABASE_ERRORS as exc:
+                if not statement_refused(exc):
+                    raise
                 # The run still ends as its endpoint said; what could not be stored is named in its error.
                 why = f"outcome not storable: {exc}"
                 bare = replace(outcome, output=None, record={"attempt": outcome.attempt},
