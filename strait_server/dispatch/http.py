@@ -91,8 +91,6 @@ class HttpExecutor:
         if len(raw) > self._max_output:
             return json.dumps({"truncated": True, "limit_bytes": self._max_output})
         text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-        if "\\u0000" in text:  # JSON that PostgreSQL's jsonb refuses: kept as a string, like any non-JSON answer
-            return json.dumps(text)
         try:
             json.loads(text)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than we parse: kept as a JSON string
