@@ -207,7 +207,10 @@ class App:
         if s.wake_via == "postgres":
             assert self.pool is not None
             return PostgresTransport(self.pool, s.database_url, s.redis_namespace)
-        return RedisTransport(self.redis, s.redis_namespace, self._redis_health) if self.redis is not None else None
+        if self.redis is None:
+            return None
+        assert self._redis_health is not None  # made with the client
+        return RedisTransport(self.redis, s.redis_namespace, self._redis_health)
 
     async def _start_api(self) -> None:
         assert self.pool is not None and self._wake is not None and self.events is not None

@@ -16,7 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from strait_server.faults import DATABASE_ERRORS, REDIS_ERRORS
-from strait_server.redis_health import CALL_TIMEOUT_S, Outbox, RedisHealth
+from strait_server.redis_health import CALL_TIMEOUT_S, Outbox, RedisHealth, RedisPublisher
 from strait_server.tasks import Supervisor, cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -28,20 +28,14 @@ class _Transport(Protocol):
 
 
 class RedisTransport:
-    def __init__(self, redis: aioredis.Redis, namespace: str, health: RedisHealth | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, namespace: str, health: RedisHealth) -> None:
         self._redis = redis
         self._channel = f"{namespace}:wake"
-        self._health = health
+        # Skips Redis while it does not answer (dispatchers elsewhere poll meanwhile), as event notices do.
+        self._publisher = RedisPublisher(redis, self._channel, health, what="wake-up hint")
 
     async def publish(self) -> None:
-        if self._health is not None and not self._health.healthy:
-            return  # dispatchers elsewhere poll meanwhile
-        try:
-            await self._redis.publish(self._channel, b"1")
-        except REDIS_ERRORS:
-            if self._health is not None:
-                self._health.failed()
-            raise
+        await self._publisher.send(["1"])
 
     async def listen(self, wake: asyncio.Event, ready: asyncio.Event) -> None:
         async with self._redis.pubsub() as pubsub:
