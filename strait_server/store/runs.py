@@ -701,17 +701,12 @@ class RunStore:
 
     async def event_page(self, project_id: str, run_id: str, after_seq: int, limit: int,
                          max_bytes: int) -> Listed[RunEvent]:
-        """Like `events`, and fewer once their (estimated) sizes pass `max_bytes`, as in `list_runs`."""
+        """Like `events_after`, and fewer once their (estimated) sizes pass `max_bytes` (as in `list_runs`);
+        NOT_FOUND for a run that is not there."""
         rows = await self._pool.fetch(LIST_EVENTS_PAGE, run_id, project_id, after_seq, limit, max_bytes)
         if not rows:
             await self.get(project_id, run_id)  # NOT_FOUND for a run that is not there
         return _listed(rows, _event)
-
-    async def events(self, project_id: str, run_id: str, after_seq: int, limit: int) -> list[RunEvent]:
-        rows = await self._pool.fetch(LIST_EVENTS, run_id, project_id, after_seq, limit)
-        if not rows:
-            await self.get(project_id, run_id)  # NOT_FOUND for a run that is not there
-        return [_event(r) for r in rows]
 
 
 # The store's conditional updates name their "from" statuses from the transition table.

@@ -107,7 +107,7 @@ async def test_direct_dispatch_never_overtakes_a_waiting_run(pool: asyncpg.Pool)
     assert written is not None
     run, claimed = written
     assert run.status is RunStatus.EXECUTING and claimed.attempt == 1 and claimed.endpoint_url == "http://x"
-    events = await runs.events(project.id, run.id, 0, 10)
+    events = await runs.events_after(project.id, run.id, 0, 10)
     assert [(e.from_status, e.to_status) for e in events] == [("", "queued"), ("queued", "executing")]
     assert await pool.fetchval("SELECT owner FROM run_leases WHERE run_id = $1", run.id) == OWNER
     # A claimable run is waiting: the new one must queue behind it.
