@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import redis.asyncio as aioredis
 
@@ -23,12 +23,15 @@ class OwnRedis:
         self._process = process
         self.url = url
 
-    def freeze(self) -> None:
-        """SIGSTOP: connections stay open and nothing answers, as with a hung server or a dropped network path."""
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP for the block: connections stay open and nothing answers, as with a hung server or a dropped
+        network path."""
         self._process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        self._process.send_signal(signal.SIGCONT)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from strait_server import ids
 from strait_server.config import Settings
@@ -57,7 +58,7 @@ class Dispatcher:
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
                                      batch_size=settings.settle_batch_size, on_settled=self._on_settled,
                                      supervisor=self._supervisor)
-        self._database_started: object = None  # when the database server started, as of the last heartbeat
+        self._database_started: datetime | None = None  # when the database server started, at the last heartbeat
 
     def accepts_direct(self) -> bool:
         """Whether a trigger in this process may hand its run straight to this dispatcher."""
