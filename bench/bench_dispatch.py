@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -148,6 +149,8 @@ async def main() -> None:
     parser.add_argument("--batch-callers", type=int, default=4)
     parser.add_argument("--batches", type=int, default=30, help="BatchTriggerJob calls of 1,000 runs in all")
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--request-ids", action="store_true",
+                        help="every call carries a fresh request_id, as the official clients send")
     parser.add_argument("--only-latency", action="store_true")
     parser.add_argument("--split", action="store_true",
                         help="run the api, worker and scheduler roles as three processes (the hint crosses processes)")
@@ -218,6 +221,19 @@ async def _setup(channel: grpc.aio.Channel, admin_key: str,
     return jobs, md, job
 
 
+def each_call(request: Any, fresh_ids: bool) -> Callable[[], Any]:
+    """The request to send next: the same one, or (fresh_ids) a copy with a fresh request_id."""
+    if not fresh_ids:
+        return lambda: request
+    own = type(request)()
+    own.CopyFrom(request)
+
+    def fresh() -> Any:
+        own.request_id = str(uuid.uuid4())  # safe to mutate: the previous call was answered
+        return own
+    return fresh
+
+
 async def _throughput(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStub, md: Metadata,
                       job: job_pb2.Job, conn: asyncpg.Connection, sink: FastSink) -> None:
     later = Timestamp()
@@ -228,13 +244,15 @@ async def _throughput(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStu
     await jobs.TriggerJob(delayed, metadata=md)  # warm up
 
     async def sequential() -> None:
+        next_request = each_call(delayed, args.request_ids)
         for _ in range(args.sequential):
-            await jobs.TriggerJob(delayed, metadata=md)
+            await jobs.TriggerJob(next_request(), metadata=md)
 
     async def callers(count: int, calls: int, request: object, method: Callable[..., Awaitable[object]]) -> None:
         async def caller() -> None:
+            next_request = each_call(request, args.request_ids)
             for _ in range(calls):
-                await method(request, metadata=md)
+                await method(next_request(), metadata=md)
         await asyncio.gather(*(caller() for _ in range(count)))
 
     batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
@@ -275,6 +293,8 @@ async def _latency(args: argparse.Namespace, jobs: job_pb2_grpc.JobServiceStub, 
     request = job_pb2.TriggerJobRequest(id=job.id, options=job_pb2.RunOptions(payload_json='{"l": 1}'))
     for _ in range(args.latency_samples):
         await asyncio.sleep(0.02)
+        if args.request_ids:
+            request.request_id = str(uuid.uuid4())
         start = time.perf_counter()
         run = (await jobs.TriggerJob(request, metadata=md)).run
         rpc.append((time.perf_counter() - start) * 1000)

@@ -24,6 +24,7 @@ from strait_client._errors import (
     UnavailableError,
 )
 from strait_client._ops import TERMINAL_STATUSES, RunOptions, is_terminal
+from strait_client._retry import RetryPolicy
 from strait_client._run_context import AsyncRunContext, RunContext
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "RetryPolicy",
     "RunContext",
     "RunOptions",
     "StraitError",

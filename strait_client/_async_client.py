@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import grpc
 
 from strait_client import _ops, _tracing
-from strait_client._client import auth_metadata, channel_options, env_settings
+from strait_client._client import DEFAULT_RETRY, auth_metadata, channel_options, env_settings
 from strait_client._errors import from_rpc_error
 from strait_client._ops import DEFAULT_PAGE_SIZE, Dict, Op, Page, RunOptions
+from strait_client._retry import Attempts, RetryPolicy
 from strait_client.v1 import job_pb2_grpc, project_pb2_grpc, run_pb2_grpc, schedule_pb2_grpc
 
 if TYPE_CHECKING:
@@ -25,10 +26,12 @@ T = TypeVar("T")
 
 
 class _AsyncTransport:
-    def __init__(self, channel: grpc.aio.Channel, api_key: str, timeout: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, api_key: str, timeout: float,
+                 retry: RetryPolicy) -> None:
         self.channel = channel
         self.metadata = auth_metadata(api_key)
         self.timeout = timeout
+        self.retry = retry
         self._stubs: dict[str, Any] = {
             "jobs": job_pb2_grpc.JobServiceStub(channel),
             "runs": run_pb2_grpc.RunServiceStub(channel),
@@ -38,11 +41,15 @@ class _AsyncTransport:
 
     async def call(self, op: Op[T]) -> T:
         method = getattr(self._stubs[op.service], op.method)
-        try:
-            response = await method(op.request, metadata=self.metadata, timeout=self.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-        return op.convert(response)
+        attempts = Attempts(self.retry, self.timeout, op.retryable)
+        while True:
+            try:
+                return op.convert(await method(op.request, metadata=self.metadata, timeout=attempts.timeout()))
+            except grpc.RpcError as err:
+                error = from_rpc_error(err)
+                if (wait := attempts.wait_after(error)) is None:
+                    raise error from err
+            await asyncio.sleep(wait)
 
     def stub(self, service: str) -> Any:
         return self._stubs[service]
@@ -258,12 +265,16 @@ class AsyncClient:
     """asyncio Strait client on grpc.aio. Every call sends the API key and uses `timeout` seconds as its
     deadline; failures raise StraitError subclasses. Use `async with` or await close().
 
+    Calls safe to repeat are retried when the server answers UNAVAILABLE, as `retry` (a RetryPolicy) says:
+    reads, and triggers, each of which carries a fresh request id that its retries reuse, so that a retry
+    after a lost answer returns the runs the first attempt created instead of creating them again.
+
     Calls are traced with OpenTelemetry (a client span each, its context sent to the server) when
     `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md)."""
 
     def __init__(self, address: str, api_key: str, *, timeout: float = 30.0,
                  credentials: grpc.ChannelCredentials | None = None,
-                 tracer_provider: TracerProvider | None = None) -> None:
+                 tracer_provider: TracerProvider | None = None, retry: RetryPolicy = DEFAULT_RETRY) -> None:
         self.address = address
         self.timeout = timeout
         auth_metadata(api_key)  # refuse an empty key before opening a channel
@@ -274,7 +285,7 @@ class AsyncClient:
         else:
             channel = grpc.aio.secure_channel(address, credentials, options=channel_options(),
                                               interceptors=interceptors)
-        self._transport = _AsyncTransport(channel, api_key, timeout)
+        self._transport = _AsyncTransport(channel, api_key, timeout, retry)
         self.jobs = AsyncJobs(self._transport)
         self.runs = AsyncRuns(self._transport, self.jobs)
         self.projects = AsyncProjects(self._transport)

@@ -4,6 +4,7 @@ differ in how they execute these, so building requests and decoding responses li
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,12 @@ class Op(Generic[T]):
     request: Message
     convert: Callable[[Any], T]
 
+    @property
+    def retryable(self) -> bool:
+        """Safe to send again after UNAVAILABLE: a read, or a trigger whose request id makes a repeat return
+        the first attempt's runs."""
+        return self.method.startswith(("Get", "List")) or bool(getattr(self.request, "request_id", ""))
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -66,6 +73,11 @@ class RunOptions:
                 raise TypeError(f"payload must be a dict (a JSON object), not {type(self.payload).__name__}")
             values["payload"] = dict(self.payload)
         return fill(job_pb2.RunOptions(), values)
+
+
+def new_request_id() -> str:
+    """A fresh id for one trigger call; its retries reuse it, so the server creates its runs once."""
+    return str(uuid.uuid4())
 
 
 def is_job_id(id_or_slug: str) -> bool:
@@ -126,7 +138,8 @@ def delete_job(id_or_slug: str, etag: str) -> Op[Dict]:
 
 
 def trigger_job(id_or_slug: str, options: RunOptions) -> Op[Dict]:
-    request = job_pb2.TriggerJobRequest(options=options.to_proto(), **_selector(id_or_slug))
+    request = job_pb2.TriggerJobRequest(options=options.to_proto(), request_id=new_request_id(),
+                                        **_selector(id_or_slug))
     return Op("jobs", "TriggerJob", request, _run_repeat)
 
 
@@ -142,7 +155,8 @@ def batch_trigger_job(id_or_slug: str, runs: Sequence[RunOptions | Mapping[str, 
         raise TypeError("runs must be a list of payload dicts or RunOptions")
     options = [r.to_proto() if isinstance(r, RunOptions) else RunOptions(payload=r).to_proto() for r in runs]
     view = job_pb2.RUN_VIEW_FULL if full else job_pb2.RUN_VIEW_BASIC
-    request = job_pb2.BatchTriggerJobRequest(runs=options, view=view, **_selector(id_or_slug))
+    request = job_pb2.BatchTriggerJobRequest(runs=options, view=view, request_id=new_request_id(),
+                                             **_selector(id_or_slug))
     return Op("jobs", "BatchTriggerJob", request, _batch)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 from enum import StrEnum
 
 import grpc
@@ -151,12 +150,11 @@ class App:
                                       on_events=self.events.published, on_enqueued=self._wake.notify,
                                       metrics=tel.metrics, budgets=self._budgets, supervisor=self.supervisor)
             self.cron.start()
-            if s.retention > timedelta(0):
-                self._retention = RetentionSweeper(RetentionStore(self.pool), retention=s.retention,
-                                                   interval=s.retention_interval,
-                                                   batch_size=s.retention_batch_size, metrics=tel.metrics,
-                                                   supervisor=self.supervisor)
-                self._retention.start()
+            # Also with retention off (0): trigger request ids are forgotten after a day regardless.
+            self._retention = RetentionSweeper(RetentionStore(self.pool), retention=s.retention,
+                                               interval=s.retention_interval, batch_size=s.retention_batch_size,
+                                               metrics=tel.metrics, supervisor=self.supervisor)
+            self._retention.start()
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
             self._executor = HttpExecutor(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 
 class ErrorClass(enum.StrEnum):
@@ -297,3 +298,10 @@ class NewRun:
     concurrency_key: str = ""
     dedup_key: str = ""
     debounce_key: str = ""
+
+
+class TriggerRequest(NamedTuple):
+    """A trigger call's request_id, and the job as that call named it ("id:<job id>" or "slug:<slug>"):
+    a call repeating the id gets the first call's answer instead of new runs."""
+    request_id: str
+    selector: str

@@ -738,8 +738,16 @@ class TriggerJobRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     SLUG_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     slug: _builtins.str
+    request_id: _builtins.str
+    """Makes a retried call safe (AIP-155): a call repeated with the request_id of an earlier one in the same
+    project, within 24 hours, creates nothing and returns the runs that call created (as they are now), with the
+    same idempotent_repeat/deduplicated/debounced answers. The official clients set a fresh id on every call
+    and reuse it when they retry. Up to 64 printable ASCII characters (a UUID is a good choice); a repeat must
+    name the same job the same way (id or slug) and carry as many runs, or it is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def options(self) -> Global___RunOptions: ...
     def __init__(
@@ -748,10 +756,11 @@ class TriggerJobRequest(_message.Message):
         id: _builtins.str = ...,
         slug: _builtins.str = ...,
         options: Global___RunOptions | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "options", b"options", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "options", b"options", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "options", b"options", "request_id", b"request_id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
@@ -799,12 +808,20 @@ class BatchTriggerJobRequest(_message.Message):
     SLUG_FIELD_NUMBER: _builtins.int
     RUNS_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     slug: _builtins.str
     view: Global___RunView.ValueType
     """BASIC unless FULL is asked for: echoing 1,000 payloads back is rarely wanted. The FULL reply must fit
     under the server's gRPC message limit and under the 4 MiB clients accept by default, minus 64 KiB;
     otherwise the call is INVALID_ARGUMENT on this field and writes nothing.
+    """
+    request_id: _builtins.str
+    """Makes a retried call safe (AIP-155): a call repeated with the request_id of an earlier one in the same
+    project, within 24 hours, creates nothing and returns the runs that call created (as they are now), with the
+    same idempotent_repeat/deduplicated/debounced answers. The official clients set a fresh id on every call
+    and reuse it when they retry. Up to 64 printable ASCII characters (a UUID is a good choice); a repeat must
+    name the same job the same way (id or slug) and carry as many runs, or it is INVALID_ARGUMENT.
     """
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunOptions]:
@@ -817,10 +834,11 @@ class BatchTriggerJobRequest(_message.Message):
         slug: _builtins.str = ...,
         runs: _abc.Iterable[Global___RunOptions] | None = ...,
         view: Global___RunView.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "runs", b"runs", "selector", b"selector", "slug", b"slug", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request_id", b"request_id", "runs", b"runs", "selector", b"selector", "slug", b"slug", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015

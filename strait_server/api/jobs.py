@@ -16,9 +16,9 @@ from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
 from strait_server.faults import DATABASE_ERRORS
-from strait_server.model import Job, NewRun, Run
+from strait_server.model import Job, NewRun, Run, TriggerRequest
 from strait_server.store.jobs import regates, spec_of
-from strait_server.store.runs import Inserted, ResultCheck
+from strait_server.store.runs import Inserted, RepeatedRequest, ResultCheck
 
 log = logging.getLogger(__name__)
 
@@ -112,27 +112,52 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     async def _trigger(self, v: Violations, request: object, runs: list[NewRun],
                        full: replies.FullView | None = None) -> list[Inserted]:
         """`full`: the reply is the FULL view, which must fit; then the job is read first, for the size of the
-        tags each run takes from it."""
+        tags each run takes from it. A request id used before returns what its first call answered."""
         job_id, slug = validate.selector(v, request)
+        ask = validate.trigger_request(v, request)
         v.raise_if_any()
+        try:
+            return await self._trigger_once(v, job_id, slug, runs, full, ask)
+        except RepeatedRequest:
+            assert ask is not None
+            return await self._repeated(v, ask, len(runs), full)
+
+    async def _trigger_once(self, v: Violations, job_id: str, slug: str, runs: list[NewRun],
+                            full: replies.FullView | None, ask: TriggerRequest | None) -> list[Inserted]:
         project = project_id()
         await self._d.budgets.require(project)
         if full is None and not any(r.idempotency_key for r in runs):
             # The common case takes one round trip: the insert reads the job itself.
-            created = await self._d.runs.insert_for_job(project, job_id, slug, runs)
+            created = await self._d.runs.insert_for_job(project, job_id, slug, runs, ask)
             if created is not None:
                 self._d.announce(created)
                 return [Inserted(r, False) for r in created]
+            if ask is not None and await self._d.runs.repeated(project, ask.request_id) is not None:
+                raise RepeatedRequest()  # answered before, even if the job is now gone or disabled
         job = await self._d.jobs.get(project, job_id=job_id, slug=slug)
         require_enabled(job)
         check: ResultCheck | None = None
         if full is not None:
             full.require_new_runs_fit(job.tags)  # before anything is written
             check = _fitting(full)
-        return await self._write(v, job, runs, check, read_first=full is not None)
+        return await self._write(v, job, runs, check, read_first=full is not None, ask=ask)
+
+    async def _repeated(self, v: Violations, ask: TriggerRequest, count: int,
+                        full: replies.FullView | None = None) -> list[Inserted]:
+        """The answer of the earlier call that used this request id, if this call repeats it."""
+        found = await self._d.runs.repeated(project_id(), ask.request_id)
+        if found is None:  # forgotten between the conflict and this read
+            raise errors.Aborted("the request id was in use meanwhile; retry")
+        selector, results = found
+        if selector != ask.selector or len(results) != count:
+            v.add("request_id", "was used in the last 24 hours by a call with another job or number of runs")
+            v.raise_if_any()
+        if full is not None:
+            full.require_fits(i.run for i in results)
+        return results
 
     async def _write(self, v: Violations, job: Job, runs: list[NewRun], check: ResultCheck | None, *,
-                     read_first: bool) -> list[Inserted]:
+                     read_first: bool, ask: TriggerRequest | None) -> list[Inserted]:
         """Triggers a job read beforehand. `read_first`: on purpose, not because the one-statement insert
         refused a job that dedups, debounces, or changed meanwhile."""
         if job.debounce_window_ms:
@@ -141,10 +166,10 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                     v.add(f"runs[{i}].idempotency_key" if len(runs) > 1 else "options.idempotency_key",
                           "cannot be used with a debounced job: its triggers collapse into one run anyway")
             v.raise_if_any()
-            inserted = await self._d.runs.debounce(job, runs, check)
+            inserted = await self._d.runs.debounce(job, runs, check, ask)
             self._d.events.published(i.run.id for i in inserted if i.debounced)
         elif read_first or job.dedup_window_ms or any(r.idempotency_key for r in runs):
-            inserted = await self._d.runs.insert(job, runs, check=check)
+            inserted = await self._d.runs.insert(job, runs, check=check, request=ask)
         else:
             raise errors.Aborted("the job changed while triggering it; retry")
         self._d.announce(i.run for i in inserted if not (i.repeat or i.deduplicated or i.debounced))
@@ -153,15 +178,20 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
     async def _dispatch_now(self, v: Violations, request: job_pb2.TriggerJobRequest, new: NewRun,
                             now: datetime) -> Run | None:
         """At idle, in a process that also dispatches: write the run already claimed and start it at
-        once, saving the wake-up and the claim round trip. None when it has to be queued."""
+        once, saving the wake-up and the claim round trip. None when it has to be queued (or was, by an
+        earlier call with the same request id)."""
         direct = self._d.direct
         if (direct is None or new.idempotency_key or (new.scheduled_time and new.scheduled_time > now)
                 or not direct.accepts_direct()):
             return None
         job_id, slug = validate.selector(v, request)
+        ask = validate.trigger_request(v, request)
         v.raise_if_any()
         await self._d.budgets.require(project_id())
-        written = await self._d.runs.insert_dispatching(project_id(), job_id, slug, new, direct.owner)
+        try:
+            written = await self._d.runs.insert_dispatching(project_id(), job_id, slug, new, direct.owner, ask)
+        except RepeatedRequest:
+            return None  # the usual path answers it
         if written is None:
             return None
         run, claimed = written

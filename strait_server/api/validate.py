@@ -26,6 +26,7 @@ from strait_server.model import (
     NewRun,
     OverlapPolicy,
     RetryStrategy,
+    TriggerRequest,
 )
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")  # fullmatch: "$" would let a final newline in
@@ -460,6 +461,18 @@ def selector(v: Violations, request: Any) -> tuple[str, str]:
     value = getattr(request, which)
     check_text(v, which, value, max_len=128)
     return (value, "") if which == "id" else ("", value)
+
+
+def trigger_request(v: Violations, request: Any) -> TriggerRequest | None:
+    """A trigger's request_id (AIP-155) with the job as the request names it; None without an id."""
+    value: str = request.request_id
+    if not value:
+        return None
+    if len(value) > 64 or not all("!" <= c <= "~" for c in value):
+        v.add("request_id", "must be 1-64 printable ASCII characters without spaces (a UUID, say)")
+        return None
+    which = request.WhichOneof("selector") or "id"
+    return TriggerRequest(value, f"{which}:{getattr(request, which)}")
 
 
 def utc_now() -> datetime:

@@ -1,4 +1,5 @@
-"""Deletes finished runs older than STRAIT_RETENTION, in small batches (scheduler role)."""
+"""Deletes finished runs older than STRAIT_RETENTION (0: never) and forgets trigger request ids after a day,
+in small batches (scheduler role)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ class RetentionSweeper:
 
     async def run_pass(self) -> int:
         """Deletes batches until one comes back short; returns the number of runs deleted."""
+        await self._forget_requests()
+        if self._retention <= timedelta(0):
+            return 0
         runs = events = 0
         while True:
             started = time.monotonic()
@@ -61,3 +65,10 @@ class RetentionSweeper:
             log.info("deleted finished runs past retention", extra={
                 "action": "retention", "runs": runs, "events": events})
         return runs
+
+    async def _forget_requests(self) -> None:
+        while True:
+            # Rows of a few dozen bytes: batches ten times larger than run batches stay as short.
+            if await self._store.forget_requests(self._batch_size * 10) < self._batch_size * 10:
+                return
+            await asyncio.sleep(_MIN_PAUSE)

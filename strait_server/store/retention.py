@@ -1,4 +1,5 @@
-"""Retention: deleting finished runs, with their events and idempotency keys, once they are old enough."""
+"""Retention: deleting finished runs, with their events and idempotency keys, once they are old enough, and
+forgetting trigger request ids after a day."""
 
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ SELECT (SELECT count(*) FROM gone) AS runs, (SELECT count(*) FROM events) AS eve
 """
 """$1 retention (finished longer ago than this), $2 batch size. One short transaction per batch."""
 
+# Trigger request ids are remembered this long (the proto's TriggerJobRequest.request_id says so).
+REQUEST_MEMORY = timedelta(hours=24)
+
+FORGET_REQUESTS = """
+DELETE FROM trigger_requests
+WHERE (project_id, request_id) IN (SELECT project_id, request_id FROM trigger_requests
+                                   WHERE create_time < now() - $1::interval LIMIT $2)
+"""
+"""$1 how long request ids are remembered, $2 batch size."""
+
 # A batch normally takes milliseconds; this only bounds one stuck behind something unexpected.
 _TIMEOUT = 60.0
 
@@ -57,3 +68,8 @@ class RetentionStore:
         row = await self._pool.fetchrow(DELETE_EXPIRED, older_than, limit, timeout=_TIMEOUT)
         assert row is not None
         return Deleted(runs=int(row["runs"]), events=int(row["events"]))
+
+    async def forget_requests(self, limit: int) -> int:
+        """Forgets up to `limit` trigger request ids older than REQUEST_MEMORY; returns how many."""
+        status = await self._pool.execute(FORGET_REQUESTS, REQUEST_MEMORY, limit, timeout=_TIMEOUT)
+        return int(status.split()[-1])

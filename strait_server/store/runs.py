@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -24,6 +25,7 @@ from strait_server.model import (
     Run,
     RunEvent,
     RunStatus,
+    TriggerRequest,
     sources_of,
 )
 from strait_server.queue import ClaimedRun, claimed_from_row
@@ -107,15 +109,20 @@ WITH j AS (
         strait_gate(j.id, ins.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
                     j.execution_window_cron)
     FROM ins, j WHERE ins.status = 'queued'
+), req AS (
+    -- A request id used before violates the key: the statement fails and writes nothing.
+    INSERT INTO trigger_requests (project_id, request_id, selector, run_ids)
+    SELECT j.project_id, $15, $16, $4 FROM j WHERE $15::text IS NOT NULL
 )
 -- In the order RunStore.insert_for_job unpacks them.
 SELECT id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time, tags,
     expires_at
 FROM ins
 """
-"""$1 project, $2 job id (or ''), $3 slug, $4..$12 per-run arrays (NULL overrides take the job's value).
-Reads the job and writes the runs and their first events in one round trip; no row when the job is
-missing, deleted or disabled, or deduplicates or debounces its triggers."""
+"""$1 project, $2 job id (or ''), $3 slug, $4..$14 per-run arrays (NULL overrides take the job's value),
+$15 request id (or NULL) and $16 its selector (see trigger_requests). Reads the job and writes the runs and
+their first events in one round trip; no row when the job is missing, deleted or disabled, or deduplicates or
+debounces its triggers."""
 
 INSERT_DISPATCHING = """
 WITH j AS (
@@ -152,13 +159,17 @@ WITH j AS (
     SELECT id, project_id, job_id, 1, 'status_change', '', 'queued', 0 FROM ins
     UNION ALL
     SELECT id, project_id, job_id, 2, 'status_change', 'queued', 'executing', 1 FROM ins
+), req AS (
+    INSERT INTO trigger_requests (project_id, request_id, selector, run_ids)
+    SELECT project_id, $14, $15, ARRAY[id] FROM ins WHERE $14::text IS NOT NULL
 )
 SELECT ins.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy, j.retry_initial_ms,
     j.retry_max_ms, j.poison_pill_threshold
 FROM ins, j
 """
 """$1 project, $2 job id (or ''), $3 slug, $4 run id, $5 max_attempts, $6 priority, $7 timeout_ms (NULL: the
-job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher, $12 ttl_ms (NULL: the job's), $13 concurrency key.
+job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher, $12 ttl_ms (NULL: the job's), $13 concurrency key,
+$14 request id (or NULL) and $15 its selector.
 When the ready queue holds nothing claimable, writes the run already claimed by that dispatcher (queued and
 executing events, lease) in the same durable commit as the trigger; no row otherwise, and the caller enqueues
 it the usual way (always for flow-controlled, deduplicated or debounced jobs)."""
@@ -183,6 +194,13 @@ READ_IDEMPOTENCY_KEYS = """
 SELECT k.scope, k.key, k.run_id FROM idempotency_keys k
 JOIN unnest($1::text[], $2::text[]) AS v(scope, key) ON k.scope = v.scope AND k.key = v.key
 """
+
+REMEMBER_REQUEST = """
+INSERT INTO trigger_requests (project_id, request_id, selector, run_ids, outcomes) VALUES ($1, $2, $3, $4, $5)
+"""
+"""Inside a trigger's transaction; a request id used before violates the key and rolls the trigger back."""
+
+READ_REQUEST = "SELECT selector, run_ids, outcomes FROM trigger_requests WHERE project_id = $1 AND request_id = $2"
 
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND project_id = $2"
 GET_RUNS = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1::text[]) AND project_id = $2"
@@ -400,6 +418,29 @@ async def cancel_unfinished_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.
     return [(r["run_id"], r["from_status"]) for r in rows]
 
 
+class RepeatedRequest(Exception):
+    """The trigger's request_id was used before in its project: nothing was written."""
+
+
+@contextmanager
+def _new_request() -> Iterator[None]:
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "trigger_requests_pkey":
+            raise RepeatedRequest() from None
+        raise
+
+
+def _outcome(i: Inserted) -> str:
+    return "b" if i.debounced else "d" if i.deduplicated else "r" if i.repeat else "n"
+
+
+# Inserted's (repeat, deduplicated, debounced) for each letter of trigger_requests.outcomes.
+_FROM_OUTCOME = {"n": (False, False, False), "r": (True, False, False), "d": (False, True, False),
+                 "b": (False, False, True)}
+
+
 class Inserted(NamedTuple):  # a tuple: a batch makes 1,000, and a frozen dataclass is slow to build
     run: Run
     repeat: bool  # an idempotency key matched: `run` existed already
@@ -417,6 +458,19 @@ class Listed(NamedTuple, Generic[T]):
     items: list[T]
     # The list's byte bound stopped it before its count limit: more items follow.
     cut: bool
+
+
+def _request_args(request: TriggerRequest | None) -> tuple[str | None, str | None]:
+    return (None, None) if request is None else (request.request_id, request.selector)
+
+
+async def _remember(conn: asyncpg.pool.PoolConnectionProxy, project_id: str, request: TriggerRequest | None,
+                    out: list[Inserted]) -> None:
+    """Records a trigger call's answer under its request id, in the trigger's transaction."""
+    if request is not None:
+        outcomes = "".join(_outcome(i) for i in out)
+        await conn.execute(REMEMBER_REQUEST, project_id, request.request_id, request.selector,
+                           [i.run.id for i in out], None if outcomes.strip("n") == "" else outcomes)
 
 
 def _listed(rows: list[Any], item: Callable[[Any], T]) -> Listed[T]:
@@ -447,9 +501,11 @@ class RunStore:
         self._metrics = telemetry.metrics
         self._tracing = telemetry.tracing
 
-    async def insert_for_job(self, project_id: str, job_id: str, slug: str, runs: list[NewRun]) -> list[Run] | None:
-        """Runs without idempotency keys, for an enabled job named by id or slug; None when there is none."""
-        with self._tracing.trigger(job_id or slug, len(runs)) as trace:
+    async def insert_for_job(self, project_id: str, job_id: str, slug: str, runs: list[NewRun],
+                             request: TriggerRequest | None = None) -> list[Run] | None:
+        """Runs without idempotency keys, for an enabled job named by id or slug; None when there is none.
+        Raises RepeatedRequest when `request` was made before."""
+        with self._tracing.trigger(job_id or slug, len(runs)) as trace, _new_request():
             rows = await self._pool.fetch(
                 INSERT_RUNS_OF_JOB, project_id, job_id, slug, ids.new_ids("run", len(runs)),
                 _column([r.max_attempts for r in runs]), _column([r.priority for r in runs]),
@@ -458,7 +514,7 @@ class RunStore:
                 _column([json.dumps(r.tags) if r.tags else None for r in runs]),
                 _column([_metadata_json(r.metadata, trace) if r.metadata or trace else None for r in runs]),
                 list(range(len(runs))), _column([r.ttl_ms for r in runs]),
-                _column([r.concurrency_key or None for r in runs]))
+                _column([r.concurrency_key or None for r in runs]), *_request_args(request))
         if not rows:
             return None
         created = []
@@ -476,15 +532,16 @@ class RunStore:
         self._metrics.transitions(("", r.status.value) for r in created)
         return created
 
-    async def insert_dispatching(self, project_id: str, job_id: str, slug: str, new: NewRun,
-                                 owner: str) -> tuple[Run, ClaimedRun] | None:
-        """One run, written already claimed by dispatcher `owner`; None when it must be queued instead."""
-        with self._tracing.trigger(job_id or slug, 1) as trace:
+    async def insert_dispatching(self, project_id: str, job_id: str, slug: str, new: NewRun, owner: str,
+                                 request: TriggerRequest | None = None) -> tuple[Run, ClaimedRun] | None:
+        """One run, written already claimed by dispatcher `owner`; None when it must be queued instead.
+        Raises RepeatedRequest when `request` was made before."""
+        with self._tracing.trigger(job_id or slug, 1) as trace, _new_request():
             started = time.time_ns()
             row = await self._pool.fetchrow(
                 INSERT_DISPATCHING, project_id, job_id, slug, ids.new_id("run"), new.max_attempts, new.priority,
                 new.timeout_ms, new.payload, new.tags, {**new.metadata, **trace}, owner, new.ttl_ms,
-                new.concurrency_key)
+                new.concurrency_key, *_request_args(request))
             if row is not None:
                 self._tracing.claimed_direct(row["id"], started, time.time_ns())
         if row is None:
@@ -500,27 +557,42 @@ class RunStore:
         return run, claimed_from_row(row)
 
     async def insert(self, job: Job, runs: list[NewRun], *, replay_of: str = "", idempotency_scope: str = "",
-                     check: ResultCheck | None = None) -> list[Inserted]:
+                     check: ResultCheck | None = None, request: TriggerRequest | None = None) -> list[Inserted]:
         """Creates runs of `job` with their first events; idempotency keys return existing runs. `check` sees
-        the results before they commit when keys may return runs written earlier (new runs are as asked)."""
-        with self._tracing.trigger(job.id, len(runs), replay_of=replay_of) as trace:
-            out = await self._insert(job, runs, replay_of, idempotency_scope, trace, check)
+        the results before they commit when keys may return runs written earlier (new runs are as asked).
+        Raises RepeatedRequest when `request` was made before."""
+        with self._tracing.trigger(job.id, len(runs), replay_of=replay_of) as trace, _new_request():
+            out = await self._insert(job, runs, replay_of, idempotency_scope, trace, check, request)
         self._metrics.transitions(("", i.run.status.value) for i in out if not i.repeat)
         return out
 
     async def _insert(self, job: Job, runs: list[NewRun], replay_of: str, idempotency_scope: str,
-                      trace: dict[str, str], check: ResultCheck | None) -> list[Inserted]:
+                      trace: dict[str, str], check: ResultCheck | None,
+                      request: TriggerRequest | None) -> list[Inserted]:
         new_ids = ids.new_ids("run", len(runs))
         run_keys = [_key_of(job, r, idempotency_scope) for r in runs]
         # The first run in this call to carry a key stands for every run carrying it.
         keyed = {k: new_ids[i] for i, k in reversed(list(enumerate(run_keys))) if k is not None}
-        if not keyed:
+        if not keyed and request is None:
             # New runs only, each as its caller asked: nothing for `check` to see that the caller could not.
             args = self._insert_args(job, runs, new_ids, replay_of, trace)
             rows = await self._pool.fetch(INSERT_RUNS, *args)
             return [Inserted(self._created(job, r, row, replay_of), False)
                     for r, row in zip(runs, rows, strict=True)]
         async with self._pool.acquire() as conn, conn.transaction():
+            out = await self._insert_keyed(conn, job, runs, new_ids, run_keys, keyed, replay_of, trace)
+            if check is not None:
+                check(out)
+            await _remember(conn, job.project_id, request, out)
+        return out
+
+    async def _insert_keyed(self, conn: asyncpg.pool.PoolConnectionProxy, job: Job, runs: list[NewRun],
+                            new_ids: list[str], run_keys: list[tuple[str, str] | None],
+                            keyed: dict[tuple[str, str], str], replay_of: str,
+                            trace: dict[str, str]) -> list[Inserted]:
+        """Inside a transaction: claims the keys, then creates the runs no earlier run's key stands for."""
+        owner: dict[tuple[str, str], str] = {}
+        if keyed:
             keys = sorted(keyed)  # one order for every caller: batches sharing keys cannot deadlock
             won = await conn.fetch(CLAIM_IDEMPOTENCY_KEYS, [k[0] for k in keys], [k[1] for k in keys],
                                    [keyed[k] for k in keys])
@@ -529,20 +601,17 @@ class RunStore:
             if lost:
                 existing = await conn.fetch(READ_IDEMPOTENCY_KEYS, [k[0] for k in lost], [k[1] for k in lost])
                 owner.update({(r["scope"], r["key"]): r["run_id"] for r in existing})
-            # A run is created when it carries no key, or is the first in this call to carry a key we won.
-            fresh = [i for i, k in enumerate(run_keys) if k is None or owner[k] == new_ids[i]]
-            fresh_runs = [runs[i] for i in fresh]
-            rows = await conn.fetch(INSERT_RUNS, *self._insert_args(
-                job, fresh_runs, [new_ids[i] for i in fresh], replay_of, trace))
-            created = {row["id"]: self._created(job, r, row, replay_of)
-                       for r, row in zip(fresh_runs, rows, strict=True)}
-            old_ids = [owner[k] for k in run_keys if k is not None and owner[k] not in created]
-            old = {r["id"]: run_from_row(r) for r in
-                   await conn.fetch(GET_RUNS, old_ids, job.project_id)} if old_ids else {}
-            out = self._results(run_keys, new_ids, owner, created, old)
-            if check is not None:
-                check(out)
-        return out
+        # A run is created when it carries no key, or is the first in this call to carry a key we won.
+        fresh = [i for i, k in enumerate(run_keys) if k is None or owner[k] == new_ids[i]]
+        fresh_runs = [runs[i] for i in fresh]
+        rows = await conn.fetch(INSERT_RUNS, *self._insert_args(
+            job, fresh_runs, [new_ids[i] for i in fresh], replay_of, trace))
+        created = {row["id"]: self._created(job, r, row, replay_of)
+                   for r, row in zip(fresh_runs, rows, strict=True)}
+        old_ids = [owner[k] for k in run_keys if k is not None and owner[k] not in created]
+        old = {r["id"]: run_from_row(r) for r in
+               await conn.fetch(GET_RUNS, old_ids, job.project_id)} if old_ids else {}
+        return self._results(run_keys, new_ids, owner, created, old)
 
     @staticmethod
     def _results(run_keys: list[tuple[str, str] | None], new_ids: list[str], owner: dict[tuple[str, str], str],
@@ -603,10 +672,11 @@ class RunStore:
         self._metrics.transitions(("", "queued") for _ in rows)
         return [(r["id"], r["job_id"]) for r in rows]
 
-    async def debounce(self, job: Job, runs: list[NewRun], check: ResultCheck | None = None) -> list[Inserted]:
+    async def debounce(self, job: Job, runs: list[NewRun], check: ResultCheck | None = None,
+                       request: TriggerRequest | None = None) -> list[Inserted]:
         """Triggers of a debounced job: per debounce key, the last trigger's payload goes into the key's
         pending (delayed) run, due a window from now, or into a new one when none is pending. `check` sees the
-        results before they commit."""
+        results before they commit. Raises RepeatedRequest when `request` was made before."""
         last = {r.debounce_key: r for r in runs}
         window = job.debounce_window_ms
         made: dict[str, Inserted] = {}
@@ -633,7 +703,24 @@ class RunStore:
                    else Inserted(made[r.debounce_key].run, repeat=False, debounced=True) for r in runs]
             if check is not None:
                 check(out)
+            with _new_request():
+                await _remember(conn, job.project_id, request, out)
         return out
+
+    async def repeated(self, project_id: str, request_id: str) -> tuple[str, list[Inserted]] | None:
+        """What an earlier trigger call with this request id answered: its selector, and its runs as they
+        are now; None when the id is unknown (never used, or forgotten after a day)."""
+        row = await self._pool.fetchrow(READ_REQUEST, project_id, request_id)
+        if row is None:
+            return None
+        run_ids: list[str] = row["run_ids"]
+        found = {r["id"]: run_from_row(r) for r in await self._pool.fetch(GET_RUNS, run_ids, project_id)}
+        if len(found) < len(set(run_ids)):
+            raise FailedPrecondition(
+                f"the runs created by request {request_id!r} were deleted (retention)", subject=request_id)
+        outcomes = row["outcomes"] or "n" * len(run_ids)
+        return row["selector"], [Inserted(found[i], *_FROM_OUTCOME[o])
+                                 for i, o in zip(run_ids, outcomes, strict=True)]
 
     async def cancel_others(self, job_id: str, keep_run_id: str, reason: str) -> list[str]:
         """Cancels every unfinished run of the job but one (cron overlap policy cancel_running)."""

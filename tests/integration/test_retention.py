@@ -119,6 +119,14 @@ async def test_zero_retention_keeps_every_run(make_app: AppFactory, settings: Se
     job = await api.create_job("ok", sink.script("/ok"))
     run_id = await _completed(api, job)
     await _backdate(app, [run_id], hours=24 * 365)
-    assert app._retention is None  # no sweep at all, not a sweep that deletes nothing
+    # The pass still runs (it forgets day-old trigger request ids): wait for one to see it did not delete runs.
+    await api.jobs.TriggerJob(job_pb2.TriggerJobRequest(id=job.id, request_id="r1"), metadata=api.metadata)
+    assert app.pool is not None
+    pool = app.pool
+    await pool.execute("UPDATE trigger_requests SET create_time = now() - interval '25 hours'")
+
+    async def forgotten() -> bool:
+        return await pool.fetchval("SELECT count(*) FROM trigger_requests") == 0
+    await eventually(forgotten)
     assert (await api.get_run(run_id)).status == S.RUN_STATUS_COMPLETED
     await api.channel.close()

@@ -21,6 +21,7 @@ EXPECTED = [
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "RetryPolicy",
     "RunContext",
     "RunOptions",
     "StraitError",

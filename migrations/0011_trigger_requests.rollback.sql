@@ -1,0 +1,2 @@
+-- depends: 0010_run_cost_cap
+DROP TABLE trigger_requests;
