@@ -236,7 +236,8 @@ class App:
             circuits=CircuitStore(self.pool),
             budgets=budgets,
         )
-        self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)))
+        self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
+                                                  tel.metrics)
         self.port = self._server.add_insecure_port(s.address)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {s.address}")

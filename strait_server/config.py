@@ -121,6 +121,9 @@ class Settings:
     # is refused with RESOURCE_EXHAUSTED and a retry delay, so that a burst of big batches cannot grow memory.
     max_inflight_request_bytes: int = 24 * 1024 * 1024
     max_inflight_request_bytes_per_caller: int = 16 * 1024 * 1024
+    # BatchTriggerJob requests are read a few at a time (the budget above over the largest message); the
+    # others wait unread, and are refused with RESOURCE_EXHAUSTED after waiting this long.
+    large_request_wait: timedelta = timedelta(seconds=10)
     shutdown_grace: timedelta = timedelta(seconds=5)
     log_level: str = "info"
     # Watch streams (RunService.WatchRun).

@@ -7,6 +7,7 @@ INVALID_ARGUMENT instead of grpcio's INTERNAL.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import time
@@ -21,7 +22,7 @@ from google.protobuf.message import DecodeError
 
 from strait_server import auth, errors
 from strait_server.api import errors as api_errors
-from strait_server.api.inflight import InFlightBytes
+from strait_server.api.inflight import Admission, InFlightBytes
 from strait_server.api.limits import Limiter, client_address
 from strait_server.faults import database_unavailable
 from strait_server.store.projects import ProjectStore
@@ -34,6 +35,8 @@ _run_principal: contextvars.ContextVar[auth.RunPrincipal] = contextvars.ContextV
 EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 # Authenticated by a run token instead of an API key.
 RUN_TOKEN_PREFIX = "/strait.v1.RunContextService/"
+# Methods whose requests can be megabytes: read a few at a time (inflight.Admission).
+ADMITTED_METHODS = frozenset({"/strait.v1.JobService/BatchTriggerJob"})
 
 
 def run_principal() -> auth.RunPrincipal:
@@ -153,12 +156,19 @@ def _decode(raw: bytes, deserializer: Callable[[bytes], Any] | None) -> Any:
                                      "malformed request message") from None
 
 
+async def _read_one(requests: AsyncIterator[bytes]) -> bytes:
+    async for raw in requests:
+        return raw
+    raise errors.InvalidArgument([errors.FieldViolation("request", "is missing")], "no request message")
+
+
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticator: Authenticator, limiter: Limiter | None = None,
-                 inflight: InFlightBytes | None = None) -> None:
+                 inflight: InFlightBytes | None = None, admission: Admission | None = None) -> None:
         self._auth = authenticator
         self._limiter = limiter
         self._inflight = inflight or InFlightBytes(server_max=2**62, caller_max=2**62)
+        self._admission = admission
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # per registered method (unknown ones are not kept)
 
     async def intercept_service(
@@ -177,6 +187,12 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is not None and method in ADMITTED_METHODS and self._admission is not None:
+            # Served as client-streaming, which the wire cannot tell from unary: the handler then runs before
+            # the request is read, and reads it once admitted.
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, handler.request_deserializer, method, self._admission),
+                response_serializer=handler.response_serializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, handler.request_deserializer, method),
@@ -228,12 +244,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return f"run:{r.run_id}" if r is not None else client_address(context.peer())
 
     def _wrap_unary(self, behavior: Callable[[Any, Any], Awaitable[Any]], deserializer: Callable[[bytes], Any] | None,
-                    method: str) -> Callable[[bytes, Any], Awaitable[Any]]:
-        async def wrapped(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                    method: str, admission: Admission | None = None) -> Callable[[Any, Any], Awaitable[Any]]:
+        """`admission`: the request arrives unread (an iterator of one message), to be read once admitted."""
+        async def wrapped(request: bytes | AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
             try:
                 await self._authenticate(context, method)
-                with self._inflight.hold(self._caller(context), len(raw)):
-                    return await behavior(_decode(raw, deserializer), context)
+                async with admission.slot() if admission is not None else contextlib.nullcontext():
+                    raw = request if isinstance(request, bytes) else await _read_one(request)
+                    with self._inflight.hold(self._caller(context), len(raw)):
+                        return await behavior(_decode(raw, deserializer), context)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # every error leaves with a precise status

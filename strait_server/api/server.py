@@ -25,13 +25,15 @@ from strait_client.v1 import (
 )
 from strait_server.api.circuits import EndpointCircuitServicer
 from strait_server.api.deps import Deps
-from strait_server.api.inflight import InFlightBytes
+from strait_server.api.inflight import Admission, InFlightBytes
 from strait_server.api.interceptor import GuardInterceptor
 from strait_server.api.jobs import JobServicer
 from strait_server.api.projects import ProjectServicer
 from strait_server.api.run_context import RunContextServicer
 from strait_server.api.runs import RunServicer
 from strait_server.api.schedules import ScheduleServicer
+from strait_server.config import Settings
+from strait_server.telemetry.metrics import Metrics
 
 SERVICE_NAMES = (
     project_pb2.DESCRIPTOR.services_by_name["ProjectService"].full_name,
@@ -43,14 +45,22 @@ SERVICE_NAMES = (
 )
 
 
-def build_server(deps: Deps, outer_interceptors: Sequence[Any] = ()) -> tuple[grpc.aio.Server,
-                                                                              health.aio.HealthServicer]:
+def _admission(settings: Settings, metrics: Metrics | None) -> Admission:
+    """As many large requests read at once as the byte budget holds at the largest message size."""
+    slots = max(1, settings.max_inflight_request_bytes // settings.grpc_max_message_bytes)
+    return Admission(slots, max_wait=settings.large_request_wait.total_seconds(),
+                     waiting=metrics.large_requests_waiting if metrics is not None else None)
+
+
+def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
+                 metrics: Metrics | None = None) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """`outer_interceptors` (metrics, tracing) run before the guard, so they see every call as it ends."""
     max_msg = deps.settings.grpc_max_message_bytes
     server = grpc.aio.server(
         interceptors=[*outer_interceptors, GuardInterceptor(
         deps.authenticator, deps.limiter, InFlightBytes(server_max=deps.settings.max_inflight_request_bytes,
-                                                        caller_max=deps.settings.max_inflight_request_bytes_per_caller))],
+                                                        caller_max=deps.settings.max_inflight_request_bytes_per_caller),
+        _admission(deps.settings, metrics))],
         options=[
             ("grpc.max_receive_message_length", max_msg),
             ("grpc.max_send_message_length", max_msg),
@@ -58,6 +68,11 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = ()) -> tuple[gr
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # Without it, the transport grows each stream's receive window to the connection's estimated
+            # bandwidth-delay product (megabytes on a fast link) and takes in requests nobody reads yet: sixty
+            # waiting 7 MB batches then sat in memory all the same. A request being read still gets a window
+            # as large as its message, so this costs no throughput (bench_dispatch batch enqueue unchanged).
+            ("grpc.http2.bdp_probe", 0),
             # Bounds a watch stream whose client stopped reading without disconnecting: its blocked send
             # cannot be cancelled from Python, but closing the connection ends it (UNAVAILABLE, resumable).
             # Healthy streams end themselves at watch_max_duration, before the grace runs out.

@@ -54,6 +54,9 @@ class Metrics:
             "crossing), by the project's budget action.", ["action"], registry=r)
         self.watch_streams = Gauge(
             "strait_watch_streams", "Open WatchRun and WatchRuns streams on this process.", registry=r)
+        self.large_requests_waiting = Gauge(
+            "strait_large_requests_waiting", "BatchTriggerJob calls waiting, unread, for their turn to be read "
+            "(STRAIT_LARGE_REQUEST_WAIT).", registry=r)
         self.loop_errors = Counter(
             "strait_loop_errors", "Failed passes of background loops that outlive errors (the database or Redis "
             "away, a statement refused), by loop; each is logged and the pass is tried again.", ["loop"],

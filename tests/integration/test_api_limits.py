@@ -25,6 +25,7 @@ from strait_server.config import Settings
 from strait_server.model import ApiRateLimit
 from tests.backends import Backend
 from tests.conftest import Api, AppFactory, connect, eventually
+from tests.support import scrape, value
 
 MINUTE = Duration(seconds=60)
 
@@ -366,4 +367,56 @@ async def test_large_requests_in_progress_are_bounded_per_caller(make_app: AppFa
     assert len((await first).runs) == 1000
     assert await app.pool.fetchval("SELECT count(*) FROM runs") == 1000  # the refused batch wrote nothing
     await api.jobs.BatchTriggerJob(batch, metadata=api.metadata)  # and may be sent again now
+    await api.channel.close()
+
+
+async def _runs_locked(app: App) -> bool:
+    assert app.pool is not None
+    return bool(await app.pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+
+
+async def test_large_batches_wait_their_turn_unread(make_app: AppFactory, settings: Settings) -> None:
+    """Past the batches being read, more wait in line instead of being read (and held in memory) or refused."""
+    app = await make_app(frozenset({Role.API}), max_inflight_request_bytes=8 * 1024 * 1024,  # one at a time
+                         metrics_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    job = await api.create_job("big", "https://example.com/hook")
+    batch = job_pb2.BatchTriggerJobRequest(
+        id=job.id, runs=[job_pb2.RunOptions(payload_json='{"blob": "' + "x" * 3_000 + '"}')] * 1000)
+    assert app.pool is not None
+    async with app.pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE runs IN EXCLUSIVE MODE")  # holds the first batch inside its insert
+        calls = [asyncio.ensure_future(api.jobs.BatchTriggerJob(batch, metadata=api.metadata))]
+        await eventually(lambda: _runs_locked(app))
+        calls += [asyncio.ensure_future(api.jobs.BatchTriggerJob(batch, metadata=api.metadata)) for _ in range(3)]
+
+        async def three_waiting() -> bool:
+            return value(await scrape(app), "strait_large_requests_waiting") == 3
+        await eventually(three_waiting)
+        assert not any(c.done() for c in calls)
+    answers = await asyncio.gather(*calls)  # served in turn once the first finished: none refused
+    assert [len(a.runs) for a in answers] == [1000] * 4
+    assert await app.pool.fetchval("SELECT count(*) FROM runs") == 4000
+    assert value(await scrape(app), "strait_large_requests_waiting") == 0
+    await api.channel.close()
+
+
+async def test_a_batch_that_waited_too_long_is_refused_unwritten(make_app: AppFactory, settings: Settings) -> None:
+    app = await make_app(frozenset({Role.API}), max_inflight_request_bytes=8 * 1024 * 1024,
+                         large_request_wait=timedelta(milliseconds=300))
+    api = await connect(app, settings.admin_key)
+    job = await api.create_job("big", "https://example.com/hook")
+    batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions()] * 10)
+    assert app.pool is not None
+    async with app.pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE runs IN EXCLUSIVE MODE")
+        first = asyncio.ensure_future(api.jobs.BatchTriggerJob(batch, metadata=api.metadata))
+        await eventually(lambda: _runs_locked(app))
+        err = await _rejected(api.jobs.BatchTriggerJob(batch, metadata=api.metadata))
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "waited over 0.3s for its turn" in (err.details() or "")
+        assert details(err)["ErrorInfo"].reason == "REQUEST_BYTES_IN_PROGRESS"
+        assert details(err)["RetryInfo"].retry_delay.ToTimedelta() == timedelta(seconds=1)
+    assert len((await first).runs) == 10
+    assert await app.pool.fetchval("SELECT count(*) FROM runs") == 10  # the refused batch wrote nothing
     await api.channel.close()
