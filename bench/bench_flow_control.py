@@ -61,12 +61,13 @@ async def _database() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def served(mode: str = "all", options: list[tuple[str, int]] | None = None) -> AsyncIterator[
+async def served(mode: str = "all", options: list[tuple[str, int]] | None = None,
+                 port: int = 0) -> AsyncIterator[
         tuple[grpc.aio.Channel, asyncpg.Connection, str, int]]:
     """`strait serve --mode MODE` on a throwaway database: a channel to it, a connection to the database, the
-    admin key and the server's pid. Stopped at the end."""
+    admin key and the server's pid (listening on `port`, or on a free one). Stopped at the end."""
     async with _database() as database_url:
-        port = _free_port()
+        port = port or _free_port()
         admin_key = secrets.token_hex(16)
         env = server_env(database_url, REDIS_URL, database_url.rsplit("/", 1)[1], port, admin_key)
         server = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "serve", "--mode",

@@ -119,7 +119,7 @@ class Settings:
     grpc_max_message_bytes: int = 8 * 1024 * 1024
     # Bytes of large requests (64 KiB and up) handled at once, per process and per caller; past them a request
     # is refused with RESOURCE_EXHAUSTED and a retry delay, so that a burst of big batches cannot grow memory.
-    max_inflight_request_bytes: int = 24 * 1024 * 1024
+    max_inflight_request_bytes: int = 16 * 1024 * 1024
     max_inflight_request_bytes_per_caller: int = 16 * 1024 * 1024
     # BatchTriggerJob requests are read a few at a time (the budget above over the largest message); the
     # others wait unread, and are refused with RESOURCE_EXHAUSTED after waiting this long.

@@ -252,7 +252,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 async with admission.slot() if admission is not None else contextlib.nullcontext():
                     raw = request if isinstance(request, bytes) else await _read_one(request)
                     with self._inflight.hold(self._caller(context), len(raw)):
-                        return await behavior(_decode(raw, deserializer), context)
+                        message = _decode(raw, deserializer)
+                        # Read here, the bytes are this frame's alone: free them while the call is handled.
+                        del raw, request
+                        return await behavior(message, context)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # every error leaves with a precise status
