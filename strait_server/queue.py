@@ -13,10 +13,11 @@ from typing import Any
 
 import asyncpg
 
-from strait_server.model import RunStatus, sources_of
+from strait_server.model import EventType, RunStatus, sources_of
+from strait_server.store.fragments import enqueue, insert_events, literal, status_changes
 from strait_server.telemetry.metrics import Metrics
 
-_CLAIM_FROM_DUE = """
+_CLAIM_FROM_DUE = f"""
 , taken AS (
     -- `= ANY(ARRAY(...))` rather than a join, here and below: queue and lease tables change size faster than
     -- their statistics, and a join planned on stale ones rescanned one side per row of the other
@@ -35,8 +36,7 @@ _CLAIM_FROM_DUE = """
     INSERT INTO run_leases (run_id, owner, deadline, job_id, concurrency_key)
     SELECT id, $2, deadline, job_id, concurrency_key FROM claimed
 ), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
-    SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'executing', attempt FROM claimed
+    {status_changes("claimed", RunStatus.QUEUED, RunStatus.EXECUTING)}
 )
 SELECT c.id, c.project_id, c.job_id, c.attempt, c.max_attempts, c.timeout_ms, c.payload, c.metadata, c.error,
     c.checkpoint, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy,
@@ -136,7 +136,7 @@ SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::int[])
 ON CONFLICT (job_id) DO UPDATE SET window_start = EXCLUDED.window_start, started = EXCLUDED.started
 """
 
-MARK_WAITING = """
+MARK_WAITING = f"""
 WITH top AS (
     SELECT q.run_id, g.reason FROM unnest($1::text[], $2::text[]) AS g(gate, reason)
     CROSS JOIN LATERAL (
@@ -150,13 +150,11 @@ WITH top AS (
       AND r.wait_reason <> top.reason
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.wait_reason
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'waiting', attempt, wait_reason FROM upd
-RETURNING run_id
+{insert_events("upd", EventType.WAITING, message="wait_reason", returning="run_id")}
 """
 """$1 gates, $2 reasons. Records (once per change) why the first runs of a held gate are not starting."""
 
-DEFER_TO_WINDOW = """
+DEFER_TO_WINDOW = f"""
 WITH due AS (
     -- Both rows locked first, skipping held ones, as in CLAIM: a cancel or expiry holds the run's row and then
     -- deletes its queue row, so taking the queue row first could deadlock with it.
@@ -171,13 +169,11 @@ WITH due AS (
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM moved)) AND r.status = 'queued'
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'status_change', 'queued', 'delayed', attempt, $3 FROM upd
-RETURNING run_id
+{status_changes("upd", RunStatus.QUEUED, RunStatus.DELAYED, message="$3", returning="run_id")}
 """
 """$1 the gates of one job, $2 when its execution window opens, $3 reason. Due runs wait, delayed, until then."""
 
-SETTLE = """
+SETTLE = f"""
 WITH v AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::bigint[], $8::jsonb[])
@@ -211,8 +207,7 @@ WITH v AS (
 ), released AS (
     DELETE FROM run_leases l WHERE l.run_id = ANY(ARRAY(SELECT id FROM upd))
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
-    SELECT id, job_id, priority, run_at, strait_run_gate(id) FROM upd WHERE to_status = 'queued'
+    {enqueue("upd", "strait_run_gate(id)", where=f"to_status = {literal(RunStatus.QUEUED)}")}
 ), ended AS (
     -- The attempt ended another way first (Complete/Fail from the run's code, CancelRun): its outcome is
     -- dropped, but what the endpoint answered still belongs in the attempt history. By key, as in `mine`.
@@ -225,9 +220,7 @@ WITH v AS (
     UPDATE runs r SET attempt_history = r.attempt_history || jsonb_build_array(v.rec)
     FROM ended v WHERE r.id = ANY($1::text[]) AND r.id = v.id
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', to_status, attempt, error FROM upd
-RETURNING run_id
+{status_changes("upd", RunStatus.EXECUTING, "to_status", message="error", returning="run_id")}
 """
 """$1..$8 per-outcome arrays, $9 owner. Returns the ids actually settled (late outcomes only add their
 attempt record)."""
@@ -240,7 +233,7 @@ WHERE suspected_at IS NULL AND heartbeat_time < now() - $1::interval
 outage every heartbeat is stale at once, so a live dispatcher is only suspected here, and clears the mark with
 its next heartbeat; RECOVER takes the runs of dispatchers that stayed suspected for another staleness period."""
 
-RECOVER = """
+RECOVER = f"""
 WITH lost AS (
     SELECT l.run_id, l.detached FROM run_leases l
     -- A detached lease (the endpoint answered 202) outlives its dispatcher; only its deadline ends it.
@@ -287,17 +280,14 @@ WITH lost AS (
         strait_gate(j.id, r.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
                     j.execution_window_cron) AS gate
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
-    SELECT id, job_id, priority, run_at, gate FROM upd WHERE status = 'queued'
+    {enqueue("upd", "gate", where=f"status = {literal(RunStatus.QUEUED)}")}
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd
-RETURNING run_id, to_status
+{status_changes("upd", RunStatus.EXECUTING, "status", message="error", returning="run_id, to_status")}
 """
 """$1 owner staleness, $2 deadline grace, $3 how many losses a run is given back. Requeues (or crashes) runs
 whose dispatcher died or stayed silent past their deadline."""
 
-DETACH = """
+DETACH = f"""
 WITH v AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::jsonb[]) AS v(id, attempt, rec)
 ), upd AS (
@@ -311,15 +301,13 @@ WITH v AS (
 ), detached AS (
     UPDATE run_leases l SET detached = true WHERE l.run_id = ANY(ARRAY(SELECT id FROM upd))
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'accepted', attempt,
-    'endpoint answered 202 Accepted; waiting for Complete or Fail' FROM upd
-RETURNING run_id
+{insert_events("upd", EventType.ACCEPTED, returning="run_id",
+                message="'endpoint answered 202 Accepted; waiting for Complete or Fail'")}
 """
 """$1 ids, $2 attempts, $3 attempt records, $4 owner. The endpoint took the run asynchronously: the run stays
 executing under a detached lease until its code reports Complete/Fail or the deadline passes."""
 
-HAND_BACK = """
+HAND_BACK = f"""
 WITH released AS (
     -- Detached leases (202 Accepted) stay: the run's code completes them, not this process.
     DELETE FROM run_leases l WHERE l.owner = $1 AND NOT l.detached RETURNING l.run_id
@@ -330,17 +318,14 @@ WITH released AS (
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM released)) AND r.status = 'executing' AND r.lease_owner = $1
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.priority, r.run_at
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
-    SELECT id, job_id, priority, run_at, strait_run_gate(id) FROM upd
+    {enqueue("upd", "strait_run_gate(id)")}
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', 'queued', attempt,
-    'handed back at shutdown' FROM upd
-RETURNING run_id
+{status_changes("upd", RunStatus.EXECUTING, RunStatus.QUEUED, message="'handed back at shutdown'",
+                returning="run_id")}
 """
 """$1 owner. At shutdown: unfinished runs go back to the queue at once, without using an attempt."""
 
-PROMOTE_DELAYED = """
+PROMOTE_DELAYED = f"""
 WITH due AS (
     SELECT id FROM runs WHERE status = 'delayed' AND run_at <= now()
     ORDER BY run_at LIMIT 1000
@@ -350,15 +335,12 @@ WITH due AS (
     FROM due WHERE r.id = due.id
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.priority, r.run_at
 ), requeued AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
-    SELECT id, job_id, priority, run_at, strait_run_gate(id) FROM upd
+    {enqueue("upd", "strait_run_gate(id)")}
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
-SELECT id, project_id, job_id, event_seq, 'status_change', 'delayed', 'queued', attempt FROM upd
-RETURNING run_id
+{status_changes("upd", RunStatus.DELAYED, RunStatus.QUEUED, returning="run_id")}
 """
 
-EXPIRE = """
+EXPIRE = f"""
 WITH old AS (
     SELECT id, status FROM runs
     WHERE expires_at IS NOT NULL AND status IN ('queued', 'delayed') AND expires_at <= now()
@@ -372,9 +354,7 @@ WITH old AS (
 ), unqueued AS (
     DELETE FROM run_queue q WHERE q.run_id = ANY(ARRAY(SELECT id FROM upd))
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'expired', attempt, error FROM upd
-RETURNING run_id, from_status
+{status_changes("upd", "from_status", RunStatus.EXPIRED, message="error", returning="run_id, from_status")}
 """
 """Queued or delayed runs past their TTL become expired (and leave the ready queue)."""
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from strait_server.errors import ResourceExhausted
+from strait_server.model import EventType
+from strait_server.store.fragments import insert_events
 
 # Spend is kept per calendar month in UTC.
 _MONTH = "date_trunc('month', now() AT TIME ZONE 'UTC')::date"
@@ -33,9 +35,9 @@ WITH r AS (
     RETURNING id, project_id, job_id, event_seq, attempt, cost_microusd
 ), ev AS (
     -- Like every run-context call, a report is an event watchers see.
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, data)
-    SELECT id, project_id, job_id, event_seq, 'cost', attempt,
-        jsonb_build_object('cost_microusd', $3::bigint, 'run_cost_microusd', cost_microusd) FROM r
+    {insert_events(
+        "r", EventType.COST,
+        data="jsonb_build_object('cost_microusd', $3::bigint, 'run_cost_microusd', cost_microusd)")}
 ), s AS (
     INSERT INTO project_spend AS s (project_id, month, spent_microusd)
     SELECT project_id, {_MONTH}, $3 FROM r

@@ -8,6 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from strait_server.model import EventType
+from strait_server.store.fragments import insert_events
+
 _COLUMNS = "project_id, endpoint_url, state, consecutive_failures, open_until, probe_until, last_error, update_time"
 
 LOAD = f"SELECT {_COLUMNS} FROM endpoint_circuits"
@@ -56,14 +59,12 @@ RETURNING {_COLUMNS}
 
 READ = f"SELECT {_COLUMNS} FROM endpoint_circuits WHERE project_id = $1 AND endpoint_url = $2"
 
-NOTE_ON_RUN = """
+NOTE_ON_RUN = f"""
 WITH upd AS (
     UPDATE runs SET event_seq = event_seq + 1 WHERE id = $1
     RETURNING id, project_id, job_id, event_seq, attempt
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'circuit', attempt, $2 FROM upd
-RETURNING run_id
+{insert_events("upd", EventType.CIRCUIT, message="$2", returning="run_id")}
 """
 """$1 run, $2 message: the run's dispatch opened or closed its endpoint's circuit."""
 

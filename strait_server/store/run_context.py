@@ -10,11 +10,12 @@ from typing import Any
 import asyncpg
 
 from strait_server.errors import FailedPrecondition, NotFound
-from strait_server.model import Run, RunStatus
+from strait_server.model import EventType, Run, RunStatus
+from strait_server.store.fragments import insert_events, status_changes
 from strait_server.store.runs import RUN_COLUMNS, run_from_row
 from strait_server.telemetry.metrics import Metrics
 
-APPEND_EVENT = """
+APPEND_EVENT = f"""
 WITH upd AS (
     UPDATE runs SET event_seq = event_seq + 1, update_time = now(),
         checkpoint = coalesce($6, checkpoint),
@@ -23,13 +24,11 @@ WITH upd AS (
     WHERE id = $1 AND status = 'executing' AND attempt = $2
     RETURNING id, project_id, job_id, event_seq, attempt
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message, data)
-SELECT id, project_id, job_id, event_seq, $3, attempt, $4, $5 FROM upd
-RETURNING seq
+{insert_events("upd", "$3", message="$4", data="$5", returning="seq")}
 """
 """$1 run, $2 attempt, $3 event type, $4 message, $5 data, $6 checkpoint (or NULL), $7 output (or NULL)."""
 
-HEARTBEAT = """
+HEARTBEAT = f"""
 WITH upd AS (
     UPDATE runs SET event_seq = event_seq + 1, update_time = now(),
         deadline = now() + timeout_ms * interval '1 millisecond'
@@ -38,8 +37,7 @@ WITH upd AS (
 ), lease AS (
     UPDATE run_leases l SET deadline = upd.deadline FROM upd WHERE l.run_id = $1 AND upd.id = $1
 ), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt)
-    SELECT id, project_id, job_id, event_seq, 'heartbeat', attempt FROM upd
+    {insert_events("upd", EventType.HEARTBEAT)}
 )
 SELECT deadline FROM upd
 """
@@ -54,8 +52,7 @@ WITH upd AS (
 ), released AS (
     DELETE FROM run_leases l WHERE l.run_id = $1 AND EXISTS (SELECT FROM upd)
 ), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
-    SELECT id, project_id, job_id, event_seq, 'status_change', 'executing', status, attempt, error FROM upd
+    {status_changes("upd", RunStatus.EXECUTING, "status", message="error")}
 )
 SELECT * FROM upd
 """

@@ -20,6 +20,7 @@ from strait_server.model import (
     TERMINAL,
     TRACE_CONTEXT_KEY,
     AttemptRecord,
+    EventType,
     Job,
     NewRun,
     Run,
@@ -30,6 +31,7 @@ from strait_server.model import (
 )
 from strait_server.queue import ClaimedRun, claimed_from_row
 from strait_server.store.budgets import month_spend_of
+from strait_server.store.fragments import enqueue, expires_at, insert_events, literal, status_changes
 from strait_server.telemetry import Telemetry
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
@@ -38,93 +40,59 @@ tags, metadata, attempt_history, replay_of, expires_at, concurrency_key, wait_re
 
 _EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, message, data, create_time"
 
-INSERT_RUNS = """
-WITH ins AS (
-    INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, idempotency_key, tags, metadata, replay_of, event_seq, expires_at, concurrency_key)
-    SELECT v.id, $1, $2,
-        CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
-        v.max_attempts, v.priority, v.timeout_ms, v.payload,
-        greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
-        v.idem, v.tags::jsonb, v.metadata::jsonb, $13, 1,
-        CASE WHEN v.ttl_ms > 0
-             THEN greatest(coalesce(v.sched, now()), now()) + v.ttl_ms * interval '1 millisecond' END,
-        v.ckey
-    FROM unnest($3::text[], $4::int[], $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
-                $9::text[], $10::text[], $11::text[], $12::int[], $14::bigint[], $15::text[])
-         AS v(id, max_attempts, priority, timeout_ms, payload, sched, idem, tags, metadata, ord, ttl_ms, ckey)
-    ORDER BY v.ord
-    RETURNING id, project_id, job_id, status, priority, run_at, scheduled_time, create_time, expires_at,
-        concurrency_key
-), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
-    SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
-), ready AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
-    SELECT id, job_id, priority, run_at, strait_gate(job_id, concurrency_key, $16, $17, $18, $19)
-    FROM ins WHERE status = 'queued'
-)
-SELECT id, status, scheduled_time, create_time, expires_at FROM ins
-"""
-"""$1 project, $2 job, $3..$12, $14, $15 per-run arrays (tags and metadata as JSON text; ttl_ms; concurrency
-key), $13 replay_of, $16..$19 the job's max_concurrency, max_concurrency_per_key, rate_limit_max and
-execution_window_cron (for the runs' gate, see strait_gate).
-Writes each run and its first event; returns what the server decided (id, status, times)."""
-
-INSERT_RUNS_OF_JOB = """
+INSERT_RUNS = f"""
 WITH j AS (
     SELECT id, project_id, max_attempts, priority, timeout_ms, tags, run_ttl_ms, max_concurrency,
         max_concurrency_per_key, rate_limit_max, execution_window_cron
     FROM jobs
-    WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
-      -- Deduplicated and debounced triggers need the job's settings first (RunStore.insert, debounce).
-      AND dedup_window_ms = 0 AND debounce_window_ms = 0
+    WHERE project_id = $1 AND delete_time IS NULL AND (id = $2 OR ($2 = '' AND slug = $3))
+      -- Unless the caller read the job and applied its rules ($19): deduplicated and debounced triggers need
+      -- the job's settings first (RunStore.insert, debounce); replays are allowed of disabled jobs.
+      AND ($19 OR (enabled AND dedup_window_ms = 0 AND debounce_window_ms = 0))
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, tags, metadata, event_seq, expires_at, concurrency_key)
+        run_at, scheduled_time, tags, metadata, event_seq, expires_at, concurrency_key, idempotency_key, replay_of)
     SELECT v.id, j.project_id, j.id,
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         coalesce(v.max_attempts, j.max_attempts), coalesce(v.priority, j.priority),
         coalesce(v.timeout_ms, j.timeout_ms), v.payload,
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
-        j.tags || coalesce(v.tags, '{}')::jsonb, coalesce(v.metadata, '{}')::jsonb, 1,
-        CASE WHEN coalesce(v.ttl_ms, j.run_ttl_ms) > 0
-             THEN greatest(coalesce(v.sched, now()), now())
-                  + coalesce(v.ttl_ms, j.run_ttl_ms) * interval '1 millisecond' END,
-        coalesce(v.ckey, '')
+        j.tags || coalesce(v.tags, '{{}}')::jsonb, coalesce(v.metadata, '{{}}')::jsonb, 1,
+        {expires_at("greatest(coalesce(v.sched, now()), now())", "coalesce(v.ttl_ms, j.run_ttl_ms)")},
+        coalesce(v.ckey, ''), coalesce(v.idem, ''), $18
     -- unnest pads a NULL array with NULLs: a column no run sets is sent as one NULL, not 1,000.
     FROM j, unnest($4::text[], $5::int[], $6::int[], $7::bigint[], $8::text[], $9::timestamptz[],
-                   $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[])
-         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey)
+                   $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[], $17::text[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey, idem)
     ORDER BY v.ord
-    -- Empty tags come back as NULL: decoding '{}' 1,000 times showed in batch profiles.
+    -- Empty tags come back as NULL: decoding '{{}}' 1,000 times showed in batch profiles.
     RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
-        nullif(tags, '{}') AS tags, run_at, expires_at, concurrency_key
+        nullif(tags, '{{}}') AS tags, run_at, expires_at, concurrency_key
 ), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
-    SELECT id, project_id, job_id, 1, 'status_change', '', status FROM ins
+    {status_changes("ins", "''", "status", attempt="0", seq="1")}
 ), ready AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
-    SELECT ins.id, ins.job_id, ins.priority, ins.run_at,
-        strait_gate(j.id, ins.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
-                    j.execution_window_cron)
-    FROM ins, j WHERE ins.status = 'queued'
+    {enqueue(
+        "ins, j", "strait_gate(j.id, ins.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, "
+        "j.rate_limit_max, j.execution_window_cron)", where=f"ins.status = {literal(RunStatus.QUEUED)}",
+        columns="ins.")}
 ), req AS (
     -- A request id used before violates the key: the statement fails and writes nothing.
     INSERT INTO trigger_requests (project_id, request_id, selector, run_ids)
     SELECT j.project_id, $15, $16, $4 FROM j WHERE $15::text IS NOT NULL
 )
--- In the order RunStore.insert_for_job unpacks them.
+-- In the order RunStore._write unpacks them.
 SELECT id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time, tags,
     expires_at
 FROM ins
 """
-"""$1 project, $2 job id (or ''), $3 slug, $4..$14 per-run arrays (NULL overrides take the job's value),
-$15 request id (or NULL) and $16 its selector (see trigger_requests). Reads the job and writes the runs and
-their first events in one round trip; no row when the job is missing, deleted or disabled, or deduplicates or
-debounces its triggers."""
+"""Every new run but the directly dispatched and cron-fired ones is written here. $1 project, $2 job id (or
+''), $3 slug, $4..$14 and $17 per-run arrays (NULL overrides take the job's value; $17 idempotency keys),
+$15 request id (or NULL) and $16 its selector (see trigger_requests), $18 the replayed run (or ''), $19 the
+caller read the job and applied its rules. Reads the job and writes the runs, their first events and ready
+rows in one round trip; no row when the job is missing or deleted, or (without $19) disabled, or deduplicates
+or debounces its triggers."""
 
-INSERT_DISPATCHING = """
+INSERT_DISPATCHING = f"""
 WITH j AS (
     SELECT id, project_id, max_attempts, priority, timeout_ms, tags, endpoint_url, fallback_endpoint_url,
         signing_secret, retry_strategy, retry_initial_ms, retry_max_ms, run_ttl_ms, poison_pill_threshold
@@ -146,8 +114,7 @@ WITH j AS (
         coalesce($7, j.timeout_ms), $8, now(), now(), now(), j.tags || $9::jsonb, $10::jsonb, $11,
         now() + coalesce($7, j.timeout_ms) * interval '1 millisecond', 2,
         -- Started at once, but a retry waiting in the queue can still expire.
-        CASE WHEN coalesce($12, j.run_ttl_ms) > 0 THEN now() + coalesce($12, j.run_ttl_ms) * interval '1 millisecond'
-        END, $13
+        {expires_at("now()", "coalesce($12, j.run_ttl_ms)")}, $13
     FROM j
     RETURNING id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, metadata,
         error, scheduled_time, create_time, start_time, tags, lease_owner, deadline, expires_at, concurrency_key
@@ -155,10 +122,10 @@ WITH j AS (
     INSERT INTO run_leases (run_id, owner, deadline, job_id, concurrency_key)
     SELECT id, lease_owner, deadline, job_id, concurrency_key FROM ins
 ), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt)
-    SELECT id, project_id, job_id, 1, 'status_change', '', 'queued', 0 FROM ins
-    UNION ALL
-    SELECT id, project_id, job_id, 2, 'status_change', 'queued', 'executing', 1 FROM ins
+    {status_changes(
+        "(SELECT id, project_id, job_id, s.seq, s.attempt, s.from_status, s.to_status FROM ins, (VALUES "
+        f"(1, 0, '', {literal(RunStatus.QUEUED)}), (2, 1, {literal(RunStatus.QUEUED)}, {literal(RunStatus.EXECUTING)})"
+        ") AS s(seq, attempt, from_status, to_status)) e", "from_status", "to_status", seq="seq")}
 ), req AS (
     INSERT INTO trigger_requests (project_id, request_id, selector, run_ids)
     SELECT project_id, $14, $15, ARRAY[id] FROM ins WHERE $14::text IS NOT NULL
@@ -236,7 +203,7 @@ ORDER BY create_time DESC, id DESC
 runs read stop at the first whose estimated size brings the total to $9 or more (that one included).
 listed_count: how many runs the count limit alone gives (more than the rows returned: the byte bound stopped)."""
 
-CANCEL_RUNS = """
+CANCEL_RUNS = f"""
 WITH old AS (
     SELECT id, status FROM runs
     WHERE ($1::text IS NULL OR id = $1) AND ($2::text IS NULL OR job_id = $2)
@@ -254,9 +221,7 @@ WITH old AS (
 ), released AS (
     DELETE FROM run_leases l WHERE l.run_id = ANY(ARRAY(SELECT id FROM upd))
 )
-INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status, attempt, message)
-SELECT id, project_id, job_id, event_seq, 'status_change', from_status, 'canceled', attempt, $5 FROM upd
-RETURNING run_id, from_status
+{status_changes("upd", "from_status", RunStatus.CANCELED, message="$5", returning="run_id, from_status")}
 """
 """$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason,
 $6 a run to leave alone or NULL."""
@@ -269,21 +234,18 @@ WITH v AS (
         scheduled_time, idempotency_key, tags, metadata, event_seq, expires_at)
     SELECT v.run_id, j.project_id, j.id, 'queued', j.max_attempts, j.priority, j.timeout_ms, '{{}}', now(), now(),
         'cron:' || v.tick, j.tags, jsonb_build_object('triggered_by', 'cron', 'scheduled_tick', v.tick), 1,
-        CASE WHEN j.run_ttl_ms > 0 THEN now() + j.run_ttl_ms * interval '1 millisecond' END
+        {expires_at("now()", "j.run_ttl_ms")}
     FROM v JOIN jobs j ON j.id = v.job_id JOIN projects p ON p.id = j.project_id
     -- A project whose monthly budget is spent, with the reject action, skips its ticks.
     WHERE p.monthly_budget_microusd IS NULL OR p.budget_action <> 'reject'
        OR {month_spend_of("p")} < p.monthly_budget_microusd
     RETURNING id, project_id, job_id, priority, run_at
 ), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, from_status, to_status)
-    SELECT id, project_id, job_id, 1, 'status_change', '', 'queued' FROM ins
+    {status_changes("ins", "''", RunStatus.QUEUED, attempt="0", seq="1")}
 ), ready AS (
-    INSERT INTO run_queue (run_id, job_id, priority, run_at, gate)
-    SELECT ins.id, ins.job_id, ins.priority, ins.run_at,
-        strait_gate(j.id, '', j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
-                    j.execution_window_cron)
-    FROM ins JOIN jobs j ON j.id = ins.job_id
+    {enqueue(
+        "ins JOIN jobs j ON j.id = ins.job_id", "strait_gate(j.id, '', j.max_concurrency, "
+        "j.max_concurrency_per_key, j.rate_limit_max, j.execution_window_cron)", columns="ins.")}
 )
 SELECT id, job_id FROM ins
 """
@@ -311,9 +273,8 @@ WITH cur AS (
     FROM cur WHERE r.id = cur.id
     RETURNING r.*
 ), ev AS (
-    INSERT INTO run_events (run_id, project_id, job_id, seq, type, attempt, message)
-    SELECT id, project_id, job_id, event_seq, 'debounced', attempt,
-        'a later trigger replaced the payload and pushed the run back' FROM upd
+    {insert_events(
+        "upd", EventType.DEBOUNCED, message="'a later trigger replaced the payload and pushed the run back'")}
 )
 SELECT {RUN_COLUMNS} FROM upd
 """
@@ -460,6 +421,51 @@ class Listed(NamedTuple, Generic[T]):
     cut: bool
 
 
+Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+async def _write_runs(executor: Executor, project_id: str, job_id: str, slug: str, runs: list[NewRun],
+                      new_ids: list[str], trace: dict[str, str], *, request: TriggerRequest | None = None,
+                      replay_of: str = "", checked: bool = False) -> list[Run] | None:
+    """The one way new runs are written (but for direct dispatch and cron fires, which have their own
+    statements built from the same fragments): INSERT_RUNS, and the runs as stored. None when the statement
+    found no job it may write runs of (see INSERT_RUNS)."""
+    if not runs:
+        return []
+    rows = await executor.fetch(
+        INSERT_RUNS, project_id, job_id, slug, new_ids,
+        _column([r.max_attempts or None for r in runs]), _column([r.priority for r in runs]),
+        _column([r.timeout_ms or None for r in runs]), [r.payload for r in runs],
+        _column([r.scheduled_time for r in runs]),
+        _column([json.dumps(r.tags) if r.tags else None for r in runs]),
+        _column([_metadata_json(r.metadata, trace) if r.metadata or trace else None for r in runs]),
+        list(range(len(runs))), _column([r.ttl_ms for r in runs]),
+        _column([r.concurrency_key or None for r in runs]), *_request_args(request),
+        _column([r.idempotency_key or None for r in runs]), replay_of, checked)
+    if not rows:
+        return None
+    created = []
+    statuses = _STATUSES
+    # Unpacked by position and looked up in a dict: this loop runs 1,000 times per BatchTriggerJob.
+    for new, (run_id, project, job, status, max_attempts, priority, timeout_ms, scheduled, create_time, tags,
+              expires) in zip(runs, rows, strict=True):
+        created.append(Run(
+            id=run_id, project_id=project, job_id=job, status=statuses[status], attempt=0,
+            max_attempts=max_attempts, priority=priority, timeout_ms=timeout_ms, payload=new.payload, output=None,
+            error="", error_class="", scheduled_time=scheduled, create_time=create_time, update_time=create_time,
+            start_time=None, finish_time=None, idempotency_key=new.idempotency_key, tags=tags or {},
+            metadata=dict(new.metadata) if new.metadata else {}, attempts=[], replay_of=replay_of,
+            expires_at=expires, concurrency_key=new.concurrency_key))
+    return created
+
+
+def _found(created: list[Run] | None, job: Job) -> list[Run]:
+    """Runs written for a job the caller read: gone meanwhile (deleted) when none could be."""
+    if created is None:
+        raise NotFound("job", job.id)
+    return created
+
+
 def _request_args(request: TriggerRequest | None) -> tuple[str | None, str | None]:
     return (None, None) if request is None else (request.request_id, request.selector)
 
@@ -503,33 +509,13 @@ class RunStore:
 
     async def insert_for_job(self, project_id: str, job_id: str, slug: str, runs: list[NewRun],
                              request: TriggerRequest | None = None) -> list[Run] | None:
-        """Runs without idempotency keys, for an enabled job named by id or slug; None when there is none.
-        Raises RepeatedRequest when `request` was made before."""
+        """Runs without idempotency keys, for an enabled job named by id or slug that neither deduplicates nor
+        debounces; None when there is none. Raises RepeatedRequest when `request` was made before."""
         with self._tracing.trigger(job_id or slug, len(runs)) as trace, _new_request():
-            rows = await self._pool.fetch(
-                INSERT_RUNS_OF_JOB, project_id, job_id, slug, ids.new_ids("run", len(runs)),
-                _column([r.max_attempts for r in runs]), _column([r.priority for r in runs]),
-                _column([r.timeout_ms for r in runs]), [r.payload for r in runs],
-                _column([r.scheduled_time for r in runs]),
-                _column([json.dumps(r.tags) if r.tags else None for r in runs]),
-                _column([_metadata_json(r.metadata, trace) if r.metadata or trace else None for r in runs]),
-                list(range(len(runs))), _column([r.ttl_ms for r in runs]),
-                _column([r.concurrency_key or None for r in runs]), *_request_args(request))
-        if not rows:
-            return None
-        created = []
-        statuses = _STATUSES
-        # Unpacked by position and looked up in a dict: this loop runs 1,000 times per BatchTriggerJob.
-        for new, (run_id, project, job, status, max_attempts, priority, timeout_ms, scheduled, create_time, tags,
-                  expires_at) in zip(runs, rows, strict=True):
-            created.append(Run(
-                id=run_id, project_id=project, job_id=job, status=statuses[status], attempt=0,
-                max_attempts=max_attempts, priority=priority, timeout_ms=timeout_ms, payload=new.payload, output=None,
-                error="", error_class="", scheduled_time=scheduled, create_time=create_time, update_time=create_time,
-                start_time=None, finish_time=None, idempotency_key="", tags=tags or {},
-                metadata=dict(new.metadata) if new.metadata else {}, attempts=[], replay_of="",
-                expires_at=expires_at, concurrency_key=new.concurrency_key))
-        self._metrics.transitions(("", r.status.value) for r in created)
+            created = await _write_runs(self._pool, project_id, job_id, slug, runs, ids.new_ids("run", len(runs)),
+                                        trace, request=request)
+        if created is not None:
+            self._metrics.transitions(("", r.status.value) for r in created)
         return created
 
     async def insert_dispatching(self, project_id: str, job_id: str, slug: str, new: NewRun, owner: str,
@@ -575,10 +561,9 @@ class RunStore:
         keyed = {k: new_ids[i] for i, k in reversed(list(enumerate(run_keys))) if k is not None}
         if not keyed and request is None:
             # New runs only, each as its caller asked: nothing for `check` to see that the caller could not.
-            args = self._insert_args(job, runs, new_ids, replay_of, trace)
-            rows = await self._pool.fetch(INSERT_RUNS, *args)
-            return [Inserted(self._created(job, r, row, replay_of), False)
-                    for r, row in zip(runs, rows, strict=True)]
+            created = await _write_runs(self._pool, job.project_id, job.id, "", runs, new_ids, trace,
+                                        replay_of=replay_of, checked=True)
+            return [Inserted(r, False) for r in _found(created, job)]
         async with self._pool.acquire() as conn, conn.transaction():
             out = await self._insert_keyed(conn, job, runs, new_ids, run_keys, keyed, replay_of, trace)
             if check is not None:
@@ -603,11 +588,9 @@ class RunStore:
                 owner.update({(r["scope"], r["key"]): r["run_id"] for r in existing})
         # A run is created when it carries no key, or is the first in this call to carry a key we won.
         fresh = [i for i, k in enumerate(run_keys) if k is None or owner[k] == new_ids[i]]
-        fresh_runs = [runs[i] for i in fresh]
-        rows = await conn.fetch(INSERT_RUNS, *self._insert_args(
-            job, fresh_runs, [new_ids[i] for i in fresh], replay_of, trace))
-        created = {row["id"]: self._created(job, r, row, replay_of)
-                   for r, row in zip(fresh_runs, rows, strict=True)}
+        made = await _write_runs(conn, job.project_id, job.id, "", [runs[i] for i in fresh],
+                                 [new_ids[i] for i in fresh], trace, replay_of=replay_of, checked=True)
+        created = {r.id: r for r in _found(made, job)}
         old_ids = [owner[k] for k in run_keys if k is not None and owner[k] not in created]
         old = {r["id"]: run_from_row(r) for r in
                await conn.fetch(GET_RUNS, old_ids, job.project_id)} if old_ids else {}
@@ -627,41 +610,6 @@ class RunStore:
             else:
                 out.append(Inserted(old[run_id], repeat=not dedup, deduplicated=dedup))
         return out
-
-    @staticmethod
-    def _insert_args(job: Job, runs: list[NewRun], new_ids: list[str], replay_of: str,
-                     trace: dict[str, str]) -> tuple[Any, ...]:
-        job_tags = json.dumps(job.tags)
-        return (
-            job.project_id, job.id, new_ids,
-            [r.max_attempts or job.max_attempts for r in runs],
-            [job.priority if r.priority is None else r.priority for r in runs],
-            [r.timeout_ms or job.timeout_ms for r in runs],
-            [r.payload for r in runs],
-            [r.scheduled_time for r in runs],
-            [r.idempotency_key for r in runs],
-            [json.dumps({**job.tags, **r.tags}) if r.tags else job_tags for r in runs],
-            [_metadata_json(r.metadata, trace) for r in runs],
-            list(range(len(runs))),
-            replay_of,
-            [job.run_ttl_ms if r.ttl_ms is None else r.ttl_ms for r in runs],
-            [r.concurrency_key for r in runs],
-            job.max_concurrency, job.max_concurrency_per_key, job.rate_limit_max, job.execution_window_cron,
-        )
-
-    @staticmethod
-    def _created(job: Job, new: NewRun, row: Any, replay_of: str) -> Run:
-        """The stored run, from the request and the columns the database decided (no read back)."""
-        return Run(
-            id=row["id"], project_id=job.project_id, job_id=job.id, status=RunStatus(row["status"]), attempt=0,
-            max_attempts=new.max_attempts or job.max_attempts,
-            priority=job.priority if new.priority is None else new.priority,
-            timeout_ms=new.timeout_ms or job.timeout_ms, payload=new.payload, output=None, error="",
-            error_class="", scheduled_time=row["scheduled_time"], create_time=row["create_time"],
-            update_time=row["create_time"], start_time=None, finish_time=None,
-            idempotency_key=new.idempotency_key, tags={**job.tags, **new.tags}, metadata=dict(new.metadata),
-            attempts=[], replay_of=replay_of, expires_at=row["expires_at"], concurrency_key=new.concurrency_key,
-        )
 
     async def fire_scheduled(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
                              ticks: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -693,11 +641,11 @@ class RunStore:
                                                metadata={**new.metadata, "triggered_by": "debounce"})))
             if fresh:
                 new_ids = ids.new_ids("run", len(fresh))
-                news = [n for _, n in fresh]
-                rows = await conn.fetch(INSERT_RUNS, *self._insert_args(job, news, new_ids, "", {}))
+                created = _found(await _write_runs(conn, job.project_id, job.id, "", [n for _, n in fresh], new_ids,
+                                                   {}, checked=True), job)
                 await conn.execute(SET_DEBOUNCED, job.id, [k for k, _ in fresh], new_ids)
-                for (key, new), row in zip(fresh, rows, strict=True):
-                    made[key] = Inserted(self._created(job, new, row, ""), repeat=False)
+                for (key, _), run in zip(fresh, created, strict=True):
+                    made[key] = Inserted(run, repeat=False)
             # Earlier triggers of a key in the same call joined the run the last one made or updated.
             out = [made[r.debounce_key] if r is last[r.debounce_key]
                    else Inserted(made[r.debounce_key].run, repeat=False, debounced=True) for r in runs]
