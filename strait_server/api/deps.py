@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from strait_server import errors
 from strait_server.api import validate
@@ -18,22 +17,13 @@ from strait_server.config import Settings
 from strait_server.errors import Violations
 from strait_server.events import EventBus
 from strait_server.model import Job, Run, RunStatus
-from strait_server.queue import ClaimedRun
+from strait_server.service.triggers import DirectDispatch, Triggers
 from strait_server.store.circuits import CircuitStore
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
-
-
-class DirectDispatch(Protocol):
-    """A dispatcher in this process that can take a triggered run without a claim round trip."""
-
-    owner: str
-
-    def accepts_direct(self) -> bool: ...
-    def start_claimed(self, run: ClaimedRun) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,17 +61,16 @@ class Deps:
             self.on_delayed()
 
 
+def triggers_of(deps: Deps) -> Triggers:
+    return Triggers(runs=deps.runs, jobs=deps.jobs, budgets=deps.budgets, published=deps.events.published,
+                    announce=deps.announce, direct=deps.direct)
+
+
 async def selected_job(deps: Deps, v: Violations, request: object) -> Job:
     """The caller's job named by a request's `selector` oneof (id or slug); NOT_FOUND otherwise."""
     job_id, slug = validate.selector(v, request)
     v.raise_if_any()
     return await deps.jobs.get(project_id(), job_id=job_id, slug=slug)
-
-
-def require_enabled(job: Job) -> None:
-    if not job.enabled:
-        raise errors.FailedPrecondition(f"job {job.slug!r} is disabled", reason="JOB_DISABLED",
-                                        subject=job.id, violation_type="JOB_STATE")
 
 
 def require_schedule(job: Job) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterable
 
@@ -11,14 +10,13 @@ import grpc
 from strait_client.v1 import run_pb2, run_pb2_grpc
 from strait_server import errors
 from strait_server.api import convert, replies, validate
-from strait_server.api.deps import Deps
+from strait_server.api.deps import Deps, triggers_of
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
-from strait_server.model import TERMINAL, EventType, RunEvent
+from strait_server.service.watch import AgedOut, Keepalive, Replayed, Watches
 from strait_server.store.feed import Cursor, FeedFilter
 
-_WATCH_PAGE = 200
 WATCH_END_KEY = "strait-watch-end"
 
 
@@ -52,30 +50,12 @@ def _statuses(v: Violations, values: Iterable[int]) -> list[str]:
     return names
 
 
-class _AgedOut(Exception):
-    """The stream reached STRAIT_WATCH_MAX_DURATION; it ends OK and the client resumes."""
-
-
-async def _woken_within(woken: asyncio.Event, seconds: float) -> bool:
-    """Whether `woken` was set within `seconds`."""
-    try:
-        await asyncio.wait_for(woken.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-def _ends_run(event: RunEvent) -> bool:
-    return event.type == EventType.STATUS_CHANGE and event.to_status in _TERMINAL_NAMES
-
-
-_TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
-
-
 class RunServicer(run_pb2_grpc.RunServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._d = deps
         self._reply_bytes = replies.budget(deps.settings.grpc_max_message_bytes)
+        self._triggers = triggers_of(deps)
+        self._watches = Watches(deps.runs, deps.feed, deps.events, deps.settings)
 
     @staticmethod
     def _run_id(v: Violations, value: str, path: str = "id") -> str:
@@ -125,16 +105,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         v = Violations()
         validate.check_text(v, "idempotency_key", request.idempotency_key, max_len=256)
         run_id = self._run_id(v, request.id)
-        project = project_id()
-        original = await self._d.runs.get(project, run_id)
-        job = await self._d.jobs.find(project, job_id=original.job_id)
-        if job is None:
-            raise errors.FailedPrecondition(f"the job of run {run_id!r} was deleted", reason="JOB_DELETED",
-                                            subject=original.job_id, violation_type="JOB_STATE")
-        await self._d.budgets.require(project)
-        result = await self._d.runs.replay(project, job, run_id, request.idempotency_key)
-        if not result.repeat:
-            self._d.announce([result.run])
+        result = await self._triggers.replay(project_id(), run_id, request.idempotency_key)
         return run_pb2.ReplayRunResponse(run=convert.run(result.run), idempotent_repeat=result.repeat)
 
     async def ListRunEvents(self, request: run_pb2.ListRunEventsRequest,
@@ -166,85 +137,19 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         await self._d.runs.get(project, run_id)  # NOT_FOUND before the stream starts
         # Trailing metadata tells a client whether to resume: the run finished, or the stream only aged out.
         context.set_trailing_metadata(((WATCH_END_KEY, "max-duration"),))
-        loop = asyncio.get_running_loop()
-        ends_at = loop.time() + self._d.settings.watch_max_duration.total_seconds()
-        after = request.after_sequence
         with self._d.streams.open(project):
             await context.send_initial_metadata(())  # tells the client the watch is in place
             try:
-                while True:
-                    with self._d.events.watch(run_id) as woken:
-                        async for message in self._watch(project, run_id, after, woken, ends_at):
-                            yield message
-                    if not request.follow_replays:
-                        break
-                    replay = None
-                    async for item in self._next_replay(project, run_id, ends_at):
-                        if isinstance(item, str):
-                            replay = item
-                        else:
-                            yield item
-                    assert replay is not None
-                    run_id, after = replay, 0
-            except _AgedOut:
+                async for item in self._watches.run(project, run_id, request.after_sequence,
+                                                    follow_replays=request.follow_replays,
+                                                    ends_at=self._watches.deadline()):
+                    if isinstance(item, Keepalive):
+                        yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(item.time)))
+                    elif not isinstance(item, Replayed):
+                        yield run_pb2.WatchRunResponse(event=convert.event(item))
+            except AgedOut:
                 return
         context.set_trailing_metadata(((WATCH_END_KEY, "run-finished"),))
-
-    async def _next_replay(self, project: str, run_id: str,
-                           ends_at: float) -> AsyncIterator[str | run_pb2.WatchRunResponse]:
-        """Polls for the finished run's replay (its id is the last item), with keepalives meanwhile."""
-        s = self._d.settings
-        loop = asyncio.get_running_loop()
-        last_sent = loop.time()
-        while loop.time() < ends_at:
-            replay = await self._d.runs.replay_of(project, run_id)
-            if replay is not None:
-                yield replay
-                return
-            if loop.time() - last_sent >= s.watch_keepalive_interval.total_seconds():
-                yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())))
-                last_sent = loop.time()
-            await asyncio.sleep(s.watch_poll_interval.total_seconds())
-        raise _AgedOut
-
-    async def _watch(self, project: str, run_id: str, after: int, woken: asyncio.Event,
-                     ends_at: float) -> AsyncIterator[run_pb2.WatchRunResponse]:
-        """Reads stored events after the cursor, then waits for a wake-up (or polls when the event bus is
-        down), and ends after the run's terminal event or at the maximum stream duration."""
-        s = self._d.settings
-        loop = asyncio.get_running_loop()
-        keepalive = s.watch_keepalive_interval.total_seconds()
-        last_sent = loop.time()
-        while True:
-            woken.clear()
-            events, over = await self._page(project, run_id, after)
-            for event in events:
-                yield run_pb2.WatchRunResponse(event=convert.event(event))
-                after = event.seq
-            if events:
-                last_sent = loop.time()
-            if over:
-                return
-            if len(events) == _WATCH_PAGE:
-                continue
-            now = loop.time()
-            if now >= ends_at:
-                raise _AgedOut
-            wait = min(ends_at - now, max(keepalive - (now - last_sent), 0.0))
-            if not self._d.events.healthy:
-                wait = min(wait, s.watch_poll_interval.total_seconds())
-            if not await _woken_within(woken, wait) and loop.time() - last_sent >= keepalive:
-                yield run_pb2.WatchRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())))
-                last_sent = loop.time()
-
-    async def _page(self, project: str, run_id: str, after: int) -> tuple[list[RunEvent], bool]:
-        """The run's next stored events after the cursor, and whether the stream is over with them: the run's
-        terminal event is the last of them, or was sent already."""
-        events = await self._d.runs.events_after(project, run_id, after, _WATCH_PAGE)
-        if events:
-            return events, _ends_run(events[-1])
-        status, latest = await self._d.runs.progress(project, run_id)
-        return events, status.is_terminal and latest <= after
 
     async def WatchRuns(self, request: run_pb2.WatchRunsRequest,
                         context: grpc.aio.ServicerContext) -> AsyncIterator[run_pb2.WatchRunsResponse]:
@@ -260,34 +165,16 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
             cursor = Cursor(0, 0) if request.from_start else await self._d.feed.now()
         feed_filter = FeedFilter(job_id=request.job_id or None, statuses=statuses or None,
                                  tags=dict(request.tags) or None)
-        with self._d.streams.open(project), self._d.events.watch_all() as woken:
+        with self._d.streams.open(project):
             await context.send_initial_metadata(())  # tells the client the feed position is taken
-            async for message in self._feed(project, cursor, feed_filter, woken):
-                yield message
-
-    async def _feed(self, project: str, cursor: Cursor, feed_filter: FeedFilter,
-                    woken: asyncio.Event) -> AsyncIterator[run_pb2.WatchRunsResponse]:
-        s = self._d.settings
-        loop = asyncio.get_running_loop()
-        ends_at = loop.time() + s.watch_max_duration.total_seconds()
-        keepalive = s.watch_keepalive_interval.total_seconds()
-        last_sent = loop.time()
-        while loop.time() < ends_at:
-            woken.clear()
-            rows = await self._d.feed.read(project, cursor, feed_filter, _WATCH_PAGE)
-            for position, event in rows:
-                cursor = position
-                yield run_pb2.WatchRunsResponse(event=convert.event(event), resume_token=encode_resume_token(cursor))
-            if rows:
-                last_sent = loop.time()
-                if len(rows) == _WATCH_PAGE:
-                    continue
-            # A transaction that holds the horizon back may end without writing events (so without a
-            # wake-up): look again within a second regardless.
-            wait = min(1.0, max(keepalive - (loop.time() - last_sent), 0.0), max(ends_at - loop.time(), 0.0))
-            if not self._d.events.healthy:
-                wait = min(wait, s.watch_poll_interval.total_seconds())
-            if not await _woken_within(woken, wait) and loop.time() - last_sent >= keepalive:
-                yield run_pb2.WatchRunsResponse(keepalive=run_pb2.Keepalive(time=convert.ts(convert.utc_now())),
-                                                resume_token=encode_resume_token(cursor))
-                last_sent = loop.time()
+            try:
+                async for item in self._watches.feed(project, cursor, feed_filter):
+                    if isinstance(item, Keepalive):
+                        yield run_pb2.WatchRunsResponse(keepalive=run_pb2.Keepalive(time=convert.ts(item.time)),
+                                                        resume_token=encode_resume_token(cursor))
+                    else:
+                        cursor, event = item
+                        yield run_pb2.WatchRunsResponse(event=convert.event(event),
+                                                        resume_token=encode_resume_token(cursor))
+            except AgedOut:
+                return

@@ -9,9 +9,9 @@ import grpc
 from strait_client.v1 import schedule_pb2, schedule_pb2_grpc
 from strait_server import schedule
 from strait_server.api import convert
-from strait_server.api.deps import Deps, require_enabled, require_schedule, selected_job
+from strait_server.api.deps import Deps, require_schedule, selected_job, triggers_of
 from strait_server.errors import Violations
-from strait_server.model import Job, NewRun
+from strait_server.model import Job
 
 
 class ScheduleServicer(schedule_pb2_grpc.ScheduleServiceServicer):
@@ -50,8 +50,5 @@ class ScheduleServicer(schedule_pb2_grpc.ScheduleServiceServicer):
                               context: grpc.aio.ServicerContext) -> schedule_pb2.TriggerScheduleResponse:
         job = await self._job(Violations(), request)
         require_schedule(job)
-        require_enabled(job)
-        await self._d.budgets.require(job.project_id)
-        [inserted] = await self._d.runs.insert(job, [NewRun(metadata={"triggered_by": "schedule_trigger"})])
-        self._d.announce([inserted.run])
-        return schedule_pb2.TriggerScheduleResponse(run=convert.run(inserted.run))
+        run = await triggers_of(self._d).fire_schedule_now(job)
+        return schedule_pb2.TriggerScheduleResponse(run=convert.run(run))

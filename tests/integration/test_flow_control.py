@@ -13,9 +13,9 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from strait_client.v1 import job_pb2, run_pb2
-from strait_server.api import jobs as jobs_api
 from strait_server.app import Role
 from strait_server.config import Settings
+from strait_server.service import job_updates
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.processes import serve_subprocess
 from tests.sink import Received, Reply, Sink
@@ -327,7 +327,7 @@ async def test_gates_of_a_disabled_job_do_not_starve_other_jobs(make_app: AppFac
 
 async def test_a_run_queued_ungated_as_a_limit_is_added_is_gated_soon_after(
         make_app: AppFactory, settings: Settings, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs_api, "REGATE_AGAIN_AFTER_S", 0.2)
+    monkeypatch.setattr(job_updates, "REGATE_AGAIN_AFTER_S", 0.2)
     front = await make_app(frozenset({Role.API, Role.SCHEDULER}))  # no dispatcher: the run stays queued
     api = await connect(front, settings.admin_key)
     job = await api.create_job("raced", sink.script("/raced"))

@@ -1,0 +1,155 @@
+"""Following stored events as they are committed: the loops behind WatchRun and WatchRuns.
+
+One tailing rule serves both (and any later watch stream): read what is stored after the cursor, then wait for
+a wake-up from the event bus (or poll while the bus is unhealthy), send a keepalive when idle for the keepalive
+interval, and stop at the stream's maximum duration. Gap-free and duplicate-free because the cursor only moves
+over stored events; the bus only says when to look again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from strait_server.config import Settings
+from strait_server.events import EventBus
+from strait_server.model import TERMINAL, EventType, RunEvent
+from strait_server.store.feed import Cursor, FeedFilter, FeedStore
+from strait_server.store.runs import RunStore
+
+T = TypeVar("T")
+
+# Stored events read per query.
+PAGE = 200
+_TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """Nothing new for the keepalive interval: the stream says it is alive."""
+
+    time: datetime
+
+
+class AgedOut(Exception):
+    """The stream reached STRAIT_WATCH_MAX_DURATION."""
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """WatchRun with follow_replays: the watched run finished and this run replays it; events follow."""
+
+    run_id: str
+
+
+def ends_run(event: RunEvent) -> bool:
+    return event.type == EventType.STATUS_CHANGE and event.to_status in _TERMINAL_NAMES
+
+
+async def _woken_within(woken: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(woken.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+class Watches:
+    def __init__(self, runs: RunStore, feed: FeedStore, events: EventBus, settings: Settings) -> None:
+        self._runs = runs
+        self._feed = feed
+        self._events = events
+        self._keepalive = settings.watch_keepalive_interval.total_seconds()
+        self._poll = settings.watch_poll_interval.total_seconds()
+        self._max_duration = settings.watch_max_duration.total_seconds()
+
+    def deadline(self) -> float:
+        """When a stream opened now ends at the latest (event-loop time)."""
+        return asyncio.get_running_loop().time() + self._max_duration
+
+    async def run(self, project: str, run_id: str, after: int, *, follow_replays: bool,
+                  ends_at: float) -> AsyncIterator[RunEvent | Keepalive | Replayed]:
+        """A run's events after `after` until its terminal event, then (follow_replays) its replay's, and so
+        on. Raises AgedOut at `ends_at`."""
+        while True:
+            with self._events.watch(run_id) as woken:
+                async for item in self._tail(self._run_pages(project, run_id, after), woken, ends_at):
+                    yield item
+            if not follow_replays:
+                return
+            async for step in self._next_replay(project, run_id, ends_at):
+                yield step
+                if isinstance(step, Replayed):
+                    run_id, after = step.run_id, 0
+
+    def _run_pages(self, project: str, run_id: str, after: int) -> Callable[[], Awaitable[tuple[list[RunEvent], bool]]]:
+        async def read() -> tuple[list[RunEvent], bool]:
+            """The next stored events, and whether the stream is over with them: the run's terminal event is
+            the last of them, or was sent already."""
+            nonlocal after
+            events = await self._runs.events_after(project, run_id, after, PAGE)
+            if events:
+                after = events[-1].seq
+                return events, ends_run(events[-1])
+            status, latest = await self._runs.progress(project, run_id)
+            return events, status.is_terminal and latest <= after
+        return read
+
+    async def _next_replay(self, project: str, run_id: str, ends_at: float) -> AsyncIterator[Keepalive | Replayed]:
+        """Polls for the finished run's replay (the last item), with keepalives meanwhile."""
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        while loop.time() < ends_at:
+            replay = await self._runs.replay_of(project, run_id)
+            if replay is not None:
+                yield Replayed(replay)
+                return
+            if loop.time() - last_sent >= self._keepalive:
+                yield Keepalive(datetime.now(UTC))
+                last_sent = loop.time()
+            await asyncio.sleep(self._poll)
+        raise AgedOut
+
+    async def feed(self, project: str, cursor: Cursor,
+                   feed_filter: FeedFilter) -> AsyncIterator[tuple[Cursor, RunEvent] | Keepalive]:
+        """The project's events after `cursor`, in commit order, matching the filter. Raises AgedOut at the
+        maximum duration."""
+        async def read() -> tuple[list[tuple[Cursor, RunEvent]], bool]:
+            nonlocal cursor
+            rows = await self._feed.read(project, cursor, feed_filter, PAGE)
+            if rows:
+                cursor = rows[-1][0]
+            return rows, False
+        with self._events.watch_all() as woken:
+            # A transaction that holds the feed's horizon back may end without writing events (so without a
+            # wake-up): look again within a second regardless.
+            async for item in self._tail(read, woken, self.deadline(), max_wait=1.0):
+                yield item
+
+    async def _tail(self, read: Callable[[], Awaitable[tuple[list[T], bool]]], woken: asyncio.Event,
+                    ends_at: float, max_wait: float | None = None) -> AsyncIterator[T | Keepalive]:
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
+        while True:
+            woken.clear()
+            items, over = await read()
+            for item in items:
+                yield item
+            if items:
+                last_sent = loop.time()
+            if over:
+                return
+            if len(items) >= PAGE:
+                continue
+            now = loop.time()
+            if now >= ends_at:
+                raise AgedOut
+            wait = min(ends_at - now, max(self._keepalive - (now - last_sent), 0.0), max_wait or float("inf"))
+            if not self._events.healthy:
+                wait = min(wait, self._poll)
+            if not await _woken_within(woken, wait) and loop.time() - last_sent >= self._keepalive:
+                yield Keepalive(datetime.now(UTC))
+                last_sent = loop.time()
