@@ -1,14 +1,29 @@
 """Python client for Strait: `Client` (sync) and `AsyncClient` (asyncio) over gRPC.
 
-Results are plain dicts: JSON fields decoded (`payload`, `output`), statuses as lower-case strings,
-timestamps as aware UTC datetimes and durations as timedeltas. Failed calls raise StraitError subclasses.
-The generated protobuf modules live in strait_client.v1.
+Results are frozen dataclasses: Job, Run (TriggeredRun from triggers and replays, with `idempotent_repeat`,
+`deduplicated` and `debounced`), AttemptRecord, RunEvent (FeedEvent from `runs.watch_all`, with
+`resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`) and EndpointCircuit. Their fields are
+named as in the API, with the JSON fields decoded (`payload`, `output`, `data`); enums are StrEnum members
+that equal their lower-case names (`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes
+and durations timedeltas. Failed calls raise StraitError subclasses. The generated protobuf modules live in
+strait_client.v1.
 """
 
 from __future__ import annotations
 
+from strait_client._admin_models import ApiKey, ApiRateLimit, CreatedApiKey, EndpointCircuit, Project
 from strait_client._async_client import AsyncClient
 from strait_client._client import Client
+from strait_client._enums import (
+    TERMINAL_STATUSES,
+    BudgetAction,
+    CircuitState,
+    CronOverlapPolicy,
+    ExecutionMode,
+    RetryStrategy,
+    RunStatus,
+    is_terminal,
+)
 from strait_client._errors import (
     AbortedError,
     AlreadyExistsError,
@@ -23,7 +38,8 @@ from strait_client._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from strait_client._ops import TERMINAL_STATUSES, RunOptions, is_terminal
+from strait_client._models import AttemptRecord, FeedEvent, Job, JobRetryPolicy, Run, RunEvent, TriggeredRun
+from strait_client._ops import RunOptions
 from strait_client._retry import RetryPolicy
 from strait_client._run_context import AsyncRunContext, RunContext
 
@@ -31,20 +47,38 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AbortedError",
     "AlreadyExistsError",
+    "ApiKey",
+    "ApiRateLimit",
     "AsyncClient",
     "AsyncRunContext",
+    "AttemptRecord",
+    "BudgetAction",
+    "CircuitState",
     "Client",
+    "CreatedApiKey",
+    "CronOverlapPolicy",
     "DeadlineExceededError",
+    "EndpointCircuit",
+    "ExecutionMode",
     "FailedPreconditionError",
+    "FeedEvent",
     "InternalError",
     "InvalidArgumentError",
+    "Job",
+    "JobRetryPolicy",
     "NotFoundError",
     "PermissionDeniedError",
+    "Project",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "RetryStrategy",
+    "Run",
     "RunContext",
+    "RunEvent",
     "RunOptions",
+    "RunStatus",
     "StraitError",
+    "TriggeredRun",
     "UnauthenticatedError",
     "UnavailableError",
     "is_terminal",
