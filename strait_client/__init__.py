@@ -5,8 +5,9 @@ Results are frozen dataclasses: Job, Run (TriggeredRun from triggers and replays
 `resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`) and EndpointCircuit. Their fields are
 named as in the API, with the JSON fields decoded (`payload`, `output`, `data`); enums are StrEnum members
 that equal their lower-case names (`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes
-and durations timedeltas. Failed calls raise StraitError subclasses. The generated protobuf modules live in
-strait_client.v1.
+and durations timedeltas. ClientConfig (and Keepalive) gathers a client's settings: timeout, retries,
+keepalive pings, channel options and interceptors. Failed calls raise StraitError subclasses. The generated
+protobuf modules live in strait_client.v1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from strait_client._admin_models import ApiKey, ApiRateLimit, CreatedApiKey, EndpointCircuit, Project
 from strait_client._async_client import AsyncClient
 from strait_client._client import Client
+from strait_client._config import ClientConfig, Keepalive
 from strait_client._enums import (
     TERMINAL_STATUSES,
     BudgetAction,
@@ -55,6 +57,7 @@ __all__ = [
     "BudgetAction",
     "CircuitState",
     "Client",
+    "ClientConfig",
     "CreatedApiKey",
     "CronOverlapPolicy",
     "DeadlineExceededError",
@@ -66,6 +69,7 @@ __all__ = [
     "InvalidArgumentError",
     "Job",
     "JobRetryPolicy",
+    "Keepalive",
     "NotFoundError",
     "PermissionDeniedError",
     "Project",

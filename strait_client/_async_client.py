@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import grpc
 
 from strait_client import _tracing
-from strait_client._client import DEFAULT_RETRY, channel_options, env_settings
+from strait_client._config import (
+    ClientConfig,
+    ClientOptions,
+    Keepalive,
+    Timeout,
+    env_settings,
+    open_aio_channel,
+    resolve,
+)
 from strait_client._jobs import AsyncJobs
 from strait_client._projects import AsyncProjects
 from strait_client._retry import RetryPolicy
@@ -21,42 +30,60 @@ if TYPE_CHECKING:
 
 
 class AsyncClient:
-    """asyncio Strait client on grpc.aio. Every call sends the API key and uses `timeout` seconds as its
-    deadline; failures raise StraitError subclasses. Use `async with` or await close().
+    """asyncio Strait client on grpc.aio: the calls of Client, awaited. Use `async with` or await close().
 
-    Results are typed as Client's are.
+    Args:
+        address: The server's HOST:PORT.
+        api_key: The API key ("strait_...") sent with every call.
+        config: Timeout, retry, keepalive, channel options and interceptors together (default ClientConfig());
+            the keyword arguments below, when given, override its fields.
+        timeout: Each call's deadline, retries included: seconds or a timedelta (default 30 s).
+        retry: When calls safe to repeat are retried (RetryPolicy(max_attempts=1): never).
+        keepalive: Keepalive pings on the connection (see Keepalive).
+        channel_options: Extra gRPC channel options.
+        interceptors: grpc.aio.UnaryUnaryClientInterceptor (and the other grpc.aio.*ClientInterceptor kinds),
+            first one outermost.
+        credentials: TLS credentials (grpc.ssl_channel_credentials()); None: plaintext.
+        tracer_provider: The OpenTelemetry TracerProvider to trace calls with (see Client).
 
-    Calls safe to repeat are retried when the server answers UNAVAILABLE, as `retry` (a RetryPolicy) says:
-    reads, and triggers, each of which carries a fresh request id that its retries reuse, so that a retry
-    after a lost answer returns the runs the first attempt created instead of creating them again.
+    Raises:
+        ValueError: `api_key` is empty, a timeout is not positive, or an interceptor is not a grpc.aio one.
+    """
 
-    Calls are traced with OpenTelemetry (a client span each, its context sent to the server) when
-    `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md)."""
-
-    def __init__(self, address: str, api_key: str, *, timeout: float = 30.0,
+    def __init__(self, address: str, api_key: str, *, config: ClientConfig | None = None,
+                 timeout: Timeout | None = None, retry: RetryPolicy | None = None, keepalive: Keepalive | None = None,
+                 channel_options: Sequence[tuple[str, Any]] | None = None, interceptors: Sequence[Any] | None = None,
                  credentials: grpc.ChannelCredentials | None = None,
-                 tracer_provider: TracerProvider | None = None, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.address = address
-        self.timeout = timeout
+        self.config = resolve(config, timeout=timeout, retry=retry, keepalive=keepalive,
+                              channel_options=channel_options, interceptors=interceptors)
+        self.timeout = self.config.timeout_seconds
+        """The calls' deadline in seconds."""
         auth_metadata(api_key)  # refuse an empty key before opening a channel
         provider = tracer_provider or _tracing.env_tracer_provider()
-        interceptors = _tracing.aio_interceptors(provider) if provider is not None else None
-        if credentials is None:
-            channel = grpc.aio.insecure_channel(address, options=channel_options(), interceptors=interceptors)
-        else:
-            channel = grpc.aio.secure_channel(address, credentials, options=channel_options(),
-                                              interceptors=interceptors)
-        self._transport = AsyncTransport(channel, api_key, timeout, retry)
+        channel = open_aio_channel(address, self.config, credentials, provider)
+        self._transport = AsyncTransport(channel, api_key, self.timeout, self.config.retry)
         self.jobs = AsyncJobs(self._transport)
         self.runs = AsyncRuns(self._transport, self.jobs)
         self.projects = AsyncProjects(self._transport)
         self.schedules = AsyncSchedules(self._transport)
 
     @classmethod
-    def from_env(cls, *, timeout: float = 30.0, credentials: grpc.ChannelCredentials | None = None) -> Self:
-        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY."""
+    def from_env(cls, **options: Unpack[ClientOptions]) -> Self:
+        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY.
+
+        Args:
+            **options: The keyword arguments of AsyncClient.
+
+        Returns:
+            The client.
+
+        Raises:
+            ValueError: STRAIT_API_KEY is not set.
+        """
         address, api_key = env_settings()
-        return cls(address, api_key, timeout=timeout, credentials=credentials)
+        return cls(address, api_key, **options)
 
     async def close(self) -> None:
         """Closes the channel; calls in progress are canceled."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import grpc
 
 from strait_client import _tracing
+from strait_client._config import ClientConfig, ClientOptions, Keepalive, Timeout, env_settings, open_channel, resolve
 from strait_client._jobs import Jobs
 from strait_client._projects import Projects
 from strait_client._retry import RetryPolicy
@@ -19,59 +20,74 @@ from strait_client._transport import Transport, auth_metadata
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
-DEFAULT_RETRY = RetryPolicy()
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-USER_AGENT = "strait-python"
-
-
-def channel_options() -> list[tuple[str, Any]]:
-    return [("grpc.primary_user_agent", USER_AGENT)]
-
-
-def env_settings() -> tuple[str, str]:
-    """(address, api_key) from STRAIT_ADDRESS and STRAIT_API_KEY."""
-    return os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS, os.environ.get("STRAIT_API_KEY", "")
-
 
 class Client:
-    """Synchronous Strait client. Every call sends the API key and uses `timeout` seconds as its deadline;
-    failures raise StraitError subclasses. Use as a context manager or call close().
+    """Synchronous Strait client: `client.jobs`, `client.runs`, `client.schedules` and `client.projects`.
 
-    Results are typed: `jobs` calls return Job, `runs` calls Run/TriggeredRun/RunEvent, `projects` calls
-    Project/ApiKey (see strait_client's module docstring).
+    Every call sends the API key and has the configured timeout as its deadline; failures raise StraitError
+    subclasses. Results are typed (Job, Run, RunEvent, Project...). Use as a context manager or call close().
 
-    Calls safe to repeat are retried when the server answers UNAVAILABLE, as `retry` (a RetryPolicy) says:
-    reads, and triggers, each of which carries a fresh request id that its retries reuse, so that a retry
-    after a lost answer returns the runs the first attempt created instead of creating them again.
+    Calls safe to repeat are retried when the server answers UNAVAILABLE, as the RetryPolicy says: reads, and
+    triggers, each of which carries a fresh request id that its retries reuse, so that a retry after a lost
+    answer returns the runs the first attempt created instead of creating them again.
 
     Calls are traced with OpenTelemetry (a client span each, its context sent to the server) when
-    `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md)."""
+    `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md).
 
-    def __init__(self, address: str, api_key: str, *, timeout: float = 30.0,
+    Args:
+        address: The server's HOST:PORT.
+        api_key: The API key ("strait_...") sent with every call.
+        config: Timeout, retry, keepalive, channel options and interceptors together (default ClientConfig());
+            the keyword arguments below, when given, override its fields.
+        timeout: Each call's deadline, retries included: seconds or a timedelta (default 30 s).
+        retry: When calls safe to repeat are retried (RetryPolicy(max_attempts=1): never).
+        keepalive: Keepalive pings on the connection (see Keepalive).
+        channel_options: Extra gRPC channel options, e.g. [("grpc.max_receive_message_length", 16 << 20)].
+        interceptors: grpc.UnaryUnaryClientInterceptor (and the other grpc.*ClientInterceptor kinds), first
+            one outermost.
+        credentials: TLS credentials (grpc.ssl_channel_credentials()); None: plaintext.
+        tracer_provider: The OpenTelemetry TracerProvider to trace calls with.
+
+    Raises:
+        ValueError: `api_key` is empty, or a timeout is not positive.
+        TypeError: An interceptor is not a gRPC client interceptor.
+    """
+
+    def __init__(self, address: str, api_key: str, *, config: ClientConfig | None = None,
+                 timeout: Timeout | None = None, retry: RetryPolicy | None = None, keepalive: Keepalive | None = None,
+                 channel_options: Sequence[tuple[str, Any]] | None = None, interceptors: Sequence[Any] | None = None,
                  credentials: grpc.ChannelCredentials | None = None,
-                 tracer_provider: TracerProvider | None = None, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.address = address
-        self.timeout = timeout
+        self.config = resolve(config, timeout=timeout, retry=retry, keepalive=keepalive,
+                              channel_options=channel_options, interceptors=interceptors)
+        self.timeout = self.config.timeout_seconds
+        """The calls' deadline in seconds."""
         auth_metadata(api_key)  # refuse an empty key before opening a channel
         provider = tracer_provider or _tracing.env_tracer_provider()  # a bad OTEL_* setting raises before it too
-        if credentials is None:
-            channel = grpc.insecure_channel(address, options=channel_options())
-        else:
-            channel = grpc.secure_channel(address, credentials, options=channel_options())
-        if provider is not None:
-            channel = _tracing.traced_channel(channel, provider)
-        self._transport = Transport(channel, api_key, timeout, retry)
+        channel = open_channel(address, self.config, credentials, provider)
+        self._transport = Transport(channel, api_key, self.timeout, self.config.retry)
         self.jobs = Jobs(self._transport)
         self.runs = Runs(self._transport, self.jobs)
         self.projects = Projects(self._transport)
         self.schedules = Schedules(self._transport)
 
     @classmethod
-    def from_env(cls, *, timeout: float = 30.0, credentials: grpc.ChannelCredentials | None = None) -> Self:
-        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY."""
+    def from_env(cls, **options: Unpack[ClientOptions]) -> Self:
+        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY.
+
+        Args:
+            **options: The keyword arguments of Client (config, timeout, retry, keepalive, channel_options,
+                interceptors, credentials, tracer_provider).
+
+        Returns:
+            The client.
+
+        Raises:
+            ValueError: STRAIT_API_KEY is not set.
+        """
         address, api_key = env_settings()
-        return cls(address, api_key, timeout=timeout, credentials=credentials)
+        return cls(address, api_key, **options)
 
     def close(self) -> None:
         """Closes the channel; calls in progress are canceled."""

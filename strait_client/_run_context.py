@@ -11,6 +11,7 @@ from typing import Any, Self
 
 import grpc
 
+from strait_client._config import Timeout, seconds
 from strait_client._errors import from_rpc_error
 from strait_client.v1 import run_context_pb2 as pb
 from strait_client.v1 import run_context_pb2_grpc
@@ -54,7 +55,7 @@ class AsyncRunContext:
     came with the dispatch, for that run and attempt only.
     """
 
-    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: float = 10.0,
+    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: Timeout = 10.0,
                  credentials: grpc.ChannelCredentials | None = None) -> None:
         self.info = info
         target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
@@ -62,7 +63,7 @@ class AsyncRunContext:
                          else grpc.aio.insecure_channel(target))
         self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {info.token}"),)
-        self._timeout = timeout
+        self._timeout = seconds(timeout)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], address: str | None = None, **kwargs: Any) -> Self:
@@ -151,14 +152,14 @@ class AsyncRunContext:
 class RunContext:
     """Reports from inside a run (blocking). Use as `with RunContext.from_headers(request.headers)`."""
 
-    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: float = 10.0,
+    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: Timeout = 10.0,
                  credentials: grpc.ChannelCredentials | None = None) -> None:
         self.info = info
         target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
         self._channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
         self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {info.token}"),)
-        self._timeout = timeout
+        self._timeout = seconds(timeout)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], address: str | None = None, **kwargs: Any) -> Self:

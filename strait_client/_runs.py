@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime
 
 from strait_client import _ops
+from strait_client._config import Timeout, seconds
 from strait_client._jobs import AsyncJobs, Jobs
 from strait_client._models import FeedEvent, Run, RunEvent, TriggeredRun
 from strait_client._ops import DEFAULT_PAGE_SIZE
@@ -109,7 +110,7 @@ class Runs:
         """
         return list(self._t.pages(_ops.list_run_events(run_id, after_sequence, EVENTS_PAGE_SIZE)))
 
-    def watch(self, run_id: str, *, after_sequence: int = 0, timeout: float | None = None) -> Iterator[RunEvent]:
+    def watch(self, run_id: str, *, after_sequence: int = 0, timeout: Timeout | None = None) -> Iterator[RunEvent]:
         """The run's events in sequence order, stored then live, until its terminal event.
 
         Reconnects by itself (from the last sequence received, so nothing is missed or repeated) when the
@@ -118,7 +119,7 @@ class Runs:
         Args:
             run_id: The run's id.
             after_sequence: Start after this sequence number.
-            timeout: Seconds the whole watch may take; None: no limit.
+            timeout: How long the whole watch may take (seconds or a timedelta); None: no limit.
 
         Returns:
             An iterator of events that ends after the run's terminal status change.
@@ -128,7 +129,8 @@ class Runs:
             NotFoundError: No such run.
             UnavailableError: The server stayed unreachable through 8 reconnects in a row.
         """
-        return follow(self._t.stub("runs").WatchRun, RunWatch(run_id, after_sequence, timeout), self._t.metadata)
+        watch = RunWatch(run_id, after_sequence, None if timeout is None else seconds(timeout))
+        return follow(self._t.stub("runs").WatchRun, watch, self._t.metadata)
 
     def watch_all(self, *, job: str | None = None, statuses: Iterable[str] | None = None,
                   tags: Mapping[str, str] | None = None, resume_token: str = "",
@@ -154,12 +156,12 @@ class Runs:
         watch = FeedWatch(self._job_id(job), statuses, tags, resume_token, from_start)
         return follow(self._t.stub("runs").WatchRuns, watch, self._t.metadata)
 
-    def wait(self, run_id: str, timeout: float = 60.0) -> Run:
+    def wait(self, run_id: str, timeout: Timeout = 60.0) -> Run:
         """Waits until the run reaches a terminal status, watching its events (not polling).
 
         Args:
             run_id: The run's id.
-            timeout: Seconds to wait at most.
+            timeout: How long to wait at most: seconds or a timedelta.
 
         Returns:
             The finished run (as `get` returns it).
@@ -210,10 +212,10 @@ class AsyncRuns:
         return [e async for e in self._t.pages(_ops.list_run_events(run_id, after_sequence, EVENTS_PAGE_SIZE))]
 
     def watch(self, run_id: str, *, after_sequence: int = 0,
-              timeout: float | None = None) -> AsyncIterator[RunEvent]:
+              timeout: Timeout | None = None) -> AsyncIterator[RunEvent]:
         """The run's events, stored then live, until its terminal event: `async for event in ...`. Args,
         Returns and Raises as Runs.watch."""
-        watch = RunWatch(run_id, after_sequence, timeout)
+        watch = RunWatch(run_id, after_sequence, None if timeout is None else seconds(timeout))
         return follow_async(self._t.stub("runs").WatchRun, watch, self._t.metadata)
 
     async def watch_all(self, *, job: str | None = None, statuses: Iterable[str] | None = None,
@@ -225,7 +227,7 @@ class AsyncRuns:
         async for event in follow_async(self._t.stub("runs").WatchRuns, watch, self._t.metadata):
             yield event
 
-    async def wait(self, run_id: str, timeout: float = 60.0) -> Run:  # noqa: ASYNC109 - mirrors Runs.wait
+    async def wait(self, run_id: str, timeout: Timeout = 60.0) -> Run:  # noqa: ASYNC109 - mirrors Runs.wait
         """Waits until the run is terminal and returns it. Args, Returns and Raises as Runs.wait."""
         async for _ in self.watch(run_id, timeout=timeout):
             pass

@@ -19,6 +19,7 @@ from strait_client import (
     AsyncClient,
     AttemptRecord,
     Client,
+    ClientConfig,
     CreatedApiKey,
     ExecutionMode,
     FailedPreconditionError,
@@ -26,9 +27,11 @@ from strait_client import (
     InvalidArgumentError,
     Job,
     JobRetryPolicy,
+    Keepalive,
     NotFoundError,
     PermissionDeniedError,
     Project,
+    ResourceExhaustedError,
     RetryStrategy,
     Run,
     RunEvent,
@@ -188,6 +191,8 @@ async def test_cancel_replay_and_wait_timeout(app: App, api: Api, sink: Sink) ->
         assert abs(run.scheduled_time - later) < timedelta(milliseconds=1)
         with pytest.raises(TimeoutError):
             await client.runs.wait(run.id, timeout=0.1)
+        with pytest.raises(TimeoutError):
+            await client.runs.wait(run.id, timeout=timedelta(milliseconds=100))
 
         canceled = await client.runs.cancel(run.id, reason="not needed")
         assert canceled.status == "canceled"
@@ -433,3 +438,81 @@ async def test_schedules_and_run_ttl_through_the_client(app: App, api: Api, sink
         await client.jobs.create("plain-job", sink.script("/plain-job"))
         with pytest.raises(FailedPreconditionError):
             await client.schedules.pause("plain-job")
+
+
+def _method(details: grpc.aio.ClientCallDetails) -> str:
+    return details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+
+
+class AioUnaryRecorder(grpc.aio.UnaryUnaryClientInterceptor):
+    """Records the unary methods called through it. (grpc.aio files an interceptor under the first kind it
+    implements, so a stream interceptor has to be another object.)"""
+
+    def __init__(self, methods: list[str]) -> None:
+        self.methods = methods
+
+    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(_method(details))
+        return await continuation(details, request)
+
+
+class AioStreamRecorder(grpc.aio.UnaryStreamClientInterceptor):
+    """Records the server-streaming methods called through it."""
+
+    def __init__(self, methods: list[str]) -> None:
+        self.methods = methods
+
+    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(_method(details))
+        return await continuation(details, request)
+
+
+class SyncRecorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Records the methods called through it (blocking client)."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(details.method)
+        return continuation(details, request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(details.method)
+        return continuation(details, request)
+
+
+async def test_config_keepalive_channel_options_and_interceptors(app: App, api: Api, sink: Sink) -> None:
+    url = sink.script("/configured")
+    methods: list[str] = []
+    config = ClientConfig(timeout=timedelta(seconds=10), keepalive=Keepalive(time=timedelta(seconds=20)),
+                          interceptors=[AioUnaryRecorder(methods), AioStreamRecorder(methods)])
+    async with AsyncClient(address(app), api.key, config=config) as client:
+        assert client.timeout == 10.0 and client.config is config
+        job = await client.jobs.create("configured", url)
+        run = await client.jobs.trigger(job.id, {"a": 1})
+        assert [e.to_status async for e in client.runs.watch(run.id, timeout=timedelta(seconds=15))] == [
+            "queued", "executing", "completed"]
+    assert methods == ["/strait.v1.JobService/CreateJob", "/strait.v1.JobService/TriggerJob",
+                       "/strait.v1.RunService/WatchRun"]
+    # Extra channel options reach the channel: a tiny receive limit refuses the job's reply.
+    async with AsyncClient(address(app), api.key, config=config,
+                           channel_options=[("grpc.max_receive_message_length", 64)]) as tiny:
+        with pytest.raises(ResourceExhaustedError):
+            await tiny.jobs.get(job.id)
+
+    def blocking() -> list[str]:
+        sync_recorder = SyncRecorder()
+        with Client(address(app), api.key, timeout=timedelta(seconds=10), interceptors=[sync_recorder],
+                    keepalive=Keepalive(time=timedelta(seconds=20))) as sync:
+            assert sync.timeout == 10.0
+            again = sync.jobs.trigger("configured", {"a": 2})
+            assert sync.runs.wait(again.id, timeout=timedelta(seconds=15)).status == "completed"
+        return sync_recorder.methods
+    assert await asyncio.to_thread(blocking) == [
+        "/strait.v1.JobService/TriggerJob", "/strait.v1.RunService/WatchRun", "/strait.v1.RunService/GetRun"]
+
+    with pytest.raises(TypeError):
+        Client(address(app), api.key, interceptors=[object()])
+    with pytest.raises(ValueError, match="positive"):
+        AsyncClient(address(app), api.key, timeout=0)
