@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 import grpc
 
 from strait_client import _tracing
+from strait_client._circuits import AsyncCircuits
 from strait_client._config import (
     ClientConfig,
     ClientOptions,
@@ -68,6 +69,7 @@ class AsyncClient:
         self.runs = AsyncRuns(self._transport, self.jobs)
         self.projects = AsyncProjects(self._transport)
         self.schedules = AsyncSchedules(self._transport)
+        self.circuits = AsyncCircuits(self._transport)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

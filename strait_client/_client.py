@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 import grpc
 
 from strait_client import _tracing
+from strait_client._circuits import Circuits
 from strait_client._config import ClientConfig, ClientOptions, Keepalive, Timeout, env_settings, open_channel, resolve
 from strait_client._jobs import Jobs
 from strait_client._projects import Projects
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class Client:
-    """Synchronous Strait client: `client.jobs`, `client.runs`, `client.schedules` and `client.projects`.
+    """Synchronous Strait client: `client.jobs`, `.runs`, `.schedules`, `.projects` and `.circuits`.
 
     Every call sends the API key and has the configured timeout as its deadline; failures raise StraitError
     subclasses. Results are typed (Job, Run, RunEvent, Project...). Use as a context manager or call close().
@@ -71,6 +72,7 @@ class Client:
         self.runs = Runs(self._transport, self.jobs)
         self.projects = Projects(self._transport)
         self.schedules = Schedules(self._transport)
+        self.circuits = Circuits(self._transport)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

@@ -188,3 +188,9 @@ def mask_paths(descriptor: Descriptor, values: Mapping[str, Any], prefix: str = 
         else:
             paths.append(prefix + field.name)
     return paths
+
+
+def top_level_paths(descriptor: Descriptor, values: Mapping[str, Any]) -> list[str]:
+    """FieldMask paths naming whole fields, for methods that take no sub-field paths (UpdateProject,
+    UpdateApiKey): a message value replaces the whole message."""
+    return [_field(descriptor, key)[0].name for key in values]

@@ -12,7 +12,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from google.protobuf.message import Message
 
 from strait_client._admin_models import ApiKey, ApiRateLimit, CreatedApiKey, EndpointCircuit, Project
-from strait_client._convert import fill, mask_paths
+from strait_client._convert import fill, mask_paths, top_level_paths
 from strait_client._models import Job, Run, RunEvent, TriggeredRun
 from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, schedule_pb2
 
@@ -119,10 +119,10 @@ def list_jobs(page_size: int) -> Callable[[str], Op[Page[Job]]]:
                             _page("jobs", Job.from_proto))
 
 
-def _update_mask(request: Any, descriptor: Any, values: Mapping[str, Any]) -> None:
+def _update_mask(request: Any, descriptor: Any, values: Mapping[str, Any], *, nested: bool = True) -> None:
     if not values:
         raise ValueError("name at least one field to update")
-    request.update_mask.paths.extend(mask_paths(descriptor, values))
+    request.update_mask.paths.extend((mask_paths if nested else top_level_paths)(descriptor, values))
 
 
 def update_job(id_or_slug: str, values: Mapping[str, Any], etag: str) -> Op[Job]:
@@ -240,7 +240,7 @@ def list_projects(page_size: int) -> Callable[[str], Op[Page[Project]]]:
 
 def update_project(project_id: str, values: Mapping[str, Any]) -> Op[Project]:
     request = project_pb2.UpdateProjectRequest(project=fill(project_pb2.Project(id=project_id), values))
-    _update_mask(request, project_pb2.Project.DESCRIPTOR, values)
+    _update_mask(request, project_pb2.Project.DESCRIPTOR, values, nested=False)
     return Op("projects", "UpdateProject", request, _project)
 
 
@@ -257,7 +257,7 @@ def list_api_keys(project_id: str, page_size: int) -> Callable[[str], Op[Page[Ap
 
 def update_api_key(key_id: str, values: Mapping[str, Any]) -> Op[ApiKey]:
     request = project_pb2.UpdateApiKeyRequest(api_key=fill(project_pb2.ApiKey(id=key_id), values))
-    _update_mask(request, project_pb2.ApiKey.DESCRIPTOR, values)
+    _update_mask(request, project_pb2.ApiKey.DESCRIPTOR, values, nested=False)
     return Op("projects", "UpdateApiKey", request, _api_key)
 
 

@@ -16,11 +16,15 @@ from google.protobuf.duration_pb2 import Duration
 from strait_client import (
     AbortedError,
     ApiKey,
+    ApiRateLimit,
     AsyncClient,
     AttemptRecord,
+    BudgetAction,
+    CircuitState,
     Client,
     ClientConfig,
     CreatedApiKey,
+    EndpointCircuit,
     ExecutionMode,
     FailedPreconditionError,
     FeedEvent,
@@ -254,6 +258,19 @@ async def test_projects_and_api_keys(app: App, api: Api, settings: Settings) -> 
         assert is_utc(project.create_time)
         assert await admin.projects.get(project.id) == project
         assert project.id in [p.id async for p in admin.projects.list(page_size=1)]
+        updated = await admin.projects.update(project.id, name="Renamed", monthly_budget_microusd=5_000_000,
+                                              budget_action=BudgetAction.REJECT,
+                                              api_rate_limit=ApiRateLimit(100, timedelta(seconds=1)))
+        assert (updated.name, updated.monthly_budget_microusd, updated.budget_action) == (
+            "Renamed", 5_000_000, "reject")
+        assert updated.api_rate_limit == ApiRateLimit(100, timedelta(seconds=1))
+        # Only the named fields change; None clears one (no budget, the server's default limit).
+        cleared = await admin.projects.update(project.id, monthly_budget_microusd=None,
+                                              api_rate_limit=None)
+        assert (cleared.name, cleared.monthly_budget_microusd, cleared.api_rate_limit) == ("Renamed", None, None)
+        with pytest.raises(ValueError, match="at least one field"):
+            await admin.projects.update(project.id)
+        project = await admin.projects.update(project.id, name="Client project")
         created = await admin.projects.create_api_key("ci", project_id=project.id)
         assert created.secret.startswith("strait_") and created.project_id == project.id
         assert created.revoke_time is None and isinstance(created, ApiKey) and isinstance(created, CreatedApiKey)
@@ -265,6 +282,12 @@ async def test_projects_and_api_keys(app: App, api: Api, settings: Settings) -> 
         keys = [k async for k in client.projects.list_api_keys()]
         assert [k.id for k in keys] == [created.id, second.id]
         assert all(type(k) is ApiKey and not hasattr(k, "secret") for k in keys)
+        renamed_key = await client.projects.update_api_key(second.id, name="second, renamed")
+        assert renamed_key.name == "second, renamed" and renamed_key.id == second.id
+        with pytest.raises(PermissionDeniedError):  # a key's own rate limit is the admin's to set
+            await client.projects.update_api_key(second.id, api_rate_limit=ApiRateLimit(5, timedelta(seconds=1)))
+        with pytest.raises(PermissionDeniedError):
+            await client.projects.update(project.id, name="mine now")
         revoked = await client.projects.revoke_api_key(second.id)
         assert is_utc(revoked.revoke_time)
     async with AsyncClient(address(app), second.secret) as gone:
@@ -516,3 +539,39 @@ async def test_config_keepalive_channel_options_and_interceptors(app: App, api: 
         Client(address(app), api.key, interceptors=[object()])
     with pytest.raises(ValueError, match="positive"):
         AsyncClient(address(app), api.key, timeout=0)
+
+
+async def test_circuits_are_listed_and_reset(make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    app = await make_app(circuit_failure_threshold=1, circuit_open_for=timedelta(hours=1))
+    api = await connect(app, settings.admin_key)
+    url = sink.script("/tripped", Reply(500), then=Reply(200))
+    async with AsyncClient(address(app), api.key) as client:
+        assert [c async for c in client.circuits.list()] == []
+        job = await client.jobs.create("tripped", url, max_attempts=5,
+                                       retry_policy={"initial_delay": timedelta(milliseconds=10)})
+        run = await client.jobs.trigger(job.id)
+
+        async def opened() -> list[EndpointCircuit]:
+            return [c async for c in client.circuits.list(page_size=1)
+                    if c.state is CircuitState.OPEN]
+        [circuit] = await eventually(opened)
+        assert (circuit.endpoint_url, circuit.consecutive_failures, circuit.last_error) == (
+            url, 1, "endpoint returned 500")
+        assert is_utc(circuit.open_until) and is_utc(circuit.update_time)
+
+        async def waiting() -> bool:  # as in test_circuits.py: reset once the run waits on the circuit
+            got = await client.runs.get(run.id)
+            return got.status is RunStatus.QUEUED and got.error_class == "circuit_open"
+        await eventually(waiting)
+        reset = await client.circuits.reset(url)
+        assert reset.state == "closed" and reset.endpoint_url == url
+        assert (await client.runs.wait(run.id, timeout=15)).status is RunStatus.COMPLETED
+
+        def blocking() -> list[EndpointCircuit]:
+            with Client(address(app), api.key) as sync:
+                assert sync.circuits.reset(url).state is CircuitState.CLOSED
+                return list(sync.circuits.list())
+        assert await asyncio.to_thread(blocking) == []
+        with pytest.raises(InvalidArgumentError):
+            await client.circuits.reset("")
+    await api.channel.close()
