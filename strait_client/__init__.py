@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from strait_client._admin_models import ApiKey, ApiRateLimit, CreatedApiKey, EndpointCircuit, Project
 from strait_client._async_client import AsyncClient
+from strait_client._async_run_context import AsyncRunContext
 from strait_client._client import Client
 from strait_client._config import ClientConfig, Keepalive
 from strait_client._enums import (
@@ -43,7 +44,7 @@ from strait_client._errors import (
 from strait_client._models import AttemptRecord, FeedEvent, Job, JobRetryPolicy, Run, RunEvent, TriggeredRun
 from strait_client._ops import RunOptions
 from strait_client._retry import RetryPolicy
-from strait_client._run_context import AsyncRunContext, RunContext
+from strait_client._run_context import RunContext
 
 __all__ = [
     "TERMINAL_STATUSES",

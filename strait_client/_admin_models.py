@@ -20,7 +20,14 @@ class ApiRateLimit:
 
     @classmethod
     def from_proto(cls, m: project_pb2.ApiRateLimit) -> ApiRateLimit:
-        """Decodes a strait.v1.ApiRateLimit message."""
+        """Decodes a strait.v1.ApiRateLimit message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The limit.
+        """
         return cls(m.requests, duration_of(m, "window") or timedelta(0))
 
 
@@ -44,7 +51,14 @@ class Project:
 
     @classmethod
     def from_proto(cls, m: project_pb2.Project) -> Project:
-        """Decodes a strait.v1.Project message."""
+        """Decodes a strait.v1.Project message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The project.
+        """
         budget = m.monthly_budget_microusd if m.HasField("monthly_budget_microusd") else None
         return cls(m.id, m.slug, m.name, time_of(m, "create_time"), _rate_limit(m), budget,
                    from_proto(BudgetAction, m.budget_action), m.month_to_date_spend_microusd)
@@ -65,7 +79,14 @@ class ApiKey:
 
     @classmethod
     def from_proto(cls, m: project_pb2.ApiKey) -> ApiKey:
-        """Decodes a strait.v1.ApiKey message."""
+        """Decodes a strait.v1.ApiKey message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The key.
+        """
         return cls(m.id, m.project_id, m.name, m.key_prefix, time_of(m, "create_time"), time_of(m, "revoke_time"),
                    _rate_limit(m))
 
@@ -79,7 +100,14 @@ class CreatedApiKey(ApiKey):
 
     @classmethod
     def from_response(cls, m: project_pb2.CreateApiKeyResponse) -> CreatedApiKey:
-        """Decodes a CreateApiKeyResponse."""
+        """Decodes a CreateApiKeyResponse.
+
+        Args:
+            m: The response.
+
+        Returns:
+            The key with its secret.
+        """
         key = ApiKey.from_proto(m.api_key)
         return cls(key.id, key.project_id, key.name, key.key_prefix, key.create_time, key.revoke_time,
                    key.api_rate_limit, m.secret)
@@ -99,6 +127,13 @@ class EndpointCircuit:
 
     @classmethod
     def from_proto(cls, m: circuit_pb2.EndpointCircuit) -> EndpointCircuit:
-        """Decodes a strait.v1.EndpointCircuit message."""
+        """Decodes a strait.v1.EndpointCircuit message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The circuit.
+        """
         return cls(m.endpoint_url, from_proto(CircuitState, m.state), m.consecutive_failures,
                    time_of(m, "open_until"), time_of(m, "update_time"), m.last_error)

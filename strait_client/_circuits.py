@@ -54,10 +54,30 @@ class AsyncCircuits:
         self._t = transport
 
     def list(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[EndpointCircuit]:
-        """The project's endpoints that have failed since their last success. Args, Returns and Raises as
-        Circuits.list."""
+        """The project's endpoints that have failed since their last success, with their circuit state.
+
+        Args:
+            page_size: Circuits per call (1..1000).
+
+        Returns:
+            An async iterator of circuits, by endpoint URL; an endpoint whose last dispatch succeeded is not listed.
+
+        Raises:
+            StraitError: A page could not be fetched (raised while iterating).
+        """
         return self._t.pages(_ops.list_circuits(page_size))
 
     async def reset(self, endpoint_url: str) -> EndpointCircuit:
-        """Closes an endpoint's circuit now. Args, Returns and Raises as Circuits.reset."""
+        """Closes an endpoint's circuit now (e.g. after fixing the endpoint): its waiting runs are dispatched
+        again.
+
+        Args:
+            endpoint_url: The endpoint URL, as the circuit lists it.
+
+        Returns:
+            The circuit, closed.
+
+        Raises:
+            InvalidArgumentError: `endpoint_url` is empty or too long.
+        """
         return await self._t.call(_ops.reset_circuit(endpoint_url))

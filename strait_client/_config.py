@@ -63,7 +63,12 @@ class Keepalive:
             raise ValueError("keepalive time and timeout must be positive")
 
     def channel_options(self) -> list[tuple[str, int]]:
-        """The gRPC channel options these settings stand for."""
+        """The gRPC channel options these settings stand for.
+
+        Returns:
+            (name, value) pairs for grpc.keepalive_time_ms, keepalive_timeout_ms and
+            keepalive_permit_without_calls.
+        """
         return [("grpc.keepalive_time_ms", _ms(self.time)), ("grpc.keepalive_timeout_ms", _ms(self.timeout)),
                 ("grpc.keepalive_permit_without_calls", int(self.without_calls))]
 
@@ -99,7 +104,11 @@ class ClientConfig:
         return seconds(self.timeout)
 
     def grpc_options(self) -> list[tuple[str, Any]]:
-        """Every channel option a client opens its channel with."""
+        """Every channel option a client opens its channel with.
+
+        Returns:
+            (name, value) pairs: the user agent, the keepalive options, then `channel_options`.
+        """
         options: list[tuple[str, Any]] = [("grpc.primary_user_agent", USER_AGENT)]
         if self.keepalive is not None:
             options.extend(self.keepalive.channel_options())

@@ -45,7 +45,14 @@ class JobRetryPolicy:
 
     @classmethod
     def from_proto(cls, m: job_pb2.RetryPolicy) -> JobRetryPolicy:
-        """Decodes a strait.v1.RetryPolicy message."""
+        """Decodes a strait.v1.RetryPolicy message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The policy.
+        """
         return cls(from_proto(RetryStrategy, m.strategy), duration_of(m, "initial_delay"), duration_of(m, "max_delay"))
 
 
@@ -92,7 +99,14 @@ class Job:
 
     @classmethod
     def from_proto(cls, m: job_pb2.Job) -> Job:
-        """Decodes a strait.v1.Job message."""
+        """Decodes a strait.v1.Job message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The job.
+        """
         return cls(
             id=m.id, project_id=m.project_id, slug=m.slug, name=m.name, description=m.description,
             endpoint_url=m.endpoint_url, fallback_endpoint_url=m.fallback_endpoint_url,
@@ -125,7 +139,14 @@ class AttemptRecord:
 
     @classmethod
     def from_proto(cls, m: run_pb2.RunAttempt) -> AttemptRecord:
-        """Decodes a strait.v1.RunAttempt message."""
+        """Decodes a strait.v1.RunAttempt message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The attempt.
+        """
         return cls(m.attempt, m.status_code, duration_of(m, "duration"), m.error, m.endpoint_url,
                    time_of(m, "start_time"))
 
@@ -181,7 +202,14 @@ class Run:
 
     @classmethod
     def from_proto(cls, m: run_pb2.Run) -> Run:
-        """Decodes a strait.v1.Run message."""
+        """Decodes a strait.v1.Run message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The run.
+        """
         return cls(**_run_fields(m))
 
     @property
@@ -208,7 +236,17 @@ class TriggeredRun(Run):
     @classmethod
     def from_response(cls, m: run_pb2.Run, idempotent_repeat: bool, deduplicated: bool | None = False,
                       debounced: bool | None = False) -> TriggeredRun:
-        """Decodes a run and the flags of the reply that carried it."""
+        """Decodes a run and the flags of the reply that carried it.
+
+        Args:
+            m: The strait.v1.Run message.
+            idempotent_repeat: The reply's idempotent_repeat (or the run's idempotent_repeats item).
+            deduplicated: The reply's deduplicated; None when the reply does not say.
+            debounced: The reply's debounced; None when the reply does not say.
+
+        Returns:
+            The run with its flags.
+        """
         return cls(**_run_fields(m), idempotent_repeat=idempotent_repeat, deduplicated=deduplicated,
                    debounced=debounced)
 
@@ -232,7 +270,14 @@ class RunEvent:
 
     @classmethod
     def from_proto(cls, m: run_pb2.RunEvent) -> RunEvent:
-        """Decodes a strait.v1.RunEvent message."""
+        """Decodes a strait.v1.RunEvent message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The event.
+        """
         return cls(m.run_id, m.sequence, m.type, from_proto(RunStatus, m.from_status),
                    from_proto(RunStatus, m.to_status), m.message, json_of(m.data_json), time_of(m, "create_time"),
                    m.job_id, m.attempt)
@@ -251,7 +296,15 @@ class FeedEvent(RunEvent):
 
     @classmethod
     def from_feed(cls, m: run_pb2.RunEvent, resume_token: str) -> FeedEvent:
-        """Decodes an event and the resume token of the feed message that carried it."""
+        """Decodes an event and the resume token of the feed message that carried it.
+
+        Args:
+            m: The strait.v1.RunEvent message.
+            resume_token: The WatchRunsResponse's resume_token.
+
+        Returns:
+            The event with its token.
+        """
         event = RunEvent.from_proto(m)
         return cls(event.run_id, event.sequence, event.type, event.from_status, event.to_status, event.message,
                    event.data, event.create_time, event.job_id, event.attempt, resume_token)

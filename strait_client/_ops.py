@@ -60,6 +60,15 @@ class RunOptions:
     debounce_key: str = ""
 
     def to_proto(self) -> job_pb2.RunOptions:
+        """The options as a strait.v1.RunOptions message.
+
+        Returns:
+            The message (the payload JSON-encoded).
+
+        Raises:
+            TypeError: The payload is not a dict, or a value has the wrong type.
+            ValueError: A value is invalid (e.g. a naive scheduled_time).
+        """
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.payload is not None:
             if not isinstance(self.payload, Mapping):

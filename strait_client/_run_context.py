@@ -1,12 +1,12 @@
-"""RunContext (blocking) and AsyncRunContext: for code running inside a run, built from the headers of the
-dispatch request. Every call is authorised by the run token that came with the dispatch, for that run and
-attempt only, and writes an event that watchers see live."""
+"""RunContext: for (blocking) code running inside a run, built from the headers of the dispatch request (the
+asyncio twin is in _async_run_context). Every call is authorised by the run token that came with the
+dispatch, for that run and attempt only, and writes an event that watchers see live."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -18,22 +18,22 @@ from strait_client._errors import from_rpc_error
 from strait_client.v1 import run_context_pb2 as pb
 from strait_client.v1 import run_context_pb2_grpc
 
-__all__ = ["AsyncRunContext", "DispatchInfo", "RunContext"]
+__all__ = ["DispatchInfo", "RunContext"]
 
 
-def _dumps(value: Any) -> str:
+def optional_json(value: Any) -> str:
     return "" if value is None else json.dumps(value)
 
 
-def _auth(token: str) -> tuple[tuple[str, str], ...]:
+def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-def _log(message: str, level: str, data: Mapping[str, Any] | None) -> pb.LogRequest:
-    return pb.LogRequest(level=level, message=message, data_json=_dumps(data))
+def log_request(message: str, level: str, data: Mapping[str, Any] | None) -> pb.LogRequest:
+    return pb.LogRequest(level=level, message=message, data_json=optional_json(data))
 
 
-def _chunks(chunks: Iterable[bytes], stream_id: str) -> Iterator[pb.StreamOutputRequest]:
+def chunk_requests(chunks: Iterable[bytes], stream_id: str) -> Iterator[pb.StreamOutputRequest]:
     for chunk in chunks:
         yield pb.StreamOutputRequest(stream_id=stream_id, chunk=chunk)
     yield pb.StreamOutputRequest(stream_id=stream_id, done=True)
@@ -44,7 +44,7 @@ class RunContext:
 
     Every method raises FailedPreconditionError once the attempt has ended (finished, timed out, canceled),
     UnauthenticatedError/PermissionDeniedError for a bad or foreign token, and other StraitError subclasses
-    as the server answers.
+    as the server answers (each method's Raises names the usual ones).
 
     Args:
         info: The dispatch's run, attempt and token.
@@ -59,12 +59,20 @@ class RunContext:
         target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
         self._channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
         self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
-        self._metadata = _auth(info.token)
+        self._metadata = token_metadata(info.token)
         self._timeout = seconds(timeout)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], address: str | None = None, **kwargs: Any) -> Self:
-        """From the dispatch request's headers; `address` and `kwargs` as the constructor's.
+        """From the dispatch request's headers (a dict, a framework's request.headers...).
+
+        Args:
+            headers: The dispatch request's headers.
+            address: The server's HOST:PORT; default STRAIT_ADDRESS, else 127.0.0.1:50051.
+            **kwargs: `timeout` and `credentials`, as the constructor's.
+
+        Returns:
+            The context.
 
         Raises:
             ValueError: The headers are not those of a Strait dispatch.
@@ -97,8 +105,13 @@ class RunContext:
 
         Returns:
             The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
         """
-        return int(self._call("Log", _log(message, level, data)).sequence)
+        return int(self._call("Log", log_request(message, level, data)).sequence)
 
     def progress(self, percent: float, message: str = "", step: str = "") -> int:
         """Reports progress.
@@ -110,6 +123,10 @@ class RunContext:
 
         Returns:
             The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
         """
         return int(self._call("Progress", pb.ProgressRequest(percent=percent, message=message, step=step)).sequence)
 
@@ -118,10 +135,14 @@ class RunContext:
 
         Returns:
             True when the run was canceled and the work should stop.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
         """
         resp = self._call("Heartbeat", pb.HeartbeatRequest())
         if resp.run_token:
-            self._metadata = _auth(resp.run_token)
+            self._metadata = token_metadata(resp.run_token)
         return bool(resp.canceled)
 
     def checkpoint(self, state: Any) -> int:
@@ -132,6 +153,11 @@ class RunContext:
 
         Returns:
             The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
         """
         return int(self._call("Checkpoint", pb.CheckpointRequest(state_json=json.dumps(state))).sequence)
 
@@ -143,6 +169,11 @@ class RunContext:
 
         Returns:
             The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
         """
         return int(self._call("SetOutput", pb.SetOutputRequest(output_json=json.dumps(output))).sequence)
 
@@ -157,6 +188,7 @@ class RunContext:
 
         Raises:
             ResourceExhaustedError: The run's cost would pass the job's max_run_cost_microusd.
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
         """
         return bool(self._call("ReportCost", pb.ReportCostRequest(cost_microusd=cost_microusd)).budget_exhausted)
 
@@ -169,9 +201,15 @@ class RunContext:
 
         Returns:
             How many chunk events were written (the final `done` one included).
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
         """
         try:
-            resp = self._stub.StreamOutput(_chunks(chunks, stream_id), metadata=self._metadata, timeout=self._timeout)
+            resp = self._stub.StreamOutput(chunk_requests(chunks, stream_id), metadata=self._metadata,
+                                           timeout=self._timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
         return int(resp.chunks)
@@ -181,14 +219,22 @@ class RunContext:
 
         Args:
             output: The run's output; None keeps any output set before.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
         """
-        self._call("Complete", pb.CompleteRequest(output_json=_dumps(output)))
+        self._call("Complete", pb.CompleteRequest(output_json=optional_json(output)))
 
     def fail(self, error: str) -> None:
         """Fails the run at once, without retries.
 
         Args:
             error: The run's error.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
         """
         self._call("Fail", pb.FailRequest(error=error))
 
@@ -202,111 +248,3 @@ class RunContext:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-class AsyncRunContext:
-    """Reports from inside a run (asyncio): the methods of RunContext, awaited. Use as
-    `async with AsyncRunContext.from_headers(request.headers) as ctx`. Args and errors as RunContext's."""
-
-    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: Timeout = 10.0,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
-        self.info = info
-        target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
-        self._channel = (grpc.aio.secure_channel(target, credentials) if credentials
-                         else grpc.aio.insecure_channel(target))
-        self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
-        self._metadata = _auth(info.token)
-        self._timeout = seconds(timeout)
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str], address: str | None = None, **kwargs: Any) -> Self:
-        """From the dispatch request's headers (aiohttp's request.headers, a dict, ...). Raises as
-        RunContext.from_headers."""
-        return cls(DispatchInfo.from_headers(headers), address, **kwargs)
-
-    @classmethod
-    def from_asgi_scope(cls, scope: Mapping[str, Any], address: str | None = None, **kwargs: Any) -> Self:
-        """From an ASGI handler's scope. Raises ValueError when it is not a Strait dispatch."""
-        return cls(DispatchInfo.from_asgi_scope(scope), address, **kwargs)
-
-    @property
-    def run_id(self) -> str:
-        """The run this context reports for."""
-        return self.info.run_id
-
-    @property
-    def last_checkpoint(self) -> Any | None:
-        """The state the previous attempt saved with checkpoint(), if any."""
-        return self.info.last_checkpoint
-
-    async def _call(self, method: str, request: Any) -> Any:
-        try:
-            return await getattr(self._stub, method)(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-
-    async def log(self, message: str, level: str = "info", data: Mapping[str, Any] | None = None) -> int:
-        """Appends a log line to the run's events. Args and Returns as RunContext.log."""
-        return int((await self._call("Log", _log(message, level, data))).sequence)
-
-    async def progress(self, percent: float, message: str = "", step: str = "") -> int:
-        """Reports progress. Args and Returns as RunContext.progress."""
-        resp = await self._call("Progress", pb.ProgressRequest(percent=percent, message=message, step=step))
-        return int(resp.sequence)
-
-    async def heartbeat(self) -> bool:
-        """Extends the attempt's deadline; True when the run was canceled. As RunContext.heartbeat."""
-        resp = await self._call("Heartbeat", pb.HeartbeatRequest())
-        if resp.run_token:  # later calls use the renewed token
-            self._metadata = _auth(resp.run_token)
-        return bool(resp.canceled)
-
-    async def checkpoint(self, state: Any) -> int:
-        """Saves state handed to the next attempt. Args and Returns as RunContext.checkpoint."""
-        return int((await self._call("Checkpoint", pb.CheckpointRequest(state_json=json.dumps(state)))).sequence)
-
-    async def set_output(self, output: Any) -> int:
-        """Sets the run's output without finishing it. Args and Returns as RunContext.set_output."""
-        return int((await self._call("SetOutput", pb.SetOutputRequest(output_json=json.dumps(output)))).sequence)
-
-    async def report_cost(self, cost_microusd: int) -> bool:
-        """Adds to the run's cost; True when the budget is now spent. As RunContext.report_cost."""
-        resp = await self._call("ReportCost", pb.ReportCostRequest(cost_microusd=cost_microusd))
-        return bool(resp.budget_exhausted)
-
-    async def complete(self, output: Any | None = None) -> None:
-        """Completes the run. Args as RunContext.complete."""
-        await self._call("Complete", pb.CompleteRequest(output_json=_dumps(output)))
-
-    async def fail(self, error: str) -> None:
-        """Fails the run at once, without retries. Args as RunContext.fail."""
-        await self._call("Fail", pb.FailRequest(error=error))
-
-    async def stream_output(self, chunks: Iterable[bytes] | AsyncIterator[bytes], stream_id: str = "") -> int:
-        """Streams output chunks from an iterable or an async iterator. Args and Returns as
-        RunContext.stream_output."""
-        async def requests() -> AsyncIterator[pb.StreamOutputRequest]:
-            if isinstance(chunks, AsyncIterator):
-                async for chunk in chunks:
-                    yield pb.StreamOutputRequest(stream_id=stream_id, chunk=chunk)
-                yield pb.StreamOutputRequest(stream_id=stream_id, done=True)
-            else:
-                for request in _chunks(chunks, stream_id):
-                    yield request
-
-        try:
-            resp = await self._stub.StreamOutput(requests(), metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-        return int(resp.chunks)
-
-    async def close(self) -> None:
-        """Closes the channel."""
-        await self._channel.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()

@@ -85,17 +85,62 @@ class AsyncSchedules:
         self._t = transport
 
     async def fire_times(self, id_or_slug: str, count: int = 10) -> builtins.list[datetime]:
-        """When the job's schedule fires next. Args, Returns and Raises as Schedules.fire_times."""
+        """When the job's schedule fires next.
+
+        Args:
+            id_or_slug: The job's id or slug.
+            count: How many fire times (1..100).
+
+        Returns:
+            The next `count` fire times, as aware UTC datetimes.
+
+        Raises:
+            NotFoundError: No such job.
+            FailedPreconditionError: The job has no schedule.
+        """
         return await self._t.call(_ops.schedule_fire_times(id_or_slug, count))
 
     async def pause(self, id_or_slug: str) -> Job:
-        """Stops the schedule from firing. Args, Returns and Raises as Schedules.pause."""
+        """Stops the schedule from firing; the job still accepts triggers.
+
+        Args:
+            id_or_slug: The job's id or slug.
+
+        Returns:
+            The job, with `schedule_paused` set.
+
+        Raises:
+            NotFoundError: No such job.
+            FailedPreconditionError: The job has no schedule.
+        """
         return await self._t.call(_ops.pause_schedule(id_or_slug))
 
     async def resume(self, id_or_slug: str) -> Job:
-        """Starts a paused schedule again. Args, Returns and Raises as Schedules.resume."""
+        """Starts a paused schedule again from its next tick after now (missed ticks do not fire).
+
+        Args:
+            id_or_slug: The job's id or slug.
+
+        Returns:
+            The job, with its `next_fire_time`.
+
+        Raises:
+            NotFoundError: No such job.
+            FailedPreconditionError: The job has no schedule.
+        """
         return await self._t.call(_ops.resume_schedule(id_or_slug))
 
     async def trigger(self, id_or_slug: str) -> Run:
-        """Creates a run now, as the schedule would. Args, Returns and Raises as Schedules.trigger."""
+        """Creates a run now, as the schedule would.
+
+        Args:
+            id_or_slug: The job's id or slug.
+
+        Returns:
+            The new run (its metadata says triggered_by: schedule_trigger).
+
+        Raises:
+            NotFoundError: No such job.
+            FailedPreconditionError: The job has no schedule, or is disabled.
+        """
         return await self._t.call(_ops.trigger_schedule(id_or_slug))
