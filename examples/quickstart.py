@@ -6,12 +6,12 @@ then run `python examples/quickstart.py`. Safe to run again: the jobs are create
 
 from datetime import timedelta
 
-from strait_client import AlreadyExistsError, Client
+from strait_client import AlreadyExistsError, Client, Job
 
 ENDPOINT = "http://127.0.0.1:8000/"
 
 
-def ensure_job(client: Client, slug: str, endpoint_url: str, **fields: object) -> dict:
+def ensure_job(client: Client, slug: str, endpoint_url: str, **fields: object) -> Job:
     """Creates the job, or resets it to these settings when it exists from an earlier run."""
     try:
         return client.jobs.create(slug, endpoint_url, **fields)
@@ -23,23 +23,23 @@ with Client.from_env() as client:  # STRAIT_ADDRESS and STRAIT_API_KEY
     # 1. A job that works: trigger it, wait for the run, read the endpoint's answer.
     ensure_job(client, "hello", ENDPOINT)
     run = client.jobs.trigger("hello", {"name": "world"})
-    print("triggered", run["id"], run["status"])
-    run = client.runs.wait(run["id"])
-    print(run["status"], run["output"])  # completed {'echo': {'name': 'world'}, 'attempt': 1}
+    print("triggered", run.id, run.status)
+    run = client.runs.wait(run.id)
+    print(run.status, run.output)  # completed {'echo': {'name': 'world'}, 'attempt': 1}
 
     # 2. A job whose endpoint answers 503: retried with exponential backoff, then parked in dead_letter.
     ensure_job(client, "flaky", ENDPOINT + "fail", max_attempts=3,
                retry_policy={"initial_delay": timedelta(milliseconds=500)})
     run = client.jobs.trigger("flaky", {"order": 42})
-    run = client.runs.wait(run["id"])
-    print(run["status"], run["error"], [(a["attempt"], a["status_code"]) for a in run["attempts"]])
+    run = client.runs.wait(run.id)
+    print(run.status, run.error, [(a.attempt, a.status_code) for a in run.attempts])
     # dead_letter endpoint returned 503 [(1, 503), (2, 503), (3, 503)]
-    for event in client.runs.events(run["id"]):
-        print(f"  {event['sequence']}: {event['from_status'] or '(new)'} -> {event['to_status']} {event['message']}")
+    for event in client.runs.events(run.id):
+        print(f"  {event.sequence}: {event.from_status or '(new)'} -> {event.to_status} {event.message}")
 
     # 3. Fix the endpoint and replay: a new run with the same payload, linked to the dead one.
     client.jobs.update("flaky", endpoint_url=ENDPOINT)
-    replay = client.runs.replay(run["id"])
-    replay = client.runs.wait(replay["id"])
-    print(replay["status"], "replay of", replay["replay_of_run_id"], replay["output"])
+    replay = client.runs.replay(run.id)
+    replay = client.runs.wait(replay.id)
+    print(replay.status, "replay of", replay.replay_of_run_id, replay.output)
     # completed replay of run_... {'echo': {'order': 42}, 'attempt': 1}

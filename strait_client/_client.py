@@ -2,316 +2,97 @@
 
 from __future__ import annotations
 
-import builtins
-import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import grpc
 
-from strait_client import _ops, _tracing
-from strait_client._errors import from_rpc_error
-from strait_client._ops import DEFAULT_PAGE_SIZE, Dict, Op, Page, RunOptions
-from strait_client._retry import Attempts, RetryPolicy
-from strait_client.v1 import job_pb2_grpc, project_pb2_grpc, run_pb2_grpc, schedule_pb2_grpc
+from strait_client import _tracing
+from strait_client._circuits import Circuits
+from strait_client._config import ClientConfig, ClientOptions, Keepalive, Timeout, env_settings, open_channel, resolve
+from strait_client._jobs import Jobs
+from strait_client._projects import Projects
+from strait_client._retry import RetryPolicy
+from strait_client._runs import Runs
+from strait_client._schedules import Schedules
+from strait_client._transport import Transport, auth_metadata
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
-T = TypeVar("T")
-
-DEFAULT_RETRY = RetryPolicy()
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-USER_AGENT = "strait-python"
-
-
-def channel_options() -> list[tuple[str, Any]]:
-    return [("grpc.primary_user_agent", USER_AGENT)]
-
-
-def auth_metadata(api_key: str) -> tuple[tuple[str, str], ...]:
-    if not api_key:
-        raise ValueError("an API key is required (pass api_key or set STRAIT_API_KEY)")
-    return (("authorization", f"Bearer {api_key}"),)
-
-
-def env_settings() -> tuple[str, str]:
-    """(address, api_key) from STRAIT_ADDRESS and STRAIT_API_KEY."""
-    return os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS, os.environ.get("STRAIT_API_KEY", "")
-
-
-class _Transport:
-    def __init__(self, channel: grpc.Channel, api_key: str, timeout: float,
-                 retry: RetryPolicy) -> None:
-        self.channel = channel
-        self.metadata = auth_metadata(api_key)
-        self.timeout = timeout
-        self.retry = retry
-        self._stubs: dict[str, Any] = {
-            "jobs": job_pb2_grpc.JobServiceStub(channel),
-            "runs": run_pb2_grpc.RunServiceStub(channel),
-            "projects": project_pb2_grpc.ProjectServiceStub(channel),
-            "schedules": schedule_pb2_grpc.ScheduleServiceStub(channel),
-        }
-
-    def call(self, op: Op[T]) -> T:
-        method = getattr(self._stubs[op.service], op.method)
-        attempts = Attempts(self.retry, self.timeout, op.retryable)
-        while True:
-            try:
-                return op.convert(method(op.request, metadata=self.metadata, timeout=attempts.timeout()))
-            except grpc.RpcError as err:
-                error = from_rpc_error(err)
-                if (wait := attempts.wait_after(error)) is None:
-                    raise error from err
-            time.sleep(wait)
-
-    def stub(self, service: str) -> Any:
-        return self._stubs[service]
-
-    def pages(self, make: Callable[[str], Op[Page]]) -> Iterator[Dict]:
-        token = ""
-        while True:
-            items, token = self.call(make(token))
-            yield from items
-            if not token:
-                return
-
-
-class Jobs:
-    """`client.jobs`: job definitions and triggers. Jobs are named by id ("job_...") or by slug."""
-
-    def __init__(self, transport: _Transport) -> None:
-        self._t = transport
-
-    def create(self, slug: str, endpoint_url: str, **fields: Any) -> Dict:
-        """Creates a job; `fields` are other Job fields (name, timeout=timedelta, retry_policy={...}, tags...)."""
-        return self._t.call(_ops.create_job(slug, endpoint_url, fields))
-
-    def get(self, id_or_slug: str) -> Dict:
-        return self._t.call(_ops.get_job(id_or_slug))
-
-    def list(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Dict]:
-        """Every job of the project, oldest first, fetching pages as the iteration proceeds."""
-        return self._t.pages(_ops.list_jobs(page_size))
-
-    def update(self, id_or_slug: str, *, etag: str = "", **fields: Any) -> Dict:
-        """Changes exactly the given fields (a None value resets one to its default). With `etag`, the update
-        happens only if the job is unchanged since that etag was read (else AbortedError)."""
-        if "slug" in fields and not _ops.is_job_id(id_or_slug):
-            id_or_slug = self.get(id_or_slug)["id"]
-        return self._t.call(_ops.update_job(id_or_slug, fields, etag))
-
-    def delete(self, id_or_slug: str, *, etag: str = "") -> Dict:
-        """Deletes a job (every unfinished run of it is canceled) and returns it."""
-        return self._t.call(_ops.delete_job(id_or_slug, etag))
-
-    def trigger(self, id_or_slug: str, payload: Mapping[str, Any] | None = None, *,
-                scheduled_time: datetime | None = None, priority: int | None = None,
-                timeout: timedelta | None = None, max_attempts: int | None = None, idempotency_key: str = "",
-                tags: Mapping[str, str] | None = None, metadata: Mapping[str, str] | None = None,
-                ttl: timedelta | None = None, concurrency_key: str = "") -> Dict:
-        """Creates a run and returns it, with `idempotent_repeat` true when the idempotency key matched an
-        existing run (which is returned instead). `ttl`: expire the run if it has not started in time;
-        `concurrency_key`: the group the job's max_concurrency_per_key counts this run in."""
-        options = RunOptions(payload, scheduled_time, priority, timeout, max_attempts, idempotency_key, tags,
-                             metadata, ttl, concurrency_key)
-        return self._t.call(_ops.trigger_job(id_or_slug, options))
-
-    def batch_trigger(self, id_or_slug: str, runs: Sequence[RunOptions | Mapping[str, Any]], *,
-                      full: bool = False) -> builtins.list[Dict]:
-        """Creates up to 1,000 runs at once; each item is a payload dict or a RunOptions."""
-        return self._t.call(_ops.batch_trigger_job(id_or_slug, runs, full))
-
-
-class Runs:
-    """`client.runs`: read, cancel, replay and wait for runs."""
-
-    def __init__(self, transport: _Transport, jobs: Jobs) -> None:
-        self._t = transport
-        self._jobs = jobs
-
-    def get(self, run_id: str) -> Dict:
-        return self._t.call(_ops.get_run(run_id))
-
-    def list(self, job: str | None = None, statuses: Iterable[str] | None = None,
-             created_after: datetime | None = None, created_before: datetime | None = None, *,
-             page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Dict]:
-        """Runs, newest first, optionally of one job (id or slug) and in any of `statuses`."""
-        if job and not _ops.is_job_id(job):
-            job = self._jobs.get(job)["id"]
-        return self._t.pages(_ops.list_runs(job, statuses, created_after, created_before, page_size))
-
-    def cancel(self, run_id: str, reason: str = "") -> Dict:
-        return self._t.call(_ops.cancel_run(run_id, reason))
-
-    def replay(self, run_id: str, idempotency_key: str = "") -> Dict:
-        """Creates a new run from a finished one; the result carries `idempotent_repeat`."""
-        return self._t.call(_ops.replay_run(run_id, idempotency_key))
-
-    def events(self, run_id: str, *, after_sequence: int = 0) -> builtins.list[Dict]:
-        """The run's events in sequence order."""
-        return list(self._t.pages(_ops.list_run_events(run_id, after_sequence, 1000)))
-
-    def watch(self, run_id: str, *, after_sequence: int = 0, timeout: float | None = None) -> Iterator[Dict]:
-        """The run's events in sequence order, stored then live, until its terminal event.
-
-        Reconnects by itself (from the last sequence received, so nothing is missed or repeated) when the
-        connection drops or the server ends the stream at its maximum duration. `timeout` bounds the whole
-        watch (TimeoutError)."""
-        after = after_sequence
-        deadline = None if timeout is None else time.monotonic() + timeout
-        failures = 0
-        while True:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            stream = self._t.stub("runs").WatchRun(_ops.watch_run_request(run_id, after),
-                                                    metadata=self._t.metadata, timeout=remaining)
-            try:
-                for message in stream:
-                    if message.WhichOneof("message") != "event":
-                        continue
-                    event = _ops.event_dict(message.event)
-                    after, failures = event["sequence"], 0
-                    yield event
-                    if _ops.ends_run(event):
-                        return
-                if _ops.run_finished(stream.trailing_metadata()):
-                    return
-            except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                    raise TimeoutError(f"run {run_id} did not finish within {timeout}s") from err
-                if err.code() not in _ops.RESUMABLE or failures >= 8:
-                    raise from_rpc_error(err) from err
-                failures += 1
-                time.sleep(_ops.reconnect_delay(failures))
-            finally:
-                stream.cancel()
-
-    def watch_all(self, *, job: str | None = None, statuses: Iterable[str] | None = None,
-                  tags: Mapping[str, str] | None = None, resume_token: str = "",
-                  from_start: bool = False) -> Iterator[Dict]:
-        """The project's run events in commit order, live, forever (until you stop iterating).
-
-        Each event dict carries `resume_token`; pass the last one back to continue after it. Reconnects by
-        itself from the last token when the connection drops or the stream ages out."""
-        if job and not _ops.is_job_id(job):
-            job = self._jobs.get(job)["id"]
-        token, failures = resume_token, 0
-        while True:
-            stream = self._t.stub("runs").WatchRuns(
-                _ops.watch_runs_request(job, statuses, tags, token, from_start and not token),
-                metadata=self._t.metadata)
-            try:
-                for message in stream:
-                    token, failures = message.resume_token or token, 0
-                    if message.WhichOneof("message") == "event":
-                        yield {**_ops.event_dict(message.event), "resume_token": token}
-            except grpc.RpcError as err:
-                if err.code() not in _ops.RESUMABLE or failures >= 8:
-                    raise from_rpc_error(err) from err
-                failures += 1
-                time.sleep(_ops.reconnect_delay(failures))
-            finally:
-                stream.cancel()
-
-    def wait(self, run_id: str, timeout: float = 60.0) -> Dict:
-        """Returns the run once it reaches a terminal status (watching its events, not polling);
-        TimeoutError after `timeout` seconds."""
-        for _ in self.watch(run_id, timeout=timeout):
-            pass
-        return self.get(run_id)
-
-
-class Schedules:
-    """`client.schedules`: the cron schedules of jobs (Job.cron), named by job id or slug."""
-
-    def __init__(self, transport: _Transport) -> None:
-        self._t = transport
-
-    def fire_times(self, id_or_slug: str, count: int = 10) -> builtins.list[datetime]:
-        """The schedule's next `count` (1..100) fire times, as aware UTC datetimes."""
-        return self._t.call(_ops.schedule_fire_times(id_or_slug, count))
-
-    def pause(self, id_or_slug: str) -> Dict:
-        """Stops the schedule from firing (the job still takes triggers) and returns the job."""
-        return self._t.call(_ops.pause_schedule(id_or_slug))
-
-    def resume(self, id_or_slug: str) -> Dict:
-        """Starts the schedule again from its next tick after now (missed ticks do not fire)."""
-        return self._t.call(_ops.resume_schedule(id_or_slug))
-
-    def trigger(self, id_or_slug: str) -> Dict:
-        """Creates a run now, as the schedule would, and returns it."""
-        return self._t.call(_ops.trigger_schedule(id_or_slug))
-
-
-class Projects:
-    """`client.projects`: projects (creating one needs the admin key) and API keys."""
-
-    def __init__(self, transport: _Transport) -> None:
-        self._t = transport
-
-    def create(self, slug: str, name: str = "") -> Dict:
-        return self._t.call(_ops.create_project(slug, name))
-
-    def get(self, project_id: str) -> Dict:
-        return self._t.call(_ops.get_project(project_id))
-
-    def list(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Dict]:
-        return self._t.pages(_ops.list_projects(page_size))
-
-    def create_api_key(self, name: str = "", project_id: str = "") -> Dict:
-        """Creates a key (in the caller's project unless `project_id`); its `secret` is returned only here."""
-        return self._t.call(_ops.create_api_key(name, project_id))
-
-    def list_api_keys(self, project_id: str = "", *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Dict]:
-        return self._t.pages(_ops.list_api_keys(project_id, page_size))
-
-    def revoke_api_key(self, key_id: str) -> Dict:
-        return self._t.call(_ops.revoke_api_key(key_id))
-
 
 class Client:
-    """Synchronous Strait client. Every call sends the API key and uses `timeout` seconds as its deadline;
-    failures raise StraitError subclasses. Use as a context manager or call close().
+    """Synchronous Strait client: `client.jobs`, `.runs`, `.schedules`, `.projects` and `.circuits`.
 
-    Calls safe to repeat are retried when the server answers UNAVAILABLE, as `retry` (a RetryPolicy) says:
-    reads, and triggers, each of which carries a fresh request id that its retries reuse, so that a retry
-    after a lost answer returns the runs the first attempt created instead of creating them again.
+    Every call sends the API key and has the configured timeout as its deadline; failures raise StraitError
+    subclasses. Results are typed (Job, Run, RunEvent, Project...). Use as a context manager or call close().
+
+    Calls safe to repeat are retried when the server answers UNAVAILABLE, as the RetryPolicy says: reads, and
+    triggers, each of which carries a fresh request id that its retries reuse, so that a retry after a lost
+    answer returns the runs the first attempt created instead of creating them again.
 
     Calls are traced with OpenTelemetry (a client span each, its context sent to the server) when
-    `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md)."""
+    `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md).
 
-    def __init__(self, address: str, api_key: str, *, timeout: float = 30.0,
+    Args:
+        address: The server's HOST:PORT.
+        api_key: The API key ("strait_...") sent with every call.
+        config: Timeout, retry, keepalive, channel options and interceptors together (default ClientConfig());
+            the keyword arguments below, when given, override its fields.
+        timeout: Each call's deadline, retries included: seconds or a timedelta (default 30 s).
+        retry: When calls safe to repeat are retried (RetryPolicy(max_attempts=1): never).
+        keepalive: Keepalive pings on the connection (see Keepalive).
+        channel_options: Extra gRPC channel options, e.g. [("grpc.max_receive_message_length", 16 << 20)].
+        interceptors: grpc.UnaryUnaryClientInterceptor (and the other grpc.*ClientInterceptor kinds), first
+            one outermost.
+        credentials: TLS credentials (grpc.ssl_channel_credentials()); None: plaintext.
+        tracer_provider: The OpenTelemetry TracerProvider to trace calls with.
+
+    Raises:
+        ValueError: `api_key` is empty, or a timeout is not positive.
+        TypeError: An interceptor is not a gRPC client interceptor.
+    """
+
+    def __init__(self, address: str, api_key: str, *, config: ClientConfig | None = None,
+                 timeout: Timeout | None = None, retry: RetryPolicy | None = None, keepalive: Keepalive | None = None,
+                 channel_options: Sequence[tuple[str, Any]] | None = None, interceptors: Sequence[Any] | None = None,
                  credentials: grpc.ChannelCredentials | None = None,
-                 tracer_provider: TracerProvider | None = None, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+                 tracer_provider: TracerProvider | None = None) -> None:
         self.address = address
-        self.timeout = timeout
+        self.config = resolve(config, timeout=timeout, retry=retry, keepalive=keepalive,
+                              channel_options=channel_options, interceptors=interceptors)
+        self.timeout = self.config.timeout_seconds
+        """The calls' deadline in seconds."""
         auth_metadata(api_key)  # refuse an empty key before opening a channel
         provider = tracer_provider or _tracing.env_tracer_provider()  # a bad OTEL_* setting raises before it too
-        if credentials is None:
-            channel = grpc.insecure_channel(address, options=channel_options())
-        else:
-            channel = grpc.secure_channel(address, credentials, options=channel_options())
-        if provider is not None:
-            channel = _tracing.traced_channel(channel, provider)
-        self._transport = _Transport(channel, api_key, timeout, retry)
+        channel = open_channel(address, self.config, credentials, provider)
+        self._transport = Transport(channel, api_key, self.timeout, self.config.retry)
         self.jobs = Jobs(self._transport)
         self.runs = Runs(self._transport, self.jobs)
         self.projects = Projects(self._transport)
         self.schedules = Schedules(self._transport)
+        self.circuits = Circuits(self._transport)
 
     @classmethod
-    def from_env(cls, *, timeout: float = 30.0, credentials: grpc.ChannelCredentials | None = None) -> Self:
-        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY."""
+    def from_env(cls, **options: Unpack[ClientOptions]) -> Self:
+        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY.
+
+        Args:
+            **options: The keyword arguments of Client (config, timeout, retry, keepalive, channel_options,
+                interceptors, credentials, tracer_provider).
+
+        Returns:
+            The client.
+
+        Raises:
+            ValueError: STRAIT_API_KEY is not set.
+        """
         address, api_key = env_settings()
-        return cls(address, api_key, timeout=timeout, credentials=credentials)
+        return cls(address, api_key, **options)
 
     def close(self) -> None:
+        """Closes the channel; calls in progress are canceled."""
         self._transport.channel.close()
 
     def __enter__(self) -> Self:

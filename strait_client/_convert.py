@@ -1,19 +1,17 @@
-"""Protobuf <-> plain Python values, driven by the message descriptors.
+"""Plain Python values -> protobuf request fields, driven by the message descriptors (the way back is in
+_models: each result type decodes its own message).
 
-Out: messages become dicts keyed by field name; `*_json` strings become the decoded value under the name
-without the suffix (empty -> None); enums become lower-case names without their prefix ("dead_letter",
-0 -> None); Timestamps become aware UTC datetimes and Durations timedeltas (unset -> None); maps become
-dicts and repeated fields lists.
-
-In: the reverse, from keyword-style mappings. JSON fields take any JSON-encodable value under the short
-name ("payload") or text under the full name ("payload_json"); Timestamps take aware datetimes, Durations
-timedeltas (or seconds), enums their short name or number, messages dicts. Unknown names raise TypeError.
+From keyword-style mappings: JSON fields take any JSON-encodable value under the short name ("payload") or
+text under the full name ("payload_json"); Timestamps take aware datetimes, Durations timedeltas (or
+seconds), enums their short name, StrEnum member or number, messages dicts, messages, or the client's
+dataclasses (JobRetryPolicy, ApiRateLimit). Unknown names raise TypeError.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -33,16 +31,6 @@ def _enum_prefix(enum: EnumDescriptor) -> str:
     """RUN_STATUS_ for RunStatus: the name of value 0 ("..._UNSPECIFIED") without UNSPECIFIED."""
     zero = enum.values_by_number.get(0)
     return zero.name.removesuffix("UNSPECIFIED") if zero is not None else ""
-
-
-def enum_name(enum: EnumDescriptor, number: int) -> str | int | None:
-    """The short lower-case name of an enum value; None for 0; the number itself when unknown."""
-    if number == 0:
-        return None
-    value = enum.values_by_number.get(number)
-    if value is None:
-        return number
-    return value.name.removeprefix(_enum_prefix(enum)).lower()
 
 
 def enum_number(enum: EnumDescriptor, value: str | int) -> int:
@@ -78,38 +66,6 @@ def _is_map(field: FieldDescriptor) -> bool:
 
 def _is_json(field: FieldDescriptor) -> bool:
     return field.type == FieldDescriptor.TYPE_STRING and field.name.endswith(JSON_SUFFIX)
-
-
-def _value_out(field: FieldDescriptor, value: Any) -> Any:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        full_name = _message_type(field).full_name
-        if full_name == _TIMESTAMP:
-            return value.ToDatetime(tzinfo=UTC)
-        if full_name == _DURATION:
-            return value.ToTimedelta()
-        return to_dict(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        return enum_name(_enum_type(field), value)
-    return value
-
-
-def to_dict(message: Message) -> dict[str, Any]:
-    """A message as a plain dict (see the module docstring)."""
-    out: dict[str, Any] = {}
-    for field in _descriptor(message).fields:
-        value = getattr(message, field.name)
-        if _is_map(field):
-            value_field = _message_type(field).fields_by_name["value"]
-            out[field.name] = {k: _value_out(value_field, v) for k, v in value.items()}
-        elif field.is_repeated:
-            out[field.name] = [_value_out(field, v) for v in value]
-        elif field.has_presence and not message.HasField(field.name):
-            out[field.name] = None
-        elif _is_json(field):
-            out[field.name.removesuffix(JSON_SUFFIX)] = json.loads(value) if value else None
-        else:
-            out[field.name] = _value_out(field, value)
-    return out
 
 
 def _field(descriptor: Descriptor, key: str) -> tuple[FieldDescriptor, bool]:
@@ -161,8 +117,15 @@ def _set_message(target: Message, value: Any) -> None:
         target.CopyFrom(value)
     elif isinstance(value, Mapping):
         fill(target, value)
+    elif is_dataclass(value) and not isinstance(value, type):
+        fill(target, _dataclass_values(value))
     else:
         raise TypeError(f"expected a dict for {target.DESCRIPTOR.name}, got {type(value).__name__}")
+
+
+def _dataclass_values(value: Any) -> dict[str, Any]:
+    """A result dataclass (JobRetryPolicy, ApiRateLimit...) as keywords; its None fields are left unset."""
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def _scalar_in(field: FieldDescriptor, value: Any) -> Any:
@@ -220,8 +183,14 @@ def mask_paths(descriptor: Descriptor, values: Mapping[str, Any], prefix: str = 
             paths.append(prefix + field.name)
         elif isinstance(value, Mapping) and value:
             paths.extend(mask_paths(nested, value, f"{prefix}{field.name}."))
-        elif isinstance(value, Message):
+        elif isinstance(value, Message) or (is_dataclass(value) and not isinstance(value, type)):
             paths.extend(mask_paths(nested, dict.fromkeys(f.name for f in nested.fields), f"{prefix}{field.name}."))
         else:
             paths.append(prefix + field.name)
     return paths
+
+
+def top_level_paths(descriptor: Descriptor, values: Mapping[str, Any]) -> list[str]:
+    """FieldMask paths naming whole fields, for methods that take no sub-field paths (UpdateProject,
+    UpdateApiKey): a message value replaces the whole message."""
+    return [_field(descriptor, key)[0].name for key in values]

@@ -3,35 +3,26 @@ differ in how they execute these, so building requests and decoding responses li
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-import grpc
 from google.protobuf.message import Message
 
-from strait_client._convert import fill, mask_paths, to_dict
-from strait_client.v1 import job_pb2, project_pb2, run_pb2, schedule_pb2
+from strait_client._admin_models import ApiKey, ApiRateLimit, CreatedApiKey, EndpointCircuit, Project
+from strait_client._convert import fill, mask_paths, top_level_paths
+from strait_client._models import Job, Run, RunEvent, TriggeredRun
+from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, schedule_pb2
 
 T = TypeVar("T")
-Service = Literal["jobs", "runs", "projects", "schedules"]
-Dict: TypeAlias = dict[str, Any]
-Page: TypeAlias = tuple[list[Dict], str]
+Service = Literal["jobs", "runs", "projects", "schedules", "circuits"]
+Page: TypeAlias = tuple[list[T], str]
+RateLimit: TypeAlias = ApiRateLimit | Mapping[str, Any] | None
 
 JOB_ID_PREFIX = "job_"
-TERMINAL_STATUSES = frozenset({
-    "completed", "failed", "timed_out", "crashed", "system_failed", "canceled", "expired", "dead_letter",
-})
-"""Run statuses a run never leaves (ReplayRun creates a new run instead)."""
 DEFAULT_PAGE_SIZE = 200
-
-
-def is_terminal(status: str | None) -> bool:
-    """Whether a run status (as found in run dicts) is final."""
-    return status in TERMINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -65,8 +56,19 @@ class RunOptions:
     metadata: Mapping[str, str] | None = None
     ttl: timedelta | None = None
     concurrency_key: str = ""
+    dedup_key: str = ""
+    debounce_key: str = ""
 
     def to_proto(self) -> job_pb2.RunOptions:
+        """The options as a strait.v1.RunOptions message.
+
+        Returns:
+            The message (the payload JSON-encoded).
+
+        Raises:
+            TypeError: The payload is not a dict, or a value has the wrong type.
+            ValueError: A value is invalid (e.g. a naive scheduled_time).
+        """
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.payload is not None:
             if not isinstance(self.payload, Mapping):
@@ -84,72 +86,79 @@ def is_job_id(id_or_slug: str) -> bool:
     return id_or_slug.startswith(JOB_ID_PREFIX)
 
 
-def _selector(id_or_slug: str) -> Dict:
+def _selector(id_or_slug: str) -> dict[str, Any]:
     return {"id": id_or_slug} if is_job_id(id_or_slug) else {"slug": id_or_slug}
 
 
-def _job(response: Any) -> Dict:
-    return to_dict(response.job)
+def _job(response: Any) -> Job:
+    return Job.from_proto(response.job)
 
 
-def _run(response: Any) -> Dict:
-    return to_dict(response.run)
+def _run(response: Any) -> Run:
+    return Run.from_proto(response.run)
 
 
-def _run_repeat(response: Any) -> Dict:
-    return {**to_dict(response.run), "idempotent_repeat": bool(response.idempotent_repeat)}
+def _triggered(response: Any) -> TriggeredRun:
+    """A TriggerJobResponse or ReplayRunResponse (which has no dedup/debounce flags: they stay False)."""
+    return TriggeredRun.from_response(response.run, response.idempotent_repeat,
+                                      bool(getattr(response, "deduplicated", False)),
+                                      bool(getattr(response, "debounced", False)))
 
 
-def _page(items_field: str) -> Callable[[Any], Page]:
-    def convert(response: Any) -> Page:
-        return [to_dict(m) for m in getattr(response, items_field)], str(response.next_page_token)
+def _page(items_field: str, decode: Callable[[Any], T]) -> Callable[[Any], Page[T]]:
+    def convert(response: Any) -> Page[T]:
+        return [decode(m) for m in getattr(response, items_field)], str(response.next_page_token)
     return convert
 
 
 # Jobs
 
 
-def create_job(slug: str, endpoint_url: str, values: Mapping[str, Any]) -> Op[Dict]:
+def create_job(slug: str, endpoint_url: str, values: Mapping[str, Any]) -> Op[Job]:
     job = fill(job_pb2.Job(slug=slug, endpoint_url=endpoint_url), values)
     return Op("jobs", "CreateJob", job_pb2.CreateJobRequest(job=job), _job)
 
 
-def get_job(id_or_slug: str) -> Op[Dict]:
+def get_job(id_or_slug: str) -> Op[Job]:
     return Op("jobs", "GetJob", job_pb2.GetJobRequest(**_selector(id_or_slug)), _job)
 
 
-def list_jobs(page_size: int) -> Callable[[str], Op[Page]]:
+def list_jobs(page_size: int) -> Callable[[str], Op[Page[Job]]]:
     return lambda token: Op("jobs", "ListJobs", job_pb2.ListJobsRequest(page_size=page_size, page_token=token),
-                            _page("jobs"))
+                            _page("jobs", Job.from_proto))
 
 
-def update_job(id_or_slug: str, values: Mapping[str, Any], etag: str) -> Op[Dict]:
-    """`id_or_slug` must be an id when `values` renames the job (the caller resolves it)."""
+def _update_mask(request: Any, descriptor: Any, values: Mapping[str, Any], *, nested: bool = True) -> None:
     if not values:
         raise ValueError("name at least one field to update")
-    job = fill(job_pb2.Job(etag=etag, **_selector(id_or_slug)), values)
-    request = job_pb2.UpdateJobRequest(job=job)
-    request.update_mask.paths.extend(mask_paths(job_pb2.Job.DESCRIPTOR, values))
+    request.update_mask.paths.extend((mask_paths if nested else top_level_paths)(descriptor, values))
+
+
+def update_job(id_or_slug: str, values: Mapping[str, Any], etag: str) -> Op[Job]:
+    """`id_or_slug` must be an id when `values` renames the job (the caller resolves it)."""
+    request = job_pb2.UpdateJobRequest(job=fill(job_pb2.Job(etag=etag, **_selector(id_or_slug)), values))
+    _update_mask(request, job_pb2.Job.DESCRIPTOR, values)
     return Op("jobs", "UpdateJob", request, _job)
 
 
-def delete_job(id_or_slug: str, etag: str) -> Op[Dict]:
+def delete_job(id_or_slug: str, etag: str) -> Op[Job]:
     return Op("jobs", "DeleteJob", job_pb2.DeleteJobRequest(etag=etag, **_selector(id_or_slug)), _job)
 
 
-def trigger_job(id_or_slug: str, options: RunOptions) -> Op[Dict]:
+def trigger_job(id_or_slug: str, options: RunOptions) -> Op[TriggeredRun]:
     request = job_pb2.TriggerJobRequest(options=options.to_proto(), request_id=new_request_id(),
                                         **_selector(id_or_slug))
-    return Op("jobs", "TriggerJob", request, _run_repeat)
+    return Op("jobs", "TriggerJob", request, _triggered)
 
 
-def _batch(response: Any) -> list[Dict]:
-    return [{**to_dict(run), "idempotent_repeat": bool(repeat)}
+def _batch(response: Any) -> list[TriggeredRun]:
+    # A batch reply has one flag per run, for all three reasons: deduplicated/debounced are not reported.
+    return [TriggeredRun.from_response(run, bool(repeat), None, None)
             for run, repeat in zip(response.runs, response.idempotent_repeats, strict=False)]
 
 
 def batch_trigger_job(id_or_slug: str, runs: Sequence[RunOptions | Mapping[str, Any]],
-                      full: bool = False) -> Op[list[Dict]]:
+                      full: bool = False) -> Op[list[TriggeredRun]]:
     """full=False asks for the BASIC view (ids, statuses, times; no payload echo), which is much cheaper."""
     if isinstance(runs, Mapping | str):
         raise TypeError("runs must be a list of payload dicts or RunOptions")
@@ -163,128 +172,134 @@ def batch_trigger_job(id_or_slug: str, runs: Sequence[RunOptions | Mapping[str, 
 # Runs
 
 
-def get_run(run_id: str) -> Op[Dict]:
+def status_list(statuses: Iterable[str] | None) -> list[str] | None:
+    if isinstance(statuses, str):  # one status (a RunStatus is a str too)
+        return [statuses]
+    return list(statuses) if statuses is not None else None
+
+
+def get_run(run_id: str) -> Op[Run]:
     return Op("runs", "GetRun", run_pb2.GetRunRequest(id=run_id), _run)
 
 
 def list_runs(job_id: str | None, statuses: Iterable[str] | None, created_after: datetime | None,
-              created_before: datetime | None, page_size: int) -> Callable[[str], Op[Page]]:
-    if isinstance(statuses, str):
-        statuses = [statuses]
+              created_before: datetime | None, page_size: int) -> Callable[[str], Op[Page[Run]]]:
     base = run_pb2.ListRunsRequest(page_size=page_size)
-    fill(base, {"job_id": job_id, "statuses": list(statuses) if statuses is not None else None,
+    fill(base, {"job_id": job_id, "statuses": status_list(statuses),
                 "create_time_after": created_after, "create_time_before": created_before})
 
-    def make(token: str) -> Op[Page]:
+    def make(token: str) -> Op[Page[Run]]:
         request = run_pb2.ListRunsRequest()
         request.CopyFrom(base)
         request.page_token = token
-        return Op("runs", "ListRuns", request, _page("runs"))
+        return Op("runs", "ListRuns", request, _page("runs", Run.from_proto))
     return make
 
 
-def cancel_run(run_id: str, reason: str) -> Op[Dict]:
+def cancel_run(run_id: str, reason: str) -> Op[Run]:
     return Op("runs", "CancelRun", run_pb2.CancelRunRequest(id=run_id, reason=reason), _run)
 
 
-def replay_run(run_id: str, idempotency_key: str) -> Op[Dict]:
+def replay_run(run_id: str, idempotency_key: str) -> Op[TriggeredRun]:
     return Op("runs", "ReplayRun", run_pb2.ReplayRunRequest(id=run_id, idempotency_key=idempotency_key),
-              _run_repeat)
+              _triggered)
 
 
-def list_run_events(run_id: str, after_sequence: int, page_size: int) -> Callable[[str], Op[Page]]:
+def list_run_events(run_id: str, after_sequence: int, page_size: int) -> Callable[[str], Op[Page[RunEvent]]]:
     return lambda token: Op("runs", "ListRunEvents", run_pb2.ListRunEventsRequest(
-        run_id=run_id, after_sequence=after_sequence, page_size=page_size, page_token=token), _page("events"))
-
-
-# Projects
-
-
-def create_project(slug: str, name: str) -> Op[Dict]:
-    return Op("projects", "CreateProject", project_pb2.CreateProjectRequest(slug=slug, name=name),
-              lambda r: to_dict(r.project))
-
-
-def get_project(project_id: str) -> Op[Dict]:
-    return Op("projects", "GetProject", project_pb2.GetProjectRequest(id=project_id), lambda r: to_dict(r.project))
-
-
-def list_projects(page_size: int) -> Callable[[str], Op[Page]]:
-    return lambda token: Op("projects", "ListProjects", project_pb2.ListProjectsRequest(
-        page_size=page_size, page_token=token), _page("projects"))
-
-
-def create_api_key(name: str, project_id: str) -> Op[Dict]:
-    return Op("projects", "CreateApiKey", project_pb2.CreateApiKeyRequest(project_id=project_id, name=name),
-              lambda r: {**to_dict(r.api_key), "secret": str(r.secret)})
-
-
-def list_api_keys(project_id: str, page_size: int) -> Callable[[str], Op[Page]]:
-    return lambda token: Op("projects", "ListApiKeys", project_pb2.ListApiKeysRequest(
-        project_id=project_id, page_size=page_size, page_token=token), _page("api_keys"))
-
-
-def revoke_api_key(key_id: str) -> Op[Dict]:
-    return Op("projects", "RevokeApiKey", project_pb2.RevokeApiKeyRequest(id=key_id),
-              lambda r: to_dict(r.api_key))
-
-
-WATCH_END_KEY = "strait-watch-end"
-RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+        run_id=run_id, after_sequence=after_sequence, page_size=page_size, page_token=token),
+        _page("events", RunEvent.from_proto))
 
 
 def watch_run_request(run_id: str, after_sequence: int) -> run_pb2.WatchRunRequest:
     return run_pb2.WatchRunRequest(run_id=run_id, after_sequence=after_sequence)
 
 
-def ends_run(event: Dict) -> bool:
-    """The run's terminal status change: nothing follows it."""
-    return event.get("type") == "status_change" and is_terminal(event.get("to_status"))
-
-
-def run_finished(trailing: Any) -> bool:
-    """Whether a stream that ended OK did so because the run finished (else it aged out: resume)."""
-    return any(key == WATCH_END_KEY and value == "run-finished" for key, value in trailing or ())
-
-
-def reconnect_delay(failures: int) -> float:
-    """Backoff with jitter between reconnects: 0.1 s doubling to 5 s."""
-    return float(min(0.1 * 2 ** failures, 5.0) * random.uniform(0.5, 1.0))
-
-
-def event_dict(event: Any) -> Dict:
-    return to_dict(event)
-
-
 def watch_runs_request(job_id: str | None, statuses: Iterable[str] | None, tags: Mapping[str, str] | None,
                        resume_token: str, from_start: bool) -> run_pb2.WatchRunsRequest:
-    if isinstance(statuses, str):
-        statuses = [statuses]
     request = run_pb2.WatchRunsRequest(resume_token=resume_token, from_start=from_start)
-    fill(request, {"job_id": job_id, "statuses": list(statuses) if statuses is not None else None,
-                   "tags": dict(tags) if tags else None})
+    fill(request, {"job_id": job_id, "statuses": status_list(statuses), "tags": dict(tags) if tags else None})
     return request
 
 
-def _schedule_selector(id_or_slug: str) -> Dict:
-    return {"id": id_or_slug} if is_job_id(id_or_slug) else {"slug": id_or_slug}
+# Projects and API keys
+
+
+def _project(response: Any) -> Project:
+    return Project.from_proto(response.project)
+
+
+def _api_key(response: Any) -> ApiKey:
+    return ApiKey.from_proto(response.api_key)
+
+
+def create_project(slug: str, name: str, api_rate_limit: RateLimit = None) -> Op[Project]:
+    request = fill(project_pb2.CreateProjectRequest(slug=slug, name=name), {"api_rate_limit": api_rate_limit})
+    return Op("projects", "CreateProject", request, _project)
+
+
+def get_project(project_id: str) -> Op[Project]:
+    return Op("projects", "GetProject", project_pb2.GetProjectRequest(id=project_id), _project)
+
+
+def list_projects(page_size: int) -> Callable[[str], Op[Page[Project]]]:
+    return lambda token: Op("projects", "ListProjects", project_pb2.ListProjectsRequest(
+        page_size=page_size, page_token=token), _page("projects", Project.from_proto))
+
+
+def update_project(project_id: str, values: Mapping[str, Any]) -> Op[Project]:
+    request = project_pb2.UpdateProjectRequest(project=fill(project_pb2.Project(id=project_id), values))
+    _update_mask(request, project_pb2.Project.DESCRIPTOR, values, nested=False)
+    return Op("projects", "UpdateProject", request, _project)
+
+
+def create_api_key(name: str, project_id: str, api_rate_limit: RateLimit = None) -> Op[CreatedApiKey]:
+    request = fill(project_pb2.CreateApiKeyRequest(project_id=project_id, name=name),
+                   {"api_rate_limit": api_rate_limit})
+    return Op("projects", "CreateApiKey", request, CreatedApiKey.from_response)
+
+
+def list_api_keys(project_id: str, page_size: int) -> Callable[[str], Op[Page[ApiKey]]]:
+    return lambda token: Op("projects", "ListApiKeys", project_pb2.ListApiKeysRequest(
+        project_id=project_id, page_size=page_size, page_token=token), _page("api_keys", ApiKey.from_proto))
+
+
+def update_api_key(key_id: str, values: Mapping[str, Any]) -> Op[ApiKey]:
+    request = project_pb2.UpdateApiKeyRequest(api_key=fill(project_pb2.ApiKey(id=key_id), values))
+    _update_mask(request, project_pb2.ApiKey.DESCRIPTOR, values, nested=False)
+    return Op("projects", "UpdateApiKey", request, _api_key)
+
+
+def revoke_api_key(key_id: str) -> Op[ApiKey]:
+    return Op("projects", "RevokeApiKey", project_pb2.RevokeApiKeyRequest(id=key_id), _api_key)
+
+
+# Schedules and circuits
 
 
 def schedule_fire_times(id_or_slug: str, count: int) -> Op[list[datetime]]:
-    request = schedule_pb2.ListScheduleFireTimesRequest(count=count, **_schedule_selector(id_or_slug))
+    request = schedule_pb2.ListScheduleFireTimesRequest(count=count, **_selector(id_or_slug))
     return Op("schedules", "ListScheduleFireTimes", request,
               lambda response: [t.ToDatetime(tzinfo=UTC) for t in response.fire_times])
 
 
-def pause_schedule(id_or_slug: str) -> Op[Dict]:
-    return Op("schedules", "PauseSchedule", schedule_pb2.PauseScheduleRequest(**_schedule_selector(id_or_slug)), _job)
+def pause_schedule(id_or_slug: str) -> Op[Job]:
+    return Op("schedules", "PauseSchedule", schedule_pb2.PauseScheduleRequest(**_selector(id_or_slug)), _job)
 
 
-def resume_schedule(id_or_slug: str) -> Op[Dict]:
-    return Op("schedules", "ResumeSchedule", schedule_pb2.ResumeScheduleRequest(**_schedule_selector(id_or_slug)),
-              _job)
+def resume_schedule(id_or_slug: str) -> Op[Job]:
+    return Op("schedules", "ResumeSchedule", schedule_pb2.ResumeScheduleRequest(**_selector(id_or_slug)), _job)
 
 
-def trigger_schedule(id_or_slug: str) -> Op[Dict]:
-    return Op("schedules", "TriggerSchedule",
-              schedule_pb2.TriggerScheduleRequest(**_schedule_selector(id_or_slug)), _run)
+def trigger_schedule(id_or_slug: str) -> Op[Run]:
+    return Op("schedules", "TriggerSchedule", schedule_pb2.TriggerScheduleRequest(**_selector(id_or_slug)), _run)
+
+
+def list_circuits(page_size: int) -> Callable[[str], Op[Page[EndpointCircuit]]]:
+    return lambda token: Op("circuits", "ListEndpointCircuits", circuit_pb2.ListEndpointCircuitsRequest(
+        page_size=page_size, page_token=token), _page("circuits", EndpointCircuit.from_proto))
+
+
+def reset_circuit(endpoint_url: str) -> Op[EndpointCircuit]:
+    return Op("circuits", "ResetEndpointCircuit", circuit_pb2.ResetEndpointCircuitRequest(endpoint_url=endpoint_url),
+              lambda response: EndpointCircuit.from_proto(response.circuit))

@@ -34,8 +34,17 @@ class RetryPolicy:
             raise ValueError("backoffs must be positive, max_backoff at least initial_backoff")
 
     def delay(self, attempt: int, error: StraitError, remaining: float) -> float | None:
-        """Seconds to wait before attempt `attempt + 1` after `error`, or None to give up. `remaining`: seconds
-        left of the call's timeout."""
+        """How long to wait before the next attempt of a call.
+
+        Args:
+            attempt: The attempt that failed (1 for the first).
+            error: What it failed with; only UnavailableError is retried.
+            remaining: Seconds left of the call's timeout.
+
+        Returns:
+            Seconds to wait before attempt `attempt + 1`, or None to give up (not retryable, attempts used up,
+            or the wait would outlast the timeout).
+        """
         if not isinstance(error, UnavailableError) or attempt >= self.max_attempts:
             return None
         cap = min(self.initial_backoff.total_seconds() * 2 ** (attempt - 1), self.max_backoff.total_seconds())

@@ -1,175 +1,92 @@
-"""RunContext: for code running inside a run, built from the headers of the dispatch request."""
+"""RunContext: for (blocking) code running inside a run, built from the headers of the dispatch request (the
+asyncio twin is in _async_run_context). Every call is authorised by the run token that came with the
+dispatch, for that run and attempt only, and writes an event that watchers see live."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 import grpc
 
+from strait_client._config import DEFAULT_ADDRESS, Timeout, seconds
+from strait_client._dispatch_info import DispatchInfo
 from strait_client._errors import from_rpc_error
 from strait_client.v1 import run_context_pb2 as pb
 from strait_client.v1 import run_context_pb2_grpc
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+__all__ = ["DispatchInfo", "RunContext"]
 
 
-@dataclass(frozen=True)
-class DispatchInfo:
-    run_id: str
-    job_id: str
-    attempt: int
-    token: str
-    last_checkpoint: Any | None
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> DispatchInfo:
-        lower = {k.lower(): v for k, v in headers.items()}
-        try:
-            run_id, token = lower["x-run-id"], lower["x-run-token"]
-        except KeyError as missing:
-            raise ValueError(f"not a Strait dispatch: header {missing} is missing") from None
-        checkpoint = lower.get("x-last-checkpoint")
-        return cls(run_id=run_id, job_id=lower.get("x-job-id", ""), attempt=int(lower.get("x-attempt", "1")),
-                   token=token, last_checkpoint=json.loads(checkpoint) if checkpoint else None)
-
-    @classmethod
-    def from_asgi_scope(cls, scope: Mapping[str, Any]) -> DispatchInfo:
-        """From an ASGI HTTP scope (Starlette, FastAPI, Django ASGI...), whose headers are byte pairs."""
-        return cls.from_headers({k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())})
-
-
-def _dumps(value: Any) -> str:
+def optional_json(value: Any) -> str:
     return "" if value is None else json.dumps(value)
 
 
-class AsyncRunContext:
-    """Reports from inside a run (asyncio). Use as `async with AsyncRunContext.from_headers(request.headers)`.
+def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
 
-    The address comes from `address` or STRAIT_ADDRESS. Every call is authorised by the run token that
-    came with the dispatch, for that run and attempt only.
-    """
 
-    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: float = 10.0,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
-        self.info = info
-        target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
-        self._channel = (grpc.aio.secure_channel(target, credentials) if credentials
-                         else grpc.aio.insecure_channel(target))
-        self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {info.token}"),)
-        self._timeout = timeout
+def log_request(message: str, level: str, data: Mapping[str, Any] | None) -> pb.LogRequest:
+    return pb.LogRequest(level=level, message=message, data_json=optional_json(data))
 
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str], address: str | None = None, **kwargs: Any) -> Self:
-        """From the dispatch request's headers (aiohttp's request.headers, a dict, ...)."""
-        return cls(DispatchInfo.from_headers(headers), address, **kwargs)
 
-    @classmethod
-    def from_asgi_scope(cls, scope: Mapping[str, Any], address: str | None = None, **kwargs: Any) -> Self:
-        """From an ASGI handler's scope."""
-        return cls(DispatchInfo.from_asgi_scope(scope), address, **kwargs)
-
-    @property
-    def run_id(self) -> str:
-        return self.info.run_id
-
-    @property
-    def last_checkpoint(self) -> Any | None:
-        """The state the previous attempt saved with checkpoint(), if any."""
-        return self.info.last_checkpoint
-
-    async def _call(self, method: str, request: Any) -> Any:
-        try:
-            return await getattr(self._stub, method)(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-
-    async def log(self, message: str, level: str = "info", data: Mapping[str, Any] | None = None) -> int:
-        resp = await self._call("Log", pb.LogRequest(level=level, message=message, data_json=_dumps(data)))
-        return int(resp.sequence)
-
-    async def progress(self, percent: float, message: str = "", step: str = "") -> int:
-        resp = await self._call("Progress", pb.ProgressRequest(percent=percent, message=message, step=step))
-        return int(resp.sequence)
-
-    async def heartbeat(self) -> bool:
-        """Extends the attempt's deadline; True when the run was canceled and the work should stop."""
-        resp = await self._call("Heartbeat", pb.HeartbeatRequest())
-        if resp.run_token:  # later calls use the renewed token
-            self._metadata = (("authorization", f"Bearer {resp.run_token}"),)
-        return bool(resp.canceled)
-
-    async def checkpoint(self, state: Any) -> int:
-        return int((await self._call("Checkpoint", pb.CheckpointRequest(state_json=json.dumps(state)))).sequence)
-
-    async def set_output(self, output: Any) -> int:
-        return int((await self._call("SetOutput", pb.SetOutputRequest(output_json=json.dumps(output)))).sequence)
-
-    async def report_cost(self, cost_microusd: int) -> bool:
-        """Adds to the run's cost and its project's monthly spend; True when the budget is now spent."""
-        resp = await self._call("ReportCost", pb.ReportCostRequest(cost_microusd=cost_microusd))
-        return bool(resp.budget_exhausted)
-
-    async def complete(self, output: Any | None = None) -> None:
-        await self._call("Complete", pb.CompleteRequest(output_json=_dumps(output)))
-
-    async def fail(self, error: str) -> None:
-        await self._call("Fail", pb.FailRequest(error=error))
-
-    async def stream_output(self, chunks: Iterable[bytes] | AsyncIterator[bytes], stream_id: str = "") -> int:
-        async def requests() -> AsyncIterator[pb.StreamOutputRequest]:
-            if isinstance(chunks, AsyncIterator):
-                async for chunk in chunks:
-                    yield pb.StreamOutputRequest(stream_id=stream_id, chunk=chunk)
-            else:
-                for chunk in chunks:
-                    yield pb.StreamOutputRequest(stream_id=stream_id, chunk=chunk)
-            yield pb.StreamOutputRequest(stream_id=stream_id, done=True)
-
-        try:
-            resp = await self._stub.StreamOutput(requests(), metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
-        return int(resp.chunks)
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
+def chunk_requests(chunks: Iterable[bytes], stream_id: str) -> Iterator[pb.StreamOutputRequest]:
+    for chunk in chunks:
+        yield pb.StreamOutputRequest(stream_id=stream_id, chunk=chunk)
+    yield pb.StreamOutputRequest(stream_id=stream_id, done=True)
 
 
 class RunContext:
-    """Reports from inside a run (blocking). Use as `with RunContext.from_headers(request.headers)`."""
+    """Reports from inside a run (blocking). Use as `with RunContext.from_headers(request.headers) as ctx`.
 
-    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: float = 10.0,
+    Every method raises FailedPreconditionError once the attempt has ended (finished, timed out, canceled),
+    UnauthenticatedError/PermissionDeniedError for a bad or foreign token, and other StraitError subclasses
+    as the server answers (each method's Raises names the usual ones).
+
+    Args:
+        info: The dispatch's run, attempt and token.
+        address: The server's HOST:PORT; default STRAIT_ADDRESS, else 127.0.0.1:50051.
+        timeout: Each call's deadline: seconds or a timedelta.
+        credentials: TLS credentials; None: plaintext.
+    """
+
+    def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: Timeout = 10.0,
                  credentials: grpc.ChannelCredentials | None = None) -> None:
         self.info = info
         target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
         self._channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
         self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {info.token}"),)
-        self._timeout = timeout
+        self._metadata = token_metadata(info.token)
+        self._timeout = seconds(timeout)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], address: str | None = None, **kwargs: Any) -> Self:
+        """From the dispatch request's headers (a dict, a framework's request.headers...).
+
+        Args:
+            headers: The dispatch request's headers.
+            address: The server's HOST:PORT; default STRAIT_ADDRESS, else 127.0.0.1:50051.
+            **kwargs: `timeout` and `credentials`, as the constructor's.
+
+        Returns:
+            The context.
+
+        Raises:
+            ValueError: The headers are not those of a Strait dispatch.
+        """
         return cls(DispatchInfo.from_headers(headers), address, **kwargs)
 
     @property
     def run_id(self) -> str:
+        """The run this context reports for."""
         return self.info.run_id
 
     @property
     def last_checkpoint(self) -> Any | None:
+        """The state the previous attempt saved with checkpoint(), if any."""
         return self.info.last_checkpoint
 
     def _call(self, method: str, request: Any) -> Any:
@@ -179,35 +96,150 @@ class RunContext:
             raise from_rpc_error(err) from err
 
     def log(self, message: str, level: str = "info", data: Mapping[str, Any] | None = None) -> int:
-        return int(self._call("Log", pb.LogRequest(level=level, message=message, data_json=_dumps(data))).sequence)
+        """Appends a log line to the run's events.
+
+        Args:
+            message: The line.
+            level: debug, info, warn or error.
+            data: A JSON object kept with the line.
+
+        Returns:
+            The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
+        """
+        return int(self._call("Log", log_request(message, level, data)).sequence)
 
     def progress(self, percent: float, message: str = "", step: str = "") -> int:
+        """Reports progress.
+
+        Args:
+            percent: 0 to 100.
+            message: What is happening.
+            step: A name for the current step.
+
+        Returns:
+            The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+        """
         return int(self._call("Progress", pb.ProgressRequest(percent=percent, message=message, step=step)).sequence)
 
     def heartbeat(self) -> bool:
-        """Extends the attempt's deadline; True when the run was canceled and the work should stop."""
+        """Extends the attempt's deadline by the run's timeout; later calls use the renewed run token.
+
+        Returns:
+            True when the run was canceled and the work should stop.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+        """
         resp = self._call("Heartbeat", pb.HeartbeatRequest())
-        if resp.run_token:  # later calls use the renewed token
-            self._metadata = (("authorization", f"Bearer {resp.run_token}"),)
+        if resp.run_token:
+            self._metadata = token_metadata(resp.run_token)
         return bool(resp.canceled)
 
     def checkpoint(self, state: Any) -> int:
+        """Saves state handed to the next attempt (its `last_checkpoint`).
+
+        Args:
+            state: JSON-encodable, at most 4 KiB encoded.
+
+        Returns:
+            The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
+        """
         return int(self._call("Checkpoint", pb.CheckpointRequest(state_json=json.dumps(state))).sequence)
 
     def set_output(self, output: Any) -> int:
+        """Sets the run's output without finishing the run.
+
+        Args:
+            output: JSON-encodable, at most 1 MiB encoded.
+
+        Returns:
+            The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
+        """
         return int(self._call("SetOutput", pb.SetOutputRequest(output_json=json.dumps(output))).sequence)
 
     def report_cost(self, cost_microusd: int) -> bool:
-        """Adds to the run's cost and its project's monthly spend; True when the budget is now spent."""
+        """Adds to the run's cost and its project's monthly spend.
+
+        Args:
+            cost_microusd: Micro-USD to add (1 USD = 1,000,000).
+
+        Returns:
+            True when the project's monthly budget is now spent.
+
+        Raises:
+            ResourceExhaustedError: The run's cost would pass the job's max_run_cost_microusd.
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+        """
         return bool(self._call("ReportCost", pb.ReportCostRequest(cost_microusd=cost_microusd)).budget_exhausted)
 
+    def stream_output(self, chunks: Iterable[bytes], stream_id: str = "") -> int:
+        """Streams output chunks, each of which becomes an "output_chunk" event, then a final `done` one.
+
+        Args:
+            chunks: The chunks, sent as the iterable yields them.
+            stream_id: Names one of several output streams; empty means "default".
+
+        Returns:
+            How many chunk events were written (the final `done` one included).
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+            InvalidArgumentError: The value is too large or not valid.
+        """
+        try:
+            resp = self._stub.StreamOutput(chunk_requests(chunks, stream_id), metadata=self._metadata,
+                                           timeout=self._timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return int(resp.chunks)
+
     def complete(self, output: Any | None = None) -> None:
-        self._call("Complete", pb.CompleteRequest(output_json=_dumps(output)))
+        """Completes the run (for endpoints that answered 202 Accepted, or to finish before answering).
+
+        Args:
+            output: The run's output; None keeps any output set before.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+        """
+        self._call("Complete", pb.CompleteRequest(output_json=optional_json(output)))
 
     def fail(self, error: str) -> None:
+        """Fails the run at once, without retries.
+
+        Args:
+            error: The run's error.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            UnauthenticatedError: The run token is invalid or expired.
+        """
         self._call("Fail", pb.FailRequest(error=error))
 
     def close(self) -> None:
+        """Closes the channel."""
         self._channel.close()
 
     def __enter__(self) -> Self:

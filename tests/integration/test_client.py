@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,14 +15,34 @@ from google.protobuf.duration_pb2 import Duration
 
 from strait_client import (
     AbortedError,
+    ApiKey,
+    ApiRateLimit,
     AsyncClient,
+    AttemptRecord,
+    BudgetAction,
+    CircuitState,
     Client,
+    ClientConfig,
+    CreatedApiKey,
+    EndpointCircuit,
+    ExecutionMode,
     FailedPreconditionError,
+    FeedEvent,
     InvalidArgumentError,
+    Job,
+    JobRetryPolicy,
+    Keepalive,
     NotFoundError,
     PermissionDeniedError,
+    Project,
+    ResourceExhaustedError,
+    RetryStrategy,
+    Run,
+    RunEvent,
     RunOptions,
+    RunStatus,
     StraitError,
+    TriggeredRun,
     UnauthenticatedError,
     UnavailableError,
 )
@@ -47,44 +68,49 @@ async def test_job_crud(app: App, api: Api, sink: Sink) -> None:
         job = await client.jobs.create("crud", url, name="CRUD", timeout=timedelta(seconds=10),
                                        retry_policy={"strategy": "fixed", "initial_delay": timedelta(seconds=2)},
                                        tags={"team": "a"}, max_attempts=5)
-        assert job["id"].startswith("job_") and job["slug"] == "crud" and job["name"] == "CRUD"
-        assert job["timeout"] == timedelta(seconds=10) and job["max_attempts"] == 5
-        assert job["retry_policy"] == {"strategy": "fixed", "initial_delay": timedelta(seconds=2),
-                                       "max_delay": timedelta(hours=1)}
-        assert job["execution_mode"] == "http" and job["enabled"] is True and job["queue"] == "default"
-        assert job["tags"] == {"team": "a"} and job["metadata"] == {}
-        assert is_utc(job["create_time"]) and is_utc(job["update_time"])
+        assert job.id.startswith("job_") and job.slug == "crud" and job.name == "CRUD"
+        assert job.timeout == timedelta(seconds=10) and job.max_attempts == 5
+        assert isinstance(job, Job)
+        assert job.retry_policy == JobRetryPolicy(RetryStrategy.FIXED, timedelta(seconds=2), timedelta(hours=1))
+        assert job.execution_mode is ExecutionMode.HTTP and job.execution_mode == "http"
+        assert job.enabled is True and job.queue == "default"
+        assert job.tags == {"team": "a"} and job.metadata == {}
+        assert is_utc(job.create_time) and is_utc(job.update_time)
 
-        assert await client.jobs.get(job["id"]) == job
+        assert await client.jobs.get(job.id) == job
         assert await client.jobs.get("crud") == job
 
         others = [await client.jobs.create(f"other-{i}", url) for i in range(3)]
         listed = [j async for j in client.jobs.list(page_size=2)]  # two pages and a bit
-        assert [j["id"] for j in listed] == [job["id"]] + [o["id"] for o in others]
+        assert [j.id for j in listed] == [job.id] + [o.id for o in others]
 
         # Only the named fields change; a dict names sub-fields, so the strategy survives.
         updated = await client.jobs.update("crud", enabled=False, description="d",
                                            retry_policy={"max_delay": timedelta(minutes=5)})
-        assert updated["enabled"] is False and updated["description"] == "d" and updated["name"] == "CRUD"
-        assert updated["retry_policy"] == {"strategy": "fixed", "initial_delay": timedelta(seconds=2),
-                                           "max_delay": timedelta(minutes=5)}
-        assert updated["etag"] != job["etag"]
+        assert updated.enabled is False and updated.description == "d" and updated.name == "CRUD"
+        assert updated.retry_policy == JobRetryPolicy(RetryStrategy.FIXED, timedelta(seconds=2), timedelta(minutes=5))
+        assert updated.etag != job.etag
         # Renaming by slug resolves the id first.
-        renamed = await client.jobs.update("crud", slug="crud-2", etag=updated["etag"])
-        assert renamed["id"] == job["id"] and renamed["slug"] == "crud-2" and renamed["enabled"] is False
+        renamed = await client.jobs.update("crud", slug="crud-2", etag=updated.etag)
+        assert renamed.id == job.id and renamed.slug == "crud-2" and renamed.enabled is False
         # A message instance replaces the whole sub-message (unset sub-fields take their defaults).
-        replaced = await client.jobs.update(job["id"], retry_policy=job_pb2.RetryPolicy(max_delay=Duration(seconds=30)))
-        assert replaced["retry_policy"] == {"strategy": "exponential", "initial_delay": timedelta(seconds=1),
-                                            "max_delay": timedelta(seconds=30)}
+        replaced = await client.jobs.update(job.id, retry_policy=job_pb2.RetryPolicy(max_delay=Duration(seconds=30)))
+        assert replaced.retry_policy == JobRetryPolicy(RetryStrategy.EXPONENTIAL, timedelta(seconds=1),
+                                                       timedelta(seconds=30))
+        # So does a JobRetryPolicy, e.g. one read from another job.
+        again = await client.jobs.update(job.id, retry_policy=job.retry_policy)
+        assert again.retry_policy == job.retry_policy
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            job.name = "changed"  # type: ignore[misc]
         with pytest.raises(AbortedError) as stale:
-            await client.jobs.update(job["id"], name="late", etag=job["etag"])
+            await client.jobs.update(job.id, name="late", etag=job.etag)
         assert stale.value.code == grpc.StatusCode.ABORTED
 
         deleted = await client.jobs.delete("crud-2")
-        assert deleted["id"] == job["id"]
+        assert deleted.id == job.id
         with pytest.raises(NotFoundError) as missing:
-            await client.jobs.get(job["id"])
-        assert (missing.value.resource_type, missing.value.resource_name) == ("job", job["id"])
+            await client.jobs.get(job.id)
+        assert (missing.value.resource_type, missing.value.resource_name) == ("job", job.id)
         assert missing.value.reason == "JOB_NOT_FOUND"
 
 
@@ -95,32 +121,37 @@ async def test_trigger_and_wait_decodes_the_run(app: App, api: Api, sink: Sink) 
         payload = {"n": 12345678901234567890, "nested": {"list": [1, 2.5, None, "x"]}}
         run = await client.jobs.trigger("work", payload, metadata={"who": "me"}, timeout=timedelta(seconds=30),
                                         tags={"kind": "unit"})
-        assert run["id"].startswith("run_") and run["job_id"] == job["id"]
-        assert run["status"] in ("queued", "executing", "completed") and run["idempotent_repeat"] is False
-        assert run["payload"] == payload and run["timeout"] == timedelta(seconds=30)
-        assert run["tags"] == {"env": "test", "kind": "unit"} and run["metadata"] == {"who": "me"}
+        assert run.id.startswith("run_") and run.job_id == job.id
+        assert isinstance(run, TriggeredRun) and isinstance(run.status, RunStatus)
+        assert run.status in ("queued", "executing", "completed") and run.idempotent_repeat is False
+        assert (run.deduplicated, run.debounced) == (False, False)
+        assert run.payload == payload and run.timeout == timedelta(seconds=30)
+        assert run.tags == {"env": "test", "kind": "unit"} and run.metadata == {"who": "me"}
 
-        done = await client.runs.wait(run["id"], timeout=15)
-        assert done["status"] == "completed" and done["output"] == {"ok": True} and done["error"] == ""
-        assert is_utc(done["finish_time"]) and is_utc(done["start_time"])
-        [attempt] = done["attempts"]
-        assert attempt["status_code"] == 200 and isinstance(attempt["duration"], timedelta)
-        assert attempt["endpoint_url"] == url
+        done = await client.runs.wait(run.id, timeout=15)
+        assert type(done) is Run and done.status is RunStatus.COMPLETED and done.is_terminal
+        assert done.output == {"ok": True} and done.error == ""
+        assert is_utc(done.finish_time) and is_utc(done.start_time)
+        [attempt] = done.attempts
+        assert isinstance(attempt, AttemptRecord) and isinstance(done.attempts, tuple)
+        assert attempt.status_code == 200 and isinstance(attempt.duration, timedelta)
+        assert attempt.endpoint_url == url
         [received] = sink.for_path("/work")
-        assert received.json() == payload and received.run_id == run["id"]
+        assert received.json() == payload and received.run_id == run.id
 
-        events = await client.runs.events(run["id"])
-        assert [(e["from_status"], e["to_status"]) for e in events] == [
+        events = await client.runs.events(run.id)
+        assert all(isinstance(e, RunEvent) for e in events) and events[-1].ends_run
+        assert [(e.from_status, e.to_status) for e in events] == [
             (None, "queued"), ("queued", "executing"), ("executing", "completed")]
-        assert [e["sequence"] for e in events] == [1, 2, 3]
-        assert [e["sequence"] for e in await client.runs.events(run["id"], after_sequence=2)] == [3]
+        assert [e.sequence for e in events] == [1, 2, 3]
+        assert [e.sequence for e in await client.runs.events(run.id, after_sequence=2)] == [3]
 
-        assert [r["id"] async for r in client.runs.list(job="work")] == [run["id"]]
-        assert [r["id"] async for r in client.runs.list(job=job["id"], statuses=["completed"])] == [run["id"]]
+        assert [r.id async for r in client.runs.list(job="work")] == [run.id]
+        assert [r.id async for r in client.runs.list(job=job.id, statuses=["completed"])] == [run.id]
         assert [r async for r in client.runs.list(statuses=["dead_letter", "failed"])] == []
-        after = [r["id"] async for r in client.runs.list(created_after=done["create_time"] - timedelta(seconds=1),
+        after = [r.id async for r in client.runs.list(created_after=done.create_time - timedelta(seconds=1),
                                                           created_before=datetime.now(UTC) + timedelta(minutes=1))]
-        assert after == [run["id"]]
+        assert after == [run.id]
 
 
 async def test_idempotent_trigger_returns_the_same_run(app: App, api: Api, sink: Sink) -> None:
@@ -128,30 +159,31 @@ async def test_idempotent_trigger_returns_the_same_run(app: App, api: Api, sink:
         await client.jobs.create("idem", sink.script("/idem"))
         first = await client.jobs.trigger("idem", {"a": 1}, idempotency_key="order-1")
         again = await client.jobs.trigger("idem", {"a": 2}, idempotency_key="order-1")
-        assert again["id"] == first["id"] and again["payload"] == {"a": 1}
-        assert (first["idempotent_repeat"], again["idempotent_repeat"]) == (False, True)
-        await client.runs.wait(first["id"], timeout=15)
+        assert again.id == first.id and again.payload == {"a": 1}
+        assert (first.idempotent_repeat, again.idempotent_repeat) == (False, True)
+        await client.runs.wait(first.id, timeout=15)
         assert len(sink.for_path("/idem")) == 1
 
 
 async def test_batch_trigger(app: App, api: Api, sink: Sink) -> None:
     async with AsyncClient(address(app), api.key) as client:
         job = await client.jobs.create("batch", sink.script("/batch"))
-        runs = await client.jobs.batch_trigger(job["id"], [
+        runs = await client.jobs.batch_trigger(job.id, [
             {"i": 0},
             RunOptions(payload={"i": 1}, priority=7, idempotency_key="b-1", max_attempts=1),
             RunOptions(),
         ], full=True)
-        assert [r["payload"] for r in runs] == [{"i": 0}, {"i": 1}, {}]
-        assert [r["priority"] for r in runs] == [0, 7, 0]
-        assert runs[1]["idempotency_key"] == "b-1" and runs[1]["max_attempts"] == 1
-        assert [r["idempotent_repeat"] for r in runs] == [False, False, False]
-        done = [await client.runs.wait(r["id"], timeout=15) for r in runs]
-        assert {d["status"] for d in done} == {"completed"}
+        assert [r.payload for r in runs] == [{"i": 0}, {"i": 1}, {}]
+        assert [r.priority for r in runs] == [0, 7, 0]
+        assert runs[1].idempotency_key == "b-1" and runs[1].max_attempts == 1
+        assert [r.idempotent_repeat for r in runs] == [False, False, False]
+        assert {(r.deduplicated, r.debounced) for r in runs} == {(None, None)}  # not reported by a batch
+        done = [await client.runs.wait(r.id, timeout=15) for r in runs]
+        assert {d.status for d in done} == {"completed"}
         repeat = await client.jobs.batch_trigger("batch", [RunOptions(payload={"i": 9}, idempotency_key="b-1")])
-        assert [(r["id"], r["idempotent_repeat"]) for r in repeat] == [(runs[1]["id"], True)]
+        assert [(r.id, r.idempotent_repeat) for r in repeat] == [(runs[1].id, True)]
         # The default BASIC view leaves the payload out of the answer.
-        assert repeat[0]["payload"] is None and repeat[0]["status"] == "completed"
+        assert repeat[0].payload is None and repeat[0].status == "completed"
 
 
 async def test_cancel_replay_and_wait_timeout(app: App, api: Api, sink: Sink) -> None:
@@ -159,23 +191,25 @@ async def test_cancel_replay_and_wait_timeout(app: App, api: Api, sink: Sink) ->
         await client.jobs.create("later", sink.script("/later"))
         later = datetime.now(UTC) + timedelta(hours=1)
         run = await client.jobs.trigger("later", {"x": 1}, scheduled_time=later)
-        assert run["status"] == "delayed"
-        assert abs(run["scheduled_time"] - later) < timedelta(milliseconds=1)
+        assert run.status == "delayed"
+        assert abs(run.scheduled_time - later) < timedelta(milliseconds=1)
         with pytest.raises(TimeoutError):
-            await client.runs.wait(run["id"], timeout=0.1)
+            await client.runs.wait(run.id, timeout=0.1)
+        with pytest.raises(TimeoutError):
+            await client.runs.wait(run.id, timeout=timedelta(milliseconds=100))
 
-        canceled = await client.runs.cancel(run["id"], reason="not needed")
-        assert canceled["status"] == "canceled"
+        canceled = await client.runs.cancel(run.id, reason="not needed")
+        assert canceled.status == "canceled"
         with pytest.raises(FailedPreconditionError) as again:
-            await client.runs.cancel(run["id"])
-        assert again.value.precondition_violations[0][1] == run["id"]
+            await client.runs.cancel(run.id)
+        assert again.value.precondition_violations[0][1] == run.id
 
-        replay = await client.runs.replay(run["id"], idempotency_key="r-1")
-        assert replay["replay_of_run_id"] == run["id"] and replay["payload"] == {"x": 1}
-        assert replay["idempotent_repeat"] is False
-        repeat = await client.runs.replay(run["id"], idempotency_key="r-1")
-        assert (repeat["id"], repeat["idempotent_repeat"]) == (replay["id"], True)
-        assert (await client.runs.wait(replay["id"], timeout=15))["status"] == "completed"
+        replay = await client.runs.replay(run.id, idempotency_key="r-1")
+        assert replay.replay_of_run_id == run.id and replay.payload == {"x": 1}
+        assert replay.idempotent_repeat is False
+        repeat = await client.runs.replay(run.id, idempotency_key="r-1")
+        assert (repeat.id, repeat.idempotent_repeat) == (replay.id, True)
+        assert (await client.runs.wait(replay.id, timeout=15)).status == "completed"
 
 
 async def test_errors_carry_their_details(app: App, api: Api, sink: Sink) -> None:
@@ -219,45 +253,66 @@ async def test_projects_and_api_keys(app: App, api: Api, settings: Settings) -> 
     slug = f"cli-{uuid.uuid4().hex[:8]}"
     async with AsyncClient(address(app), settings.admin_key) as admin:
         project = await admin.projects.create(slug, name="Client project")
-        assert project["id"].startswith("proj_") and project["name"] == "Client project"
-        assert is_utc(project["create_time"])
-        assert await admin.projects.get(project["id"]) == project
-        assert project["id"] in [p["id"] async for p in admin.projects.list(page_size=1)]
-        created = await admin.projects.create_api_key("ci", project_id=project["id"])
-        assert created["secret"].startswith("strait_") and created["project_id"] == project["id"]
-        assert created["revoke_time"] is None
+        assert isinstance(project, Project) and project.id.startswith("proj_") and project.name == "Client project"
+        assert project.monthly_budget_microusd is None and project.api_rate_limit is None
+        assert is_utc(project.create_time)
+        assert await admin.projects.get(project.id) == project
+        assert project.id in [p.id async for p in admin.projects.list(page_size=1)]
+        updated = await admin.projects.update(project.id, name="Renamed", monthly_budget_microusd=5_000_000,
+                                              budget_action=BudgetAction.REJECT,
+                                              api_rate_limit=ApiRateLimit(100, timedelta(seconds=1)))
+        assert (updated.name, updated.monthly_budget_microusd, updated.budget_action) == (
+            "Renamed", 5_000_000, "reject")
+        assert updated.api_rate_limit == ApiRateLimit(100, timedelta(seconds=1))
+        # Only the named fields change; None clears one (no budget, the server's default limit).
+        cleared = await admin.projects.update(project.id, monthly_budget_microusd=None,
+                                              api_rate_limit=None)
+        assert (cleared.name, cleared.monthly_budget_microusd, cleared.api_rate_limit) == ("Renamed", None, None)
+        with pytest.raises(ValueError, match="at least one field"):
+            await admin.projects.update(project.id)
+        project = await admin.projects.update(project.id, name="Client project")
+        created = await admin.projects.create_api_key("ci", project_id=project.id)
+        assert created.secret.startswith("strait_") and created.project_id == project.id
+        assert created.revoke_time is None and isinstance(created, ApiKey) and isinstance(created, CreatedApiKey)
+        assert created.secret not in repr(created)
 
-    async with AsyncClient(address(app), created["secret"]) as client:
-        assert [p["id"] async for p in client.projects.list()] == [project["id"]]
+    async with AsyncClient(address(app), created.secret) as client:
+        assert [p.id async for p in client.projects.list()] == [project.id]
         second = await client.projects.create_api_key("second")
         keys = [k async for k in client.projects.list_api_keys()]
-        assert [k["id"] for k in keys] == [created["id"], second["id"]]
-        assert all("secret" not in k for k in keys)
-        revoked = await client.projects.revoke_api_key(second["id"])
-        assert is_utc(revoked["revoke_time"])
-    async with AsyncClient(address(app), second["secret"]) as gone:
+        assert [k.id for k in keys] == [created.id, second.id]
+        assert all(type(k) is ApiKey and not hasattr(k, "secret") for k in keys)
+        renamed_key = await client.projects.update_api_key(second.id, name="second, renamed")
+        assert renamed_key.name == "second, renamed" and renamed_key.id == second.id
+        with pytest.raises(PermissionDeniedError):  # a key's own rate limit is the admin's to set
+            await client.projects.update_api_key(second.id, api_rate_limit=ApiRateLimit(5, timedelta(seconds=1)))
+        with pytest.raises(PermissionDeniedError):
+            await client.projects.update(project.id, name="mine now")
+        revoked = await client.projects.revoke_api_key(second.id)
+        assert is_utc(revoked.revoke_time)
+    async with AsyncClient(address(app), second.secret) as gone:
         with pytest.raises(UnauthenticatedError):
-            await gone.projects.get(project["id"])
+            await gone.projects.get(project.id)
 
 
 def sync_scenario(addr: str, key: str, url: str) -> None:
     with Client(addr, key, timeout=10) as client:
         job = client.jobs.create("sync-job", url, priority=3)
-        assert client.jobs.get("sync-job")["id"] == job["id"]
-        assert [j["slug"] for j in client.jobs.list()] == ["sync-job"]
-        assert client.jobs.update(job["id"], name="Sync", tags={"a": "b"})["tags"] == {"a": "b"}
+        assert client.jobs.get("sync-job").id == job.id
+        assert [j.slug for j in client.jobs.list()] == ["sync-job"]
+        assert client.jobs.update(job.id, name="Sync", tags={"a": "b"}).tags == {"a": "b"}
 
         run = client.jobs.trigger("sync-job", {"hello": "world"}, idempotency_key="s-1")
-        assert client.jobs.trigger("sync-job", {}, idempotency_key="s-1")["id"] == run["id"]
-        done = client.runs.wait(run["id"], timeout=15)
-        assert done["status"] == "completed" and done["output"] == {"ok": True} and done["priority"] == 3
-        assert [e["to_status"] for e in client.runs.events(run["id"])] == ["queued", "executing", "completed"]
+        assert client.jobs.trigger("sync-job", {}, idempotency_key="s-1").id == run.id
+        done = client.runs.wait(run.id, timeout=15)
+        assert done.status == "completed" and done.output == {"ok": True} and done.priority == 3
+        assert [e.to_status for e in client.runs.events(run.id)] == ["queued", "executing", "completed"]
 
-        batch = client.jobs.batch_trigger(job["id"], [{"i": 1}, RunOptions(payload={"i": 2}, priority=9)], full=True)
-        assert [r["payload"]["i"] for r in batch] == [1, 2] and batch[1]["priority"] == 9
-        assert all(client.runs.wait(r["id"], timeout=15)["status"] == "completed" for r in batch)
-        assert {r["id"] for r in client.runs.list(job="sync-job", statuses=["completed"], page_size=1)} == {
-            run["id"], *(r["id"] for r in batch)}
+        batch = client.jobs.batch_trigger(job.id, [{"i": 1}, RunOptions(payload={"i": 2}, priority=9)], full=True)
+        assert [r.payload["i"] for r in batch] == [1, 2] and batch[1].priority == 9
+        assert all(client.runs.wait(r.id, timeout=15).status == "completed" for r in batch)
+        assert {r.id for r in client.runs.list(job="sync-job", statuses=["completed"], page_size=1)} == {
+            run.id, *(r.id for r in batch)}
 
         try:
             client.runs.get("run_nope")
@@ -272,7 +327,7 @@ def sync_scenario(addr: str, key: str, url: str) -> None:
         else:
             raise AssertionError("expected InvalidArgumentError")
 
-        assert client.jobs.delete("sync-job")["id"] == job["id"]
+        assert client.jobs.delete("sync-job").id == job.id
     with Client(addr, "strait_wrong") as bad:
         try:
             bad.runs.get("run_x")
@@ -298,7 +353,7 @@ async def test_from_env(app: App, api: Api, monkeypatch: pytest.MonkeyPatch) -> 
 
     def sync_get() -> list[str]:
         with Client.from_env() as sync:
-            return [j["id"] for j in sync.jobs.list()]
+            return [j.id for j in sync.jobs.list()]
     assert await asyncio.to_thread(sync_get) == []
 
     monkeypatch.delenv("STRAIT_API_KEY")
@@ -329,17 +384,17 @@ async def test_watch_follows_a_run_across_stream_restarts(make_app: AppFactory, 
     url = sink.script("/slow-watch", Reply(503), Reply(200, '{"ok": 1}', block=gate))
     async with AsyncClient(address(app), api.key) as client:
         job = await client.jobs.create("slow-watch", url, retry_policy={"initial_delay": timedelta(milliseconds=10)})
-        run = await client.jobs.trigger(job["id"], {"n": 1})
+        run = await client.jobs.trigger(job.id, {"n": 1})
         seen = []
-        async for event in client.runs.watch(run["id"]):
+        async for event in client.runs.watch(run.id):
             seen.append(event)
-            if event["to_status"] == "executing" and event["attempt"] == 2:
+            if event.to_status == "executing" and event.attempt == 2:
                 # The endpoint is still working when the stream ends: the next event needs a resumed stream.
                 await eventually(streams_ended)
                 gate.set()
-        assert [e["sequence"] for e in seen] == list(range(1, len(seen) + 1))
-        assert [e["to_status"] for e in seen] == ["queued", "executing", "queued", "executing", "completed"]
-        assert (await client.runs.wait(run["id"], timeout=5))["output"] == {"ok": 1}
+        assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
+        assert [e.to_status for e in seen] == ["queued", "executing", "queued", "executing", "completed"]
+        assert (await client.runs.wait(run.id, timeout=5)).output == {"ok": 1}
     await api.channel.close()
 
 
@@ -350,8 +405,8 @@ async def test_sync_watch_and_wait(app: App, api: Api, sink: Sink) -> None:
         with Client(address(app), api.key, timeout=10) as client:
             client.jobs.create("sync-watch", url)
             run = client.jobs.trigger("sync-watch", {"a": 1})
-            statuses = [e["to_status"] for e in client.runs.watch(run["id"], timeout=15)]
-            assert client.runs.wait(run["id"], timeout=5)["status"] == "completed"
+            statuses = [e.to_status for e in client.runs.watch(run.id, timeout=15)]
+            assert client.runs.wait(run.id, timeout=5).status == "completed"
             return statuses
 
     assert await asyncio.to_thread(scenario) == ["queued", "executing", "completed"]
@@ -361,20 +416,21 @@ async def test_watch_all_resumes_from_a_token(app: App, api: Api, sink: Sink) ->
     async with AsyncClient(address(app), api.key) as client:
         await client.jobs.create("feed-client", sink.script("/feed-client"))
         first = await client.jobs.trigger("feed-client", {"n": 1})
-        await client.runs.wait(first["id"], timeout=15)
+        await client.runs.wait(first.id, timeout=15)
         seen = []
         async for event in client.runs.watch_all(job="feed-client", from_start=True):
             seen.append(event)
-            if event["to_status"] == "completed":
+            if event.to_status == "completed":
                 break
-        assert [e["to_status"] for e in seen] == ["queued", "executing", "completed"]
+        assert [e.to_status for e in seen] == ["queued", "executing", "completed"]
+        assert all(isinstance(e, FeedEvent) and e.resume_token for e in seen)
         second = await client.jobs.trigger("feed-client", {"n": 2})
         rest = []
-        async for event in client.runs.watch_all(resume_token=seen[-1]["resume_token"]):
+        async for event in client.runs.watch_all(resume_token=seen[-1].resume_token):
             rest.append(event)
-            if event["run_id"] == second["id"] and event["to_status"] == "completed":
+            if event.run_id == second.id and event.to_status == "completed":
                 break
-        assert {e["run_id"] for e in rest} == {second["id"]}  # nothing repeated, nothing missed
+        assert {e.run_id for e in rest} == {second.id}  # nothing repeated, nothing missed
 
 
 def test_run_context_from_an_asgi_scope() -> None:
@@ -395,13 +451,127 @@ async def test_schedules_and_run_ttl_through_the_client(app: App, api: Api, sink
         assert [t.astimezone(ZoneInfo("Asia/Tokyo")).hour for t in times] == [3, 3]
         assert times[1] - times[0] == timedelta(days=1)
         paused = await client.schedules.pause("nightly")
-        assert paused["schedule_paused"] is True
-        assert (await client.schedules.resume("nightly"))["next_fire_time"] == times[0]
+        assert paused.schedule_paused is True
+        assert (await client.schedules.resume("nightly")).next_fire_time == times[0]
         run = await client.schedules.trigger("nightly")
-        assert run["metadata"] == {"triggered_by": "schedule_trigger"}
+        assert run.metadata == {"triggered_by": "schedule_trigger"}
         later = await client.jobs.trigger("nightly", {"n": 1}, scheduled_time=datetime.now(UTC) + timedelta(hours=1),
                                           ttl=timedelta(minutes=5))
-        assert later["expire_time"] - later["scheduled_time"] == timedelta(minutes=5)
+        assert later.expire_time - later.scheduled_time == timedelta(minutes=5)
         await client.jobs.create("plain-job", sink.script("/plain-job"))
         with pytest.raises(FailedPreconditionError):
             await client.schedules.pause("plain-job")
+
+
+def _method(details: grpc.aio.ClientCallDetails) -> str:
+    return details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+
+
+class AioUnaryRecorder(grpc.aio.UnaryUnaryClientInterceptor):
+    """Records the unary methods called through it. (grpc.aio files an interceptor under the first kind it
+    implements, so a stream interceptor has to be another object.)"""
+
+    def __init__(self, methods: list[str]) -> None:
+        self.methods = methods
+
+    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(_method(details))
+        return await continuation(details, request)
+
+
+class AioStreamRecorder(grpc.aio.UnaryStreamClientInterceptor):
+    """Records the server-streaming methods called through it."""
+
+    def __init__(self, methods: list[str]) -> None:
+        self.methods = methods
+
+    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(_method(details))
+        return await continuation(details, request)
+
+
+class SyncRecorder(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Records the methods called through it (blocking client)."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(details.method)
+        return continuation(details, request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        self.methods.append(details.method)
+        return continuation(details, request)
+
+
+async def test_config_keepalive_channel_options_and_interceptors(app: App, api: Api, sink: Sink) -> None:
+    url = sink.script("/configured")
+    methods: list[str] = []
+    config = ClientConfig(timeout=timedelta(seconds=10), keepalive=Keepalive(time=timedelta(seconds=20)),
+                          interceptors=[AioUnaryRecorder(methods), AioStreamRecorder(methods)])
+    async with AsyncClient(address(app), api.key, config=config) as client:
+        assert client.timeout == 10.0 and client.config is config
+        job = await client.jobs.create("configured", url)
+        run = await client.jobs.trigger(job.id, {"a": 1})
+        assert [e.to_status async for e in client.runs.watch(run.id, timeout=timedelta(seconds=15))] == [
+            "queued", "executing", "completed"]
+    assert methods == ["/strait.v1.JobService/CreateJob", "/strait.v1.JobService/TriggerJob",
+                       "/strait.v1.RunService/WatchRun"]
+    # Extra channel options reach the channel: a tiny receive limit refuses the job's reply.
+    async with AsyncClient(address(app), api.key, config=config,
+                           channel_options=[("grpc.max_receive_message_length", 64)]) as tiny:
+        with pytest.raises(ResourceExhaustedError):
+            await tiny.jobs.get(job.id)
+
+    def blocking() -> list[str]:
+        sync_recorder = SyncRecorder()
+        with Client(address(app), api.key, timeout=timedelta(seconds=10), interceptors=[sync_recorder],
+                    keepalive=Keepalive(time=timedelta(seconds=20))) as sync:
+            assert sync.timeout == 10.0
+            again = sync.jobs.trigger("configured", {"a": 2})
+            assert sync.runs.wait(again.id, timeout=timedelta(seconds=15)).status == "completed"
+        return sync_recorder.methods
+    assert await asyncio.to_thread(blocking) == [
+        "/strait.v1.JobService/TriggerJob", "/strait.v1.RunService/WatchRun", "/strait.v1.RunService/GetRun"]
+
+    with pytest.raises(TypeError):
+        Client(address(app), api.key, interceptors=[object()])
+    with pytest.raises(ValueError, match="positive"):
+        AsyncClient(address(app), api.key, timeout=0)
+
+
+async def test_circuits_are_listed_and_reset(make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    app = await make_app(circuit_failure_threshold=1, circuit_open_for=timedelta(hours=1))
+    api = await connect(app, settings.admin_key)
+    url = sink.script("/tripped", Reply(500), then=Reply(200))
+    async with AsyncClient(address(app), api.key) as client:
+        assert [c async for c in client.circuits.list()] == []
+        job = await client.jobs.create("tripped", url, max_attempts=5,
+                                       retry_policy={"initial_delay": timedelta(milliseconds=10)})
+        run = await client.jobs.trigger(job.id)
+
+        async def opened() -> list[EndpointCircuit]:
+            return [c async for c in client.circuits.list(page_size=1)
+                    if c.state is CircuitState.OPEN]
+        [circuit] = await eventually(opened)
+        assert (circuit.endpoint_url, circuit.consecutive_failures, circuit.last_error) == (
+            url, 1, "endpoint returned 500")
+        assert is_utc(circuit.open_until) and is_utc(circuit.update_time)
+
+        async def waiting() -> bool:  # as in test_circuits.py: reset once the run waits on the circuit
+            got = await client.runs.get(run.id)
+            return got.status is RunStatus.QUEUED and got.error_class == "circuit_open"
+        await eventually(waiting)
+        reset = await client.circuits.reset(url)
+        assert reset.state == "closed" and reset.endpoint_url == url
+        assert (await client.runs.wait(run.id, timeout=15)).status is RunStatus.COMPLETED
+
+        def blocking() -> list[EndpointCircuit]:
+            with Client(address(app), api.key) as sync:
+                assert sync.circuits.reset(url).state is CircuitState.CLOSED
+                return list(sync.circuits.list())
+        assert await asyncio.to_thread(blocking) == []
+        with pytest.raises(InvalidArgumentError):
+            await client.circuits.reset("")
+    await api.channel.close()

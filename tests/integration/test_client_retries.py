@@ -132,7 +132,7 @@ async def test_a_batch_whose_answer_was_lost_is_retried_without_duplicates(
     else:
         sync_client.close()
     assert proxy.cuts == 1
-    assert [r["id"] for r in runs] and {r["id"] for r in runs} == await _run_ids(settings.database_url, job.id)
+    assert [r.id for r in runs] and {r.id for r in runs} == await _run_ids(settings.database_url, job.id)
     assert len(runs) == 1000
 
 

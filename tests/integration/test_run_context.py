@@ -16,6 +16,7 @@ from strait_client import (
     FailedPreconditionError,
     InvalidArgumentError,
     PermissionDeniedError,
+    RunContext,
     UnauthenticatedError,
 )
 from strait_client.v1 import run_context_pb2, run_context_pb2_grpc, run_pb2
@@ -157,6 +158,31 @@ async def test_stream_output_chunks_become_events(app: App, api: Api, sink: Sink
     await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
     chunks = [json.loads(e.data_json) for e in await api.events(run.id) if e.type == "output_chunk"]
     assert [c["stream_id"] for c in chunks] == ["stdout"] * 3 and chunks[-1]["done"] is True
+
+
+async def test_the_blocking_context_reports_streams_and_completes(app: App, api: Api, sink: Sink) -> None:
+    def job_code_blocking(request: Received) -> None:
+        with RunContext.from_headers(request.headers, f"127.0.0.1:{app.port}", timeout=timedelta(seconds=5)) as ctx:
+            assert ctx.run_id == request.run_id and ctx.last_checkpoint is None
+            ctx.log("blocking", data={"n": 1})
+            ctx.progress(50, "half way")
+            assert ctx.heartbeat() is False
+            assert ctx.stream_output(iter([b"one ", b"two"]), stream_id="stdout") == 3
+            ctx.complete({"done": True})
+            with pytest.raises(FailedPreconditionError):  # the attempt is over
+                ctx.log("too late")
+
+    async def job_code(request: Received) -> None:
+        await asyncio.to_thread(job_code_blocking, request)  # the server runs on this loop
+
+    job = await api.create_job("blocking-ctx", sink.script("/blocking-ctx", Reply(202, "", action=job_code)))
+    run = await api.trigger(job)
+    done = await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+    assert json.loads(done.output_json) == {"done": True}
+    events = await api.events(run.id)
+    chunks = [json.loads(e.data_json) for e in events if e.type == "output_chunk"]
+    assert [c["stream_id"] for c in chunks] == ["stdout"] * 3 and chunks[-1]["done"] is True
+    assert [e.message for e in events if e.type in ("log", "progress")] == ["blocking", "half way"]
 
 
 async def test_token_misuse_is_refused(app: App, api: Api, sink: Sink, settings: Settings) -> None:

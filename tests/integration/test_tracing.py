@@ -73,7 +73,7 @@ async def test_one_trace_links_caller_strait_and_endpoint(
     async with AsyncClient(f"127.0.0.1:{traced_app.port}", api.key, tracer_provider=provider) as client:
         with provider.get_tracer("caller").start_as_current_span("caller") as caller:
             run = await client.jobs.trigger(job.id, {"n": 1}, idempotency_key=key)
-    assert (run["status"] == "executing") is (path == "direct")
+    assert (run.status == "executing") is (path == "direct")
     trace_id = caller.get_span_context().trace_id
 
     [received] = await sink.wait_for(1, "/traced")
@@ -96,14 +96,14 @@ async def test_one_trace_links_caller_strait_and_endpoint(
     assert _parent_id(dispatch) == claim.context.span_id  # type: ignore[union-attr]
     assert int(header_parent, 16) == dispatch.context.span_id  # type: ignore[union-attr]
     assert _parent_id(settle) == dispatch.context.span_id  # type: ignore[union-attr]
-    assert dispatch.attributes is not None and dispatch.attributes["strait.run_id"] == run["id"]
+    assert dispatch.attributes is not None and dispatch.attributes["strait.run_id"] == run.id
     assert dispatch.attributes["strait.outcome"] == "completed"
     assert settle.attributes is not None and settle.attributes["strait.settle.applied"] is True
     assert (claim.attributes or {}).get("strait.claim.direct", False) is (path == "direct")
 
     # The trace context kept with the run is Strait's own: never shown to users.
     async with AsyncClient(f"127.0.0.1:{traced_app.port}", api.key) as plain:
-        assert "_traceparent" not in (await plain.runs.get(run["id"]))["metadata"]
+        assert "_traceparent" not in (await plain.runs.get(run.id)).metadata
 
 
 async def test_traced_clients_stream_and_close(
@@ -114,11 +114,11 @@ async def test_traced_clients_stream_and_close(
     address = f"127.0.0.1:{traced_app.port}"
     async with AsyncClient(address, api.key, tracer_provider=provider) as client:
         run = await client.jobs.trigger(job.id)
-        assert (await client.runs.wait(run["id"], timeout=15))["status"] == "completed"  # a WatchRun stream
+        assert (await client.runs.wait(run.id, timeout=15)).status == "completed"  # a WatchRun stream
 
     def sync_wait() -> str:
         with Client(address, api.key, tracer_provider=provider) as sync_client:
-            return str(sync_client.runs.wait(run["id"], timeout=15)["status"])
+            return str(sync_client.runs.wait(run.id, timeout=15).status)
     assert await asyncio.to_thread(sync_wait) == "completed"
     client_spans = [s.name for s in exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
     # Unary calls are traced; watch streams are not (see strait_client/_tracing.py).

@@ -11,20 +11,40 @@ EXPECTED = [
     "TERMINAL_STATUSES",
     "AbortedError",
     "AlreadyExistsError",
+    "ApiKey",
+    "ApiRateLimit",
     "AsyncClient",
     "AsyncRunContext",
+    "AttemptRecord",
+    "BudgetAction",
+    "CircuitState",
     "Client",
+    "ClientConfig",
+    "CreatedApiKey",
+    "CronOverlapPolicy",
     "DeadlineExceededError",
+    "EndpointCircuit",
+    "ExecutionMode",
     "FailedPreconditionError",
+    "FeedEvent",
     "InternalError",
     "InvalidArgumentError",
+    "Job",
+    "JobRetryPolicy",
+    "Keepalive",
     "NotFoundError",
     "PermissionDeniedError",
+    "Project",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "RetryStrategy",
+    "Run",
     "RunContext",
+    "RunEvent",
     "RunOptions",
+    "RunStatus",
     "StraitError",
+    "TriggeredRun",
     "UnauthenticatedError",
     "UnavailableError",
     "is_terminal",
@@ -50,3 +70,8 @@ def test_terminal_statuses() -> None:
     assert strait_client.TERMINAL_STATUSES == {
         "completed", "failed", "timed_out", "crashed", "system_failed", "canceled", "expired", "dead_letter"}
     assert strait_client.is_terminal("dead_letter") and not strait_client.is_terminal("queued")
+    status = strait_client.RunStatus
+    assert all(isinstance(s, status) for s in strait_client.TERMINAL_STATUSES)
+    assert strait_client.is_terminal(status.DEAD_LETTER) and not strait_client.is_terminal(None)
+    assert status.COMPLETED.is_terminal and not status.EXECUTING.is_terminal
+    assert status.COMPLETED == "completed" and f"{status.TIMED_OUT}" == "timed_out" and status("canceled").is_terminal
