@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from strait_server.dispatch.backoff import retry_delay_sql
 from strait_server.model import EventType, RunStatus, sources_of
 from strait_server.store.fragments import enqueue, insert_events, literal, status_changes
 from strait_server.telemetry.metrics import Metrics
@@ -268,8 +269,8 @@ WITH lost AS (
         lost_count = r.lost_count + g.free::int,
         start_time = CASE WHEN g.free THEN NULL ELSE r.start_time END,
         run_at = now() + CASE WHEN g.free THEN 0
-                              WHEN j.retry_strategy = 'fixed' THEN j.retry_initial_ms
-                              ELSE least(j.retry_initial_ms * power(2, greatest(r.attempt - 1, 0)), j.retry_max_ms)
+                              ELSE {retry_delay_sql("j.retry_strategy", "j.retry_initial_ms", "j.retry_max_ms",
+                                                    "r.attempt")}
                          END * interval '1 millisecond',
         finish_time = CASE WHEN g.free OR g.attempts_left THEN NULL ELSE now() END,
         lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1

@@ -27,6 +27,11 @@ def classify_status(code: int) -> ErrorClass:
     return E.UNKNOWN
 
 
+# The retry delay is the base delay times a uniform factor in this range, so that runs that failed together
+# (an endpoint outage) do not come back together.
+JITTER = (0.8, 1.2)
+
+
 def retry_delay_ms(strategy: str, initial_ms: int, max_ms: int, failed_attempt: int,
                    rng: random.Random | None = None) -> int:
     """initial * 2^(attempt-1) capped at max (or initial when fixed), then ±20% uniform jitter."""
@@ -34,8 +39,18 @@ def retry_delay_ms(strategy: str, initial_ms: int, max_ms: int, failed_attempt: 
         base = float(initial_ms)
     else:
         base = min(initial_ms * 2.0 ** max(failed_attempt - 1, 0), float(max_ms))
-    jitter = (rng or random).uniform(0.8, 1.2)
+    jitter = (rng or random).uniform(*JITTER)
     return max(0, int(base * jitter))
+
+
+def retry_delay_sql(strategy: str, initial_ms: str, max_ms: str, failed_attempt: str) -> str:
+    """retry_delay_ms as an SQL expression over columns, for statements that reschedule many runs at once
+    (RECOVER): the same rule with the same jitter, kept next to it (tests/integration/test_backoff.py
+    checks that the two agree)."""
+    low, high = JITTER
+    return (f"floor(CASE WHEN {strategy} = 'fixed' THEN {initial_ms}::float8 "
+            f"ELSE least({initial_ms} * power(2, greatest({failed_attempt} - 1, 0)), {max_ms}::float8) END "
+            f"* ({low} + random() * {high - low:.1f}))::bigint")
 
 
 def next_status(error_class: str, attempt: int, max_attempts: int) -> RunStatus:
