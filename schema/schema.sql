@@ -250,6 +250,35 @@ CREATE TABLE trigger_requests (
 );
 CREATE INDEX trigger_requests_create_time_idx ON public.trigger_requests USING brin (create_time);
 
+CREATE TABLE workflow_versions (
+    workflow_id text NOT NULL,
+    version integer NOT NULL,
+    definition jsonb NOT NULL,
+    definition_hash bytea NOT NULL,
+    create_time timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflow_versions_pkey PRIMARY KEY (workflow_id, version),
+    CONSTRAINT workflow_versions_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES workflows(id)
+);
+
+CREATE TABLE workflows (
+    id text NOT NULL,
+    project_id text NOT NULL,
+    slug text NOT NULL,
+    name text DEFAULT ''::text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    tags jsonb DEFAULT '{}'::jsonb NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    current_version integer NOT NULL,
+    revision integer DEFAULT 1 NOT NULL,
+    create_time timestamp with time zone DEFAULT now() NOT NULL,
+    update_time timestamp with time zone DEFAULT now() NOT NULL,
+    delete_time timestamp with time zone,
+    CONSTRAINT workflows_pkey PRIMARY KEY (id),
+    CONSTRAINT workflows_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id)
+);
+CREATE INDEX workflows_list_idx ON public.workflows USING btree (project_id, create_time, id) WHERE (delete_time IS NULL);
+CREATE UNIQUE INDEX workflows_project_slug_key ON public.workflows USING btree (project_id, slug) WHERE (delete_time IS NULL);
+
 -- Functions
 
 CREATE OR REPLACE FUNCTION public.strait_gate(job_id text, concurrency_key text, max_concurrency integer, max_concurrency_per_key integer, rate_limit_max integer, execution_window_cron text)

@@ -41,6 +41,7 @@ from strait_server.store.retention import RetentionStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
 from strait_server.store.stats import runs_by_queue
+from strait_server.store.workflows import WorkflowStore
 from strait_server.tasks import Supervisor
 from strait_server.telemetry import Telemetry, server_tracer_provider
 from strait_server.telemetry.exposition import MetricsServer
@@ -235,6 +236,7 @@ class App:
             limiter=self._limiter(),
             circuits=CircuitStore(self.pool),
             budgets=budgets,
+            workflows=WorkflowStore(self.pool),
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
                                                   tel.metrics)

@@ -24,6 +24,7 @@ from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
+from strait_server.store.workflows import WorkflowStore
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Deps:
     circuits: CircuitStore
     # Project budgets: refuses new runs of a project whose budget is spent (action reject).
     budgets: BudgetGuard
+    workflows: WorkflowStore
     direct: DirectDispatch | None = None
     # API rate limits and the failed-authentication lockout (None without Redis).
     limiter: Limiter | None = None

@@ -22,6 +22,8 @@ from strait_client.v1 import (
     run_pb2_grpc,
     schedule_pb2,
     schedule_pb2_grpc,
+    workflow_pb2,
+    workflow_pb2_grpc,
 )
 from strait_server.api.circuits import EndpointCircuitServicer
 from strait_server.api.deps import Deps
@@ -32,6 +34,7 @@ from strait_server.api.projects import ProjectServicer
 from strait_server.api.run_context import RunContextServicer
 from strait_server.api.runs import RunServicer
 from strait_server.api.schedules import ScheduleServicer
+from strait_server.api.workflows import WorkflowServicer
 from strait_server.config import Settings
 from strait_server.telemetry.metrics import Metrics
 
@@ -42,6 +45,7 @@ SERVICE_NAMES = (
     run_context_pb2.DESCRIPTOR.services_by_name["RunContextService"].full_name,
     schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
     circuit_pb2.DESCRIPTOR.services_by_name["EndpointCircuitService"].full_name,
+    workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
 )
 
 
@@ -86,6 +90,7 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
     run_context_pb2_grpc.add_RunContextServiceServicer_to_server(RunContextServicer(deps), server)
     schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(deps), server)
     circuit_pb2_grpc.add_EndpointCircuitServiceServicer_to_server(EndpointCircuitServicer(deps), server)
+    workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(deps, deps.workflows), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
