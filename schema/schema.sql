@@ -22,6 +22,8 @@
 
 CREATE SEQUENCE run_events_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 NO CYCLE OWNED BY run_events.id;
 
+CREATE SEQUENCE workflow_progress_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 NO CYCLE OWNED BY workflow_progress.id;
+
 -- Tables and views
 
 CREATE TABLE api_keys (
@@ -229,6 +231,7 @@ CREATE TABLE runs (
     wait_reason text DEFAULT ''::text NOT NULL,
     cost_microusd bigint DEFAULT 0 NOT NULL,
     lost_count smallint DEFAULT 0 NOT NULL,
+    workflow_step_run_id text,
     CONSTRAINT runs_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id),
     CONSTRAINT runs_pkey PRIMARY KEY (id)
 ) WITH (autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_scale_factor=0.05);
@@ -238,6 +241,8 @@ CREATE INDEX runs_job_list_idx ON public.runs USING btree (job_id, create_time D
 CREATE INDEX runs_project_list_idx ON public.runs USING btree (project_id, create_time DESC, id DESC);
 CREATE INDEX runs_replay_of_idx ON public.runs USING btree (replay_of) WHERE (replay_of <> ''::text);
 CREATE INDEX runs_retention_idx ON public.runs USING btree (finish_time) WHERE (status = ANY (ARRAY['completed'::text, 'failed'::text, 'timed_out'::text, 'crashed'::text, 'system_failed'::text, 'canceled'::text, 'expired'::text]));
+CREATE UNIQUE INDEX runs_workflow_step_key ON public.runs USING btree (workflow_step_run_id) WHERE (workflow_step_run_id IS NOT NULL);
+CREATE TRIGGER runs_step_run_end AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.workflow_step_run_id IS NOT NULL) AND (old.status IS DISTINCT FROM new.status) AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'timed_out'::text, 'crashed'::text, 'system_failed'::text, 'canceled'::text, 'expired'::text, 'dead_letter'::text])))) EXECUTE FUNCTION strait_note_step_run_end();
 
 CREATE TABLE trigger_requests (
     project_id text NOT NULL,
@@ -249,6 +254,72 @@ CREATE TABLE trigger_requests (
     CONSTRAINT trigger_requests_pkey PRIMARY KEY (project_id, request_id)
 );
 CREATE INDEX trigger_requests_create_time_idx ON public.trigger_requests USING brin (create_time);
+
+CREATE TABLE workflow_progress (
+    id bigint DEFAULT nextval('workflow_progress_id_seq'::regclass) NOT NULL,
+    step_run_id text NOT NULL,
+    run_id text NOT NULL,
+    CONSTRAINT workflow_progress_pkey PRIMARY KEY (id)
+);
+
+CREATE TABLE workflow_run_events (
+    workflow_run_id text NOT NULL,
+    seq bigint NOT NULL,
+    type text NOT NULL,
+    step_ref text DEFAULT ''::text NOT NULL,
+    from_status text DEFAULT ''::text NOT NULL,
+    to_status text DEFAULT ''::text NOT NULL,
+    message text DEFAULT ''::text NOT NULL,
+    create_time timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflow_run_events_pkey PRIMARY KEY (workflow_run_id, seq)
+);
+
+CREATE TABLE workflow_runs (
+    id text NOT NULL,
+    project_id text NOT NULL,
+    workflow_id text NOT NULL,
+    version integer NOT NULL,
+    status text NOT NULL,
+    input jsonb NOT NULL,
+    error text DEFAULT ''::text NOT NULL,
+    idempotency_key text DEFAULT ''::text NOT NULL,
+    steps_open integer NOT NULL,
+    steps_failed integer DEFAULT 0 NOT NULL,
+    event_seq bigint DEFAULT 0 NOT NULL,
+    create_time timestamp with time zone DEFAULT now() NOT NULL,
+    start_time timestamp with time zone,
+    finish_time timestamp with time zone,
+    update_time timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflow_runs_pkey PRIMARY KEY (id),
+    CONSTRAINT workflow_runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id),
+    CONSTRAINT workflow_runs_workflow_id_version_fkey FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions(workflow_id, version)
+);
+CREATE UNIQUE INDEX workflow_runs_idempotency_key ON public.workflow_runs USING btree (workflow_id, idempotency_key) WHERE (idempotency_key <> ''::text);
+CREATE INDEX workflow_runs_list_idx ON public.workflow_runs USING btree (project_id, create_time DESC, id DESC);
+CREATE INDEX workflow_runs_workflow_idx ON public.workflow_runs USING btree (workflow_id, create_time DESC, id DESC);
+
+CREATE TABLE workflow_step_runs (
+    id text NOT NULL,
+    workflow_run_id text NOT NULL,
+    step_ref text NOT NULL,
+    status text NOT NULL,
+    skip_reason text DEFAULT ''::text NOT NULL,
+    parents_total integer NOT NULL,
+    parents_done integer DEFAULT 0 NOT NULL,
+    parents_ok integer DEFAULT 0 NOT NULL,
+    parents_failed integer DEFAULT 0 NOT NULL,
+    parents_skipped integer DEFAULT 0 NOT NULL,
+    job_run_id text,
+    output jsonb,
+    error text DEFAULT ''::text NOT NULL,
+    create_time timestamp with time zone DEFAULT now() NOT NULL,
+    start_time timestamp with time zone,
+    finish_time timestamp with time zone,
+    update_time timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflow_step_runs_pkey PRIMARY KEY (id),
+    CONSTRAINT workflow_step_runs_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES workflow_runs(id),
+    CONSTRAINT workflow_step_runs_workflow_run_id_step_ref_key UNIQUE (workflow_run_id, step_ref)
+);
 
 CREATE TABLE workflow_versions (
     workflow_id text NOT NULL,
@@ -289,6 +360,18 @@ AS $function$
     SELECT CASE WHEN max_concurrency_per_key > 0 AND concurrency_key <> '' THEN job_id || '/' || concurrency_key
                 WHEN max_concurrency > 0 OR max_concurrency_per_key > 0 OR rate_limit_max > 0
                      OR execution_window_cron <> '' THEN job_id END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.strait_note_step_run_end()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    INSERT INTO workflow_progress (step_run_id, run_id) VALUES (NEW.workflow_step_run_id, NEW.id);
+    -- Delivered at commit: wakes the engine.
+    PERFORM pg_notify('strait_workflow_progress', '');
+    RETURN NULL;
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION public.strait_run_gate(p_run_id text)

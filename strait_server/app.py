@@ -32,6 +32,7 @@ from strait_server.redis_health import CALL_TIMEOUT_S, RedisHealth
 from strait_server.scheduler.cron import Clock, CronScheduler
 from strait_server.scheduler.retention import RetentionSweeper
 from strait_server.scheduler.sweeper import Sweeper
+from strait_server.service.workflow_runs import WorkflowRuns
 from strait_server.store.budgets import BudgetStore
 from strait_server.store.circuits import CircuitStore
 from strait_server.store.feed import FeedStore
@@ -41,11 +42,14 @@ from strait_server.store.retention import RetentionStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
 from strait_server.store.stats import runs_by_queue
+from strait_server.store.workflow_runs import WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
 from strait_server.tasks import Supervisor
 from strait_server.telemetry import Telemetry, server_tracer_provider
 from strait_server.telemetry.exposition import MetricsServer
 from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
+from strait_server.workflows.engine import Changes, Plans
+from strait_server.workflows.progress_loop import WorkflowProgress
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,9 @@ class App:
     _redis_health: RedisHealth | None = None
     _sweeper: Sweeper | None = None
     _retention: RetentionSweeper | None = None
+    _workflow_progress: WorkflowProgress | None = None
+    # Workflow definitions by version, parsed once per process (versions never change).
+    _workflow_plans: Plans = field(default_factory=Plans)
     _budgets: BudgetGuard | None = None
     _executor: HttpExecutor | None = None
     clock: Clock | None = None  # injectable for the cron scheduler's tests; None: PostgreSQL's now()
@@ -156,6 +163,10 @@ class App:
                                                interval=s.retention_interval, batch_size=s.retention_batch_size,
                                                metrics=tel.metrics, supervisor=self.supervisor)
             self._retention.start()
+            self._workflow_progress = WorkflowProgress(
+                self.pool, s.database_url, self._workflow_plans, on_changes=self._workflows_moved,
+                metrics=tel.metrics, supervisor=self.supervisor, poll_interval=s.sweep_interval.total_seconds())
+            self._workflow_progress.start()
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
             self._executor = HttpExecutor(
@@ -211,6 +222,14 @@ class App:
         assert self._redis_health is not None  # made with the client
         return RedisTransport(self.redis, s.redis_namespace, self._redis_health)
 
+    def _workflows_moved(self, changes: Changes) -> None:
+        """After a workflow engine move committed: wake dispatchers for the job runs it queued, and watchers."""
+        if self.events is not None:
+            self.events.published([*(r.id for r in changes.job_runs), *changes.canceled_job_runs,
+                                   *changes.workflow_runs])
+        if changes.job_runs and self._wake is not None:
+            self._wake.notify_soon()
+
     async def _start_api(self) -> None:
         assert self.pool is not None and self._wake is not None and self.events is not None
         s = self.settings
@@ -237,6 +256,9 @@ class App:
             circuits=CircuitStore(self.pool),
             budgets=budgets,
             workflows=WorkflowStore(self.pool),
+            workflow_runs=WorkflowRuns(self.pool, WorkflowStore(self.pool), self._workflow_plans, budgets,
+                                       self._workflows_moved),
+            workflow_run_store=WorkflowRunStore(self.pool),
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
                                                   tel.metrics)
@@ -255,7 +277,8 @@ class App:
         s = self.settings
         await self._stop_serving()
         # Then the side components, in reverse order of start, and the connections last.
-        for component in (self._retention, self._sweeper, self.cron, self._wake, self.events, self._redis_health):
+        for component in (self._workflow_progress, self._retention, self._sweeper, self.cron, self._wake, self.events,
+                          self._redis_health):
             if component is not None:
                 await component.stop()
         if self._executor is not None:

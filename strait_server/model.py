@@ -298,6 +298,8 @@ class NewRun:
     concurrency_key: str = ""
     dedup_key: str = ""
     debounce_key: str = ""
+    # The workflow step run this run executes, if any (one run per step run).
+    workflow_step_run_id: str = ""
 
 
 class TriggerRequest(NamedTuple):

@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from strait_client.v1 import job_pb2 as _job_pb2
+from strait_client.v1 import workflow_run_pb2 as _workflow_run_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -925,3 +926,63 @@ class ValidateWorkflowResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ValidateWorkflowResponse: _TypeAlias = ValidateWorkflowResponse  # noqa: Y015
+
+@_typing.final
+class TriggerWorkflowRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SLUG_FIELD_NUMBER: _builtins.int
+    INPUT_JSON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    slug: _builtins.str
+    input_json: _builtins.str
+    """The run's input: a JSON object, at most 1 MiB. Empty means {}."""
+    version: _builtins.int
+    """0: the current version."""
+    idempotency_key: _builtins.str
+    """A trigger repeating the key of an earlier run of this workflow returns that run instead."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        slug: _builtins.str = ...,
+        input_json: _builtins.str = ...,
+        version: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "selector", b"selector", "slug", b"slug", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
+    _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
+
+Global___TriggerWorkflowRequest: _TypeAlias = TriggerWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class TriggerWorkflowResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_RUN_FIELD_NUMBER: _builtins.int
+    IDEMPOTENT_REPEAT_FIELD_NUMBER: _builtins.int
+    idempotent_repeat: _builtins.bool
+    """True when the idempotency key matched an existing run, which is returned."""
+    @_builtins.property
+    def workflow_run(self) -> _workflow_run_pb2.WorkflowRun: ...
+    def __init__(
+        self,
+        *,
+        workflow_run: _workflow_run_pb2.WorkflowRun | None = ...,
+        idempotent_repeat: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotent_repeat", b"idempotent_repeat", "workflow_run", b"workflow_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerWorkflowResponse: _TypeAlias = TriggerWorkflowResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class WorkflowServiceStub:
                 request_serializer=strait_dot_v1_dot_workflow__pb2.ValidateWorkflowRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_workflow__pb2.ValidateWorkflowResponse.FromString,
                 _registered_method=True)
+        self.TriggerWorkflow = channel.unary_unary(
+                '/strait.v1.WorkflowService/TriggerWorkflow',
+                request_serializer=strait_dot_v1_dot_workflow__pb2.TriggerWorkflowRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__pb2.TriggerWorkflowResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -127,6 +132,14 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TriggerWorkflow(self, request, context):
+        """Starts a run of the workflow's current version (or of an earlier one). Its job steps become ordinary runs
+        of their jobs. Runs are read and operated through WorkflowRunService.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +177,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ValidateWorkflow,
                     request_deserializer=strait_dot_v1_dot_workflow__pb2.ValidateWorkflowRequest.FromString,
                     response_serializer=strait_dot_v1_dot_workflow__pb2.ValidateWorkflowResponse.SerializeToString,
+            ),
+            'TriggerWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerWorkflow,
+                    request_deserializer=strait_dot_v1_dot_workflow__pb2.TriggerWorkflowRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__pb2.TriggerWorkflowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +375,33 @@ class WorkflowService:
             '/strait.v1.WorkflowService/ValidateWorkflow',
             strait_dot_v1_dot_workflow__pb2.ValidateWorkflowRequest.SerializeToString,
             strait_dot_v1_dot_workflow__pb2.ValidateWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowService/TriggerWorkflow',
+            strait_dot_v1_dot_workflow__pb2.TriggerWorkflowRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__pb2.TriggerWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class WorkflowServiceStub:
     """Checks a definition as CreateWorkflow would, writing nothing: INVALID_ARGUMENT with every violation, or
     the steps in an order that runs each after the steps it depends on.
     """
+    TriggerWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.TriggerWorkflowRequest, _workflow_pb2.TriggerWorkflowResponse]
+    """Starts a run of the workflow's current version (or of an earlier one). Its job steps become ordinary runs
+    of their jobs. Runs are read and operated through WorkflowRunService.
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -71,6 +75,10 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     ValidateWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_pb2.ValidateWorkflowRequest, _workflow_pb2.ValidateWorkflowResponse]  # type: ignore[assignment]
     """Checks a definition as CreateWorkflow would, writing nothing: INVALID_ARGUMENT with every violation, or
     the steps in an order that runs each after the steps it depends on.
+    """
+    TriggerWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_pb2.TriggerWorkflowRequest, _workflow_pb2.TriggerWorkflowResponse]  # type: ignore[assignment]
+    """Starts a run of the workflow's current version (or of an earlier one). Its job steps become ordinary runs
+    of their jobs. Runs are read and operated through WorkflowRunService.
     """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -132,6 +140,16 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_workflow_pb2.ValidateWorkflowResponse, _abc.Awaitable[_workflow_pb2.ValidateWorkflowResponse]]:
         """Checks a definition as CreateWorkflow would, writing nothing: INVALID_ARGUMENT with every violation, or
         the steps in an order that runs each after the steps it depends on.
+        """
+
+    @_abc_1.abstractmethod
+    def TriggerWorkflow(
+        self,
+        request: _workflow_pb2.TriggerWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.TriggerWorkflowResponse, _abc.Awaitable[_workflow_pb2.TriggerWorkflowResponse]]:
+        """Starts a run of the workflow's current version (or of an earlier one). Its job steps become ordinary runs
+        of their jobs. Runs are read and operated through WorkflowRunService.
         """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -18,12 +18,14 @@ from strait_server.errors import Violations
 from strait_server.events import EventBus
 from strait_server.model import Job, Run, RunStatus
 from strait_server.service.triggers import DirectDispatch, Triggers
+from strait_server.service.workflow_runs import WorkflowRuns
 from strait_server.store.circuits import CircuitStore
 from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
+from strait_server.store.workflow_runs import WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
 
 
@@ -47,6 +49,8 @@ class Deps:
     # Project budgets: refuses new runs of a project whose budget is spent (action reject).
     budgets: BudgetGuard
     workflows: WorkflowStore
+    workflow_runs: WorkflowRuns
+    workflow_run_store: WorkflowRunStore
     direct: DirectDispatch | None = None
     # API rate limits and the failed-authentication lockout (None without Redis).
     limiter: Limiter | None = None

@@ -24,6 +24,8 @@ from strait_client.v1 import (
     schedule_pb2_grpc,
     workflow_pb2,
     workflow_pb2_grpc,
+    workflow_run_pb2,
+    workflow_run_pb2_grpc,
 )
 from strait_server.api.circuits import EndpointCircuitServicer
 from strait_server.api.deps import Deps
@@ -34,6 +36,7 @@ from strait_server.api.projects import ProjectServicer
 from strait_server.api.run_context import RunContextServicer
 from strait_server.api.runs import RunServicer
 from strait_server.api.schedules import ScheduleServicer
+from strait_server.api.workflow_runs import WorkflowRunServicer
 from strait_server.api.workflows import WorkflowServicer
 from strait_server.config import Settings
 from strait_server.telemetry.metrics import Metrics
@@ -46,6 +49,7 @@ SERVICE_NAMES = (
     schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name,
     circuit_pb2.DESCRIPTOR.services_by_name["EndpointCircuitService"].full_name,
     workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+    workflow_run_pb2.DESCRIPTOR.services_by_name["WorkflowRunService"].full_name,
 )
 
 
@@ -90,7 +94,10 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
     run_context_pb2_grpc.add_RunContextServiceServicer_to_server(RunContextServicer(deps), server)
     schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(ScheduleServicer(deps), server)
     circuit_pb2_grpc.add_EndpointCircuitServiceServicer_to_server(EndpointCircuitServicer(deps), server)
-    workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(deps, deps.workflows), server)
+    workflow_pb2_grpc.add_WorkflowServiceServicer_to_server(
+        WorkflowServicer(deps, deps.workflows, deps.workflow_runs), server)
+    workflow_run_pb2_grpc.add_WorkflowRunServiceServicer_to_server(
+        WorkflowRunServicer(deps, deps.workflow_run_store, deps.workflow_runs), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

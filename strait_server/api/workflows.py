@@ -10,10 +10,15 @@ from strait_server.api import convert, replies, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
+from strait_server.api.workflow_runs import run_message
 from strait_server.errors import Violations
+from strait_server.service.workflow_runs import WorkflowRuns
 from strait_server.service.workflows import Workflows
 from strait_server.store.workflows import Attributes, StoredVersion, StoredWorkflow, WorkflowStore
 from strait_server.workflows import checks
+
+# A workflow run's input (TriggerWorkflowRequest.input_json).
+MAX_INPUT_BYTES = 1024 * 1024
 
 
 def workflow_message(w: StoredWorkflow) -> workflow_pb2.Workflow:
@@ -46,10 +51,11 @@ def _checked(wf: workflow_pb2.Workflow) -> checks.Definition:
 
 
 class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
-    def __init__(self, deps: Deps, store: WorkflowStore) -> None:
+    def __init__(self, deps: Deps, store: WorkflowStore, runs: WorkflowRuns) -> None:
         self._d = deps
         self._store = store
         self._workflows = Workflows(store)
+        self._runs = runs
         self._reply_bytes = replies.budget(deps.settings.grpc_max_message_bytes)
 
     async def _selected(self, request: object, version: int = 0) -> StoredWorkflow:
@@ -120,6 +126,21 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         last = page.last
         token = self._d.page_tokens.encode(last.create_time, str(last.version), fp) if last else ""
         return workflow_pb2.ListWorkflowVersionsResponse(versions=page.messages, next_page_token=token)
+
+    async def TriggerWorkflow(self, request: workflow_pb2.TriggerWorkflowRequest,
+                              context: grpc.aio.ServicerContext) -> workflow_pb2.TriggerWorkflowResponse:
+        v = Violations()
+        workflow_id, slug = validate.selector(v, request)
+        run_input = validate.check_json(v, "input_json", request.input_json or "{}", MAX_INPUT_BYTES,
+                                        object_only=True)
+        if request.version < 0:
+            v.add("version", "must not be negative")
+        validate.check_text(v, "idempotency_key", request.idempotency_key, max_len=256)
+        v.raise_if_any()
+        run, repeat = await self._runs.trigger(project_id(), workflow_id=workflow_id, slug=slug,
+                                               version=request.version, run_input=run_input,
+                                               idempotency_key=request.idempotency_key)
+        return workflow_pb2.TriggerWorkflowResponse(workflow_run=run_message(run), idempotent_repeat=repeat)
 
     async def ValidateWorkflow(self, request: workflow_pb2.ValidateWorkflowRequest,
                                context: grpc.aio.ServicerContext) -> workflow_pb2.ValidateWorkflowResponse:

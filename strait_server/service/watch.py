@@ -19,12 +19,14 @@ from strait_server.events import EventBus
 from strait_server.model import TERMINAL, EventType, RunEvent
 from strait_server.store.feed import Cursor, FeedFilter, FeedStore
 from strait_server.store.runs import RunStore
+from strait_server.store.workflow_runs import WorkflowRunEventRow, WorkflowRunStore
 
 T = TypeVar("T")
 
 # Stored events read per query.
 PAGE = 200
 _TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
+_FINAL_WORKFLOW_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,22 @@ class Watches:
             # A transaction that holds the feed's horizon back may end without writing events (so without a
             # wake-up): look again within a second regardless.
             async for item in self._tail(read, woken, self.deadline(), max_wait=1.0):
+                yield item
+
+    async def workflow_run(self, store: WorkflowRunStore, project: str, run_id: str,
+                           after: int) -> AsyncIterator[WorkflowRunEventRow | Keepalive]:
+        """A workflow run's events after `after` until its final one. Raises AgedOut at the maximum duration."""
+        async def read() -> tuple[list[WorkflowRunEventRow], bool]:
+            nonlocal after
+            events = await store.events_after(project, run_id, after, PAGE)
+            if events:
+                after = events[-1].seq
+                last = events[-1]
+                return events, last.type == "run_status" and last.to_status in _FINAL_WORKFLOW_STATUSES
+            status, latest = await store.progress(project, run_id)
+            return events, status in _FINAL_WORKFLOW_STATUSES and latest <= after
+        with self._events.watch(run_id) as woken:
+            async for item in self._tail(read, woken, self.deadline()):
                 yield item
 
     async def _tail(self, read: Callable[[], Awaitable[tuple[list[T], bool]]], woken: asyncio.Event,

@@ -51,7 +51,8 @@ WITH j AS (
       AND ($19 OR (enabled AND dedup_window_ms = 0 AND debounce_window_ms = 0))
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
-        run_at, scheduled_time, tags, metadata, event_seq, expires_at, concurrency_key, idempotency_key, replay_of)
+        run_at, scheduled_time, tags, metadata, event_seq, expires_at, concurrency_key, idempotency_key, replay_of,
+        workflow_step_run_id)
     SELECT v.id, j.project_id, j.id,
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         coalesce(v.max_attempts, j.max_attempts), coalesce(v.priority, j.priority),
@@ -59,11 +60,12 @@ WITH j AS (
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
         j.tags || coalesce(v.tags, '{{}}')::jsonb, coalesce(v.metadata, '{{}}')::jsonb, 1,
         {expires_at("greatest(coalesce(v.sched, now()), now())", "coalesce(v.ttl_ms, j.run_ttl_ms)")},
-        coalesce(v.ckey, ''), coalesce(v.idem, ''), $18
+        coalesce(v.ckey, ''), coalesce(v.idem, ''), $18, v.step_run
     -- unnest pads a NULL array with NULLs: a column no run sets is sent as one NULL, not 1,000.
     FROM j, unnest($4::text[], $5::int[], $6::int[], $7::bigint[], $8::text[], $9::timestamptz[],
-                   $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[], $17::text[])
-         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey, idem)
+                   $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[], $17::text[], $20::text[])
+         AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey, idem,
+              step_run)
     ORDER BY v.ord
     -- Empty tags come back as NULL: decoding '{{}}' 1,000 times showed in batch profiles.
     RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
@@ -88,9 +90,9 @@ FROM ins
 """Every new run but the directly dispatched and cron-fired ones is written here. $1 project, $2 job id (or
 ''), $3 slug, $4..$14 and $17 per-run arrays (NULL overrides take the job's value; $17 idempotency keys),
 $15 request id (or NULL) and $16 its selector (see trigger_requests), $18 the replayed run (or ''), $19 the
-caller read the job and applied its rules. Reads the job and writes the runs, their first events and ready
-rows in one round trip; no row when the job is missing or deleted, or (without $19) disabled, or deduplicates
-or debounces its triggers."""
+caller read the job and applied its rules, $20 the workflow step runs they execute (NULL: none). Reads the job
+and writes the runs, their first events and ready rows in one round trip; no row when the job is missing or
+deleted, or (without $19) disabled, or deduplicates or debounces its triggers."""
 
 INSERT_DISPATCHING = f"""
 WITH j AS (
@@ -424,7 +426,7 @@ class Listed(NamedTuple, Generic[T]):
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
-async def _write_runs(executor: Executor, project_id: str, job_id: str, slug: str, runs: list[NewRun],
+async def write_runs(executor: Executor, project_id: str, job_id: str, slug: str, runs: list[NewRun],
                       new_ids: list[str], trace: dict[str, str], *, request: TriggerRequest | None = None,
                       replay_of: str = "", checked: bool = False) -> list[Run] | None:
     """The one way new runs are written (but for direct dispatch and cron fires, which have their own
@@ -441,7 +443,8 @@ async def _write_runs(executor: Executor, project_id: str, job_id: str, slug: st
         _column([_metadata_json(r.metadata, trace) if r.metadata or trace else None for r in runs]),
         list(range(len(runs))), _column([r.ttl_ms for r in runs]),
         _column([r.concurrency_key or None for r in runs]), *_request_args(request),
-        _column([r.idempotency_key or None for r in runs]), replay_of, checked)
+        _column([r.idempotency_key or None for r in runs]), replay_of, checked,
+        _column([r.workflow_step_run_id or None for r in runs]))
     if not rows:
         return None
     created = []
@@ -512,7 +515,7 @@ class RunStore:
         """Runs without idempotency keys, for an enabled job named by id or slug that neither deduplicates nor
         debounces; None when there is none. Raises RepeatedRequest when `request` was made before."""
         with self._tracing.trigger(job_id or slug, len(runs)) as trace, _new_request():
-            created = await _write_runs(self._pool, project_id, job_id, slug, runs, ids.new_ids("run", len(runs)),
+            created = await write_runs(self._pool, project_id, job_id, slug, runs, ids.new_ids("run", len(runs)),
                                         trace, request=request)
         if created is not None:
             self._metrics.transitions(("", r.status.value) for r in created)
@@ -561,7 +564,7 @@ class RunStore:
         keyed = {k: new_ids[i] for i, k in reversed(list(enumerate(run_keys))) if k is not None}
         if not keyed and request is None:
             # New runs only, each as its caller asked: nothing for `check` to see that the caller could not.
-            created = await _write_runs(self._pool, job.project_id, job.id, "", runs, new_ids, trace,
+            created = await write_runs(self._pool, job.project_id, job.id, "", runs, new_ids, trace,
                                         replay_of=replay_of, checked=True)
             return [Inserted(r, False) for r in _found(created, job)]
         async with self._pool.acquire() as conn, conn.transaction():
@@ -588,7 +591,7 @@ class RunStore:
                 owner.update({(r["scope"], r["key"]): r["run_id"] for r in existing})
         # A run is created when it carries no key, or is the first in this call to carry a key we won.
         fresh = [i for i, k in enumerate(run_keys) if k is None or owner[k] == new_ids[i]]
-        made = await _write_runs(conn, job.project_id, job.id, "", [runs[i] for i in fresh],
+        made = await write_runs(conn, job.project_id, job.id, "", [runs[i] for i in fresh],
                                  [new_ids[i] for i in fresh], trace, replay_of=replay_of, checked=True)
         created = {r.id: r for r in _found(made, job)}
         old_ids = [owner[k] for k in run_keys if k is not None and owner[k] not in created]
@@ -641,7 +644,7 @@ class RunStore:
                                                metadata={**new.metadata, "triggered_by": "debounce"})))
             if fresh:
                 new_ids = ids.new_ids("run", len(fresh))
-                created = _found(await _write_runs(conn, job.project_id, job.id, "", [n for _, n in fresh], new_ids,
+                created = _found(await write_runs(conn, job.project_id, job.id, "", [n for _, n in fresh], new_ids,
                                                    {}, checked=True), job)
                 await conn.execute(SET_DEBOUNCED, job.id, [k for k, _ in fresh], new_ids)
                 for (key, _), run in zip(fresh, created, strict=True):

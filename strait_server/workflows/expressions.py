@@ -8,9 +8,10 @@ cel-python took 10-20x longer). Nothing outside this module knows which library 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import cel
@@ -26,6 +27,47 @@ _STEP_REF = re.compile(r"\bsteps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*[\"']([
 
 class ExpressionError(ValueError):
     """An expression that does not compile; the message says where."""
+
+
+class EvaluationError(ValueError):
+    """An expression failed at run time (a missing key, a type error): the step fails with it."""
+
+
+# Compiled once per process per expression: definitions are immutable, so the same texts come back.
+_compiled = functools.lru_cache(maxsize=4096)(cel.compile)
+_WHOLE = re.compile(r"\{\{(.*?)\}\}", re.S)
+
+
+def evaluate(text: str, context: Mapping[str, Any]) -> Any:
+    """The value of a CEL expression over `context` (plain JSON-like values)."""
+    try:
+        return _compiled(text).execute(dict(context))
+    except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as exc:
+        detail = f"no such key {exc}" if isinstance(exc, KeyError) else _first_line(str(exc))
+        raise EvaluationError(f"{text.strip()}: {detail}") from None
+
+
+def render(template_json: str, context: Mapping[str, Any]) -> Any:
+    """The JSON document with every {{ expression }} replaced: a string that is exactly one template becomes
+    the expression's value (a number stays a number); templates inside longer strings are spliced in as text."""
+    return _render(json.loads(template_json), context)
+
+
+def _render(value: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        whole = _WHOLE.fullmatch(value.strip())
+        if whole is not None and "{{" not in whole.group(1):
+            return evaluate(whole.group(1), context)
+        return _TEMPLATE.sub(lambda m: _as_text(evaluate(m.group(1), context)), value)
+    if isinstance(value, list):
+        return [_render(item, context) for item in value]
+    if isinstance(value, dict):
+        return {str(_render(key, context)): _render(item, context) for key, item in value.items()}
+    return value
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def check(text: str) -> None:

@@ -1,0 +1,115 @@
+"""Workflow engine benchmark: a 1,000-way static fan-out/fan-in, and idle step-to-step latency along a chain.
+
+    python bench/bench_workflows.py [--fan-out 1000] [--chain 60] [--repeats 3]
+
+Runs `strait serve --mode all` on a throwaway database (as bench_dispatch.py does) with a keep-alive HTTP
+endpoint in this process that answers 200 at once. Prints the median of --repeats fan-out runs (trigger to the
+run completed, the join's input checked to hold every leaf's output) and the p50/p99 of the time from a
+step's endpoint receiving its POST (the answer follows at once) to the next step's endpoint receiving its.
+
+Same environment variables as bench_dispatch.py: STRAIT_BENCH_DATABASE_URL, STRAIT_BENCH_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import itertools
+
+from bench.bench_dispatch import FastSink, _load, _setup
+from bench.bench_flow_control import served
+from strait_client.v1 import (
+    run_pb2,
+    run_pb2_grpc,
+    workflow_pb2,
+    workflow_pb2_grpc,
+    workflow_run_pb2,
+    workflow_run_pb2_grpc,
+)
+
+W = workflow_pb2
+R = workflow_run_pb2
+Metadata = tuple[tuple[str, str], ...]
+
+
+async def _run_to_end(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,
+                      md: Metadata, slug: str) -> tuple[float, R.WorkflowRun]:
+    started = time.perf_counter()
+    run = (await defs.TriggerWorkflow(W.TriggerWorkflowRequest(slug=slug), metadata=md)).workflow_run
+    while run.status == R.WORKFLOW_RUN_STATUS_RUNNING:
+        await asyncio.sleep(0.005)
+        run = (await runs.GetWorkflowRun(R.GetWorkflowRunRequest(id=run.id), metadata=md)).workflow_run
+    return time.perf_counter() - started, run
+
+
+def _step(ref: str, *depends_on: str) -> W.Step:
+    return W.Step(ref=ref, depends_on=list(depends_on), job=W.JobStep(job_slug="noop"))
+
+
+async def fan_out(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,
+                  run_api: run_pb2_grpc.RunServiceStub, md: Metadata, width: int, repeats: int) -> None:
+    leaves = [_step(f"leaf_{i}", "root") for i in range(width)]
+    steps = [_step("root"), *leaves, _step("join", *(s.ref for s in leaves))]
+    started = time.perf_counter()
+    await defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=W.Workflow(slug="fan", steps=steps)), metadata=md)
+    print(f"{'CreateWorkflow of ' + str(len(steps)) + ' steps':<44} {(time.perf_counter() - started) * 1000:.0f} ms")
+    times = []
+    for _ in range(repeats):
+        elapsed, run = await _run_to_end(defs, runs, md, "fan")
+        assert run.status == R.WORKFLOW_RUN_STATUS_COMPLETED, run
+        step_runs = (await runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run.id), metadata=md)).step_runs
+        join = next(s for s in step_runs if s.step_ref == "join")
+        payload = json.loads((await run_api.GetRun(run_pb2.GetRunRequest(id=join.job_run_id), metadata=md))
+                             .run.payload_json)
+        assert len(payload["parent_outputs"]) == width, len(payload["parent_outputs"])
+        times.append(elapsed)
+    print(f"{f'{width:,}-way fan-out/fan-in, trigger to completed':<44} median {statistics.median(times):.2f} s "
+          f"(runs: {', '.join(f'{t:.2f}' for t in times)}; {_load()})")
+
+
+async def chain(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,
+                md: Metadata, sink: FastSink, length: int) -> None:
+    steps = [_step("s0"), *[_step(f"s{i}", f"s{i - 1}") for i in range(1, length)]]
+    await defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=W.Workflow(slug="chain", steps=steps)), metadata=md)
+    sink.track = True
+    _, run = await _run_to_end(defs, runs, md, "chain")
+    assert run.status == R.WORKFLOW_RUN_STATUS_COMPLETED, run
+    step_runs = {s.step_ref: s for s in
+                 (await runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run.id), metadata=md)).step_runs}
+    arrivals = [sink.arrivals[step_runs[f"s{i}"].job_run_id] for i in range(length)]
+    gaps = sorted((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
+    p99 = gaps[max(0, int(len(gaps) * 0.99) - 1)]
+    print(f"{'idle step-to-step latency':<44} p50 {statistics.median(gaps):.2f} ms   p99 {p99:.2f} ms "
+          f"({len(gaps)} edges)")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fan-out", type=int, default=1000)
+    parser.add_argument("--chain", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    sink = FastSink()
+    await sink.start()
+    async with served("all") as (channel, _, admin_key, _pid):
+        print(f"strait workflow bench, {_load()}")
+        # _setup creates the job "noop", which every step runs.
+        _, md, _job = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/noop")
+        defs = workflow_pb2_grpc.WorkflowServiceStub(channel)
+        runs = workflow_run_pb2_grpc.WorkflowRunServiceStub(channel)
+        await chain(defs, runs, md, sink, args.chain)
+        await fan_out(defs, runs, run_pb2_grpc.RunServiceStub(channel), md, args.fan_out, args.repeats)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("STRAIT_LOG_LEVEL", "warning")
+    asyncio.run(main())

@@ -1,0 +1,239 @@
+"""Workflow runs, their step runs and events: the SQL of the workflow engine and of WorkflowRunService."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from strait_server.errors import FailedPrecondition, NotFound
+from strait_server.model import RunStatus
+from strait_server.store.fragments import status_changes
+
+Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
+event_seq, create_time, start_time, finish_time, update_time"""
+STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
+parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time"""
+EVENT_COLUMNS = "workflow_run_id, seq, type, step_ref, from_status, to_status, message, create_time"
+
+INSERT_RUN = f"""
+INSERT INTO workflow_runs (id, project_id, workflow_id, version, status, input, idempotency_key, steps_open,
+    start_time)
+VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, now())
+ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
+RETURNING {RUN_COLUMNS}
+"""
+"""No row: the idempotency key names an earlier run of the workflow."""
+
+BY_KEY = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE workflow_id = $1 AND idempotency_key = $2"
+
+INSERT_STEPS = """
+INSERT INTO workflow_step_runs (id, workflow_run_id, step_ref, status, parents_total)
+SELECT v.id, $1, v.ref, 'pending', v.total FROM unnest($2::text[], $3::text[], $4::int[]) AS v(id, ref, total)
+RETURNING id, step_ref
+"""
+
+GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1 AND project_id = $2"
+LOCK_RUNS = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+
+LIST_RUNS = f"""
+SELECT {RUN_COLUMNS} FROM workflow_runs
+WHERE project_id = $1 AND ($2::text IS NULL OR workflow_id = $2) AND ($3::text[] IS NULL OR status = ANY($3))
+  AND ($4::timestamptz IS NULL OR (create_time, id) < ($4, $5))
+ORDER BY create_time DESC, id DESC
+LIMIT $6
+"""
+
+STEPS_OF_RUN = f"SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1"
+
+TAKE_PROGRESS = """
+WITH taken AS (
+    DELETE FROM workflow_progress WHERE id = ANY(ARRAY(
+        SELECT id FROM workflow_progress ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
+    RETURNING step_run_id, run_id
+)
+SELECT s.id, s.workflow_run_id, s.step_ref, r.status AS run_status, r.output, r.error
+FROM taken t JOIN workflow_step_runs s ON s.id = t.step_run_id JOIN runs r ON r.id = t.run_id
+"""
+"""$1 batch size. The job runs of steps that ended, taken for the engine (deleted: the caller's transaction
+decides whether they were handled)."""
+
+SET_STEPS = """
+UPDATE workflow_step_runs s
+SET status = v.status, skip_reason = v.skip_reason, output = coalesce(v.output::jsonb, s.output),
+    error = v.error, job_run_id = coalesce(v.job_run_id, s.job_run_id), update_time = now(),
+    start_time = CASE WHEN v.status = 'running' THEN now() ELSE s.start_time END,
+    finish_time = CASE WHEN v.status IN ('completed', 'failed', 'skipped', 'canceled') THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+     AS v(id, from_status, status, skip_reason, output, error, job_run_id)
+WHERE s.id = v.id AND s.status = v.from_status
+RETURNING s.id
+"""
+"""Compare-and-set of step statuses: only rows still in their expected status change; returns those ids."""
+
+ADD_TO_COUNTERS = f"""
+UPDATE workflow_step_runs s
+SET parents_done = s.parents_done + v.done, parents_ok = s.parents_ok + v.ok,
+    parents_failed = s.parents_failed + v.failed, parents_skipped = s.parents_skipped + v.skipped,
+    update_time = now()
+FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[]) AS v(run_id, ref, done, ok, failed,
+                                                                                       skipped)
+WHERE s.workflow_run_id = v.run_id AND s.step_ref = v.ref AND s.status = 'pending'
+RETURNING {STEP_COLUMNS}
+"""
+"""Adds how parents ended to their children's counters (pending children only; the caller holds the run's
+lock, so two transactions never count for one child at once)."""
+
+CLOSE_STEPS = """
+UPDATE workflow_runs SET steps_open = steps_open - $2, steps_failed = steps_failed + $3, update_time = now()
+WHERE id = $1
+RETURNING steps_open, steps_failed
+"""
+
+FINISH_RUN = """
+UPDATE workflow_runs SET status = $2, error = $3, finish_time = now(), update_time = now()
+WHERE id = $1 AND status = 'running'
+RETURNING id
+"""
+
+CANCEL_OPEN_STEPS = """
+UPDATE workflow_step_runs SET status = 'canceled', error = $2, finish_time = now(), update_time = now()
+WHERE workflow_run_id = $1 AND status IN ('pending', 'running')
+RETURNING step_ref, status, job_run_id
+"""
+
+NEXT_SEQUENCES = "UPDATE workflow_runs SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq"
+
+INSERT_EVENTS = """
+INSERT INTO workflow_run_events (workflow_run_id, seq, type, step_ref, from_status, to_status, message)
+SELECT $1, v.seq, v.type, v.ref, v.from_status, v.to_status, v.message
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+     AS v(seq, type, ref, from_status, to_status, message)
+"""
+
+EVENTS_AFTER = f"""
+SELECT {EVENT_COLUMNS} FROM workflow_run_events WHERE workflow_run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+
+RUN_PROGRESS = "SELECT status, event_seq FROM workflow_runs WHERE id = $1 AND project_id = $2"
+
+CANCEL_JOB_RUNS = f"""
+WITH old AS (
+    SELECT id, status FROM runs WHERE id = ANY($1::text[]) AND NOT status = ANY($3::text[]) FOR UPDATE
+), upd AS (
+    UPDATE runs r SET status = 'canceled', error = $2, finish_time = now(), update_time = now(),
+        lease_owner = NULL, deadline = NULL, event_seq = r.event_seq + 1
+    FROM old WHERE r.id = old.id
+    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, old.status AS from_status
+), unqueued AS (
+    DELETE FROM run_queue q WHERE q.run_id = ANY(ARRAY(SELECT id FROM upd))
+), released AS (
+    DELETE FROM run_leases l WHERE l.run_id = ANY(ARRAY(SELECT id FROM upd))
+)
+{status_changes("upd", "from_status", RunStatus.CANCELED, message="$2", returning="run_id, from_status")}
+"""
+"""$1 job runs, $2 reason, $3 terminal statuses (left alone)."""
+
+
+@dataclass(frozen=True)
+class WorkflowRunRow:
+    id: str
+    project_id: str
+    workflow_id: str
+    version: int
+    status: str
+    input: Any
+    error: str
+    idempotency_key: str
+    steps_open: int
+    steps_failed: int
+    event_seq: int
+    create_time: datetime
+    start_time: datetime | None
+    finish_time: datetime | None
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class StepRunRow:
+    id: str
+    workflow_run_id: str
+    step_ref: str
+    status: str
+    skip_reason: str
+    parents_total: int
+    parents_done: int
+    parents_ok: int
+    parents_failed: int
+    parents_skipped: int
+    job_run_id: str | None
+    output: Any
+    error: str
+    create_time: datetime
+    start_time: datetime | None
+    finish_time: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkflowRunEventRow:
+    workflow_run_id: str
+    seq: int
+    type: str
+    step_ref: str
+    from_status: str
+    to_status: str
+    message: str
+    create_time: datetime
+
+
+def run_row(row: Any) -> WorkflowRunRow:
+    return WorkflowRunRow(**dict(row))
+
+
+def step_row(row: Any) -> StepRunRow:
+    return StepRunRow(**dict(row))
+
+
+class WorkflowRunStore:
+    """Reads for WorkflowRunService; the engine's writes go through the statements above on its connection."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, project_id: str, run_id: str) -> WorkflowRunRow:
+        row = await self._pool.fetchrow(GET_RUN, run_id, project_id)
+        if row is None:
+            raise NotFound("workflow run", run_id)
+        return run_row(row)
+
+    async def list_runs(self, project_id: str, *, workflow_id: str | None, statuses: list[str] | None,
+                        cursor: tuple[datetime, str] | None, limit: int) -> list[WorkflowRunRow]:
+        t, i = cursor if cursor else (None, None)
+        rows = await self._pool.fetch(LIST_RUNS, project_id, workflow_id, statuses, t, i, limit)
+        return [run_row(r) for r in rows]
+
+    async def steps(self, project_id: str, run_id: str) -> list[StepRunRow]:
+        await self.get(project_id, run_id)
+        return [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
+
+    async def events_after(self, project_id: str, run_id: str, after: int, limit: int) -> list[WorkflowRunEventRow]:
+        rows = await self._pool.fetch(EVENTS_AFTER, run_id, after, limit)
+        if not rows:
+            await self.get(project_id, run_id)  # NOT_FOUND for a run that is not there
+        return [WorkflowRunEventRow(**dict(r)) for r in rows]
+
+    async def progress(self, project_id: str, run_id: str) -> tuple[str, int]:
+        row = await self._pool.fetchrow(RUN_PROGRESS, run_id, project_id)
+        if row is None:
+            raise NotFound("workflow run", run_id)
+        return str(row["status"]), int(row["event_seq"])
+
+
+def require_running(run: WorkflowRunRow) -> None:
+    if run.status != "running":
+        raise FailedPrecondition(f"workflow run {run.id!r} is {run.status}", subject=run.id)

@@ -1,0 +1,360 @@
+"""The workflow engine: moves workflow runs on, one transaction per move.
+
+A move starts from steps that ended (their job runs ended: rows the runs_step_run_end trigger wrote into
+workflow_progress in the same transaction) or from a new run's roots. Under the workflow run's row lock it
+records the steps' outcomes, adds them to their children's counters, decides each child whose trigger rule
+is now determined (run, or skip and cascade), evaluates conditions and renders inputs, and creates the
+job runs of the steps that start, through the same statement as every other run (store/runs.py). Then it
+closes the run when no step is open. All of it commits together or not at all, so no outcome is counted twice
+or lost, and no reconciler is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from strait_server import ids
+from strait_server.errors import NotFound
+from strait_server.model import TERMINAL, NewRun, Run
+from strait_server.store import workflow_runs as sql
+from strait_server.store.runs import write_runs
+from strait_server.workflows import expressions
+from strait_server.workflows.plan import (
+    RUN,
+    Counters,
+    Plan,
+    Policy,
+    SkipReason,
+    StepStatus,
+    decide,
+    plan_of,
+    step_status_of_run,
+)
+
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+_TERMINAL_RUN_STATUSES = [s.value for s in TERMINAL]
+OK, FAILED, SKIPPED = 1, 2, 3  # how an ended step counts for its children
+
+
+@dataclass
+class Changes:
+    """What committed moves changed, for the wake-ups after the commit."""
+
+    job_runs: list[Run] = field(default_factory=list)
+    workflow_runs: set[str] = field(default_factory=set)
+    canceled_job_runs: list[str] = field(default_factory=list)
+
+    def add(self, other: Changes) -> None:
+        self.job_runs += other.job_runs
+        self.workflow_runs |= other.workflow_runs
+        self.canceled_job_runs += other.canceled_job_runs
+
+
+class Plans:
+    """Definitions by (workflow, version): versions never change, so each is read and parsed once."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[str, int], Plan] = {}
+
+    async def get(self, conn: sql.Conn, workflow_id: str, version: int) -> Plan:
+        key = (workflow_id, version)
+        if key not in self._plans:
+            definition = await conn.fetchval(
+                "SELECT definition FROM workflow_versions WHERE workflow_id = $1 AND version = $2", *key)
+            self._plans[key] = plan_of(definition)
+        return self._plans[key]
+
+
+class Move:
+    """One workflow run moving on inside the caller's transaction (which holds the run's row lock)."""
+
+    def __init__(self, conn: sql.Conn, run: sql.WorkflowRunRow, plan: Plan, steps: list[sql.StepRunRow]) -> None:
+        self._conn = conn
+        self.run = run
+        self._plan = plan
+        self._steps = {s.step_ref: s for s in steps}
+        self._status = {s.step_ref: s.status for s in steps}
+        self._outputs = {s.step_ref: s.output for s in steps}
+        self._errors = {s.step_ref: s.error for s in steps}
+        self._updates: list[tuple[str, str, str, str, str | None, str, str | None]] = []
+        self._events: list[tuple[str, str, str, str, str]] = []
+        self._closed = 0
+        self._failed = 0
+        self._over = False
+        self.changes = Changes(workflow_runs={run.id})
+
+    # Recording
+
+    def _set(self, ref: str, status: StepStatus, *, skip: str = "", output: Any = None, error: str = "",
+             job_run_id: str | None = None) -> None:
+        before = self._status[ref]
+        self._status[ref] = status
+        self._updates.append((self._steps[ref].id, before, status.value, skip,
+                              None if output is None else json.dumps(output), error, job_run_id))
+        self.event("step_status", ref, before, status.value, error or skip)
+        if status in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED):
+            self._closed += 1
+            self._outputs[ref], self._errors[ref] = output, error
+
+    def event(self, kind: str, ref: str, before: str, after: str, message: str = "") -> None:
+        self._events.append((kind, ref, before, after, message))
+
+    async def _flush_steps(self) -> None:
+        if self._updates:
+            columns = list(zip(*self._updates, strict=True))
+            await self._conn.execute(sql.SET_STEPS, *[list(c) for c in columns])
+            self._updates = []
+
+    # Moving on
+
+    async def start(self) -> None:
+        """A new run: its roots start (or are skipped by their condition)."""
+        self.event("run_status", "", "", "running")
+        await self._propagate(await self._start_steps(self._plan.roots))
+        await self.close()
+
+    async def steps_ended(self, ended: Iterable[tuple[str, str, Any, str]]) -> None:
+        """Job runs of steps ended: (step ref, job run status, output, error). Late ones are ignored."""
+        outcomes = []
+        for ref, run_status, output, error in ended:
+            if self._status.get(ref) != StepStatus.RUNNING or self._over:
+                continue  # the step was canceled, or the run ended, meanwhile
+            outcomes.append(self._end(ref, step_status_of_run(run_status), output, error))
+        await self._propagate([o for o in outcomes if o is not None])
+        await self.close()
+
+    def _end(self, ref: str, status: StepStatus, output: Any, error: str) -> tuple[str, int] | None:
+        self._set(ref, status, output=output if status is StepStatus.COMPLETED else None, error=error)
+        if status is StepStatus.COMPLETED or self._plan.steps[ref].policy is Policy.IGNORE:
+            return ref, OK
+        self._failed += 1
+        if self._plan.steps[ref].policy is Policy.FAIL_WORKFLOW:
+            self._fail_fast = (ref, error or status.value)
+            return None
+        return ref, FAILED
+
+    _fail_fast: tuple[str, str] | None = None
+
+    async def _propagate(self, ended: list[tuple[str, int]]) -> None:
+        while (ended or self._fail_fast) and not self._over:
+            if self._fail_fast is not None:
+                await self._stop_on_failure(*self._fail_fast)
+                return
+            ended = await self._wave(ended)
+
+    async def _wave(self, ended: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Adds the ended steps to their children's counters and decides the children now determined."""
+        await self._flush_steps()
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for ref, how in ended:
+            for child in self._plan.steps[ref].children:
+                counts[child][0] += 1
+                counts[child][how] += 1
+        if not counts:
+            return []
+        children = list(counts)
+        rows = await self._conn.fetch(sql.ADD_TO_COUNTERS, [self.run.id] * len(children), children,
+                                      *[[counts[c][i] for c in children] for i in range(4)])
+        to_start, next_ended = [], []
+        for row in rows:
+            ref = row["step_ref"]
+            verdict = decide(self._plan.steps[ref].rule, Counters(
+                row["parents_total"], row["parents_done"], row["parents_ok"], row["parents_failed"],
+                row["parents_skipped"]))
+            if verdict == RUN:
+                to_start.append(ref)
+            elif verdict is not None:
+                next_ended.append(self._skip(ref, SkipReason(verdict)))
+        return next_ended + await self._start_steps(to_start)
+
+    def _skip(self, ref: str, reason: SkipReason) -> tuple[str, int]:
+        self.event("step_decision", ref, "", "", f"skipped: {reason.value}")
+        self._set(ref, StepStatus.SKIPPED, skip=reason.value)
+        return ref, SKIPPED
+
+    async def _start_steps(self, refs: list[str]) -> list[tuple[str, int]]:
+        """Conditions, inputs and job runs of the steps decided to run; returns those that ended instead."""
+        ended: list[tuple[str, int]] = []
+        by_job: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        for ref in refs:
+            prepared = self._prepare(ref)
+            if isinstance(prepared, str):
+                by_job[(self._plan.steps[ref].job_id, self._plan.steps[ref].job_slug)].append((ref, prepared))
+            elif prepared is not None:
+                ended.append(prepared)
+        for (job_id, slug), items in by_job.items():
+            ended += await self._create_job_runs(job_id, slug, items)
+        return ended
+
+    def _prepare(self, ref: str) -> str | tuple[str, int] | None:
+        """The step's input as JSON text; or how it ended instead (skipped by its condition, failed)."""
+        step = self._plan.steps[ref]
+        context = self._context()
+        try:
+            if step.condition and expressions.evaluate(step.condition, context) is not True:
+                self.event("step_decision", ref, "", "", f"condition is false: {step.condition}")
+                return self._skip_condition(ref)
+            document = expressions.render(step.template, context) if step.template else self._default_input(ref)
+        except expressions.EvaluationError as exc:
+            return self._end(ref, StepStatus.FAILED, None, f"template_error: {exc}")
+        text = json.dumps(document)
+        if not isinstance(document, dict) or len(text) > MAX_INPUT_BYTES:
+            return self._end(ref, StepStatus.FAILED, None,
+                             "input_too_large" if isinstance(document, dict) else "template_error: not an object")
+        return text
+
+    def _skip_condition(self, ref: str) -> tuple[str, int]:
+        self._set(ref, StepStatus.SKIPPED, skip=SkipReason.CONDITION_FALSE.value)
+        return ref, SKIPPED
+
+    def _context(self) -> dict[str, Any]:
+        steps = {ref: {"output": self._outputs.get(ref), "status": status.upper(), "error": self._errors.get(ref, "")}
+                 for ref, status in self._status.items()}
+        run_input = self.run.input if isinstance(self.run.input, dict) else {}
+        # A bare {{ name }} that is no root reads the input (as the original templates did).
+        return {**run_input, "input": run_input, "steps": steps, "run": {"id": self.run.id}}
+
+    def _default_input(self, ref: str) -> dict[str, Any]:
+        run_input = self.run.input if isinstance(self.run.input, dict) else {}
+        parents = self._plan.steps[ref].parents
+        return {**run_input, "parent_outputs": {p: self._outputs.get(p) for p in parents}} if parents else run_input
+
+    async def _create_job_runs(self, job_id: str, slug: str, items: list[tuple[str, str]]) -> list[tuple[str, int]]:
+        news = [NewRun(payload=payload, timeout_ms=self._plan.steps[ref].timeout_ms,
+                       max_attempts=self._plan.steps[ref].max_attempts, workflow_step_run_id=self._steps[ref].id,
+                       metadata={"workflow_run_id": self.run.id, "workflow_step": ref})
+                for ref, payload in items]
+        created = await write_runs(self._conn, self.run.project_id, job_id, slug, news,
+                                   ids.new_ids("run", len(news)), {}, checked=True)
+        if created is None:
+            missing = f"job {job_id or slug!r} no longer exists"
+            return [e for ref, _ in items if (e := self._end(ref, StepStatus.FAILED, None, missing)) is not None]
+        for (ref, _), run in zip(items, created, strict=True):
+            self._set(ref, StepStatus.RUNNING, job_run_id=run.id)
+        self.changes.job_runs += created
+        return []
+
+    async def _stop_on_failure(self, ref: str, error: str) -> None:
+        """FAIL_WORKFLOW: every open step and its job run are canceled, and the run fails."""
+        reason = f"step {ref!r} failed: {error}"
+        await self._cancel_open(reason)
+        await self._finish("failed", reason)
+
+    async def cancel(self, reason: str) -> None:
+        """CancelWorkflowRun: every open step and its job run are canceled, and so is the run."""
+        await self._cancel_open(reason)
+        await self._finish("canceled", reason)
+        await self.close()
+
+    async def _cancel_open(self, reason: str) -> None:
+        await self._flush_steps()
+        canceled = await self._conn.fetch(sql.CANCEL_OPEN_STEPS, self.run.id, "canceled: " + reason)
+        for row in canceled:
+            self.event("step_status", row["step_ref"], row["status"], StepStatus.CANCELED.value, reason)
+            self._status[row["step_ref"]] = StepStatus.CANCELED
+        self._closed += len(canceled)
+        job_runs = [r["job_run_id"] for r in canceled if r["job_run_id"]]
+        if job_runs:
+            await self._conn.fetch(sql.CANCEL_JOB_RUNS, job_runs, reason, _TERMINAL_RUN_STATUSES)
+            self.changes.canceled_job_runs += job_runs
+
+    async def close(self) -> None:
+        """Writes what this move decided; ends the run when no step is open."""
+        await self._flush_steps()
+        if self._closed or self._failed:
+            row = await self._conn.fetchrow(sql.CLOSE_STEPS, self.run.id, self._closed, self._failed)
+            assert row is not None  # the run is locked by this transaction
+            self._closed = self._failed = 0
+            if row["steps_open"] == 0 and not self._over:
+                failed = row["steps_failed"] > 0
+                await self._finish("failed" if failed else "completed", "a step failed" if failed else "")
+        await self._write_events()
+
+    async def _finish(self, status: str, error: str) -> None:
+        await self._conn.execute(sql.FINISH_RUN, self.run.id, status, error)
+        self.event("run_status", "", "running", status, error)
+        self._over = True
+
+    async def _write_events(self) -> None:
+        if not self._events:
+            return
+        last = await self._conn.fetchval(sql.NEXT_SEQUENCES, self.run.id, len(self._events))
+        first = last - len(self._events) + 1
+        kinds, refs, befores, afters, messages = (list(c) for c in zip(*self._events, strict=True))
+        await self._conn.execute(sql.INSERT_EVENTS, self.run.id, list(range(first, last + 1)), kinds, refs,
+                                 befores, afters, messages)
+        self._events = []
+
+
+def job_output(text: str | None) -> Any:
+    """A job run's output (text) as the step's output: JSON when it parses, else the text itself."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_id: str, version: int,
+                    run_input: dict[str, Any], idempotency_key: str) -> tuple[sql.WorkflowRunRow, bool, Changes]:
+    """Inside the caller's transaction: a new run and its first move. (run, repeat, changes)."""
+    plan = await plans.get(conn, workflow_id, version)
+    row = await conn.fetchrow(sql.INSERT_RUN, ids.new_id("wfr"), project_id, workflow_id, version, run_input,
+                              idempotency_key, len(plan.steps))
+    if row is None:
+        existing = await conn.fetchrow(sql.BY_KEY, workflow_id, idempotency_key)
+        return sql.run_row(existing), True, Changes()
+    run = sql.run_row(row)
+    step_ids = ids.new_ids("wfs", len(plan.order))
+    await conn.execute(sql.INSERT_STEPS, run.id, step_ids, plan.order,
+                       [len(plan.steps[ref].parents) for ref in plan.order])
+    steps = [sql.step_row(r) for r in await conn.fetch(sql.STEPS_OF_RUN, run.id)]
+    move = Move(conn, run, plan, steps)
+    await move.start()
+    return sql.run_row(await conn.fetchrow(sql.GET_RUN, run.id, project_id)), False, move.changes
+
+
+async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[int, Changes]:
+    """One transaction: up to `limit` ended step job runs, and the moves they cause. (count taken, changes)."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        # Not waiting for the WAL flush is safe here: a move lost in a crash takes the progress rows it deleted
+        # with it (they were committed before), so it is made again. It saves a disk flush per step.
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        rows = await conn.fetch(sql.TAKE_PROGRESS, limit)
+        if not rows:
+            return 0, changes
+        by_run: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            by_run[r["workflow_run_id"]].append(r)
+        for locked in await conn.fetch(sql.LOCK_RUNS, sorted(by_run)):
+            run = sql.run_row(locked)
+            if run.status != "running":
+                continue
+            plan = await plans.get(conn, run.workflow_id, run.version)
+            steps = [sql.step_row(s) for s in await conn.fetch(sql.STEPS_OF_RUN, run.id)]
+            move = Move(conn, run, plan, steps)
+            await move.steps_ended((r["step_ref"], r["run_status"], job_output(r["output"]), r["error"])
+                                   for r in by_run[run.id])
+            changes.add(move.changes)
+    return len(rows), changes
+
+
+async def cancel_run(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: str, reason: str) -> Changes:
+    """Inside the caller's transaction: the run, its open steps and their job runs end canceled."""
+    locked = await conn.fetchrow(sql.LOCK_RUNS, [run_id])
+    if locked is None or locked["project_id"] != project_id:
+        raise NotFound("workflow run", run_id)
+    run = sql.run_row(locked)
+    sql.require_running(run)
+    plan = await plans.get(conn, run.workflow_id, run.version)
+    move = Move(conn, run, plan, [sql.step_row(s) for s in await conn.fetch(sql.STEPS_OF_RUN, run.id)])
+    await move.cancel(reason)
+    return move.changes

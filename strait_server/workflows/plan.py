@@ -1,0 +1,155 @@
+"""A stored definition version as the engine uses it: steps with their parents and children, and the pure
+rules that decide a step from how its parents ended."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from strait_server.workflows.graph import topological_order
+
+
+class Rule(enum.StrEnum):
+    ALL_SUCCESS = "all_success"
+    NONE_FAILED = "none_failed"
+    ALL_DONE = "all_done"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+
+
+class Policy(enum.StrEnum):
+    FAIL_WORKFLOW = "fail_workflow"
+    CONTINUE = "continue"
+    IGNORE = "ignore"
+
+
+class SkipReason(enum.StrEnum):
+    CONDITION_FALSE = "condition_false"
+    UPSTREAM_FAILED = "upstream_failed"
+    ALL_UPSTREAM_SKIPPED = "all_upstream_skipped"
+    TRIGGER_RULE_UNSATISFIABLE = "trigger_rule_unsatisfiable"
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+
+FINISHED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED})
+
+# Step kinds and features the engine runs so far; a definition using others is refused at trigger time.
+RUNNABLE_KINDS = frozenset({"job"})
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    ref: str
+    parents: tuple[str, ...]
+    children: tuple[str, ...]
+    rule: Rule
+    policy: Policy
+    kind: str
+    condition: str
+    template: str  # input_template_json; "" for the default input
+    job_id: str
+    job_slug: str
+    timeout_ms: int | None
+    max_attempts: int | None
+    uses_map: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: dict[str, StepPlan]
+    order: list[str]
+    has_on_failure_step: bool
+
+    @property
+    def roots(self) -> list[str]:
+        return [ref for ref in self.order if not self.steps[ref].parents]
+
+    def unsupported(self) -> list[str]:
+        """What this definition uses that runs cannot do yet (empty: it can run)."""
+        found = [f"step {s.ref!r} is a {s.kind} step" for s in self.steps.values() if s.kind not in RUNNABLE_KINDS]
+        found += [f"step {s.ref!r} maps over items" for s in self.steps.values() if s.uses_map]
+        if self.has_on_failure_step:
+            found.append("on_failure_step")
+        return found
+
+
+def _enum_name(value: Any, prefix: str, default: str) -> str:
+    return str(value)[len(prefix):].lower() if value else default
+
+
+def _duration_ms(text: str | None) -> int | None:
+    """A protobuf JSON Duration ("1.5s") in milliseconds."""
+    return None if not text else round(float(text.rstrip("s")) * 1000)
+
+
+def plan_of(definition: dict[str, Any]) -> Plan:
+    raw = definition.get("steps", [])
+    parents = {s["ref"]: tuple(dict.fromkeys(s.get("depends_on", []))) for s in raw}
+    children: dict[str, list[str]] = {ref: [] for ref in parents}
+    for ref, deps in parents.items():
+        for parent in deps:
+            children[parent].append(ref)
+    steps = {}
+    for s in raw:
+        kind = next((k for k in ("job", "approval", "wait_for_event", "sleep", "sub_workflow") if k in s), "")
+        job = s.get("job", {})
+        retry = s.get("retry_policy", {})
+        steps[s["ref"]] = StepPlan(
+            ref=s["ref"], parents=parents[s["ref"]], children=tuple(children[s["ref"]]),
+            rule=Rule(_enum_name(s.get("trigger_rule"), "TRIGGER_RULE_", "all_success")),
+            policy=Policy(_enum_name(s.get("on_failure"), "ON_FAILURE_", "fail_workflow")),
+            kind=kind, condition=s.get("condition", ""), template=s.get("input_template_json", ""),
+            job_id=job.get("job_id", ""), job_slug=job.get("job_slug", ""),
+            timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
+            uses_map="map" in s)
+    return Plan(steps, topological_order(parents), "on_failure_step" in definition)
+
+
+@dataclass(frozen=True)
+class Counters:
+    total: int
+    done: int
+    ok: int
+    failed: int
+    skipped: int
+
+
+RUN = "run"
+
+
+def decide(rule: Rule, c: Counters) -> str | SkipReason | None:
+    """"run", a skip reason, or None (not decided yet), as soon as the parents' outcomes determine it."""
+    if c.total == 0:
+        return RUN
+    all_done = c.done >= c.total
+    if rule in (Rule.ALL_SUCCESS, Rule.NONE_FAILED) and c.failed:
+        return SkipReason.UPSTREAM_FAILED
+    if rule is Rule.ONE_SUCCESS and c.ok:
+        return RUN
+    if rule is Rule.ONE_FAILED and c.failed:
+        return RUN
+    if not all_done:
+        return None
+    if rule is Rule.ALL_SUCCESS:
+        return RUN if c.ok else SkipReason.ALL_UPSTREAM_SKIPPED
+    if rule in (Rule.NONE_FAILED, Rule.ALL_DONE):
+        return RUN
+    return SkipReason.TRIGGER_RULE_UNSATISFIABLE
+
+
+def step_status_of_run(run_status: str) -> StepStatus:
+    """A step's status from its job run's terminal status."""
+    if run_status == "completed":
+        return StepStatus.COMPLETED
+    if run_status == "canceled":
+        return StepStatus.CANCELED
+    return StepStatus.FAILED

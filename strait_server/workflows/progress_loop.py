@@ -1,0 +1,87 @@
+"""The loop that runs the workflow engine (scheduler role): woken by the NOTIFY of a step's job run ending,
+and polling meanwhile in case a notification was missed (the listening connection lost, say)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import asyncpg
+
+from strait_server.faults import DATABASE_ERRORS
+from strait_server.tasks import Supervisor, cancel_and_wait
+from strait_server.telemetry.metrics import Metrics
+from strait_server.workflows.engine import Changes, Plans, take_progress
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "strait_workflow_progress"
+
+
+class WorkflowProgress:
+    def __init__(self, pool: asyncpg.Pool, database_url: str, plans: Plans, *, on_changes: Callable[[Changes], None],
+                 metrics: Metrics, supervisor: Supervisor, poll_interval: float = 1.0, batch: int = 500) -> None:
+        self._pool = pool
+        self._url = database_url
+        self._plans = plans
+        self._on_changes = on_changes
+        self._metrics = metrics
+        self._supervisor = supervisor
+        self._poll = poll_interval
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = self._supervisor.spawn(self._loop(), name="workflow-progress")
+
+    def nudge(self) -> None:
+        """Look at once (this process ended a step's job run, or started a workflow run)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+        if self._listener is not None:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await self._listener.close()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._listen()
+                await self.run_pass()
+            except DATABASE_ERRORS as exc:
+                self._metrics.loop_errors.labels("workflow_progress").inc()
+                log.warning("workflow progress pass failed: %r", exc, extra={"action": "workflow_progress_error"})
+                await self._drop_listener()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+
+    async def run_pass(self) -> int:
+        """Moves workflow runs on until no ended step is left; returns how many were taken."""
+        total = 0
+        while True:
+            taken, changes = await take_progress(self._pool, self._plans, self._batch)
+            total += taken
+            if changes.workflow_runs:
+                self._on_changes(changes)
+            if taken < self._batch:
+                return total
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        conn = await asyncpg.connect(self._url)
+        await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+        self._listener = conn
+
+    async def _drop_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await self._listener.close()
+            self._listener = None

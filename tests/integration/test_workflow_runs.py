@@ -1,0 +1,275 @@
+"""Workflow runs end to end: real server, database, engine loop and HTTP endpoints. Job steps are ordinary
+runs; outcomes move the run on by trigger rules, conditions and failure policies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from strait_client.v1 import run_pb2, workflow_pb2, workflow_pb2_grpc, workflow_run_pb2, workflow_run_pb2_grpc
+from strait_server.config import Settings
+from tests.conftest import Api, eventually
+from tests.sink import Reply, Sink
+
+W = workflow_pb2
+R = workflow_run_pb2
+DONE = {R.WORKFLOW_RUN_STATUS_COMPLETED, R.WORKFLOW_RUN_STATUS_FAILED, R.WORKFLOW_RUN_STATUS_CANCELED}
+
+
+class Flows:
+    def __init__(self, api: Api, sink: Sink) -> None:
+        self.api = api
+        self.sink = sink
+        self.defs = workflow_pb2_grpc.WorkflowServiceStub(api.channel)
+        self.runs = workflow_run_pb2_grpc.WorkflowRunServiceStub(api.channel)
+
+    async def job(self, slug: str, *replies: Reply, then: Reply | None = None, **fields: Any) -> str:
+        await self.api.create_job(slug, self.sink.script(f"/{slug}", *replies, then=then), **fields)
+        return slug
+
+    async def create(self, *steps: W.Step, slug: str = "flow") -> W.Workflow:
+        return (await self.defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=W.Workflow(slug=slug, steps=steps)),
+                                               metadata=self.api.metadata)).workflow
+
+    async def trigger(self, slug: str = "flow", run_input: dict[str, Any] | None = None,
+                      **fields: Any) -> R.WorkflowRun:
+        reply = await self.defs.TriggerWorkflow(W.TriggerWorkflowRequest(
+            slug=slug, input_json=json.dumps(run_input or {}), **fields), metadata=self.api.metadata)
+        return reply.workflow_run
+
+    async def wait(self, run_id: str, timeout: float = 20.0) -> R.WorkflowRun:
+        async def done() -> R.WorkflowRun | None:
+            run = (await self.runs.GetWorkflowRun(R.GetWorkflowRunRequest(id=run_id),
+                                                  metadata=self.api.metadata)).workflow_run
+            return run if run.status in DONE else None
+        return await eventually(done, timeout)
+
+    async def steps(self, run_id: str) -> dict[str, R.StepRun]:
+        reply = await self.runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run_id), metadata=self.api.metadata)
+        return {s.step_ref: s for s in reply.step_runs}
+
+    async def events(self, run_id: str, after: int = 0) -> list[R.WorkflowRunEvent]:
+        reply = await self.runs.ListWorkflowRunEvents(
+            R.ListWorkflowRunEventsRequest(workflow_run_id=run_id, after_sequence=after, page_size=1000),
+            metadata=self.api.metadata)
+        return list(reply.events)
+
+
+def step(ref: str, job: str, *depends_on: str, **fields: Any) -> W.Step:
+    return W.Step(ref=ref, depends_on=list(depends_on), job=W.JobStep(job_slug=job), **fields)
+
+
+def bodies(sink: Sink, path: str) -> list[Any]:
+    return [r.json() for r in sink.for_path(path)]
+
+
+@pytest.fixture
+def flows(api: Api, sink: Sink) -> Flows:
+    return Flows(api, sink)
+
+
+async def test_a_chain_passes_outputs_down_and_completes(flows: Flows, sink: Sink) -> None:
+    await flows.job("fetch", then=Reply(body='{"order": 7, "total": 12.5}'))
+    await flows.job("bill", then=Reply(body='{"receipt": "r-1"}'))
+    await flows.job("mail")
+    await flows.create(step("fetch", "fetch"), step("bill", "bill", "fetch"),
+                       step("mail", "mail", "bill", input_template_json='{"receipt": "{{ steps.bill.output.receipt }}",'
+                            ' "total": "{{ steps.fetch.output.total }}", "note": "order {{ input.order_id }}"}'))
+    run = await flows.trigger(run_input={"order_id": 7})
+    assert run.status == R.WORKFLOW_RUN_STATUS_RUNNING and run.version == 1
+    done = await flows.wait(run.id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    assert bodies(sink, "/fetch") == [{"order_id": 7}]
+    assert bodies(sink, "/bill") == [{"order_id": 7, "parent_outputs": {"fetch": {"order": 7, "total": 12.5}}}]
+    # One template alone keeps the value's type; inside a longer string it is spliced in as text.
+    assert bodies(sink, "/mail") == [{"receipt": "r-1", "total": 12.5, "note": "order 7"}]
+    steps = await flows.steps(run.id)
+    assert {s.status for s in steps.values()} == {R.STEP_RUN_STATUS_COMPLETED}
+    assert json.loads(steps["bill"].output_json) == {"receipt": "r-1"}
+    job_run = await flows.api.get_run(steps["bill"].job_run_id)  # an ordinary run, linked to its step
+    assert job_run.status == run_pb2.RUN_STATUS_COMPLETED
+    assert dict(job_run.metadata)["workflow_run_id"] == run.id
+    events = await flows.events(run.id)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert (events[0].type, events[0].to_status) == ("run_status", "running")
+    assert (events[-1].type, events[-1].to_status) == ("run_status", "completed")
+
+
+async def test_fan_out_and_fan_in(flows: Flows, sink: Sink) -> None:
+    await flows.job("root")
+    await flows.job("leaf")
+    await flows.job("join")
+    leaves = [step(f"leaf_{i}", "leaf", "root", input_template_json=f'{{"i": {i}}}') for i in range(20)]
+    await flows.create(step("root", "root"), *leaves, step("join", "join", *(s.ref for s in leaves)))
+    sink.script("/leaf", *[Reply(body=json.dumps({"n": i})) for i in range(20)])
+    done = await flows.wait((await flows.trigger()).id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    [join_input] = bodies(sink, "/join")
+    assert sorted(join_input["parent_outputs"]) == sorted(s.ref for s in leaves)
+    assert sorted(o["n"] for o in join_input["parent_outputs"].values()) == list(range(20))
+    assert len(sink.for_path("/leaf")) == 20  # one job run per step
+    steps = await flows.steps(done.id)
+    assert len({s.job_run_id for s in steps.values()}) == 22
+
+
+async def test_conditions_on_outputs_and_a_join_after_a_skipped_branch(flows: Flows, sink: Sink) -> None:
+    await flows.job("risk", then=Reply(body='{"score": 90}'))
+    await flows.job("charge")
+    await flows.job("review")
+    await flows.job("ship")
+    await flows.create(
+        step("risk", "risk"),
+        step("charge", "charge", "risk", condition="steps.risk.output.score < 80"),
+        step("review", "review", "risk", condition="steps.risk.output.score >= 80"),
+        step("ship", "ship", "charge", "review"))
+    done = await flows.wait((await flows.trigger()).id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    steps = await flows.steps(done.id)
+    assert steps["charge"].status == R.STEP_RUN_STATUS_SKIPPED
+    assert steps["charge"].skip_reason == R.SKIP_REASON_CONDITION_FALSE
+    assert steps["review"].status == R.STEP_RUN_STATUS_COMPLETED
+    assert steps["ship"].status == R.STEP_RUN_STATUS_COMPLETED  # ALL_SUCCESS: a skipped parent is fine
+    assert sink.for_path("/charge") == []
+    decisions = [e for e in await flows.events(done.id) if e.type == "step_decision"]
+    assert [d.step_ref for d in decisions] == ["charge"] and "condition is false" in decisions[0].message
+
+
+async def test_fail_workflow_cancels_what_is_running(flows: Flows, sink: Sink) -> None:
+    release = asyncio.Event()
+    await flows.job("slow", Reply(block=release))
+    await flows.job("bad", then=Reply(status=400, body='{"error": "no"}'))
+    await flows.job("after")
+    await flows.create(step("slow", "slow"), step("bad", "bad"), step("after", "after", "slow", "bad"))
+    run = await flows.trigger()
+    done = await flows.wait(run.id)
+    release.set()
+    assert done.status == R.WORKFLOW_RUN_STATUS_FAILED and "step 'bad' failed" in done.error
+    steps = await flows.steps(run.id)
+    assert steps["bad"].status == R.STEP_RUN_STATUS_FAILED
+    assert steps["slow"].status == R.STEP_RUN_STATUS_CANCELED
+    assert steps["after"].status == R.STEP_RUN_STATUS_CANCELED
+    slow_run = await flows.api.get_run(steps["slow"].job_run_id)
+    assert slow_run.status == run_pb2.RUN_STATUS_CANCELED
+    assert sink.for_path("/after") == []
+
+
+async def test_continue_and_ignore_policies_and_cleanup_rules(flows: Flows, sink: Sink) -> None:
+    await flows.job("bad", then=Reply(status=400))
+    await flows.job("next")
+    await flows.job("cleanup")
+    await flows.job("alert")
+    await flows.create(
+        step("bad", "bad", on_failure=W.ON_FAILURE_CONTINUE),
+        step("next", "next", "bad"),
+        step("cleanup", "cleanup", "bad", trigger_rule=W.TRIGGER_RULE_ALL_DONE),
+        step("alert", "alert", "bad", trigger_rule=W.TRIGGER_RULE_ONE_FAILED), slug="cont")
+    done = await flows.wait((await flows.trigger("cont")).id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_FAILED  # a CONTINUE failure still fails the run at the end
+    steps = await flows.steps(done.id)
+    assert steps["next"].skip_reason == R.SKIP_REASON_UPSTREAM_FAILED
+    assert steps["cleanup"].status == R.STEP_RUN_STATUS_COMPLETED
+    assert steps["alert"].status == R.STEP_RUN_STATUS_COMPLETED and len(sink.for_path("/alert")) == 1
+
+    await flows.create(step("bad", "bad", on_failure=W.ON_FAILURE_IGNORE), step("next", "next", "bad"),
+                       slug="ignore")
+    done = await flows.wait((await flows.trigger("ignore")).id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    steps = await flows.steps(done.id)
+    assert steps["bad"].status == R.STEP_RUN_STATUS_FAILED and steps["bad"].error
+    assert steps["next"].status == R.STEP_RUN_STATUS_COMPLETED
+
+
+async def test_a_template_that_does_not_resolve_fails_the_step(flows: Flows, sink: Sink) -> None:
+    await flows.job("a", then=Reply(body='{"x": 1}'))
+    await flows.job("b")
+    await flows.create(step("a", "a"), step("b", "b", "a", input_template_json='{"y": "{{ steps.a.output.nope }}"}'))
+    done = await flows.wait((await flows.trigger()).id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_FAILED
+    steps = await flows.steps(done.id)
+    assert steps["b"].status == R.STEP_RUN_STATUS_FAILED and steps["b"].error.startswith("template_error:")
+    assert "nope" in steps["b"].error and sink.for_path("/b") == []  # never sent verbatim
+
+
+async def test_cancel_stops_everything_and_nothing_starts_after(flows: Flows, sink: Sink) -> None:
+    release = asyncio.Event()
+    await flows.job("first", Reply(block=release))
+    await flows.job("second")
+    await flows.create(step("first", "first"), step("second", "second", "first"))
+    run = await flows.trigger()
+    await sink.wait_for(1, "/first")
+    canceled = (await flows.runs.CancelWorkflowRun(R.CancelWorkflowRunRequest(id=run.id, reason="changed my mind"),
+                                                   metadata=flows.api.metadata)).workflow_run
+    assert canceled.status == R.WORKFLOW_RUN_STATUS_CANCELED and canceled.error == "changed my mind"
+    steps = await flows.steps(run.id)
+    assert {s.status for s in steps.values()} == {R.STEP_RUN_STATUS_CANCELED}
+    assert (await flows.api.get_run(steps["first"].job_run_id)).status == run_pb2.RUN_STATUS_CANCELED
+    release.set()  # the endpoint answers late: the answer is ignored, nothing starts
+    await flows.api.wait_status(steps["first"].job_run_id, run_pb2.RUN_STATUS_CANCELED)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await flows.runs.CancelWorkflowRun(R.CancelWorkflowRunRequest(id=run.id), metadata=flows.api.metadata)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert sink.for_path("/second") == []
+    assert (await flows.steps(run.id))["second"].job_run_id == ""
+
+
+async def test_runs_keep_the_version_they_started_on(flows: Flows, sink: Sink) -> None:
+    release = asyncio.Event()
+    await flows.job("one", Reply(block=release))
+    await flows.job("two")
+    await flows.job("three")
+    wf = await flows.create(step("one", "one"), step("two", "two", "one"))
+    run = await flows.trigger()
+    await sink.wait_for(1, "/one")
+    await flows.defs.UpdateWorkflow(W.UpdateWorkflowRequest(
+        workflow=W.Workflow(id=wf.id, steps=[step("one", "one"), step("three", "three", "one")]),
+        update_mask=FieldMask(paths=["steps"])), metadata=flows.api.metadata)
+    release.set()
+    done = await flows.wait(run.id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED and done.version == 1
+    assert len(sink.for_path("/two")) == 1 and sink.for_path("/three") == []
+    later = await flows.wait((await flows.trigger()).id)
+    assert later.version == 2 and len(sink.for_path("/three")) == 1
+
+
+async def test_trigger_refusals_and_idempotency(flows: Flows) -> None:
+    await flows.job("a")
+    await flows.create(step("a", "a"), W.Step(ref="gate", depends_on=["a"], approval=W.ApprovalStep()), slug="gated")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await flows.trigger("gated")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "approval step" in (err.value.details() or "")
+    await flows.create(step("a", "a"), slug="plain")
+    for bad in ({"input_json": "[1]"}, {"input_json": "{"}, {"version": -1}):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await flows.defs.TriggerWorkflow(W.TriggerWorkflowRequest(slug="plain", **bad),  # type: ignore[arg-type]
+                                             metadata=flows.api.metadata)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    first = await flows.trigger("plain", idempotency_key="k1")
+    again = await flows.defs.TriggerWorkflow(W.TriggerWorkflowRequest(slug="plain", idempotency_key="k1"),
+                                             metadata=flows.api.metadata)
+    assert again.idempotent_repeat and again.workflow_run.id == first.id
+    listed = await flows.runs.ListWorkflowRuns(R.ListWorkflowRunsRequest(), metadata=flows.api.metadata)
+    assert [r.id for r in listed.workflow_runs] == [first.id]
+
+
+async def test_watch_gives_the_whole_history_and_ends(flows: Flows, settings: Settings) -> None:
+    await flows.job("a")
+    await flows.job("b")
+    await flows.create(step("a", "a"), step("b", "b", "a"))
+    run = await flows.trigger()
+    seen: list[R.WorkflowRunEvent] = []
+    async for message in flows.runs.WatchWorkflowRun(R.WatchWorkflowRunRequest(workflow_run_id=run.id),
+                                                     metadata=flows.api.metadata, timeout=20):
+        if message.HasField("event"):
+            seen.append(message.event)
+    assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
+    assert (seen[-1].type, seen[-1].to_status) == ("run_status", "completed")
+    assert [e.sequence for e in await flows.events(run.id)] == [e.sequence for e in seen]
+    resumed = [m.event async for m in flows.runs.WatchWorkflowRun(
+        R.WatchWorkflowRunRequest(workflow_run_id=run.id, after_sequence=3), metadata=flows.api.metadata,
+        timeout=20) if m.HasField("event")]
+    assert [e.sequence for e in resumed] == [e.sequence for e in seen[3:]]
