@@ -2,12 +2,14 @@
 
 Results are frozen dataclasses: Job, Run (TriggeredRun from triggers and replays, with `idempotent_repeat`,
 `deduplicated` and `debounced`), AttemptRecord, RunEvent (FeedEvent from `runs.watch_all`, with
-`resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`) and EndpointCircuit. Their fields are
-named as in the API, with the JSON fields decoded (`payload`, `output`, `data`); enums are StrEnum members
-that equal their lower-case names (`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes
-and durations timedeltas. ClientConfig (and Keepalive) gathers a client's settings: timeout, retries,
-keepalive pings, channel options and interceptors. Failed calls raise StraitError subclasses. The generated
-protobuf modules live in strait_client.v1.
+`resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`), EndpointCircuit, Workflow and
+WorkflowVersion. Their fields are named as in the API, with the JSON fields decoded (`payload`, `output`,
+`data`, `input_template`); enums are StrEnum members that equal their lower-case names
+(`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes and durations timedeltas. Workflow
+steps are built from Step and its kind specs (JobStep, ApprovalStep, WaitForEventStep, SleepStep,
+SubWorkflowStep; MapSpec, StepRetryPolicy) and read back as the same types. ClientConfig (and Keepalive)
+gathers a client's settings: timeout, retries, keepalive pings, channel options and interceptors. Failed calls
+raise StraitError subclasses. The generated protobuf modules live in strait_client.v1.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from strait_client._enums import (
     TERMINAL_STATUSES,
     BudgetAction,
     CircuitState,
+    ConcurrencyStrategy,
     CronOverlapPolicy,
     ExecutionMode,
+    OnFailure,
     RetryStrategy,
     RunStatus,
+    TriggerRule,
     is_terminal,
 )
 from strait_client._errors import (
@@ -45,6 +50,17 @@ from strait_client._models import AttemptRecord, FeedEvent, Job, JobRetryPolicy,
 from strait_client._ops import RunOptions
 from strait_client._retry import RetryPolicy
 from strait_client._run_context import RunContext
+from strait_client._steps import (
+    ApprovalStep,
+    JobStep,
+    MapSpec,
+    SleepStep,
+    Step,
+    StepRetryPolicy,
+    SubWorkflowStep,
+    WaitForEventStep,
+)
+from strait_client._workflow_models import Workflow, WorkflowConcurrency, WorkflowVersion
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -52,6 +68,7 @@ __all__ = [
     "AlreadyExistsError",
     "ApiKey",
     "ApiRateLimit",
+    "ApprovalStep",
     "AsyncClient",
     "AsyncRunContext",
     "AttemptRecord",
@@ -59,6 +76,7 @@ __all__ = [
     "CircuitState",
     "Client",
     "ClientConfig",
+    "ConcurrencyStrategy",
     "CreatedApiKey",
     "CronOverlapPolicy",
     "DeadlineExceededError",
@@ -70,8 +88,11 @@ __all__ = [
     "InvalidArgumentError",
     "Job",
     "JobRetryPolicy",
+    "JobStep",
     "Keepalive",
+    "MapSpec",
     "NotFoundError",
+    "OnFailure",
     "PermissionDeniedError",
     "Project",
     "ResourceExhaustedError",
@@ -82,9 +103,18 @@ __all__ = [
     "RunEvent",
     "RunOptions",
     "RunStatus",
+    "SleepStep",
+    "Step",
+    "StepRetryPolicy",
     "StraitError",
+    "SubWorkflowStep",
+    "TriggerRule",
     "TriggeredRun",
     "UnauthenticatedError",
     "UnavailableError",
+    "WaitForEventStep",
+    "Workflow",
+    "WorkflowConcurrency",
+    "WorkflowVersion",
     "is_terminal",
 ]

@@ -25,6 +25,7 @@ from strait_client._retry import RetryPolicy
 from strait_client._runs import AsyncRuns
 from strait_client._schedules import AsyncSchedules
 from strait_client._transport import AsyncTransport, auth_metadata
+from strait_client._workflows import AsyncWorkflows
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -70,6 +71,7 @@ class AsyncClient:
         self.projects = AsyncProjects(self._transport)
         self.schedules = AsyncSchedules(self._transport)
         self.circuits = AsyncCircuits(self._transport)
+        self.workflows = AsyncWorkflows(self._transport)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

@@ -17,16 +17,19 @@ from strait_client._retry import RetryPolicy
 from strait_client._runs import Runs
 from strait_client._schedules import Schedules
 from strait_client._transport import Transport, auth_metadata
+from strait_client._workflows import Workflows
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 
 class Client:
-    """Synchronous Strait client: `client.jobs`, `.runs`, `.schedules`, `.projects` and `.circuits`.
+    """Synchronous Strait client: `client.jobs`, `.runs`, `.schedules`, `.projects`, `.circuits` and
+    `.workflows`.
 
     Every call sends the API key and has the configured timeout as its deadline; failures raise StraitError
-    subclasses. Results are typed (Job, Run, RunEvent, Project...). Use as a context manager or call close().
+    subclasses. Results are typed (Job, Run, RunEvent, Project, Workflow...). Use as a context manager or call
+    close().
 
     Calls safe to repeat are retried when the server answers UNAVAILABLE, as the RetryPolicy says: reads, and
     triggers, each of which carries a fresh request id that its retries reuse, so that a retry after a lost
@@ -73,6 +76,7 @@ class Client:
         self.projects = Projects(self._transport)
         self.schedules = Schedules(self._transport)
         self.circuits = Circuits(self._transport)
+        self.workflows = Workflows(self._transport)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

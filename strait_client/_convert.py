@@ -4,7 +4,8 @@ _models: each result type decodes its own message).
 From keyword-style mappings: JSON fields take any JSON-encodable value under the short name ("payload") or
 text under the full name ("payload_json"); Timestamps take aware datetimes, Durations timedeltas (or
 seconds), enums their short name, StrEnum member or number, messages dicts, messages, or the client's
-dataclasses (JobRetryPolicy, ApiRateLimit). Unknown names raise TypeError.
+dataclasses (JobRetryPolicy, ApiRateLimit; those with a `to_proto()`, like Step, build their own message).
+Unknown names raise TypeError.
 """
 
 from __future__ import annotations
@@ -118,7 +119,12 @@ def _set_message(target: Message, value: Any) -> None:
     elif isinstance(value, Mapping):
         fill(target, value)
     elif is_dataclass(value) and not isinstance(value, type):
-        fill(target, _dataclass_values(value))
+        # A type that knows its message (Step, JobStep...) builds it; others (JobRetryPolicy...) map by name.
+        to_proto = getattr(value, "to_proto", None)
+        if to_proto is not None:
+            target.CopyFrom(to_proto())
+        else:
+            fill(target, _dataclass_values(value))
     else:
         raise TypeError(f"expected a dict for {target.DESCRIPTOR.name}, got {type(value).__name__}")
 
@@ -152,6 +158,8 @@ def _set(message: Message, field: FieldDescriptor, value: Any) -> None:
             else:
                 current.append(_scalar_in(field, item))
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.containing_oneof is not None:
+            current.SetInParent()  # naming a oneof member picks it, even with nothing in it (approval={})
         _set_message(current, value)
     else:
         setattr(message, field.name, _scalar_in(field, value))
@@ -163,10 +171,8 @@ def fill(message: M, values: Mapping[str, Any]) -> M:
         field, as_json = _field(_descriptor(message), key)
         if value is None:
             continue
-        if as_json:
-            value = encode_json(value)
         try:
-            _set(message, field, value)
+            _set(message, field, encode_json(value) if as_json else value)
         except (TypeError, ValueError) as exc:
             raise (TypeError if isinstance(exc, TypeError) else ValueError)(f"{key}: {exc}") from exc
     return message

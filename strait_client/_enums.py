@@ -11,7 +11,7 @@ from typing import TypeVar, cast
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2
+from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -78,6 +78,32 @@ class CircuitState(enum.StrEnum):
     HALF_OPEN = "half_open"
 
 
+class TriggerRule(enum.StrEnum):
+    """When a workflow step runs, given how the steps it depends on ended (docs/workflows.md#trigger-rules)."""
+
+    ALL_SUCCESS = "all_success"
+    NONE_FAILED = "none_failed"
+    ALL_DONE = "all_done"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+
+
+class OnFailure(enum.StrEnum):
+    """What a workflow step's failure does to its workflow run."""
+
+    FAIL_WORKFLOW = "fail_workflow"
+    CONTINUE = "continue"
+    IGNORE = "ignore"
+
+
+class ConcurrencyStrategy(enum.StrEnum):
+    """What happens to a new workflow run when its concurrency key already has `max_runs` runs."""
+
+    QUEUE = "queue"
+    CANCEL_IN_PROGRESS = "cancel_in_progress"
+    CANCEL_NEWEST = "cancel_newest"
+
+
 TERMINAL_STATUSES: frozenset[RunStatus] = frozenset({
     RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED, RunStatus.SYSTEM_FAILED,
     RunStatus.CANCELED, RunStatus.EXPIRED, RunStatus.DEAD_LETTER,
@@ -111,6 +137,9 @@ PROTO_ENUMS: dict[type[enum.StrEnum], EnumDescriptor] = {
     CronOverlapPolicy: job_pb2.CronOverlapPolicy.DESCRIPTOR,
     BudgetAction: project_pb2.BudgetAction.DESCRIPTOR,
     CircuitState: circuit_pb2.CircuitState.DESCRIPTOR,
+    TriggerRule: workflow_pb2.TriggerRule.DESCRIPTOR,
+    OnFailure: workflow_pb2.OnFailure.DESCRIPTOR,
+    ConcurrencyStrategy: workflow_pb2.ConcurrencyStrategy.DESCRIPTOR,
 }
 """Each enum and the protobuf enum it mirrors (a unit test checks that their values match one to one)."""
 

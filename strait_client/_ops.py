@@ -14,14 +14,18 @@ from google.protobuf.message import Message
 from strait_client._admin_models import ApiKey, ApiRateLimit, CreatedApiKey, EndpointCircuit, Project
 from strait_client._convert import fill, mask_paths, top_level_paths
 from strait_client._models import Job, Run, RunEvent, TriggeredRun
-from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, schedule_pb2
+from strait_client._steps import Step
+from strait_client._workflow_models import Workflow, WorkflowVersion
+from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, schedule_pb2, workflow_pb2
 
 T = TypeVar("T")
-Service = Literal["jobs", "runs", "projects", "schedules", "circuits"]
+Service = Literal["jobs", "runs", "projects", "schedules", "circuits", "workflows"]
 Page: TypeAlias = tuple[list[T], str]
+Steps: TypeAlias = Sequence[Step | Mapping[str, Any]]
 RateLimit: TypeAlias = ApiRateLimit | Mapping[str, Any] | None
 
 JOB_ID_PREFIX = "job_"
+WORKFLOW_ID_PREFIX = "wf_"
 DEFAULT_PAGE_SIZE = 200
 
 
@@ -34,9 +38,10 @@ class Op(Generic[T]):
 
     @property
     def retryable(self) -> bool:
-        """Safe to send again after UNAVAILABLE: a read, or a trigger whose request id makes a repeat return
-        the first attempt's runs."""
-        return self.method.startswith(("Get", "List")) or bool(getattr(self.request, "request_id", ""))
+        """Safe to send again after UNAVAILABLE: a read (ValidateWorkflow writes nothing), or a trigger whose
+        request id makes a repeat return the first attempt's runs."""
+        return (self.method.startswith(("Get", "List", "Validate"))
+                or bool(getattr(self.request, "request_id", "")))
 
 
 @dataclass(frozen=True)
@@ -303,3 +308,57 @@ def list_circuits(page_size: int) -> Callable[[str], Op[Page[EndpointCircuit]]]:
 def reset_circuit(endpoint_url: str) -> Op[EndpointCircuit]:
     return Op("circuits", "ResetEndpointCircuit", circuit_pb2.ResetEndpointCircuitRequest(endpoint_url=endpoint_url),
               lambda response: EndpointCircuit.from_proto(response.circuit))
+
+
+# Workflows
+
+
+def _workflow_selector(id_or_slug: str) -> dict[str, Any]:
+    return {"id": id_or_slug} if id_or_slug.startswith(WORKFLOW_ID_PREFIX) else {"slug": id_or_slug}
+
+
+def _workflow(response: Any) -> Workflow:
+    return Workflow.from_proto(response.workflow)
+
+
+def _definition(slug: str, steps: Steps, values: Mapping[str, Any]) -> workflow_pb2.Workflow:
+    return fill(workflow_pb2.Workflow(slug=slug), {"steps": steps, **values})
+
+
+def create_workflow(slug: str, steps: Steps, values: Mapping[str, Any]) -> Op[Workflow]:
+    request = workflow_pb2.CreateWorkflowRequest(workflow=_definition(slug, steps, values))
+    return Op("workflows", "CreateWorkflow", request, _workflow)
+
+
+def get_workflow(id_or_slug: str, version: int) -> Op[Workflow]:
+    request = workflow_pb2.GetWorkflowRequest(version=version, **_workflow_selector(id_or_slug))
+    return Op("workflows", "GetWorkflow", request, _workflow)
+
+
+def list_workflows(page_size: int) -> Callable[[str], Op[Page[Workflow]]]:
+    return lambda token: Op("workflows", "ListWorkflows", workflow_pb2.ListWorkflowsRequest(
+        page_size=page_size, page_token=token), _page("workflows", Workflow.from_proto))
+
+
+def update_workflow(id_or_slug: str, values: Mapping[str, Any], etag: str) -> Op[Workflow]:
+    """The server takes top-level paths only: a field given is replaced whole (a dict too)."""
+    workflow = fill(workflow_pb2.Workflow(etag=etag, **_workflow_selector(id_or_slug)), values)
+    request = workflow_pb2.UpdateWorkflowRequest(workflow=workflow)
+    _update_mask(request, workflow_pb2.Workflow.DESCRIPTOR, values, nested=False)
+    return Op("workflows", "UpdateWorkflow", request, _workflow)
+
+
+def delete_workflow(id_or_slug: str, etag: str) -> Op[Workflow]:
+    request = workflow_pb2.DeleteWorkflowRequest(etag=etag, **_workflow_selector(id_or_slug))
+    return Op("workflows", "DeleteWorkflow", request, _workflow)
+
+
+def list_workflow_versions(id_or_slug: str, page_size: int) -> Callable[[str], Op[Page[WorkflowVersion]]]:
+    return lambda token: Op("workflows", "ListWorkflowVersions", workflow_pb2.ListWorkflowVersionsRequest(
+        page_size=page_size, page_token=token, **_workflow_selector(id_or_slug)),
+        _page("versions", WorkflowVersion.from_proto))
+
+
+def validate_workflow(slug: str, steps: Steps, values: Mapping[str, Any]) -> Op[list[str]]:
+    request = workflow_pb2.ValidateWorkflowRequest(workflow=_definition(slug, steps, values))
+    return Op("workflows", "ValidateWorkflow", request, lambda response: list(response.order))

@@ -13,7 +13,14 @@ import grpc
 from strait_client._errors import from_rpc_error
 from strait_client._ops import Op, Page
 from strait_client._retry import Attempts, RetryPolicy
-from strait_client.v1 import circuit_pb2_grpc, job_pb2_grpc, project_pb2_grpc, run_pb2_grpc, schedule_pb2_grpc
+from strait_client.v1 import (
+    circuit_pb2_grpc,
+    job_pb2_grpc,
+    project_pb2_grpc,
+    run_pb2_grpc,
+    schedule_pb2_grpc,
+    workflow_pb2_grpc,
+)
 
 T = TypeVar("T")
 
@@ -32,6 +39,7 @@ def _stubs(channel: Any) -> dict[str, Any]:
         "projects": project_pb2_grpc.ProjectServiceStub(channel),
         "schedules": schedule_pb2_grpc.ScheduleServiceStub(channel),
         "circuits": circuit_pb2_grpc.EndpointCircuitServiceStub(channel),
+        "workflows": workflow_pb2_grpc.WorkflowServiceStub(channel),
     }
 
 

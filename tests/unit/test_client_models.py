@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from strait_client import (
     ApiKey,
     ApiRateLimit,
+    ApprovalStep,
     AttemptRecord,
     BudgetAction,
     CircuitState,
@@ -21,16 +22,26 @@ from strait_client import (
     FeedEvent,
     Job,
     JobRetryPolicy,
+    JobStep,
+    MapSpec,
     Project,
     RetryStrategy,
     Run,
     RunEvent,
     RunStatus,
+    SleepStep,
+    Step,
+    StepRetryPolicy,
+    SubWorkflowStep,
     TriggeredRun,
+    WaitForEventStep,
+    Workflow,
+    WorkflowConcurrency,
+    WorkflowVersion,
 )
 from strait_client._convert import fill, mask_paths
 from strait_client._enums import PROTO_ENUMS, short_name
-from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2
+from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2
 
 # Each type, its message, and the message fields it leaves out on purpose.
 MIRRORS: list[tuple[type, Descriptor, set[str]]] = [
@@ -43,6 +54,17 @@ MIRRORS: list[tuple[type, Descriptor, set[str]]] = [
     (ApiKey, project_pb2.ApiKey.DESCRIPTOR, set()),
     (ApiRateLimit, project_pb2.ApiRateLimit.DESCRIPTOR, set()),
     (EndpointCircuit, circuit_pb2.EndpointCircuit.DESCRIPTOR, set()),
+    (Workflow, workflow_pb2.Workflow.DESCRIPTOR, set()),
+    (WorkflowVersion, workflow_pb2.WorkflowVersion.DESCRIPTOR, set()),
+    (WorkflowConcurrency, workflow_pb2.WorkflowConcurrency.DESCRIPTOR, set()),
+    (Step, workflow_pb2.Step.DESCRIPTOR, set()),
+    (JobStep, workflow_pb2.JobStep.DESCRIPTOR, set()),
+    (ApprovalStep, workflow_pb2.ApprovalStep.DESCRIPTOR, set()),
+    (WaitForEventStep, workflow_pb2.WaitForEventStep.DESCRIPTOR, set()),
+    (SleepStep, workflow_pb2.SleepStep.DESCRIPTOR, set()),
+    (SubWorkflowStep, workflow_pb2.SubWorkflowStep.DESCRIPTOR, set()),
+    (MapSpec, workflow_pb2.MapSpec.DESCRIPTOR, set()),
+    (StepRetryPolicy, workflow_pb2.StepRetryPolicy.DESCRIPTOR, set()),
 ]
 
 
