@@ -100,6 +100,7 @@ class App:
     _sweeper: Sweeper | None = None
     _retention: RetentionSweeper | None = None
     _workflow_progress: WorkflowProgress | None = None
+    _engine_pool: db.Pool | None = None
     # Workflow definitions by version, parsed once per process (versions never change).
     _workflow_plans: Plans = field(default_factory=Plans)
     _budgets: BudgetGuard | None = None
@@ -163,8 +164,12 @@ class App:
                                                interval=s.retention_interval, batch_size=s.retention_batch_size,
                                                metrics=tel.metrics, supervisor=self.supervisor)
             self._retention.start()
+            # The engine's own connections, committing without waiting for the WAL flush (see take_progress):
+            # a disk flush less per step of a workflow.
+            self._engine_pool = await db.create_pool(s.database_url, min_size=1, max_size=2,
+                                                     server_settings={"synchronous_commit": "off"})
             self._workflow_progress = WorkflowProgress(
-                self.pool, s.database_url, self._workflow_plans, on_changes=self._workflows_moved,
+                self._engine_pool, s.database_url, self._workflow_plans, on_changes=self._workflows_moved,
                 metrics=tel.metrics, supervisor=self.supervisor, poll_interval=s.sweep_interval.total_seconds())
             self._workflow_progress.start()
         if Role.WORKER in self.roles:
@@ -286,7 +291,7 @@ class App:
         await self._stop_telemetry()
         if self.redis is not None:
             await self.redis.aclose()
-        for pool in (self._claim_pool, self._queue_pool, self.pool):
+        for pool in (self._engine_pool, self._claim_pool, self._queue_pool, self.pool):
             if pool is not None:
                 await _close_pool(pool, s.shutdown_grace.total_seconds() + 5)
 

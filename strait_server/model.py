@@ -302,6 +302,11 @@ class NewRun:
     workflow_step_run_id: str = ""
 
 
+# Metadata keys on the job run of a workflow step: the workflow run and the step it executes.
+WORKFLOW_RUN_KEY = "workflow_run_id"
+WORKFLOW_STEP_KEY = "workflow_step"
+
+
 class TriggerRequest(NamedTuple):
     """A trigger call's request_id, and the job as that call named it ("id:<job id>" or "slug:<slug>"):
     a call repeating the id gets the first call's answer instead of new runs."""

@@ -18,7 +18,7 @@ from strait_server.dispatch.gates import GatedClaimer
 from strait_server.dispatch.http import HttpExecutor, failed_outcome
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.faults import DATABASE_ERRORS
-from strait_server.model import RunStatus
+from strait_server.model import WORKFLOW_RUN_KEY, RunStatus
 from strait_server.queue import ClaimedRun, Outcome, Queue
 from strait_server.store.circuits import CircuitStore
 from strait_server.tasks import Supervisor, cancel_and_wait, first_of
@@ -200,7 +200,8 @@ class Dispatcher:
                 self._telemetry.dispatched(run, outcome, time.perf_counter() - started, span)
             await self._circuit_record(run, outcome)
         try:
-            self._settler.add(outcome, at_once=self._gates_held)
+            # A workflow step's next step waits for this outcome: write it without waiting for others to join.
+            self._settler.add(outcome, at_once=self._gates_held or WORKFLOW_RUN_KEY in run.metadata)
         finally:
             self._inflight.pop(run.id, None)
             self._slot_freed.set()

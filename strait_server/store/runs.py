@@ -69,7 +69,7 @@ WITH j AS (
     ORDER BY v.ord
     -- Empty tags come back as NULL: decoding '{{}}' 1,000 times showed in batch profiles.
     RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
-        nullif(tags, '{{}}') AS tags, run_at, expires_at, concurrency_key
+        nullif(tags, '{{}}') AS tags, run_at, expires_at, concurrency_key, workflow_step_run_id
 ), ev AS (
     {status_changes("ins", "''", "status", attempt="0", seq="1")}
 ), ready AS (
@@ -77,6 +77,10 @@ WITH j AS (
         "ins, j", "strait_gate(j.id, ins.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, "
         "j.rate_limit_max, j.execution_window_cron)", where=f"ins.status = {literal(RunStatus.QUEUED)}",
         columns="ins.")}
+), steps AS (
+    -- The run of a workflow step: from now the step is running it (one statement writes both).
+    UPDATE workflow_step_runs s SET status = 'running', job_run_id = ins.id, start_time = now(), update_time = now()
+    FROM ins WHERE $20::text[] IS NOT NULL AND s.id = ins.workflow_step_run_id AND s.status = 'pending'
 ), req AS (
     -- A request id used before violates the key: the statement fails and writes nothing.
     INSERT INTO trigger_requests (project_id, request_id, selector, run_ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -50,6 +50,18 @@ LIMIT $6
 """
 
 STEPS_OF_RUN = f"SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1"
+STATES_OF_RUN = "SELECT id, step_ref, status, output, error FROM workflow_step_runs WHERE workflow_run_id = $1"
+
+LOCK_RUNS_WITH_STEPS = f"""
+WITH locked AS (
+    -- Locked in id order: transactions moving several runs at once cannot deadlock.
+    SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+)
+SELECT locked.*, s.id AS step_id, s.step_ref, s.status AS step_status, s.output AS step_output,
+    s.error AS step_error
+FROM locked JOIN workflow_step_runs s ON s.workflow_run_id = locked.id
+"""
+"""The runs (locked) and what the engine needs of their steps, in one round trip: one row per step."""
 
 TAKE_PROGRESS = """
 WITH taken AS (
@@ -89,11 +101,22 @@ RETURNING {STEP_COLUMNS}
 """Adds how parents ended to their children's counters (pending children only; the caller holds the run's
 lock, so two transactions never count for one child at once)."""
 
-CLOSE_STEPS = """
-UPDATE workflow_runs SET steps_open = steps_open - $2, steps_failed = steps_failed + $3, update_time = now()
-WHERE id = $1
-RETURNING steps_open, steps_failed
+CLOSE_AND_RECORD = """
+WITH upd AS (
+    UPDATE workflow_runs SET steps_open = steps_open - $2, steps_failed = steps_failed + $3,
+        event_seq = event_seq + cardinality($4::text[]), update_time = now()
+    WHERE id = $1
+    RETURNING steps_open, steps_failed, event_seq
+), ev AS (
+    INSERT INTO workflow_run_events (workflow_run_id, seq, type, step_ref, from_status, to_status, message)
+    SELECT $1, upd.event_seq - cardinality($4::text[]) + v.n, v.type, v.ref, v.from_status, v.to_status, v.message
+    FROM upd, unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+        WITH ORDINALITY AS v(type, ref, from_status, to_status, message, n)
+)
+SELECT steps_open, steps_failed FROM upd
 """
+"""$1 run, $2 steps that ended, $3 of them failed (blocking), $4..$8 the events to add in order (type, step,
+from, to, message). One round trip for the bookkeeping of a move: counts, sequences and events."""
 
 FINISH_RUN = """
 UPDATE workflow_runs SET status = $2, error = $3, finish_time = now(), update_time = now()
@@ -107,14 +130,6 @@ WHERE workflow_run_id = $1 AND status IN ('pending', 'running')
 RETURNING step_ref, status, job_run_id
 """
 
-NEXT_SEQUENCES = "UPDATE workflow_runs SET event_seq = event_seq + $2 WHERE id = $1 RETURNING event_seq"
-
-INSERT_EVENTS = """
-INSERT INTO workflow_run_events (workflow_run_id, seq, type, step_ref, from_status, to_status, message)
-SELECT $1, v.seq, v.type, v.ref, v.from_status, v.to_status, v.message
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-     AS v(seq, type, ref, from_status, to_status, message)
-"""
 
 EVENTS_AFTER = f"""
 SELECT {EVENT_COLUMNS} FROM workflow_run_events WHERE workflow_run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
@@ -177,6 +192,16 @@ class StepRunRow:
     create_time: datetime
     start_time: datetime | None
     finish_time: datetime | None
+
+
+class StepState(NamedTuple):
+    """What the engine needs of a step run."""
+
+    id: str
+    step_ref: str
+    status: str
+    output: Any
+    error: str
 
 
 @dataclass(frozen=True)

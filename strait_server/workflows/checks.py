@@ -339,6 +339,8 @@ def _all_steps(wf: workflow_pb2.Workflow) -> list[tuple[str, workflow_pb2.Step]]
 def check_attributes(v: Violations, wf: workflow_pb2.Workflow) -> None:
     if not validate.SLUG_RE.fullmatch(wf.slug):
         v.add("workflow.slug", "must match ^[a-z0-9][a-z0-9_-]{0,127}$")
+    elif wf.slug.startswith("wf_"):
+        v.add("workflow.slug", "must not start with 'wf_' (reserved for workflow ids)")
     validate.check_text(v, "workflow.name", wf.name, max_len=256)
     validate.check_text(v, "workflow.description", wf.description, max_len=4096)
     validate.check_map(v, "workflow.tags", dict(wf.tags))

@@ -11,6 +11,7 @@ or lost, and no reconciler is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ import asyncpg
 
 from strait_server import ids
 from strait_server.errors import NotFound
-from strait_server.model import TERMINAL, NewRun, Run
+from strait_server.model import TERMINAL, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
 from strait_server.store import workflow_runs as sql
 from strait_server.store.runs import write_runs
 from strait_server.workflows import expressions
@@ -74,7 +75,7 @@ class Plans:
 class Move:
     """One workflow run moving on inside the caller's transaction (which holds the run's row lock)."""
 
-    def __init__(self, conn: sql.Conn, run: sql.WorkflowRunRow, plan: Plan, steps: list[sql.StepRunRow]) -> None:
+    def __init__(self, conn: sql.Conn, run: sql.WorkflowRunRow, plan: Plan, steps: list[sql.StepState]) -> None:
         self._conn = conn
         self.run = run
         self._plan = plan
@@ -92,11 +93,13 @@ class Move:
     # Recording
 
     def _set(self, ref: str, status: StepStatus, *, skip: str = "", output: Any = None, error: str = "",
-             job_run_id: str | None = None) -> None:
+             written: bool = False) -> None:
+        """A step's new status (`written`: the statement that caused it wrote it already)."""
         before = self._status[ref]
         self._status[ref] = status
-        self._updates.append((self._steps[ref].id, before, status.value, skip,
-                              None if output is None else json.dumps(output), error, job_run_id))
+        if not written:
+            self._updates.append((self._steps[ref].id, before, status.value, skip,
+                                  None if output is None else json.dumps(output), error, None))
         self.event("step_status", ref, before, status.value, error or skip)
         if status in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED):
             self._closed += 1
@@ -228,15 +231,15 @@ class Move:
     async def _create_job_runs(self, job_id: str, slug: str, items: list[tuple[str, str]]) -> list[tuple[str, int]]:
         news = [NewRun(payload=payload, timeout_ms=self._plan.steps[ref].timeout_ms,
                        max_attempts=self._plan.steps[ref].max_attempts, workflow_step_run_id=self._steps[ref].id,
-                       metadata={"workflow_run_id": self.run.id, "workflow_step": ref})
+                       metadata={WORKFLOW_RUN_KEY: self.run.id, WORKFLOW_STEP_KEY: ref})
                 for ref, payload in items]
         created = await write_runs(self._conn, self.run.project_id, job_id, slug, news,
                                    ids.new_ids("run", len(news)), {}, checked=True)
         if created is None:
             missing = f"job {job_id or slug!r} no longer exists"
             return [e for ref, _ in items if (e := self._end(ref, StepStatus.FAILED, None, missing)) is not None]
-        for (ref, _), run in zip(items, created, strict=True):
-            self._set(ref, StepStatus.RUNNING, job_run_id=run.id)
+        for ref, _ in items:
+            self._set(ref, StepStatus.RUNNING, written=True)  # INSERT_RUNS marks the step running
         self.changes.job_runs += created
         return []
 
@@ -267,29 +270,32 @@ class Move:
     async def close(self) -> None:
         """Writes what this move decided; ends the run when no step is open."""
         await self._flush_steps()
-        if self._closed or self._failed:
-            row = await self._conn.fetchrow(sql.CLOSE_STEPS, self.run.id, self._closed, self._failed)
-            assert row is not None  # the run is locked by this transaction
-            self._closed = self._failed = 0
-            if row["steps_open"] == 0 and not self._over:
-                failed = row["steps_failed"] > 0
-                await self._finish("failed" if failed else "completed", "a step failed" if failed else "")
-        await self._write_events()
+        steps_open, steps_failed = await self._record()
+        if steps_open == 0 and not self._over:
+            failed = steps_failed > 0
+            await self._finish("failed" if failed else "completed", "a step failed" if failed else "")
+            await self._record()
 
     async def _finish(self, status: str, error: str) -> None:
         await self._conn.execute(sql.FINISH_RUN, self.run.id, status, error)
         self.event("run_status", "", "running", status, error)
         self._over = True
 
-    async def _write_events(self) -> None:
-        if not self._events:
-            return
-        last = await self._conn.fetchval(sql.NEXT_SEQUENCES, self.run.id, len(self._events))
-        first = last - len(self._events) + 1
-        kinds, refs, befores, afters, messages = (list(c) for c in zip(*self._events, strict=True))
-        await self._conn.execute(sql.INSERT_EVENTS, self.run.id, list(range(first, last + 1)), kinds, refs,
-                                 befores, afters, messages)
+    async def _record(self) -> tuple[int, int]:
+        """Step counts and events, in one statement; (steps open, steps failed) after it."""
+        columns = [list(c) for c in zip(*self._events, strict=True)] if self._events else [[]] * 5
+        row = await self._conn.fetchrow(sql.CLOSE_AND_RECORD, self.run.id, self._closed, self._failed, *columns)
+        assert row is not None  # the run is locked by this transaction
+        self._closed = self._failed = 0
         self._events = []
+        return int(row["steps_open"]), int(row["steps_failed"])
+
+
+_RUN_FIELDS = [f.name for f in dataclasses.fields(sql.WorkflowRunRow)]
+
+
+async def _states(conn: sql.Conn, run_id: str) -> list[sql.StepState]:
+    return [sql.StepState(*r) for r in await conn.fetch(sql.STATES_OF_RUN, run_id)]
 
 
 def job_output(text: str | None) -> Any:
@@ -315,31 +321,33 @@ async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_i
     step_ids = ids.new_ids("wfs", len(plan.order))
     await conn.execute(sql.INSERT_STEPS, run.id, step_ids, plan.order,
                        [len(plan.steps[ref].parents) for ref in plan.order])
-    steps = [sql.step_row(r) for r in await conn.fetch(sql.STEPS_OF_RUN, run.id)]
-    move = Move(conn, run, plan, steps)
+    move = Move(conn, run, plan, await _states(conn, run.id))
     await move.start()
     return sql.run_row(await conn.fetchrow(sql.GET_RUN, run.id, project_id)), False, move.changes
 
 
 async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[int, Changes]:
-    """One transaction: up to `limit` ended step job runs, and the moves they cause. (count taken, changes)."""
+    """One transaction: up to `limit` ended step job runs, and the moves they cause. (count taken, changes).
+    `pool` may commit without waiting for the WAL flush: a move lost in a crash takes the progress rows it
+    deleted with it (committed before it), so it is made again."""
     changes = Changes()
     async with pool.acquire() as conn, conn.transaction():
-        # Not waiting for the WAL flush is safe here: a move lost in a crash takes the progress rows it deleted
-        # with it (they were committed before), so it is made again. It saves a disk flush per step.
-        await conn.execute("SET LOCAL synchronous_commit = off")
         rows = await conn.fetch(sql.TAKE_PROGRESS, limit)
         if not rows:
             return 0, changes
         by_run: dict[str, list[Any]] = defaultdict(list)
         for r in rows:
             by_run[r["workflow_run_id"]].append(r)
-        for locked in await conn.fetch(sql.LOCK_RUNS, sorted(by_run)):
-            run = sql.run_row(locked)
+        locked: dict[str, tuple[sql.WorkflowRunRow, list[sql.StepState]]] = {}
+        for r in await conn.fetch(sql.LOCK_RUNS_WITH_STEPS, sorted(by_run)):
+            if r["id"] not in locked:
+                locked[r["id"]] = (sql.run_row({k: r[k] for k in _RUN_FIELDS}), [])
+            locked[r["id"]][1].append(sql.StepState(r["step_id"], r["step_ref"], r["step_status"], r["step_output"],
+                                                    r["step_error"]))
+        for run, steps in locked.values():
             if run.status != "running":
                 continue
             plan = await plans.get(conn, run.workflow_id, run.version)
-            steps = [sql.step_row(s) for s in await conn.fetch(sql.STEPS_OF_RUN, run.id)]
             move = Move(conn, run, plan, steps)
             await move.steps_ended((r["step_ref"], r["run_status"], job_output(r["output"]), r["error"])
                                    for r in by_run[run.id])
@@ -355,6 +363,6 @@ async def cancel_run(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: s
     run = sql.run_row(locked)
     sql.require_running(run)
     plan = await plans.get(conn, run.workflow_id, run.version)
-    move = Move(conn, run, plan, [sql.step_row(s) for s in await conn.fetch(sql.STEPS_OF_RUN, run.id)])
+    move = Move(conn, run, plan, await _states(conn, run.id))
     await move.cancel(reason)
     return move.changes

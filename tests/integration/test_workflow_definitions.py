@@ -120,6 +120,11 @@ async def test_bad_definitions_are_refused_with_the_field_at_fault(with_job: Api
     assert await listed(with_job) == []  # nothing written
 
 
+async def test_slugs_cannot_look_like_ids(with_job: Api) -> None:
+    found = await refused(with_job, W.Workflow(slug="wf_orders", steps=[job_step("a")]))
+    assert "reserved for workflow ids" in found["workflow.slug"]
+
+
 async def test_every_violation_is_reported_at_once(with_job: Api) -> None:
     found = await refused(with_job, W.Workflow(slug="Bad Slug", steps=[
         job_step("a", "ghost"), W.Step(ref="b"), job_step("c", condition="(")]))
