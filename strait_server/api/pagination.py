@@ -6,7 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol, TypeVar
 
 from strait_server.errors import FieldViolation, InvalidArgument
 
@@ -55,3 +57,25 @@ class PageTokens:
 
 def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Keyed(Protocol):
+    @property
+    def create_time(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
+
+K = TypeVar("K", bound=Keyed)
+Cursor = tuple[datetime, str] | None
+
+
+async def keyset_page(tokens: PageTokens, page_token: str, fingerprint_: str, size: int,
+                      fetch: Callable[[Cursor, int], Awaitable[list[K]]]) -> tuple[list[K], str]:
+    """One page of a list ordered by (create_time, id): the items, and the token of the next page ("" at the
+    end). `fetch(cursor, limit)` reads up to `limit` items after the cursor."""
+    items = await fetch(tokens.decode(page_token, fingerprint_), size + 1)
+    if len(items) <= size:
+        return items, ""
+    items = items[:size]
+    return items, tokens.encode(items[-1].create_time, items[-1].id, fingerprint_)

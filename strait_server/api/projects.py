@@ -9,7 +9,7 @@ from strait_server import auth, errors
 from strait_server.api import convert, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal
-from strait_server.api.pagination import fingerprint, page_size
+from strait_server.api.pagination import fingerprint, keyset_page, page_size
 from strait_server.errors import Violations
 from strait_server.model import ApiRateLimit
 
@@ -69,13 +69,9 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         size = page_size(request.page_size)
         p = principal()
         only = None if p.is_admin else [p.project_id or ""]
-        fp = fingerprint("projects", only)
-        cursor = self._d.page_tokens.decode(request.page_token, fp)
-        items = await self._d.projects.list_projects(only, cursor, size + 1)
-        token = ""
-        if len(items) > size:
-            items = items[:size]
-            token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
+        items, token = await keyset_page(
+            self._d.page_tokens, request.page_token, fingerprint("projects", only), size,
+            lambda cursor, limit: self._d.projects.list_projects(only, cursor, limit))
         return project_pb2.ListProjectsResponse(projects=[convert.project(i) for i in items],
                                                 next_page_token=token)
 
@@ -139,13 +135,9 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         v.raise_if_any()
         size = page_size(request.page_size)
         project_id = _target_project(request.project_id)
-        fp = fingerprint("keys", project_id)
-        cursor = self._d.page_tokens.decode(request.page_token, fp)
-        items = await self._d.projects.list_keys(project_id, cursor, size + 1)
-        token = ""
-        if len(items) > size:
-            items = items[:size]
-            token = self._d.page_tokens.encode(items[-1].create_time, items[-1].id, fp)
+        items, token = await keyset_page(
+            self._d.page_tokens, request.page_token, fingerprint("keys", project_id), size,
+            lambda cursor, limit: self._d.projects.list_keys(project_id, cursor, limit))
         return project_pb2.ListApiKeysResponse(api_keys=[convert.api_key(k) for k in items],
                                                next_page_token=token)
 

@@ -11,7 +11,7 @@ from strait_client.v1 import run_pb2, workflow_run_pb2, workflow_run_pb2_grpc
 from strait_server.api import convert, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import project_id
-from strait_server.api.pagination import fingerprint, page_size
+from strait_server.api.pagination import fingerprint, keyset_page, page_size
 from strait_server.errors import Violations
 from strait_server.service.watch import AgedOut, Keepalive, Watches
 from strait_server.service.workflow_runs import WorkflowRuns
@@ -84,12 +84,11 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
         v.raise_if_any()
         project = project_id()
         size = page_size(request.page_size)
-        fp = fingerprint("workflow_runs", project, request.workflow_id, *statuses)
-        cursor = self._d.page_tokens.decode(request.page_token, fp)
-        rows = await self._store.list_runs(project, workflow_id=request.workflow_id or None,
-                                           statuses=statuses or None, cursor=cursor, limit=size + 1)
-        page = rows[:size]
-        token = self._d.page_tokens.encode(page[-1].create_time, page[-1].id, fp) if len(rows) > size else ""
+        page, token = await keyset_page(
+            self._d.page_tokens, request.page_token,
+            fingerprint("workflow_runs", project, request.workflow_id, *statuses), size,
+            lambda cursor, limit: self._store.list_runs(project, workflow_id=request.workflow_id or None,
+                                                        statuses=statuses or None, cursor=cursor, limit=limit))
         return R.ListWorkflowRunsResponse(workflow_runs=[run_message(r) for r in page], next_page_token=token)
 
     async def CancelWorkflowRun(self, request: workflow_run_pb2.CancelWorkflowRunRequest,
