@@ -78,7 +78,9 @@ class Admission:
     The byte budget above judges a request once it is read, and by then a burst has already cost its bytes:
     sixty 7 MB batches sent at once are 420 MB read before any is refused. A call admitted here is read; the
     others wait, unread, in arrival order (HTTP/2 flow control holds their bytes back in the caller), and are
-    refused with a retry delay when they waited `max_wait` seconds.
+    refused with a retry delay when they waited `max_wait` seconds. A request that turns out small once read
+    gives its slot back at once (Slot.release): only large ones are handled a few at a time, so that many
+    small batches still overlap their reads and their inserts.
     """
 
     def __init__(self, slots: int, max_wait: float, waiting: Gauge | None = None) -> None:
@@ -87,7 +89,7 @@ class Admission:
         self._waiting = waiting
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self) -> AsyncIterator[Slot]:
         if self._waiting is not None:
             self._waiting.inc()
         try:
@@ -98,10 +100,23 @@ class Admission:
         finally:
             if self._waiting is not None:
                 self._waiting.dec()
+        held = Slot(self._slots)
         try:
-            yield
+            yield held
         finally:
+            held.release()
+
+
+class Slot:
+    """An admitted call's place; release() gives it back early (idempotent)."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots: asyncio.Semaphore | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
             self._slots.release()
+            self._slots = None
 
 
 def _refused(why: str, subject: str) -> errors.ResourceExhausted:

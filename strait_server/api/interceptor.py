@@ -37,6 +37,8 @@ EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 RUN_TOKEN_PREFIX = "/strait.v1.RunContextService/"
 # Methods whose requests can be megabytes: read a few at a time (inflight.Admission).
 ADMITTED_METHODS = frozenset({"/strait.v1.JobService/BatchTriggerJob"})
+# An admitted request smaller than this, once read, does not keep its admission slot while it is handled.
+LARGE_REQUEST_BYTES = 1024 * 1024
 
 
 def run_principal() -> auth.RunPrincipal:
@@ -249,8 +251,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def wrapped(request: bytes | AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
             try:
                 await self._authenticate(context, method)
-                async with admission.slot() if admission is not None else contextlib.nullcontext():
+                async with admission.slot() if admission is not None else contextlib.nullcontext() as slot:
                     raw = request if isinstance(request, bytes) else await _read_one(request)
+                    if slot is not None and len(raw) < LARGE_REQUEST_BYTES:
+                        slot.release()  # small once read: no reason to hold others back
                     with self._inflight.hold(self._caller(context), len(raw)):
                         message = _decode(raw, deserializer)
                         # Read here, the bytes are this frame's alone: free them while the call is handled.

@@ -406,7 +406,9 @@ async def test_a_batch_that_waited_too_long_is_refused_unwritten(make_app: AppFa
                          large_request_wait=timedelta(milliseconds=300))
     api = await connect(app, settings.admin_key)
     job = await api.create_job("big", "https://example.com/hook")
-    batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions()] * 10)
+    # Over 1 MiB: a large batch keeps its turn while it is handled (a small one gives it back once read).
+    batch = job_pb2.BatchTriggerJobRequest(
+        id=job.id, runs=[job_pb2.RunOptions(payload_json='{"blob": "' + "x" * 1_500 + '"}')] * 1000)
     assert app.pool is not None
     async with app.pool.acquire() as conn, conn.transaction():
         await conn.execute("LOCK TABLE runs IN EXCLUSIVE MODE")
@@ -417,6 +419,26 @@ async def test_a_batch_that_waited_too_long_is_refused_unwritten(make_app: AppFa
         assert "waited over 0.3s for its turn" in (err.details() or "")
         assert details(err)["ErrorInfo"].reason == "REQUEST_BYTES_IN_PROGRESS"
         assert details(err)["RetryInfo"].retry_delay.ToTimedelta() == timedelta(seconds=1)
-    assert len((await first).runs) == 10
-    assert await app.pool.fetchval("SELECT count(*) FROM runs") == 10  # the refused batch wrote nothing
+    assert len((await first).runs) == 1000
+    assert await app.pool.fetchval("SELECT count(*) FROM runs") == 1000  # the refused batch wrote nothing
+    await api.channel.close()
+
+
+async def test_small_batches_do_not_wait_for_a_large_one(make_app: AppFactory, settings: Settings) -> None:
+    """Only large requests are handled a few at a time: a small batch, once read, does not hold its turn."""
+    app = await make_app(frozenset({Role.API}), max_inflight_request_bytes=8 * 1024 * 1024,
+                         large_request_wait=timedelta(milliseconds=300))
+    api = await connect(app, settings.admin_key)
+    job = await api.create_job("small", "https://example.com/hook")
+    small = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions()] * 10)
+    assert app.pool is not None
+    async with app.pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE runs IN EXCLUSIVE MODE")
+        blocked = [asyncio.ensure_future(api.jobs.BatchTriggerJob(small, metadata=api.metadata)) for _ in range(3)]
+
+        async def all_inside() -> bool:
+            return await app.pool.fetchval(  # type: ignore[union-attr]
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") == 3
+        await eventually(all_inside)  # one slot, yet three small batches reached their insert
+    assert [len((await b).runs) for b in blocked] == [10, 10, 10]
     await api.channel.close()
