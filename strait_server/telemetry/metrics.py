@@ -53,7 +53,8 @@ class Metrics:
             "strait_budget_exhausted", "Projects whose reported costs reached their monthly budget (once per "
             "crossing), by the project's budget action.", ["action"], registry=r)
         self.watch_streams = Gauge(
-            "strait_watch_streams", "Open WatchRun and WatchRuns streams on this process.", registry=r)
+            "strait_watch_streams", "Open watch streams (WatchRun, WatchRuns, WatchWorkflowRun) on this process.",
+            registry=r)
         self.large_requests_waiting = Gauge(
             "strait_large_requests_waiting", "BatchTriggerJob calls waiting, unread, for their turn to be read "
             "(STRAIT_LARGE_REQUEST_WAIT).", registry=r)
