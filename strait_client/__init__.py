@@ -2,9 +2,10 @@
 
 Results are frozen dataclasses: Job, Run (TriggeredRun from triggers and replays, with `idempotent_repeat`,
 `deduplicated` and `debounced`), AttemptRecord, RunEvent (FeedEvent from `runs.watch_all`, with
-`resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`), EndpointCircuit, Workflow and
-WorkflowVersion. Their fields are named as in the API, with the JSON fields decoded (`payload`, `output`,
-`data`, `input_template`); enums are StrEnum members that equal their lower-case names
+`resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`), EndpointCircuit, Workflow,
+WorkflowVersion, WorkflowRun (TriggeredWorkflowRun from `workflows.trigger`, with `idempotent_repeat`), StepRun
+and WorkflowRunEvent. Their fields are named as in the API, with the JSON fields decoded (`payload`, `output`,
+`data`, `input_template`, `input`); enums are StrEnum members that equal their lower-case names
 (`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes and durations timedeltas. Workflow
 steps are built from Step and its kind specs (JobStep, ApprovalStep, WaitForEventStep, SleepStep,
 SubWorkflowStep; MapSpec, StepRetryPolicy) and read back as the same types. ClientConfig (and Keepalive)
@@ -29,7 +30,10 @@ from strait_client._enums import (
     OnFailure,
     RetryStrategy,
     RunStatus,
+    SkipReason,
+    StepRunStatus,
     TriggerRule,
+    WorkflowRunStatus,
     is_terminal,
 )
 from strait_client._errors import (
@@ -61,6 +65,7 @@ from strait_client._steps import (
     WaitForEventStep,
 )
 from strait_client._workflow_models import Workflow, WorkflowConcurrency, WorkflowVersion
+from strait_client._workflow_run_models import StepRun, TriggeredWorkflowRun, WorkflowRun, WorkflowRunEvent
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -103,18 +108,25 @@ __all__ = [
     "RunEvent",
     "RunOptions",
     "RunStatus",
+    "SkipReason",
     "SleepStep",
     "Step",
     "StepRetryPolicy",
+    "StepRun",
+    "StepRunStatus",
     "StraitError",
     "SubWorkflowStep",
     "TriggerRule",
     "TriggeredRun",
+    "TriggeredWorkflowRun",
     "UnauthenticatedError",
     "UnavailableError",
     "WaitForEventStep",
     "Workflow",
     "WorkflowConcurrency",
+    "WorkflowRun",
+    "WorkflowRunEvent",
+    "WorkflowRunStatus",
     "WorkflowVersion",
     "is_terminal",
 ]

@@ -25,6 +25,7 @@ from strait_client._retry import RetryPolicy
 from strait_client._runs import AsyncRuns
 from strait_client._schedules import AsyncSchedules
 from strait_client._transport import AsyncTransport, auth_metadata
+from strait_client._workflow_runs import AsyncWorkflowRuns
 from strait_client._workflows import AsyncWorkflows
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class AsyncClient:
         self.schedules = AsyncSchedules(self._transport)
         self.circuits = AsyncCircuits(self._transport)
         self.workflows = AsyncWorkflows(self._transport)
+        self.workflow_runs = AsyncWorkflowRuns(self._transport, self.workflows)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

@@ -17,6 +17,7 @@ from strait_client._retry import RetryPolicy
 from strait_client._runs import Runs
 from strait_client._schedules import Schedules
 from strait_client._transport import Transport, auth_metadata
+from strait_client._workflow_runs import WorkflowRuns
 from strait_client._workflows import Workflows
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 
 
 class Client:
-    """Synchronous Strait client: `client.jobs`, `.runs`, `.schedules`, `.projects`, `.circuits` and
-    `.workflows`.
+    """Synchronous Strait client: `client.jobs`, `.runs`, `.schedules`, `.projects`, `.circuits`,
+    `.workflows` and `.workflow_runs`.
 
     Every call sends the API key and has the configured timeout as its deadline; failures raise StraitError
     subclasses. Results are typed (Job, Run, RunEvent, Project, Workflow...). Use as a context manager or call
@@ -77,6 +78,7 @@ class Client:
         self.schedules = Schedules(self._transport)
         self.circuits = Circuits(self._transport)
         self.workflows = Workflows(self._transport)
+        self.workflow_runs = WorkflowRuns(self._transport, self.workflows)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

@@ -11,7 +11,7 @@ from typing import TypeVar, cast
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2
+from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2, workflow_run_pb2
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -104,6 +104,41 @@ class ConcurrencyStrategy(enum.StrEnum):
     CANCEL_NEWEST = "cancel_newest"
 
 
+class WorkflowRunStatus(enum.StrEnum):
+    """Every state of a workflow run; completed, failed and canceled are final (`is_terminal`)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether a workflow run in this status never leaves it."""
+        return self is not WorkflowRunStatus.RUNNING
+
+
+class StepRunStatus(enum.StrEnum):
+    """Every state of a step of a workflow run: pending (waiting for its parents), running (its job run is
+    queued or executing), then completed, failed, skipped or canceled."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELED = "canceled"
+
+
+class SkipReason(enum.StrEnum):
+    """Why a step was skipped (docs/workflows.md#trigger-rules)."""
+
+    CONDITION_FALSE = "condition_false"
+    UPSTREAM_FAILED = "upstream_failed"
+    ALL_UPSTREAM_SKIPPED = "all_upstream_skipped"
+    TRIGGER_RULE_UNSATISFIABLE = "trigger_rule_unsatisfiable"
+
+
 TERMINAL_STATUSES: frozenset[RunStatus] = frozenset({
     RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED, RunStatus.SYSTEM_FAILED,
     RunStatus.CANCELED, RunStatus.EXPIRED, RunStatus.DEAD_LETTER,
@@ -140,6 +175,9 @@ PROTO_ENUMS: dict[type[enum.StrEnum], EnumDescriptor] = {
     TriggerRule: workflow_pb2.TriggerRule.DESCRIPTOR,
     OnFailure: workflow_pb2.OnFailure.DESCRIPTOR,
     ConcurrencyStrategy: workflow_pb2.ConcurrencyStrategy.DESCRIPTOR,
+    WorkflowRunStatus: workflow_run_pb2.WorkflowRunStatus.DESCRIPTOR,
+    StepRunStatus: workflow_run_pb2.StepRunStatus.DESCRIPTOR,
+    SkipReason: workflow_run_pb2.SkipReason.DESCRIPTOR,
 }
 """Each enum and the protobuf enum it mirrors (a unit test checks that their values match one to one)."""
 

@@ -19,7 +19,7 @@ from strait_client._workflow_models import Workflow, WorkflowVersion
 from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, schedule_pb2, workflow_pb2
 
 T = TypeVar("T")
-Service = Literal["jobs", "runs", "projects", "schedules", "circuits", "workflows"]
+Service = Literal["jobs", "runs", "projects", "schedules", "circuits", "workflows", "workflow_runs"]
 Page: TypeAlias = tuple[list[T], str]
 Steps: TypeAlias = Sequence[Step | Mapping[str, Any]]
 RateLimit: TypeAlias = ApiRateLimit | Mapping[str, Any] | None
@@ -110,7 +110,7 @@ def _triggered(response: Any) -> TriggeredRun:
                                       bool(getattr(response, "debounced", False)))
 
 
-def _page(items_field: str, decode: Callable[[Any], T]) -> Callable[[Any], Page[T]]:
+def page_of(items_field: str, decode: Callable[[Any], T]) -> Callable[[Any], Page[T]]:
     def convert(response: Any) -> Page[T]:
         return [decode(m) for m in getattr(response, items_field)], str(response.next_page_token)
     return convert
@@ -130,7 +130,7 @@ def get_job(id_or_slug: str) -> Op[Job]:
 
 def list_jobs(page_size: int) -> Callable[[str], Op[Page[Job]]]:
     return lambda token: Op("jobs", "ListJobs", job_pb2.ListJobsRequest(page_size=page_size, page_token=token),
-                            _page("jobs", Job.from_proto))
+                            page_of("jobs", Job.from_proto))
 
 
 def _update_mask(request: Any, descriptor: Any, values: Mapping[str, Any], *, nested: bool = True) -> None:
@@ -197,7 +197,7 @@ def list_runs(job_id: str | None, statuses: Iterable[str] | None, created_after:
         request = run_pb2.ListRunsRequest()
         request.CopyFrom(base)
         request.page_token = token
-        return Op("runs", "ListRuns", request, _page("runs", Run.from_proto))
+        return Op("runs", "ListRuns", request, page_of("runs", Run.from_proto))
     return make
 
 
@@ -213,7 +213,7 @@ def replay_run(run_id: str, idempotency_key: str) -> Op[TriggeredRun]:
 def list_run_events(run_id: str, after_sequence: int, page_size: int) -> Callable[[str], Op[Page[RunEvent]]]:
     return lambda token: Op("runs", "ListRunEvents", run_pb2.ListRunEventsRequest(
         run_id=run_id, after_sequence=after_sequence, page_size=page_size, page_token=token),
-        _page("events", RunEvent.from_proto))
+        page_of("events", RunEvent.from_proto))
 
 
 def watch_run_request(run_id: str, after_sequence: int) -> run_pb2.WatchRunRequest:
@@ -249,7 +249,7 @@ def get_project(project_id: str) -> Op[Project]:
 
 def list_projects(page_size: int) -> Callable[[str], Op[Page[Project]]]:
     return lambda token: Op("projects", "ListProjects", project_pb2.ListProjectsRequest(
-        page_size=page_size, page_token=token), _page("projects", Project.from_proto))
+        page_size=page_size, page_token=token), page_of("projects", Project.from_proto))
 
 
 def update_project(project_id: str, values: Mapping[str, Any]) -> Op[Project]:
@@ -266,7 +266,7 @@ def create_api_key(name: str, project_id: str, api_rate_limit: RateLimit = None)
 
 def list_api_keys(project_id: str, page_size: int) -> Callable[[str], Op[Page[ApiKey]]]:
     return lambda token: Op("projects", "ListApiKeys", project_pb2.ListApiKeysRequest(
-        project_id=project_id, page_size=page_size, page_token=token), _page("api_keys", ApiKey.from_proto))
+        project_id=project_id, page_size=page_size, page_token=token), page_of("api_keys", ApiKey.from_proto))
 
 
 def update_api_key(key_id: str, values: Mapping[str, Any]) -> Op[ApiKey]:
@@ -302,7 +302,7 @@ def trigger_schedule(id_or_slug: str) -> Op[Run]:
 
 def list_circuits(page_size: int) -> Callable[[str], Op[Page[EndpointCircuit]]]:
     return lambda token: Op("circuits", "ListEndpointCircuits", circuit_pb2.ListEndpointCircuitsRequest(
-        page_size=page_size, page_token=token), _page("circuits", EndpointCircuit.from_proto))
+        page_size=page_size, page_token=token), page_of("circuits", EndpointCircuit.from_proto))
 
 
 def reset_circuit(endpoint_url: str) -> Op[EndpointCircuit]:
@@ -313,7 +313,7 @@ def reset_circuit(endpoint_url: str) -> Op[EndpointCircuit]:
 # Workflows
 
 
-def _workflow_selector(id_or_slug: str) -> dict[str, Any]:
+def workflow_selector(id_or_slug: str) -> dict[str, Any]:
     return {"id": id_or_slug} if id_or_slug.startswith(WORKFLOW_ID_PREFIX) else {"slug": id_or_slug}
 
 
@@ -331,32 +331,32 @@ def create_workflow(slug: str, steps: Steps, values: Mapping[str, Any]) -> Op[Wo
 
 
 def get_workflow(id_or_slug: str, version: int) -> Op[Workflow]:
-    request = workflow_pb2.GetWorkflowRequest(version=version, **_workflow_selector(id_or_slug))
+    request = workflow_pb2.GetWorkflowRequest(version=version, **workflow_selector(id_or_slug))
     return Op("workflows", "GetWorkflow", request, _workflow)
 
 
 def list_workflows(page_size: int) -> Callable[[str], Op[Page[Workflow]]]:
     return lambda token: Op("workflows", "ListWorkflows", workflow_pb2.ListWorkflowsRequest(
-        page_size=page_size, page_token=token), _page("workflows", Workflow.from_proto))
+        page_size=page_size, page_token=token), page_of("workflows", Workflow.from_proto))
 
 
 def update_workflow(id_or_slug: str, values: Mapping[str, Any], etag: str) -> Op[Workflow]:
     """The server takes top-level paths only: a field given is replaced whole (a dict too)."""
-    workflow = fill(workflow_pb2.Workflow(etag=etag, **_workflow_selector(id_or_slug)), values)
+    workflow = fill(workflow_pb2.Workflow(etag=etag, **workflow_selector(id_or_slug)), values)
     request = workflow_pb2.UpdateWorkflowRequest(workflow=workflow)
     _update_mask(request, workflow_pb2.Workflow.DESCRIPTOR, values, nested=False)
     return Op("workflows", "UpdateWorkflow", request, _workflow)
 
 
 def delete_workflow(id_or_slug: str, etag: str) -> Op[Workflow]:
-    request = workflow_pb2.DeleteWorkflowRequest(etag=etag, **_workflow_selector(id_or_slug))
+    request = workflow_pb2.DeleteWorkflowRequest(etag=etag, **workflow_selector(id_or_slug))
     return Op("workflows", "DeleteWorkflow", request, _workflow)
 
 
 def list_workflow_versions(id_or_slug: str, page_size: int) -> Callable[[str], Op[Page[WorkflowVersion]]]:
     return lambda token: Op("workflows", "ListWorkflowVersions", workflow_pb2.ListWorkflowVersionsRequest(
-        page_size=page_size, page_token=token, **_workflow_selector(id_or_slug)),
-        _page("versions", WorkflowVersion.from_proto))
+        page_size=page_size, page_token=token, **workflow_selector(id_or_slug)),
+        page_of("versions", WorkflowVersion.from_proto))
 
 
 def validate_workflow(slug: str, steps: Steps, values: Mapping[str, Any]) -> Op[list[str]]:

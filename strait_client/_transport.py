@@ -20,6 +20,7 @@ from strait_client.v1 import (
     run_pb2_grpc,
     schedule_pb2_grpc,
     workflow_pb2_grpc,
+    workflow_run_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -40,6 +41,7 @@ def _stubs(channel: Any) -> dict[str, Any]:
         "schedules": schedule_pb2_grpc.ScheduleServiceStub(channel),
         "circuits": circuit_pb2_grpc.EndpointCircuitServiceStub(channel),
         "workflows": workflow_pb2_grpc.WorkflowServiceStub(channel),
+        "workflow_runs": workflow_run_pb2_grpc.WorkflowRunServiceStub(channel),
     }
 
 

@@ -1,6 +1,6 @@
 """Watching run events: the decisions (what to ask for, where to resume, when the watch is over, whether and
-when to reconnect) live in RunWatch and FeedWatch, which do no I/O. `follow` (blocking) and `follow_async`
-(asyncio) only drive them over a gRPC stream, so Client and AsyncClient behave the same by construction.
+when to reconnect) live in RunWatch, WorkflowRunWatch and FeedWatch, which do no I/O. `follow` (blocking) and
+`follow_async` (asyncio) only drive them over a gRPC stream, so Client and AsyncClient behave the same by construction.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from strait_client import _ops
+from strait_client import _ops, _workflow_run_ops
 from strait_client._errors import from_rpc_error
 from strait_client._models import FeedEvent, RunEvent
+from strait_client._workflow_run_models import WorkflowRunEvent
 
 E_co = TypeVar("E_co", covariant=True)
 
@@ -69,9 +70,11 @@ class _Reconnects:
         return reconnect_delay(self._failures)
 
 
-class RunWatch(_Reconnects):
-    """One run's events (WatchRun), resumed from the last sequence received, until its terminal event or a
-    stream that ends with "run-finished". `timeout` (seconds) bounds the whole watch: TimeoutError."""
+class _SequenceWatch(_Reconnects):
+    """One run's events by sequence, resumed after the last sequence received, until `finished`. `timeout`
+    (seconds) bounds the whole watch: TimeoutError."""
+
+    noun = "run"
 
     def __init__(self, run_id: str, after_sequence: int = 0, timeout: float | None = None) -> None:
         super().__init__()
@@ -85,27 +88,63 @@ class RunWatch(_Reconnects):
     def finished(self) -> bool:
         return self._finished
 
-    def request(self) -> Any:
-        return _ops.watch_run_request(self.run_id, self.after)
-
     def stream_timeout(self) -> float | None:
         return None if self._deadline is None else max(self._deadline - time.monotonic(), 0.001)
+
+    def _received(self, sequence: int, ends_run: bool) -> None:
+        self.after, self._failures = sequence, 0
+        self._finished = ends_run
+
+    def failed(self, err: grpc.RpcError) -> float:
+        if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and self._deadline is not None:
+            raise TimeoutError(f"{self.noun} {self.run_id} did not finish within {self._timeout}s") from err
+        return super().failed(err)
+
+
+class RunWatch(_SequenceWatch):
+    """One run's events (WatchRun), resumed from the last sequence received, until its terminal event or a
+    stream that ends with "run-finished". `timeout` (seconds) bounds the whole watch: TimeoutError."""
+
+    def request(self) -> Any:
+        return _ops.watch_run_request(self.run_id, self.after)
 
     def receive(self, message: Any) -> RunEvent | None:
         if message.WhichOneof("message") != "event":
             return None  # a keepalive
         event = RunEvent.from_proto(message.event)
-        self.after, self._failures = event.sequence, 0
-        self._finished = event.ends_run
+        self._received(event.sequence, event.ends_run)
         return event
 
     def stream_ended(self, trailing: Iterable[tuple[str, Any]] | None) -> None:
         self._finished = run_finished(trailing)
 
-    def failed(self, err: grpc.RpcError) -> float:
-        if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and self._deadline is not None:
-            raise TimeoutError(f"run {self.run_id} did not finish within {self._timeout}s") from err
-        return super().failed(err)
+
+class WorkflowRunWatch(_SequenceWatch):
+    """One workflow run's events (WatchWorkflowRun), resumed from the last sequence received, until its final
+    event. The server marks no end: a stream that ends OK without a single message (not even a keepalive, which
+    an aged-out stream of an idle run has sent) means the run had ended at or before `after`, so the watch is
+    over too; any other stream that ends OK aged out: resume."""
+
+    noun = "workflow run"
+
+    def __init__(self, run_id: str, after_sequence: int = 0, timeout: float | None = None) -> None:
+        super().__init__(run_id, after_sequence, timeout)
+        self._messages = 0
+
+    def request(self) -> Any:
+        self._messages = 0
+        return _workflow_run_ops.watch_workflow_run_request(self.run_id, self.after)
+
+    def receive(self, message: Any) -> WorkflowRunEvent | None:
+        self._messages += 1
+        if message.WhichOneof("message") != "event":
+            return None  # a keepalive
+        event = WorkflowRunEvent.from_proto(message.event)
+        self._received(event.sequence, event.ends_run)
+        return event
+
+    def stream_ended(self, trailing: Iterable[tuple[str, Any]] | None) -> None:
+        self._finished = self._messages == 0
 
 
 class FeedWatch(_Reconnects):

@@ -8,13 +8,15 @@ in `field_violations` (("workflow.steps[1].condition", "is not a valid CEL expre
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from strait_client import _ops
 from strait_client._ops import DEFAULT_PAGE_SIZE, Steps
 from strait_client._transport import AsyncTransport, Transport
 from strait_client._workflow_models import Workflow, WorkflowVersion
+from strait_client._workflow_run_models import TriggeredWorkflowRun
+from strait_client._workflow_run_ops import trigger_workflow
 
 
 class Workflows:
@@ -144,6 +146,27 @@ class Workflows:
         """
         return self._t.call(_ops.validate_workflow(slug, steps, fields))
 
+    def trigger(self, id_or_slug: str, input: Mapping[str, Any] | None = None, *,
+                version: int = 0, idempotency_key: str = "") -> TriggeredWorkflowRun:
+        """Starts a run of a workflow (docs/workflows.md, "Running a workflow").
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+            input: The run's input: a dict (a JSON object, at most 1 MiB); None: {}.
+            version: The definition version to run; 0: the current one.
+            idempotency_key: A repeat with the key of an earlier run of this workflow returns that run instead.
+
+        Returns:
+            The run, with `idempotent_repeat` true when the key matched an earlier run.
+
+        Raises:
+            NotFoundError: No such workflow, or no such version of it.
+            FailedPreconditionError: The workflow is disabled.
+            InvalidArgumentError: The input is refused (not an object, too large).
+            TypeError: `input` is not a dict.
+        """
+        return self._t.call(trigger_workflow(id_or_slug, input, version, idempotency_key))
+
 
 class AsyncWorkflows:
     """`client.workflows` of AsyncClient: the methods of Workflows, awaited; `list` and `versions` are async
@@ -271,3 +294,24 @@ class AsyncWorkflows:
             ValueError: A value cannot be sent (an unknown enum name, a template JSON cannot encode).
         """
         return await self._t.call(_ops.validate_workflow(slug, steps, fields))
+
+    async def trigger(self, id_or_slug: str, input: Mapping[str, Any] | None = None, *,
+                      version: int = 0, idempotency_key: str = "") -> TriggeredWorkflowRun:
+        """Starts a run of a workflow (docs/workflows.md, "Running a workflow").
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+            input: The run's input: a dict (a JSON object, at most 1 MiB); None: {}.
+            version: The definition version to run; 0: the current one.
+            idempotency_key: A repeat with the key of an earlier run of this workflow returns that run instead.
+
+        Returns:
+            The run, with `idempotent_repeat` true when the key matched an earlier run.
+
+        Raises:
+            NotFoundError: No such workflow, or no such version of it.
+            FailedPreconditionError: The workflow is disabled.
+            InvalidArgumentError: The input is refused (not an object, too large).
+            TypeError: `input` is not a dict.
+        """
+        return await self._t.call(trigger_workflow(id_or_slug, input, version, idempotency_key))

@@ -12,12 +12,13 @@ from strait_client._jobs import AsyncJobs, Jobs
 from strait_client._projects import AsyncProjects, Projects
 from strait_client._runs import AsyncRuns, Runs
 from strait_client._schedules import AsyncSchedules, Schedules
+from strait_client._workflow_runs import AsyncWorkflowRuns, WorkflowRuns
 from strait_client._workflows import AsyncWorkflows, Workflows
 
 # Classes whose methods call the server: each documents what it raises.
 CALLERS = {Jobs, AsyncJobs, Runs, AsyncRuns, Projects, AsyncProjects, Schedules, AsyncSchedules, Circuits,
-           AsyncCircuits, Workflows, AsyncWorkflows, strait_client.Client, strait_client.AsyncClient,
-           strait_client.RunContext, strait_client.AsyncRunContext}
+           AsyncCircuits, Workflows, AsyncWorkflows, WorkflowRuns, AsyncWorkflowRuns, strait_client.Client,
+           strait_client.AsyncClient, strait_client.RunContext, strait_client.AsyncRunContext}
 EXPORTED = {obj for name in strait_client.__all__ if inspect.isclass(obj := getattr(strait_client, name))
             and not issubclass(obj, Exception)}
 

@@ -29,19 +29,26 @@ from strait_client import (
     Run,
     RunEvent,
     RunStatus,
+    SkipReason,
     SleepStep,
     Step,
     StepRetryPolicy,
+    StepRun,
+    StepRunStatus,
     SubWorkflowStep,
     TriggeredRun,
+    TriggeredWorkflowRun,
     WaitForEventStep,
     Workflow,
     WorkflowConcurrency,
+    WorkflowRun,
+    WorkflowRunEvent,
+    WorkflowRunStatus,
     WorkflowVersion,
 )
 from strait_client._convert import fill, mask_paths
 from strait_client._enums import PROTO_ENUMS, short_name
-from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2
+from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2, workflow_run_pb2
 
 # Each type, its message, and the message fields it leaves out on purpose.
 MIRRORS: list[tuple[type, Descriptor, set[str]]] = [
@@ -65,6 +72,9 @@ MIRRORS: list[tuple[type, Descriptor, set[str]]] = [
     (SubWorkflowStep, workflow_pb2.SubWorkflowStep.DESCRIPTOR, set()),
     (MapSpec, workflow_pb2.MapSpec.DESCRIPTOR, set()),
     (StepRetryPolicy, workflow_pb2.StepRetryPolicy.DESCRIPTOR, set()),
+    (WorkflowRun, workflow_run_pb2.WorkflowRun.DESCRIPTOR, set()),
+    (StepRun, workflow_run_pb2.StepRun.DESCRIPTOR, set()),
+    (WorkflowRunEvent, workflow_run_pb2.WorkflowRunEvent.DESCRIPTOR, set()),
 ]
 
 
@@ -80,6 +90,7 @@ def test_subtypes_add_only_their_own_fields() -> None:
     assert names(TriggeredRun) == [*names(Run), "idempotent_repeat", "deduplicated", "debounced"]
     assert names(FeedEvent) == [*names(RunEvent), "resume_token"]
     assert names(CreatedApiKey) == [*names(ApiKey), "secret"]
+    assert names(TriggeredWorkflowRun) == [*names(WorkflowRun), "idempotent_repeat"]
 
 
 @pytest.mark.parametrize("cls", list(PROTO_ENUMS), ids=lambda c: c.__name__)
@@ -157,3 +168,35 @@ def test_result_types_are_accepted_as_input() -> None:
     assert limit.api_rate_limit.window == Duration(seconds=60)
     statuses = fill(run_pb2.ListRunsRequest(), {"statuses": [RunStatus.FAILED, "completed"]})
     assert list(statuses.statuses) == [run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_COMPLETED]
+
+
+def test_workflow_runs_steps_and_events_are_decoded() -> None:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    W = workflow_run_pb2
+    run = WorkflowRun.from_proto(W.WorkflowRun(id="wfr_1", status=W.WORKFLOW_RUN_STATUS_CANCELED,
+                                               input_json='{"order": 7}', create_time=_ts(now)))
+    assert run.status is WorkflowRunStatus.CANCELED and run.status == "canceled" and run.is_terminal
+    assert run.input == {"order": 7} and run.create_time == now and run.finish_time is None
+    assert not WorkflowRun.from_proto(W.WorkflowRun(status=W.WORKFLOW_RUN_STATUS_RUNNING)).is_terminal
+    assert WorkflowRun.from_proto(W.WorkflowRun(status=99)).status is None
+    triggered = TriggeredWorkflowRun.from_response(W.WorkflowRun(id="wfr_1"), True)
+    assert isinstance(triggered, WorkflowRun) and triggered.idempotent_repeat and triggered.input is None
+
+    step = StepRun.from_proto(W.StepRun(step_ref="risk", status=W.STEP_RUN_STATUS_SKIPPED,
+                                        skip_reason=W.SKIP_REASON_CONDITION_FALSE, output_json='{"score": 3}'))
+    assert step.status is StepRunStatus.SKIPPED and step.skip_reason is SkipReason.CONDITION_FALSE
+    assert step.output == {"score": 3}
+    assert StepRun.from_proto(W.StepRun()).skip_reason is None and StepRun.from_proto(W.StepRun()).output is None
+
+    final = WorkflowRunEvent.from_proto(W.WorkflowRunEvent(sequence=9, type="run_status", from_status="running",
+                                                           to_status="failed"))
+    assert final.from_status is WorkflowRunStatus.RUNNING and final.to_status is WorkflowRunStatus.FAILED
+    assert final.ends_run
+    step_event = WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="step_status", step_ref="a",
+                                                                from_status="pending", to_status="completed"))
+    assert step_event.to_status is StepRunStatus.COMPLETED and not step_event.ends_run
+    decision = WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="step_decision", message="condition false"))
+    assert decision.from_status is None and decision.to_status is None and not decision.ends_run
+    first = WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="run_status", to_status="running"))
+    assert first.from_status is None and first.to_status is WorkflowRunStatus.RUNNING and not first.ends_run
+    assert WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="run_status", to_status="paused")).to_status is None

@@ -6,9 +6,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from strait_client import FeedEvent, NotFoundError, RunEvent, StraitError, UnavailableError
-from strait_client._watch import MAX_FAILURES, WATCH_END_KEY, FeedWatch, RunWatch, reconnect_delay
-from strait_client.v1 import run_pb2
+from strait_client import FeedEvent, NotFoundError, RunEvent, StraitError, UnavailableError, WorkflowRunEvent
+from strait_client._watch import MAX_FAILURES, WATCH_END_KEY, FeedWatch, RunWatch, WorkflowRunWatch, reconnect_delay
+from strait_client.v1 import run_pb2, workflow_run_pb2
 
 
 class _Failure(grpc.RpcError, grpc.Call):  # type: ignore[misc]
@@ -108,3 +108,39 @@ def test_a_feed_resumes_from_the_last_token_even_after_keepalives() -> None:
 
 def test_reconnect_delays_grow_to_five_seconds() -> None:
     assert reconnect_delay(1) <= 0.2 and 2.5 <= reconnect_delay(10) <= 5.0
+
+
+def _flow_event(sequence: int, to_status: str = "running",
+                kind: str = "run_status") -> workflow_run_pb2.WatchWorkflowRunResponse:
+    return workflow_run_pb2.WatchWorkflowRunResponse(event=workflow_run_pb2.WorkflowRunEvent(
+        workflow_run_id="wfr_1", sequence=sequence, type=kind, to_status=to_status))
+
+
+def test_a_workflow_run_watch_resumes_after_the_last_sequence_and_ends_at_the_final_event() -> None:
+    watch = WorkflowRunWatch("wfr_1", after_sequence=2)
+    assert watch.request() == workflow_run_pb2.WatchWorkflowRunRequest(workflow_run_id="wfr_1", after_sequence=2)
+    event = watch.receive(_flow_event(3, "completed", "step_status"))  # a step's status is not the run's
+    assert isinstance(event, WorkflowRunEvent) and event.sequence == 3 and not watch.finished
+    assert watch.receive(workflow_run_pb2.WatchWorkflowRunResponse(keepalive=run_pb2.Keepalive())) is None
+    watch.stream_ended(())  # aged out after sending something: resume after it
+    assert not watch.finished and watch.request().after_sequence == 3
+    with pytest.raises(UnavailableError):  # failures count as for runs
+        for _ in range(MAX_FAILURES + 1):
+            watch.failed(_Failure(grpc.StatusCode.UNAVAILABLE))
+    watch = WorkflowRunWatch("wfr_1", after_sequence=3)
+    watch.request()
+    assert watch.receive(_flow_event(4, "canceled")) is not None and watch.finished
+
+
+def test_a_workflow_run_stream_that_ends_empty_ends_the_watch() -> None:
+    watch = WorkflowRunWatch("wfr_1", after_sequence=9)  # the run ended at or before sequence 9
+    watch.request()
+    watch.stream_ended(())
+    assert watch.finished
+
+
+def test_a_workflow_run_watch_deadline_is_a_timeout() -> None:
+    watch = WorkflowRunWatch("wfr_1", timeout=5)
+    assert watch.stream_timeout() is not None
+    with pytest.raises(TimeoutError, match="workflow run wfr_1"):
+        watch.failed(_Failure(grpc.StatusCode.DEADLINE_EXCEEDED))

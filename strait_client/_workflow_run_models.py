@@ -1,0 +1,162 @@
+"""Workflow runs as the client reads them (see _models for the conventions): WorkflowRun, StepRun and
+WorkflowRunEvent mirror strait.v1.WorkflowRun, StepRun and WorkflowRunEvent field for field; TriggeredWorkflowRun
+adds what `workflows.trigger` did (`idempotent_repeat`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from strait_client._enums import SkipReason, StepRunStatus, WorkflowRunStatus, from_proto
+from strait_client._models import json_of, time_of
+from strait_client.v1 import workflow_run_pb2
+
+
+def _run_fields(m: workflow_run_pb2.WorkflowRun) -> dict[str, Any]:
+    return {
+        "id": m.id, "project_id": m.project_id, "workflow_id": m.workflow_id, "version": m.version,
+        "status": from_proto(WorkflowRunStatus, m.status), "input": json_of(m.input_json), "error": m.error,
+        "idempotency_key": m.idempotency_key, "create_time": time_of(m, "create_time"),
+        "start_time": time_of(m, "start_time"), "finish_time": time_of(m, "finish_time"),
+        "update_time": time_of(m, "update_time"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRun:
+    """One run of a workflow (strait.v1.WorkflowRun), of the definition `version` it started with. `input` is
+    the decoded JSON object; `error` says why it failed or was canceled. `status` is None only for a status
+    this client version does not know."""
+
+    id: str
+    project_id: str
+    workflow_id: str
+    version: int
+    status: WorkflowRunStatus | None
+    input: Any
+    error: str
+    idempotency_key: str
+    create_time: datetime | None
+    start_time: datetime | None
+    finish_time: datetime | None
+    update_time: datetime | None
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.WorkflowRun) -> WorkflowRun:
+        """Decodes a strait.v1.WorkflowRun message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The workflow run.
+        """
+        return cls(**_run_fields(m))
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has finished (completed, failed or canceled)."""
+        return self.status is not None and self.status.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class TriggeredWorkflowRun(WorkflowRun):
+    """The run `workflows.trigger` returns: a WorkflowRun, plus `idempotent_repeat`: the call created no run,
+    the idempotency key matched an earlier run of the workflow, which is returned."""
+
+    idempotent_repeat: bool = False
+
+    @classmethod
+    def from_response(cls, m: workflow_run_pb2.WorkflowRun, idempotent_repeat: bool) -> TriggeredWorkflowRun:
+        """Decodes a run and the idempotent_repeat flag of the TriggerWorkflowResponse that carried it.
+
+        Args:
+            m: The strait.v1.WorkflowRun message.
+            idempotent_repeat: The reply's idempotent_repeat.
+
+        Returns:
+            The run with its flag.
+        """
+        return cls(**_run_fields(m), idempotent_repeat=idempotent_repeat)
+
+
+@dataclass(frozen=True, slots=True)
+class StepRun:
+    """One step of a workflow run (strait.v1.StepRun). `job_run_id` names the job step's run (a `client.runs`
+    run) once it started; `output` is that run's decoded JSON output (None when empty); `skip_reason` is set on
+    skipped steps."""
+
+    id: str
+    workflow_run_id: str
+    step_ref: str
+    status: StepRunStatus | None
+    skip_reason: SkipReason | None
+    job_run_id: str
+    output: Any
+    error: str
+    create_time: datetime | None
+    start_time: datetime | None
+    finish_time: datetime | None
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.StepRun) -> StepRun:
+        """Decodes a strait.v1.StepRun message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The step run.
+        """
+        return cls(m.id, m.workflow_run_id, m.step_ref, from_proto(StepRunStatus, m.status),
+                   from_proto(SkipReason, m.skip_reason), m.job_run_id, json_of(m.output_json), m.error,
+                   time_of(m, "create_time"), time_of(m, "start_time"), time_of(m, "finish_time"))
+
+
+_STATUS_TYPES: dict[str, type[WorkflowRunStatus] | type[StepRunStatus]] = {
+    "run_status": WorkflowRunStatus, "step_status": StepRunStatus,
+}
+
+
+def _status(event_type: str, name: str) -> WorkflowRunStatus | StepRunStatus | None:
+    try:
+        return _STATUS_TYPES[event_type](name)
+    except (KeyError, ValueError):
+        return None  # no status, or one this client version does not know
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRunEvent:
+    """What happened in a workflow run (strait.v1.WorkflowRunEvent), in `sequence` order per run. `type` is
+    "run_status" (`from_status`/`to_status` are WorkflowRunStatus members), "step_status" (StepRunStatus members,
+    `step_ref` set) or "step_decision" (why a step runs or is skipped, in `message`). A status is None when
+    unset (`from_status` of the first event) or unknown to this client version."""
+
+    workflow_run_id: str
+    sequence: int
+    type: str
+    step_ref: str
+    from_status: WorkflowRunStatus | StepRunStatus | None
+    to_status: WorkflowRunStatus | StepRunStatus | None
+    message: str
+    create_time: datetime | None
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.WorkflowRunEvent) -> WorkflowRunEvent:
+        """Decodes a strait.v1.WorkflowRunEvent message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The event.
+        """
+        return cls(m.workflow_run_id, m.sequence, m.type, m.step_ref, _status(m.type, m.from_status),
+                   _status(m.type, m.to_status), m.message, time_of(m, "create_time"))
+
+    @property
+    def ends_run(self) -> bool:
+        """Whether this is the run's final status change (no event of the run follows it)."""
+        return self.type == "run_status" and isinstance(self.to_status, WorkflowRunStatus) and \
+            self.to_status.is_terminal

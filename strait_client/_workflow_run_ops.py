@@ -1,0 +1,78 @@
+"""Workflow-run calls as data (see _ops): triggering a workflow, and the WorkflowRunService calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from strait_client._convert import fill
+from strait_client._ops import Op, Page, page_of, status_list, workflow_selector
+from strait_client._workflow_run_models import StepRun, TriggeredWorkflowRun, WorkflowRun, WorkflowRunEvent
+from strait_client.v1 import workflow_pb2, workflow_run_pb2
+
+R = workflow_run_pb2
+
+
+def _input_json(run_input: Mapping[str, Any] | None) -> str:
+    if run_input is None:
+        return ""
+    if not isinstance(run_input, Mapping):
+        raise TypeError(f"input must be a dict (a JSON object), not {type(run_input).__name__}")
+    return json.dumps(dict(run_input))
+
+
+def _workflow_run(response: Any) -> WorkflowRun:
+    return WorkflowRun.from_proto(response.workflow_run)
+
+
+def trigger_workflow(id_or_slug: str, run_input: Mapping[str, Any] | None, version: int,
+                     idempotency_key: str) -> Op[TriggeredWorkflowRun]:
+    request = workflow_pb2.TriggerWorkflowRequest(input_json=_input_json(run_input), version=version,
+                                                  idempotency_key=idempotency_key, **workflow_selector(id_or_slug))
+    return Op("workflows", "TriggerWorkflow", request,
+              lambda response: TriggeredWorkflowRun.from_response(response.workflow_run, response.idempotent_repeat))
+
+
+def get_workflow_run(run_id: str) -> Op[WorkflowRun]:
+    return Op("workflow_runs", "GetWorkflowRun", R.GetWorkflowRunRequest(id=run_id), _workflow_run)
+
+
+def list_workflow_runs(workflow_id: str | None, statuses: Iterable[str] | None,
+                       page_size: int) -> Callable[[str], Op[Page[WorkflowRun]]]:
+    base = fill(R.ListWorkflowRunsRequest(page_size=page_size),
+                {"workflow_id": workflow_id, "statuses": status_list(statuses)})
+
+    def make(token: str) -> Op[Page[WorkflowRun]]:
+        request = R.ListWorkflowRunsRequest()
+        request.CopyFrom(base)
+        request.page_token = token
+        return Op("workflow_runs", "ListWorkflowRuns", request, page_of("workflow_runs", WorkflowRun.from_proto))
+    return make
+
+
+def cancel_workflow_run(run_id: str, reason: str) -> Op[WorkflowRun]:
+    return Op("workflow_runs", "CancelWorkflowRun", R.CancelWorkflowRunRequest(id=run_id, reason=reason),
+              _workflow_run)
+
+
+def list_step_runs(run_id: str) -> Op[list[StepRun]]:
+    return Op("workflow_runs", "ListStepRuns", R.ListStepRunsRequest(workflow_run_id=run_id),
+              lambda response: [StepRun.from_proto(s) for s in response.step_runs])
+
+
+def list_workflow_run_events(run_id: str, after_sequence: int,
+                             page_size: int) -> Callable[[str], Op[Page[WorkflowRunEvent]]]:
+    """ListWorkflowRunEvents has no page token: the "token" here is the last sequence received, and a full page
+    means there may be more after it."""
+    def convert(response: Any) -> Page[WorkflowRunEvent]:
+        events = [WorkflowRunEvent.from_proto(e) for e in response.events]
+        return events, str(events[-1].sequence) if len(events) >= page_size else ""
+
+    return lambda token: Op("workflow_runs", "ListWorkflowRunEvents", R.ListWorkflowRunEventsRequest(
+        workflow_run_id=run_id, after_sequence=int(token) if token else after_sequence, page_size=page_size),
+        convert)
+
+
+def watch_workflow_run_request(run_id: str, after_sequence: int) -> R.WatchWorkflowRunRequest:
+    return R.WatchWorkflowRunRequest(workflow_run_id=run_id, after_sequence=after_sequence)
