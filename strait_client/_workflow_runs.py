@@ -79,7 +79,7 @@ class WorkflowRuns:
         return self._t.call(ops.cancel_workflow_run(run_id, reason))
 
     def steps(self, run_id: str) -> builtins.list[StepRun]:
-        """The run's steps, in definition order, with their job runs' outputs decoded.
+        """The run's steps, with their job runs' outputs decoded.
 
         Args:
             run_id: The run's id.
@@ -209,7 +209,7 @@ class AsyncWorkflowRuns:
         return await self._t.call(ops.cancel_workflow_run(run_id, reason))
 
     async def steps(self, run_id: str) -> builtins.list[StepRun]:
-        """The run's steps, in definition order, with their job runs' outputs decoded.
+        """The run's steps, with their job runs' outputs decoded.
 
         Args:
             run_id: The run's id.
