@@ -104,7 +104,7 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
                            context: grpc.aio.ServicerContext) -> workflow_run_pb2.ListStepRunsResponse:
         steps = await self._store.steps(project_id(), _run_id(Violations(), request.workflow_run_id,
                                                               "workflow_run_id"))
-        return R.ListStepRunsResponse(step_runs=[_step_message(s) for s in sorted(steps, key=lambda s: s.id)])
+        return R.ListStepRunsResponse(step_runs=[_step_message(s) for s in steps])
 
     async def ListWorkflowRunEvents(
             self, request: workflow_run_pb2.ListWorkflowRunEventsRequest,

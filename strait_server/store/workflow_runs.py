@@ -50,6 +50,13 @@ LIMIT $6
 """
 
 STEPS_OF_RUN = f"SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1"
+STEP_ORDER = """
+SELECT jsonb_path_query_array(v.definition, '$.steps[*].ref')
+FROM workflow_runs r JOIN workflow_versions v ON v.workflow_id = r.workflow_id AND v.version = r.version
+WHERE r.id = $1
+"""
+"""The step refs of a run's version, in definition order."""
+
 STATES_OF_RUN = "SELECT id, step_ref, status, output, error FROM workflow_step_runs WHERE workflow_run_id = $1"
 
 LOCK_RUNS_WITH_STEPS = f"""
@@ -243,8 +250,12 @@ class WorkflowRunStore:
         return [run_row(r) for r in rows]
 
     async def steps(self, project_id: str, run_id: str) -> list[StepRunRow]:
+        """The run's step runs in the order of its definition."""
         await self.get(project_id, run_id)
-        return [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
+        refs = await self._pool.fetchval(STEP_ORDER, run_id)
+        position = {ref: i for i, ref in enumerate(refs or [])}
+        rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
+        return sorted(rows, key=lambda s: position.get(s.step_ref, len(position)))
 
     async def events_after(self, project_id: str, run_id: str, after: int, limit: int) -> list[WorkflowRunEventRow]:
         rows = await self._pool.fetch(EVENTS_AFTER, run_id, after, limit)

@@ -89,6 +89,7 @@ async def test_a_chain_passes_outputs_down_and_completes(flows: Flows, sink: Sin
     # One template alone keeps the value's type; inside a longer string it is spliced in as text.
     assert bodies(sink, "/mail") == [{"receipt": "r-1", "total": 12.5, "note": "order 7"}]
     steps = await flows.steps(run.id)
+    assert list(steps) == ["fetch", "bill", "mail"]  # definition order
     assert {s.status for s in steps.values()} == {R.STEP_RUN_STATUS_COMPLETED}
     assert json.loads(steps["bill"].output_json) == {"receipt": "r-1"}
     job_run = await flows.api.get_run(steps["bill"].job_run_id)  # an ordinary run, linked to its step
