@@ -112,8 +112,10 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
         v = Violations()
         if request.after_sequence < 0:
             v.add("after_sequence", "must not be negative")
+        if request.page_size < 0:
+            v.add("page_size", "must not be negative")
         run_id = _run_id(v, request.workflow_run_id, "workflow_run_id")
-        limit = min(request.page_size or 200, 1000) if request.page_size >= 0 else 200
+        limit = min(request.page_size or 200, 1000)
         events = await self._store.events_after(project_id(), run_id, request.after_sequence, limit)
         return R.ListWorkflowRunEventsResponse(events=[_event_message(e) for e in events])
 

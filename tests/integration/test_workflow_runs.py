@@ -270,6 +270,10 @@ async def test_watch_gives_the_whole_history_and_ends(flows: Flows, settings: Se
     assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
     assert (seen[-1].type, seen[-1].to_status) == ("run_status", "completed")
     assert [e.sequence for e in await flows.events(run.id)] == [e.sequence for e in seen]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await flows.runs.ListWorkflowRunEvents(R.ListWorkflowRunEventsRequest(workflow_run_id=run.id, page_size=-1),
+                                               metadata=flows.api.metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     resumed = [m.event async for m in flows.runs.WatchWorkflowRun(
         R.WatchWorkflowRunRequest(workflow_run_id=run.id, after_sequence=3), metadata=flows.api.metadata,
         timeout=20) if m.HasField("event")]
