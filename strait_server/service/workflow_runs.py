@@ -13,7 +13,6 @@ from strait_server.budget import BudgetGuard
 from strait_server.store.workflow_runs import WorkflowRunRow
 from strait_server.store.workflows import WorkflowStore
 from strait_server.workflows.engine import Changes, Plans, cancel_run, start_run
-from strait_server.workflows.plan import plan_of
 
 
 class WorkflowRuns:
@@ -32,7 +31,7 @@ class WorkflowRuns:
         if not workflow.attributes.enabled:
             raise errors.FailedPrecondition(f"workflow {workflow.attributes.slug!r} is disabled",
                                             reason="WORKFLOW_DISABLED", subject=workflow.id)
-        unsupported = plan_of(workflow.definition).unsupported()
+        unsupported = self._plans.of(workflow.id, workflow.version, workflow.definition).unsupported()
         if unsupported:
             raise errors.FailedPrecondition(
                 "this workflow uses what runs cannot do yet: " + "; ".join(unsupported[:10]),

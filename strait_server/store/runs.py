@@ -212,7 +212,7 @@ listed_count: how many runs the count limit alone gives (more than the rows retu
 CANCEL_RUNS = f"""
 WITH old AS (
     SELECT id, status FROM runs
-    WHERE ($1::text IS NULL OR id = $1) AND ($2::text IS NULL OR job_id = $2)
+    WHERE ($1::text[] IS NULL OR id = ANY($1::text[])) AND ($2::text IS NULL OR job_id = $2)
       AND ($3::text IS NULL OR project_id = $3) AND status = ANY($4::text[])
       AND ($6::text IS NULL OR id <> $6)
     FOR UPDATE
@@ -229,7 +229,7 @@ WITH old AS (
 )
 {status_changes("upd", "from_status", RunStatus.CANCELED, message="$5", returning="run_id, from_status")}
 """
-"""$1 run id or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason,
+"""$1 run ids or NULL, $2 job id or NULL, $3 project or NULL, $4 cancelable statuses, $5 reason,
 $6 a run to leave alone or NULL."""
 
 FIRE_SCHEDULED = f"""
@@ -382,6 +382,14 @@ async def cancel_unfinished_runs_of_job(conn: asyncpg.Connection | asyncpg.pool.
     """Cancels every run of a job that has not finished (an executing one's late result is ignored).
     Returns (run id, status it was canceled from) pairs."""
     rows = await conn.fetch(CANCEL_RUNS, None, job_id, None, CANCELABLE, reason, None)
+    return [(r["run_id"], r["from_status"]) for r in rows]
+
+
+async def cancel_runs(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, run_ids: list[str],
+                      reason: str) -> list[tuple[str, str]]:
+    """Cancels those of these runs that have not finished (a late result of an executing one is ignored).
+    Returns (run id, status it was canceled from) pairs."""
+    rows = await conn.fetch(CANCEL_RUNS, run_ids, None, None, CANCELABLE, reason, None)
     return [(r["run_id"], r["from_status"]) for r in rows]
 
 
@@ -703,7 +711,7 @@ class RunStore:
         return _listed(rows, run_from_row)
 
     async def cancel(self, project_id: str, run_id: str, reason: str) -> Run:
-        rows = await self._pool.fetch(CANCEL_RUNS, run_id, None, project_id, CANCELABLE, reason, None)
+        rows = await self._pool.fetch(CANCEL_RUNS, [run_id], None, project_id, CANCELABLE, reason, None)
         self._metrics.transitions((r["from_status"], "canceled") for r in rows)
         run = await self.get(project_id, run_id)
         if not rows:

@@ -9,8 +9,6 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from strait_server.errors import FailedPrecondition, NotFound
-from strait_server.model import RunStatus
-from strait_server.store.fragments import status_changes
 
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -35,7 +33,6 @@ BY_KEY = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE workflow_id = $1 AND id
 INSERT_STEPS = """
 INSERT INTO workflow_step_runs (id, workflow_run_id, step_ref, status, parents_total)
 SELECT v.id, $1, v.ref, 'pending', v.total FROM unnest($2::text[], $3::text[], $4::int[]) AS v(id, ref, total)
-RETURNING id, step_ref
 """
 
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = $1 AND project_id = $2"
@@ -85,11 +82,11 @@ decides whether they were handled)."""
 SET_STEPS = """
 UPDATE workflow_step_runs s
 SET status = v.status, skip_reason = v.skip_reason, output = coalesce(v.output::jsonb, s.output),
-    error = v.error, job_run_id = coalesce(v.job_run_id, s.job_run_id), update_time = now(),
+    error = v.error, update_time = now(),
     start_time = CASE WHEN v.status = 'running' THEN now() ELSE s.start_time END,
     finish_time = CASE WHEN v.status IN ('completed', 'failed', 'skipped', 'canceled') THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-     AS v(id, from_status, status, skip_reason, output, error, job_run_id)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+     AS v(id, from_status, status, skip_reason, output, error)
 WHERE s.id = v.id AND s.status = v.from_status
 RETURNING s.id
 """
@@ -144,22 +141,7 @@ SELECT {EVENT_COLUMNS} FROM workflow_run_events WHERE workflow_run_id = $1 AND s
 
 RUN_PROGRESS = "SELECT status, event_seq FROM workflow_runs WHERE id = $1 AND project_id = $2"
 
-CANCEL_JOB_RUNS = f"""
-WITH old AS (
-    SELECT id, status FROM runs WHERE id = ANY($1::text[]) AND NOT status = ANY($3::text[]) FOR UPDATE
-), upd AS (
-    UPDATE runs r SET status = 'canceled', error = $2, finish_time = now(), update_time = now(),
-        lease_owner = NULL, deadline = NULL, event_seq = r.event_seq + 1
-    FROM old WHERE r.id = old.id
-    RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, old.status AS from_status
-), unqueued AS (
-    DELETE FROM run_queue q WHERE q.run_id = ANY(ARRAY(SELECT id FROM upd))
-), released AS (
-    DELETE FROM run_leases l WHERE l.run_id = ANY(ARRAY(SELECT id FROM upd))
-)
-{status_changes("upd", "from_status", RunStatus.CANCELED, message="$2", returning="run_id, from_status")}
-"""
-"""$1 job runs, $2 reason, $3 terminal statuses (left alone)."""
+
 
 
 @dataclass(frozen=True)

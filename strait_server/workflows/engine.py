@@ -22,9 +22,9 @@ import asyncpg
 
 from strait_server import ids
 from strait_server.errors import NotFound
-from strait_server.model import TERMINAL, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
+from strait_server.model import WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
 from strait_server.store import workflow_runs as sql
-from strait_server.store.runs import write_runs
+from strait_server.store.runs import cancel_runs, write_runs
 from strait_server.workflows import expressions
 from strait_server.workflows.plan import (
     RUN,
@@ -39,7 +39,6 @@ from strait_server.workflows.plan import (
 )
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
-_TERMINAL_RUN_STATUSES = [s.value for s in TERMINAL]
 OK, FAILED, SKIPPED = 1, 2, 3  # how an ended step counts for its children
 
 
@@ -71,6 +70,13 @@ class Plans:
             self._plans[key] = plan_of(definition)
         return self._plans[key]
 
+    def of(self, workflow_id: str, version: int, definition: dict[str, Any]) -> Plan:
+        """The plan of a definition the caller read already."""
+        key = (workflow_id, version)
+        if key not in self._plans:
+            self._plans[key] = plan_of(definition)
+        return self._plans[key]
+
 
 class Move:
     """One workflow run moving on inside the caller's transaction (which holds the run's row lock)."""
@@ -83,11 +89,13 @@ class Move:
         self._status = {s.step_ref: s.status for s in steps}
         self._outputs = {s.step_ref: s.output for s in steps}
         self._errors = {s.step_ref: s.error for s in steps}
-        self._updates: list[tuple[str, str, str, str, str | None, str, str | None]] = []
+        self._updates: list[tuple[str, str, str, str, str | None, str]] = []
         self._events: list[tuple[str, str, str, str, str]] = []
         self._closed = 0
         self._failed = 0
         self._over = False
+        # A FAIL_WORKFLOW step failed (its ref and error): the move stops and cancels what is open.
+        self._fail_fast: tuple[str, str] | None = None
         self.changes = Changes(workflow_runs={run.id})
 
     # Recording
@@ -99,7 +107,7 @@ class Move:
         self._status[ref] = status
         if not written:
             self._updates.append((self._steps[ref].id, before, status.value, skip,
-                                  None if output is None else json.dumps(output), error, None))
+                                  None if output is None else json.dumps(output), error))
         self.event("step_status", ref, before, status.value, error or skip)
         if status in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED):
             self._closed += 1
@@ -141,8 +149,6 @@ class Move:
             self._fail_fast = (ref, error or status.value)
             return None
         return ref, FAILED
-
-    _fail_fast: tuple[str, str] | None = None
 
     async def _propagate(self, ended: list[tuple[str, int]]) -> None:
         while (ended or self._fail_fast) and not self._over:
@@ -264,7 +270,7 @@ class Move:
         self._closed += len(canceled)
         job_runs = [r["job_run_id"] for r in canceled if r["job_run_id"]]
         if job_runs:
-            await self._conn.fetch(sql.CANCEL_JOB_RUNS, job_runs, reason, _TERMINAL_RUN_STATUSES)
+            await cancel_runs(self._conn, job_runs, reason)
             self.changes.canceled_job_runs += job_runs
 
     async def close(self) -> None:
