@@ -126,15 +126,17 @@ class CronScheduler:
             due = await self._jobs.due_schedules(conn, now, BATCH)
             ticks = {job.id: schedule.latest_tick(job.cron, job.timezone, now) for job in due}
             # Jobs that allow overlap fire in one statement; the others look at their active runs first.
-            plain = [job.id for job in due if job.overlap is OverlapPolicy.ALLOW]
+            allowed = [job for job in due if not await self._budget_refuses(job.project_id, job.id, ticks[job.id])]
+            plain = [job.id for job in allowed if job.overlap is OverlapPolicy.ALLOW]
             if plain:
                 fired = await self._runs.fire_scheduled(conn, [(j, ticks[j].isoformat()) for j in plain])
                 for run_id, job_id in fired:
                     created.append(run_id)
                     # Lag behind the tick, by the same clock that decided it was due.
                     self._metrics.schedule_lag.observe(max(0.0, (now - ticks[job_id]).total_seconds()))
-            if len(plain) < len(due):
-                for job in await self._jobs.by_ids(conn, [j.id for j in due if j.overlap is not OverlapPolicy.ALLOW]):
+            if len(plain) < len(allowed):
+                for job in await self._jobs.by_ids(
+                        conn, [j.id for j in allowed if j.overlap is not OverlapPolicy.ALLOW]):
                     created.extend(await self._fire(job, now))
             await self._jobs.advance_schedules(
                 conn, [(job.id, schedule.next_tick(job.cron, job.timezone, now)) for job in due])
@@ -143,12 +145,17 @@ class CronScheduler:
             await self._on_enqueued()
         return len(due)
 
+    async def _budget_refuses(self, project_id: str, job_id: str, tick: datetime) -> bool:
+        """The budget rule of every trigger (budget.BudgetGuard), with the same freshness: a tick of a project
+        whose budget refuses new runs is skipped."""
+        if self._budgets is None or await self._budgets.rejects(project_id) is None:
+            return False
+        log.info("cron tick skipped: the project's monthly budget is spent", extra={
+            "action": "cron_skip", "job_id": job_id, "tick": tick.isoformat()})
+        return True
+
     async def _fire(self, job: Job, now: datetime) -> list[str]:
         tick = schedule.latest_tick(job.cron, job.timezone, now)
-        if self._budgets is not None and await self._budgets.rejects(job.project_id) is not None:
-            log.info("cron tick skipped: the project's monthly budget is spent", extra={
-                "action": "cron_skip", "job_id": job.id, "tick": tick.isoformat()})
-            return []
         if job.cron_overlap_policy is OverlapPolicy.SKIP and await self._runs.has_active(job.id):
             log.info("cron tick skipped: a run is still active", extra={
                 "action": "cron_skip", "job_id": job.id, "tick": tick.isoformat()})

@@ -73,7 +73,7 @@ WHERE job_id = $1 AND status = 'delayed' AND wait_reason LIKE '{WINDOW_WAIT_PREF
 
 DUE_SCHEDULES = """
 -- Only what firing needs: a scheduler reads thousands of these per tick.
-SELECT id, cron, timezone, cron_overlap_policy FROM jobs
+SELECT id, project_id, cron, timezone, cron_overlap_policy FROM jobs
 WHERE cron <> '' AND delete_time IS NULL AND enabled AND NOT schedule_paused AND next_fire_time <= $1
 ORDER BY next_fire_time
 LIMIT $2
@@ -110,6 +110,7 @@ RETURNING {_COLUMNS}
 @dataclass(frozen=True, slots=True)
 class DueSchedule:
     id: str
+    project_id: str
     cron: str
     timezone: str
     overlap: OverlapPolicy
@@ -181,8 +182,9 @@ class JobStore:
     async def due_schedules(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, now: datetime,
                             limit: int) -> list[DueSchedule]:
         """Inside the caller's transaction: the scheduled jobs due at `now`, locked for this scheduler."""
-        return [DueSchedule(r["id"], r["cron"], r["timezone"], OverlapPolicy(r["cron_overlap_policy"]))
-                for r in await conn.fetch(DUE_SCHEDULES, now, limit)]
+        rows = await conn.fetch(DUE_SCHEDULES, now, limit)
+        return [DueSchedule(r["id"], r["project_id"], r["cron"], r["timezone"], OverlapPolicy(r["cron_overlap_policy"]))
+                for r in rows]
 
     async def by_ids(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
                      job_ids: list[str]) -> list[Job]:

@@ -30,7 +30,6 @@ from strait_server.model import (
     sources_of,
 )
 from strait_server.queue import ClaimedRun, claimed_from_row
-from strait_server.store.budgets import month_spend_of
 from strait_server.store.fragments import enqueue, expires_at, insert_events, literal, status_changes
 from strait_server.telemetry import Telemetry
 
@@ -241,10 +240,7 @@ WITH v AS (
     SELECT v.run_id, j.project_id, j.id, 'queued', j.max_attempts, j.priority, j.timeout_ms, '{{}}', now(), now(),
         'cron:' || v.tick, j.tags, jsonb_build_object('triggered_by', 'cron', 'scheduled_tick', v.tick), 1,
         {expires_at("now()", "j.run_ttl_ms")}
-    FROM v JOIN jobs j ON j.id = v.job_id JOIN projects p ON p.id = j.project_id
-    -- A project whose monthly budget is spent, with the reject action, skips its ticks.
-    WHERE p.monthly_budget_microusd IS NULL OR p.budget_action <> 'reject'
-       OR {month_spend_of("p")} < p.monthly_budget_microusd
+    FROM v JOIN jobs j ON j.id = v.job_id
     RETURNING id, project_id, job_id, priority, run_at
 ), ev AS (
     {status_changes("ins", "''", RunStatus.QUEUED, attempt="0", seq="1")}

@@ -127,15 +127,18 @@ async def test_only_the_admin_sets_budgets_and_bad_costs_are_refused(api: Api, s
     assert received == [grpc.StatusCode.INVALID_ARGUMENT] * 2 and done.cost_microusd == 0
 
 
+@pytest.mark.parametrize("overlap", [job_pb2.CRON_OVERLAP_POLICY_ALLOW, job_pb2.CRON_OVERLAP_POLICY_SKIP])
 async def test_cron_ticks_are_skipped_while_the_budget_rejects(make_app: AppFactory, settings: Settings,
-                                                               sink: Sink) -> None:
+                                                               sink: Sink, overlap: int) -> None:
+    """Whichever way the tick fires (one statement for jobs that allow overlap, a look at active runs first
+    for the others), the budget rule is the triggers' one."""
     from datetime import UTC, timedelta
 
     from strait_server.app import Role
 
     front = await make_app(frozenset({Role.API, Role.WORKER}))
     api = await connect(front, settings.admin_key)
-    job = await api.create_job("nightly", sink.url("/nightly"), cron="* * * * *")
+    job = await api.create_job("nightly", sink.url("/nightly"), cron="* * * * *", cron_overlap_policy=overlap)
     await _set_budget(api, job.project_id, 10, project_pb2.BUDGET_ACTION_REJECT)
     await _spend(api, job, sink, "/nightly", 10)
     clock = FakeClock()
