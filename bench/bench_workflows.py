@@ -74,6 +74,21 @@ async def fan_out(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_ru
         times.append(elapsed)
     print(f"{f'{width:,}-way fan-out/fan-in, trigger to completed':<44} median {statistics.median(times):.2f} s "
           f"(runs: {', '.join(f'{t:.2f}' for t in times)}; {_load()})")
+    await run_graph(runs, md, run.id, len(steps))
+
+
+async def run_graph(runs: workflow_run_pb2_grpc.WorkflowRunServiceStub, md: Metadata, run_id: str,
+                    steps: int) -> None:
+    """GetWorkflowRunGraph of the last fan-out run: latency (median of 20 calls) and reply size."""
+    times, size = [], 0
+    for _ in range(20):
+        started = time.perf_counter()
+        graph = (await runs.GetWorkflowRunGraph(R.GetWorkflowRunGraphRequest(id=run_id), metadata=md)).graph
+        times.append(time.perf_counter() - started)
+        size = graph.ByteSize()
+    assert len(graph.nodes) == steps
+    print(f"{f'GetWorkflowRunGraph of {steps:,} steps':<44} median {statistics.median(times) * 1000:.1f} ms, "
+          f"{size / 1024:.0f} KiB ({_load()})")
 
 
 async def chain(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,

@@ -73,6 +73,30 @@ CREATE TABLE endpoint_circuits (
     CONSTRAINT endpoint_circuits_pkey PRIMARY KEY (project_id, endpoint_url)
 );
 
+CREATE TABLE event_waits (
+    step_run_id text NOT NULL,
+    workflow_run_id text NOT NULL,
+    project_id text NOT NULL,
+    event_key text NOT NULL,
+    match text DEFAULT ''::text NOT NULL,
+    CONSTRAINT event_waits_pkey PRIMARY KEY (step_run_id)
+);
+CREATE INDEX event_waits_by_key ON public.event_waits USING btree (project_id, event_key);
+
+CREATE TABLE events (
+    id text NOT NULL,
+    project_id text NOT NULL,
+    key text NOT NULL,
+    payload jsonb,
+    idempotency_key text DEFAULT ''::text NOT NULL,
+    create_time timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT events_pkey PRIMARY KEY (id),
+    CONSTRAINT events_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id)
+);
+CREATE INDEX events_by_key ON public.events USING btree (project_id, key, create_time);
+CREATE INDEX events_by_time ON public.events USING btree (create_time);
+CREATE UNIQUE INDEX events_idempotency_key ON public.events USING btree (project_id, idempotency_key) WHERE (idempotency_key <> ''::text);
+
 CREATE TABLE idempotency_keys (
     scope text NOT NULL,
     key text NOT NULL,
@@ -258,7 +282,8 @@ CREATE INDEX trigger_requests_create_time_idx ON public.trigger_requests USING b
 CREATE TABLE workflow_progress (
     id bigint DEFAULT nextval('workflow_progress_id_seq'::regclass) NOT NULL,
     step_run_id text NOT NULL,
-    run_id text NOT NULL,
+    run_id text,
+    event_id text,
     CONSTRAINT workflow_progress_pkey PRIMARY KEY (id)
 );
 
@@ -316,10 +341,13 @@ CREATE TABLE workflow_step_runs (
     start_time timestamp with time zone,
     finish_time timestamp with time zone,
     update_time timestamp with time zone DEFAULT now() NOT NULL,
+    waiting_reason text DEFAULT ''::text NOT NULL,
+    wake_time timestamp with time zone,
     CONSTRAINT workflow_step_runs_pkey PRIMARY KEY (id),
     CONSTRAINT workflow_step_runs_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES workflow_runs(id),
     CONSTRAINT workflow_step_runs_workflow_run_id_step_ref_key UNIQUE (workflow_run_id, step_ref)
 );
+CREATE INDEX workflow_step_runs_timers ON public.workflow_step_runs USING btree (wake_time) WHERE ((status = 'waiting'::text) AND (wake_time IS NOT NULL));
 
 CREATE TABLE workflow_versions (
     workflow_id text NOT NULL,

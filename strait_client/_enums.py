@@ -105,9 +105,11 @@ class ConcurrencyStrategy(enum.StrEnum):
 
 
 class WorkflowRunStatus(enum.StrEnum):
-    """Every state of a workflow run; completed, failed and canceled are final (`is_terminal`)."""
+    """Every state of a workflow run; completed, failed and canceled are final (`is_terminal`). A paused run
+    starts no step until it is resumed."""
 
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -115,15 +117,18 @@ class WorkflowRunStatus(enum.StrEnum):
     @property
     def is_terminal(self) -> bool:
         """Whether a workflow run in this status never leaves it."""
-        return self is not WorkflowRunStatus.RUNNING
+        return self in (WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELED)
 
 
 class StepRunStatus(enum.StrEnum):
     """Every state of a step of a workflow run: pending (waiting for its parents), running (its job run is
-    queued or executing), then completed, failed, skipped or canceled."""
+    queued or executing), waiting (an approval, event wait or sleep), then completed, failed, skipped or
+    canceled. A step decided to run while its run is paused is ready until the run is resumed."""
 
     PENDING = "pending"
+    READY = "ready"
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -137,6 +142,7 @@ class SkipReason(enum.StrEnum):
     UPSTREAM_FAILED = "upstream_failed"
     ALL_UPSTREAM_SKIPPED = "all_upstream_skipped"
     TRIGGER_RULE_UNSATISFIABLE = "trigger_rule_unsatisfiable"
+    MANUAL = "manual"
 
 
 TERMINAL_STATUSES: frozenset[RunStatus] = frozenset({

@@ -98,6 +98,8 @@ class StepRun:
     create_time: datetime | None
     start_time: datetime | None
     finish_time: datetime | None
+    waiting_reason: str = ""  # a waiting step's: "approval", "event:<key>" or "sleep"
+    wake_time: datetime | None = None  # when a waiting step's timer fires (a sleep ends, a wait times out)
 
     @classmethod
     def from_proto(cls, m: workflow_run_pb2.StepRun) -> StepRun:
@@ -111,7 +113,8 @@ class StepRun:
         """
         return cls(m.id, m.workflow_run_id, m.step_ref, from_proto(StepRunStatus, m.status),
                    from_proto(SkipReason, m.skip_reason), m.job_run_id, json_of(m.output_json), m.error,
-                   time_of(m, "create_time"), time_of(m, "start_time"), time_of(m, "finish_time"))
+                   time_of(m, "create_time"), time_of(m, "start_time"), time_of(m, "finish_time"),
+                   m.waiting_reason, time_of(m, "wake_time"))
 
 
 _STATUS_TYPES: dict[str, type[WorkflowRunStatus] | type[StepRunStatus]] = {

@@ -41,6 +41,7 @@ from strait_server.store.projects import ProjectStore
 from strait_server.store.retention import RetentionStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
+from strait_server.store.sent_events import SentEventStore
 from strait_server.store.stats import runs_by_queue
 from strait_server.store.workflow_runs import WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
@@ -99,7 +100,8 @@ class App:
     _redis_health: RedisHealth | None = None
     _sweeper: Sweeper | None = None
     _retention: RetentionSweeper | None = None
-    _workflow_progress: WorkflowProgress | None = None
+    # The workflow engine's loop (scheduler role).
+    workflow_progress: WorkflowProgress | None = None
     _engine_pool: db.Pool | None = None
     # Workflow definitions by version, parsed once per process (versions never change).
     _workflow_plans: Plans = field(default_factory=Plans)
@@ -168,10 +170,11 @@ class App:
             # a disk flush less per step of a workflow.
             self._engine_pool = await db.create_pool(s.database_url, min_size=1, max_size=2,
                                                      server_settings={"synchronous_commit": "off"})
-            self._workflow_progress = WorkflowProgress(
+            self.workflow_progress = WorkflowProgress(
                 self._engine_pool, s.database_url, self._workflow_plans, on_changes=self._workflows_moved,
-                metrics=tel.metrics, supervisor=self.supervisor, poll_interval=s.sweep_interval.total_seconds())
-            self._workflow_progress.start()
+                metrics=tel.metrics, supervisor=self.supervisor, poll_interval=s.sweep_interval.total_seconds(),
+                clock=self.clock)
+            self.workflow_progress.start()
         if Role.WORKER in self.roles:
             await self._wake.start_listening()
             self._executor = HttpExecutor(
@@ -264,6 +267,7 @@ class App:
             workflow_runs=WorkflowRuns(self.pool, WorkflowStore(self.pool), self._workflow_plans, budgets,
                                        self._workflows_moved),
             workflow_run_store=WorkflowRunStore(self.pool),
+            sent_events=SentEventStore(self.pool),
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
                                                   tel.metrics)
@@ -282,7 +286,7 @@ class App:
         s = self.settings
         await self._stop_serving()
         # Then the side components, in reverse order of start, and the connections last.
-        for component in (self._workflow_progress, self._retention, self._sweeper, self.cron, self._wake, self.events,
+        for component in (self.workflow_progress, self._retention, self._sweeper, self.cron, self._wake, self.events,
                           self._redis_health):
             if component is not None:
                 await component.stop()

@@ -25,6 +25,7 @@ class Principal:
     project_id: str | None
     is_admin: bool = False
     key_id: str = ""
+    key_name: str = ""
     # The key's own rate limit (set by the admin); None: it has none, and its calls count against its project's.
     key_rate_limit: ApiRateLimit | None = None
     # The project's limit, shared by its keys without a limit of their own; None: the server default applies.

@@ -2,6 +2,7 @@
 """Generated protobuf and gRPC modules for strait.v1."""
 
 from strait_client.v1 import circuit_pb2 as circuit_pb2
+from strait_client.v1 import event_pb2 as event_pb2
 from strait_client.v1 import job_pb2 as job_pb2
 from strait_client.v1 import project_pb2 as project_pb2
 from strait_client.v1 import run_context_pb2 as run_context_pb2
@@ -10,6 +11,7 @@ from strait_client.v1 import schedule_pb2 as schedule_pb2
 from strait_client.v1 import workflow_pb2 as workflow_pb2
 from strait_client.v1 import workflow_run_pb2 as workflow_run_pb2
 from strait_client.v1 import circuit_pb2_grpc as circuit_pb2_grpc
+from strait_client.v1 import event_pb2_grpc as event_pb2_grpc
 from strait_client.v1 import job_pb2_grpc as job_pb2_grpc
 from strait_client.v1 import project_pb2_grpc as project_pb2_grpc
 from strait_client.v1 import run_context_pb2_grpc as run_context_pb2_grpc

@@ -30,6 +30,8 @@ class _WorkflowRunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Wor
     DESCRIPTOR: _descriptor.EnumDescriptor
     WORKFLOW_RUN_STATUS_UNSPECIFIED: _WorkflowRunStatus.ValueType  # 0
     WORKFLOW_RUN_STATUS_RUNNING: _WorkflowRunStatus.ValueType  # 2
+    WORKFLOW_RUN_STATUS_PAUSED: _WorkflowRunStatus.ValueType  # 3
+    """Paused (PauseWorkflowRun): no step starts until ResumeWorkflowRun."""
     WORKFLOW_RUN_STATUS_COMPLETED: _WorkflowRunStatus.ValueType  # 4
     WORKFLOW_RUN_STATUS_FAILED: _WorkflowRunStatus.ValueType  # 5
     WORKFLOW_RUN_STATUS_CANCELED: _WorkflowRunStatus.ValueType  # 6
@@ -38,6 +40,8 @@ class WorkflowRunStatus(_WorkflowRunStatus, metaclass=_WorkflowRunStatusEnumType
 
 WORKFLOW_RUN_STATUS_UNSPECIFIED: WorkflowRunStatus.ValueType  # 0
 WORKFLOW_RUN_STATUS_RUNNING: WorkflowRunStatus.ValueType  # 2
+WORKFLOW_RUN_STATUS_PAUSED: WorkflowRunStatus.ValueType  # 3
+"""Paused (PauseWorkflowRun): no step starts until ResumeWorkflowRun."""
 WORKFLOW_RUN_STATUS_COMPLETED: WorkflowRunStatus.ValueType  # 4
 WORKFLOW_RUN_STATUS_FAILED: WorkflowRunStatus.ValueType  # 5
 WORKFLOW_RUN_STATUS_CANCELED: WorkflowRunStatus.ValueType  # 6
@@ -52,8 +56,12 @@ class _StepRunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepRun
     STEP_RUN_STATUS_UNSPECIFIED: _StepRunStatus.ValueType  # 0
     STEP_RUN_STATUS_PENDING: _StepRunStatus.ValueType  # 1
     """Waiting for its parents."""
+    STEP_RUN_STATUS_READY: _StepRunStatus.ValueType  # 2
+    """Decided to run while its run is paused: starts when the run is resumed."""
     STEP_RUN_STATUS_RUNNING: _StepRunStatus.ValueType  # 3
     """Its job run is queued or executing."""
+    STEP_RUN_STATUS_WAITING: _StepRunStatus.ValueType  # 4
+    """An approval, event wait or sleep is waiting (waiting_reason says for what)."""
     STEP_RUN_STATUS_COMPLETED: _StepRunStatus.ValueType  # 5
     STEP_RUN_STATUS_FAILED: _StepRunStatus.ValueType  # 6
     STEP_RUN_STATUS_SKIPPED: _StepRunStatus.ValueType  # 7
@@ -64,8 +72,12 @@ class StepRunStatus(_StepRunStatus, metaclass=_StepRunStatusEnumTypeWrapper): ..
 STEP_RUN_STATUS_UNSPECIFIED: StepRunStatus.ValueType  # 0
 STEP_RUN_STATUS_PENDING: StepRunStatus.ValueType  # 1
 """Waiting for its parents."""
+STEP_RUN_STATUS_READY: StepRunStatus.ValueType  # 2
+"""Decided to run while its run is paused: starts when the run is resumed."""
 STEP_RUN_STATUS_RUNNING: StepRunStatus.ValueType  # 3
 """Its job run is queued or executing."""
+STEP_RUN_STATUS_WAITING: StepRunStatus.ValueType  # 4
+"""An approval, event wait or sleep is waiting (waiting_reason says for what)."""
 STEP_RUN_STATUS_COMPLETED: StepRunStatus.ValueType  # 5
 STEP_RUN_STATUS_FAILED: StepRunStatus.ValueType  # 6
 STEP_RUN_STATUS_SKIPPED: StepRunStatus.ValueType  # 7
@@ -87,6 +99,8 @@ class _SkipReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SkipReason
     """Every parent was skipped (ALL_SUCCESS)."""
     SKIP_REASON_TRIGGER_RULE_UNSATISFIABLE: _SkipReason.ValueType  # 4
     """Every parent ended without the one outcome the rule waits for (ONE_SUCCESS, ONE_FAILED)."""
+    SKIP_REASON_MANUAL: _SkipReason.ValueType  # 5
+    """Skipped by hand (SkipWorkflowStep)."""
 
 class SkipReason(_SkipReason, metaclass=_SkipReasonEnumTypeWrapper): ...
 
@@ -99,6 +113,8 @@ SKIP_REASON_ALL_UPSTREAM_SKIPPED: SkipReason.ValueType  # 3
 """Every parent was skipped (ALL_SUCCESS)."""
 SKIP_REASON_TRIGGER_RULE_UNSATISFIABLE: SkipReason.ValueType  # 4
 """Every parent ended without the one outcome the rule waits for (ONE_SUCCESS, ONE_FAILED)."""
+SKIP_REASON_MANUAL: SkipReason.ValueType  # 5
+"""Skipped by hand (SkipWorkflowStep)."""
 Global___SkipReason: _TypeAlias = SkipReason  # noqa: Y015
 
 @_typing.final
@@ -175,6 +191,8 @@ class StepRun(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    WAKE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"wfs_..."."""
     workflow_run_id: _builtins.str
@@ -186,12 +204,18 @@ class StepRun(_message.Message):
     output_json: _builtins.str
     """Its job run's output, as JSON."""
     error: _builtins.str
+    waiting_reason: _builtins.str
+    """What a waiting step waits for: "approval", "event:<key>" or "sleep"."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def wake_time(self) -> _timestamp_pb2.Timestamp:
+        """When a waiting step's timer fires: a sleep ends, an approval or event wait times out (unset: never)."""
+
     def __init__(
         self,
         *,
@@ -206,10 +230,12 @@ class StepRun(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
+        waiting_reason: _builtins.str = ...,
+        wake_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "start_time", b"start_time", "wake_time", b"wake_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "job_run_id", b"job_run_id", "output_json", b"output_json", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "job_run_id", b"job_run_id", "output_json", b"output_json", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason", "wake_time", b"wake_time", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -527,3 +553,422 @@ class WatchWorkflowRunResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___WatchWorkflowRunResponse: _TypeAlias = WatchWorkflowRunResponse  # noqa: Y015
+
+@_typing.final
+class ApproveStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The workflow run."""
+    step_ref: _builtins.str
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        step_ref: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "id", b"id", "step_ref", b"step_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveStepRequest: _TypeAlias = ApproveStepRequest  # noqa: Y015
+
+@_typing.final
+class ApproveStepResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def step_run(self) -> Global___StepRun: ...
+    def __init__(
+        self,
+        *,
+        step_run: Global___StepRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveStepResponse: _TypeAlias = ApproveStepResponse  # noqa: Y015
+
+@_typing.final
+class RejectStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The workflow run."""
+    step_ref: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        step_ref: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason", "step_ref", b"step_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectStepRequest: _TypeAlias = RejectStepRequest  # noqa: Y015
+
+@_typing.final
+class RejectStepResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def step_run(self) -> Global___StepRun: ...
+    def __init__(
+        self,
+        *,
+        step_run: Global___StepRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectStepResponse: _TypeAlias = RejectStepResponse  # noqa: Y015
+
+@_typing.final
+class CompleteWorkflowStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    OUTPUT_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The workflow run."""
+    step_ref: _builtins.str
+    output_json: _builtins.str
+    """The step's output (JSON; empty: null)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        step_ref: _builtins.str = ...,
+        output_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "output_json", b"output_json", "step_ref", b"step_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteWorkflowStepRequest: _TypeAlias = CompleteWorkflowStepRequest  # noqa: Y015
+
+@_typing.final
+class CompleteWorkflowStepResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def step_run(self) -> Global___StepRun: ...
+    def __init__(
+        self,
+        *,
+        step_run: Global___StepRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteWorkflowStepResponse: _TypeAlias = CompleteWorkflowStepResponse  # noqa: Y015
+
+@_typing.final
+class SkipWorkflowStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The workflow run."""
+    step_ref: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        step_ref: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason", "step_ref", b"step_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkipWorkflowStepRequest: _TypeAlias = SkipWorkflowStepRequest  # noqa: Y015
+
+@_typing.final
+class SkipWorkflowStepResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def step_run(self) -> Global___StepRun: ...
+    def __init__(
+        self,
+        *,
+        step_run: Global___StepRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_run", b"step_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkipWorkflowStepResponse: _TypeAlias = SkipWorkflowStepResponse  # noqa: Y015
+
+@_typing.final
+class PauseWorkflowRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseWorkflowRunRequest: _TypeAlias = PauseWorkflowRunRequest  # noqa: Y015
+
+@_typing.final
+class PauseWorkflowRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow_run(self) -> Global___WorkflowRun: ...
+    def __init__(
+        self,
+        *,
+        workflow_run: Global___WorkflowRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseWorkflowRunResponse: _TypeAlias = PauseWorkflowRunResponse  # noqa: Y015
+
+@_typing.final
+class ResumeWorkflowRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeWorkflowRunRequest: _TypeAlias = ResumeWorkflowRunRequest  # noqa: Y015
+
+@_typing.final
+class ResumeWorkflowRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow_run(self) -> Global___WorkflowRun: ...
+    def __init__(
+        self,
+        *,
+        workflow_run: Global___WorkflowRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeWorkflowRunResponse: _TypeAlias = ResumeWorkflowRunResponse  # noqa: Y015
+
+@_typing.final
+class GetWorkflowRunGraphRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWorkflowRunGraphRequest: _TypeAlias = GetWorkflowRunGraphRequest  # noqa: Y015
+
+@_typing.final
+class GetWorkflowRunGraphResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRAPH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def graph(self) -> Global___WorkflowRunGraph: ...
+    def __init__(
+        self,
+        *,
+        graph: Global___WorkflowRunGraph | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["graph", b"graph"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["graph", b"graph"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWorkflowRunGraphResponse: _TypeAlias = GetWorkflowRunGraphResponse  # noqa: Y015
+
+@_typing.final
+class WorkflowRunGraph(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    ROOTS_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    workflow_run_id: _builtins.str
+    version: _builtins.int
+    status: Global___WorkflowRunStatus.ValueType
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowRunGraphNode]:
+        """In definition order."""
+
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowRunGraphEdge]:
+        """parent -> child, one per depends_on entry."""
+
+    @_builtins.property
+    def roots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Steps without parents."""
+
+    @_builtins.property
+    def ready(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Steps in READY (waiting for the run to be resumed)."""
+
+    def __init__(
+        self,
+        *,
+        workflow_run_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: Global___WorkflowRunStatus.ValueType = ...,
+        nodes: _abc.Iterable[Global___WorkflowRunGraphNode] | None = ...,
+        edges: _abc.Iterable[Global___WorkflowRunGraphEdge] | None = ...,
+        roots: _abc.Iterable[_builtins.str] | None = ...,
+        ready: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "nodes", b"nodes", "ready", b"ready", "roots", b"roots", "status", b"status", "version", b"version", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowRunGraph: _TypeAlias = WorkflowRunGraph  # noqa: Y015
+
+@_typing.final
+class WorkflowRunGraphNode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SKIP_REASON_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    JOB_RUN_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    step_ref: _builtins.str
+    kind: _builtins.str
+    """"job", "approval", "wait_for_event", "sleep" or "sub_workflow"."""
+    status: Global___StepRunStatus.ValueType
+    skip_reason: Global___SkipReason.ValueType
+    waiting_reason: _builtins.str
+    job_run_id: _builtins.str
+    error: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        step_ref: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        status: Global___StepRunStatus.ValueType = ...,
+        skip_reason: Global___SkipReason.ValueType = ...,
+        waiting_reason: _builtins.str = ...,
+        job_run_id: _builtins.str = ...,
+        error: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time", b"finish_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finish_time", b"finish_time", "job_run_id", b"job_run_id", "kind", b"kind", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowRunGraphNode: _TypeAlias = WorkflowRunGraphNode  # noqa: Y015
+
+@_typing.final
+class WorkflowRunGraphEdge(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    CHILD_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    child: _builtins.str
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        child: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child", b"child", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowRunGraphEdge: _TypeAlias = WorkflowRunGraphEdge  # noqa: Y015

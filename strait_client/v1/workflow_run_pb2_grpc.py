@@ -66,6 +66,41 @@ class WorkflowRunServiceStub:
                 request_serializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunResponse.FromString,
                 _registered_method=True)
+        self.ApproveStep = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/ApproveStep',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.ApproveStepRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.ApproveStepResponse.FromString,
+                _registered_method=True)
+        self.RejectStep = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/RejectStep',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.RejectStepRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.RejectStepResponse.FromString,
+                _registered_method=True)
+        self.CompleteWorkflowStep = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/CompleteWorkflowStep',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.CompleteWorkflowStepRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.CompleteWorkflowStepResponse.FromString,
+                _registered_method=True)
+        self.SkipWorkflowStep = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/SkipWorkflowStep',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.SkipWorkflowStepRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.SkipWorkflowStepResponse.FromString,
+                _registered_method=True)
+        self.PauseWorkflowRun = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/PauseWorkflowRun',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.PauseWorkflowRunRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.PauseWorkflowRunResponse.FromString,
+                _registered_method=True)
+        self.ResumeWorkflowRun = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/ResumeWorkflowRun',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.ResumeWorkflowRunRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.ResumeWorkflowRunResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflowRunGraph = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/GetWorkflowRunGraph',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowRunServiceServicer:
@@ -116,6 +151,59 @@ class WorkflowRunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveStep(self, request, context):
+        """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
+        its approvers name (by key id or name) may decide it, any key of the project when it names none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectStep(self, request, context):
+        """Rejects a waiting approval step: it fails, and its on_failure policy applies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteWorkflowStep(self, request, context):
+        """Completes a pending, running or waiting step by hand with the given output (a running step's job run
+        is canceled); its dependents go on as if it had completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SkipWorkflowStep(self, request, context):
+        """Skips a pending, running or waiting step by hand (skip reason MANUAL; a running step's job run is
+        canceled); its dependents decide by their trigger rules.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseWorkflowRun(self, request, context):
+        """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but no
+        step starts; steps that become ready wait in READY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeWorkflowRun(self, request, context):
+        """Resumes a paused run: every READY step starts, in the same transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowRunGraph(self, request, context):
+        """The run as a graph: one node per step (status, kind, job run) and the edges between them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowRunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +236,41 @@ def add_WorkflowRunServiceServicer_to_server(servicer, server):
                     servicer.WatchWorkflowRun,
                     request_deserializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunRequest.FromString,
                     response_serializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunResponse.SerializeToString,
+            ),
+            'ApproveStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveStep,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.ApproveStepRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.ApproveStepResponse.SerializeToString,
+            ),
+            'RejectStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectStep,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.RejectStepRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.RejectStepResponse.SerializeToString,
+            ),
+            'CompleteWorkflowStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteWorkflowStep,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.CompleteWorkflowStepRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.CompleteWorkflowStepResponse.SerializeToString,
+            ),
+            'SkipWorkflowStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.SkipWorkflowStep,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.SkipWorkflowStepRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.SkipWorkflowStepResponse.SerializeToString,
+            ),
+            'PauseWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseWorkflowRun,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.PauseWorkflowRunRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.PauseWorkflowRunResponse.SerializeToString,
+            ),
+            'ResumeWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeWorkflowRun,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.ResumeWorkflowRunRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.ResumeWorkflowRunResponse.SerializeToString,
+            ),
+            'GetWorkflowRunGraph': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowRunGraph,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +436,195 @@ class WorkflowRunService:
             '/strait.v1.WorkflowRunService/WatchWorkflowRun',
             strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunRequest.SerializeToString,
             strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/ApproveStep',
+            strait_dot_v1_dot_workflow__run__pb2.ApproveStepRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.ApproveStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/RejectStep',
+            strait_dot_v1_dot_workflow__run__pb2.RejectStepRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.RejectStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteWorkflowStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/CompleteWorkflowStep',
+            strait_dot_v1_dot_workflow__run__pb2.CompleteWorkflowStepRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.CompleteWorkflowStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SkipWorkflowStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/SkipWorkflowStep',
+            strait_dot_v1_dot_workflow__run__pb2.SkipWorkflowStepRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.SkipWorkflowStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/PauseWorkflowRun',
+            strait_dot_v1_dot_workflow__run__pb2.PauseWorkflowRunRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.PauseWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/ResumeWorkflowRun',
+            strait_dot_v1_dot_workflow__run__pb2.ResumeWorkflowRunRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.ResumeWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowRunGraph(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/GetWorkflowRunGraph',
+            strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,28 @@ class WorkflowRunServiceStub:
     ends after the run's final event (or at the server's maximum stream duration: resume from the last
     sequence received).
     """
+    ApproveStep: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.ApproveStepRequest, _workflow_run_pb2.ApproveStepResponse]
+    """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
+    its approvers name (by key id or name) may decide it, any key of the project when it names none.
+    """
+    RejectStep: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.RejectStepRequest, _workflow_run_pb2.RejectStepResponse]
+    """Rejects a waiting approval step: it fails, and its on_failure policy applies."""
+    CompleteWorkflowStep: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.CompleteWorkflowStepRequest, _workflow_run_pb2.CompleteWorkflowStepResponse]
+    """Completes a pending, running or waiting step by hand with the given output (a running step's job run
+    is canceled); its dependents go on as if it had completed.
+    """
+    SkipWorkflowStep: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.SkipWorkflowStepRequest, _workflow_run_pb2.SkipWorkflowStepResponse]
+    """Skips a pending, running or waiting step by hand (skip reason MANUAL; a running step's job run is
+    canceled); its dependents decide by their trigger rules.
+    """
+    PauseWorkflowRun: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.PauseWorkflowRunRequest, _workflow_run_pb2.PauseWorkflowRunResponse]
+    """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but no
+    step starts; steps that become ready wait in READY.
+    """
+    ResumeWorkflowRun: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.ResumeWorkflowRunRequest, _workflow_run_pb2.ResumeWorkflowRunResponse]
+    """Resumes a paused run: every READY step starts, in the same transaction."""
+    GetWorkflowRunGraph: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.GetWorkflowRunGraphRequest, _workflow_run_pb2.GetWorkflowRunGraphResponse]
+    """The run as a graph: one node per step (status, kind, job run) and the edges between them."""
 
 @_typing.type_check_only
 class WorkflowRunServiceAsyncStub(WorkflowRunServiceStub):
@@ -72,6 +94,28 @@ class WorkflowRunServiceAsyncStub(WorkflowRunServiceStub):
     ends after the run's final event (or at the server's maximum stream duration: resume from the last
     sequence received).
     """
+    ApproveStep: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.ApproveStepRequest, _workflow_run_pb2.ApproveStepResponse]  # type: ignore[assignment]
+    """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
+    its approvers name (by key id or name) may decide it, any key of the project when it names none.
+    """
+    RejectStep: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.RejectStepRequest, _workflow_run_pb2.RejectStepResponse]  # type: ignore[assignment]
+    """Rejects a waiting approval step: it fails, and its on_failure policy applies."""
+    CompleteWorkflowStep: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.CompleteWorkflowStepRequest, _workflow_run_pb2.CompleteWorkflowStepResponse]  # type: ignore[assignment]
+    """Completes a pending, running or waiting step by hand with the given output (a running step's job run
+    is canceled); its dependents go on as if it had completed.
+    """
+    SkipWorkflowStep: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.SkipWorkflowStepRequest, _workflow_run_pb2.SkipWorkflowStepResponse]  # type: ignore[assignment]
+    """Skips a pending, running or waiting step by hand (skip reason MANUAL; a running step's job run is
+    canceled); its dependents decide by their trigger rules.
+    """
+    PauseWorkflowRun: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.PauseWorkflowRunRequest, _workflow_run_pb2.PauseWorkflowRunResponse]  # type: ignore[assignment]
+    """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but no
+    step starts; steps that become ready wait in READY.
+    """
+    ResumeWorkflowRun: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.ResumeWorkflowRunRequest, _workflow_run_pb2.ResumeWorkflowRunResponse]  # type: ignore[assignment]
+    """Resumes a paused run: every READY step starts, in the same transaction."""
+    GetWorkflowRunGraph: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.GetWorkflowRunGraphRequest, _workflow_run_pb2.GetWorkflowRunGraphResponse]  # type: ignore[assignment]
+    """The run as a graph: one node per step (status, kind, job run) and the edges between them."""
 
 class WorkflowRunServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs of workflows: read them, follow them, cancel them."""
@@ -127,5 +171,69 @@ class WorkflowRunServiceServicer(metaclass=_abc_1.ABCMeta):
         ends after the run's final event (or at the server's maximum stream duration: resume from the last
         sequence received).
         """
+
+    @_abc_1.abstractmethod
+    def ApproveStep(
+        self,
+        request: _workflow_run_pb2.ApproveStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.ApproveStepResponse, _abc.Awaitable[_workflow_run_pb2.ApproveStepResponse]]:
+        """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
+        its approvers name (by key id or name) may decide it, any key of the project when it names none.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectStep(
+        self,
+        request: _workflow_run_pb2.RejectStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.RejectStepResponse, _abc.Awaitable[_workflow_run_pb2.RejectStepResponse]]:
+        """Rejects a waiting approval step: it fails, and its on_failure policy applies."""
+
+    @_abc_1.abstractmethod
+    def CompleteWorkflowStep(
+        self,
+        request: _workflow_run_pb2.CompleteWorkflowStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.CompleteWorkflowStepResponse, _abc.Awaitable[_workflow_run_pb2.CompleteWorkflowStepResponse]]:
+        """Completes a pending, running or waiting step by hand with the given output (a running step's job run
+        is canceled); its dependents go on as if it had completed.
+        """
+
+    @_abc_1.abstractmethod
+    def SkipWorkflowStep(
+        self,
+        request: _workflow_run_pb2.SkipWorkflowStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.SkipWorkflowStepResponse, _abc.Awaitable[_workflow_run_pb2.SkipWorkflowStepResponse]]:
+        """Skips a pending, running or waiting step by hand (skip reason MANUAL; a running step's job run is
+        canceled); its dependents decide by their trigger rules.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseWorkflowRun(
+        self,
+        request: _workflow_run_pb2.PauseWorkflowRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.PauseWorkflowRunResponse, _abc.Awaitable[_workflow_run_pb2.PauseWorkflowRunResponse]]:
+        """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but no
+        step starts; steps that become ready wait in READY.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeWorkflowRun(
+        self,
+        request: _workflow_run_pb2.ResumeWorkflowRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.ResumeWorkflowRunResponse, _abc.Awaitable[_workflow_run_pb2.ResumeWorkflowRunResponse]]:
+        """Resumes a paused run: every READY step starts, in the same transaction."""
+
+    @_abc_1.abstractmethod
+    def GetWorkflowRunGraph(
+        self,
+        request: _workflow_run_pb2.GetWorkflowRunGraphRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.GetWorkflowRunGraphResponse, _abc.Awaitable[_workflow_run_pb2.GetWorkflowRunGraphResponse]]:
+        """The run as a graph: one node per step (status, kind, job run) and the edges between them."""
 
 def add_WorkflowRunServiceServicer_to_server(servicer: WorkflowRunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,6 +25,7 @@ from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
+from strait_server.store.sent_events import SentEventStore
 from strait_server.store.workflow_runs import WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
 
@@ -51,6 +52,7 @@ class Deps:
     workflows: WorkflowStore
     workflow_runs: WorkflowRuns
     workflow_run_store: WorkflowRunStore
+    sent_events: SentEventStore
     direct: DirectDispatch | None = None
     # API rate limits and the failed-authentication lockout (None without Redis).
     limiter: Limiter | None = None

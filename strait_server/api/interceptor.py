@@ -115,7 +115,7 @@ class Authenticator:
             raise errors.Unauthenticated("invalid API key")
         if len(self._cache) > 10_000:
             self._cache.clear()
-        principal = auth.Principal(project_id=found.project_id, key_id=found.key_id,
+        principal = auth.Principal(project_id=found.project_id, key_id=found.key_id, key_name=found.key_name,
                                    key_rate_limit=found.key_rate_limit, project_rate_limit=found.project_rate_limit)
         self._cache[digest] = (principal, now + self._ttl)
         return principal

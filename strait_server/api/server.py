@@ -12,6 +12,8 @@ from grpc_reflection.v1alpha import reflection
 from strait_client.v1 import (
     circuit_pb2,
     circuit_pb2_grpc,
+    event_pb2,
+    event_pb2_grpc,
     job_pb2,
     job_pb2_grpc,
     project_pb2,
@@ -29,6 +31,7 @@ from strait_client.v1 import (
 )
 from strait_server.api.circuits import EndpointCircuitServicer
 from strait_server.api.deps import Deps
+from strait_server.api.events import EventServicer
 from strait_server.api.inflight import Admission, InFlightBytes
 from strait_server.api.interceptor import GuardInterceptor
 from strait_server.api.jobs import JobServicer
@@ -50,6 +53,7 @@ SERVICE_NAMES = (
     circuit_pb2.DESCRIPTOR.services_by_name["EndpointCircuitService"].full_name,
     workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
     workflow_run_pb2.DESCRIPTOR.services_by_name["WorkflowRunService"].full_name,
+    event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
 )
 
 
@@ -98,6 +102,7 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
         WorkflowServicer(deps, deps.workflows, deps.workflow_runs), server)
     workflow_run_pb2_grpc.add_WorkflowRunServiceServicer_to_server(
         WorkflowRunServicer(deps, deps.workflow_run_store, deps.workflow_runs), server)
+    event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(deps.sent_events), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -1,32 +1,42 @@
-"""WorkflowRunService: read, follow and cancel workflow runs (TriggerWorkflow is in WorkflowService)."""
+"""WorkflowRunService: read, follow, cancel and operate workflow runs (TriggerWorkflow is in WorkflowService)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from strait_client.v1 import run_pb2, workflow_run_pb2, workflow_run_pb2_grpc
 from strait_server.api import convert, validate
 from strait_server.api.deps import Deps
-from strait_server.api.interceptor import project_id
+from strait_server.api.interceptor import principal, project_id
 from strait_server.api.pagination import fingerprint, keyset_page, page_size
 from strait_server.errors import Violations
 from strait_server.service.watch import AgedOut, Keepalive, Watches
 from strait_server.service.workflow_runs import WorkflowRuns
 from strait_server.store.workflow_runs import StepRunRow, WorkflowRunEventRow, WorkflowRunRow, WorkflowRunStore
+from strait_server.workflows import waits
+from strait_server.workflows.checks import REF_RE
+from strait_server.workflows.plan import Plan
+
+# A step's output set by hand (CompleteWorkflowStep.output_json), as large as a job run's output may be.
+MAX_OUTPUT_BYTES = 1024 * 1024
 
 R = workflow_run_pb2
 _RUN_STATUS = {"running": R.WORKFLOW_RUN_STATUS_RUNNING, "completed": R.WORKFLOW_RUN_STATUS_COMPLETED,
-               "failed": R.WORKFLOW_RUN_STATUS_FAILED, "canceled": R.WORKFLOW_RUN_STATUS_CANCELED}
+               "failed": R.WORKFLOW_RUN_STATUS_FAILED, "canceled": R.WORKFLOW_RUN_STATUS_CANCELED,
+               "paused": R.WORKFLOW_RUN_STATUS_PAUSED}
 _RUN_STATUS_NAME = {v: k for k, v in _RUN_STATUS.items()}
-_STEP_STATUS = {"pending": R.STEP_RUN_STATUS_PENDING, "running": R.STEP_RUN_STATUS_RUNNING,
+_STEP_STATUS = {"pending": R.STEP_RUN_STATUS_PENDING, "ready": R.STEP_RUN_STATUS_READY,
+                "running": R.STEP_RUN_STATUS_RUNNING,
+                "waiting": R.STEP_RUN_STATUS_WAITING,
                 "completed": R.STEP_RUN_STATUS_COMPLETED, "failed": R.STEP_RUN_STATUS_FAILED,
                 "skipped": R.STEP_RUN_STATUS_SKIPPED, "canceled": R.STEP_RUN_STATUS_CANCELED}
 _SKIP = {"": R.SKIP_REASON_UNSPECIFIED, "condition_false": R.SKIP_REASON_CONDITION_FALSE,
          "upstream_failed": R.SKIP_REASON_UPSTREAM_FAILED, "all_upstream_skipped": R.SKIP_REASON_ALL_UPSTREAM_SKIPPED,
-         "trigger_rule_unsatisfiable": R.SKIP_REASON_TRIGGER_RULE_UNSATISFIABLE}
+         "trigger_rule_unsatisfiable": R.SKIP_REASON_TRIGGER_RULE_UNSATISFIABLE, "manual": R.SKIP_REASON_MANUAL}
 
 
 def run_message(run: WorkflowRunRow) -> workflow_run_pb2.WorkflowRun:
@@ -45,7 +55,23 @@ def _step_message(step: StepRunRow) -> workflow_run_pb2.StepRun:
         skip_reason=_SKIP.get(step.skip_reason, R.SKIP_REASON_UNSPECIFIED), job_run_id=step.job_run_id or "",
         output_json="" if step.output is None else json.dumps(step.output), error=step.error,
         create_time=convert.ts(step.create_time), start_time=convert.ts(step.start_time),
-        finish_time=convert.ts(step.finish_time))
+        finish_time=convert.ts(step.finish_time), waiting_reason=step.waiting_reason,
+        wake_time=convert.ts(step.wake_time))
+
+
+def _graph_message(run: WorkflowRunRow, plan: Plan, steps: list[StepRunRow]) -> workflow_run_pb2.WorkflowRunGraph:
+    nodes = [R.WorkflowRunGraphNode(
+        step_ref=s.step_ref, kind=plan.steps[s.step_ref].kind if s.step_ref in plan.steps else "",
+        status=_STEP_STATUS.get(s.status, R.STEP_RUN_STATUS_UNSPECIFIED),
+        skip_reason=_SKIP.get(s.skip_reason, R.SKIP_REASON_UNSPECIFIED), waiting_reason=s.waiting_reason,
+        job_run_id=s.job_run_id or "", error=s.error, start_time=convert.ts(s.start_time),
+        finish_time=convert.ts(s.finish_time)) for s in steps]
+    edges = [R.WorkflowRunGraphEdge(parent=parent, child=ref) for ref in plan.order
+             for parent in plan.steps[ref].parents]
+    return R.WorkflowRunGraph(
+        workflow_run_id=run.id, version=run.version,
+        status=_RUN_STATUS.get(run.status, R.WORKFLOW_RUN_STATUS_UNSPECIFIED), nodes=nodes, edges=edges,
+        roots=plan.roots, ready=[s.step_ref for s in steps if s.status == "ready"])
 
 
 def _event_message(e: WorkflowRunEventRow) -> workflow_run_pb2.WorkflowRunEvent:
@@ -58,6 +84,19 @@ def _run_id(v: Violations, value: str, path: str = "id") -> str:
     validate.check_text(v, path, value, max_len=64, required=True)
     v.raise_if_any()
     return value
+
+
+def _step(v: Violations, request: Any) -> tuple[str, str]:
+    """The workflow run and step ref an operation names."""
+    validate.check_text(v, "step_ref", request.step_ref, max_len=63, required=True)
+    if request.step_ref and not REF_RE.fullmatch(request.step_ref):
+        v.add("step_ref", "is not a step ref (^[a-z][a-z0-9_]{0,62}$)")
+    return _run_id(v, request.id), request.step_ref
+
+
+def _approver() -> waits.Approver:
+    who = principal()
+    return waits.Approver(key_id=who.key_id, key_name=who.key_name)
 
 
 class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
@@ -139,3 +178,55 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
                         yield R.WatchWorkflowRunResponse(event=_event_message(item))
             except AgedOut:
                 return
+
+    async def ApproveStep(self, request: workflow_run_pb2.ApproveStepRequest,
+                          context: grpc.aio.ServicerContext) -> workflow_run_pb2.ApproveStepResponse:
+        return R.ApproveStepResponse(step_run=await self._decide(request, "comment", approved=True))
+
+    async def RejectStep(self, request: workflow_run_pb2.RejectStepRequest,
+                         context: grpc.aio.ServicerContext) -> workflow_run_pb2.RejectStepResponse:
+        return R.RejectStepResponse(step_run=await self._decide(request, "reason", approved=False))
+
+    async def _decide(self, request: Any, text_field: str, *, approved: bool) -> workflow_run_pb2.StepRun:
+        v = Violations()
+        text = getattr(request, text_field)
+        validate.check_text(v, text_field, text, max_len=4096)
+        run_id, ref = _step(v, request)
+        await self._runs.decide_approval(project_id(), run_id, ref, _approver(), approved=approved, text=text)
+        return await self._step_run(run_id, ref)
+
+    async def CompleteWorkflowStep(self, request: workflow_run_pb2.CompleteWorkflowStepRequest,
+                                   context: grpc.aio.ServicerContext) -> workflow_run_pb2.CompleteWorkflowStepResponse:
+        v = Violations()
+        output = validate.check_json(v, "output_json", request.output_json or "null", MAX_OUTPUT_BYTES)
+        run_id, ref = _step(v, request)
+        await self._runs.complete_step(project_id(), run_id, ref, output)
+        return R.CompleteWorkflowStepResponse(step_run=await self._step_run(run_id, ref))
+
+    async def SkipWorkflowStep(self, request: workflow_run_pb2.SkipWorkflowStepRequest,
+                               context: grpc.aio.ServicerContext) -> workflow_run_pb2.SkipWorkflowStepResponse:
+        v = Violations()
+        validate.check_text(v, "reason", request.reason, max_len=4096)
+        run_id, ref = _step(v, request)
+        await self._runs.skip_step(project_id(), run_id, ref, request.reason)
+        return R.SkipWorkflowStepResponse(step_run=await self._step_run(run_id, ref))
+
+    async def _step_run(self, run_id: str, ref: str) -> workflow_run_pb2.StepRun:
+        return _step_message(await self._store.step(project_id(), run_id, ref))
+
+    async def PauseWorkflowRun(self, request: workflow_run_pb2.PauseWorkflowRunRequest,
+                               context: grpc.aio.ServicerContext) -> workflow_run_pb2.PauseWorkflowRunResponse:
+        run_id = _run_id(Violations(), request.id)
+        await self._runs.pause(project_id(), run_id)
+        return R.PauseWorkflowRunResponse(workflow_run=run_message(await self._store.get(project_id(), run_id)))
+
+    async def ResumeWorkflowRun(self, request: workflow_run_pb2.ResumeWorkflowRunRequest,
+                                context: grpc.aio.ServicerContext) -> workflow_run_pb2.ResumeWorkflowRunResponse:
+        run_id = _run_id(Violations(), request.id)
+        await self._runs.resume(project_id(), run_id)
+        return R.ResumeWorkflowRunResponse(workflow_run=run_message(await self._store.get(project_id(), run_id)))
+
+    async def GetWorkflowRunGraph(self, request: workflow_run_pb2.GetWorkflowRunGraphRequest,
+                                  context: grpc.aio.ServicerContext) -> workflow_run_pb2.GetWorkflowRunGraphResponse:
+        run, plan, steps = await self._runs.graph(self._store, project_id(), _run_id(Violations(), request.id))
+        return R.GetWorkflowRunGraphResponse(graph=_graph_message(run, plan, steps))

@@ -67,8 +67,10 @@ class RetentionSweeper:
         return runs
 
     async def _forget_requests(self) -> None:
-        while True:
-            # Rows of a few dozen bytes: batches ten times larger than run batches stay as short.
-            if await self._store.forget_requests(self._batch_size * 10) < self._batch_size * 10:
-                return
-            await asyncio.sleep(_MIN_PAUSE)
+        """Trigger request ids and sent events past the time they are remembered."""
+        for forget in (self._store.forget_requests, self._store.forget_events):
+            # Small rows: batches ten times larger than run batches stay as short.
+            while True:
+                if await forget(self._batch_size * 10) < self._batch_size * 10:
+                    break
+                await asyncio.sleep(_MIN_PAUSE)

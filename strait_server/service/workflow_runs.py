@@ -1,18 +1,22 @@
-"""Starting and canceling workflow runs (TriggerWorkflow, CancelWorkflowRun); the engine's moves after them
-are announced like every new run: dispatchers and watchers are woken once the transaction committed."""
+"""Starting, canceling and operating workflow runs (TriggerWorkflow, CancelWorkflowRun, approvals, steps ended
+by hand) and sending events to their waits; the engine's moves after them are announced like every new run:
+dispatchers and watchers are woken once the transaction committed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from strait_server import errors
 from strait_server.budget import BudgetGuard
-from strait_server.store.workflow_runs import WorkflowRunRow
+from strait_server.store.sent_events import Sent, SentEventStore
+from strait_server.store.workflow_runs import StepRunRow, WorkflowRunRow, WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
-from strait_server.workflows.engine import Changes, Plans, cancel_run, start_run
+from strait_server.workflows import waits
+from strait_server.workflows.engine import Changes, Move, Plans, cancel_run, locked_move, start_run
+from strait_server.workflows.plan import Plan, StepStatus
 
 
 class WorkflowRuns:
@@ -49,3 +53,39 @@ class WorkflowRuns:
             changes = await cancel_run(conn, self._plans, project_id=project_id, run_id=run_id,
                                        reason=reason or "canceled by request")
         self._on_changes(changes)
+
+    async def decide_approval(self, project_id: str, run_id: str, ref: str, approver: waits.Approver, *,
+                              approved: bool, text: str) -> None:
+        """ApproveStep / RejectStep."""
+        await self._move(project_id, run_id, lambda move: move.decide_approval(ref, approver, approved, text))
+
+    async def complete_step(self, project_id: str, run_id: str, ref: str, output: Any) -> None:
+        await self._move(project_id, run_id, lambda move: move.force(ref, StepStatus.COMPLETED, output, ""))
+
+    async def skip_step(self, project_id: str, run_id: str, ref: str, reason: str) -> None:
+        await self._move(project_id, run_id, lambda move: move.force(ref, StepStatus.SKIPPED, None, reason))
+
+    async def pause(self, project_id: str, run_id: str) -> None:
+        await self._move(project_id, run_id, lambda move: move.pause())
+
+    async def resume(self, project_id: str, run_id: str) -> None:
+        await self._move(project_id, run_id, lambda move: move.resume())
+
+    async def graph(self, store: WorkflowRunStore, project_id: str,
+                    run_id: str) -> tuple[WorkflowRunRow, Plan, list[StepRunRow]]:
+        """The run, the plan of its version and its steps (in definition order): GetWorkflowRunGraph."""
+        run = await store.get(project_id, run_id)
+        async with self._pool.acquire() as conn:
+            plan = await self._plans.get(conn, run.workflow_id, run.version)
+        return run, plan, await store.steps(project_id, run_id)
+
+    async def _move(self, project_id: str, run_id: str, action: Callable[[Move], Awaitable[None]]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            move = await locked_move(conn, self._plans, project_id=project_id, run_id=run_id)
+            await action(move)
+        self._on_changes(move.changes)
+
+
+async def send_event(store: SentEventStore, project_id: str, key: str, payload: Any, idempotency_key: str) -> Sent:
+    """Stores the event and hands it to the matching waits (the engine completes them after the commit)."""
+    return await store.send(project_id, key, payload, idempotency_key, waits.matches)

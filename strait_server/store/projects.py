@@ -89,7 +89,7 @@ RETURNING {_KEY_COLUMNS}
 """$1 key id, $2 project scope (NULL for the admin)."""
 
 AUTHENTICATE = """
-SELECT k.id, k.project_id, k.api_rate_limit_requests, k.api_rate_limit_window_ms,
+SELECT k.id, k.name, k.project_id, k.api_rate_limit_requests, k.api_rate_limit_window_ms,
     p.api_rate_limit_requests AS project_limit_requests, p.api_rate_limit_window_ms AS project_limit_window_ms
 FROM api_keys k JOIN projects p ON p.id = k.project_id
 WHERE k.key_hash = $1 AND k.revoke_time IS NULL
@@ -102,6 +102,7 @@ class KeyGrant:
     """What a valid API key grants: its project, and the rate limits that apply (see Limiter.admit)."""
 
     key_id: str
+    key_name: str
     project_id: str
     key_rate_limit: ApiRateLimit | None  # the key's own, set by the admin; None: it has none
     project_rate_limit: ApiRateLimit | None  # the project's; None: the server default
@@ -196,5 +197,6 @@ class ProjectStore:
         row = await self._pool.fetchrow(AUTHENTICATE, digest)
         if row is None:
             return None
-        return KeyGrant(key_id=row["id"], project_id=row["project_id"], key_rate_limit=_rate_limit(row),
+        return KeyGrant(key_id=row["id"], key_name=row["name"], project_id=row["project_id"],
+                        key_rate_limit=_rate_limit(row),
                         project_rate_limit=_rate_limit(row, "project_limit_requests", "project_limit_window_ms"))

@@ -50,6 +50,14 @@ WHERE (project_id, request_id) IN (SELECT project_id, request_id FROM trigger_re
 """
 """$1 how long request ids are remembered, $2 batch size."""
 
+# Sent events are kept as long as a wait_for_event step may look back for one (the proto's lookback says so).
+EVENT_MEMORY = timedelta(hours=24)
+
+FORGET_EVENTS = """
+DELETE FROM events WHERE id IN (SELECT id FROM events WHERE create_time < now() - $1::interval LIMIT $2)
+"""
+"""$1 how long events are kept, $2 batch size."""
+
 # A batch normally takes milliseconds; this only bounds one stuck behind something unexpected.
 _TIMEOUT = 60.0
 
@@ -72,4 +80,9 @@ class RetentionStore:
     async def forget_requests(self, limit: int) -> int:
         """Forgets up to `limit` trigger request ids older than REQUEST_MEMORY; returns how many."""
         status = await self._pool.execute(FORGET_REQUESTS, REQUEST_MEMORY, limit, timeout=_TIMEOUT)
+        return int(status.split()[-1])
+
+    async def forget_events(self, limit: int) -> int:
+        """Forgets up to `limit` sent events older than EVENT_MEMORY; returns how many."""
+        status = await self._pool.execute(FORGET_EVENTS, EVENT_MEMORY, limit, timeout=_TIMEOUT)
         return int(status.split()[-1])

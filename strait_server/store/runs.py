@@ -79,7 +79,8 @@ WITH j AS (
 ), steps AS (
     -- The run of a workflow step: from now the step is running it (one statement writes both).
     UPDATE workflow_step_runs s SET status = 'running', job_run_id = ins.id, start_time = now(), update_time = now()
-    FROM ins WHERE $20::text[] IS NOT NULL AND s.id = ins.workflow_step_run_id AND s.status = 'pending'
+    FROM ins WHERE $20::text[] IS NOT NULL AND s.id = ins.workflow_step_run_id
+        AND s.status IN ('pending', 'ready')
 ), req AS (
     -- A request id used before violates the key: the statement fails and writes nothing.
     INSERT INTO trigger_requests (project_id, request_id, selector, run_ids)

@@ -10,13 +10,17 @@ import asyncpg
 
 from strait_server.errors import FailedPrecondition, NotFound
 
+RUNNING, PAUSED = "running", "paused"
+OPEN = (RUNNING, PAUSED)  # a workflow run that has not ended
+
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
 event_seq, create_time, start_time, finish_time, update_time"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
-parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time"""
+parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
+wake_time"""
 EVENT_COLUMNS = "workflow_run_id, seq, type, step_ref, from_status, to_status, message, create_time"
 
 INSERT_RUN = f"""
@@ -47,6 +51,11 @@ LIMIT $6
 """
 
 STEPS_OF_RUN = f"SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1"
+STEP_OF_RUN = f"""
+SELECT {STEP_COLUMNS} FROM workflow_step_runs s
+WHERE workflow_run_id = $1 AND step_ref = $2
+  AND EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = s.workflow_run_id AND r.project_id = $3)
+"""
 STEP_ORDER = """
 SELECT jsonb_path_query_array(v.definition, '$.steps[*].ref')
 FROM workflow_runs r JOIN workflow_versions v ON v.workflow_id = r.workflow_id AND v.version = r.version
@@ -54,7 +63,9 @@ WHERE r.id = $1
 """
 """The step refs of a run's version, in definition order."""
 
-STATES_OF_RUN = "SELECT id, step_ref, status, output, error FROM workflow_step_runs WHERE workflow_run_id = $1"
+STATES_OF_RUN = """
+SELECT id, step_ref, status, output, error, job_run_id, wake_time FROM workflow_step_runs WHERE workflow_run_id = $1
+"""
 
 LOCK_RUNS_WITH_STEPS = f"""
 WITH locked AS (
@@ -62,7 +73,7 @@ WITH locked AS (
     SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 )
 SELECT locked.*, s.id AS step_id, s.step_ref, s.status AS step_status, s.output AS step_output,
-    s.error AS step_error
+    s.error AS step_error, s.job_run_id AS step_job_run_id, s.wake_time AS step_wake_time
 FROM locked JOIN workflow_step_runs s ON s.workflow_run_id = locked.id
 """
 """The runs (locked) and what the engine needs of their steps, in one round trip: one row per step."""
@@ -71,15 +82,18 @@ TAKE_PROGRESS = """
 WITH taken AS (
     DELETE FROM workflow_progress WHERE id = ANY(ARRAY(
         SELECT id FROM workflow_progress ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
-    RETURNING step_run_id, run_id
+    RETURNING step_run_id, run_id, event_id
 )
-SELECT s.id, s.workflow_run_id, s.step_ref, r.status AS run_status, r.output, r.error
-FROM taken t JOIN workflow_step_runs s ON s.id = t.step_run_id JOIN runs r ON r.id = t.run_id
+SELECT s.id, s.workflow_run_id, s.step_ref, r.status AS run_status, r.output, r.error, t.event_id,
+    e.payload AS event_payload
+FROM taken t JOIN workflow_step_runs s ON s.id = t.step_run_id
+    LEFT JOIN runs r ON r.id = t.run_id LEFT JOIN events e ON e.id = t.event_id
 """
-"""$1 batch size. The job runs of steps that ended, taken for the engine (deleted: the caller's transaction
-decides whether they were handled)."""
+"""$1 batch size. The job runs of steps that ended, and the events that resolved waiting steps, taken for the
+engine (deleted: the caller's transaction decides whether they were handled)."""
 
 SET_STEPS = """
+WITH upd AS (
 UPDATE workflow_step_runs s
 SET status = v.status, skip_reason = v.skip_reason, output = coalesce(v.output::jsonb, s.output),
     error = v.error, update_time = now(),
@@ -88,7 +102,11 @@ SET status = v.status, skip_reason = v.skip_reason, output = coalesce(v.output::
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
      AS v(id, from_status, status, skip_reason, output, error)
 WHERE s.id = v.id AND s.status = v.from_status
-RETURNING s.id
+RETURNING s.id, v.from_status
+), unwaited AS (
+    DELETE FROM event_waits w USING upd WHERE upd.from_status = 'waiting' AND w.step_run_id = upd.id
+)
+SELECT id FROM upd
 """
 """Compare-and-set of step statuses: only rows still in their expected status change; returns those ids."""
 
@@ -124,15 +142,61 @@ from, to, message). One round trip for the bookkeeping of a move: counts, sequen
 
 FINISH_RUN = """
 UPDATE workflow_runs SET status = $2, error = $3, finish_time = now(), update_time = now()
-WHERE id = $1 AND status = 'running'
+WHERE id = $1 AND status IN ('running', 'paused')
 RETURNING id
 """
 
+SET_RUN_STATUS = "UPDATE workflow_runs SET status = $2, update_time = now() WHERE id = $1"
+
 CANCEL_OPEN_STEPS = """
-UPDATE workflow_step_runs SET status = 'canceled', error = $2, finish_time = now(), update_time = now()
-WHERE workflow_run_id = $1 AND status IN ('pending', 'running')
-RETURNING step_ref, status, job_run_id
+WITH old AS (
+    SELECT id, status FROM workflow_step_runs
+    WHERE workflow_run_id = $1 AND status IN ('pending', 'ready', 'running', 'waiting')
+), upd AS (
+    UPDATE workflow_step_runs s SET status = 'canceled', error = $2, finish_time = now(), update_time = now()
+    FROM old WHERE s.id = old.id
+    RETURNING s.step_ref, old.status, s.job_run_id
+), unwaited AS (
+    DELETE FROM event_waits WHERE workflow_run_id = $1
+)
+SELECT step_ref, status, job_run_id FROM upd
 """
+
+SET_WAITING = """
+WITH upd AS (
+    UPDATE workflow_step_runs SET status = 'waiting', waiting_reason = $2,
+        wake_time = coalesce($3, now() + $7::bigint * interval '1 millisecond'), start_time = now(),
+        update_time = now()
+    WHERE id = $1 AND status IN ('pending', 'ready')
+    RETURNING id, workflow_run_id
+)
+INSERT INTO event_waits (step_run_id, workflow_run_id, project_id, event_key, match)
+SELECT upd.id, upd.workflow_run_id, $4, $5, $6 FROM upd WHERE $5::text IS NOT NULL
+"""
+"""$1 step run, $2 waiting reason, $3 wake time, or $7 milliseconds from now (both NULL: none), $4 project,
+$5 the event key it waits for (NULL: none), $6 the event's match."""
+
+LOCK_EVENT_KEY = "SELECT pg_advisory_xact_lock_shared(hashtextextended('strait-event:' || $1 || ':' || $2, 0))"
+"""Taken by a step that starts waiting for the key, under SendEvent's exclusive lock: an event is either
+seen by the step's look back, or sees the step waiting."""
+
+EVENTS_SINCE = """
+SELECT id, payload FROM events
+WHERE project_id = $1 AND key = $2 AND create_time >= now() - $3::bigint * interval '1 ms'
+ORDER BY create_time, id LIMIT 1000
+"""
+
+DUE_TIMERS = """
+SELECT DISTINCT workflow_run_id FROM (
+    SELECT workflow_run_id FROM workflow_step_runs
+    WHERE status = 'waiting' AND wake_time <= coalesce($1, now()) ORDER BY wake_time LIMIT $2) due
+"""
+"""$1 now (NULL: the database's clock), $2 limit: the runs with waiting steps whose timer is due."""
+
+NEXT_TIMER = """
+SELECT min(wake_time) - coalesce($1, now()) FROM workflow_step_runs WHERE status = 'waiting' AND wake_time IS NOT NULL
+"""
+"""How long until the next timer is due (NULL: none)."""
 
 
 EVENTS_AFTER = f"""
@@ -181,6 +245,8 @@ class StepRunRow:
     create_time: datetime
     start_time: datetime | None
     finish_time: datetime | None
+    waiting_reason: str
+    wake_time: datetime | None
 
 
 class StepState(NamedTuple):
@@ -191,6 +257,8 @@ class StepState(NamedTuple):
     status: str
     output: Any
     error: str
+    job_run_id: str | None = None
+    wake_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +307,13 @@ class WorkflowRunStore:
         rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
         return sorted(rows, key=lambda s: position.get(s.step_ref, len(position)))
 
+    async def step(self, project_id: str, run_id: str, ref: str) -> StepRunRow:
+        row = await self._pool.fetchrow(STEP_OF_RUN, run_id, ref, project_id)
+        if row is None:
+            await self.get(project_id, run_id)
+            raise NotFound("step", ref)
+        return step_row(row)
+
     async def events_after(self, project_id: str, run_id: str, after: int, limit: int) -> list[WorkflowRunEventRow]:
         rows = await self._pool.fetch(EVENTS_AFTER, run_id, after, limit)
         if not rows:
@@ -252,6 +327,6 @@ class WorkflowRunStore:
         return str(row["status"]), int(row["event_seq"])
 
 
-def require_running(run: WorkflowRunRow) -> None:
-    if run.status != "running":
+def require_open(run: WorkflowRunRow) -> None:
+    if run.status not in OPEN:
         raise FailedPrecondition(f"workflow run {run.id!r} is {run.status}", subject=run.id)

@@ -16,22 +16,25 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from strait_server import ids
-from strait_server.errors import NotFound
+from strait_server.errors import FailedPrecondition, NotFound, PermissionDenied
 from strait_server.model import WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
 from strait_server.store import workflow_runs as sql
 from strait_server.store.runs import cancel_runs, write_runs
-from strait_server.workflows import expressions
+from strait_server.workflows import expressions, waits
 from strait_server.workflows.plan import (
     RUN,
+    WAITING_KINDS,
     Counters,
     Plan,
     Policy,
     SkipReason,
+    StepPlan,
     StepStatus,
     decide,
     plan_of,
@@ -96,19 +99,22 @@ class Move:
         self._over = False
         # A FAIL_WORKFLOW step failed (its ref and error): the move stops and cancels what is open.
         self._fail_fast: tuple[str, str] | None = None
+        # Paused: steps decided to run wait in READY until resume() (running ones go on).
+        self._paused = run.status == sql.PAUSED
+        self._run_status = run.status
         self.changes = Changes(workflow_runs={run.id})
 
     # Recording
 
     def _set(self, ref: str, status: StepStatus, *, skip: str = "", output: Any = None, error: str = "",
-             written: bool = False) -> None:
+             written: bool = False, message: str = "") -> None:
         """A step's new status (`written`: the statement that caused it wrote it already)."""
         before = self._status[ref]
         self._status[ref] = status
         if not written:
             self._updates.append((self._steps[ref].id, before, status.value, skip,
                                   None if output is None else json.dumps(output), error))
-        self.event("step_status", ref, before, status.value, error or skip)
+        self.event("step_status", ref, before, status.value, message or error or skip)
         if status in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED):
             self._closed += 1
             self._outputs[ref], self._errors[ref] = output, error
@@ -130,15 +136,82 @@ class Move:
         await self._propagate(await self._start_steps(self._plan.roots))
         await self.close()
 
-    async def steps_ended(self, ended: Iterable[tuple[str, str, Any, str]]) -> None:
-        """Job runs of steps ended: (step ref, job run status, output, error). Late ones are ignored."""
+    async def steps_ended(self, ended: Iterable[tuple[str, StepStatus, StepStatus, Any, str]]) -> None:
+        """Steps ended: (step ref, the status they must still be in, new status, output, error): their job
+        runs ended, events arrived, timers fired. Late ones (the step moved on meanwhile) are ignored."""
         outcomes = []
-        for ref, run_status, output, error in ended:
-            if self._status.get(ref) != StepStatus.RUNNING or self._over:
+        for ref, expected, status, output, error in ended:
+            if self._status.get(ref) != expected or self._over:
                 continue  # the step was canceled, or the run ended, meanwhile
-            outcomes.append(self._end(ref, step_status_of_run(run_status), output, error))
+            outcomes.append(self._end(ref, status, output, error))
         await self._propagate([o for o in outcomes if o is not None])
         await self.close()
+
+    def _require_step(self, ref: str, allowed: Iterable[StepStatus]) -> StepPlan:
+        step = self._plan.steps.get(ref)
+        if step is None:
+            raise NotFound("step", ref)
+        if StepStatus(self._status[ref]) not in set(allowed):
+            raise FailedPrecondition(f"step {ref!r} is {self._status[ref]}", reason="STEP_STATE", subject=ref)
+        return step
+
+    async def decide_approval(self, ref: str, approver: waits.Approver, approved: bool, text: str) -> None:
+        """ApproveStep (the step completes with the decision as its output) or RejectStep (it fails)."""
+        step = self._require_step(ref, [StepStatus.WAITING])
+        if step.kind != "approval":
+            raise FailedPrecondition(f"step {ref!r} is a {step.kind} step, not an approval", reason="STEP_KIND",
+                                     subject=ref)
+        if not waits.may_decide(step, approver):
+            raise PermissionDenied(f"this API key is not one of the approvers of step {ref!r}")
+        who = approver.key_name or approver.key_id
+        if approved:
+            self.event("step_decision", ref, "", "", f"approved by {who}" + (f": {text}" if text else ""))
+            outcome = self._end(ref, StepStatus.COMPLETED, waits.decision_output(approver, text, self._now()), "")
+        else:
+            outcome = self._end(ref, StepStatus.FAILED, None, f"rejected by {who}" + (f": {text}" if text else ""))
+        await self._propagate([outcome] if outcome is not None else [])
+        await self.close()
+
+    async def pause(self) -> None:
+        """PauseWorkflowRun: from now, steps decided to run wait in READY."""
+        await self._set_run_status(sql.RUNNING, sql.PAUSED)
+        self._paused = True
+
+    async def resume(self) -> None:
+        """ResumeWorkflowRun: the READY steps start now."""
+        await self._set_run_status(sql.PAUSED, sql.RUNNING)
+        self._paused = False
+        ready = [ref for ref in self._plan.order if self._status[ref] == StepStatus.READY]
+        await self._propagate(await self._start_steps(ready))
+        await self.close()
+
+    async def _set_run_status(self, before: str, after: str) -> None:
+        if self._run_status != before:
+            raise FailedPrecondition(f"workflow run {self.run.id!r} is {self._run_status}", reason="RUN_STATE",
+                                     subject=self.run.id)
+        await self._conn.execute(sql.SET_RUN_STATUS, self.run.id, after)
+        self._run_status = after
+        self.event("run_status", "", before, after)
+        await self._record()
+
+    async def force(self, ref: str, status: StepStatus, output: Any, reason: str) -> None:
+        """CompleteWorkflowStep and SkipWorkflowStep: an open step ends by hand (its job run is canceled)."""
+        self._require_step(ref, [StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING])
+        job_run = self._steps[ref].job_run_id
+        if self._status[ref] == StepStatus.RUNNING and job_run:
+            await cancel_runs(self._conn, [job_run], f"step {ref!r} was ended by hand")
+            self.changes.canceled_job_runs.append(job_run)
+        if status is StepStatus.SKIPPED:
+            self.event("step_decision", ref, "", "", "skipped by hand" + (f": {reason}" if reason else ""))
+            outcome: tuple[str, int] | None = self._skip(ref, SkipReason.MANUAL)
+        else:
+            self.event("step_decision", ref, "", "", "completed by hand")
+            outcome = self._end(ref, StepStatus.COMPLETED, output, "")
+        await self._propagate([outcome] if outcome is not None else [])
+        await self.close()
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
 
     def _end(self, ref: str, status: StepStatus, output: Any, error: str) -> tuple[str, int] | None:
         self._set(ref, status, output=output if status is StepStatus.COMPLETED else None, error=error)
@@ -183,15 +256,24 @@ class Move:
         return next_ended + await self._start_steps(to_start)
 
     def _skip(self, ref: str, reason: SkipReason) -> tuple[str, int]:
-        self.event("step_decision", ref, "", "", f"skipped: {reason.value}")
+        if reason is not SkipReason.MANUAL:
+            self.event("step_decision", ref, "", "", f"skipped: {reason.value}")
         self._set(ref, StepStatus.SKIPPED, skip=reason.value)
         return ref, SKIPPED
 
     async def _start_steps(self, refs: list[str]) -> list[tuple[str, int]]:
         """Conditions, inputs and job runs of the steps decided to run; returns those that ended instead."""
+        if self._paused:
+            for ref in refs:
+                self._set(ref, StepStatus.READY)
+            return []
         ended: list[tuple[str, int]] = []
         by_job: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for ref in refs:
+            if self._plan.steps[ref].kind in WAITING_KINDS:
+                if (waited := await self._start_wait(ref)) is not None:
+                    ended.append(waited)
+                continue
             prepared = self._prepare(ref)
             if isinstance(prepared, str):
                 by_job[(self._plan.steps[ref].job_id, self._plan.steps[ref].job_slug)].append((ref, prepared))
@@ -201,13 +283,46 @@ class Move:
             ended += await self._create_job_runs(job_id, slug, items)
         return ended
 
+    def _condition_false(self, ref: str, context: dict[str, Any]) -> bool:
+        """Raises expressions.EvaluationError when the condition cannot be evaluated."""
+        step = self._plan.steps[ref]
+        if step.condition and expressions.evaluate(step.condition, context) is not True:
+            self.event("step_decision", ref, "", "", f"condition is false: {step.condition}")
+            return True
+        return False
+
+    async def _start_wait(self, ref: str) -> tuple[str, int] | None:
+        """An approval, event wait or sleep starts waiting (or ends at once: skipped by its condition, failed by
+        a template, or an event it may look back for was sent already)."""
+        step = self._plan.steps[ref]
+        context = self._context()
+        try:
+            if self._condition_false(ref, context):
+                return self._skip_condition(ref)
+            start = waits.start_of(step, context)
+        except expressions.EvaluationError as exc:
+            return self._end(ref, StepStatus.FAILED, None, f"template_error: {exc}")
+        assert step.wait is not None
+        project = self.run.project_id
+        if start.event_key is not None:
+            await self._conn.execute(sql.LOCK_EVENT_KEY, project, start.event_key)
+            if step.wait.lookback_ms:
+                for row in await self._conn.fetch(sql.EVENTS_SINCE, project, start.event_key, step.wait.lookback_ms):
+                    if waits.matches(step.wait.match, row["payload"]):
+                        self.event("step_decision", ref, "", "", f"event {row['id']} was sent before the step waited")
+                        return self._end(ref, StepStatus.COMPLETED, row["payload"], "")
+        await self._flush_steps()
+        await self._conn.execute(sql.SET_WAITING, self._steps[ref].id, start.reason, start.wake_time, project,
+                                 start.event_key, step.wait.match, start.wake_in_ms)
+        self._set(ref, StepStatus.WAITING, written=True, message=start.reason)
+        return None
+
     def _prepare(self, ref: str) -> str | tuple[str, int] | None:
         """The step's input as JSON text; or how it ended instead (skipped by its condition, failed)."""
         step = self._plan.steps[ref]
         context = self._context()
         try:
-            if step.condition and expressions.evaluate(step.condition, context) is not True:
-                self.event("step_decision", ref, "", "", f"condition is false: {step.condition}")
+            if self._condition_false(ref, context):
                 return self._skip_condition(ref)
             document = expressions.render(step.template, context) if step.template else self._default_input(ref)
         except expressions.EvaluationError as exc:
@@ -284,7 +399,7 @@ class Move:
 
     async def _finish(self, status: str, error: str) -> None:
         await self._conn.execute(sql.FINISH_RUN, self.run.id, status, error)
-        self.event("run_status", "", "running", status, error)
+        self.event("run_status", "", self._run_status, status, error)
         self._over = True
 
     async def _record(self) -> tuple[int, int]:
@@ -344,31 +459,77 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[i
         by_run: dict[str, list[Any]] = defaultdict(list)
         for r in rows:
             by_run[r["workflow_run_id"]].append(r)
-        locked: dict[str, tuple[sql.WorkflowRunRow, list[sql.StepState]]] = {}
-        for r in await conn.fetch(sql.LOCK_RUNS_WITH_STEPS, sorted(by_run)):
-            if r["id"] not in locked:
-                locked[r["id"]] = (sql.run_row({k: r[k] for k in _RUN_FIELDS}), [])
-            locked[r["id"]][1].append(sql.StepState(r["step_id"], r["step_ref"], r["step_status"], r["step_output"],
-                                                    r["step_error"]))
-        for run, steps in locked.values():
-            if run.status != "running":
-                continue
-            plan = await plans.get(conn, run.workflow_id, run.version)
-            move = Move(conn, run, plan, steps)
-            await move.steps_ended((r["step_ref"], r["run_status"], job_output(r["output"]), r["error"])
-                                   for r in by_run[run.id])
+        for run, steps in await _lock_with_steps(conn, by_run):
+            move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps)
+            await move.steps_ended(_ended(r) for r in by_run[run.id])
             changes.add(move.changes)
     return len(rows), changes
 
 
-async def cancel_run(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: str, reason: str) -> Changes:
-    """Inside the caller's transaction: the run, its open steps and their job runs end canceled."""
+def _ended(row: Any) -> tuple[str, StepStatus, StepStatus, Any, str]:
+    """A progress row as a step that ended: its job run ended, or an event it waited for arrived."""
+    if row["event_id"] is not None:
+        return row["step_ref"], StepStatus.WAITING, StepStatus.COMPLETED, row["event_payload"], ""
+    return (row["step_ref"], StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
+            row["error"])
+
+
+async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
+                           ) -> list[tuple[sql.WorkflowRunRow, list[sql.StepState]]]:
+    """The running ones of these runs, locked, with their steps."""
+    locked: dict[str, tuple[sql.WorkflowRunRow, list[sql.StepState]]] = {}
+    for r in await conn.fetch(sql.LOCK_RUNS_WITH_STEPS, sorted(run_ids)):
+        if r["id"] not in locked:
+            locked[r["id"]] = (sql.run_row({k: r[k] for k in _RUN_FIELDS}), [])
+        locked[r["id"]][1].append(sql.StepState(r["step_id"], r["step_ref"], r["step_status"], r["step_output"],
+                                                r["step_error"], r["step_job_run_id"], r["step_wake_time"]))
+    return [(run, steps) for run, steps in locked.values() if run.status in sql.OPEN]
+
+
+async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:
+    """One transaction: the waiting steps whose timer is due (of up to `limit` runs) end: sleeps complete,
+    approvals and event waits time out. `now`: a clock of the caller's (None: the database's)."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        run_ids = [r["workflow_run_id"] for r in await conn.fetch(sql.DUE_TIMERS, now, limit)]
+        if not run_ids:
+            return 0, changes
+        at = now or await conn.fetchval("SELECT now()")
+        for run, steps in await _lock_with_steps(conn, run_ids):
+            plan = await plans.get(conn, run.workflow_id, run.version)
+            due = [s.step_ref for s in steps
+                   if s.status == StepStatus.WAITING and s.wake_time is not None and s.wake_time <= at]
+            move = Move(conn, run, plan, steps)
+            await move.steps_ended(_timer_fired(plan.steps[ref]) for ref in due)
+            changes.add(move.changes)
+    return len(run_ids), changes
+
+
+def _timer_fired(step: StepPlan) -> tuple[str, StepStatus, StepStatus, Any, str]:
+    status, error = waits.timer_outcome(step)
+    return step.ref, StepStatus.WAITING, status, None, error
+
+
+async def next_timer(pool: asyncpg.Pool, now: datetime | None) -> float | None:
+    """Seconds until the next waiting step's timer is due (None: no timer)."""
+    left = await pool.fetchval(sql.NEXT_TIMER, now)
+    return None if left is None else max(0.0, left.total_seconds())
+
+
+async def locked_move(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: str) -> Move:
+    """Inside the caller's transaction: the running run, locked, ready to move (NOT_FOUND, FAILED_PRECONDITION
+    when it ended)."""
     locked = await conn.fetchrow(sql.LOCK_RUNS, [run_id])
     if locked is None or locked["project_id"] != project_id:
         raise NotFound("workflow run", run_id)
     run = sql.run_row(locked)
-    sql.require_running(run)
+    sql.require_open(run)
     plan = await plans.get(conn, run.workflow_id, run.version)
-    move = Move(conn, run, plan, await _states(conn, run.id))
+    return Move(conn, run, plan, await _states(conn, run.id))
+
+
+async def cancel_run(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: str, reason: str) -> Changes:
+    """Inside the caller's transaction: the run, its open steps and their job runs end canceled."""
+    move = await locked_move(conn, plans, project_id=project_id, run_id=run_id)
     await move.cancel(reason)
     return move.changes

@@ -53,6 +53,11 @@ def render(template_json: str, context: Mapping[str, Any]) -> Any:
     return _render(json.loads(template_json), context)
 
 
+def render_text(text: str, context: Mapping[str, Any]) -> Any:
+    """A string with {{ expressions }}, rendered as render() renders a string value of a document."""
+    return _render(text, context)
+
+
 def _render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         whole = _WHOLE.fullmatch(value.strip())

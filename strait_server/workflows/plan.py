@@ -29,11 +29,14 @@ class SkipReason(enum.StrEnum):
     UPSTREAM_FAILED = "upstream_failed"
     ALL_UPSTREAM_SKIPPED = "all_upstream_skipped"
     TRIGGER_RULE_UNSATISFIABLE = "trigger_rule_unsatisfiable"
+    MANUAL = "manual"
 
 
 class StepStatus(enum.StrEnum):
     PENDING = "pending"
+    READY = "ready"
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -43,7 +46,30 @@ class StepStatus(enum.StrEnum):
 FINISHED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED})
 
 # Step kinds and features the engine runs so far; a definition using others is refused at trigger time.
-RUNNABLE_KINDS = frozenset({"job"})
+RUNNABLE_KINDS = frozenset({"job", "approval", "wait_for_event", "sleep"})
+WAITING_KINDS = frozenset({"approval", "wait_for_event", "sleep"})
+
+
+@dataclass(frozen=True)
+class WaitPlan:
+    """What an approval, event wait or sleep step waits for."""
+
+    timeout_ms: int | None  # a sleep's duration; an approval's or event wait's timeout (None: none)
+    until_template: str  # a sleep's end, as a {{ }} template of an RFC 3339 time
+    approvers: tuple[str, ...]
+    key_template: str
+    lookback_ms: int
+    match: str
+
+
+def _wait_plan(kind: str, spec: dict[str, Any]) -> WaitPlan | None:
+    if kind not in WAITING_KINDS:
+        return None
+    return WaitPlan(
+        timeout_ms=_duration_ms(spec.get("duration") if kind == "sleep" else spec.get("timeout")),
+        until_template=spec.get("until_template", ""), approvers=tuple(spec.get("approvers", [])),
+        key_template=spec.get("event_key_template", ""), lookback_ms=_duration_ms(spec.get("lookback")) or 0,
+        match=spec.get("match", ""))
 
 
 @dataclass(frozen=True)
@@ -61,6 +87,7 @@ class StepPlan:
     timeout_ms: int | None
     max_attempts: int | None
     uses_map: bool
+    wait: WaitPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +137,7 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             kind=kind, condition=s.get("condition", ""), template=s.get("input_template_json", ""),
             job_id=job.get("job_id", ""), job_slug=job.get("job_slug", ""),
             timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
-            uses_map="map" in s)
+            uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})))
     return Plan(steps, topological_order(parents), "on_failure_step" in definition)
 
 

@@ -15,12 +15,14 @@ from hypothesis import strategies as st
 
 from strait_client.v1 import (
     circuit_pb2,
+    event_pb2,
     job_pb2,
     project_pb2,
     run_context_pb2,
     run_pb2,
     schedule_pb2,
     workflow_pb2,
+    workflow_run_pb2,
 )
 from tests.conftest import Api
 
@@ -30,7 +32,8 @@ FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.
 METHODS: list[tuple[str, Any]] = []
 SERVER_STREAMING: set[str] = set()
 CLIENT_STREAMING: set[str] = set()
-for module in (project_pb2, job_pb2, run_pb2, run_context_pb2, schedule_pb2, circuit_pb2, workflow_pb2):
+for module in (project_pb2, job_pb2, run_pb2, run_context_pb2, schedule_pb2, circuit_pb2, workflow_pb2,
+               workflow_run_pb2, event_pb2):
     for service in module.DESCRIPTOR.services_by_name.values():
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"

@@ -239,10 +239,13 @@ async def test_runs_keep_the_version_they_started_on(flows: Flows, sink: Sink) -
 
 async def test_trigger_refusals_and_idempotency(flows: Flows) -> None:
     await flows.job("a")
-    await flows.create(step("a", "a"), W.Step(ref="gate", depends_on=["a"], approval=W.ApprovalStep()), slug="gated")
+    await flows.create(step("a", "a"), slug="other")
+    await flows.create(step("a", "a"), W.Step(ref="nested", depends_on=["a"],
+                                              sub_workflow=W.SubWorkflowStep(workflow_slug="other")), slug="gated")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await flows.trigger("gated")
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "approval step" in (err.value.details() or "")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "sub_workflow step" in (err.value.details() or "")
     await flows.create(step("a", "a"), slug="plain")
     for bad in ({"input_json": "[1]"}, {"input_json": "{"}, {"version": -1}):
         with pytest.raises(grpc.aio.AioRpcError) as err:

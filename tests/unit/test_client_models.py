@@ -199,4 +199,7 @@ def test_workflow_runs_steps_and_events_are_decoded() -> None:
     assert decision.from_status is None and decision.to_status is None and not decision.ends_run
     first = WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="run_status", to_status="running"))
     assert first.from_status is None and first.to_status is WorkflowRunStatus.RUNNING and not first.ends_run
-    assert WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="run_status", to_status="paused")).to_status is None
+    paused = WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="run_status", to_status="paused"))
+    assert paused.to_status is WorkflowRunStatus.PAUSED and not paused.ends_run
+    # A status this client version does not know reads as None, not an error.
+    assert WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="run_status", to_status="later")).to_status is None
