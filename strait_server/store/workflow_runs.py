@@ -141,12 +141,15 @@ SELECT steps_open, steps_failed FROM upd
 from, to, message). One round trip for the bookkeeping of a move: counts, sequences and events."""
 
 FINISH_RUN = """
-UPDATE workflow_runs SET status = $2, error = $3, finish_time = now(), update_time = now()
+UPDATE workflow_runs SET status = $2, error = coalesce(nullif(error, ''), $3), finish_time = now(),
+    update_time = now()
 WHERE id = $1 AND status IN ('running', 'paused')
 RETURNING id
 """
 
 SET_RUN_STATUS = "UPDATE workflow_runs SET status = $2, update_time = now() WHERE id = $1"
+KEEP_ERROR = "UPDATE workflow_runs SET error = $2, update_time = now() WHERE id = $1"
+"""The failure that ends the run, written while its on_failure_step runs (FINISH_RUN keeps it)."""
 
 CANCEL_OPEN_STEPS = """
 WITH old AS (

@@ -101,6 +101,7 @@ class Move:
         self._fail_fast: tuple[str, str] | None = None
         # Paused: steps decided to run wait in READY until resume() (running ones go on).
         self._paused = run.status == sql.PAUSED
+        self._failure: dict[str, str] = {}  # what failed, for the on_failure_step's default input
         self._run_status = run.status
         self.changes = Changes(workflow_runs={run.id})
 
@@ -346,6 +347,8 @@ class Move:
 
     def _default_input(self, ref: str) -> dict[str, Any]:
         run_input = self.run.input if isinstance(self.run.input, dict) else {}
+        if ref == self._plan.on_failure:
+            return {**run_input, **self._failure}
         parents = self._plan.steps[ref].parents
         return {**run_input, "parent_outputs": {p: self._outputs.get(p) for p in parents}} if parents else run_input
 
@@ -365,10 +368,24 @@ class Move:
         return []
 
     async def _stop_on_failure(self, ref: str, error: str) -> None:
-        """FAIL_WORKFLOW: every open step and its job run are canceled, and the run fails."""
+        """FAIL_WORKFLOW: every open step and its job run are canceled, and the run fails, after its
+        on_failure_step when it has one (which runs once: its own failure ends the run)."""
         reason = f"step {ref!r} failed: {error}"
         await self._cancel_open(reason)
-        await self._finish("failed", reason)
+        handler = self._plan.on_failure
+        if not handler or handler in self._status:
+            await self._finish("failed", reason)
+            return
+        self._fail_fast = None
+        await self._conn.execute(sql.KEEP_ERROR, self.run.id, reason)
+        [step_id] = ids.new_ids("wfs", 1)
+        await self._conn.execute(sql.INSERT_STEPS, self.run.id, [step_id], [handler], [0])
+        self._steps[handler] = sql.StepState(step_id, handler, StepStatus.PENDING.value, None, "")
+        self._status[handler] = StepStatus.PENDING
+        self._closed -= 1  # one more step open (the counts are applied as a difference)
+        self._failure = {"failed_step": ref, "error": error}
+        self.event("step_decision", handler, "", "", f"runs after the failure of step {ref!r}")
+        await self._propagate(await self._start_steps([handler]))
 
     async def cancel(self, reason: str) -> None:
         """CancelWorkflowRun: every open step and its job run are canceled, and so is the run."""
@@ -434,7 +451,7 @@ async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_i
     """Inside the caller's transaction: a new run and its first move. (run, repeat, changes)."""
     plan = await plans.get(conn, workflow_id, version)
     row = await conn.fetchrow(sql.INSERT_RUN, ids.new_id("wfr"), project_id, workflow_id, version, run_input,
-                              idempotency_key, len(plan.steps))
+                              idempotency_key, len(plan.order))
     if row is None:
         existing = await conn.fetchrow(sql.BY_KEY, workflow_id, idempotency_key)
         return sql.run_row(existing), True, Changes()

@@ -92,9 +92,9 @@ class StepPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    steps: dict[str, StepPlan]
-    order: list[str]
-    has_on_failure_step: bool
+    steps: dict[str, StepPlan]  # the on_failure_step included
+    order: list[str]  # the DAG's steps (not the on_failure_step), parents before children
+    on_failure: str = ""  # the ref of the on_failure_step ("": none)
 
     @property
     def roots(self) -> list[str]:
@@ -104,8 +104,6 @@ class Plan:
         """What this definition uses that runs cannot do yet (empty: it can run)."""
         found = [f"step {s.ref!r} is a {s.kind} step" for s in self.steps.values() if s.kind not in RUNNABLE_KINDS]
         found += [f"step {s.ref!r} maps over items" for s in self.steps.values() if s.uses_map]
-        if self.has_on_failure_step:
-            found.append("on_failure_step")
         return found
 
 
@@ -125,8 +123,11 @@ def plan_of(definition: dict[str, Any]) -> Plan:
     for ref, deps in parents.items():
         for parent in deps:
             children[parent].append(ref)
+    on_failure = definition.get("on_failure_step")
+    if on_failure:
+        parents[on_failure["ref"]], children[on_failure["ref"]] = (), []
     steps = {}
-    for s in raw:
+    for s in [*raw, *([on_failure] if on_failure else [])]:
         kind = next((k for k in ("job", "approval", "wait_for_event", "sleep", "sub_workflow") if k in s), "")
         job = s.get("job", {})
         retry = s.get("retry_policy", {})
@@ -138,7 +139,9 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             job_id=job.get("job_id", ""), job_slug=job.get("job_slug", ""),
             timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
             uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})))
-    return Plan(steps, topological_order(parents), "on_failure_step" in definition)
+    handler = on_failure["ref"] if on_failure else ""
+    order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
+    return Plan(steps, order, handler)
 
 
 @dataclass(frozen=True)

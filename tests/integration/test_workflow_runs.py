@@ -281,3 +281,36 @@ async def test_watch_gives_the_whole_history_and_ends(flows: Flows, settings: Se
         R.WatchWorkflowRunRequest(workflow_run_id=run.id, after_sequence=3), metadata=flows.api.metadata,
         timeout=20) if m.HasField("event")]
     assert [e.sequence for e in resumed] == [e.sequence for e in seen[3:]]
+
+
+async def test_the_on_failure_step_runs_once_after_a_failure_with_what_failed(flows: Flows, sink: Sink) -> None:
+    release = asyncio.Event()
+    await flows.job("bad", then=Reply(status=400), max_attempts=1)
+    await flows.job("slow", then=Reply(block=release))
+    await flows.job("alert")
+    await flows.job("ok")
+    definition = W.Workflow(slug="guarded", on_failure_step=step("alert", "alert"),
+                            steps=[step("bad", "bad"), step("slow", "slow"), step("after", "ok", "bad")])
+    await flows.defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=definition), metadata=flows.api.metadata)
+    run = await flows.trigger("guarded", run_input={"order": 1})
+    done = await flows.wait(run.id)
+    release.set()
+    assert done.status == R.WORKFLOW_RUN_STATUS_FAILED and done.error.startswith("step 'bad' failed")
+    [alert] = bodies(sink, "/alert")
+    assert alert == {"order": 1, "failed_step": "bad", "error": "endpoint returned 400"}
+    steps = await flows.steps(run.id)
+    assert steps["slow"].status == R.STEP_RUN_STATUS_CANCELED  # in flight when the failure came
+    assert steps["after"].status == R.STEP_RUN_STATUS_CANCELED and sink.for_path("/ok") == []
+    assert steps["alert"].status == R.STEP_RUN_STATUS_COMPLETED
+    # Without a failure it never runs; when it fails itself, the run still ends (once).
+    await flows.job("fine")
+    await flows.job("alert_bad", then=Reply(status=400), max_attempts=1)
+    quiet = W.Workflow(slug="quiet", steps=[step("fine", "fine")], on_failure_step=step("alert", "alert"))
+    await flows.defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=quiet), metadata=flows.api.metadata)
+    calm = await flows.wait((await flows.trigger("quiet")).id)
+    assert calm.status == R.WORKFLOW_RUN_STATUS_COMPLETED and "alert" not in await flows.steps(calm.id)
+    loud = W.Workflow(slug="loud", steps=[step("bad", "bad")], on_failure_step=step("alert", "alert_bad"))
+    await flows.defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=loud), metadata=flows.api.metadata)
+    failed = await flows.wait((await flows.trigger("loud")).id)
+    assert failed.status == R.WORKFLOW_RUN_STATUS_FAILED and failed.error.startswith("step 'bad' failed")
+    assert len(sink.for_path("/alert_bad")) == 1
