@@ -19,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -107,11 +108,37 @@ async def chain(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_
           f"({len(gaps)} edges)")
 
 
+async def dynamic_map(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,
+                      md: Metadata, items: int, window: int) -> None:
+    """A map over `items` input items, `window` at most at once: instances per second from trigger to
+    completed, and the most instances executing at once, sampled from the map's counts meanwhile."""
+    step = W.Step(ref="each", job=W.JobStep(job_slug="noop"),
+                  map=W.MapSpec(items="input.items", max_concurrency=window))
+    slug = f"map-{uuid.uuid4().hex[:8]}"
+    await defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=W.Workflow(slug=slug, steps=[step])), metadata=md)
+    started = time.perf_counter()
+    run = (await defs.TriggerWorkflow(W.TriggerWorkflowRequest(
+        slug=slug, input_json=json.dumps({"items": list(range(items))})), metadata=md)).workflow_run
+    most = samples = 0
+    while run.status == R.WORKFLOW_RUN_STATUS_RUNNING:
+        graph = (await runs.GetWorkflowRunGraph(R.GetWorkflowRunGraphRequest(id=run.id), metadata=md)).graph
+        counts = graph.nodes[0].map_counts
+        most, samples = max(most, counts.started - counts.done), samples + 1
+        run = (await runs.GetWorkflowRun(R.GetWorkflowRunRequest(id=run.id), metadata=md)).workflow_run
+    elapsed = time.perf_counter() - started
+    assert run.status == R.WORKFLOW_RUN_STATUS_COMPLETED, run
+    assert most <= window, most
+    print(f"{f'map over {items:,} items, window {window}':<44} {items / elapsed:,.0f} steps/s ({elapsed:.2f} s; "
+          f"at most {most} executing in {samples} samples; {_load()})")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--fan-out", type=int, default=1000)
+    parser.add_argument("--fan-out", type=int, default=998)  # with the root and the join: 1,000 steps
     parser.add_argument("--chain", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--map-items", type=int, default=10_000)
+    parser.add_argument("--map-window", type=int, default=500)
     args = parser.parse_args()
     sink = FastSink()
     await sink.start()
@@ -123,6 +150,8 @@ async def main() -> None:
         runs = workflow_run_pb2_grpc.WorkflowRunServiceStub(channel)
         await chain(defs, runs, md, sink, args.chain)
         await fan_out(defs, runs, run_pb2_grpc.RunServiceStub(channel), md, args.fan_out, args.repeats)
+        for _ in range(args.repeats):
+            await dynamic_map(defs, runs, md, args.map_items, args.map_window)
 
 
 if __name__ == "__main__":

@@ -343,10 +343,17 @@ CREATE TABLE workflow_step_runs (
     update_time timestamp with time zone DEFAULT now() NOT NULL,
     waiting_reason text DEFAULT ''::text NOT NULL,
     wake_time timestamp with time zone,
+    map_index integer DEFAULT '-1'::integer NOT NULL,
+    item jsonb,
+    map_total integer DEFAULT 0 NOT NULL,
+    map_started integer DEFAULT 0 NOT NULL,
+    map_done integer DEFAULT 0 NOT NULL,
+    map_failed integer DEFAULT 0 NOT NULL,
     CONSTRAINT workflow_step_runs_pkey PRIMARY KEY (id),
-    CONSTRAINT workflow_step_runs_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES workflow_runs(id),
-    CONSTRAINT workflow_step_runs_workflow_run_id_step_ref_key UNIQUE (workflow_run_id, step_ref)
+    CONSTRAINT workflow_step_runs_step_key UNIQUE (workflow_run_id, map_index, step_ref),
+    CONSTRAINT workflow_step_runs_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES workflow_runs(id)
 );
+CREATE INDEX workflow_step_runs_pending_instances ON public.workflow_step_runs USING btree (workflow_run_id, step_ref, map_index) WHERE ((status = 'pending'::text) AND (map_index >= 0));
 CREATE INDEX workflow_step_runs_timers ON public.workflow_step_runs USING btree (wake_time) WHERE ((status = 'waiting'::text) AND (wake_time IS NOT NULL));
 
 CREATE TABLE workflow_versions (

@@ -82,6 +82,28 @@ class TriggeredWorkflowRun(WorkflowRun):
 
 
 @dataclass(frozen=True, slots=True)
+class MapCounts:
+    """A map step's instances (strait.v1.MapCounts): how many, started, ended (however), and failed."""
+
+    total: int
+    started: int
+    done: int
+    failed: int
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.MapCounts) -> MapCounts:
+        """Decodes a strait.v1.MapCounts message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The counts.
+        """
+        return cls(m.total, m.started, m.done, m.failed)
+
+
+@dataclass(frozen=True, slots=True)
 class StepRun:
     """One step of a workflow run (strait.v1.StepRun). `job_run_id` names the job step's run (a `client.runs`
     run) once it started; `output` is that run's decoded JSON output (None when empty); `skip_reason` is set on
@@ -100,6 +122,8 @@ class StepRun:
     finish_time: datetime | None
     waiting_reason: str = ""  # a waiting step's: "approval", "event:<key>" or "sleep"
     wake_time: datetime | None = None  # when a waiting step's timer fires (a sleep ends, a wait times out)
+    map_index: int = -1  # an instance of a map step: its item's index; -1: a step of the definition
+    map_counts: MapCounts | None = None  # a map step's instances
 
     @classmethod
     def from_proto(cls, m: workflow_run_pb2.StepRun) -> StepRun:
@@ -114,7 +138,8 @@ class StepRun:
         return cls(m.id, m.workflow_run_id, m.step_ref, from_proto(StepRunStatus, m.status),
                    from_proto(SkipReason, m.skip_reason), m.job_run_id, json_of(m.output_json), m.error,
                    time_of(m, "create_time"), time_of(m, "start_time"), time_of(m, "finish_time"),
-                   m.waiting_reason, time_of(m, "wake_time"))
+                   m.waiting_reason, time_of(m, "wake_time"), m.map_index,
+                   MapCounts.from_proto(m.map_counts) if m.HasField("map_counts") else None)
 
 
 _STATUS_TYPES: dict[str, type[WorkflowRunStatus] | type[StepRunStatus]] = {

@@ -305,6 +305,7 @@ class NewRun:
 # Metadata keys on the job run of a workflow step: the workflow run and the step it executes.
 WORKFLOW_RUN_KEY = "workflow_run_id"
 WORKFLOW_STEP_KEY = "workflow_step"
+MAP_INDEX_KEY = "workflow_map_index"  # in the metadata of a map instance's job run: its item's index
 
 
 class TriggerRequest(NamedTuple):

@@ -193,6 +193,8 @@ class StepRun(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     WAKE_TIME_FIELD_NUMBER: _builtins.int
+    MAP_INDEX_FIELD_NUMBER: _builtins.int
+    MAP_COUNTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"wfs_..."."""
     workflow_run_id: _builtins.str
@@ -206,6 +208,8 @@ class StepRun(_message.Message):
     error: _builtins.str
     waiting_reason: _builtins.str
     """What a waiting step waits for: "approval", "event:<key>" or "sleep"."""
+    map_index: _builtins.int
+    """-1 for a step of the definition; for an instance of a map step, the index of its item."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -215,6 +219,10 @@ class StepRun(_message.Message):
     @_builtins.property
     def wake_time(self) -> _timestamp_pb2.Timestamp:
         """When a waiting step's timer fires: a sleep ends, an approval or event wait times out (unset: never)."""
+
+    @_builtins.property
+    def map_counts(self) -> Global___MapCounts:
+        """A map step's instances (unset for other steps)."""
 
     def __init__(
         self,
@@ -232,14 +240,45 @@ class StepRun(_message.Message):
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         waiting_reason: _builtins.str = ...,
         wake_time: _timestamp_pb2.Timestamp | None = ...,
+        map_index: _builtins.int = ...,
+        map_counts: Global___MapCounts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "start_time", b"start_time", "wake_time", b"wake_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "map_counts", b"map_counts", "start_time", b"start_time", "wake_time", b"wake_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "job_run_id", b"job_run_id", "output_json", b"output_json", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason", "wake_time", b"wake_time", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "job_run_id", b"job_run_id", "map_counts", b"map_counts", "map_index", b"map_index", "output_json", b"output_json", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason", "wake_time", b"wake_time", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepRun: _TypeAlias = StepRun  # noqa: Y015
+
+@_typing.final
+class MapCounts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    started: _builtins.int
+    done: _builtins.int
+    """Ended, however."""
+    failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        started: _builtins.int = ...,
+        done: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "failed", b"failed", "started", b"started", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MapCounts: _TypeAlias = MapCounts  # noqa: Y015
 
 @_typing.final
 class WorkflowRunEvent(_message.Message):
@@ -426,15 +465,19 @@ class ListStepRunsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
+    STEP_REF_FIELD_NUMBER: _builtins.int
     workflow_run_id: _builtins.str
+    step_ref: _builtins.str
+    """Only this step, followed by its map instances in item order (empty: every step, without instances)."""
     def __init__(
         self,
         *,
         workflow_run_id: _builtins.str = ...,
+        step_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_ref", b"step_ref", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -918,6 +961,7 @@ class WorkflowRunGraphNode(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
+    MAP_COUNTS_FIELD_NUMBER: _builtins.int
     step_ref: _builtins.str
     kind: _builtins.str
     """"job", "approval", "wait_for_event", "sleep" or "sub_workflow"."""
@@ -930,6 +974,10 @@ class WorkflowRunGraphNode(_message.Message):
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finish_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def map_counts(self) -> Global___MapCounts:
+        """A map step's instances (one node for all of them)."""
+
     def __init__(
         self,
         *,
@@ -942,10 +990,11 @@ class WorkflowRunGraphNode(_message.Message):
         error: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
+        map_counts: Global___MapCounts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time", b"finish_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish_time", b"finish_time", "map_counts", b"map_counts", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finish_time", b"finish_time", "job_run_id", b"job_run_id", "kind", b"kind", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finish_time", b"finish_time", "job_run_id", b"job_run_id", "kind", b"kind", "map_counts", b"map_counts", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

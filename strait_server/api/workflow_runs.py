@@ -56,7 +56,13 @@ def _step_message(step: StepRunRow) -> workflow_run_pb2.StepRun:
         output_json="" if step.output is None else json.dumps(step.output), error=step.error,
         create_time=convert.ts(step.create_time), start_time=convert.ts(step.start_time),
         finish_time=convert.ts(step.finish_time), waiting_reason=step.waiting_reason,
-        wake_time=convert.ts(step.wake_time))
+        wake_time=convert.ts(step.wake_time), map_index=step.map_index, map_counts=_map_counts(step))
+
+
+def _map_counts(step: StepRunRow) -> workflow_run_pb2.MapCounts | None:
+    if not step.map_total:
+        return None
+    return R.MapCounts(total=step.map_total, started=step.map_started, done=step.map_done, failed=step.map_failed)
 
 
 def _graph_message(run: WorkflowRunRow, plan: Plan, steps: list[StepRunRow]) -> workflow_run_pb2.WorkflowRunGraph:
@@ -65,7 +71,7 @@ def _graph_message(run: WorkflowRunRow, plan: Plan, steps: list[StepRunRow]) -> 
         status=_STEP_STATUS.get(s.status, R.STEP_RUN_STATUS_UNSPECIFIED),
         skip_reason=_SKIP.get(s.skip_reason, R.SKIP_REASON_UNSPECIFIED), waiting_reason=s.waiting_reason,
         job_run_id=s.job_run_id or "", error=s.error, start_time=convert.ts(s.start_time),
-        finish_time=convert.ts(s.finish_time)) for s in steps]
+        finish_time=convert.ts(s.finish_time), map_counts=_map_counts(s)) for s in steps]
     edges = [R.WorkflowRunGraphEdge(parent=parent, child=ref) for ref in plan.order
              for parent in plan.steps[ref].parents]
     return R.WorkflowRunGraph(
@@ -141,8 +147,11 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
 
     async def ListStepRuns(self, request: workflow_run_pb2.ListStepRunsRequest,
                            context: grpc.aio.ServicerContext) -> workflow_run_pb2.ListStepRunsResponse:
-        steps = await self._store.steps(project_id(), _run_id(Violations(), request.workflow_run_id,
-                                                              "workflow_run_id"))
+        v = Violations()
+        if request.step_ref and not REF_RE.fullmatch(request.step_ref):
+            v.add("step_ref", "is not a step ref (^[a-z][a-z0-9_]{0,62}$)")
+        run_id = _run_id(v, request.workflow_run_id, "workflow_run_id")
+        steps = await self._store.steps(project_id(), run_id, request.step_ref or None)
         return R.ListStepRunsResponse(step_runs=[_step_message(s) for s in steps])
 
     async def ListWorkflowRunEvents(

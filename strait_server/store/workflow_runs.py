@@ -20,7 +20,7 @@ RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, ide
 event_seq, create_time, start_time, finish_time, update_time"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
 parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
-wake_time"""
+wake_time, map_index, map_total, map_started, map_done, map_failed"""
 EVENT_COLUMNS = "workflow_run_id, seq, type, step_ref, from_status, to_status, message, create_time"
 
 INSERT_RUN = f"""
@@ -50,10 +50,15 @@ ORDER BY create_time DESC, id DESC
 LIMIT $6
 """
 
-STEPS_OF_RUN = f"SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1"
+STEPS_OF_RUN = f"""
+SELECT {STEP_COLUMNS} FROM workflow_step_runs
+WHERE workflow_run_id = $1 AND (CASE WHEN $2::text IS NULL THEN map_index = -1 ELSE step_ref = $2 END)
+ORDER BY map_index
+"""
+"""$1 run, $2 a step ref: that step and its map instances (NULL: every step, no instances)."""
 STEP_OF_RUN = f"""
 SELECT {STEP_COLUMNS} FROM workflow_step_runs s
-WHERE workflow_run_id = $1 AND step_ref = $2
+WHERE workflow_run_id = $1 AND step_ref = $2 AND map_index = -1
   AND EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = s.workflow_run_id AND r.project_id = $3)
 """
 STEP_ORDER = """
@@ -64,19 +69,16 @@ WHERE r.id = $1
 """The step refs of a run's version, in definition order."""
 
 STATES_OF_RUN = """
-SELECT id, step_ref, status, output, error, job_run_id, wake_time FROM workflow_step_runs WHERE workflow_run_id = $1
+SELECT id, step_ref, status, output, error, job_run_id, wake_time FROM workflow_step_runs
+WHERE workflow_run_id = $1 AND map_index = -1
 """
 
-LOCK_RUNS_WITH_STEPS = f"""
-WITH locked AS (
-    -- Locked in id order: transactions moving several runs at once cannot deadlock.
-    SELECT {RUN_COLUMNS} FROM workflow_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
-)
-SELECT locked.*, s.id AS step_id, s.step_ref, s.status AS step_status, s.output AS step_output,
-    s.error AS step_error, s.job_run_id AS step_job_run_id, s.wake_time AS step_wake_time
-FROM locked JOIN workflow_step_runs s ON s.workflow_run_id = locked.id
+STEPS_OF_RUNS = """
+SELECT workflow_run_id, id, step_ref, status, output, error, job_run_id, wake_time FROM workflow_step_runs
+WHERE workflow_run_id = ANY($1::text[]) AND map_index = -1
 """
-"""The runs (locked) and what the engine needs of their steps, in one round trip: one row per step."""
+"""What the engine needs of the steps of runs it locked: read by a statement after the lock's, since a
+statement that waited for a lock still reads other rows as they were when it started."""
 
 TAKE_PROGRESS = """
 WITH taken AS (
@@ -84,7 +86,7 @@ WITH taken AS (
         SELECT id FROM workflow_progress ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
     RETURNING step_run_id, run_id, event_id
 )
-SELECT s.id, s.workflow_run_id, s.step_ref, r.status AS run_status, r.output, r.error, t.event_id,
+SELECT s.id, s.workflow_run_id, s.step_ref, s.map_index, r.status AS run_status, r.output, r.error, t.event_id,
     e.payload AS event_payload
 FROM taken t JOIN workflow_step_runs s ON s.id = t.step_run_id
     LEFT JOIN runs r ON r.id = t.run_id LEFT JOIN events e ON e.id = t.event_id
@@ -117,7 +119,7 @@ SET parents_done = s.parents_done + v.done, parents_ok = s.parents_ok + v.ok,
     update_time = now()
 FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[]) AS v(run_id, ref, done, ok, failed,
                                                                                        skipped)
-WHERE s.workflow_run_id = v.run_id AND s.step_ref = v.ref AND s.status = 'pending'
+WHERE s.workflow_run_id = v.run_id AND s.step_ref = v.ref AND s.map_index = -1 AND s.status = 'pending'
 RETURNING {STEP_COLUMNS}
 """
 """Adds how parents ended to their children's counters (pending children only; the caller holds the run's
@@ -158,12 +160,55 @@ WITH old AS (
 ), upd AS (
     UPDATE workflow_step_runs s SET status = 'canceled', error = $2, finish_time = now(), update_time = now()
     FROM old WHERE s.id = old.id
-    RETURNING s.step_ref, old.status, s.job_run_id
+    RETURNING s.step_ref, s.map_index, old.status, s.job_run_id
 ), unwaited AS (
     DELETE FROM event_waits WHERE workflow_run_id = $1
 )
-SELECT step_ref, status, job_run_id FROM upd
+SELECT step_ref, map_index, status, job_run_id FROM upd
 """
+"""Steps and map instances (map_index >= 0) that were open, now canceled."""
+
+START_MAP = """
+WITH node AS (
+    UPDATE workflow_step_runs SET status = 'running', map_total = cardinality($3::text[]), start_time = now(),
+        update_time = now()
+    WHERE id = $1 AND status IN ('pending', 'ready')
+    RETURNING workflow_run_id, step_ref
+)
+INSERT INTO workflow_step_runs (id, workflow_run_id, step_ref, status, parents_total, map_index, item)
+SELECT v.id, node.workflow_run_id, node.step_ref, 'pending', 0, v.n - 1, v.item
+FROM node, unnest($3::text[], $2::jsonb[]) WITH ORDINALITY AS v(id, item, n)
+"""
+"""$1 the map step, $2 its items, $3 the instances' new ids: the step runs, its instances wait to start."""
+
+NEXT_INSTANCES = """
+SELECT id, map_index, item FROM workflow_step_runs
+WHERE workflow_run_id = $1 AND step_ref = $2 AND map_index >= 0 AND status = 'pending'
+ORDER BY map_index LIMIT $3
+"""
+
+COUNT_MAP = """
+UPDATE workflow_step_runs SET map_started = map_started + $2, map_done = map_done + $3, map_failed = map_failed + $4,
+    update_time = now()
+WHERE id = $1
+RETURNING map_total, map_started, map_done, map_failed
+"""
+"""$1 a map step: adds instances started, ended and failed; returns its counts."""
+
+END_INSTANCES = """
+UPDATE workflow_step_runs s SET status = v.status, output = v.output::jsonb, error = v.error, finish_time = now(),
+    update_time = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(id, status, output, error)
+WHERE s.id = v.id AND s.status = 'running'
+RETURNING s.id
+"""
+"""Map instances whose job runs ended (only those still running change; returns them)."""
+
+MAP_OUTPUTS = """
+SELECT coalesce(jsonb_agg(output ORDER BY map_index), '[]'::jsonb) FROM workflow_step_runs
+WHERE workflow_run_id = $1 AND step_ref = $2 AND map_index >= 0
+"""
+"""A map step's output: its instances' outputs in item order."""
 
 SET_WAITING = """
 WITH upd AS (
@@ -250,6 +295,11 @@ class StepRunRow:
     finish_time: datetime | None
     waiting_reason: str
     wake_time: datetime | None
+    map_index: int
+    map_total: int
+    map_started: int
+    map_done: int
+    map_failed: int
 
 
 class StepState(NamedTuple):
@@ -302,12 +352,14 @@ class WorkflowRunStore:
         rows = await self._pool.fetch(LIST_RUNS, project_id, workflow_id, statuses, t, i, limit)
         return [run_row(r) for r in rows]
 
-    async def steps(self, project_id: str, run_id: str) -> list[StepRunRow]:
-        """The run's step runs in the order of its definition."""
+    async def steps(self, project_id: str, run_id: str, step_ref: str | None = None) -> list[StepRunRow]:
+        """The run's step runs in the order of its definition; or one step and its map instances."""
         await self.get(project_id, run_id)
+        rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id, step_ref)]
+        if step_ref is not None:
+            return rows
         refs = await self._pool.fetchval(STEP_ORDER, run_id)
         position = {ref: i for i, ref in enumerate(refs or [])}
-        rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
         return sorted(rows, key=lambda s: position.get(s.step_ref, len(position)))
 
     async def step(self, project_id: str, run_id: str, ref: str) -> StepRunRow:

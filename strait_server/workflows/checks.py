@@ -20,10 +20,10 @@ from strait_server.api import validate
 from strait_server.errors import Violations
 from strait_server.workflows import expressions
 from strait_server.workflows.graph import Cycle, ancestors, topological_order
+from strait_server.workflows.plan import MAX_MAP_ITEMS
 
 REF_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_STEPS = 1000
-MAX_MAP_ITEMS = 10_000
 MAX_WAIT = timedelta(days=30)
 MAX_LOOKBACK = timedelta(hours=24)
 MAX_TEMPLATE_BYTES = 1024 * 1024

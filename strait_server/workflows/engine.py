@@ -11,7 +11,6 @@ or lost, and no reconciler is needed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ import asyncpg
 
 from strait_server import ids
 from strait_server.errors import FailedPrecondition, NotFound, PermissionDenied
-from strait_server.model import WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
+from strait_server.model import MAP_INDEX_KEY, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
 from strait_server.store import workflow_runs as sql
 from strait_server.store.runs import cancel_runs, write_runs
 from strait_server.workflows import expressions, waits
@@ -137,10 +136,12 @@ class Move:
         await self._propagate(await self._start_steps(self._plan.roots))
         await self.close()
 
-    async def steps_ended(self, ended: Iterable[tuple[str, StepStatus, StepStatus, Any, str]]) -> None:
+    async def steps_ended(self, ended: Iterable[tuple[str, StepStatus, StepStatus, Any, str]],
+                          instances: list[tuple[str, str, StepStatus, Any, str]] | None = None) -> None:
         """Steps ended: (step ref, the status they must still be in, new status, output, error): their job
-        runs ended, events arrived, timers fired. Late ones (the step moved on meanwhile) are ignored."""
-        outcomes = []
+        runs ended, events arrived, timers fired; and map instances (see instances_ended). Late ones (the step
+        moved on meanwhile) are ignored."""
+        outcomes: list[tuple[str, int] | None] = [*await self.instances_ended(instances or [])]
         for ref, expected, status, output, error in ended:
             if self._status.get(ref) != expected or self._over:
                 continue  # the step was canceled, or the run ended, meanwhile
@@ -183,7 +184,12 @@ class Move:
         await self._set_run_status(sql.PAUSED, sql.RUNNING)
         self._paused = False
         ready = [ref for ref in self._plan.order if self._status[ref] == StepStatus.READY]
-        await self._propagate(await self._start_steps(ready))
+        ended = await self._start_steps(ready)
+        for ref in self._plan.order:  # maps that were running go on starting instances
+            if self._plan.steps[ref].map and self._status[ref] == StepStatus.RUNNING and ref not in ready:
+                if (outcome := await self._fill_map(ref, done=0, failed=0)) is not None:
+                    ended.append(outcome)
+        await self._propagate(ended)
         await self.close()
 
     async def _set_run_status(self, before: str, after: str) -> None:
@@ -271,9 +277,10 @@ class Move:
         ended: list[tuple[str, int]] = []
         by_job: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for ref in refs:
-            if self._plan.steps[ref].kind in WAITING_KINDS:
-                if (waited := await self._start_wait(ref)) is not None:
-                    ended.append(waited)
+            if self._plan.steps[ref].kind in WAITING_KINDS or self._plan.steps[ref].map is not None:
+                starting = self._start_map(ref) if self._plan.steps[ref].map else self._start_wait(ref)
+                if (outcome := await starting) is not None:
+                    ended.append(outcome)
                 continue
             prepared = self._prepare(ref)
             if isinstance(prepared, str):
@@ -352,20 +359,129 @@ class Move:
         parents = self._plan.steps[ref].parents
         return {**run_input, "parent_outputs": {p: self._outputs.get(p) for p in parents}} if parents else run_input
 
-    async def _create_job_runs(self, job_id: str, slug: str, items: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    async def _write_job_runs(self, job_id: str, slug: str,
+                              items: list[tuple[str, str, str, dict[str, Any]]]) -> list[Run] | None:
+        """The job runs of steps or map instances: (step ref, step run id, input, more metadata) each. None
+        when the job is gone."""
         news = [NewRun(payload=payload, timeout_ms=self._plan.steps[ref].timeout_ms,
-                       max_attempts=self._plan.steps[ref].max_attempts, workflow_step_run_id=self._steps[ref].id,
-                       metadata={WORKFLOW_RUN_KEY: self.run.id, WORKFLOW_STEP_KEY: ref})
-                for ref, payload in items]
+                       max_attempts=self._plan.steps[ref].max_attempts, workflow_step_run_id=step_run_id,
+                       metadata={WORKFLOW_RUN_KEY: self.run.id, WORKFLOW_STEP_KEY: ref, **more})
+                for ref, step_run_id, payload, more in items]
         created = await write_runs(self._conn, self.run.project_id, job_id, slug, news,
                                    ids.new_ids("run", len(news)), {}, checked=True)
+        if created is not None:
+            self.changes.job_runs += created
+        return created
+
+    async def _create_job_runs(self, job_id: str, slug: str, items: list[tuple[str, str]]) -> list[tuple[str, int]]:
+        created = await self._write_job_runs(job_id, slug, [(ref, self._steps[ref].id, payload, {})
+                                                            for ref, payload in items])
         if created is None:
             missing = f"job {job_id or slug!r} no longer exists"
             return [e for ref, _ in items if (e := self._end(ref, StepStatus.FAILED, None, missing)) is not None]
         for ref, _ in items:
             self._set(ref, StepStatus.RUNNING, written=True)  # INSERT_RUNS marks the step running
-        self.changes.job_runs += created
         return []
+
+    # Map steps: the step's own row counts its instances (rows with a map_index), started in item order and
+    # at most max_concurrency at once; instances are no steps of the DAG (steps_open counts the map step).
+
+    async def _start_map(self, ref: str) -> tuple[str, int] | None:
+        spec = self._plan.steps[ref].map
+        assert spec is not None
+        context = self._context()
+        try:
+            if self._condition_false(ref, context):
+                return self._skip_condition(ref)
+            items = expressions.evaluate(spec.items, context)
+        except expressions.EvaluationError as exc:
+            return self._end(ref, StepStatus.FAILED, None, f"template_error: {exc}")
+        if not isinstance(items, list):
+            return self._end(ref, StepStatus.FAILED, None, "template_error: the map's items are not a list")
+        if len(items) > spec.max_items:
+            return self._end(ref, StepStatus.FAILED, None,
+                             f"map_too_large: {len(items):,} items, at most {spec.max_items:,}")
+        if not items:
+            return self._end(ref, StepStatus.COMPLETED, [], "")
+        await self._flush_steps()
+        await self._conn.execute(sql.START_MAP, self._steps[ref].id, json.loads(json.dumps(items, default=str)),
+                                 ids.new_ids("wfs", len(items)))
+        self._set(ref, StepStatus.RUNNING, written=True, message=f"map over {len(items):,} items")
+        return await self._fill_map(ref, done=0, failed=0)
+
+    async def _fill_map(self, ref: str, *, done: int, failed: int) -> tuple[str, int] | None:
+        """Counts instances that ended, starts as many as the window allows, and ends the map step once
+        every instance ended (its output: the instances' outputs in item order)."""
+        spec, node = self._plan.steps[ref].map, self._steps[ref].id
+        assert spec is not None
+        counts = await self._conn.fetchrow(sql.COUNT_MAP, node, 0, done, failed)
+        assert counts is not None
+        while True:
+            total, started, done_all, failed_all = counts
+            room = total - started
+            if spec.max_concurrency:
+                room = min(room, spec.max_concurrency - (started - done_all))
+            if room <= 0 or self._paused:  # a paused run starts no instance either
+                break
+            instant_failures = await self._start_instances(ref, room)
+            counts = await self._conn.fetchrow(sql.COUNT_MAP, node, room, instant_failures, instant_failures)
+            assert counts is not None
+        total, _, done_all, failed_all = counts
+        if done_all < total:
+            return None
+        if spec.fails(failed_all, total):
+            return self._end(ref, StepStatus.FAILED, None, f"{failed_all:,} of {total:,} map instances failed")
+        return self._end(ref, StepStatus.COMPLETED, await self._conn.fetchval(sql.MAP_OUTPUTS, self.run.id, ref), "")
+
+    async def _start_instances(self, ref: str, count: int) -> int:
+        """Starts the next `count` instances; returns how many failed at once instead (an input that does not
+        render, a job gone)."""
+        step = self._plan.steps[ref]
+        rows = await self._conn.fetch(sql.NEXT_INSTANCES, self.run.id, ref, count)
+        ready, failed = [], []
+        for row in rows:
+            try:
+                payload = self._instance_input(ref, row["item"], row["map_index"])
+                ready.append((ref, row["id"], payload, {MAP_INDEX_KEY: str(row["map_index"])}))
+            except expressions.EvaluationError as exc:
+                failed.append((row["id"], f"template_error: {exc}"))
+        if ready and await self._write_job_runs(step.job_id, step.job_slug, ready) is None:
+            failed += [(step_run_id, f"job {step.job_id or step.job_slug!r} no longer exists")
+                       for _, step_run_id, _, _ in ready]
+        if failed:
+            await self._conn.execute(sql.END_INSTANCES, [i for i, _ in failed], ["failed"] * len(failed),
+                                     [None] * len(failed), [e for _, e in failed])
+        return len(failed)
+
+    def _instance_input(self, ref: str, item: Any, index: int) -> str:
+        step = self._plan.steps[ref]
+        context = {**self._context(), "item": item, "index": index}
+        document = (expressions.render(step.template, context) if step.template
+                    else {**self._default_input(ref), "item": item, "index": index})
+        text = json.dumps(document)
+        if not isinstance(document, dict):
+            raise expressions.EvaluationError("the input is not an object")
+        if len(text) > MAX_INPUT_BYTES:
+            raise expressions.EvaluationError("input_too_large")
+        return text
+
+    async def instances_ended(self, ended: list[tuple[str, str, StepStatus, Any, str]]) -> list[tuple[str, int]]:
+        """Map instances whose job runs ended: (step ref, instance id, status, output, error). Returns the map
+        steps that ended with them."""
+        if not ended or self._over:
+            return []
+        changed = {r["id"] for r in await self._conn.fetch(
+            sql.END_INSTANCES, [i for _, i, _, _, _ in ended], [s.value for _, _, s, _, _ in ended],
+            [None if o is None else json.dumps(o) for _, _, _, o, _ in ended], [e for _, _, _, _, e in ended])}
+        outcomes = []
+        for ref in dict.fromkeys(r for r, _, _, _, _ in ended):
+            mine = [e for e in ended if e[0] == ref and e[1] in changed]
+            if self._status.get(ref) != StepStatus.RUNNING or not mine:
+                continue  # the map step ended meanwhile (canceled, say)
+            failed = sum(1 for e in mine if e[2] is not StepStatus.COMPLETED)
+            if (outcome := await self._fill_map(ref, done=len(mine), failed=failed)) is not None:
+                outcomes.append(outcome)
+        return outcomes
 
     async def _stop_on_failure(self, ref: str, error: str) -> None:
         """FAIL_WORKFLOW: every open step and its job run are canceled, and the run fails, after its
@@ -397,9 +513,10 @@ class Move:
         await self._flush_steps()
         canceled = await self._conn.fetch(sql.CANCEL_OPEN_STEPS, self.run.id, "canceled: " + reason)
         for row in canceled:
-            self.event("step_status", row["step_ref"], row["status"], StepStatus.CANCELED.value, reason)
-            self._status[row["step_ref"]] = StepStatus.CANCELED
-        self._closed += len(canceled)
+            if row["map_index"] < 0:  # a map's instances end with it, without events of their own
+                self.event("step_status", row["step_ref"], row["status"], StepStatus.CANCELED.value, reason)
+                self._status[row["step_ref"]] = StepStatus.CANCELED
+                self._closed += 1
         job_runs = [r["job_run_id"] for r in canceled if r["job_run_id"]]
         if job_runs:
             await cancel_runs(self._conn, job_runs, reason)
@@ -427,9 +544,6 @@ class Move:
         self._closed = self._failed = 0
         self._events = []
         return int(row["steps_open"]), int(row["steps_failed"])
-
-
-_RUN_FIELDS = [f.name for f in dataclasses.fields(sql.WorkflowRunRow)]
 
 
 async def _states(conn: sql.Conn, run_id: str) -> list[sql.StepState]:
@@ -478,7 +592,9 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[i
             by_run[r["workflow_run_id"]].append(r)
         for run, steps in await _lock_with_steps(conn, by_run):
             move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps)
-            await move.steps_ended(_ended(r) for r in by_run[run.id])
+            mine = by_run[run.id]
+            await move.steps_ended([_ended(r) for r in mine if r["map_index"] < 0],
+                                   [_instance_ended(r) for r in mine if r["map_index"] >= 0])
             changes.add(move.changes)
     return len(rows), changes
 
@@ -491,16 +607,24 @@ def _ended(row: Any) -> tuple[str, StepStatus, StepStatus, Any, str]:
             row["error"])
 
 
+def _instance_ended(row: Any) -> tuple[str, str, StepStatus, Any, str]:
+    status = step_status_of_run(row["run_status"])
+    return (row["step_ref"], row["id"], status, job_output(row["output"]) if status is StepStatus.COMPLETED else None,
+            row["error"] or "")
+
+
 async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
                            ) -> list[tuple[sql.WorkflowRunRow, list[sql.StepState]]]:
-    """The running ones of these runs, locked, with their steps."""
-    locked: dict[str, tuple[sql.WorkflowRunRow, list[sql.StepState]]] = {}
-    for r in await conn.fetch(sql.LOCK_RUNS_WITH_STEPS, sorted(run_ids)):
-        if r["id"] not in locked:
-            locked[r["id"]] = (sql.run_row({k: r[k] for k in _RUN_FIELDS}), [])
-        locked[r["id"]][1].append(sql.StepState(r["step_id"], r["step_ref"], r["step_status"], r["step_output"],
-                                                r["step_error"], r["step_job_run_id"], r["step_wake_time"]))
-    return [(run, steps) for run, steps in locked.values() if run.status in sql.OPEN]
+    """The open ones of these runs, locked (in id order, so that moves cannot deadlock), with their steps."""
+    runs = [sql.run_row(r) for r in await conn.fetch(sql.LOCK_RUNS, sorted(run_ids))]
+    runs = [run for run in runs if run.status in sql.OPEN]
+    if not runs:
+        return []
+    steps: dict[str, list[sql.StepState]] = defaultdict(list)
+    for r in await conn.fetch(sql.STEPS_OF_RUNS, [run.id for run in runs]):
+        steps[r["workflow_run_id"]].append(sql.StepState(r["id"], r["step_ref"], r["status"], r["output"], r["error"],
+                                                         r["job_run_id"], r["wake_time"]))
+    return [(run, steps[run.id]) for run in runs]
 
 
 async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:

@@ -50,6 +50,39 @@ RUNNABLE_KINDS = frozenset({"job", "approval", "wait_for_event", "sleep"})
 WAITING_KINDS = frozenset({"approval", "wait_for_event", "sleep"})
 
 
+MAX_MAP_ITEMS = 10_000
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    """A map step: one instance per item of the CEL list `items`."""
+
+    items: str
+    max_items: int
+    max_concurrency: int  # 0: every instance at once
+    tolerated_count: int | None  # failed instances the step tolerates (None: not set)
+    tolerated_percentage: float | None
+
+    def fails(self, failed: int, total: int) -> bool:
+        """Whether the step fails with this many failed instances: none is tolerated unless a tolerance is set,
+        and then exceeding any one set fails it."""
+        if not failed:
+            return False
+        if self.tolerated_count is None and self.tolerated_percentage is None:
+            return True
+        return ((self.tolerated_count is not None and failed > self.tolerated_count) or
+                (self.tolerated_percentage is not None and failed * 100 > self.tolerated_percentage * total))
+
+
+def _map_plan(spec: dict[str, Any] | None) -> MapPlan | None:
+    if spec is None:
+        return None
+    count, percentage = spec.get("tolerated_failure_count"), spec.get("tolerated_failure_percentage")
+    return MapPlan(items=spec.get("items", ""), max_items=min(spec.get("max_items") or MAX_MAP_ITEMS, MAX_MAP_ITEMS),
+                   max_concurrency=spec.get("max_concurrency", 0), tolerated_count=count,
+                   tolerated_percentage=None if percentage is None else float(percentage))
+
+
 @dataclass(frozen=True)
 class WaitPlan:
     """What an approval, event wait or sleep step waits for."""
@@ -88,6 +121,7 @@ class StepPlan:
     max_attempts: int | None
     uses_map: bool
     wait: WaitPlan | None = None
+    map: MapPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +137,8 @@ class Plan:
     def unsupported(self) -> list[str]:
         """What this definition uses that runs cannot do yet (empty: it can run)."""
         found = [f"step {s.ref!r} is a {s.kind} step" for s in self.steps.values() if s.kind not in RUNNABLE_KINDS]
-        found += [f"step {s.ref!r} maps over items" for s in self.steps.values() if s.uses_map]
+        found += [f"step {s.ref!r} maps over items with a {s.kind} step" for s in self.steps.values()
+                  if s.uses_map and s.kind != "job"]
         return found
 
 
@@ -138,7 +173,7 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             kind=kind, condition=s.get("condition", ""), template=s.get("input_template_json", ""),
             job_id=job.get("job_id", ""), job_slug=job.get("job_slug", ""),
             timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
-            uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})))
+            uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})), map=_map_plan(s.get("map")))
     handler = on_failure["ref"] if on_failure else ""
     order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
     return Plan(steps, order, handler)
