@@ -3,14 +3,15 @@
 Results are frozen dataclasses: Job, Run (TriggeredRun from triggers and replays, with `idempotent_repeat`,
 `deduplicated` and `debounced`), AttemptRecord, RunEvent (FeedEvent from `runs.watch_all`, with
 `resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`), EndpointCircuit, Workflow,
-WorkflowVersion, WorkflowRun (TriggeredWorkflowRun from `workflows.trigger`, with `idempotent_repeat`), StepRun
-and WorkflowRunEvent. Their fields are named as in the API, with the JSON fields decoded (`payload`, `output`,
-`data`, `input_template`, `input`); enums are StrEnum members that equal their lower-case names
-(`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes and durations timedeltas. Workflow
-steps are built from Step and its kind specs (JobStep, ApprovalStep, WaitForEventStep, SleepStep,
-SubWorkflowStep; MapSpec, StepRetryPolicy) and read back as the same types. ClientConfig (and Keepalive)
-gathers a client's settings: timeout, retries, keepalive pings, channel options and interceptors. Failed calls
-raise StraitError subclasses. The generated protobuf modules live in strait_client.v1.
+WorkflowVersion, WorkflowRun (TriggeredWorkflowRun from `workflows.trigger`, with `idempotent_repeat`), StepRun,
+WorkflowRunEvent, WorkflowRunGraph (with WorkflowRunGraphNode and WorkflowRunGraphEdge) and Event (SentEvent from
+`events.send`, with `matched_steps` and `idempotent_repeat`). Their fields are named as in the API, with the
+JSON fields decoded (`payload`, `output`, `data`, `input_template`, `input`); enums are StrEnum members that
+equal their lower-case names (`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes and
+durations timedeltas. Workflow steps are built from Step and its kind specs (JobStep, ApprovalStep,
+WaitForEventStep, SleepStep, SubWorkflowStep; MapSpec, StepRetryPolicy) and read back as the same types.
+ClientConfig (and Keepalive) gathers a client's settings: timeout, retries, keepalive pings, channel options and
+interceptors. Failed calls raise StraitError subclasses. The generated protobuf modules live in strait_client.v1.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from strait_client._errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from strait_client._event_models import Event, SentEvent
 from strait_client._models import AttemptRecord, FeedEvent, Job, JobRetryPolicy, Run, RunEvent, TriggeredRun
 from strait_client._ops import RunOptions
 from strait_client._retry import RetryPolicy
@@ -65,7 +67,15 @@ from strait_client._steps import (
     WaitForEventStep,
 )
 from strait_client._workflow_models import Workflow, WorkflowConcurrency, WorkflowVersion
-from strait_client._workflow_run_models import StepRun, TriggeredWorkflowRun, WorkflowRun, WorkflowRunEvent
+from strait_client._workflow_run_models import (
+    StepRun,
+    TriggeredWorkflowRun,
+    WorkflowRun,
+    WorkflowRunEvent,
+    WorkflowRunGraph,
+    WorkflowRunGraphEdge,
+    WorkflowRunGraphNode,
+)
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -86,6 +96,7 @@ __all__ = [
     "CronOverlapPolicy",
     "DeadlineExceededError",
     "EndpointCircuit",
+    "Event",
     "ExecutionMode",
     "FailedPreconditionError",
     "FeedEvent",
@@ -108,6 +119,7 @@ __all__ = [
     "RunEvent",
     "RunOptions",
     "RunStatus",
+    "SentEvent",
     "SkipReason",
     "SleepStep",
     "Step",
@@ -126,6 +138,9 @@ __all__ = [
     "WorkflowConcurrency",
     "WorkflowRun",
     "WorkflowRunEvent",
+    "WorkflowRunGraph",
+    "WorkflowRunGraphEdge",
+    "WorkflowRunGraphNode",
     "WorkflowRunStatus",
     "WorkflowVersion",
     "is_terminal",

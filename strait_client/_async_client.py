@@ -19,6 +19,7 @@ from strait_client._config import (
     open_aio_channel,
     resolve,
 )
+from strait_client._events import AsyncEvents
 from strait_client._jobs import AsyncJobs
 from strait_client._projects import AsyncProjects
 from strait_client._retry import RetryPolicy
@@ -74,6 +75,7 @@ class AsyncClient:
         self.circuits = AsyncCircuits(self._transport)
         self.workflows = AsyncWorkflows(self._transport)
         self.workflow_runs = AsyncWorkflowRuns(self._transport, self.workflows)
+        self.events = AsyncEvents(self._transport)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

@@ -11,6 +11,7 @@ import grpc
 from strait_client import _tracing
 from strait_client._circuits import Circuits
 from strait_client._config import ClientConfig, ClientOptions, Keepalive, Timeout, env_settings, open_channel, resolve
+from strait_client._events import Events
 from strait_client._jobs import Jobs
 from strait_client._projects import Projects
 from strait_client._retry import RetryPolicy
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 class Client:
     """Synchronous Strait client: `client.jobs`, `.runs`, `.schedules`, `.projects`, `.circuits`,
-    `.workflows` and `.workflow_runs`.
+    `.workflows`, `.workflow_runs` and `.events`.
 
     Every call sends the API key and has the configured timeout as its deadline; failures raise StraitError
     subclasses. Results are typed (Job, Run, RunEvent, Project, Workflow...). Use as a context manager or call
@@ -34,7 +35,8 @@ class Client:
 
     Calls safe to repeat are retried when the server answers UNAVAILABLE, as the RetryPolicy says: reads, and
     triggers, each of which carries a fresh request id that its retries reuse, so that a retry after a lost
-    answer returns the runs the first attempt created instead of creating them again.
+    answer returns the runs the first attempt created instead of creating them again; and events sent with an
+    idempotency key.
 
     Calls are traced with OpenTelemetry (a client span each, its context sent to the server) when
     `tracer_provider` is given, or when the OTEL_* variables turn tracing on (docs/metrics-and-tracing.md).
@@ -79,6 +81,7 @@ class Client:
         self.circuits = Circuits(self._transport)
         self.workflows = Workflows(self._transport)
         self.workflow_runs = WorkflowRuns(self._transport, self.workflows)
+        self.events = Events(self._transport)
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

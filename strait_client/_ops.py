@@ -19,7 +19,7 @@ from strait_client._workflow_models import Workflow, WorkflowVersion
 from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, schedule_pb2, workflow_pb2
 
 T = TypeVar("T")
-Service = Literal["jobs", "runs", "projects", "schedules", "circuits", "workflows", "workflow_runs"]
+Service = Literal["jobs", "runs", "projects", "schedules", "circuits", "workflows", "workflow_runs", "events"]
 Page: TypeAlias = tuple[list[T], str]
 Steps: TypeAlias = Sequence[Step | Mapping[str, Any]]
 RateLimit: TypeAlias = ApiRateLimit | Mapping[str, Any] | None
@@ -35,12 +35,14 @@ class Op(Generic[T]):
     method: str
     request: Message
     convert: Callable[[Any], T]
+    # The caller made a repeat harmless (an event's idempotency key): retried like a read.
+    repeatable: bool = False
 
     @property
     def retryable(self) -> bool:
-        """Safe to send again after UNAVAILABLE: a read (ValidateWorkflow writes nothing), or a trigger whose
-        request id makes a repeat return the first attempt's runs."""
-        return (self.method.startswith(("Get", "List", "Validate"))
+        """Safe to send again after UNAVAILABLE: a read (ValidateWorkflow writes nothing), a trigger whose
+        request id makes a repeat return the first attempt's runs, or a call marked `repeatable`."""
+        return (self.repeatable or self.method.startswith(("Get", "List", "Validate"))
                 or bool(getattr(self.request, "request_id", "")))
 
 

@@ -13,7 +13,8 @@ from strait_client._errors import StraitError, UnavailableError
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries of calls answered UNAVAILABLE (server restarting, database outage), for calls safe to repeat:
-    reads, and triggers, which carry a request id the server recognises on a retry.
+    reads, triggers, which carry a request id the server recognises on a retry, and events sent with an
+    idempotency key.
 
     Args:
         max_attempts: Attempts in all, the first included (1 turns retries off).

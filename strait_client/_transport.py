@@ -15,6 +15,7 @@ from strait_client._ops import Op, Page
 from strait_client._retry import Attempts, RetryPolicy
 from strait_client.v1 import (
     circuit_pb2_grpc,
+    event_pb2_grpc,
     job_pb2_grpc,
     project_pb2_grpc,
     run_pb2_grpc,
@@ -42,6 +43,7 @@ def _stubs(channel: Any) -> dict[str, Any]:
         "circuits": circuit_pb2_grpc.EndpointCircuitServiceStub(channel),
         "workflows": workflow_pb2_grpc.WorkflowServiceStub(channel),
         "workflow_runs": workflow_run_pb2_grpc.WorkflowRunServiceStub(channel),
+        "events": event_pb2_grpc.EventServiceStub(channel),
     }
 
 

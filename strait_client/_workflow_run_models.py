@@ -1,6 +1,7 @@
-"""Workflow runs as the client reads them (see _models for the conventions): WorkflowRun, StepRun and
-WorkflowRunEvent mirror strait.v1.WorkflowRun, StepRun and WorkflowRunEvent field for field; TriggeredWorkflowRun
-adds what `workflows.trigger` did (`idempotent_repeat`)."""
+"""Workflow runs as the client reads them (see _models for the conventions): WorkflowRun, StepRun,
+WorkflowRunEvent and WorkflowRunGraph (with WorkflowRunGraphNode and WorkflowRunGraphEdge) mirror the
+strait.v1 messages of the same names field for field; TriggeredWorkflowRun adds what `workflows.trigger` did
+(`idempotent_repeat`)."""
 
 from __future__ import annotations
 
@@ -140,6 +141,103 @@ class StepRun:
                    time_of(m, "create_time"), time_of(m, "start_time"), time_of(m, "finish_time"),
                    m.waiting_reason, time_of(m, "wake_time"), m.map_index,
                    MapCounts.from_proto(m.map_counts) if m.HasField("map_counts") else None)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRunGraphNode:
+    """One step of a run's graph (strait.v1.WorkflowRunGraphNode). `kind` is "job", "approval",
+    "wait_for_event", "sleep" or "sub_workflow"; `status` and `skip_reason` are None when unset or unknown to
+    this client version; `waiting_reason` is set on waiting steps, `job_run_id` once a job step started."""
+
+    step_ref: str
+    kind: str
+    status: StepRunStatus | None
+    skip_reason: SkipReason | None
+    waiting_reason: str
+    job_run_id: str
+    error: str
+    start_time: datetime | None
+    finish_time: datetime | None
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.WorkflowRunGraphNode) -> WorkflowRunGraphNode:
+        """Decodes a strait.v1.WorkflowRunGraphNode message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The node.
+        """
+        return cls(m.step_ref, m.kind, from_proto(StepRunStatus, m.status), from_proto(SkipReason, m.skip_reason),
+                   m.waiting_reason, m.job_run_id, m.error, time_of(m, "start_time"), time_of(m, "finish_time"))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRunGraphEdge:
+    """A dependency in a run's graph (strait.v1.WorkflowRunGraphEdge): `child` depends on `parent` (step refs)."""
+
+    parent: str
+    child: str
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.WorkflowRunGraphEdge) -> WorkflowRunGraphEdge:
+        """Decodes a strait.v1.WorkflowRunGraphEdge message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The edge.
+        """
+        return cls(m.parent, m.child)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRunGraph:
+    """A workflow run as a graph (strait.v1.WorkflowRunGraph), as `workflow_runs.graph` returns it: one node
+    per step in definition order, one edge per `depends_on` entry (parent -> child), the `roots` (steps
+    without parents) and the `ready` steps (READY: waiting for the paused run to be resumed). `status` is the
+    run's, None only for a status this client version does not know."""
+
+    workflow_run_id: str
+    version: int
+    status: WorkflowRunStatus | None
+    nodes: tuple[WorkflowRunGraphNode, ...]
+    edges: tuple[WorkflowRunGraphEdge, ...]
+    roots: tuple[str, ...]
+    ready: tuple[str, ...]
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.WorkflowRunGraph) -> WorkflowRunGraph:
+        """Decodes a strait.v1.WorkflowRunGraph message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The graph.
+        """
+        return cls(m.workflow_run_id, m.version, from_proto(WorkflowRunStatus, m.status),
+                   tuple(WorkflowRunGraphNode.from_proto(n) for n in m.nodes),
+                   tuple(WorkflowRunGraphEdge.from_proto(e) for e in m.edges), tuple(m.roots), tuple(m.ready))
+
+    def node(self, step_ref: str) -> WorkflowRunGraphNode:
+        """The node of a step.
+
+        Args:
+            step_ref: The step's ref.
+
+        Returns:
+            Its node.
+
+        Raises:
+            KeyError: The run has no such step.
+        """
+        for n in self.nodes:
+            if n.step_ref == step_ref:
+                return n
+        raise KeyError(step_ref)
 
 
 _STATUS_TYPES: dict[str, type[WorkflowRunStatus] | type[StepRunStatus]] = {

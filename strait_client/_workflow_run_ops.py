@@ -1,4 +1,5 @@
-"""Workflow-run calls as data (see _ops): triggering a workflow, and the WorkflowRunService calls."""
+"""Workflow-run calls as data (see _ops): triggering a workflow, the WorkflowRunService calls, and sending the
+events that waiting steps wait for (EventService)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from strait_client._convert import fill
+from strait_client._event_models import SentEvent
 from strait_client._ops import Op, Page, page_of, status_list, workflow_selector
-from strait_client._workflow_run_models import StepRun, TriggeredWorkflowRun, WorkflowRun, WorkflowRunEvent
-from strait_client.v1 import workflow_pb2, workflow_run_pb2
+from strait_client._workflow_run_models import (
+    StepRun,
+    TriggeredWorkflowRun,
+    WorkflowRun,
+    WorkflowRunEvent,
+    WorkflowRunGraph,
+)
+from strait_client.v1 import event_pb2, workflow_pb2, workflow_run_pb2
 
 R = workflow_run_pb2
 
@@ -24,6 +32,10 @@ def _input_json(run_input: Mapping[str, Any] | None) -> str:
 
 def _workflow_run(response: Any) -> WorkflowRun:
     return WorkflowRun.from_proto(response.workflow_run)
+
+
+def _step_run(response: Any) -> StepRun:
+    return StepRun.from_proto(response.step_run)
 
 
 def trigger_workflow(id_or_slug: str, run_input: Mapping[str, Any] | None, version: int,
@@ -76,3 +88,46 @@ def list_workflow_run_events(run_id: str, after_sequence: int,
 
 def watch_workflow_run_request(run_id: str, after_sequence: int) -> R.WatchWorkflowRunRequest:
     return R.WatchWorkflowRunRequest(workflow_run_id=run_id, after_sequence=after_sequence)
+
+
+# Operating runs: approvals, steps ended by hand, pause and resume (none retried: each changes the run once).
+
+
+def approve_step(run_id: str, step_ref: str, comment: str) -> Op[StepRun]:
+    return Op("workflow_runs", "ApproveStep", R.ApproveStepRequest(id=run_id, step_ref=step_ref, comment=comment),
+              _step_run)
+
+
+def reject_step(run_id: str, step_ref: str, reason: str) -> Op[StepRun]:
+    return Op("workflow_runs", "RejectStep", R.RejectStepRequest(id=run_id, step_ref=step_ref, reason=reason),
+              _step_run)
+
+
+def complete_step(run_id: str, step_ref: str, output: Any) -> Op[StepRun]:
+    request = R.CompleteWorkflowStepRequest(id=run_id, step_ref=step_ref, output_json=json.dumps(output))
+    return Op("workflow_runs", "CompleteWorkflowStep", request, _step_run)
+
+
+def skip_step(run_id: str, step_ref: str, reason: str) -> Op[StepRun]:
+    return Op("workflow_runs", "SkipWorkflowStep",
+              R.SkipWorkflowStepRequest(id=run_id, step_ref=step_ref, reason=reason), _step_run)
+
+
+def pause_workflow_run(run_id: str) -> Op[WorkflowRun]:
+    return Op("workflow_runs", "PauseWorkflowRun", R.PauseWorkflowRunRequest(id=run_id), _workflow_run)
+
+
+def resume_workflow_run(run_id: str) -> Op[WorkflowRun]:
+    return Op("workflow_runs", "ResumeWorkflowRun", R.ResumeWorkflowRunRequest(id=run_id), _workflow_run)
+
+
+def workflow_run_graph(run_id: str) -> Op[WorkflowRunGraph]:
+    return Op("workflow_runs", "GetWorkflowRunGraph", R.GetWorkflowRunGraphRequest(id=run_id),
+              lambda response: WorkflowRunGraph.from_proto(response.graph))
+
+
+def send_event(key: str, payload: Any, idempotency_key: str) -> Op[SentEvent]:
+    """Retried only with an idempotency key: a repeat then returns the first event instead of resolving waits
+    again. Without one a retry could send the event twice, so it is not retried."""
+    request = event_pb2.SendEventRequest(key=key, payload_json=json.dumps(payload), idempotency_key=idempotency_key)
+    return Op("events", "SendEvent", request, SentEvent.from_response, repeatable=bool(idempotency_key))

@@ -1,17 +1,19 @@
-"""`client.workflow_runs`: read, list, cancel, watch and wait for workflow runs, blocking (WorkflowRuns) and
-asyncio (AsyncWorkflowRuns). Runs are started with `client.workflows.trigger`."""
+"""`client.workflow_runs`: read, list, cancel, watch and wait for workflow runs, decide their approvals, end
+their steps by hand, pause and resume them and read their graphs, blocking (WorkflowRuns) and asyncio
+(AsyncWorkflowRuns). Runs are started with `client.workflows.trigger`."""
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
 
 from strait_client import _workflow_run_ops as ops
 from strait_client._config import Timeout, seconds
 from strait_client._ops import DEFAULT_PAGE_SIZE, WORKFLOW_ID_PREFIX
 from strait_client._transport import AsyncTransport, Transport
 from strait_client._watch import WorkflowRunWatch, follow, follow_async
-from strait_client._workflow_run_models import StepRun, WorkflowRun, WorkflowRunEvent
+from strait_client._workflow_run_models import StepRun, WorkflowRun, WorkflowRunEvent, WorkflowRunGraph
 from strait_client._workflows import AsyncWorkflows, Workflows
 
 EVENTS_PAGE_SIZE = 1000
@@ -22,7 +24,8 @@ def _is_id(workflow: str | None) -> bool:
 
 
 class WorkflowRuns:
-    """`client.workflow_runs`: read, list, cancel, watch and wait for workflow runs (docs/workflows.md)."""
+    """`client.workflow_runs`: read, list, cancel, watch and wait for workflow runs, and operate them: approvals,
+    steps ended by hand, pause and resume, the run's graph (docs/workflows.md)."""
 
     def __init__(self, transport: Transport, workflows: Workflows) -> None:
         self._t = transport
@@ -147,6 +150,131 @@ class WorkflowRuns:
         for _ in self.watch(run_id, timeout=timeout):
             pass
         return self.get(run_id)
+
+    def approve(self, run_id: str, step_ref: str, comment: str = "") -> StepRun:
+        """Approves a waiting approval step: it completes with the output {"approver", "approver_key_id",
+        "comment", "time"} and the run goes on. Not retried (a repeat would find the step decided).
+
+        Args:
+            run_id: The run's id.
+            step_ref: The approval step's ref.
+            comment: Kept in the step's output.
+
+        Returns:
+            The step, completed.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, the step is not waiting, or it is not an approval.
+            PermissionDeniedError: The step names its approvers, and this API key is not one of them.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or `comment` is too long.
+        """
+        return self._t.call(ops.approve_step(run_id, step_ref, comment))
+
+    def reject(self, run_id: str, step_ref: str, reason: str = "") -> StepRun:
+        """Rejects a waiting approval step: it fails (error "rejected by <key>: <reason>") and its
+        on_failure policy applies. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The approval step's ref.
+            reason: Kept in the step's error.
+
+        Returns:
+            The step, failed.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, the step is not waiting, or it is not an approval.
+            PermissionDeniedError: The step names its approvers, and this API key is not one of them.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or `reason` is too long.
+        """
+        return self._t.call(ops.reject_step(run_id, step_ref, reason))
+
+    def complete_step(self, run_id: str, step_ref: str, output: Any = None) -> StepRun:
+        """Completes an open step (pending, ready, running or waiting) by hand with the given output; a
+        running step's job run is canceled, and its dependents go on as if it had completed. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step's ref.
+            output: The step's output: any JSON value (a str is a JSON string), encoded by the client.
+
+        Returns:
+            The step, completed.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, or the step has.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or the output is too large.
+            TypeError: `output` cannot be encoded as JSON.
+        """
+        return self._t.call(ops.complete_step(run_id, step_ref, output))
+
+    def skip_step(self, run_id: str, step_ref: str, reason: str = "") -> StepRun:
+        """Skips an open step (pending, ready, running or waiting) by hand: skip reason MANUAL; a running
+        step's job run is canceled, and its dependents decide by their trigger rules. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step's ref.
+            reason: Kept in the run's events.
+
+        Returns:
+            The step, skipped.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, or the step has.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or `reason` is too long.
+        """
+        return self._t.call(ops.skip_step(run_id, step_ref, reason))
+
+    def pause(self, run_id: str) -> WorkflowRun:
+        """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but
+        no step starts; steps that become ready wait in READY (see `graph`). Not retried.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The run, paused.
+
+        Raises:
+            NotFoundError: No such workflow run.
+            FailedPreconditionError: The run is not running (paused already, or ended).
+        """
+        return self._t.call(ops.pause_workflow_run(run_id))
+
+    def resume(self, run_id: str) -> WorkflowRun:
+        """Resumes a paused run: every READY step starts. Not retried.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The run, running again.
+
+        Raises:
+            NotFoundError: No such workflow run.
+            FailedPreconditionError: The run is not paused.
+        """
+        return self._t.call(ops.resume_workflow_run(run_id))
+
+    def graph(self, run_id: str) -> WorkflowRunGraph:
+        """The run as a graph: a node per step in definition order (kind, status, skip and waiting reasons,
+        job run, error, times), an edge per dependency, the roots and the READY steps. A read: retried.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The graph.
+
+        Raises:
+            NotFoundError: No such workflow run.
+        """
+        return self._t.call(ops.workflow_run_graph(run_id))
 
 
 class AsyncWorkflowRuns:
@@ -278,3 +406,128 @@ class AsyncWorkflowRuns:
         async for _ in self.watch(run_id, timeout=timeout):
             pass
         return await self.get(run_id)
+
+    async def approve(self, run_id: str, step_ref: str, comment: str = "") -> StepRun:
+        """Approves a waiting approval step: it completes with the output {"approver", "approver_key_id",
+        "comment", "time"} and the run goes on. Not retried (a repeat would find the step decided).
+
+        Args:
+            run_id: The run's id.
+            step_ref: The approval step's ref.
+            comment: Kept in the step's output.
+
+        Returns:
+            The step, completed.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, the step is not waiting, or it is not an approval.
+            PermissionDeniedError: The step names its approvers, and this API key is not one of them.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or `comment` is too long.
+        """
+        return await self._t.call(ops.approve_step(run_id, step_ref, comment))
+
+    async def reject(self, run_id: str, step_ref: str, reason: str = "") -> StepRun:
+        """Rejects a waiting approval step: it fails (error "rejected by <key>: <reason>") and its
+        on_failure policy applies. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The approval step's ref.
+            reason: Kept in the step's error.
+
+        Returns:
+            The step, failed.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, the step is not waiting, or it is not an approval.
+            PermissionDeniedError: The step names its approvers, and this API key is not one of them.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or `reason` is too long.
+        """
+        return await self._t.call(ops.reject_step(run_id, step_ref, reason))
+
+    async def complete_step(self, run_id: str, step_ref: str, output: Any = None) -> StepRun:
+        """Completes an open step (pending, ready, running or waiting) by hand with the given output; a
+        running step's job run is canceled, and its dependents go on as if it had completed. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step's ref.
+            output: The step's output: any JSON value (a str is a JSON string), encoded by the client.
+
+        Returns:
+            The step, completed.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, or the step has.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or the output is too large.
+            TypeError: `output` cannot be encoded as JSON.
+        """
+        return await self._t.call(ops.complete_step(run_id, step_ref, output))
+
+    async def skip_step(self, run_id: str, step_ref: str, reason: str = "") -> StepRun:
+        """Skips an open step (pending, ready, running or waiting) by hand: skip reason MANUAL; a running
+        step's job run is canceled, and its dependents decide by their trigger rules. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step's ref.
+            reason: Kept in the run's events.
+
+        Returns:
+            The step, skipped.
+
+        Raises:
+            NotFoundError: No such workflow run, or no such step in it.
+            FailedPreconditionError: The run has ended, or the step has.
+            InvalidArgumentError: `step_ref` is not a valid step ref, or `reason` is too long.
+        """
+        return await self._t.call(ops.skip_step(run_id, step_ref, reason))
+
+    async def pause(self, run_id: str) -> WorkflowRun:
+        """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but
+        no step starts; steps that become ready wait in READY (see `graph`). Not retried.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The run, paused.
+
+        Raises:
+            NotFoundError: No such workflow run.
+            FailedPreconditionError: The run is not running (paused already, or ended).
+        """
+        return await self._t.call(ops.pause_workflow_run(run_id))
+
+    async def resume(self, run_id: str) -> WorkflowRun:
+        """Resumes a paused run: every READY step starts. Not retried.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The run, running again.
+
+        Raises:
+            NotFoundError: No such workflow run.
+            FailedPreconditionError: The run is not paused.
+        """
+        return await self._t.call(ops.resume_workflow_run(run_id))
+
+    async def graph(self, run_id: str) -> WorkflowRunGraph:
+        """The run as a graph: a node per step in definition order (kind, status, skip and waiting reasons,
+        job run, error, times), an edge per dependency, the roots and the READY steps. A read: retried.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The graph.
+
+        Raises:
+            NotFoundError: No such workflow run.
+        """
+        return await self._t.call(ops.workflow_run_graph(run_id))

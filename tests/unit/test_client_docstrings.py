@@ -8,6 +8,7 @@ import pytest
 
 import strait_client
 from strait_client._circuits import AsyncCircuits, Circuits
+from strait_client._events import AsyncEvents, Events
 from strait_client._jobs import AsyncJobs, Jobs
 from strait_client._projects import AsyncProjects, Projects
 from strait_client._runs import AsyncRuns, Runs
@@ -17,8 +18,8 @@ from strait_client._workflows import AsyncWorkflows, Workflows
 
 # Classes whose methods call the server: each documents what it raises.
 CALLERS = {Jobs, AsyncJobs, Runs, AsyncRuns, Projects, AsyncProjects, Schedules, AsyncSchedules, Circuits,
-           AsyncCircuits, Workflows, AsyncWorkflows, WorkflowRuns, AsyncWorkflowRuns, strait_client.Client,
-           strait_client.AsyncClient, strait_client.RunContext, strait_client.AsyncRunContext}
+           AsyncCircuits, Workflows, AsyncWorkflows, WorkflowRuns, AsyncWorkflowRuns, Events, AsyncEvents,
+           strait_client.Client, strait_client.AsyncClient, strait_client.RunContext, strait_client.AsyncRunContext}
 EXPORTED = {obj for name in strait_client.__all__ if inspect.isclass(obj := getattr(strait_client, name))
             and not issubclass(obj, Exception)}
 

@@ -19,6 +19,7 @@ from strait_client import (
     CircuitState,
     CreatedApiKey,
     EndpointCircuit,
+    Event,
     FeedEvent,
     Job,
     JobRetryPolicy,
@@ -29,6 +30,7 @@ from strait_client import (
     Run,
     RunEvent,
     RunStatus,
+    SentEvent,
     SkipReason,
     SleepStep,
     Step,
@@ -43,12 +45,15 @@ from strait_client import (
     WorkflowConcurrency,
     WorkflowRun,
     WorkflowRunEvent,
+    WorkflowRunGraph,
+    WorkflowRunGraphEdge,
+    WorkflowRunGraphNode,
     WorkflowRunStatus,
     WorkflowVersion,
 )
 from strait_client._convert import fill, mask_paths
 from strait_client._enums import PROTO_ENUMS, short_name
-from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2, workflow_run_pb2
+from strait_client.v1 import circuit_pb2, event_pb2, job_pb2, project_pb2, run_pb2, workflow_pb2, workflow_run_pb2
 
 # Each type, its message, and the message fields it leaves out on purpose.
 MIRRORS: list[tuple[type, Descriptor, set[str]]] = [
@@ -75,6 +80,10 @@ MIRRORS: list[tuple[type, Descriptor, set[str]]] = [
     (WorkflowRun, workflow_run_pb2.WorkflowRun.DESCRIPTOR, set()),
     (StepRun, workflow_run_pb2.StepRun.DESCRIPTOR, set()),
     (WorkflowRunEvent, workflow_run_pb2.WorkflowRunEvent.DESCRIPTOR, set()),
+    (WorkflowRunGraph, workflow_run_pb2.WorkflowRunGraph.DESCRIPTOR, set()),
+    (WorkflowRunGraphNode, workflow_run_pb2.WorkflowRunGraphNode.DESCRIPTOR, set()),
+    (WorkflowRunGraphEdge, workflow_run_pb2.WorkflowRunGraphEdge.DESCRIPTOR, set()),
+    (Event, event_pb2.Event.DESCRIPTOR, set()),
 ]
 
 
@@ -91,6 +100,9 @@ def test_subtypes_add_only_their_own_fields() -> None:
     assert names(FeedEvent) == [*names(RunEvent), "resume_token"]
     assert names(CreatedApiKey) == [*names(ApiKey), "secret"]
     assert names(TriggeredWorkflowRun) == [*names(WorkflowRun), "idempotent_repeat"]
+    # SentEvent adds what SendEventResponse says besides the event, under the same names.
+    response_fields = [f.name for f in event_pb2.SendEventResponse.DESCRIPTOR.fields if f.name != "event"]
+    assert names(SentEvent) == [*names(Event), *response_fields]
 
 
 @pytest.mark.parametrize("cls", list(PROTO_ENUMS), ids=lambda c: c.__name__)
@@ -203,3 +215,46 @@ def test_workflow_runs_steps_and_events_are_decoded() -> None:
     assert paused.to_status is WorkflowRunStatus.PAUSED and not paused.ends_run
     # A status this client version does not know reads as None, not an error.
     assert WorkflowRunEvent.from_proto(W.WorkflowRunEvent(type="run_status", to_status="later")).to_status is None
+
+
+def test_run_graphs_are_decoded() -> None:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    W = workflow_run_pb2
+    graph = WorkflowRunGraph.from_proto(W.WorkflowRunGraph(
+        workflow_run_id="wfr_1", version=2, status=W.WORKFLOW_RUN_STATUS_PAUSED,
+        nodes=[W.WorkflowRunGraphNode(step_ref="a", kind="job", status=W.STEP_RUN_STATUS_COMPLETED,
+                                      job_run_id="run_1", start_time=_ts(now), finish_time=_ts(now)),
+               W.WorkflowRunGraphNode(step_ref="b", kind="approval", status=W.STEP_RUN_STATUS_WAITING,
+                                      waiting_reason="approval"),
+               W.WorkflowRunGraphNode(step_ref="c", kind="job", status=W.STEP_RUN_STATUS_READY),
+               W.WorkflowRunGraphNode(step_ref="d", kind="sleep", status=W.STEP_RUN_STATUS_SKIPPED,
+                                      skip_reason=W.SKIP_REASON_MANUAL)],
+        edges=[W.WorkflowRunGraphEdge(parent="a", child="b"), W.WorkflowRunGraphEdge(parent="a", child="c")],
+        roots=["a", "d"], ready=["c"]))
+    assert graph.status is WorkflowRunStatus.PAUSED and not WorkflowRunStatus.PAUSED.is_terminal
+    assert (graph.workflow_run_id, graph.version, graph.roots, graph.ready) == ("wfr_1", 2, ("a", "d"), ("c",))
+    assert graph.edges == (WorkflowRunGraphEdge("a", "b"), WorkflowRunGraphEdge("a", "c"))
+    assert graph.nodes[0] == WorkflowRunGraphNode("a", "job", StepRunStatus.COMPLETED, None, "", "run_1", "", now, now)
+    assert [n.status for n in graph.nodes] == ["completed", "waiting", "ready", "skipped"]
+    assert graph.node("b").waiting_reason == "approval" and graph.node("b").start_time is None
+    assert graph.node("d").skip_reason is SkipReason.MANUAL and graph.node("c").skip_reason is None
+    with pytest.raises(KeyError):
+        graph.node("nope")
+    empty = WorkflowRunGraph.from_proto(W.WorkflowRunGraph(status=99))
+    assert empty.status is None and empty.nodes == () and empty.edges == ()
+    assert WorkflowRunGraphNode.from_proto(W.WorkflowRunGraphNode(status=99)).status is None
+
+
+def test_sent_events_are_decoded() -> None:
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    sent = SentEvent.from_response(event_pb2.SendEventResponse(
+        event=event_pb2.Event(id="evt_1", key="order-7-paid", payload_json='{"amount": 12}', idempotency_key="k",
+                              create_time=_ts(now)),
+        matched_steps=2, idempotent_repeat=True))
+    assert isinstance(sent, Event) and sent.matched_steps == 2 and sent.idempotent_repeat
+    assert (sent.id, sent.key, sent.payload, sent.idempotency_key, sent.create_time) == (
+        "evt_1", "order-7-paid", {"amount": 12}, "k", now)
+    assert Event.from_proto(event_pb2.Event(payload_json="null")).payload is None
+    assert Event.from_proto(event_pb2.Event(payload_json='"text"')).payload == "text"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sent.matched_steps = 0  # type: ignore[misc]
