@@ -68,6 +68,7 @@ from strait_client._steps import (
 )
 from strait_client._workflow_models import Workflow, WorkflowConcurrency, WorkflowVersion
 from strait_client._workflow_run_models import (
+    MapCounts,
     StepRun,
     TriggeredWorkflowRun,
     WorkflowRun,
@@ -106,6 +107,7 @@ __all__ = [
     "JobRetryPolicy",
     "JobStep",
     "Keepalive",
+    "MapCounts",
     "MapSpec",
     "NotFoundError",
     "OnFailure",

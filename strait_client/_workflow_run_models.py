@@ -158,6 +158,7 @@ class WorkflowRunGraphNode:
     error: str
     start_time: datetime | None
     finish_time: datetime | None
+    map_counts: MapCounts | None = None  # a map step's instances (one node for all of them)
 
     @classmethod
     def from_proto(cls, m: workflow_run_pb2.WorkflowRunGraphNode) -> WorkflowRunGraphNode:
@@ -170,7 +171,8 @@ class WorkflowRunGraphNode:
             The node.
         """
         return cls(m.step_ref, m.kind, from_proto(StepRunStatus, m.status), from_proto(SkipReason, m.skip_reason),
-                   m.waiting_reason, m.job_run_id, m.error, time_of(m, "start_time"), time_of(m, "finish_time"))
+                   m.waiting_reason, m.job_run_id, m.error, time_of(m, "start_time"), time_of(m, "finish_time"),
+                   MapCounts.from_proto(m.map_counts) if m.HasField("map_counts") else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,8 +68,8 @@ def cancel_workflow_run(run_id: str, reason: str) -> Op[WorkflowRun]:
               _workflow_run)
 
 
-def list_step_runs(run_id: str) -> Op[list[StepRun]]:
-    return Op("workflow_runs", "ListStepRuns", R.ListStepRunsRequest(workflow_run_id=run_id),
+def list_step_runs(run_id: str, step_ref: str = "") -> Op[list[StepRun]]:
+    return Op("workflow_runs", "ListStepRuns", R.ListStepRunsRequest(workflow_run_id=run_id, step_ref=step_ref),
               lambda response: [StepRun.from_proto(s) for s in response.step_runs])
 
 

@@ -81,19 +81,23 @@ class WorkflowRuns:
         """
         return self._t.call(ops.cancel_workflow_run(run_id, reason))
 
-    def steps(self, run_id: str) -> builtins.list[StepRun]:
-        """The run's steps, with their job runs' outputs decoded.
+    def steps(self, run_id: str, step_ref: str = "") -> builtins.list[StepRun]:
+        """The run's steps in definition order, with their job runs' outputs decoded; or one map step followed
+        by its instances in item order.
 
         Args:
             run_id: The run's id.
+            step_ref: Only this step, with its map instances (`map_index` 0, 1, ...); "": every step, without
+                instances.
 
         Returns:
             The step runs.
 
         Raises:
             NotFoundError: No such workflow run.
+            InvalidArgumentError: `step_ref` is not a step ref.
         """
-        return self._t.call(ops.list_step_runs(run_id))
+        return self._t.call(ops.list_step_runs(run_id, step_ref))
 
     def events(self, run_id: str, *, after_sequence: int = 0) -> builtins.list[WorkflowRunEvent]:
         """The run's stored events in sequence order.
@@ -336,19 +340,23 @@ class AsyncWorkflowRuns:
         """
         return await self._t.call(ops.cancel_workflow_run(run_id, reason))
 
-    async def steps(self, run_id: str) -> builtins.list[StepRun]:
-        """The run's steps, with their job runs' outputs decoded.
+    async def steps(self, run_id: str, step_ref: str = "") -> builtins.list[StepRun]:
+        """The run's steps in definition order, with their job runs' outputs decoded; or one map step followed
+        by its instances in item order.
 
         Args:
             run_id: The run's id.
+            step_ref: Only this step, with its map instances (`map_index` 0, 1, ...); "": every step, without
+                instances.
 
         Returns:
             The step runs.
 
         Raises:
             NotFoundError: No such workflow run.
+            InvalidArgumentError: `step_ref` is not a step ref.
         """
-        return await self._t.call(ops.list_step_runs(run_id))
+        return await self._t.call(ops.list_step_runs(run_id, step_ref))
 
     async def events(self, run_id: str, *, after_sequence: int = 0) -> builtins.list[WorkflowRunEvent]:
         """The run's stored events in sequence order.

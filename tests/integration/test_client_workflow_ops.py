@@ -20,6 +20,8 @@ from strait_client import (
     FailedPreconditionError,
     InvalidArgumentError,
     JobStep,
+    MapCounts,
+    MapSpec,
     NotFoundError,
     OnFailure,
     PermissionDeniedError,
@@ -374,3 +376,20 @@ async def test_a_send_whose_answer_was_lost_is_retried_only_with_an_idempotency_
             assert (await client.workflow_runs.steps(run.id))[0].output == {"v": 1}
             assert await _events_with_key(settings.database_url, key) == 1  # sent once either way
         assert lossy.cuts == 2
+
+
+async def test_a_map_step_and_its_instances(app: App, api: Api, sink: Sink) -> None:
+    async with AsyncClient(address(app), api.key) as client:
+        await client.jobs.create("square", sink.script("/square"))
+        await client.workflows.create("squares", [Step("each", job=JobStep(job_slug="square"),
+                                                       map=MapSpec(items="input.n", max_concurrency=2))])
+        run = await client.workflows.trigger("squares", {"n": [3, 1, 2]})
+        assert (await client.workflow_runs.wait(run.id, timeout=20)).status is WorkflowRunStatus.COMPLETED
+        node, *instances = await client.workflow_runs.steps(run.id, "each")
+        assert node.map_index == -1 and node.map_counts == MapCounts(total=3, started=3, done=3, failed=0)
+        assert [i.map_index for i in instances] == [0, 1, 2] and all(i.job_run_id for i in instances)
+        assert node.output == [i.output for i in instances]
+        assert sorted(r.json()["item"] for r in sink.for_path("/square")) == [1, 2, 3]
+        graph = await client.workflow_runs.graph(run.id)
+        assert graph.nodes[0].map_counts == node.map_counts
+        assert [s.step_ref for s in await client.workflow_runs.steps(run.id)] == ["each"]  # no instances

@@ -36,6 +36,7 @@ EXPECTED = [
     "JobRetryPolicy",
     "JobStep",
     "Keepalive",
+    "MapCounts",
     "MapSpec",
     "NotFoundError",
     "OnFailure",
