@@ -124,7 +124,9 @@ async def dynamic_map(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflo
         graph = (await runs.GetWorkflowRunGraph(R.GetWorkflowRunGraphRequest(id=run.id), metadata=md)).graph
         counts = graph.nodes[0].map_counts
         most, samples = max(most, counts.started - counts.done), samples + 1
-        run = (await runs.GetWorkflowRun(R.GetWorkflowRunRequest(id=run.id), metadata=md)).workflow_run
+        if graph.status != R.WORKFLOW_RUN_STATUS_RUNNING:
+            run = (await runs.GetWorkflowRun(R.GetWorkflowRunRequest(id=run.id), metadata=md)).workflow_run
+        await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     assert run.status == R.WORKFLOW_RUN_STATUS_COMPLETED, run
     assert most <= window, most

@@ -50,12 +50,13 @@ ORDER BY create_time DESC, id DESC
 LIMIT $6
 """
 
-STEPS_OF_RUN = f"""
-SELECT {STEP_COLUMNS} FROM workflow_step_runs
-WHERE workflow_run_id = $1 AND (CASE WHEN $2::text IS NULL THEN map_index = -1 ELSE step_ref = $2 END)
-ORDER BY map_index
+STEPS_OF_RUN = f"SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1 AND map_index = -1"
+"""The run's steps, without map instances (served by the step key: steps come before instances)."""
+
+STEP_WITH_INSTANCES = f"""
+SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1 AND step_ref = $2 ORDER BY map_index
 """
-"""$1 run, $2 a step ref: that step and its map instances (NULL: every step, no instances)."""
+"""One step of the run and its map instances, in item order."""
 STEP_OF_RUN = f"""
 SELECT {STEP_COLUMNS} FROM workflow_step_runs s
 WHERE workflow_run_id = $1 AND step_ref = $2 AND map_index = -1
@@ -87,9 +88,9 @@ WITH taken AS (
     RETURNING step_run_id, run_id, event_id
 )
 SELECT s.id, s.workflow_run_id, s.step_ref, s.map_index, r.status AS run_status, r.output, r.error, t.event_id,
-    e.payload AS event_payload
-FROM taken t JOIN workflow_step_runs s ON s.id = t.step_run_id
-    LEFT JOIN runs r ON r.id = t.run_id LEFT JOIN events e ON e.id = t.event_id
+    -- A subquery, not a join: a hash join would scan every event kept.
+    (SELECT e.payload FROM events e WHERE e.id = t.event_id) AS event_payload
+FROM taken t JOIN workflow_step_runs s ON s.id = t.step_run_id LEFT JOIN runs r ON r.id = t.run_id
 """
 """$1 batch size. The job runs of steps that ended, and the events that resolved waiting steps, taken for the
 engine (deleted: the caller's transaction decides whether they were handled)."""
@@ -355,9 +356,9 @@ class WorkflowRunStore:
     async def steps(self, project_id: str, run_id: str, step_ref: str | None = None) -> list[StepRunRow]:
         """The run's step runs in the order of its definition; or one step and its map instances."""
         await self.get(project_id, run_id)
-        rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id, step_ref)]
         if step_ref is not None:
-            return rows
+            return [step_row(r) for r in await self._pool.fetch(STEP_WITH_INSTANCES, run_id, step_ref)]
+        rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
         refs = await self._pool.fetchval(STEP_ORDER, run_id)
         position = {ref: i for i, ref in enumerate(refs or [])}
         return sorted(rows, key=lambda s: position.get(s.step_ref, len(position)))

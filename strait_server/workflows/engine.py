@@ -439,9 +439,10 @@ class Move:
         step = self._plan.steps[ref]
         rows = await self._conn.fetch(sql.NEXT_INSTANCES, self.run.id, ref, count)
         ready, failed = [], []
+        context = self._context()
         for row in rows:
             try:
-                payload = self._instance_input(ref, row["item"], row["map_index"])
+                payload = self._instance_input(ref, context, row["item"], row["map_index"])
                 ready.append((ref, row["id"], payload, {MAP_INDEX_KEY: str(row["map_index"])}))
             except expressions.EvaluationError as exc:
                 failed.append((row["id"], f"template_error: {exc}"))
@@ -453,11 +454,12 @@ class Move:
                                      [None] * len(failed), [e for _, e in failed])
         return len(failed)
 
-    def _instance_input(self, ref: str, item: Any, index: int) -> str:
+    def _instance_input(self, ref: str, context: dict[str, Any], item: Any, index: int) -> str:
+        """The template rendered with `item` and `index`; without one, just those two: the workflow input in
+        every instance would copy it (and the list it often holds) once per item."""
         step = self._plan.steps[ref]
-        context = {**self._context(), "item": item, "index": index}
-        document = (expressions.render(step.template, context) if step.template
-                    else {**self._default_input(ref), "item": item, "index": index})
+        document = (expressions.render(step.template, {**context, "item": item, "index": index}) if step.template
+                    else {"item": item, "index": index})
         text = json.dumps(document)
         if not isinstance(document, dict):
             raise expressions.EvaluationError("the input is not an object")
