@@ -120,16 +120,19 @@ class RunWatch(_SequenceWatch):
 
 
 class WorkflowRunWatch(_SequenceWatch):
-    """One workflow run's events (WatchWorkflowRun), resumed from the last sequence received, until its final
-    event. The server marks no end: a stream that ends OK without a single message (not even a keepalive, which
-    an aged-out stream of an idle run has sent) means the run had ended at or before `after`, so the watch is
-    over too; any other stream that ends OK aged out: resume."""
+    """One workflow run's events (WatchWorkflowRun), resumed from the last sequence received, until the run
+    ended. An ended run may open again (RetryWorkflowStep, ReplayWorkflowSubtree), so a final status change is
+    not the end by itself: the server ends the stream after it only when the run is still ended then. A stream
+    that ends OK after such an event, or without a single message (not even a keepalive, which an aged-out
+    stream of an idle run has sent: the run had ended at or before `after`), ends the watch; any other stream
+    that ends OK aged out: resume."""
 
     noun = "workflow run"
 
     def __init__(self, run_id: str, after_sequence: int = 0, timeout: float | None = None) -> None:
         super().__init__(run_id, after_sequence, timeout)
         self._messages = 0
+        self._last_ended_run = False
 
     def request(self) -> Any:
         self._messages = 0
@@ -140,11 +143,12 @@ class WorkflowRunWatch(_SequenceWatch):
         if message.WhichOneof("message") != "event":
             return None  # a keepalive
         event = WorkflowRunEvent.from_proto(message.event)
-        self._received(event.sequence, event.ends_run)
+        self._received(event.sequence, False)
+        self._last_ended_run = event.ends_run
         return event
 
     def stream_ended(self, trailing: Iterable[tuple[str, Any]] | None) -> None:
-        self._finished = self._messages == 0
+        self._finished = self._messages == 0 or self._last_ended_run
 
 
 class FeedWatch(_Reconnects):

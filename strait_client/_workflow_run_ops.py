@@ -113,6 +113,16 @@ def skip_step(run_id: str, step_ref: str, reason: str) -> Op[StepRun]:
               R.SkipWorkflowStepRequest(id=run_id, step_ref=step_ref, reason=reason), _step_run)
 
 
+def retry_workflow_step(run_id: str, step_ref: str) -> Op[WorkflowRun]:
+    return Op("workflow_runs", "RetryWorkflowStep", R.RetryWorkflowStepRequest(id=run_id, step_ref=step_ref),
+              _workflow_run)
+
+
+def replay_workflow_subtree(run_id: str, step_ref: str) -> Op[WorkflowRun]:
+    return Op("workflow_runs", "ReplayWorkflowSubtree", R.ReplayWorkflowSubtreeRequest(id=run_id, step_ref=step_ref),
+              _workflow_run)
+
+
 def pause_workflow_run(run_id: str) -> Op[WorkflowRun]:
     return Op("workflow_runs", "PauseWorkflowRun", R.PauseWorkflowRunRequest(id=run_id), _workflow_run)
 

@@ -234,6 +234,41 @@ class WorkflowRuns:
         """
         return self._t.call(ops.skip_step(run_id, step_ref, reason))
 
+    def retry_step(self, run_id: str, step_ref: str) -> WorkflowRun:
+        """Runs a failed or canceled step again, with the steps its failure kept from completing (its
+        descendants that did not complete, and the steps canceled because it failed). A completed or failed
+        run opens again. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step.
+
+        Returns:
+            The run, running again.
+
+        Raises:
+            NotFoundError: No such workflow run or step.
+            FailedPreconditionError: The step did not fail (or was not canceled), or the run was canceled.
+        """
+        return self._t.call(ops.retry_workflow_step(run_id, step_ref))
+
+    def replay_subtree(self, run_id: str, step_ref: str) -> WorkflowRun:
+        """Runs an ended step and every step after it again, whatever they did; other branches and the outputs
+        of its ancestors are kept. A completed or failed run opens again. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step the replay starts from.
+
+        Returns:
+            The run, running again.
+
+        Raises:
+            NotFoundError: No such workflow run or step.
+            FailedPreconditionError: The step has not ended, or the run was canceled.
+        """
+        return self._t.call(ops.replay_workflow_subtree(run_id, step_ref))
+
     def pause(self, run_id: str) -> WorkflowRun:
         """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but
         no step starts; steps that become ready wait in READY (see `graph`). Not retried.
@@ -493,6 +528,41 @@ class AsyncWorkflowRuns:
             InvalidArgumentError: `step_ref` is not a valid step ref, or `reason` is too long.
         """
         return await self._t.call(ops.skip_step(run_id, step_ref, reason))
+
+    async def retry_step(self, run_id: str, step_ref: str) -> WorkflowRun:
+        """Runs a failed or canceled step again, with the steps its failure kept from completing (its
+        descendants that did not complete, and the steps canceled because it failed). A completed or failed
+        run opens again. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step.
+
+        Returns:
+            The run, running again.
+
+        Raises:
+            NotFoundError: No such workflow run or step.
+            FailedPreconditionError: The step did not fail (or was not canceled), or the run was canceled.
+        """
+        return await self._t.call(ops.retry_workflow_step(run_id, step_ref))
+
+    async def replay_subtree(self, run_id: str, step_ref: str) -> WorkflowRun:
+        """Runs an ended step and every step after it again, whatever they did; other branches and the outputs
+        of its ancestors are kept. A completed or failed run opens again. Not retried.
+
+        Args:
+            run_id: The run's id.
+            step_ref: The step the replay starts from.
+
+        Returns:
+            The run, running again.
+
+        Raises:
+            NotFoundError: No such workflow run or step.
+            FailedPreconditionError: The step has not ended, or the run was canceled.
+        """
+        return await self._t.call(ops.replay_workflow_subtree(run_id, step_ref))
 
     async def pause(self, run_id: str) -> WorkflowRun:
         """Pauses a running run: steps already running or waiting go on and their outcomes are recorded, but

@@ -1021,3 +1021,89 @@ class WorkflowRunGraphEdge(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkflowRunGraphEdge: _TypeAlias = WorkflowRunGraphEdge  # noqa: Y015
+
+@_typing.final
+class RetryWorkflowStepRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The workflow run."""
+    step_ref: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        step_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "step_ref", b"step_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryWorkflowStepRequest: _TypeAlias = RetryWorkflowStepRequest  # noqa: Y015
+
+@_typing.final
+class RetryWorkflowStepResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow_run(self) -> Global___WorkflowRun: ...
+    def __init__(
+        self,
+        *,
+        workflow_run: Global___WorkflowRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryWorkflowStepResponse: _TypeAlias = RetryWorkflowStepResponse  # noqa: Y015
+
+@_typing.final
+class ReplayWorkflowSubtreeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The workflow run."""
+    step_ref: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        step_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "step_ref", b"step_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayWorkflowSubtreeRequest: _TypeAlias = ReplayWorkflowSubtreeRequest  # noqa: Y015
+
+@_typing.final
+class ReplayWorkflowSubtreeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow_run(self) -> Global___WorkflowRun: ...
+    def __init__(
+        self,
+        *,
+        workflow_run: Global___WorkflowRun | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayWorkflowSubtreeResponse: _TypeAlias = ReplayWorkflowSubtreeResponse  # noqa: Y015

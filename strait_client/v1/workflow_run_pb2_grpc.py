@@ -101,6 +101,16 @@ class WorkflowRunServiceStub:
                 request_serializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphResponse.FromString,
                 _registered_method=True)
+        self.RetryWorkflowStep = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/RetryWorkflowStep',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.RetryWorkflowStepRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.RetryWorkflowStepResponse.FromString,
+                _registered_method=True)
+        self.ReplayWorkflowSubtree = channel.unary_unary(
+                '/strait.v1.WorkflowRunService/ReplayWorkflowSubtree',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.ReplayWorkflowSubtreeRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.ReplayWorkflowSubtreeResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowRunServiceServicer:
@@ -204,6 +214,22 @@ class WorkflowRunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryWorkflowStep(self, request, context):
+        """Runs a failed or canceled step again, with the steps its failure kept from completing (its descendants
+        that did not complete, and the steps canceled because it failed). A completed or failed run opens again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayWorkflowSubtree(self, request, context):
+        """Runs an ended step and every step after it again, whatever they did; other branches and the outputs of
+        its ancestors are kept. A completed or failed run opens again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowRunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +297,16 @@ def add_WorkflowRunServiceServicer_to_server(servicer, server):
                     servicer.GetWorkflowRunGraph,
                     request_deserializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphRequest.FromString,
                     response_serializer=strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphResponse.SerializeToString,
+            ),
+            'RetryWorkflowStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWorkflowStep,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.RetryWorkflowStepRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.RetryWorkflowStepResponse.SerializeToString,
+            ),
+            'ReplayWorkflowSubtree': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayWorkflowSubtree,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.ReplayWorkflowSubtreeRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.ReplayWorkflowSubtreeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -625,6 +661,60 @@ class WorkflowRunService:
             '/strait.v1.WorkflowRunService/GetWorkflowRunGraph',
             strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphRequest.SerializeToString,
             strait_dot_v1_dot_workflow__run__pb2.GetWorkflowRunGraphResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWorkflowStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/RetryWorkflowStep',
+            strait_dot_v1_dot_workflow__run__pb2.RetryWorkflowStepRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.RetryWorkflowStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayWorkflowSubtree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/ReplayWorkflowSubtree',
+            strait_dot_v1_dot_workflow__run__pb2.ReplayWorkflowSubtreeRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.ReplayWorkflowSubtreeResponse.FromString,
             options,
             channel_credentials,
             insecure,

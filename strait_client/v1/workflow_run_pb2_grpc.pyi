@@ -72,6 +72,14 @@ class WorkflowRunServiceStub:
     """Resumes a paused run: every READY step starts, in the same transaction."""
     GetWorkflowRunGraph: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.GetWorkflowRunGraphRequest, _workflow_run_pb2.GetWorkflowRunGraphResponse]
     """The run as a graph: one node per step (status, kind, job run) and the edges between them."""
+    RetryWorkflowStep: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.RetryWorkflowStepRequest, _workflow_run_pb2.RetryWorkflowStepResponse]
+    """Runs a failed or canceled step again, with the steps its failure kept from completing (its descendants
+    that did not complete, and the steps canceled because it failed). A completed or failed run opens again.
+    """
+    ReplayWorkflowSubtree: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.ReplayWorkflowSubtreeRequest, _workflow_run_pb2.ReplayWorkflowSubtreeResponse]
+    """Runs an ended step and every step after it again, whatever they did; other branches and the outputs of
+    its ancestors are kept. A completed or failed run opens again.
+    """
 
 @_typing.type_check_only
 class WorkflowRunServiceAsyncStub(WorkflowRunServiceStub):
@@ -116,6 +124,14 @@ class WorkflowRunServiceAsyncStub(WorkflowRunServiceStub):
     """Resumes a paused run: every READY step starts, in the same transaction."""
     GetWorkflowRunGraph: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.GetWorkflowRunGraphRequest, _workflow_run_pb2.GetWorkflowRunGraphResponse]  # type: ignore[assignment]
     """The run as a graph: one node per step (status, kind, job run) and the edges between them."""
+    RetryWorkflowStep: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.RetryWorkflowStepRequest, _workflow_run_pb2.RetryWorkflowStepResponse]  # type: ignore[assignment]
+    """Runs a failed or canceled step again, with the steps its failure kept from completing (its descendants
+    that did not complete, and the steps canceled because it failed). A completed or failed run opens again.
+    """
+    ReplayWorkflowSubtree: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.ReplayWorkflowSubtreeRequest, _workflow_run_pb2.ReplayWorkflowSubtreeResponse]  # type: ignore[assignment]
+    """Runs an ended step and every step after it again, whatever they did; other branches and the outputs of
+    its ancestors are kept. A completed or failed run opens again.
+    """
 
 class WorkflowRunServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs of workflows: read them, follow them, cancel them."""
@@ -235,5 +251,25 @@ class WorkflowRunServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_run_pb2.GetWorkflowRunGraphResponse, _abc.Awaitable[_workflow_run_pb2.GetWorkflowRunGraphResponse]]:
         """The run as a graph: one node per step (status, kind, job run) and the edges between them."""
+
+    @_abc_1.abstractmethod
+    def RetryWorkflowStep(
+        self,
+        request: _workflow_run_pb2.RetryWorkflowStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.RetryWorkflowStepResponse, _abc.Awaitable[_workflow_run_pb2.RetryWorkflowStepResponse]]:
+        """Runs a failed or canceled step again, with the steps its failure kept from completing (its descendants
+        that did not complete, and the steps canceled because it failed). A completed or failed run opens again.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayWorkflowSubtree(
+        self,
+        request: _workflow_run_pb2.ReplayWorkflowSubtreeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_run_pb2.ReplayWorkflowSubtreeResponse, _abc.Awaitable[_workflow_run_pb2.ReplayWorkflowSubtreeResponse]]:
+        """Runs an ended step and every step after it again, whatever they did; other branches and the outputs of
+        its ancestors are kept. A completed or failed run opens again.
+        """
 
 def add_WorkflowRunServiceServicer_to_server(servicer: WorkflowRunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -239,3 +239,16 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
                                   context: grpc.aio.ServicerContext) -> workflow_run_pb2.GetWorkflowRunGraphResponse:
         run, plan, steps = await self._runs.graph(self._store, project_id(), _run_id(Violations(), request.id))
         return R.GetWorkflowRunGraphResponse(graph=_graph_message(run, plan, steps))
+
+    async def RetryWorkflowStep(self, request: workflow_run_pb2.RetryWorkflowStepRequest,
+                                context: grpc.aio.ServicerContext) -> workflow_run_pb2.RetryWorkflowStepResponse:
+        run_id, ref = _step(Violations(), request)
+        await self._runs.retry_step(project_id(), run_id, ref)
+        return R.RetryWorkflowStepResponse(workflow_run=run_message(await self._store.get(project_id(), run_id)))
+
+    async def ReplayWorkflowSubtree(self, request: workflow_run_pb2.ReplayWorkflowSubtreeRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> workflow_run_pb2.ReplayWorkflowSubtreeResponse:
+        run_id, ref = _step(Violations(), request)
+        await self._runs.replay_subtree(project_id(), run_id, ref)
+        return R.ReplayWorkflowSubtreeResponse(workflow_run=run_message(await self._store.get(project_id(), run_id)))

@@ -140,7 +140,9 @@ class Watches:
             if events:
                 after = events[-1].seq
                 last = events[-1]
-                return events, last.type == "run_status" and last.to_status in _FINAL_WORKFLOW_STATUSES
+                if not (last.type == "run_status" and last.to_status in _FINAL_WORKFLOW_STATUSES):
+                    return events, False
+            # An ended run may have opened again since (a retried or replayed step): over only if still ended.
             status, latest = await store.progress(project, run_id)
             return events, status in _FINAL_WORKFLOW_STATUSES and latest <= after
         with self._events.watch(run_id) as woken:

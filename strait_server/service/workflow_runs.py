@@ -79,9 +79,16 @@ class WorkflowRuns:
             plan = await self._plans.get(conn, run.workflow_id, run.version)
         return run, plan, await store.steps(project_id, run_id)
 
-    async def _move(self, project_id: str, run_id: str, action: Callable[[Move], Awaitable[None]]) -> None:
+    async def retry_step(self, project_id: str, run_id: str, ref: str) -> None:
+        await self._move(project_id, run_id, lambda move: move.retry(ref), reopen=True)
+
+    async def replay_subtree(self, project_id: str, run_id: str, ref: str) -> None:
+        await self._move(project_id, run_id, lambda move: move.replay(ref), reopen=True)
+
+    async def _move(self, project_id: str, run_id: str, action: Callable[[Move], Awaitable[None]], *,
+                    reopen: bool = False) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            move = await locked_move(conn, self._plans, project_id=project_id, run_id=run_id)
+            move = await locked_move(conn, self._plans, project_id=project_id, run_id=run_id, reopen=reopen)
             await action(move)
         self._on_changes(move.changes)
 

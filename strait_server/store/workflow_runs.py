@@ -12,6 +12,7 @@ from strait_server.errors import FailedPrecondition, NotFound
 
 RUNNING, PAUSED = "running", "paused"
 OPEN = (RUNNING, PAUSED)  # a workflow run that has not ended
+REOPENABLE = ("completed", "failed")  # ended runs whose steps may run again (not canceled ones)
 
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -210,6 +211,29 @@ SELECT coalesce(jsonb_agg(output ORDER BY map_index), '[]'::jsonb) FROM workflow
 WHERE workflow_run_id = $1 AND step_ref = $2 AND map_index >= 0
 """
 """A map step's output: its instances' outputs in item order."""
+
+RESET_STEPS = f"""
+WITH instances AS (
+    DELETE FROM workflow_step_runs WHERE workflow_run_id = $1 AND step_ref = ANY($2::text[]) AND map_index >= 0
+)
+UPDATE workflow_step_runs s SET id = v.new_id, status = 'pending', skip_reason = '', output = NULL, error = '',
+    job_run_id = NULL, waiting_reason = '', wake_time = NULL, start_time = NULL, finish_time = NULL, map_total = 0,
+    map_started = 0, map_done = 0, map_failed = 0, parents_done = v.done, parents_ok = v.ok,
+    parents_failed = v.failed, parents_skipped = v.skipped, update_time = now()
+FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[])
+     AS v(ref, new_id, done, ok, failed, skipped)
+WHERE s.workflow_run_id = $1 AND s.map_index = -1 AND s.step_ref = v.ref
+RETURNING {STEP_COLUMNS}
+"""
+"""$1 run, $2 steps that start over, $3 their new step run ids (the job runs and progress of the old ones stay
+theirs), $4..$7 their parents' outcomes as they stand. Map instances are dropped."""
+
+REOPEN_RUN = """
+UPDATE workflow_runs SET status = CASE WHEN status = 'paused' THEN 'paused' ELSE 'running' END, error = '',
+    finish_time = NULL, steps_open = $2, steps_failed = $3, update_time = now()
+WHERE id = $1
+"""
+"""$1 run, $2 steps open, $3 steps failed: counts recomputed after steps started over."""
 
 SET_WAITING = """
 WITH upd AS (

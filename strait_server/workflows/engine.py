@@ -25,8 +25,9 @@ from strait_server.errors import FailedPrecondition, NotFound, PermissionDenied
 from strait_server.model import MAP_INDEX_KEY, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
 from strait_server.store import workflow_runs as sql
 from strait_server.store.runs import cancel_runs, write_runs
-from strait_server.workflows import expressions, waits
+from strait_server.workflows import expressions, reruns, waits
 from strait_server.workflows.plan import (
+    FINISHED,
     RUN,
     WAITING_KINDS,
     Counters,
@@ -151,7 +152,7 @@ class Move:
 
     def _require_step(self, ref: str, allowed: Iterable[StepStatus]) -> StepPlan:
         step = self._plan.steps.get(ref)
-        if step is None:
+        if step is None or ref not in self._status:  # (an on_failure_step that never ran has no step run)
             raise NotFound("step", ref)
         if StepStatus(self._status[ref]) not in set(allowed):
             raise FailedPrecondition(f"step {ref!r} is {self._status[ref]}", reason="STEP_STATE", subject=ref)
@@ -217,6 +218,43 @@ class Move:
         await self._propagate([outcome] if outcome is not None else [])
         await self.close()
 
+    async def retry(self, ref: str) -> None:
+        """RetryWorkflowStep: a failed or canceled step runs again, with what its failure kept from completing."""
+        self._require_step(ref, reruns.RETRYABLE)
+        await self.rerun(reruns.retry_set(self._plan, self._status, self._errors, ref), f"retry of step {ref!r}")
+
+    async def replay(self, ref: str) -> None:
+        """ReplayWorkflowSubtree: an ended step and every step after it run again."""
+        self._require_step(ref, FINISHED)
+        await self.rerun(reruns.replay_set(self._plan, ref), f"replay from step {ref!r}")
+
+    async def rerun(self, refs: list[str], why: str) -> None:
+        """RetryWorkflowStep and ReplayWorkflowSubtree: these steps start over (as new step runs, so that each
+        may have a job run of its own again) and are decided again from their parents as they stand; an ended
+        run is open again. Job runs of steps still running among them are canceled."""
+        running = [self._steps[r].job_run_id for r in refs if self._status[r] == StepStatus.RUNNING]
+        if job_runs := [j for j in running if j]:
+            await cancel_runs(self._conn, job_runs, f"step started over: {why}")
+            self.changes.canceled_job_runs += job_runs
+        for ref in refs:
+            self.event("step_status", ref, self._status[ref], StepStatus.PENDING.value, why)
+            self._status[ref] = StepStatus.PENDING
+            self._outputs[ref], self._errors[ref] = None, ""
+        counts = [reruns.counts_from_parents(self._plan, self._status, ref) for ref in refs]
+        new_ids = ids.new_ids("wfs", len(refs))
+        rows = await self._conn.fetch(sql.RESET_STEPS, self.run.id, refs, new_ids,
+                                      *[[c[i] for c in counts] for i in range(4)])
+        for ref, step_id in zip(refs, new_ids, strict=True):
+            self._steps[ref] = sql.StepState(step_id, ref, StepStatus.PENDING.value, None, "")
+        await self._record()
+        steps_open, steps_failed = reruns.open_and_failed(self._plan, self._status)
+        await self._conn.execute(sql.REOPEN_RUN, self.run.id, steps_open, steps_failed)
+        if self._run_status not in sql.OPEN:
+            self.event("run_status", "", self._run_status, sql.RUNNING, f"reopened: {why}")
+            self._run_status = sql.RUNNING
+        await self._propagate(await self._decide_rows(rows))
+        await self.close()
+
     def _now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -250,6 +288,10 @@ class Move:
         children = list(counts)
         rows = await self._conn.fetch(sql.ADD_TO_COUNTERS, [self.run.id] * len(children), children,
                                       *[[counts[c][i] for c in children] for i in range(4)])
+        return await self._decide_rows(rows)
+
+    async def _decide_rows(self, rows: list[Any]) -> list[tuple[str, int]]:
+        """Decides the pending steps whose counters these rows hold: start, skip (and cascade), or wait."""
         to_start, next_ended = [], []
         for row in rows:
             ref = row["step_ref"]
@@ -659,14 +701,15 @@ async def next_timer(pool: asyncpg.Pool, now: datetime | None) -> float | None:
     return None if left is None else max(0.0, left.total_seconds())
 
 
-async def locked_move(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: str) -> Move:
-    """Inside the caller's transaction: the running run, locked, ready to move (NOT_FOUND, FAILED_PRECONDITION
-    when it ended)."""
+async def locked_move(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: str, reopen: bool = False) -> Move:
+    """Inside the caller's transaction: the open run, locked, ready to move (NOT_FOUND; FAILED_PRECONDITION
+    when it ended, unless `reopen` and it completed or failed)."""
     locked = await conn.fetchrow(sql.LOCK_RUNS, [run_id])
     if locked is None or locked["project_id"] != project_id:
         raise NotFound("workflow run", run_id)
     run = sql.run_row(locked)
-    sql.require_open(run)
+    if not (reopen and run.status in sql.REOPENABLE):
+        sql.require_open(run)
     plan = await plans.get(conn, run.workflow_id, run.version)
     return Move(conn, run, plan, await _states(conn, run.id))
 

@@ -393,3 +393,27 @@ async def test_a_map_step_and_its_instances(app: App, api: Api, sink: Sink) -> N
         graph = await client.workflow_runs.graph(run.id)
         assert graph.nodes[0].map_counts == node.map_counts
         assert [s.step_ref for s in await client.workflow_runs.steps(run.id)] == ["each"]  # no instances
+
+
+async def test_retry_and_replay_from_the_client(app: App, api: Api, sink: Sink) -> None:
+    async with AsyncClient(address(app), api.key) as client:
+        await client.jobs.create("flaky", sink.script("/flaky", Reply(status=500)), max_attempts=1)
+        await client.jobs.create("after", sink.script("/after"))
+        await client.workflows.create("redo", [Step("flaky", job=JobStep(job_slug="flaky")),
+                                               Step("after", ["flaky"], job=JobStep(job_slug="after"))])
+        run = await client.workflows.trigger("redo")
+        assert (await client.workflow_runs.wait(run.id, timeout=20)).status is WorkflowRunStatus.FAILED
+        reopened = await client.workflow_runs.retry_step(run.id, "flaky")
+        assert type(reopened) is WorkflowRun and reopened.status is WorkflowRunStatus.RUNNING
+        assert (await client.workflow_runs.wait(run.id, timeout=20)).status is WorkflowRunStatus.COMPLETED
+        replayed = await client.workflow_runs.replay_subtree(run.id, "after")
+        assert replayed.status is WorkflowRunStatus.RUNNING
+        assert (await client.workflow_runs.wait(run.id, timeout=20)).status is WorkflowRunStatus.COMPLETED
+        assert len(sink.for_path("/after")) == 2
+        with pytest.raises(FailedPreconditionError):
+            await client.workflow_runs.retry_step(run.id, "after")  # it completed
+
+    def replay_unknown_step() -> None:  # the blocking client, off the event loop that serves it
+        with Client(address(app), api.key) as sync_client, pytest.raises(NotFoundError):
+            sync_client.workflow_runs.replay_subtree(run.id, "nope")
+    await asyncio.to_thread(replay_unknown_step)

@@ -102,3 +102,74 @@ async def test_the_graph_shows_steps_kinds_and_edges(flows: Flows) -> None:
     err = await rpc_error(flows.runs.GetWorkflowRunGraph(R.GetWorkflowRunGraphRequest(id="wfr_nope"),
                                                          metadata=flows.api.metadata))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_failed_step_retried_reopens_the_run_and_it_completes(flows: Flows, sink: Sink) -> None:
+    await flows.job("a")
+    await flows.job("b", max_attempts=1)
+    await flows.job("c")
+    await flows.job("d", then=Reply(block=asyncio.Event()))
+    sink.script("/b", Reply(status=500))  # fails once, then answers 200
+    await flows.create(step("a", "a"), step("b", "b", "a"), step("c", "c", "b"), step("d", "d", "a"))
+    run = await flows.trigger()
+    failed = await flows.wait(run.id)
+    assert failed.status == R.WORKFLOW_RUN_STATUS_FAILED
+    before = await flows.steps(run.id)
+    assert before["d"].status == R.STEP_RUN_STATUS_CANCELED  # canceled because b failed
+    sink.script("/d", Reply())
+    reopened = await flows.runs.RetryWorkflowStep(R.RetryWorkflowStepRequest(id=run.id, step_ref="b"),
+                                                  metadata=flows.api.metadata)
+    assert reopened.workflow_run.status == R.WORKFLOW_RUN_STATUS_RUNNING and not reopened.workflow_run.error
+    done = await flows.wait(run.id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    after = await flows.steps(run.id)
+    assert {s.status for s in after.values()} == {R.STEP_RUN_STATUS_COMPLETED}
+    assert after["b"].job_run_id != before["b"].job_run_id and after["a"].job_run_id == before["a"].job_run_id
+    assert (len(sink.for_path("/a")), len(sink.for_path("/b")), len(sink.for_path("/c"))) == (1, 2, 1)
+    changes = [(e.from_status, e.to_status) for e in await flows.events(run.id) if e.type == "run_status"]
+    assert changes == [("", "running"), ("running", "failed"), ("failed", "running"), ("running", "completed")]
+
+
+async def test_a_replayed_subtree_runs_again_and_other_branches_keep_theirs(flows: Flows, sink: Sink) -> None:
+    for slug in ("a", "b", "c", "d"):
+        await flows.job(slug)
+    sink.script("/a", Reply(body='{"v": 1}'))
+    await flows.create(step("a", "a"), step("b", "b", "a"), step("c", "c", "b"), step("d", "d", "a"))
+    run = await flows.trigger()
+    await flows.wait(run.id)
+    before = await flows.steps(run.id)
+    reply = await flows.runs.ReplayWorkflowSubtree(R.ReplayWorkflowSubtreeRequest(id=run.id, step_ref="b"),
+                                                   metadata=flows.api.metadata)
+    assert reply.workflow_run.status == R.WORKFLOW_RUN_STATUS_RUNNING
+    assert (await flows.wait(run.id)).status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    after = await flows.steps(run.id)
+    assert [len(sink.for_path(f"/{s}")) for s in "abcd"] == [1, 2, 2, 1]
+    assert after["d"].job_run_id == before["d"].job_run_id and after["c"].job_run_id != before["c"].job_run_id
+    assert [r.json() for r in sink.for_path("/b")] == [{"parent_outputs": {"a": {"v": 1}}}] * 2  # a's output kept
+
+
+async def test_retry_and_replay_refuse_steps_and_runs_in_the_wrong_state(flows: Flows) -> None:
+    await flows.job("a")
+    await flows.job("hold", then=Reply(block=asyncio.Event()))
+    await flows.create(step("a", "a"), step("hold", "hold", "a"))
+    run = await flows.trigger()
+
+    async def running() -> bool:
+        return (await flows.steps(run.id))["hold"].status == R.STEP_RUN_STATUS_RUNNING
+    await eventually(running)
+    cases = [
+        (flows.runs.RetryWorkflowStep(R.RetryWorkflowStepRequest(id=run.id, step_ref="a"),
+                                      metadata=flows.api.metadata), grpc.StatusCode.FAILED_PRECONDITION),  # completed
+        (flows.runs.ReplayWorkflowSubtree(R.ReplayWorkflowSubtreeRequest(id=run.id, step_ref="hold"),
+                                          metadata=flows.api.metadata), grpc.StatusCode.FAILED_PRECONDITION),
+        (flows.runs.RetryWorkflowStep(R.RetryWorkflowStepRequest(id=run.id, step_ref="nope"),
+                                      metadata=flows.api.metadata), grpc.StatusCode.NOT_FOUND),
+        (flows.runs.RetryWorkflowStep(R.RetryWorkflowStepRequest(id="wfr_nope", step_ref="a"),
+                                      metadata=flows.api.metadata), grpc.StatusCode.NOT_FOUND),
+    ]
+    for call, code in cases:
+        assert (await rpc_error(call)).code() == code
+    await flows.runs.CancelWorkflowRun(R.CancelWorkflowRunRequest(id=run.id), metadata=flows.api.metadata)
+    err = await rpc_error(flows.runs.ReplayWorkflowSubtree(R.ReplayWorkflowSubtreeRequest(id=run.id, step_ref="a"),
+                                                           metadata=flows.api.metadata))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # a canceled run stays canceled

@@ -129,7 +129,17 @@ def test_a_workflow_run_watch_resumes_after_the_last_sequence_and_ends_at_the_fi
             watch.failed(_Failure(grpc.StatusCode.UNAVAILABLE))
     watch = WorkflowRunWatch("wfr_1", after_sequence=3)
     watch.request()
-    assert watch.receive(_flow_event(4, "canceled")) is not None and watch.finished
+    # A final status change ends the watch once the server ends the stream after it (the run may have
+    # opened again since, and then the stream goes on).
+    assert watch.receive(_flow_event(4, "canceled")) is not None and not watch.finished
+    watch.stream_ended(())
+    assert watch.finished
+    watch = WorkflowRunWatch("wfr_1", after_sequence=3)
+    watch.request()
+    watch.receive(_flow_event(4, "failed"))
+    watch.receive(_flow_event(5, "running"))  # reopened: the watch goes on after the stream ends
+    watch.stream_ended(())
+    assert not watch.finished and watch.request().after_sequence == 5
 
 
 def test_a_workflow_run_stream_that_ends_empty_ends_the_watch() -> None:
