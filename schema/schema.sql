@@ -284,6 +284,7 @@ CREATE TABLE workflow_progress (
     step_run_id text NOT NULL,
     run_id text,
     event_id text,
+    child_run_id text,
     CONSTRAINT workflow_progress_pkey PRIMARY KEY (id)
 );
 
@@ -315,10 +316,15 @@ CREATE TABLE workflow_runs (
     start_time timestamp with time zone,
     finish_time timestamp with time zone,
     update_time timestamp with time zone DEFAULT now() NOT NULL,
+    parent_workflow_run_id text,
+    parent_step_run_id text,
+    depth smallint DEFAULT 0 NOT NULL,
+    output jsonb,
     CONSTRAINT workflow_runs_pkey PRIMARY KEY (id),
     CONSTRAINT workflow_runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id),
     CONSTRAINT workflow_runs_workflow_id_version_fkey FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions(workflow_id, version)
 );
+CREATE INDEX workflow_runs_children ON public.workflow_runs USING btree (parent_workflow_run_id) WHERE (parent_workflow_run_id IS NOT NULL);
 CREATE UNIQUE INDEX workflow_runs_idempotency_key ON public.workflow_runs USING btree (workflow_id, idempotency_key) WHERE (idempotency_key <> ''::text);
 CREATE INDEX workflow_runs_list_idx ON public.workflow_runs USING btree (project_id, create_time DESC, id DESC);
 CREATE INDEX workflow_runs_workflow_idx ON public.workflow_runs USING btree (workflow_id, create_time DESC, id DESC);
@@ -349,6 +355,7 @@ CREATE TABLE workflow_step_runs (
     map_started integer DEFAULT 0 NOT NULL,
     map_done integer DEFAULT 0 NOT NULL,
     map_failed integer DEFAULT 0 NOT NULL,
+    child_workflow_run_id text,
     CONSTRAINT workflow_step_runs_pkey PRIMARY KEY (id),
     CONSTRAINT workflow_step_runs_step_key UNIQUE (workflow_run_id, map_index, step_ref),
     CONSTRAINT workflow_step_runs_workflow_run_id_fkey FOREIGN KEY (workflow_run_id) REFERENCES workflow_runs(id)

@@ -20,7 +20,8 @@ def _run_fields(m: workflow_run_pb2.WorkflowRun) -> dict[str, Any]:
         "status": from_proto(WorkflowRunStatus, m.status), "input": json_of(m.input_json), "error": m.error,
         "idempotency_key": m.idempotency_key, "create_time": time_of(m, "create_time"),
         "start_time": time_of(m, "start_time"), "finish_time": time_of(m, "finish_time"),
-        "update_time": time_of(m, "update_time"),
+        "update_time": time_of(m, "update_time"), "parent_workflow_run_id": m.parent_workflow_run_id,
+        "parent_step_run_id": m.parent_step_run_id,
     }
 
 
@@ -42,6 +43,8 @@ class WorkflowRun:
     start_time: datetime | None
     finish_time: datetime | None
     update_time: datetime | None
+    parent_workflow_run_id: str = ""  # a child run (of a sub_workflow step): its parent run
+    parent_step_run_id: str = ""  # ... and the parent's step run
 
     @classmethod
     def from_proto(cls, m: workflow_run_pb2.WorkflowRun) -> WorkflowRun:
@@ -125,6 +128,7 @@ class StepRun:
     wake_time: datetime | None = None  # when a waiting step's timer fires (a sleep ends, a wait times out)
     map_index: int = -1  # an instance of a map step: its item's index; -1: a step of the definition
     map_counts: MapCounts | None = None  # a map step's instances
+    child_workflow_run_id: str = ""  # a sub_workflow step's child run
 
     @classmethod
     def from_proto(cls, m: workflow_run_pb2.StepRun) -> StepRun:
@@ -140,7 +144,8 @@ class StepRun:
                    from_proto(SkipReason, m.skip_reason), m.job_run_id, json_of(m.output_json), m.error,
                    time_of(m, "create_time"), time_of(m, "start_time"), time_of(m, "finish_time"),
                    m.waiting_reason, time_of(m, "wake_time"), m.map_index,
-                   MapCounts.from_proto(m.map_counts) if m.HasField("map_counts") else None)
+                   MapCounts.from_proto(m.map_counts) if m.HasField("map_counts") else None,
+                   m.child_workflow_run_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,6 +133,8 @@ class WorkflowRun(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PARENT_WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
+    PARENT_STEP_RUN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"wfr_..."."""
     project_id: _builtins.str
@@ -144,6 +146,9 @@ class WorkflowRun(_message.Message):
     error: _builtins.str
     """Why it failed or was canceled."""
     idempotency_key: _builtins.str
+    parent_workflow_run_id: _builtins.str
+    """A child run (of a sub_workflow step): its parent run and the parent's step run."""
+    parent_step_run_id: _builtins.str
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -167,10 +172,12 @@ class WorkflowRun(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        parent_workflow_run_id: _builtins.str = ...,
+        parent_step_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "project_id", b"project_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "parent_step_run_id", b"parent_step_run_id", "parent_workflow_run_id", b"parent_workflow_run_id", "project_id", b"project_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -195,6 +202,7 @@ class StepRun(_message.Message):
     WAKE_TIME_FIELD_NUMBER: _builtins.int
     MAP_INDEX_FIELD_NUMBER: _builtins.int
     MAP_COUNTS_FIELD_NUMBER: _builtins.int
+    CHILD_WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"wfs_..."."""
     workflow_run_id: _builtins.str
@@ -210,6 +218,8 @@ class StepRun(_message.Message):
     """What a waiting step waits for: "approval", "event:<key>" or "sleep"."""
     map_index: _builtins.int
     """-1 for a step of the definition; for an instance of a map step, the index of its item."""
+    child_workflow_run_id: _builtins.str
+    """A sub_workflow step's child run, once it started."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -242,10 +252,11 @@ class StepRun(_message.Message):
         wake_time: _timestamp_pb2.Timestamp | None = ...,
         map_index: _builtins.int = ...,
         map_counts: Global___MapCounts | None = ...,
+        child_workflow_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "map_counts", b"map_counts", "start_time", b"start_time", "wake_time", b"wake_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "job_run_id", b"job_run_id", "map_counts", b"map_counts", "map_index", b"map_index", "output_json", b"output_json", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason", "wake_time", b"wake_time", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["child_workflow_run_id", b"child_workflow_run_id", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "job_run_id", b"job_run_id", "map_counts", b"map_counts", "map_index", b"map_index", "output_json", b"output_json", "skip_reason", b"skip_reason", "start_time", b"start_time", "status", b"status", "step_ref", b"step_ref", "waiting_reason", b"waiting_reason", "wake_time", b"wake_time", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -45,7 +45,8 @@ def run_message(run: WorkflowRunRow) -> workflow_run_pb2.WorkflowRun:
         status=_RUN_STATUS.get(run.status, R.WORKFLOW_RUN_STATUS_UNSPECIFIED), input_json=json.dumps(run.input),
         error=run.error, idempotency_key=run.idempotency_key, create_time=convert.ts(run.create_time),
         start_time=convert.ts(run.start_time), finish_time=convert.ts(run.finish_time),
-        update_time=convert.ts(run.update_time))
+        update_time=convert.ts(run.update_time), parent_workflow_run_id=run.parent_workflow_run_id or "",
+        parent_step_run_id=run.parent_step_run_id or "")
 
 
 def _step_message(step: StepRunRow) -> workflow_run_pb2.StepRun:
@@ -56,7 +57,8 @@ def _step_message(step: StepRunRow) -> workflow_run_pb2.StepRun:
         output_json="" if step.output is None else json.dumps(step.output), error=step.error,
         create_time=convert.ts(step.create_time), start_time=convert.ts(step.start_time),
         finish_time=convert.ts(step.finish_time), waiting_reason=step.waiting_reason,
-        wake_time=convert.ts(step.wake_time), map_index=step.map_index, map_counts=_map_counts(step))
+        wake_time=convert.ts(step.wake_time), map_index=step.map_index, map_counts=_map_counts(step),
+        child_workflow_run_id=step.child_workflow_run_id or "")
 
 
 def _map_counts(step: StepRunRow) -> workflow_run_pb2.MapCounts | None:

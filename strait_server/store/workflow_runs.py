@@ -18,20 +18,21 @@ Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
-event_seq, create_time, start_time, finish_time, update_time"""
+event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id, depth"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
 parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
-wake_time, map_index, map_total, map_started, map_done, map_failed"""
+wake_time, map_index, map_total, map_started, map_done, map_failed, child_workflow_run_id"""
 EVENT_COLUMNS = "workflow_run_id, seq, type, step_ref, from_status, to_status, message, create_time"
 
 INSERT_RUN = f"""
 INSERT INTO workflow_runs (id, project_id, workflow_id, version, status, input, idempotency_key, steps_open,
-    start_time)
-VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, now())
+    start_time, parent_workflow_run_id, parent_step_run_id, depth)
+VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, now(), $8, $9, $10)
 ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING {RUN_COLUMNS}
 """
-"""No row: the idempotency key names an earlier run of the workflow."""
+"""$8/$9 the parent run and step run of a child run (NULL: none), $10 its depth. No row: the idempotency key
+names an earlier run of the workflow."""
 
 BY_KEY = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE workflow_id = $1 AND idempotency_key = $2"
 
@@ -71,13 +72,13 @@ WHERE r.id = $1
 """The step refs of a run's version, in definition order."""
 
 STATES_OF_RUN = """
-SELECT id, step_ref, status, output, error, job_run_id, wake_time FROM workflow_step_runs
+SELECT id, step_ref, status, output, error, job_run_id, wake_time, child_workflow_run_id FROM workflow_step_runs
 WHERE workflow_run_id = $1 AND map_index = -1
 """
 
 STEPS_OF_RUNS = """
-SELECT workflow_run_id, id, step_ref, status, output, error, job_run_id, wake_time FROM workflow_step_runs
-WHERE workflow_run_id = ANY($1::text[]) AND map_index = -1
+SELECT workflow_run_id, id, step_ref, status, output, error, job_run_id, wake_time, child_workflow_run_id
+FROM workflow_step_runs WHERE workflow_run_id = ANY($1::text[]) AND map_index = -1
 """
 """What the engine needs of the steps of runs it locked: read by a statement after the lock's, since a
 statement that waited for a lock still reads other rows as they were when it started."""
@@ -86,12 +87,14 @@ TAKE_PROGRESS = """
 WITH taken AS (
     DELETE FROM workflow_progress WHERE id = ANY(ARRAY(
         SELECT id FROM workflow_progress ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
-    RETURNING step_run_id, run_id, event_id
+    RETURNING step_run_id, run_id, event_id, child_run_id
 )
 SELECT s.id, s.workflow_run_id, s.step_ref, s.map_index, r.status AS run_status, r.output, r.error, t.event_id,
     -- A subquery, not a join: a hash join would scan every event kept.
-    (SELECT e.payload FROM events e WHERE e.id = t.event_id) AS event_payload
+    (SELECT e.payload FROM events e WHERE e.id = t.event_id) AS event_payload,
+    t.child_run_id, c.status AS child_status, c.output AS child_output, c.error AS child_error
 FROM taken t JOIN workflow_step_runs s ON s.id = t.step_run_id LEFT JOIN runs r ON r.id = t.run_id
+    LEFT JOIN LATERAL (SELECT status, output, error FROM workflow_runs WHERE id = t.child_run_id) c ON true
 """
 """$1 batch size. The job runs of steps that ended, and the events that resolved waiting steps, taken for the
 engine (deleted: the caller's transaction decides whether they were handled)."""
@@ -145,10 +148,23 @@ SELECT steps_open, steps_failed FROM upd
 from, to, message). One round trip for the bookkeeping of a move: counts, sequences and events."""
 
 FINISH_RUN = """
-UPDATE workflow_runs SET status = $2, error = coalesce(nullif(error, ''), $3), finish_time = now(),
-    update_time = now()
-WHERE id = $1 AND status IN ('running', 'paused')
-RETURNING id
+WITH fin AS (
+    UPDATE workflow_runs SET status = $2, error = coalesce(nullif(error, ''), $3), output = $4, finish_time = now(),
+        update_time = now()
+    WHERE id = $1 AND status IN ('running', 'paused')
+    RETURNING id, parent_step_run_id
+), up AS (
+    -- A child run's end moves its parent's step on, like the end of a job run.
+    INSERT INTO workflow_progress (step_run_id, child_run_id)
+    SELECT parent_step_run_id, id FROM fin WHERE parent_step_run_id IS NOT NULL
+)
+SELECT pg_notify('strait_workflow_progress', '') FROM fin WHERE parent_step_run_id IS NOT NULL
+"""
+"""$1 run, $2 final status, $3 error, $4 output."""
+
+SET_CHILD = """
+UPDATE workflow_step_runs SET status = 'running', child_workflow_run_id = $2, start_time = now(), update_time = now()
+WHERE id = $1 AND status IN ('pending', 'ready')
 """
 
 SET_RUN_STATUS = "UPDATE workflow_runs SET status = $2, update_time = now() WHERE id = $1"
@@ -162,11 +178,11 @@ WITH old AS (
 ), upd AS (
     UPDATE workflow_step_runs s SET status = 'canceled', error = $2, finish_time = now(), update_time = now()
     FROM old WHERE s.id = old.id
-    RETURNING s.step_ref, s.map_index, old.status, s.job_run_id
+    RETURNING s.step_ref, s.map_index, old.status, s.job_run_id, s.child_workflow_run_id
 ), unwaited AS (
     DELETE FROM event_waits WHERE workflow_run_id = $1
 )
-SELECT step_ref, map_index, status, job_run_id FROM upd
+SELECT step_ref, map_index, status, job_run_id, child_workflow_run_id FROM upd
 """
 """Steps and map instances (map_index >= 0) that were open, now canceled."""
 
@@ -217,7 +233,8 @@ WITH instances AS (
     DELETE FROM workflow_step_runs WHERE workflow_run_id = $1 AND step_ref = ANY($2::text[]) AND map_index >= 0
 )
 UPDATE workflow_step_runs s SET id = v.new_id, status = 'pending', skip_reason = '', output = NULL, error = '',
-    job_run_id = NULL, waiting_reason = '', wake_time = NULL, start_time = NULL, finish_time = NULL, map_total = 0,
+    job_run_id = NULL, child_workflow_run_id = NULL, waiting_reason = '', wake_time = NULL, start_time = NULL,
+    finish_time = NULL, map_total = 0,
     map_started = 0, map_done = 0, map_failed = 0, parents_done = v.done, parents_ok = v.ok,
     parents_failed = v.failed, parents_skipped = v.skipped, update_time = now()
 FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[])
@@ -298,6 +315,9 @@ class WorkflowRunRow:
     start_time: datetime | None
     finish_time: datetime | None
     update_time: datetime
+    parent_workflow_run_id: str | None = None
+    parent_step_run_id: str | None = None
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -325,6 +345,7 @@ class StepRunRow:
     map_started: int
     map_done: int
     map_failed: int
+    child_workflow_run_id: str | None
 
 
 class StepState(NamedTuple):
@@ -337,6 +358,7 @@ class StepState(NamedTuple):
     error: str
     job_run_id: str | None = None
     wake_time: datetime | None = None
+    child_workflow_run_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from strait_server import ids
 from strait_server.errors import FailedPrecondition, NotFound, PermissionDenied
 from strait_server.model import MAP_INDEX_KEY, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
 from strait_server.store import workflow_runs as sql
+from strait_server.store import workflows as workflows_sql
 from strait_server.store.runs import cancel_runs, write_runs
 from strait_server.workflows import expressions, reruns, waits
 from strait_server.workflows.plan import (
@@ -42,6 +43,7 @@ from strait_server.workflows.plan import (
 )
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 10  # child runs under a run triggered by itself
 OK, FAILED, SKIPPED = 1, 2, 3  # how an ended step counts for its children
 
 
@@ -84,8 +86,10 @@ class Plans:
 class Move:
     """One workflow run moving on inside the caller's transaction (which holds the run's row lock)."""
 
-    def __init__(self, conn: sql.Conn, run: sql.WorkflowRunRow, plan: Plan, steps: list[sql.StepState]) -> None:
+    def __init__(self, conn: sql.Conn, run: sql.WorkflowRunRow, plan: Plan, steps: list[sql.StepState],
+                 plans: Plans) -> None:
         self._conn = conn
+        self._plans = plans  # the plans of child runs (sub-workflow steps)
         self.run = run
         self._plan = plan
         self._steps = {s.step_ref: s for s in steps}
@@ -209,6 +213,8 @@ class Move:
         if self._status[ref] == StepStatus.RUNNING and job_run:
             await cancel_runs(self._conn, [job_run], f"step {ref!r} was ended by hand")
             self.changes.canceled_job_runs.append(job_run)
+        if self._status[ref] == StepStatus.RUNNING:
+            await self._cancel_children([self._steps[ref].child_workflow_run_id], f"step {ref!r} was ended by hand")
         if status is StepStatus.SKIPPED:
             self.event("step_decision", ref, "", "", "skipped by hand" + (f": {reason}" if reason else ""))
             outcome: tuple[str, int] | None = self._skip(ref, SkipReason.MANUAL)
@@ -232,10 +238,11 @@ class Move:
         """RetryWorkflowStep and ReplayWorkflowSubtree: these steps start over (as new step runs, so that each
         may have a job run of its own again) and are decided again from their parents as they stand; an ended
         run is open again. Job runs of steps still running among them are canceled."""
-        running = [self._steps[r].job_run_id for r in refs if self._status[r] == StepStatus.RUNNING]
-        if job_runs := [j for j in running if j]:
+        running = [self._steps[r] for r in refs if self._status[r] == StepStatus.RUNNING]
+        if job_runs := [s.job_run_id for s in running if s.job_run_id]:
             await cancel_runs(self._conn, job_runs, f"step started over: {why}")
             self.changes.canceled_job_runs += job_runs
+        await self._cancel_children((s.child_workflow_run_id for s in running), f"step started over: {why}")
         for ref in refs:
             self.event("step_status", ref, self._status[ref], StepStatus.PENDING.value, why)
             self._status[ref] = StepStatus.PENDING
@@ -319,8 +326,10 @@ class Move:
         ended: list[tuple[str, int]] = []
         by_job: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for ref in refs:
-            if self._plan.steps[ref].kind in WAITING_KINDS or self._plan.steps[ref].map is not None:
-                starting = self._start_map(ref) if self._plan.steps[ref].map else self._start_wait(ref)
+            kind = self._plan.steps[ref].kind
+            if kind in WAITING_KINDS or kind == "sub_workflow" or self._plan.steps[ref].map is not None:
+                starting = (self._start_map(ref) if self._plan.steps[ref].map else
+                            self._start_child(ref) if kind == "sub_workflow" else self._start_wait(ref))
                 if (outcome := await starting) is not None:
                     ended.append(outcome)
                 continue
@@ -332,6 +341,42 @@ class Move:
         for (job_id, slug), items in by_job.items():
             ended += await self._create_job_runs(job_id, slug, items)
         return ended
+
+    async def _start_child(self, ref: str) -> tuple[str, int] | None:
+        """A sub-workflow step starts its child run, in this transaction (its input: as a job step's)."""
+        prepared = self._prepare(ref)
+        if not isinstance(prepared, str):
+            return prepared
+        if self.run.depth >= MAX_DEPTH:
+            return self._end(ref, StepStatus.FAILED, None,
+                             f"sub_workflow_too_deep: runs nest at most {MAX_DEPTH} deep")
+        workflow_id, slug, version = self._plan.steps[ref].sub_workflow or ("", "", 0)
+        row = await self._conn.fetchrow(workflows_sql.GET_WORKFLOW, self.run.project_id, workflow_id, slug, version)
+        if row is None or not row["enabled"]:
+            state = "is disabled" if row is not None else "does not exist"
+            return self._end(ref, StepStatus.FAILED, None, f"workflow {workflow_id or slug!r} {state}")
+        child, _, changes = await start_run(
+            self._conn, self._plans, project_id=self.run.project_id, workflow_id=row["id"], version=row["version"],
+            run_input=json.loads(prepared), idempotency_key="",
+            parent=(self.run.id, self._steps[ref].id, self.run.depth + 1))
+        self.changes.add(changes)
+        await self._flush_steps()
+        await self._conn.execute(sql.SET_CHILD, self._steps[ref].id, child.id)
+        self._steps[ref] = self._steps[ref]._replace(child_workflow_run_id=child.id)
+        self._set(ref, StepStatus.RUNNING, written=True, message=f"child run {child.id}")
+        return None
+
+    async def _cancel_children(self, child_ids: Iterable[str | None], reason: str) -> None:
+        """Child runs of steps that ended by decision of this run (canceled, failed fast, started over) end
+        canceled too, and theirs, in this transaction."""
+        for child_id in child_ids:
+            locked = await self._conn.fetchrow(sql.LOCK_RUNS, [child_id]) if child_id else None
+            if locked is not None and locked["status"] in sql.OPEN:
+                child = sql.run_row(locked)
+                plan = await self._plans.get(self._conn, child.workflow_id, child.version)
+                move = Move(self._conn, child, plan, await _states(self._conn, child.id), self._plans)
+                await move.cancel(f"its parent run: {reason}")
+                self.changes.add(move.changes)
 
     def _condition_false(self, ref: str, context: dict[str, Any]) -> bool:
         """Raises expressions.EvaluationError when the condition cannot be evaluated."""
@@ -565,6 +610,7 @@ class Move:
         if job_runs:
             await cancel_runs(self._conn, job_runs, reason)
             self.changes.canceled_job_runs += job_runs
+        await self._cancel_children((r["child_workflow_run_id"] for r in canceled), reason)
 
     async def close(self) -> None:
         """Writes what this move decided; ends the run when no step is open."""
@@ -576,7 +622,10 @@ class Move:
             await self._record()
 
     async def _finish(self, status: str, error: str) -> None:
-        await self._conn.execute(sql.FINISH_RUN, self.run.id, status, error)
+        # What a parent step gets of this run: the outputs of its last steps (those without children).
+        output = {ref: self._outputs.get(ref) for ref in self._plan.order if not self._plan.steps[ref].children
+                  and self._status.get(ref) == StepStatus.COMPLETED}
+        await self._conn.execute(sql.FINISH_RUN, self.run.id, status, error, output)
         self.event("run_status", "", self._run_status, status, error)
         self._over = True
 
@@ -605,11 +654,14 @@ def job_output(text: str | None) -> Any:
 
 
 async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_id: str, version: int,
-                    run_input: dict[str, Any], idempotency_key: str) -> tuple[sql.WorkflowRunRow, bool, Changes]:
-    """Inside the caller's transaction: a new run and its first move. (run, repeat, changes)."""
+                    run_input: dict[str, Any], idempotency_key: str,
+                    parent: tuple[str, str, int] | None = None) -> tuple[sql.WorkflowRunRow, bool, Changes]:
+    """Inside the caller's transaction: a new run and its first move. (run, repeat, changes). `parent`: the
+    run, step run and depth of a child run."""
     plan = await plans.get(conn, workflow_id, version)
+    parent_run, parent_step, depth = parent or (None, None, 0)
     row = await conn.fetchrow(sql.INSERT_RUN, ids.new_id("wfr"), project_id, workflow_id, version, run_input,
-                              idempotency_key, len(plan.order))
+                              idempotency_key, len(plan.order), parent_run, parent_step, depth)
     if row is None:
         existing = await conn.fetchrow(sql.BY_KEY, workflow_id, idempotency_key)
         return sql.run_row(existing), True, Changes()
@@ -617,7 +669,7 @@ async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_i
     step_ids = ids.new_ids("wfs", len(plan.order))
     await conn.execute(sql.INSERT_STEPS, run.id, step_ids, plan.order,
                        [len(plan.steps[ref].parents) for ref in plan.order])
-    move = Move(conn, run, plan, await _states(conn, run.id))
+    move = Move(conn, run, plan, await _states(conn, run.id), plans)
     await move.start()
     return sql.run_row(await conn.fetchrow(sql.GET_RUN, run.id, project_id)), False, move.changes
 
@@ -635,7 +687,7 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[i
         for r in rows:
             by_run[r["workflow_run_id"]].append(r)
         for run, steps in await _lock_with_steps(conn, by_run):
-            move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps)
+            move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps, plans)
             mine = by_run[run.id]
             await move.steps_ended([_ended(r) for r in mine if r["map_index"] < 0],
                                    [_instance_ended(r) for r in mine if r["map_index"] >= 0])
@@ -647,6 +699,9 @@ def _ended(row: Any) -> tuple[str, StepStatus, StepStatus, Any, str]:
     """A progress row as a step that ended: its job run ended, or an event it waited for arrived."""
     if row["event_id"] is not None:
         return row["step_ref"], StepStatus.WAITING, StepStatus.COMPLETED, row["event_payload"], ""
+    if row["child_run_id"] is not None:
+        return (row["step_ref"], StepStatus.RUNNING, StepStatus(row["child_status"]), row["child_output"],
+                row["child_error"] or "")
     return (row["step_ref"], StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
             row["error"])
 
@@ -667,7 +722,7 @@ async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
     steps: dict[str, list[sql.StepState]] = defaultdict(list)
     for r in await conn.fetch(sql.STEPS_OF_RUNS, [run.id for run in runs]):
         steps[r["workflow_run_id"]].append(sql.StepState(r["id"], r["step_ref"], r["status"], r["output"], r["error"],
-                                                         r["job_run_id"], r["wake_time"]))
+                                                         r["job_run_id"], r["wake_time"], r["child_workflow_run_id"]))
     return [(run, steps[run.id]) for run in runs]
 
 
@@ -684,7 +739,7 @@ async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, li
             plan = await plans.get(conn, run.workflow_id, run.version)
             due = [s.step_ref for s in steps
                    if s.status == StepStatus.WAITING and s.wake_time is not None and s.wake_time <= at]
-            move = Move(conn, run, plan, steps)
+            move = Move(conn, run, plan, steps, plans)
             await move.steps_ended(_timer_fired(plan.steps[ref]) for ref in due)
             changes.add(move.changes)
     return len(run_ids), changes
@@ -711,7 +766,7 @@ async def locked_move(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: 
     if not (reopen and run.status in sql.REOPENABLE):
         sql.require_open(run)
     plan = await plans.get(conn, run.workflow_id, run.version)
-    return Move(conn, run, plan, await _states(conn, run.id))
+    return Move(conn, run, plan, await _states(conn, run.id), plans)
 
 
 async def cancel_run(conn: sql.Conn, plans: Plans, *, project_id: str, run_id: str, reason: str) -> Changes:

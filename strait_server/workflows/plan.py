@@ -46,7 +46,7 @@ class StepStatus(enum.StrEnum):
 FINISHED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED})
 
 # Step kinds and features the engine runs so far; a definition using others is refused at trigger time.
-RUNNABLE_KINDS = frozenset({"job", "approval", "wait_for_event", "sleep"})
+RUNNABLE_KINDS = frozenset({"job", "approval", "wait_for_event", "sleep", "sub_workflow"})
 WAITING_KINDS = frozenset({"approval", "wait_for_event", "sleep"})
 
 
@@ -122,6 +122,7 @@ class StepPlan:
     uses_map: bool
     wait: WaitPlan | None = None
     map: MapPlan | None = None
+    sub_workflow: tuple[str, str, int] | None = None  # (workflow id, slug, version; 0: current at start)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,12 @@ def _duration_ms(text: str | None) -> int | None:
     return None if not text else round(float(text.rstrip("s")) * 1000)
 
 
+def _sub_workflow(spec: dict[str, Any] | None) -> tuple[str, str, int] | None:
+    if spec is None:
+        return None
+    return spec.get("workflow_id", ""), spec.get("workflow_slug", ""), int(spec.get("version", 0))
+
+
 def plan_of(definition: dict[str, Any]) -> Plan:
     raw = definition.get("steps", [])
     parents = {s["ref"]: tuple(dict.fromkeys(s.get("depends_on", []))) for s in raw}
@@ -173,7 +180,8 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             kind=kind, condition=s.get("condition", ""), template=s.get("input_template_json", ""),
             job_id=job.get("job_id", ""), job_slug=job.get("job_slug", ""),
             timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
-            uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})), map=_map_plan(s.get("map")))
+            uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})), map=_map_plan(s.get("map")),
+            sub_workflow=_sub_workflow(s.get("sub_workflow")))
     handler = on_failure["ref"] if on_failure else ""
     order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
     return Plan(steps, order, handler)

@@ -240,7 +240,7 @@ async def test_runs_keep_the_version_they_started_on(flows: Flows, sink: Sink) -
 async def test_trigger_refusals_and_idempotency(flows: Flows) -> None:
     await flows.job("a")
     await flows.create(step("a", "a"), slug="other")
-    await flows.create(step("a", "a"), W.Step(ref="nested", depends_on=["a"],
+    await flows.create(step("a", "a"), W.Step(ref="nested", depends_on=["a"], map=W.MapSpec(items="[1]"),
                                               sub_workflow=W.SubWorkflowStep(workflow_slug="other")), slug="gated")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await flows.trigger("gated")
