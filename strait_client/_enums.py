@@ -106,8 +106,9 @@ class ConcurrencyStrategy(enum.StrEnum):
 
 class WorkflowRunStatus(enum.StrEnum):
     """Every state of a workflow run; completed, failed and canceled are final (`is_terminal`). A paused run
-    starts no step until it is resumed."""
+    starts no step until it is resumed; a queued one waits for a concurrency slot of its workflow."""
 
+    QUEUED = "queued"
     RUNNING = "running"
     PAUSED = "paused"
     COMPLETED = "completed"

@@ -29,6 +29,8 @@ class _WorkflowRunStatus:
 class _WorkflowRunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkflowRunStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     WORKFLOW_RUN_STATUS_UNSPECIFIED: _WorkflowRunStatus.ValueType  # 0
+    WORKFLOW_RUN_STATUS_QUEUED: _WorkflowRunStatus.ValueType  # 1
+    """Waiting for one of its workflow's concurrency slots (concurrency.max_runs per key)."""
     WORKFLOW_RUN_STATUS_RUNNING: _WorkflowRunStatus.ValueType  # 2
     WORKFLOW_RUN_STATUS_PAUSED: _WorkflowRunStatus.ValueType  # 3
     """Paused (PauseWorkflowRun): no step starts until ResumeWorkflowRun."""
@@ -39,6 +41,8 @@ class _WorkflowRunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Wor
 class WorkflowRunStatus(_WorkflowRunStatus, metaclass=_WorkflowRunStatusEnumTypeWrapper): ...
 
 WORKFLOW_RUN_STATUS_UNSPECIFIED: WorkflowRunStatus.ValueType  # 0
+WORKFLOW_RUN_STATUS_QUEUED: WorkflowRunStatus.ValueType  # 1
+"""Waiting for one of its workflow's concurrency slots (concurrency.max_runs per key)."""
 WORKFLOW_RUN_STATUS_RUNNING: WorkflowRunStatus.ValueType  # 2
 WORKFLOW_RUN_STATUS_PAUSED: WorkflowRunStatus.ValueType  # 3
 """Paused (PauseWorkflowRun): no step starts until ResumeWorkflowRun."""
@@ -135,6 +139,7 @@ class WorkflowRun(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     PARENT_WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     PARENT_STEP_RUN_ID_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"wfr_..."."""
     project_id: _builtins.str
@@ -149,6 +154,10 @@ class WorkflowRun(_message.Message):
     parent_workflow_run_id: _builtins.str
     """A child run (of a sub_workflow step): its parent run and the parent's step run."""
     parent_step_run_id: _builtins.str
+    concurrency_key: _builtins.str
+    """The value of the workflow's concurrency key for this run (empty: the workflow sets no limit, or one key
+    for all runs).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -174,10 +183,11 @@ class WorkflowRun(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         parent_workflow_run_id: _builtins.str = ...,
         parent_step_run_id: _builtins.str = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "parent_step_run_id", b"parent_step_run_id", "parent_workflow_run_id", b"parent_workflow_run_id", "project_id", b"project_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "parent_step_run_id", b"parent_step_run_id", "parent_workflow_run_id", b"parent_workflow_run_id", "project_id", b"project_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

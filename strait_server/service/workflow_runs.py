@@ -14,7 +14,7 @@ from strait_server.budget import BudgetGuard
 from strait_server.store.sent_events import Sent, SentEventStore
 from strait_server.store.workflow_runs import StepRunRow, WorkflowRunRow, WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
-from strait_server.workflows import waits
+from strait_server.workflows import admission, waits
 from strait_server.workflows.engine import Changes, Move, Plans, cancel_run, locked_move, start_run
 from strait_server.workflows.plan import Plan, StepStatus
 
@@ -40,11 +40,12 @@ class WorkflowRuns:
             raise errors.FailedPrecondition(
                 "this workflow uses what runs cannot do yet: " + "; ".join(unsupported[:10]),
                 reason="WORKFLOW_NOT_RUNNABLE", subject=workflow.id)
+        key = admission.key_of(self._plans.of(workflow.id, workflow.version, workflow.definition), run_input)
         await self._budgets.require(project_id)
         async with self._pool.acquire() as conn, conn.transaction():
             run, repeat, changes = await start_run(
                 conn, self._plans, project_id=project_id, workflow_id=workflow.id, version=workflow.version,
-                run_input=run_input, idempotency_key=idempotency_key)
+                run_input=run_input, idempotency_key=idempotency_key, concurrency_key=key)
         self._on_changes(changes)
         return run, repeat
 

@@ -10,15 +10,16 @@ import asyncpg
 
 from strait_server.errors import FailedPrecondition, NotFound
 
-RUNNING, PAUSED = "running", "paused"
-OPEN = (RUNNING, PAUSED)  # a workflow run that has not ended
+RUNNING, PAUSED, QUEUED = "running", "paused", "queued"
+OPEN = (RUNNING, PAUSED, QUEUED)  # a workflow run that has not ended
 REOPENABLE = ("completed", "failed")  # ended runs whose steps may run again (not canceled ones)
 
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
-event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id, depth"""
+event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id, depth,
+concurrency_key"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
 parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
 wake_time, map_index, map_total, map_started, map_done, map_failed, child_workflow_run_id"""
@@ -26,13 +27,13 @@ EVENT_COLUMNS = "workflow_run_id, seq, type, step_ref, from_status, to_status, m
 
 INSERT_RUN = f"""
 INSERT INTO workflow_runs (id, project_id, workflow_id, version, status, input, idempotency_key, steps_open,
-    start_time, parent_workflow_run_id, parent_step_run_id, depth)
-VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, now(), $8, $9, $10)
+    start_time, parent_workflow_run_id, parent_step_run_id, depth, concurrency_key)
+VALUES ($1, $2, $3, $4, $11, $5, $6, $7, CASE WHEN $11 = 'running' THEN now() END, $8, $9, $10, $12)
 ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING {RUN_COLUMNS}
 """
-"""$8/$9 the parent run and step run of a child run (NULL: none), $10 its depth. No row: the idempotency key
-names an earlier run of the workflow."""
+"""$8/$9 the parent run and step run of a child run (NULL: none), $10 its depth, $11 its status (running or
+queued), $12 its concurrency key (NULL: none). No row: the idempotency key names an earlier run."""
 
 BY_KEY = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE workflow_id = $1 AND idempotency_key = $2"
 
@@ -151,14 +152,16 @@ FINISH_RUN = """
 WITH fin AS (
     UPDATE workflow_runs SET status = $2, error = coalesce(nullif(error, ''), $3), output = $4, finish_time = now(),
         update_time = now()
-    WHERE id = $1 AND status IN ('running', 'paused')
-    RETURNING id, parent_step_run_id
+    WHERE id = $1 AND status IN ('running', 'paused', 'queued')
+    RETURNING id, parent_step_run_id, concurrency_key
 ), up AS (
     -- A child run's end moves its parent's step on, like the end of a job run.
     INSERT INTO workflow_progress (step_run_id, child_run_id)
     SELECT parent_step_run_id, id FROM fin WHERE parent_step_run_id IS NOT NULL
 )
-SELECT pg_notify('strait_workflow_progress', '') FROM fin WHERE parent_step_run_id IS NOT NULL
+-- Wakes the engine: a parent step moves on, or a queued run of the key may start.
+SELECT pg_notify('strait_workflow_progress', '') FROM fin
+WHERE parent_step_run_id IS NOT NULL OR concurrency_key IS NOT NULL
 """
 """$1 run, $2 final status, $3 error, $4 output."""
 
@@ -167,7 +170,30 @@ UPDATE workflow_step_runs SET status = 'running', child_workflow_run_id = $2, st
 WHERE id = $1 AND status IN ('pending', 'ready')
 """
 
-SET_RUN_STATUS = "UPDATE workflow_runs SET status = $2, update_time = now() WHERE id = $1"
+SET_RUN_STATUS = """
+UPDATE workflow_runs SET status = $2, start_time = coalesce(start_time, now()), update_time = now() WHERE id = $1
+"""
+
+LOCK_CONCURRENCY_KEY = "SELECT pg_advisory_xact_lock(hashtextextended('strait-wf-key:' || $1 || ':' || $2, 0))"
+"""Serialises the admission of a workflow's runs with one concurrency key (triggers and dequeues)."""
+
+HOLDING_SLOTS = f"""
+SELECT {RUN_COLUMNS} FROM workflow_runs
+WHERE workflow_id = $1 AND concurrency_key = $2 AND status IN ('running', 'paused') AND concurrency_key IS NOT NULL
+ORDER BY create_time, id
+"""
+"""The runs of a workflow and key holding a slot, oldest first."""
+
+QUEUED_KEYS = """
+SELECT DISTINCT workflow_id, concurrency_key FROM workflow_runs WHERE status = 'queued' LIMIT $1
+"""
+
+OLDEST_QUEUED = f"""
+SELECT {RUN_COLUMNS} FROM workflow_runs
+WHERE workflow_id = $1 AND concurrency_key = $2 AND status = 'queued'
+ORDER BY create_time, id LIMIT $3
+FOR UPDATE SKIP LOCKED
+"""
 KEEP_ERROR = "UPDATE workflow_runs SET error = $2, update_time = now() WHERE id = $1"
 """The failure that ends the run, written while its on_failure_step runs (FINISH_RUN keeps it)."""
 
@@ -318,6 +344,7 @@ class WorkflowRunRow:
     parent_workflow_run_id: str | None = None
     parent_step_run_id: str | None = None
     depth: int = 0
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ or lost, and no reconciler is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -37,6 +38,7 @@ from strait_server.workflows.plan import (
     SkipReason,
     StepPlan,
     StepStatus,
+    Strategy,
     decide,
     plan_of,
     step_status_of_run,
@@ -135,9 +137,9 @@ class Move:
 
     # Moving on
 
-    async def start(self) -> None:
-        """A new run: its roots start (or are skipped by their condition)."""
-        self.event("run_status", "", "", "running")
+    async def start(self, from_status: str = "") -> None:
+        """A new run (or one that waited queued): its roots start (or are skipped by their condition)."""
+        self.event("run_status", "", from_status, "running")
         await self._propagate(await self._start_steps(self._plan.roots))
         await self.close()
 
@@ -178,6 +180,11 @@ class Move:
             outcome = self._end(ref, StepStatus.FAILED, None, f"rejected by {who}" + (f": {text}" if text else ""))
         await self._propagate([outcome] if outcome is not None else [])
         await self.close()
+
+    async def queue(self, why: str) -> None:
+        """A new run waits queued for a concurrency slot (start_queued starts it)."""
+        self.event("run_status", "", "", sql.QUEUED, why)
+        await self._record()
 
     async def pause(self) -> None:
         """PauseWorkflowRun: from now, steps decided to run wait in READY."""
@@ -370,13 +377,8 @@ class Move:
         """Child runs of steps that ended by decision of this run (canceled, failed fast, started over) end
         canceled too, and theirs, in this transaction."""
         for child_id in child_ids:
-            locked = await self._conn.fetchrow(sql.LOCK_RUNS, [child_id]) if child_id else None
-            if locked is not None and locked["status"] in sql.OPEN:
-                child = sql.run_row(locked)
-                plan = await self._plans.get(self._conn, child.workflow_id, child.version)
-                move = Move(self._conn, child, plan, await _states(self._conn, child.id), self._plans)
-                await move.cancel(f"its parent run: {reason}")
-                self.changes.add(move.changes)
+            if child_id:
+                self.changes.add(await cancel_if_open(self._conn, self._plans, child_id, f"its parent run: {reason}"))
 
     def _condition_false(self, ref: str, context: dict[str, Any]) -> bool:
         """Raises expressions.EvaluationError when the condition cannot be evaluated."""
@@ -654,24 +656,83 @@ def job_output(text: str | None) -> Any:
 
 
 async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_id: str, version: int,
-                    run_input: dict[str, Any], idempotency_key: str,
-                    parent: tuple[str, str, int] | None = None) -> tuple[sql.WorkflowRunRow, bool, Changes]:
+                    run_input: dict[str, Any], idempotency_key: str, parent: tuple[str, str, int] | None = None,
+                    concurrency_key: str | None = None) -> tuple[sql.WorkflowRunRow, bool, Changes]:
     """Inside the caller's transaction: a new run and its first move. (run, repeat, changes). `parent`: the
-    run, step run and depth of a child run."""
+    run, step run and depth of a child run; `concurrency_key`: the run's key when its workflow limits runs."""
     plan = await plans.get(conn, workflow_id, version)
     parent_run, parent_step, depth = parent or (None, None, 0)
+    status, to_cancel = sql.RUNNING, []
+    limit = plan.concurrency if concurrency_key is not None else None
+    if limit is not None:
+        assert concurrency_key is not None
+        await conn.execute(sql.LOCK_CONCURRENCY_KEY, workflow_id, concurrency_key)
+        holding = [r["id"] for r in await conn.fetch(sql.HOLDING_SLOTS, workflow_id, concurrency_key)]
+        over = len(holding) - limit.max_runs + 1
+        if over > 0 and limit.strategy is Strategy.QUEUE:
+            status = sql.QUEUED
+        elif over > 0 and limit.strategy is Strategy.CANCEL_IN_PROGRESS:
+            to_cancel = holding[:over]
     row = await conn.fetchrow(sql.INSERT_RUN, ids.new_id("wfr"), project_id, workflow_id, version, run_input,
-                              idempotency_key, len(plan.order), parent_run, parent_step, depth)
+                              idempotency_key, len(plan.order), parent_run, parent_step, depth, status,
+                              concurrency_key)
     if row is None:
         existing = await conn.fetchrow(sql.BY_KEY, workflow_id, idempotency_key)
         return sql.run_row(existing), True, Changes()
     run = sql.run_row(row)
+    changes = Changes(workflow_runs={run.id})
+    for old in to_cancel:
+        changes.add(await cancel_if_open(conn, plans, old, f"a newer run {run.id} took its concurrency slot"))
+    move = Move(conn, run, plan, [], plans)
+    if limit is not None and over > 0 and limit.strategy is Strategy.CANCEL_NEWEST:
+        await move.cancel(f"the workflow runs at most {limit.max_runs} at once for key {concurrency_key!r}")
+    elif status == sql.QUEUED:
+        await move.queue(f"waiting for one of {limit.max_runs if limit else 0} slots of key {concurrency_key!r}")
+    else:
+        move = await _begin(conn, plans, run, plan)
+    changes.add(move.changes)
+    return sql.run_row(await conn.fetchrow(sql.GET_RUN, run.id, project_id)), False, changes
+
+
+async def _begin(conn: sql.Conn, plans: Plans, run: sql.WorkflowRunRow, plan: Plan, from_status: str = "") -> Move:
+    """The run's steps, and its first move."""
     step_ids = ids.new_ids("wfs", len(plan.order))
     await conn.execute(sql.INSERT_STEPS, run.id, step_ids, plan.order,
                        [len(plan.steps[ref].parents) for ref in plan.order])
     move = Move(conn, run, plan, await _states(conn, run.id), plans)
-    await move.start()
-    return sql.run_row(await conn.fetchrow(sql.GET_RUN, run.id, project_id)), False, move.changes
+    await move.start(from_status)
+    return move
+
+
+async def cancel_if_open(conn: sql.Conn, plans: Plans, run_id: str, reason: str) -> Changes:
+    """Inside the caller's transaction: the run, if it has not ended, ends canceled (with its children)."""
+    locked = await conn.fetchrow(sql.LOCK_RUNS, [run_id])
+    if locked is None or locked["status"] not in sql.OPEN:
+        return Changes()
+    run = sql.run_row(locked)
+    move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), await _states(conn, run.id), plans)
+    await move.cancel(reason)
+    return move.changes
+
+
+async def start_queued(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[int, Changes]:
+    """One transaction: queued runs start, oldest first per workflow and key, as far as their slots allow.
+    (how many started, changes)."""
+    changes, started = Changes(), 0
+    async with pool.acquire() as conn, conn.transaction():
+        for key in await conn.fetch(sql.QUEUED_KEYS, limit):
+            await conn.execute(sql.LOCK_CONCURRENCY_KEY, key["workflow_id"], key["concurrency_key"])
+            holding = len(await conn.fetch(sql.HOLDING_SLOTS, key["workflow_id"], key["concurrency_key"]))
+            for row in await conn.fetch(sql.OLDEST_QUEUED, key["workflow_id"], key["concurrency_key"], limit):
+                run = sql.run_row(row)
+                plan = await plans.get(conn, run.workflow_id, run.version)
+                if plan.concurrency is not None and holding >= plan.concurrency.max_runs:
+                    break
+                await conn.execute(sql.SET_RUN_STATUS, run.id, sql.RUNNING)
+                move = await _begin(conn, plans, dataclasses.replace(run, status=sql.RUNNING), plan, sql.QUEUED)
+                changes.add(move.changes)
+                holding, started = holding + 1, started + 1
+    return started, changes
 
 
 async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[int, Changes]:

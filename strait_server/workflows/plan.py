@@ -125,11 +125,34 @@ class StepPlan:
     sub_workflow: tuple[str, str, int] | None = None  # (workflow id, slug, version; 0: current at start)
 
 
+class Strategy(enum.StrEnum):
+    QUEUE = "queue"
+    CANCEL_IN_PROGRESS = "cancel_in_progress"
+    CANCEL_NEWEST = "cancel_newest"
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """At most `max_runs` running runs of the workflow per value of the CEL `key` over the input."""
+
+    max_runs: int
+    key: str  # "": one key for every run
+    strategy: Strategy
+
+
+def _concurrency(spec: dict[str, Any] | None) -> Concurrency | None:
+    if not spec or not spec.get("max_runs"):
+        return None
+    return Concurrency(max_runs=int(spec["max_runs"]), key=spec.get("key", ""),
+                       strategy=Strategy(_enum_name(spec.get("strategy"), "CONCURRENCY_STRATEGY_", "queue")))
+
+
 @dataclass(frozen=True)
 class Plan:
     steps: dict[str, StepPlan]  # the on_failure_step included
     order: list[str]  # the DAG's steps (not the on_failure_step), parents before children
     on_failure: str = ""  # the ref of the on_failure_step ("": none)
+    concurrency: Concurrency | None = None
 
     @property
     def roots(self) -> list[str]:
@@ -184,7 +207,7 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             sub_workflow=_sub_workflow(s.get("sub_workflow")))
     handler = on_failure["ref"] if on_failure else ""
     order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
-    return Plan(steps, order, handler)
+    return Plan(steps, order, handler, _concurrency(definition.get("concurrency")))
 
 
 @dataclass(frozen=True)
