@@ -152,9 +152,20 @@ class Move:
         for ref, expected, status, output, error in ended:
             if self._status.get(ref) != expected or self._over:
                 continue  # the step was canceled, or the run ended, meanwhile
+            if status is StepStatus.COMPLETED and self._plan.steps[ref].output_selector:
+                status, output, error = self._select(ref, output)
             outcomes.append(self._end(ref, status, output, error))
         await self._propagate([o for o in outcomes if o is not None])
         await self.close()
+
+    def _select(self, ref: str, result: Any) -> tuple[StepStatus, Any, str]:
+        """The step's output_selector applied to what its run gave (`result`); a selector that fails on it
+        fails the step."""
+        try:
+            return StepStatus.COMPLETED, expressions.evaluate(self._plan.steps[ref].output_selector,
+                                                             {"result": result}), ""
+        except expressions.EvaluationError as exc:
+            return StepStatus.FAILED, None, f"output_selector_error: {exc}"
 
     def _require_step(self, ref: str, allowed: Iterable[StepStatus]) -> StepPlan:
         step = self._plan.steps.get(ref)
@@ -288,6 +299,11 @@ class Move:
                 await self._stop_on_failure(*self._fail_fast)
                 return
             ended = await self._wave(ended)
+            if not ended and self._plan.max_parallel_steps and not self._paused:
+                # Steps held by max_parallel_steps start as others end (in definition order).
+                held = [ref for ref in self._plan.order if self._status[ref] == StepStatus.READY]
+                if held:
+                    ended = await self._start_steps(held)
 
     async def _wave(self, ended: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Adds the ended steps to their children's counters and decides the children now determined."""
@@ -324,12 +340,21 @@ class Move:
         self._set(ref, StepStatus.SKIPPED, skip=reason.value)
         return ref, SKIPPED
 
+    def _hold(self, refs: list[str]) -> list[str]:
+        """The steps that may start now; the others wait READY: all while the run is paused, those beyond
+        max_parallel_steps busy steps otherwise (they start as others end)."""
+        room = 0 if self._paused else len(refs)
+        if self._plan.max_parallel_steps and not self._paused:
+            busy = sum(1 for s in self._status.values() if s in (StepStatus.RUNNING, StepStatus.WAITING))
+            room = max(0, self._plan.max_parallel_steps - busy)
+        for ref in refs[room:]:
+            if self._status[ref] != StepStatus.READY:
+                self._set(ref, StepStatus.READY)
+        return refs[:room]
+
     async def _start_steps(self, refs: list[str]) -> list[tuple[str, int]]:
         """Conditions, inputs and job runs of the steps decided to run; returns those that ended instead."""
-        if self._paused:
-            for ref in refs:
-                self._set(ref, StepStatus.READY)
-            return []
+        refs = self._hold(refs)
         ended: list[tuple[str, int]] = []
         by_job: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for ref in refs:

@@ -123,6 +123,7 @@ class StepPlan:
     wait: WaitPlan | None = None
     map: MapPlan | None = None
     sub_workflow: tuple[str, str, int] | None = None  # (workflow id, slug, version; 0: current at start)
+    output_selector: str = ""  # CEL over `result` (what the step's run gave): the step's output
 
 
 class Strategy(enum.StrEnum):
@@ -153,6 +154,7 @@ class Plan:
     order: list[str]  # the DAG's steps (not the on_failure_step), parents before children
     on_failure: str = ""  # the ref of the on_failure_step ("": none)
     concurrency: Concurrency | None = None
+    max_parallel_steps: int = 0  # steps running or waiting at once (0: no limit)
 
     @property
     def roots(self) -> list[str]:
@@ -204,10 +206,11 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             job_id=job.get("job_id", ""), job_slug=job.get("job_slug", ""),
             timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
             uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})), map=_map_plan(s.get("map")),
-            sub_workflow=_sub_workflow(s.get("sub_workflow")))
+            sub_workflow=_sub_workflow(s.get("sub_workflow")), output_selector=s.get("output_selector", ""))
     handler = on_failure["ref"] if on_failure else ""
     order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
-    return Plan(steps, order, handler, _concurrency(definition.get("concurrency")))
+    return Plan(steps, order, handler, _concurrency(definition.get("concurrency")),
+                int(definition.get("max_parallel_steps", 0)))
 
 
 @dataclass(frozen=True)

@@ -314,3 +314,44 @@ async def test_the_on_failure_step_runs_once_after_a_failure_with_what_failed(fl
     failed = await flows.wait((await flows.trigger("loud")).id)
     assert failed.status == R.WORKFLOW_RUN_STATUS_FAILED and failed.error.startswith("step 'bad' failed")
     assert len(sink.for_path("/alert_bad")) == 1
+
+
+async def test_output_selector_shapes_a_steps_output(flows: Flows, sink: Sink) -> None:
+    await flows.job("fetch", then=Reply(body='{"order": {"id": 7, "lines": [1, 2]}, "noise": true}'))
+    await flows.job("use")
+    await flows.job("odd", then=Reply(body='{"other": 1}'))
+    await flows.create(step("fetch", "fetch", output_selector="result.order.id"), step("use", "use", "fetch"),
+                       step("odd", "odd", output_selector="result.order.id", on_failure=W.ON_FAILURE_CONTINUE))
+    done = await flows.wait((await flows.trigger()).id)
+    steps = await flows.steps(done.id)
+    assert json.loads(steps["fetch"].output_json) == 7
+    assert bodies(sink, "/use") == [{"parent_outputs": {"fetch": 7}}]
+    assert steps["odd"].status == R.STEP_RUN_STATUS_FAILED and steps["odd"].error.startswith("output_selector_error")
+
+
+async def test_max_parallel_steps_holds_the_others_ready(flows: Flows, sink: Sink) -> None:
+    release = asyncio.Event()
+    executing = most = 0
+
+    async def work(request: Any) -> None:
+        nonlocal executing, most
+        executing += 1
+        most = max(most, executing)
+        await release.wait()
+        executing -= 1
+
+    await flows.api.create_job("work", sink.script("/work", then=Reply(action=work)))
+    definition = W.Workflow(slug="narrow", max_parallel_steps=2,
+                            steps=[step(f"s{i}", "work") for i in range(5)])
+    await flows.defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=definition), metadata=flows.api.metadata)
+    run = await flows.trigger("narrow")
+    await eventually(lambda: _received(sink, "/work", 2))
+    steps = await flows.steps(run.id)
+    assert sorted(s.status for s in steps.values()) == [R.STEP_RUN_STATUS_READY] * 3 + [R.STEP_RUN_STATUS_RUNNING] * 2
+    release.set()
+    assert (await flows.wait(run.id)).status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    assert most == 2 and len(sink.for_path("/work")) == 5
+
+
+async def _received(sink: Sink, path: str, n: int) -> bool:
+    return len(sink.for_path(path)) >= n
