@@ -321,11 +321,13 @@ CREATE TABLE workflow_runs (
     depth smallint DEFAULT 0 NOT NULL,
     output jsonb,
     concurrency_key text,
+    deadline_time timestamp with time zone,
     CONSTRAINT workflow_runs_pkey PRIMARY KEY (id),
     CONSTRAINT workflow_runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id),
     CONSTRAINT workflow_runs_workflow_id_version_fkey FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions(workflow_id, version)
 );
 CREATE INDEX workflow_runs_children ON public.workflow_runs USING btree (parent_workflow_run_id) WHERE (parent_workflow_run_id IS NOT NULL);
+CREATE INDEX workflow_runs_deadlines ON public.workflow_runs USING btree (deadline_time) WHERE ((status = ANY (ARRAY['running'::text, 'paused'::text])) AND (deadline_time IS NOT NULL));
 CREATE INDEX workflow_runs_holding_slots ON public.workflow_runs USING btree (workflow_id, concurrency_key, create_time, id) WHERE ((status = ANY (ARRAY['running'::text, 'paused'::text])) AND (concurrency_key IS NOT NULL));
 CREATE UNIQUE INDEX workflow_runs_idempotency_key ON public.workflow_runs USING btree (workflow_id, idempotency_key) WHERE (idempotency_key <> ''::text);
 CREATE INDEX workflow_runs_list_idx ON public.workflow_runs USING btree (project_id, create_time DESC, id DESC);

@@ -114,11 +114,14 @@ class WorkflowRunStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"
+    TIMED_OUT = "timed_out"
 
     @property
     def is_terminal(self) -> bool:
-        """Whether a workflow run in this status never leaves it."""
-        return self in (WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELED)
+        """Whether a workflow run in this status has ended (a retry or replay may open a completed or failed
+        one again)."""
+        return self in (WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELED,
+                        WorkflowRunStatus.TIMED_OUT)
 
 
 class StepRunStatus(enum.StrEnum):

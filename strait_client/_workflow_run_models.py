@@ -22,6 +22,7 @@ def _run_fields(m: workflow_run_pb2.WorkflowRun) -> dict[str, Any]:
         "start_time": time_of(m, "start_time"), "finish_time": time_of(m, "finish_time"),
         "update_time": time_of(m, "update_time"), "parent_workflow_run_id": m.parent_workflow_run_id,
         "parent_step_run_id": m.parent_step_run_id, "concurrency_key": m.concurrency_key,
+        "deadline_time": time_of(m, "deadline_time"),
     }
 
 
@@ -46,6 +47,7 @@ class WorkflowRun:
     parent_workflow_run_id: str = ""  # a child run (of a sub_workflow step): its parent run
     parent_step_run_id: str = ""  # ... and the parent's step run
     concurrency_key: str = ""  # the value of its workflow's concurrency key for this run
+    deadline_time: datetime | None = None  # when it times out (the workflow's timeout after its start)
 
     @classmethod
     def from_proto(cls, m: workflow_run_pb2.WorkflowRun) -> WorkflowRun:

@@ -37,6 +37,8 @@ class _WorkflowRunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Wor
     WORKFLOW_RUN_STATUS_COMPLETED: _WorkflowRunStatus.ValueType  # 4
     WORKFLOW_RUN_STATUS_FAILED: _WorkflowRunStatus.ValueType  # 5
     WORKFLOW_RUN_STATUS_CANCELED: _WorkflowRunStatus.ValueType  # 6
+    WORKFLOW_RUN_STATUS_TIMED_OUT: _WorkflowRunStatus.ValueType  # 7
+    """Still open when the workflow's timeout passed: its open steps were canceled."""
 
 class WorkflowRunStatus(_WorkflowRunStatus, metaclass=_WorkflowRunStatusEnumTypeWrapper): ...
 
@@ -49,6 +51,8 @@ WORKFLOW_RUN_STATUS_PAUSED: WorkflowRunStatus.ValueType  # 3
 WORKFLOW_RUN_STATUS_COMPLETED: WorkflowRunStatus.ValueType  # 4
 WORKFLOW_RUN_STATUS_FAILED: WorkflowRunStatus.ValueType  # 5
 WORKFLOW_RUN_STATUS_CANCELED: WorkflowRunStatus.ValueType  # 6
+WORKFLOW_RUN_STATUS_TIMED_OUT: WorkflowRunStatus.ValueType  # 7
+"""Still open when the workflow's timeout passed: its open steps were canceled."""
 Global___WorkflowRunStatus: _TypeAlias = WorkflowRunStatus  # noqa: Y015
 
 class _StepRunStatus:
@@ -140,6 +144,7 @@ class WorkflowRun(_message.Message):
     PARENT_WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     PARENT_STEP_RUN_ID_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    DEADLINE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"wfr_..."."""
     project_id: _builtins.str
@@ -166,6 +171,10 @@ class WorkflowRun(_message.Message):
     def finish_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deadline_time(self) -> _timestamp_pb2.Timestamp:
+        """When the run times out (the workflow's timeout after its start; unset: no timeout)."""
+
     def __init__(
         self,
         *,
@@ -184,10 +193,11 @@ class WorkflowRun(_message.Message):
         parent_workflow_run_id: _builtins.str = ...,
         parent_step_run_id: _builtins.str = ...,
         concurrency_key: _builtins.str = ...,
+        deadline_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline_time", b"deadline_time", "finish_time", b"finish_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "parent_step_run_id", b"parent_step_run_id", "parent_workflow_run_id", b"parent_workflow_run_id", "project_id", b"project_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "create_time", b"create_time", "deadline_time", b"deadline_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "parent_step_run_id", b"parent_step_run_id", "parent_workflow_run_id", b"parent_workflow_run_id", "project_id", b"project_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

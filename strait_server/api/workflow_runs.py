@@ -27,7 +27,8 @@ MAX_OUTPUT_BYTES = 1024 * 1024
 R = workflow_run_pb2
 _RUN_STATUS = {"running": R.WORKFLOW_RUN_STATUS_RUNNING, "completed": R.WORKFLOW_RUN_STATUS_COMPLETED,
                "failed": R.WORKFLOW_RUN_STATUS_FAILED, "canceled": R.WORKFLOW_RUN_STATUS_CANCELED,
-               "paused": R.WORKFLOW_RUN_STATUS_PAUSED, "queued": R.WORKFLOW_RUN_STATUS_QUEUED}
+               "paused": R.WORKFLOW_RUN_STATUS_PAUSED, "queued": R.WORKFLOW_RUN_STATUS_QUEUED,
+               "timed_out": R.WORKFLOW_RUN_STATUS_TIMED_OUT}
 _RUN_STATUS_NAME = {v: k for k, v in _RUN_STATUS.items()}
 _STEP_STATUS = {"pending": R.STEP_RUN_STATUS_PENDING, "ready": R.STEP_RUN_STATUS_READY,
                 "running": R.STEP_RUN_STATUS_RUNNING,
@@ -46,7 +47,8 @@ def run_message(run: WorkflowRunRow) -> workflow_run_pb2.WorkflowRun:
         error=run.error, idempotency_key=run.idempotency_key, create_time=convert.ts(run.create_time),
         start_time=convert.ts(run.start_time), finish_time=convert.ts(run.finish_time),
         update_time=convert.ts(run.update_time), parent_workflow_run_id=run.parent_workflow_run_id or "",
-        parent_step_run_id=run.parent_step_run_id or "", concurrency_key=run.concurrency_key or "")
+        parent_step_run_id=run.parent_step_run_id or "", concurrency_key=run.concurrency_key or "",
+        deadline_time=convert.ts(run.deadline_time))
 
 
 def _step_message(step: StepRunRow) -> workflow_run_pb2.StepRun:

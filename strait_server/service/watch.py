@@ -26,7 +26,7 @@ T = TypeVar("T")
 # Stored events read per query.
 PAGE = 200
 _TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
-_FINAL_WORKFLOW_STATUSES = frozenset({"completed", "failed", "canceled"})
+_FINAL_WORKFLOW_STATUSES = frozenset({"completed", "failed", "canceled", "timed_out"})
 
 
 @dataclass(frozen=True)

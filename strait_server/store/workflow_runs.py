@@ -10,7 +10,7 @@ import asyncpg
 
 from strait_server.errors import FailedPrecondition, NotFound
 
-RUNNING, PAUSED, QUEUED = "running", "paused", "queued"
+RUNNING, PAUSED, QUEUED, TIMED_OUT = "running", "paused", "queued", "timed_out"
 OPEN = (RUNNING, PAUSED, QUEUED)  # a workflow run that has not ended
 REOPENABLE = ("completed", "failed")  # ended runs whose steps may run again (not canceled ones)
 
@@ -19,7 +19,7 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
 event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id, depth,
-concurrency_key"""
+concurrency_key, deadline_time"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
 parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
 wake_time, map_index, map_total, map_started, map_done, map_failed, child_workflow_run_id"""
@@ -310,9 +310,21 @@ SELECT DISTINCT workflow_run_id FROM (
 """$1 now (NULL: the database's clock), $2 limit: the runs with waiting steps whose timer is due."""
 
 NEXT_TIMER = """
-SELECT min(wake_time) - coalesce($1, now()) FROM workflow_step_runs WHERE status = 'waiting' AND wake_time IS NOT NULL
+SELECT least(
+    (SELECT min(wake_time) FROM workflow_step_runs WHERE status = 'waiting' AND wake_time IS NOT NULL),
+    (SELECT min(deadline_time) FROM workflow_runs WHERE status IN ('running', 'paused') AND deadline_time IS NOT NULL)
+) - coalesce($1, now())
 """
-"""How long until the next timer is due (NULL: none)."""
+"""How long until the next timer is due: a waiting step's or a run's deadline (NULL: none)."""
+
+SET_DEADLINE = "UPDATE workflow_runs SET deadline_time = now() + $2::bigint * interval '1 millisecond' WHERE id = $1"
+
+DUE_DEADLINES = """
+SELECT id FROM workflow_runs
+WHERE status IN ('running', 'paused') AND deadline_time <= coalesce($1, now())
+ORDER BY deadline_time LIMIT $2
+"""
+"""$1 now (NULL: the database's clock), $2 limit: the runs past their workflow's timeout."""
 
 
 EVENTS_AFTER = f"""
@@ -345,6 +357,7 @@ class WorkflowRunRow:
     parent_step_run_id: str | None = None
     depth: int = 0
     concurrency_key: str | None = None
+    deadline_time: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -619,6 +619,14 @@ class Move:
         self.event("step_decision", handler, "", "", f"runs after the failure of step {ref!r}")
         await self._propagate(await self._start_steps([handler]))
 
+    async def time_out(self) -> None:
+        """The workflow's timeout passed: every open step and its job run are canceled, the run ends timed
+        out."""
+        reason = f"the workflow's timeout ({(self._plan.timeout_ms or 0) / 1000:g} s) passed"
+        await self._cancel_open(reason)
+        await self._finish(sql.TIMED_OUT, reason)
+        await self.close()
+
     async def cancel(self, reason: str) -> None:
         """CancelWorkflowRun: every open step and its job run are canceled, and so is the run."""
         await self._cancel_open(reason)
@@ -720,7 +728,9 @@ async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_i
 
 
 async def _begin(conn: sql.Conn, plans: Plans, run: sql.WorkflowRunRow, plan: Plan, from_status: str = "") -> Move:
-    """The run's steps, and its first move."""
+    """The run's steps, its deadline, and its first move."""
+    if plan.timeout_ms:
+        await conn.execute(sql.SET_DEADLINE, run.id, plan.timeout_ms)
     step_ids = ids.new_ids("wfs", len(plan.order))
     await conn.execute(sql.INSERT_STEPS, run.id, step_ids, plan.order,
                        [len(plan.steps[ref].parents) for ref in plan.order])
@@ -786,8 +796,8 @@ def _ended(row: Any) -> tuple[str, StepStatus, StepStatus, Any, str]:
     if row["event_id"] is not None:
         return row["step_ref"], StepStatus.WAITING, StepStatus.COMPLETED, row["event_payload"], ""
     if row["child_run_id"] is not None:
-        return (row["step_ref"], StepStatus.RUNNING, StepStatus(row["child_status"]), row["child_output"],
-                row["child_error"] or "")
+        status = StepStatus.FAILED if row["child_status"] == sql.TIMED_OUT else StepStatus(row["child_status"])
+        return row["step_ref"], StepStatus.RUNNING, status, row["child_output"], row["child_error"] or ""
     return (row["step_ref"], StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
             row["error"])
 
@@ -829,6 +839,20 @@ async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, li
             await move.steps_ended(_timer_fired(plan.steps[ref]) for ref in due)
             changes.add(move.changes)
     return len(run_ids), changes
+
+
+async def expire_runs(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:
+    """One transaction: runs past their workflow's timeout end timed out (open steps, job runs and child
+    runs canceled). `now`: a clock of the caller's (None: the database's)."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        due = [r["id"] for r in await conn.fetch(sql.DUE_DEADLINES, now, limit)]
+        for run, steps in await _lock_with_steps(conn, due):
+            if run.status in (sql.RUNNING, sql.PAUSED):
+                move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps, plans)
+                await move.time_out()
+                changes.add(move.changes)
+    return len(due), changes
 
 
 def _timer_fired(step: StepPlan) -> tuple[str, StepStatus, StepStatus, Any, str]:

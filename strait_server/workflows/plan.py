@@ -155,6 +155,7 @@ class Plan:
     on_failure: str = ""  # the ref of the on_failure_step ("": none)
     concurrency: Concurrency | None = None
     max_parallel_steps: int = 0  # steps running or waiting at once (0: no limit)
+    timeout_ms: int | None = None  # how long a run may take from its start (None: no limit)
 
     @property
     def roots(self) -> list[str]:
@@ -210,7 +211,7 @@ def plan_of(definition: dict[str, Any]) -> Plan:
     handler = on_failure["ref"] if on_failure else ""
     order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
     return Plan(steps, order, handler, _concurrency(definition.get("concurrency")),
-                int(definition.get("max_parallel_steps", 0)))
+                int(definition.get("max_parallel_steps", 0)), _duration_ms(definition.get("timeout")))
 
 
 @dataclass(frozen=True)

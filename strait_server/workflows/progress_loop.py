@@ -15,7 +15,15 @@ import asyncpg
 from strait_server.faults import DATABASE_ERRORS
 from strait_server.tasks import Supervisor, cancel_and_wait
 from strait_server.telemetry.metrics import Metrics
-from strait_server.workflows.engine import Changes, Plans, fire_timers, next_timer, start_queued, take_progress
+from strait_server.workflows.engine import (
+    Changes,
+    Plans,
+    expire_runs,
+    fire_timers,
+    next_timer,
+    start_queued,
+    take_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,8 @@ class WorkflowProgress:
         steps: list[Callable[[], Awaitable[tuple[int, Changes]]]] = [
             lambda: take_progress(self._pool, self._plans, self._batch),
             lambda: fire_timers(self._pool, self._plans, self._now(), self._batch),
-            lambda: start_queued(self._pool, self._plans, self._batch)]
+            lambda: start_queued(self._pool, self._plans, self._batch),
+            lambda: expire_runs(self._pool, self._plans, self._now(), self._batch)]
         for step in steps:
             while True:
                 taken, changes = await step()

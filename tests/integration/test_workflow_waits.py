@@ -311,3 +311,34 @@ async def test_canceling_a_run_ends_its_waits(flows: Flows, api: Api, events: ev
     steps = await flows.steps(run.id)
     assert {s.status for s in steps.values()} == {R.STEP_RUN_STATUS_CANCELED}
     assert (await send(api, events, "go")).matched_steps == 0
+
+
+async def test_a_run_past_its_workflows_timeout_ends_timed_out(make_app: AppFactory, settings: Settings,
+                                                              sink: Sink) -> None:
+    clock = FakeClock()
+    app = await make_app(clock=clock)
+    api = await connect(app, settings.admin_key)
+    flows = Flows(api, sink)
+    await flows.job("hold", then=Reply(block=asyncio.Event()))
+    definition = W.Workflow(slug="bounded", timeout=seconds(3600), steps=[step("hold", "hold"), approval("gate")])
+    await flows.defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=definition), metadata=api.metadata)
+    run = await flows.trigger("bounded")
+    assert run.HasField("deadline_time")
+    assert run.deadline_time.ToDatetime() - run.start_time.ToDatetime() == timedelta(hours=1)
+    await eventually(lambda: _received(sink, "/hold"))
+    assert app.workflow_progress is not None
+    await app.workflow_progress.run_pass()  # not due yet
+    assert (await flows.runs.GetWorkflowRun(R.GetWorkflowRunRequest(id=run.id), metadata=api.metadata)
+            ).workflow_run.status == R.WORKFLOW_RUN_STATUS_RUNNING
+    clock.now = datetime.now(UTC) + timedelta(hours=2)
+    await app.workflow_progress.run_pass()
+    done = await flows.wait(run.id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_TIMED_OUT and "timeout" in done.error
+    steps = await flows.steps(run.id)
+    assert {s.status for s in steps.values()} == {R.STEP_RUN_STATUS_CANCELED}
+    assert (await api.get_run(steps["hold"].job_run_id)).status == run_pb2.RUN_STATUS_CANCELED
+    await api.channel.close()
+
+
+async def _received(sink: Sink, path: str) -> bool:
+    return bool(sink.for_path(path))
