@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,6 +52,17 @@ async def serve_subprocess(settings: Settings, **env_overrides: str) -> AsyncIte
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@asynccontextmanager
+async def serve_subprocesses(settings: Settings, count: int, **env_overrides: str) -> AsyncIterator[
+        list[tuple[asyncio.subprocess.Process, int]]]:
+    """`count` `strait serve` processes on the same database, started side by side (all killed at the end)."""
+    async with AsyncExitStack() as stack:
+        async with asyncio.TaskGroup() as group:  # one failing to start stops (and kills) the others
+            started = [group.create_task(stack.enter_async_context(serve_subprocess(settings, **env_overrides)))
+                       for _ in range(count)]
+        yield [task.result() for task in started]
 
 
 async def _wait_serving(port: int, proc: asyncio.subprocess.Process) -> None:

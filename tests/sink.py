@@ -38,6 +38,8 @@ class Reply:
     block: asyncio.Event | None = None  # answer only once this is set
     # Job code: runs with the request before the answer is sent (e.g. reports through RunContextService).
     action: Callable[[Received], Awaitable[None]] | None = None
+    # The body computed from the request (instead of `body`): an endpoint whose answer depends on its input.
+    answer: Callable[[Received], str] | None = None
 
 
 @dataclass
@@ -99,8 +101,9 @@ class Sink:
             await reply.block.wait()
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        text = reply.body if reply.answer is None else reply.answer(received)
         received.done_at = time.monotonic()
-        return web.Response(status=reply.status, text=reply.body, content_type="application/json")
+        return web.Response(status=reply.status, text=text, content_type="application/json")
 
 
 async def start_sink() -> tuple[Sink, web.AppRunner]:
