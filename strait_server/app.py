@@ -231,7 +231,14 @@ class App:
         return RedisTransport(self.redis, s.redis_namespace, self._redis_health)
 
     def _workflows_moved(self, changes: Changes) -> None:
-        """After a workflow engine move committed: wake dispatchers for the job runs it queued, and watchers."""
+        """After a workflow engine move committed: wake dispatchers for the job runs it queued, and watchers;
+        count what it did."""
+        metrics = self.telemetry.metrics
+        metrics.workflow_runs_started.inc(changes.runs_started)
+        for status in changes.runs_ended:
+            metrics.workflow_runs_ended.labels(status).inc()
+        for kind, status, seconds in changes.step_durations:
+            metrics.workflow_step_duration.labels(kind, status).observe(max(seconds, 0.0))
         if self.events is not None:
             self.events.published([*(r.id for r in changes.job_runs), *changes.canceled_job_runs,
                                    *changes.workflow_runs])

@@ -49,6 +49,15 @@ class Metrics:
         self.schedule_lag = Histogram(
             "strait_schedule_lag_seconds", "How long after its tick time a cron tick fired.",
             registry=r, buckets=_LAG_BUCKETS)
+        self.workflow_runs_started = Counter(
+            "strait_workflow_runs_started", "Workflow runs started by this process (a queued run when it leaves the "
+            "queue).", registry=r)
+        self.workflow_runs_ended = Counter(
+            "strait_workflow_runs_ended", "Workflow runs that ended in a move of this process, by final status.",
+            ["status"], registry=r)
+        self.workflow_step_duration = Histogram(
+            "strait_workflow_step_duration_seconds", "Workflow steps from their start to their end (seen by this "
+            "process's moves), by kind and final status.", ["kind", "status"], registry=r, buckets=_DISPATCH_BUCKETS)
         self.budget_exhausted = Counter(
             "strait_budget_exhausted", "Projects whose reported costs reached their monthly budget (once per "
             "crossing), by the project's budget action.", ["action"], registry=r)

@@ -56,11 +56,18 @@ class Changes:
     job_runs: list[Run] = field(default_factory=list)
     workflow_runs: set[str] = field(default_factory=set)
     canceled_job_runs: list[str] = field(default_factory=list)
+    # For metrics: runs started, final statuses of runs that ended, (kind, status, seconds) of steps that ended.
+    runs_started: int = 0
+    runs_ended: list[str] = field(default_factory=list)
+    step_durations: list[tuple[str, str, float]] = field(default_factory=list)
 
     def add(self, other: Changes) -> None:
         self.job_runs += other.job_runs
         self.workflow_runs |= other.workflow_runs
         self.canceled_job_runs += other.canceled_job_runs
+        self.runs_started += other.runs_started
+        self.runs_ended += other.runs_ended
+        self.step_durations += other.step_durations
 
 
 class Plans:
@@ -125,6 +132,10 @@ class Move:
         if status in (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED):
             self._closed += 1
             self._outputs[ref], self._errors[ref] = output, error
+            started = self._steps[ref].start_time
+            if started is not None:
+                self.changes.step_durations.append((self._plan.steps[ref].kind, status.value,
+                                                    (self._now() - started).total_seconds()))
 
     def event(self, kind: str, ref: str, before: str, after: str, message: str = "") -> None:
         self._events.append((kind, ref, before, after, message))
@@ -140,6 +151,7 @@ class Move:
     async def start(self, from_status: str = "") -> None:
         """A new run (or one that waited queued): its roots start (or are skipped by their condition)."""
         self.event("run_status", "", from_status, "running")
+        self.changes.runs_started += 1
         await self._propagate(await self._start_steps(self._plan.roots))
         await self.close()
 
@@ -661,6 +673,7 @@ class Move:
         output = {ref: self._outputs.get(ref) for ref in self._plan.order if not self._plan.steps[ref].children
                   and self._status.get(ref) == StepStatus.COMPLETED}
         await self._conn.execute(sql.FINISH_RUN, self.run.id, status, error, output)
+        self.changes.runs_ended.append(status)
         self.event("run_status", "", self._run_status, status, error)
         self._over = True
 
@@ -818,7 +831,8 @@ async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
     steps: dict[str, list[sql.StepState]] = defaultdict(list)
     for r in await conn.fetch(sql.STEPS_OF_RUNS, [run.id for run in runs]):
         steps[r["workflow_run_id"]].append(sql.StepState(r["id"], r["step_ref"], r["status"], r["output"], r["error"],
-                                                         r["job_run_id"], r["wake_time"], r["child_workflow_run_id"]))
+                                                         r["job_run_id"], r["wake_time"], r["child_workflow_run_id"],
+                                                         r["start_time"]))
     return [(run, steps[run.id]) for run in runs]
 
 

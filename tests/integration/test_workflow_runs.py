@@ -12,6 +12,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from strait_client.v1 import run_pb2, workflow_pb2, workflow_pb2_grpc, workflow_run_pb2, workflow_run_pb2_grpc
+from strait_server.app import App
 from strait_server.config import Settings
 from tests.conftest import Api, eventually
 from tests.sink import Reply, Sink
@@ -356,3 +357,16 @@ async def test_max_parallel_steps_holds_the_others_ready(flows: Flows, sink: Sin
 
 async def _received(sink: Sink, path: str, n: int) -> bool:
     return len(sink.for_path(path)) >= n
+
+
+async def test_workflow_metrics_count_runs_and_time_steps(app: App, flows: Flows, sink: Sink) -> None:
+    registry = app.telemetry.metrics.registry
+    await flows.job("slow", then=Reply(delay=0.05))
+    await flows.create(step("slow", "slow"))
+    done = await flows.wait((await flows.trigger()).id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    assert registry.get_sample_value("strait_workflow_runs_started_total") == 1
+    assert registry.get_sample_value("strait_workflow_runs_ended_total", {"status": "completed"}) == 1
+    labels = {"kind": "job", "status": "completed"}
+    assert registry.get_sample_value("strait_workflow_step_duration_seconds_count", labels) == 1
+    assert registry.get_sample_value("strait_workflow_step_duration_seconds_sum", labels) >= 0.05
