@@ -55,6 +55,12 @@ class Flows:
         reply = await self.runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run_id), metadata=self.api.metadata)
         return {s.step_ref: s for s in reply.step_runs}
 
+    async def wait_step(self, run_id: str, ref: str, status: int) -> R.StepRun:
+        async def check() -> R.StepRun | None:
+            found = (await self.steps(run_id)).get(ref)
+            return found if found is not None and found.status == status else None
+        return await eventually(check)
+
     async def events(self, run_id: str, after: int = 0) -> list[R.WorkflowRunEvent]:
         reply = await self.runs.ListWorkflowRunEvents(
             R.ListWorkflowRunEventsRequest(workflow_run_id=run_id, after_sequence=after, page_size=1000),
