@@ -311,8 +311,8 @@ class Move:
                 await self._stop_on_failure(*self._fail_fast)
                 return
             ended = await self._wave(ended)
-            if not ended and self._plan.max_parallel_steps and not self._paused:
-                # Steps held by max_parallel_steps start as others end (in definition order).
+            if not ended and self._plan.holds_steps and not self._paused:
+                # Steps held by max_parallel_steps or a concurrency_key start as others end (in definition order).
                 held = [ref for ref in self._plan.order if self._status[ref] == StepStatus.READY]
                 if held:
                     ended = await self._start_steps(held)
@@ -353,16 +353,36 @@ class Move:
         return ref, SKIPPED
 
     def _hold(self, refs: list[str]) -> list[str]:
-        """The steps that may start now; the others wait READY: all while the run is paused, those beyond
-        max_parallel_steps busy steps otherwise (they start as others end)."""
+        """The steps that may start now; the others wait READY (and start as others end): all while the run is
+        paused, those beyond max_parallel_steps busy steps, and those whose concurrency_key a busy step (or
+        one starting now) has."""
+        busy = [r for r, s in self._status.items() if s in (StepStatus.RUNNING, StepStatus.WAITING)]
         room = 0 if self._paused else len(refs)
         if self._plan.max_parallel_steps and not self._paused:
-            busy = sum(1 for s in self._status.values() if s in (StepStatus.RUNNING, StepStatus.WAITING))
-            room = max(0, self._plan.max_parallel_steps - busy)
-        for ref in refs[room:]:
-            if self._status[ref] != StepStatus.READY:
+            room = max(0, self._plan.max_parallel_steps - len(busy))
+        keys_taken = {k for r in busy if (k := self._step_key(r))}
+        starting = []
+        for ref in refs[:room]:
+            key = self._step_key(ref)
+            if key is None or key not in keys_taken:
+                starting.append(ref)
+                keys_taken.add(key or "")
+        for ref in refs:
+            if ref not in starting and self._status[ref] != StepStatus.READY:
                 self._set(ref, StepStatus.READY)
-        return refs[:room]
+        return starting
+
+    def _step_key(self, ref: str) -> str | None:
+        """The step's concurrency key in this run (None: it has none). It reads only ancestors, which ended
+        before it started, so it is the same whenever it is evaluated."""
+        expression = self._plan.steps[ref].concurrency_key
+        if not expression:
+            return None
+        try:
+            value = expressions.evaluate(expression, self._context())
+        except expressions.EvaluationError:
+            return None  # the step's own start reports what is wrong with its expressions
+        return "key:" + (value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True))
 
     async def _start_steps(self, refs: list[str]) -> list[tuple[str, int]]:
         """Conditions, inputs and job runs of the steps decided to run; returns those that ended instead."""

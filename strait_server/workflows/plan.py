@@ -124,6 +124,7 @@ class StepPlan:
     map: MapPlan | None = None
     sub_workflow: tuple[str, str, int] | None = None  # (workflow id, slug, version; 0: current at start)
     output_selector: str = ""  # CEL over `result` (what the step's run gave): the step's output
+    concurrency_key: str = ""  # CEL: at most one step of a run with the same value runs at once
 
 
 class Strategy(enum.StrEnum):
@@ -156,6 +157,11 @@ class Plan:
     concurrency: Concurrency | None = None
     max_parallel_steps: int = 0  # steps running or waiting at once (0: no limit)
     timeout_ms: int | None = None  # how long a run may take from its start (None: no limit)
+
+    @property
+    def holds_steps(self) -> bool:
+        """Whether steps decided to run may have to wait READY for others to end."""
+        return bool(self.max_parallel_steps) or any(s.concurrency_key for s in self.steps.values())
 
     @property
     def roots(self) -> list[str]:
@@ -207,7 +213,8 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             job_id=job.get("job_id", ""), job_slug=job.get("job_slug", ""),
             timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
             uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})), map=_map_plan(s.get("map")),
-            sub_workflow=_sub_workflow(s.get("sub_workflow")), output_selector=s.get("output_selector", ""))
+            sub_workflow=_sub_workflow(s.get("sub_workflow")), output_selector=s.get("output_selector", ""),
+            concurrency_key=s.get("concurrency_key", ""))
     handler = on_failure["ref"] if on_failure else ""
     order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
     return Plan(steps, order, handler, _concurrency(definition.get("concurrency")),

@@ -376,3 +376,24 @@ async def test_workflow_metrics_count_runs_and_time_steps(app: App, flows: Flows
     labels = {"kind": "job", "status": "completed"}
     assert registry.get_sample_value("strait_workflow_step_duration_seconds_count", labels) == 1
     assert registry.get_sample_value("strait_workflow_step_duration_seconds_sum", labels) >= 0.05
+
+
+async def test_steps_with_one_concurrency_key_run_one_at_a_time(flows: Flows, sink: Sink) -> None:
+    executing = most = 0
+
+    async def work(request: Any) -> None:
+        nonlocal executing, most
+        executing += 1
+        most = max(most, executing)
+        await asyncio.sleep(0.02)  # the work takes a while: another keyed step would start meanwhile if it could
+        executing -= 1
+
+    await flows.api.create_job("keyed", sink.script("/keyed", then=Reply(action=work)))
+    await flows.job("free")
+    keyed = [step(f"k{i}", "keyed", concurrency_key="input.db") for i in range(3)]
+    await flows.create(*keyed, step("free", "free"))
+    run = await flows.trigger(run_input={"db": "orders"})
+    assert (await flows.wait(run.id)).status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    assert most == 1 and len(sink.for_path("/keyed")) == 3
+    held = [e.step_ref for e in await flows.events(run.id) if e.type == "step_status" and e.to_status == "ready"]
+    assert sorted(held) == ["k1", "k2"]  # the unkeyed step did not wait
