@@ -68,9 +68,17 @@ def cancel_workflow_run(run_id: str, reason: str) -> Op[WorkflowRun]:
               _workflow_run)
 
 
-def list_step_runs(run_id: str, step_ref: str = "") -> Op[list[StepRun]]:
-    return Op("workflow_runs", "ListStepRuns", R.ListStepRunsRequest(workflow_run_id=run_id, step_ref=step_ref),
+def list_step_runs(run_id: str) -> Op[list[StepRun]]:
+    return Op("workflow_runs", "ListStepRuns", R.ListStepRunsRequest(workflow_run_id=run_id),
               lambda response: [StepRun.from_proto(s) for s in response.step_runs])
+
+
+def list_step_instances(run_id: str, step_ref: str) -> Callable[[str], Op[Page[StepRun]]]:
+    """A step and its map instances, a page at a time."""
+    def make(token: str) -> Op[Page[StepRun]]:
+        request = R.ListStepRunsRequest(workflow_run_id=run_id, step_ref=step_ref, page_size=1000, page_token=token)
+        return Op("workflow_runs", "ListStepRuns", request, page_of("step_runs", StepRun.from_proto))
+    return make
 
 
 def list_workflow_run_events(run_id: str, after_sequence: int,

@@ -97,7 +97,9 @@ class WorkflowRuns:
             NotFoundError: No such workflow run.
             InvalidArgumentError: `step_ref` is not a step ref.
         """
-        return self._t.call(ops.list_step_runs(run_id, step_ref))
+        if step_ref:
+            return list(self._t.pages(ops.list_step_instances(run_id, step_ref)))
+        return self._t.call(ops.list_step_runs(run_id))
 
     def events(self, run_id: str, *, after_sequence: int = 0) -> builtins.list[WorkflowRunEvent]:
         """The run's stored events in sequence order.
@@ -391,7 +393,9 @@ class AsyncWorkflowRuns:
             NotFoundError: No such workflow run.
             InvalidArgumentError: `step_ref` is not a step ref.
         """
-        return await self._t.call(ops.list_step_runs(run_id, step_ref))
+        if step_ref:
+            return [s async for s in self._t.pages(ops.list_step_instances(run_id, step_ref))]
+        return await self._t.call(ops.list_step_runs(run_id))
 
     async def events(self, run_id: str, *, after_sequence: int = 0) -> builtins.list[WorkflowRunEvent]:
         """The run's stored events in sequence order.

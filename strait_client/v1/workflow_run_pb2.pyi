@@ -497,18 +497,27 @@ class ListStepRunsRequest(_message.Message):
 
     WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     STEP_REF_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     workflow_run_id: _builtins.str
     step_ref: _builtins.str
-    """Only this step, followed by its map instances in item order (empty: every step, without instances)."""
+    """Only this step, followed by its map instances in item order, a page at a time (empty: every step of the
+    run, without instances, in one page).
+    """
+    page_size: _builtins.int
+    """With step_ref: at most this many step runs per page (0: 1,000; at most 1,000)."""
+    page_token: _builtins.str
     def __init__(
         self,
         *,
         workflow_run_id: _builtins.str = ...,
         step_ref: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_ref", b"step_ref", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "step_ref", b"step_ref", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,16 +528,19 @@ class ListStepRunsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEP_RUNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def step_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepRun]: ...
     def __init__(
         self,
         *,
         step_runs: _abc.Iterable[Global___StepRun] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step_runs", b"step_runs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "step_runs", b"step_runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ from strait_client.v1 import run_pb2, workflow_run_pb2, workflow_run_pb2_grpc
 from strait_server.api import convert, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal, project_id
-from strait_server.api.pagination import fingerprint, keyset_page, page_size
+from strait_server.api.pagination import MAX_PAGE_SIZE, fingerprint, keyset_page, page_size
 from strait_server.errors import Violations
 from strait_server.service.watch import AgedOut, Keepalive, Watches
 from strait_server.service.workflow_runs import WorkflowRuns
@@ -155,8 +155,20 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
         if request.step_ref and not REF_RE.fullmatch(request.step_ref):
             v.add("step_ref", "is not a step ref (^[a-z][a-z0-9_]{0,62}$)")
         run_id = _run_id(v, request.workflow_run_id, "workflow_run_id")
-        steps = await self._store.steps(project_id(), run_id, request.step_ref or None)
-        return R.ListStepRunsResponse(step_runs=[_step_message(s) for s in steps])
+        project = project_id()
+        if not request.step_ref:
+            steps = await self._store.steps(project, run_id)
+            return R.ListStepRunsResponse(step_runs=[_step_message(s) for s in steps])
+        size = page_size(request.page_size or MAX_PAGE_SIZE)
+        fp = fingerprint("step_runs", project, run_id, request.step_ref)
+        cursor = self._d.page_tokens.decode(request.page_token, fp)
+        after = int(cursor[1]) if cursor else -2  # the step itself (-1) first, then its instances
+        rows = await self._store.step_with_instances(project, run_id, request.step_ref, after, size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = self._d.page_tokens.encode(rows[-1].create_time, str(rows[-1].map_index), fp)
+        return R.ListStepRunsResponse(step_runs=[_step_message(s) for s in rows], next_page_token=token)
 
     async def ListWorkflowRunEvents(
             self, request: workflow_run_pb2.ListWorkflowRunEventsRequest,

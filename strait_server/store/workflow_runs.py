@@ -57,9 +57,11 @@ STEPS_OF_RUN = f"SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_ru
 """The run's steps, without map instances (served by the step key: steps come before instances)."""
 
 STEP_WITH_INSTANCES = f"""
-SELECT {STEP_COLUMNS} FROM workflow_step_runs WHERE workflow_run_id = $1 AND step_ref = $2 ORDER BY map_index
+SELECT {STEP_COLUMNS} FROM workflow_step_runs
+WHERE workflow_run_id = $1 AND step_ref = $2 AND map_index > $3
+ORDER BY map_index LIMIT $4
 """
-"""One step of the run and its map instances, in item order."""
+"""One step of the run (map_index -1) and its map instances, in item order: $3 after this index, $4 at most."""
 STEP_OF_RUN = f"""
 SELECT {STEP_COLUMNS} FROM workflow_step_runs s
 WHERE workflow_run_id = $1 AND step_ref = $2 AND map_index = -1
@@ -440,15 +442,19 @@ class WorkflowRunStore:
         rows = await self._pool.fetch(LIST_RUNS, project_id, workflow_id, statuses, t, i, limit)
         return [run_row(r) for r in rows]
 
-    async def steps(self, project_id: str, run_id: str, step_ref: str | None = None) -> list[StepRunRow]:
-        """The run's step runs in the order of its definition; or one step and its map instances."""
+    async def steps(self, project_id: str, run_id: str) -> list[StepRunRow]:
+        """The run's steps in the order of its definition (no map instances)."""
         await self.get(project_id, run_id)
-        if step_ref is not None:
-            return [step_row(r) for r in await self._pool.fetch(STEP_WITH_INSTANCES, run_id, step_ref)]
         rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
         refs = await self._pool.fetchval(STEP_ORDER, run_id)
         position = {ref: i for i, ref in enumerate(refs or [])}
         return sorted(rows, key=lambda s: position.get(s.step_ref, len(position)))
+
+    async def step_with_instances(self, project_id: str, run_id: str, ref: str, after: int,
+                                  limit: int) -> list[StepRunRow]:
+        """A step (map_index -1) and its map instances after index `after`, in item order, up to `limit`."""
+        await self.get(project_id, run_id)
+        return [step_row(r) for r in await self._pool.fetch(STEP_WITH_INSTANCES, run_id, ref, after, limit)]
 
     async def step(self, project_id: str, run_id: str, ref: str) -> StepRunRow:
         row = await self._pool.fetchrow(STEP_OF_RUN, run_id, ref, project_id)

@@ -141,3 +141,26 @@ async def test_canceling_a_run_cancels_its_map_instances(flows: Flows, sink: Sin
     err = await asyncio.gather(flows.runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run.id, step_ref="B-a-d"),
                                                        metadata=flows.api.metadata), return_exceptions=True)
     assert isinstance(err[0], grpc.aio.AioRpcError) and err[0].code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_maps_instances_are_listed_a_page_at_a_time(flows: Flows, sink: Sink) -> None:
+    await flows.job("each")
+    await flows.create(mapped("fan", "each", "input.items"))
+    run = await flows.wait((await flows.trigger(run_input={"items": list(range(7))})).id)
+    seen: list[int] = []
+    token = ""
+    pages = 0
+    while True:
+        reply = await flows.runs.ListStepRuns(R.ListStepRunsRequest(
+            workflow_run_id=run.id, step_ref="fan", page_size=3, page_token=token), metadata=flows.api.metadata)
+        seen += [s.map_index for s in reply.step_runs]
+        pages, token = pages + 1, reply.next_page_token
+        if not token:
+            break
+    assert seen == list(range(-1, 7)) and pages == 3  # the step, then its instances in item order
+    other = await flows.runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run.id, step_ref="fan", page_size=3),
+                                          metadata=flows.api.metadata)
+    err = await asyncio.gather(flows.runs.ListStepRuns(R.ListStepRunsRequest(
+        workflow_run_id=run.id, step_ref="other", page_token=other.next_page_token), metadata=flows.api.metadata),
+        return_exceptions=True)
+    assert isinstance(err[0], grpc.aio.AioRpcError) and err[0].code() == grpc.StatusCode.INVALID_ARGUMENT
