@@ -322,6 +322,7 @@ CREATE TABLE workflow_runs (
     output jsonb,
     concurrency_key text,
     deadline_time timestamp with time zone,
+    trace_parent text DEFAULT ''::text NOT NULL,
     CONSTRAINT workflow_runs_pkey PRIMARY KEY (id),
     CONSTRAINT workflow_runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id),
     CONSTRAINT workflow_runs_workflow_id_version_fkey FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions(workflow_id, version)

@@ -14,6 +14,7 @@ from strait_server.budget import BudgetGuard
 from strait_server.store.sent_events import Sent, SentEventStore
 from strait_server.store.workflow_runs import StepRunRow, WorkflowRunRow, WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
+from strait_server.telemetry.tracing import current_traceparent
 from strait_server.workflows import admission, waits
 from strait_server.workflows.engine import Changes, Move, Plans, cancel_run, locked_move, start_run
 from strait_server.workflows.plan import Plan, StepStatus
@@ -45,7 +46,8 @@ class WorkflowRuns:
         async with self._pool.acquire() as conn, conn.transaction():
             run, repeat, changes = await start_run(
                 conn, self._plans, project_id=project_id, workflow_id=workflow.id, version=workflow.version,
-                run_input=run_input, idempotency_key=idempotency_key, concurrency_key=key)
+                run_input=run_input, idempotency_key=idempotency_key, concurrency_key=key,
+                trace_parent=current_traceparent())
         self._on_changes(changes)
         return run, repeat
 

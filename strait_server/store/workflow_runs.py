@@ -19,7 +19,7 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
 event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id, depth,
-concurrency_key, deadline_time"""
+concurrency_key, deadline_time, trace_parent"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
 parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
 wake_time, map_index, map_total, map_started, map_done, map_failed, child_workflow_run_id"""
@@ -27,13 +27,14 @@ EVENT_COLUMNS = "workflow_run_id, seq, type, step_ref, from_status, to_status, m
 
 INSERT_RUN = f"""
 INSERT INTO workflow_runs (id, project_id, workflow_id, version, status, input, idempotency_key, steps_open,
-    start_time, parent_workflow_run_id, parent_step_run_id, depth, concurrency_key)
-VALUES ($1, $2, $3, $4, $11, $5, $6, $7, CASE WHEN $11 = 'running' THEN now() END, $8, $9, $10, $12)
+    start_time, parent_workflow_run_id, parent_step_run_id, depth, concurrency_key, trace_parent)
+VALUES ($1, $2, $3, $4, $11, $5, $6, $7, CASE WHEN $11 = 'running' THEN now() END, $8, $9, $10, $12, $13)
 ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING {RUN_COLUMNS}
 """
 """$8/$9 the parent run and step run of a child run (NULL: none), $10 its depth, $11 its status (running or
-queued), $12 its concurrency key (NULL: none). No row: the idempotency key names an earlier run."""
+queued), $12 its concurrency key (NULL: none), $13 the W3C traceparent its job runs continue ('': none).
+No row: the idempotency key names an earlier run."""
 
 BY_KEY = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE workflow_id = $1 AND idempotency_key = $2"
 
@@ -360,6 +361,7 @@ class WorkflowRunRow:
     depth: int = 0
     concurrency_key: str | None = None
     deadline_time: datetime | None = None
+    trace_parent: str = ""
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,14 @@ def stored_parent(metadata: Mapping[str, str]) -> Context:
     return Context()
 
 
+def current_traceparent() -> str:
+    """The W3C traceparent of the current span ("" when there is none: tracing off)."""
+    carrier: dict[str, str] = {}
+    if trace.get_current_span().get_span_context().is_valid:
+        _W3C.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
 def _child_of(span_context: SpanContext) -> Context:
     return trace.set_span_in_context(NonRecordingSpan(span_context), Context())
 

@@ -23,7 +23,7 @@ import asyncpg
 
 from strait_server import ids
 from strait_server.errors import FailedPrecondition, NotFound, PermissionDenied
-from strait_server.model import MAP_INDEX_KEY, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
+from strait_server.model import MAP_INDEX_KEY, TRACE_CONTEXT_KEY, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
 from strait_server.store import workflow_runs as sql
 from strait_server.store import workflows as workflows_sql
 from strait_server.store.runs import cancel_runs, write_runs
@@ -115,6 +115,8 @@ class Move:
         # Paused: steps decided to run wait in READY until resume() (running ones go on).
         self._paused = run.status == sql.PAUSED
         self._failure: dict[str, str] = {}  # what failed, for the on_failure_step's default input
+        # The trigger's trace, continued by the job runs of the steps (hidden from users like any run's).
+        self._trace = {TRACE_CONTEXT_KEY: run.trace_parent} if run.trace_parent else {}
         self._run_status = run.status
         self.changes = Changes(workflow_runs={run.id})
 
@@ -422,7 +424,7 @@ class Move:
         child, _, changes = await start_run(
             self._conn, self._plans, project_id=self.run.project_id, workflow_id=row["id"], version=row["version"],
             run_input=json.loads(prepared), idempotency_key="",
-            parent=(self.run.id, self._steps[ref].id, self.run.depth + 1))
+            parent=(self.run.id, self._steps[ref].id, self.run.depth + 1), trace_parent=self.run.trace_parent)
         self.changes.add(changes)
         await self._flush_steps()
         await self._conn.execute(sql.SET_CHILD, self._steps[ref].id, child.id)
@@ -511,7 +513,7 @@ class Move:
         when the job is gone."""
         news = [NewRun(payload=payload, timeout_ms=self._plan.steps[ref].timeout_ms,
                        max_attempts=self._plan.steps[ref].max_attempts, workflow_step_run_id=step_run_id,
-                       metadata={WORKFLOW_RUN_KEY: self.run.id, WORKFLOW_STEP_KEY: ref, **more})
+                       metadata={WORKFLOW_RUN_KEY: self.run.id, WORKFLOW_STEP_KEY: ref, **self._trace, **more})
                 for ref, step_run_id, payload, more in items]
         created = await write_runs(self._conn, self.run.project_id, job_id, slug, news,
                                    ids.new_ids("run", len(news)), {}, checked=True)
@@ -723,7 +725,8 @@ def job_output(text: str | None) -> Any:
 
 async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_id: str, version: int,
                     run_input: dict[str, Any], idempotency_key: str, parent: tuple[str, str, int] | None = None,
-                    concurrency_key: str | None = None) -> tuple[sql.WorkflowRunRow, bool, Changes]:
+                    concurrency_key: str | None = None,
+                    trace_parent: str = "") -> tuple[sql.WorkflowRunRow, bool, Changes]:
     """Inside the caller's transaction: a new run and its first move. (run, repeat, changes). `parent`: the
     run, step run and depth of a child run; `concurrency_key`: the run's key when its workflow limits runs."""
     plan = await plans.get(conn, workflow_id, version)
@@ -741,7 +744,7 @@ async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_i
             to_cancel = holding[:over]
     row = await conn.fetchrow(sql.INSERT_RUN, ids.new_id("wfr"), project_id, workflow_id, version, run_input,
                               idempotency_key, len(plan.order), parent_run, parent_step, depth, status,
-                              concurrency_key)
+                              concurrency_key, trace_parent)
     if row is None:
         existing = await conn.fetchrow(sql.BY_KEY, workflow_id, idempotency_key)
         return sql.run_row(existing), True, Changes()

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from strait_client import AsyncClient, Client
+from strait_client import AsyncClient, Client, JobStep, Step
 from strait_client._tracing import exporter_names
 from strait_server.app import App
 from strait_server.config import ConfigError, Settings
@@ -167,3 +167,31 @@ def test_the_server_builds_its_provider_from_the_environment(monkeypatch: pytest
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
     with pytest.raises(ConfigError, match="zipkin"):
         server_tracer_provider()
+
+
+async def test_a_workflow_runs_steps_continue_its_triggers_trace(
+        traced_app: App, settings: Settings, sink: Sink, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    api = await connect(traced_app, settings.admin_key)
+    await api.create_job("first", sink.script("/first"))
+    await api.create_job("second", sink.script("/second"))
+    async with AsyncClient(f"127.0.0.1:{traced_app.port}", api.key, tracer_provider=provider) as client:
+        await client.workflows.create("traced", [Step("first", job=JobStep(job_slug="first")),
+                                                 Step("second", ["first"], job=JobStep(job_slug="second"))])
+        with provider.get_tracer("caller").start_as_current_span("caller") as caller:
+            run = await client.workflows.trigger("traced")
+        assert (await client.workflow_runs.wait(run.id, timeout=20)).status == "completed"
+        steps = {s.step_ref: s for s in await client.workflow_runs.steps(run.id)}
+    trace_id = caller.get_span_context().trace_id
+
+    async def both_claimed() -> list[ReadableSpan] | None:
+        claims = [s for s in _trace(exporter, trace_id) if s.name == "strait.claim"]
+        return claims if len(claims) == 2 else None
+    claims = await eventually(both_claimed)
+    server = _one(_trace(exporter, trace_id), "/strait.v1.WorkflowService/TriggerWorkflow", SpanKind.SERVER)
+    # Both steps' job runs, the second started by the engine later on, continue the trigger's trace.
+    assert {_parent_id(c) for c in claims} == {server.context.span_id}  # type: ignore[union-attr]
+    assert {(c.attributes or {})["strait.run_id"] for c in claims} == {s.job_run_id for s in steps.values()}
+    for path in ("/first", "/second"):
+        [received] = sink.for_path(path)
+        assert int(received.headers["traceparent"].split("-")[1], 16) == trace_id
