@@ -180,8 +180,8 @@ UPDATE workflow_runs SET status = $2, start_time = coalesce(start_time, now()), 
 LOCK_CONCURRENCY_KEY = "SELECT pg_advisory_xact_lock(hashtextextended('strait-wf-key:' || $1 || ':' || $2, 0))"
 """Serialises the admission of a workflow's runs with one concurrency key (triggers and dequeues)."""
 
-HOLDING_SLOTS = f"""
-SELECT {RUN_COLUMNS} FROM workflow_runs
+HOLDING_SLOTS = """
+SELECT id FROM workflow_runs
 WHERE workflow_id = $1 AND concurrency_key = $2 AND status IN ('running', 'paused') AND concurrency_key IS NOT NULL
 ORDER BY create_time, id
 """

@@ -362,10 +362,12 @@ class Move:
         room = 0 if self._paused else len(refs)
         if self._plan.max_parallel_steps and not self._paused:
             room = max(0, self._plan.max_parallel_steps - len(busy))
-        keys_taken = {k for r in busy if (k := self._step_key(r))}
+        keyed = any(self._plan.steps[r].concurrency_key for r in [*busy, *refs[:room]])
+        context = self._context() if keyed else {}  # built once: keys read only ancestors' outputs
+        keys_taken = {k for r in busy if (k := self._step_key(r, context))}
         starting = []
         for ref in refs[:room]:
-            key = self._step_key(ref)
+            key = self._step_key(ref, context)
             if key is None or key not in keys_taken:
                 starting.append(ref)
                 keys_taken.add(key or "")
@@ -374,14 +376,14 @@ class Move:
                 self._set(ref, StepStatus.READY)
         return starting
 
-    def _step_key(self, ref: str) -> str | None:
+    def _step_key(self, ref: str, context: dict[str, Any]) -> str | None:
         """The step's concurrency key in this run (None: it has none). It reads only ancestors, which ended
         before it started, so it is the same whenever it is evaluated."""
         expression = self._plan.steps[ref].concurrency_key
         if not expression:
             return None
         try:
-            value = expressions.evaluate(expression, self._context())
+            value = expressions.evaluate(expression, context)
         except expressions.EvaluationError:
             return None  # the step's own start reports what is wrong with its expressions
         return "key:" + (value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True))
