@@ -15,9 +15,8 @@ import asyncpg
 from strait_server.faults import DATABASE_ERRORS
 from strait_server.tasks import Supervisor, cancel_and_wait
 from strait_server.telemetry.metrics import Metrics
-from strait_server.workflows.engine import (
-    Changes,
-    Plans,
+from strait_server.workflows.engine import Changes, Plans
+from strait_server.workflows.passes import (
     expire_runs,
     fire_timers,
     next_timer,

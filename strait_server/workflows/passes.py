@@ -1,0 +1,146 @@
+"""The passes of the workflow engine's loop (progress_loop.py), one transaction each: the steps whose job runs
+ended (or whose events arrived, or whose child runs ended) move their runs on; due timers fire; queued runs
+take free concurrency slots; runs past their timeout end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from strait_server.store import workflow_runs as sql
+from strait_server.workflows import waits
+from strait_server.workflows.engine import Changes, Move, Plans, begin
+from strait_server.workflows.plan import StepPlan, StepStatus, step_status_of_run
+
+
+def job_output(text: str | None) -> Any:
+    """A job run's output (text) as the step's output: JSON when it parses, else the text itself."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+async def start_queued(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[int, Changes]:
+    """One transaction: queued runs start, oldest first per workflow and key, as far as their slots allow.
+    (how many started, changes)."""
+    changes, started = Changes(), 0
+    async with pool.acquire() as conn, conn.transaction():
+        for key in await conn.fetch(sql.QUEUED_KEYS, limit):
+            await conn.execute(sql.LOCK_CONCURRENCY_KEY, key["workflow_id"], key["concurrency_key"])
+            holding = len(await conn.fetch(sql.HOLDING_SLOTS, key["workflow_id"], key["concurrency_key"]))
+            for row in await conn.fetch(sql.OLDEST_QUEUED, key["workflow_id"], key["concurrency_key"], limit):
+                run = sql.run_row(row)
+                plan = await plans.get(conn, run.workflow_id, run.version)
+                if plan.concurrency is not None and holding >= plan.concurrency.max_runs:
+                    break
+                await conn.execute(sql.SET_RUN_STATUS, run.id, sql.RUNNING)
+                move = await begin(conn, plans, dataclasses.replace(run, status=sql.RUNNING), plan, sql.QUEUED)
+                changes.add(move.changes)
+                holding, started = holding + 1, started + 1
+    return started, changes
+
+
+async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[int, Changes]:
+    """One transaction: up to `limit` ended step job runs, and the moves they cause. (count taken, changes).
+    `pool` may commit without waiting for the WAL flush: a move lost in a crash takes the progress rows it
+    deleted with it (committed before it), so it is made again."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(sql.TAKE_PROGRESS, limit)
+        if not rows:
+            return 0, changes
+        by_run: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            by_run[r["workflow_run_id"]].append(r)
+        for run, steps in await _lock_with_steps(conn, by_run):
+            move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps, plans)
+            mine = by_run[run.id]
+            await move.steps_ended([_ended(r) for r in mine if r["map_index"] < 0],
+                                   [_instance_ended(r) for r in mine if r["map_index"] >= 0])
+            changes.add(move.changes)
+    return len(rows), changes
+
+
+def _ended(row: Any) -> tuple[str, StepStatus, StepStatus, Any, str]:
+    """A progress row as a step that ended: its job run ended, or an event it waited for arrived."""
+    if row["event_id"] is not None:
+        return row["step_ref"], StepStatus.WAITING, StepStatus.COMPLETED, row["event_payload"], ""
+    if row["child_run_id"] is not None:
+        status = StepStatus.FAILED if row["child_status"] == sql.TIMED_OUT else StepStatus(row["child_status"])
+        return row["step_ref"], StepStatus.RUNNING, status, row["child_output"], row["child_error"] or ""
+    return (row["step_ref"], StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
+            row["error"])
+
+
+def _instance_ended(row: Any) -> tuple[str, str, StepStatus, Any, str]:
+    status = step_status_of_run(row["run_status"])
+    return (row["step_ref"], row["id"], status, job_output(row["output"]) if status is StepStatus.COMPLETED else None,
+            row["error"] or "")
+
+
+async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
+                           ) -> list[tuple[sql.WorkflowRunRow, list[sql.StepState]]]:
+    """The open ones of these runs, locked (in id order, so that moves cannot deadlock), with their steps."""
+    runs = [sql.run_row(r) for r in await conn.fetch(sql.LOCK_RUNS, sorted(run_ids))]
+    runs = [run for run in runs if run.status in sql.OPEN]
+    if not runs:
+        return []
+    steps: dict[str, list[sql.StepState]] = defaultdict(list)
+    for r in await conn.fetch(sql.STEPS_OF_RUNS, [run.id for run in runs]):
+        steps[r["workflow_run_id"]].append(sql.StepState(r["id"], r["step_ref"], r["status"], r["output"], r["error"],
+                                                         r["job_run_id"], r["wake_time"], r["child_workflow_run_id"],
+                                                         r["start_time"]))
+    return [(run, steps[run.id]) for run in runs]
+
+
+async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:
+    """One transaction: the waiting steps whose timer is due (of up to `limit` runs) end: sleeps complete,
+    approvals and event waits time out. `now`: a clock of the caller's (None: the database's)."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        run_ids = [r["workflow_run_id"] for r in await conn.fetch(sql.DUE_TIMERS, now, limit)]
+        if not run_ids:
+            return 0, changes
+        at = now or await conn.fetchval("SELECT now()")
+        for run, steps in await _lock_with_steps(conn, run_ids):
+            plan = await plans.get(conn, run.workflow_id, run.version)
+            due = [s.step_ref for s in steps
+                   if s.status == StepStatus.WAITING and s.wake_time is not None and s.wake_time <= at]
+            move = Move(conn, run, plan, steps, plans)
+            await move.steps_ended(_timer_fired(plan.steps[ref]) for ref in due)
+            changes.add(move.changes)
+    return len(run_ids), changes
+
+
+async def expire_runs(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:
+    """One transaction: runs past their workflow's timeout end timed out (open steps, job runs and child
+    runs canceled). `now`: a clock of the caller's (None: the database's)."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        due = [r["id"] for r in await conn.fetch(sql.DUE_DEADLINES, now, limit)]
+        for run, steps in await _lock_with_steps(conn, due):
+            if run.status in (sql.RUNNING, sql.PAUSED):
+                move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps, plans)
+                await move.time_out()
+                changes.add(move.changes)
+    return len(due), changes
+
+
+def _timer_fired(step: StepPlan) -> tuple[str, StepStatus, StepStatus, Any, str]:
+    status, error = waits.timer_outcome(step)
+    return step.ref, StepStatus.WAITING, status, None, error
+
+
+async def next_timer(pool: asyncpg.Pool, now: datetime | None) -> float | None:
+    """Seconds until the next waiting step's timer is due (None: no timer)."""
+    left = await pool.fetchval(sql.NEXT_TIMER, now)
+    return None if left is None else max(0.0, left.total_seconds())
