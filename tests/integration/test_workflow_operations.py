@@ -121,8 +121,10 @@ async def test_a_failed_step_retried_reopens_the_run_and_it_completes(flows: Flo
                                                   metadata=flows.api.metadata)
     assert reopened.workflow_run.status == R.WORKFLOW_RUN_STATUS_RUNNING and not reopened.workflow_run.error
     done = await flows.wait(run.id)
-    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
     after = await flows.steps(run.id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED, (
+        done.error, {r: (s.status, s.error) for r, s in after.items()},
+        [(e.type, e.step_ref, e.to_status, e.message) for e in await flows.events(run.id)])
     assert {s.status for s in after.values()} == {R.STEP_RUN_STATUS_COMPLETED}
     assert after["b"].job_run_id != before["b"].job_run_id and after["a"].job_run_id == before["a"].job_run_id
     assert (len(sink.for_path("/a")), len(sink.for_path("/b")), len(sink.for_path("/c"))) == (1, 2, 1)
