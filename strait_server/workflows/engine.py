@@ -153,15 +153,16 @@ class Move:
         await self._propagate(await self._start_steps(self._plan.roots))
         await self.close()
 
-    async def steps_ended(self, ended: Iterable[tuple[str, StepStatus, StepStatus, Any, str]],
+    async def steps_ended(self, ended: Iterable[tuple[str, str, StepStatus, StepStatus, Any, str]],
                           instances: list[tuple[str, str, StepStatus, Any, str]] | None = None) -> None:
-        """Steps ended: (step ref, the status they must still be in, new status, output, error): their job
-        runs ended, events arrived, timers fired; and map instances (see instances_ended). Late ones (the step
-        moved on meanwhile) are ignored."""
+        """Steps ended: (step ref, step run id, the status it must still be in, new status, output, error):
+        their job runs ended, events arrived, timers fired; and map instances (see instances_ended). Late ones
+        are ignored: the step moved on meanwhile, or started over as another step run (a retry or replay) whose
+        status the old one's end must not take."""
         outcomes: list[tuple[str, int] | None] = [*await self.instances_ended(instances or [])]
-        for ref, expected, status, output, error in ended:
-            if self._status.get(ref) != expected or self._over:
-                continue  # the step was canceled, or the run ended, meanwhile
+        for ref, step_run_id, expected, status, output, error in ended:
+            if self._status.get(ref) != expected or self._steps[ref].id != step_run_id or self._over:
+                continue  # the step was canceled, started over, or the run ended, meanwhile
             if status is StepStatus.COMPLETED and self._plan.steps[ref].output_selector:
                 status, output, error = self._select(ref, output)
             outcomes.append(self._end(ref, status, output, error))

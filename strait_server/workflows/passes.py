@@ -70,14 +70,16 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[i
     return len(rows), changes
 
 
-def _ended(row: Any) -> tuple[str, StepStatus, StepStatus, Any, str]:
-    """A progress row as a step that ended: its job run ended, or an event it waited for arrived."""
+def _ended(row: Any) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
+    """A progress row as a step run that ended: its job run ended, an event it waited for arrived, or its child
+    run ended."""
+    ref, step_run_id = row["step_ref"], row["id"]
     if row["event_id"] is not None:
-        return row["step_ref"], StepStatus.WAITING, StepStatus.COMPLETED, row["event_payload"], ""
+        return ref, step_run_id, StepStatus.WAITING, StepStatus.COMPLETED, row["event_payload"], ""
     if row["child_run_id"] is not None:
         status = StepStatus.FAILED if row["child_status"] == sql.TIMED_OUT else StepStatus(row["child_status"])
-        return row["step_ref"], StepStatus.RUNNING, status, row["child_output"], row["child_error"] or ""
-    return (row["step_ref"], StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
+        return ref, step_run_id, StepStatus.RUNNING, status, row["child_output"], row["child_error"] or ""
+    return (ref, step_run_id, StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
             row["error"])
 
 
@@ -113,10 +115,9 @@ async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, li
         at = now or await conn.fetchval("SELECT now()")
         for run, steps in await _lock_with_steps(conn, run_ids):
             plan = await plans.get(conn, run.workflow_id, run.version)
-            due = [s.step_ref for s in steps
-                   if s.status == StepStatus.WAITING and s.wake_time is not None and s.wake_time <= at]
+            due = [s for s in steps if s.status == StepStatus.WAITING and s.wake_time is not None and s.wake_time <= at]
             move = Move(conn, run, plan, steps, plans)
-            await move.steps_ended(_timer_fired(plan.steps[ref]) for ref in due)
+            await move.steps_ended(_timer_fired(plan.steps[s.step_ref], s.id) for s in due)
             changes.add(move.changes)
     return len(run_ids), changes
 
@@ -135,9 +136,9 @@ async def expire_runs(pool: asyncpg.Pool, plans: Plans, now: datetime | None, li
     return len(due), changes
 
 
-def _timer_fired(step: StepPlan) -> tuple[str, StepStatus, StepStatus, Any, str]:
+def _timer_fired(step: StepPlan, step_run_id: str) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
     status, error = waits.timer_outcome(step)
-    return step.ref, StepStatus.WAITING, status, None, error
+    return step.ref, step_run_id, StepStatus.WAITING, status, None, error
 
 
 async def next_timer(pool: asyncpg.Pool, now: datetime | None) -> float | None:
