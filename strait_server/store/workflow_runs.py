@@ -75,11 +75,6 @@ WHERE r.id = $1
 """
 """The step refs of a run's version, in definition order."""
 
-STATES_OF_RUN = """
-SELECT id, step_ref, status, output, error, job_run_id, wake_time, child_workflow_run_id, start_time
-FROM workflow_step_runs WHERE workflow_run_id = $1 AND map_index = -1
-"""
-
 STEPS_OF_RUNS = """
 SELECT workflow_run_id, id, step_ref, status, output, error, job_run_id, wake_time, child_workflow_run_id, start_time
 FROM workflow_step_runs WHERE workflow_run_id = ANY($1::text[]) AND map_index = -1

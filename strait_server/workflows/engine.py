@@ -42,6 +42,20 @@ from strait_server.workflows.plan import (
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 10  # child runs under a run triggered by itself
+
+
+class InputRefused(ValueError):
+    """A rendered input the step cannot be given; the message is the step's error."""
+
+
+def input_text(document: Any) -> str:
+    """A step's (or map instance's) rendered input as JSON text: an object of at most MAX_INPUT_BYTES."""
+    if not isinstance(document, dict):
+        raise InputRefused("template_error: the input is not a JSON object")
+    text = json.dumps(document)
+    if len(text) > MAX_INPUT_BYTES:
+        raise InputRefused(f"input_too_large: {len(text):,} bytes, at most {MAX_INPUT_BYTES:,}")
+    return text
 OK, FAILED, SKIPPED = 1, 2, 3  # how an ended step counts for its children
 
 
@@ -482,11 +496,10 @@ class Move:
             document = expressions.render(step.template, context) if step.template else self._default_input(ref)
         except expressions.EvaluationError as exc:
             return self._end(ref, StepStatus.FAILED, None, f"template_error: {exc}")
-        text = json.dumps(document)
-        if not isinstance(document, dict) or len(text) > MAX_INPUT_BYTES:
-            return self._end(ref, StepStatus.FAILED, None,
-                             "input_too_large" if isinstance(document, dict) else "template_error: not an object")
-        return text
+        try:
+            return input_text(document)
+        except InputRefused as exc:
+            return self._end(ref, StepStatus.FAILED, None, str(exc))
 
     def _skip_condition(self, ref: str) -> tuple[str, int]:
         self._set(ref, StepStatus.SKIPPED, skip=SkipReason.CONDITION_FALSE.value)
@@ -593,6 +606,8 @@ class Move:
                 ready.append((ref, row["id"], payload, {MAP_INDEX_KEY: str(row["map_index"])}))
             except expressions.EvaluationError as exc:
                 failed.append((row["id"], f"template_error: {exc}"))
+            except InputRefused as exc:
+                failed.append((row["id"], str(exc)))
         if ready and await self._write_job_runs(step.job_id, step.job_slug, ready) is None:
             failed += [(step_run_id, f"job {step.job_id or step.job_slug!r} no longer exists")
                        for _, step_run_id, _, _ in ready]
@@ -607,12 +622,7 @@ class Move:
         step = self._plan.steps[ref]
         document = (expressions.render(step.template, {**context, "item": item, "index": index}) if step.template
                     else {"item": item, "index": index})
-        text = json.dumps(document)
-        if not isinstance(document, dict):
-            raise expressions.EvaluationError("the input is not an object")
-        if len(text) > MAX_INPUT_BYTES:
-            raise expressions.EvaluationError("input_too_large")
-        return text
+        return input_text(document)
 
     async def instances_ended(self, ended: list[tuple[str, str, StepStatus, Any, str]]) -> list[tuple[str, int]]:
         """Map instances whose job runs ended: (step ref, instance id, status, output, error). Returns the map
@@ -708,8 +718,18 @@ class Move:
         return int(row["steps_open"]), int(row["steps_failed"])
 
 
+async def step_states(conn: sql.Conn, run_ids: list[str]) -> dict[str, list[sql.StepState]]:
+    """What the engine needs of the steps (not map instances) of these runs, by run."""
+    states: dict[str, list[sql.StepState]] = defaultdict(list)
+    for r in await conn.fetch(sql.STEPS_OF_RUNS, run_ids):
+        states[r["workflow_run_id"]].append(sql.StepState(
+            r["id"], r["step_ref"], r["status"], r["output"], r["error"], r["job_run_id"], r["wake_time"],
+            r["child_workflow_run_id"], r["start_time"]))
+    return states
+
+
 async def _states(conn: sql.Conn, run_id: str) -> list[sql.StepState]:
-    return [sql.StepState(*r) for r in await conn.fetch(sql.STATES_OF_RUN, run_id)]
+    return (await step_states(conn, [run_id]))[run_id]
 
 
 async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_id: str, version: int,

@@ -15,7 +15,7 @@ import asyncpg
 
 from strait_server.store import workflow_runs as sql
 from strait_server.workflows import waits
-from strait_server.workflows.engine import Changes, Move, Plans, begin
+from strait_server.workflows.engine import Changes, Move, Plans, begin, step_states
 from strait_server.workflows.plan import StepPlan, StepStatus, step_status_of_run
 
 
@@ -96,11 +96,7 @@ async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
     runs = [run for run in runs if run.status in sql.OPEN]
     if not runs:
         return []
-    steps: dict[str, list[sql.StepState]] = defaultdict(list)
-    for r in await conn.fetch(sql.STEPS_OF_RUNS, [run.id for run in runs]):
-        steps[r["workflow_run_id"]].append(sql.StepState(r["id"], r["step_ref"], r["status"], r["output"], r["error"],
-                                                         r["job_run_id"], r["wake_time"], r["child_workflow_run_id"],
-                                                         r["start_time"]))
+    steps = await step_states(conn, [run.id for run in runs])
     return [(run, steps[run.id]) for run in runs]
 
 

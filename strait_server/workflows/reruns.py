@@ -7,8 +7,6 @@ from collections.abc import Mapping
 
 from strait_server.workflows.plan import FINISHED, Plan, Policy, StepStatus
 
-OK, FAILED, SKIPPED = 1, 2, 3  # how an ended step counts for its children (as in the engine)
-
 RETRYABLE = frozenset({StepStatus.FAILED, StepStatus.CANCELED})
 
 
