@@ -56,6 +56,7 @@ class Killer:
         self.lost: set[str] = set()  # job runs at the endpoint when a server died: their answers went nowhere
         self.armed = self.armed_once = False  # kill at the next step end committed (see on_step_end)
         self.killed = asyncio.Event()
+        self.notified = 0  # step-end notifications seen while listening
 
     def kill(self, sink: Sink) -> None:
         assert self.proc is not None
@@ -80,10 +81,37 @@ class Killer:
         def notified(*_: object) -> None:
             """The NOTIFY that wakes the engines when a step's job run ended: the kill lands before, during or
             after the move that takes the end."""
+            self.notified += 1
             if self.armed and self.proc is not None and self.proc.returncode is None:
                 self.armed = False
                 self.kill(sink)
         return notified
+
+
+STALLED = """
+SELECT (SELECT json_agg(json_build_object('id', id, 'status', status, 'run_at', run_at, 'lease_owner', lease_owner,
+                                          'lost', lost_count, 'attempt', attempt))
+        FROM runs WHERE status NOT IN ('completed')) AS open_runs,
+    (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM workflow_step_runs GROUP BY status) s)
+        AS steps,
+    (SELECT json_agg(l) FROM run_leases l) AS leases,
+    (SELECT json_agg(d) FROM dispatchers d) AS dispatchers,
+    (SELECT count(*) FROM workflow_progress) AS progress_rows,
+    now() AS now
+"""
+
+
+async def stalled(settings: Settings, killer: Killer) -> str:
+    """What a failure needs to say when the server made no visible progress: the server's state, the open runs,
+    leases and dispatchers."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        row = await conn.fetchrow(STALLED)
+    finally:
+        await conn.close()
+    assert row is not None and killer.proc is not None
+    return (f"server exit code {killer.proc.returncode}, {killer.answers} answers, {killer.notified} notified, "
+            f"{dict(row)}")
 
 
 async def test_a_workflow_survives_three_sigkills_of_its_server_with_one_job_run_per_step(
@@ -106,7 +134,10 @@ async def test_a_workflow_survives_three_sigkills_of_its_server_with_one_job_run
 
         async def restart(api: Api) -> Api:
             assert killer.proc is not None
-            await asyncio.wait_for(killer.killed.wait(), 30)
+            try:
+                await asyncio.wait_for(killer.killed.wait(), 30)
+            except TimeoutError:
+                raise AssertionError(f"no kill within 30 s: {await stalled(settings, killer)}") from None
             killer.killed.clear()
             await killer.proc.wait()
             await api.channel.close()
