@@ -69,6 +69,7 @@ from strait_client._steps import (
 from strait_client._workflow_models import Workflow, WorkflowConcurrency, WorkflowVersion
 from strait_client._workflow_run_models import (
     MapCounts,
+    MapProgress,
     StepRun,
     TriggeredWorkflowRun,
     WorkflowRun,
@@ -76,6 +77,7 @@ from strait_client._workflow_run_models import (
     WorkflowRunGraph,
     WorkflowRunGraphEdge,
     WorkflowRunGraphNode,
+    WorkflowRunSnapshot,
 )
 
 __all__ = [
@@ -108,6 +110,7 @@ __all__ = [
     "JobStep",
     "Keepalive",
     "MapCounts",
+    "MapProgress",
     "MapSpec",
     "NotFoundError",
     "OnFailure",
@@ -143,6 +146,7 @@ __all__ = [
     "WorkflowRunGraph",
     "WorkflowRunGraphEdge",
     "WorkflowRunGraphNode",
+    "WorkflowRunSnapshot",
     "WorkflowRunStatus",
     "WorkflowVersion",
     "is_terminal",

@@ -16,7 +16,7 @@ import grpc
 from strait_client import _ops, _workflow_run_ops
 from strait_client._errors import from_rpc_error
 from strait_client._models import FeedEvent, RunEvent
-from strait_client._workflow_run_models import WorkflowRunEvent
+from strait_client._workflow_run_models import MapProgress, WorkflowRunEvent, WorkflowRunSnapshot
 
 E_co = TypeVar("E_co", covariant=True)
 
@@ -119,28 +119,40 @@ class RunWatch(_SequenceWatch):
         self._finished = run_finished(trailing)
 
 
-class WorkflowRunWatch(_SequenceWatch):
-    """One workflow run's events (WatchWorkflowRun), resumed from the last sequence received, until the run
+class _WorkflowRunStream(_SequenceWatch):
+    """One workflow run's stream (WatchWorkflowRun), resumed from the last sequence received, until the run
     ended. An ended run may open again (RetryWorkflowStep, ReplayWorkflowSubtree), so a final status change is
     not the end by itself: the server ends the stream after it only when the run is still ended then. A stream
-    that ends OK after such an event, or without a single message (not even a keepalive, which an aged-out
-    stream of an idle run has sent: the run had ended at or before `after`), ends the watch; any other stream
-    that ends OK aged out: resume."""
+    that ends OK after such an event (or a snapshot of an ended run), or without a single message (not even a
+    keepalive, which an aged-out stream of an idle run has sent: the run had ended at or before `after`), ends
+    the watch; any other stream that ends OK aged out: resume."""
 
     noun = "workflow run"
 
-    def __init__(self, run_id: str, after_sequence: int = 0, timeout: float | None = None) -> None:
+    def __init__(self, run_id: str, after_sequence: int = 0, timeout: float | None = None, *,
+                 snapshot: bool = False) -> None:
         super().__init__(run_id, after_sequence, timeout)
         self._messages = 0
         self._last_ended_run = False
+        self._want_snapshot = snapshot  # asked for until one arrives; a resumed stream goes on from its sequence
 
     def request(self) -> Any:
         self._messages = 0
-        return _workflow_run_ops.watch_workflow_run_request(self.run_id, self.after)
+        return _workflow_run_ops.watch_workflow_run_request(self.run_id, self.after, snapshot=self._want_snapshot)
 
-    def receive(self, message: Any) -> WorkflowRunEvent | None:
+    def _decode(self, message: Any) -> WorkflowRunEvent | WorkflowRunSnapshot | MapProgress | None:
         self._messages += 1
-        if message.WhichOneof("message") != "event":
+        kind = message.WhichOneof("message")
+        if kind == "snapshot":
+            snapshot = WorkflowRunSnapshot.from_proto(message.snapshot)
+            self._want_snapshot = False
+            self._received(snapshot.sequence, False)
+            status = snapshot.workflow_run.status
+            self._last_ended_run = status is not None and status.is_terminal
+            return snapshot
+        if kind == "map_progress":
+            return MapProgress.from_proto(message.map_progress)
+        if kind != "event":
             return None  # a keepalive
         event = WorkflowRunEvent.from_proto(message.event)
         self._received(event.sequence, False)
@@ -149,6 +161,25 @@ class WorkflowRunWatch(_SequenceWatch):
 
     def stream_ended(self, trailing: Iterable[tuple[str, Any]] | None) -> None:
         self._finished = self._messages == 0 or self._last_ended_run
+
+
+class WorkflowRunWatch(_WorkflowRunStream):
+    """A workflow run's events (see _WorkflowRunStream)."""
+
+    def receive(self, message: Any) -> WorkflowRunEvent | None:
+        item = self._decode(message)
+        return item if isinstance(item, WorkflowRunEvent) else None
+
+
+class WorkflowRunProgressWatch(_WorkflowRunStream):
+    """A snapshot of a workflow run, then its events and the counts of its running map steps (see
+    _WorkflowRunStream)."""
+
+    def __init__(self, run_id: str, timeout: float | None = None) -> None:
+        super().__init__(run_id, 0, timeout, snapshot=True)
+
+    def receive(self, message: Any) -> WorkflowRunEvent | WorkflowRunSnapshot | MapProgress | None:
+        return self._decode(message)
 
 
 class FeedWatch(_Reconnects):

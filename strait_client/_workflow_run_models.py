@@ -296,3 +296,48 @@ class WorkflowRunEvent:
         """Whether this is the run's final status change (no event of the run follows it)."""
         return self.type == "run_status" and isinstance(self.to_status, WorkflowRunStatus) and \
             self.to_status.is_terminal
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRunSnapshot:
+    """A workflow run and its steps as of one event sequence (strait.v1.WorkflowRunSnapshot): every event up to
+    `sequence` is reflected, none after it. The first item of `workflow_runs.watch(..., snapshot=True)`."""
+
+    workflow_run: WorkflowRun
+    step_runs: tuple[StepRun, ...]  # the steps of the definition in its order (map steps with their counts)
+    sequence: int
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.WorkflowRunSnapshot) -> WorkflowRunSnapshot:
+        """Decodes a strait.v1.WorkflowRunSnapshot message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The snapshot.
+        """
+        return cls(WorkflowRun.from_proto(m.workflow_run), tuple(StepRun.from_proto(s) for s in m.step_runs),
+                   m.sequence)
+
+
+@dataclass(frozen=True, slots=True)
+class MapProgress:
+    """A running map step's counts changed (strait.v1.MapProgress): at most one a second per map step, from
+    `workflow_runs.watch(..., map_progress=True)`. Not an event: it has no sequence."""
+
+    step_ref: str
+    counts: MapCounts
+    time: datetime | None
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.MapProgress) -> MapProgress:
+        """Decodes a strait.v1.MapProgress message.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The progress.
+        """
+        return cls(m.step_ref, MapCounts.from_proto(m.counts), time_of(m, "time"))

@@ -94,8 +94,9 @@ def list_workflow_run_events(run_id: str, after_sequence: int,
         convert)
 
 
-def watch_workflow_run_request(run_id: str, after_sequence: int) -> R.WatchWorkflowRunRequest:
-    return R.WatchWorkflowRunRequest(workflow_run_id=run_id, after_sequence=after_sequence)
+def watch_workflow_run_request(run_id: str, after_sequence: int, *, snapshot: bool = False
+                               ) -> R.WatchWorkflowRunRequest:
+    return R.WatchWorkflowRunRequest(workflow_run_id=run_id, after_sequence=after_sequence, snapshot=snapshot)
 
 
 # Operating runs: approvals, steps ended by hand, pause and resume (none retried: each changes the run once).

@@ -12,9 +12,18 @@ from strait_client import _workflow_run_ops as ops
 from strait_client._config import Timeout, seconds
 from strait_client._ops import DEFAULT_PAGE_SIZE, WORKFLOW_ID_PREFIX
 from strait_client._transport import AsyncTransport, Transport
-from strait_client._watch import WorkflowRunWatch, follow, follow_async
-from strait_client._workflow_run_models import StepRun, WorkflowRun, WorkflowRunEvent, WorkflowRunGraph
+from strait_client._watch import WorkflowRunProgressWatch, WorkflowRunWatch, follow, follow_async
+from strait_client._workflow_run_models import (
+    MapProgress,
+    StepRun,
+    WorkflowRun,
+    WorkflowRunEvent,
+    WorkflowRunGraph,
+    WorkflowRunSnapshot,
+)
 from strait_client._workflows import AsyncWorkflows, Workflows
+
+WorkflowRunProgressItem = WorkflowRunSnapshot | WorkflowRunEvent | MapProgress
 
 EVENTS_PAGE_SIZE = 1000
 
@@ -137,6 +146,26 @@ class WorkflowRuns:
             UnavailableError: The server stayed unreachable through 8 reconnects in a row.
         """
         watch = WorkflowRunWatch(run_id, after_sequence, None if timeout is None else seconds(timeout))
+        return follow(self._t.stub("workflow_runs").WatchWorkflowRun, watch, self._t.metadata)
+
+    def watch_progress(self, run_id: str, *, timeout: Timeout | None = None) -> Iterator[WorkflowRunProgressItem]:
+        """What a live view of the run needs: a snapshot of the run and its steps, then the events after it and
+        the counts of its running map steps as they change (at most once a second per map step), until the
+        run's final status change. Reconnects like `watch`, from the last sequence received.
+
+        Args:
+            run_id: The run's id.
+            timeout: How long the whole watch may take (seconds or a timedelta); None: no limit.
+
+        Returns:
+            An iterator of a WorkflowRunSnapshot, then WorkflowRunEvent and MapProgress items.
+
+        Raises:
+            TimeoutError: `timeout` passed first (raised while iterating, like the others).
+            NotFoundError: No such workflow run.
+            UnavailableError: The server stayed unreachable through 8 reconnects in a row.
+        """
+        watch = WorkflowRunProgressWatch(run_id, None if timeout is None else seconds(timeout))
         return follow(self._t.stub("workflow_runs").WatchWorkflowRun, watch, self._t.metadata)
 
     def wait(self, run_id: str, timeout: Timeout = 60.0) -> WorkflowRun:
@@ -434,6 +463,27 @@ class AsyncWorkflowRuns:
             UnavailableError: The server stayed unreachable through 8 reconnects in a row.
         """
         watch = WorkflowRunWatch(run_id, after_sequence, None if timeout is None else seconds(timeout))
+        return follow_async(self._t.stub("workflow_runs").WatchWorkflowRun, watch, self._t.metadata)
+
+    def watch_progress(self, run_id: str, *, timeout: Timeout | None = None
+                       ) -> AsyncIterator[WorkflowRunProgressItem]:
+        """What a live view of the run needs: a snapshot of the run and its steps, then the events after it and
+        the counts of its running map steps as they change (at most once a second per map step), until the
+        run's final status change. Reconnects like `watch`, from the last sequence received.
+
+        Args:
+            run_id: The run's id.
+            timeout: How long the whole watch may take (seconds or a timedelta); None: no limit.
+
+        Returns:
+            An async iterator of a WorkflowRunSnapshot, then WorkflowRunEvent and MapProgress items.
+
+        Raises:
+            TimeoutError: `timeout` passed first (raised while iterating, like the others).
+            NotFoundError: No such workflow run.
+            UnavailableError: The server stayed unreachable through 8 reconnects in a row.
+        """
+        watch = WorkflowRunProgressWatch(run_id, None if timeout is None else seconds(timeout))
         return follow_async(self._t.stub("workflow_runs").WatchWorkflowRun, watch, self._t.metadata)
 
     async def wait(self, run_id: str, timeout: Timeout = 60.0) -> WorkflowRun:  # noqa: ASYNC109 - mirrors WorkflowRuns.wait

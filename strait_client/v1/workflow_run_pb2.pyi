@@ -598,17 +598,24 @@ class WatchWorkflowRunRequest(_message.Message):
 
     WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
     workflow_run_id: _builtins.str
     after_sequence: _builtins.int
+    """Only events with a sequence above this (0: from the start)."""
+    snapshot: _builtins.bool
+    """Start with a snapshot of the run and its steps; the events after the snapshot's sequence follow
+    (after_sequence is then ignored).
+    """
     def __init__(
         self,
         *,
         workflow_run_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
+        snapshot: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "snapshot", b"snapshot", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -620,25 +627,98 @@ class WatchWorkflowRunResponse(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     KEEPALIVE_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    MAP_PROGRESS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___WorkflowRunEvent: ...
     @_builtins.property
     def keepalive(self) -> _run_pb2.Keepalive: ...
+    @_builtins.property
+    def snapshot(self) -> Global___WorkflowRunSnapshot:
+        """The first message when the request asked for one."""
+
+    @_builtins.property
+    def map_progress(self) -> Global___MapProgress:
+        """A running map step's counts, when they changed: at most one per second per map step. Not an event
+        (no sequence): the step's status events say when the map starts and ends.
+        """
+
     def __init__(
         self,
         *,
         event: Global___WorkflowRunEvent | None = ...,
         keepalive: _run_pb2.Keepalive | None = ...,
+        snapshot: Global___WorkflowRunSnapshot | None = ...,
+        map_progress: Global___MapProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "keepalive", b"keepalive", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "keepalive", b"keepalive", "map_progress", b"map_progress", "message", b"message", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "keepalive", b"keepalive", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "keepalive", b"keepalive", "map_progress", b"map_progress", "message", b"message", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "keepalive"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "keepalive", "snapshot", "map_progress"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___WatchWorkflowRunResponse: _TypeAlias = WatchWorkflowRunResponse  # noqa: Y015
+
+@_typing.final
+class WorkflowRunSnapshot(_message.Message):
+    """The run and its steps as of one event sequence: every event up to it is reflected, none after it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_RUN_FIELD_NUMBER: _builtins.int
+    STEP_RUNS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The sequence of the last event the snapshot reflects; events after it follow on the stream."""
+    @_builtins.property
+    def workflow_run(self) -> Global___WorkflowRun: ...
+    @_builtins.property
+    def step_runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepRun]:
+        """The steps of the definition, in its order (a map step with its counts, not its instances)."""
+
+    def __init__(
+        self,
+        *,
+        workflow_run: Global___WorkflowRun | None = ...,
+        step_runs: _abc.Iterable[Global___StepRun] | None = ...,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow_run", b"workflow_run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence", "step_runs", b"step_runs", "workflow_run", b"workflow_run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowRunSnapshot: _TypeAlias = WorkflowRunSnapshot  # noqa: Y015
+
+@_typing.final
+class MapProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_REF_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    step_ref: _builtins.str
+    @_builtins.property
+    def counts(self) -> Global___MapCounts: ...
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        step_ref: _builtins.str = ...,
+        counts: Global___MapCounts | None = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "step_ref", b"step_ref", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MapProgress: _TypeAlias = MapProgress  # noqa: Y015
 
 @_typing.final
 class ApproveStepRequest(_message.Message):

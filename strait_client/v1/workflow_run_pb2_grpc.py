@@ -153,9 +153,10 @@ class WorkflowRunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchWorkflowRun(self, request, context):
-        """Stored events after after_sequence, then live ones, without gaps or duplicates; keepalives while idle;
-        ends after the run's final event (or at the server's maximum stream duration: resume from the last
-        sequence received).
+        """Stored events after after_sequence (or an optional snapshot and the events after it), then live ones,
+        without gaps or duplicates; the counts of running map steps at most once a second; keepalives while
+        idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
+        last sequence received).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,9 +46,10 @@ class WorkflowRunServiceStub:
     ListWorkflowRunEvents: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.ListWorkflowRunEventsRequest, _workflow_run_pb2.ListWorkflowRunEventsResponse]
     """The run's events in sequence order."""
     WatchWorkflowRun: _grpc.UnaryStreamMultiCallable[_workflow_run_pb2.WatchWorkflowRunRequest, _workflow_run_pb2.WatchWorkflowRunResponse]
-    """Stored events after after_sequence, then live ones, without gaps or duplicates; keepalives while idle;
-    ends after the run's final event (or at the server's maximum stream duration: resume from the last
-    sequence received).
+    """Stored events after after_sequence (or an optional snapshot and the events after it), then live ones,
+    without gaps or duplicates; the counts of running map steps at most once a second; keepalives while
+    idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
+    last sequence received).
     """
     ApproveStep: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.ApproveStepRequest, _workflow_run_pb2.ApproveStepResponse]
     """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
@@ -98,9 +99,10 @@ class WorkflowRunServiceAsyncStub(WorkflowRunServiceStub):
     ListWorkflowRunEvents: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.ListWorkflowRunEventsRequest, _workflow_run_pb2.ListWorkflowRunEventsResponse]  # type: ignore[assignment]
     """The run's events in sequence order."""
     WatchWorkflowRun: _aio.UnaryStreamMultiCallable[_workflow_run_pb2.WatchWorkflowRunRequest, _workflow_run_pb2.WatchWorkflowRunResponse]  # type: ignore[assignment]
-    """Stored events after after_sequence, then live ones, without gaps or duplicates; keepalives while idle;
-    ends after the run's final event (or at the server's maximum stream duration: resume from the last
-    sequence received).
+    """Stored events after after_sequence (or an optional snapshot and the events after it), then live ones,
+    without gaps or duplicates; the counts of running map steps at most once a second; keepalives while
+    idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
+    last sequence received).
     """
     ApproveStep: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.ApproveStepRequest, _workflow_run_pb2.ApproveStepResponse]  # type: ignore[assignment]
     """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
@@ -183,9 +185,10 @@ class WorkflowRunServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workflow_run_pb2.WatchWorkflowRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_workflow_run_pb2.WatchWorkflowRunResponse], _abc.AsyncIterator[_workflow_run_pb2.WatchWorkflowRunResponse]]:
-        """Stored events after after_sequence, then live ones, without gaps or duplicates; keepalives while idle;
-        ends after the run's final event (or at the server's maximum stream duration: resume from the last
-        sequence received).
+        """Stored events after after_sequence (or an optional snapshot and the events after it), then live ones,
+        without gaps or duplicates; the counts of running map steps at most once a second; keepalives while
+        idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
+        last sequence received).
         """
 
     @_abc_1.abstractmethod

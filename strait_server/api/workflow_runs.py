@@ -14,7 +14,14 @@ from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal, project_id
 from strait_server.api.pagination import MAX_PAGE_SIZE, fingerprint, keyset_page, page_size
 from strait_server.errors import Violations
-from strait_server.service.watch import AgedOut, Keepalive, Watches
+from strait_server.service.watch import (
+    AgedOut,
+    Keepalive,
+    MapProgress,
+    Watches,
+    WorkflowRunItem,
+    WorkflowRunSnapshot,
+)
 from strait_server.service.workflow_runs import WorkflowRuns
 from strait_server.store.workflow_runs import StepRunRow, WorkflowRunEventRow, WorkflowRunRow, WorkflowRunStore
 from strait_server.workflows import waits
@@ -82,6 +89,21 @@ def _graph_message(run: WorkflowRunRow, plan: Plan, steps: list[StepRunRow]) -> 
         workflow_run_id=run.id, version=run.version,
         status=_RUN_STATUS.get(run.status, R.WORKFLOW_RUN_STATUS_UNSPECIFIED), nodes=nodes, edges=edges,
         roots=plan.roots, ready=[s.step_ref for s in steps if s.status == "ready"])
+
+
+def _watch_message(item: WorkflowRunItem) -> workflow_run_pb2.WatchWorkflowRunResponse:
+    if isinstance(item, Keepalive):
+        return R.WatchWorkflowRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(item.time)))
+    if isinstance(item, WorkflowRunSnapshot):
+        return R.WatchWorkflowRunResponse(snapshot=R.WorkflowRunSnapshot(
+            workflow_run=run_message(item.run), step_runs=[_step_message(s) for s in item.steps],
+            sequence=item.run.event_seq))
+    if isinstance(item, MapProgress):
+        c = item.counts
+        return R.WatchWorkflowRunResponse(map_progress=R.MapProgress(
+            step_ref=c.step_ref, counts=R.MapCounts(total=c.total, started=c.started, done=c.done, failed=c.failed),
+            time=convert.ts(item.time)))
+    return R.WatchWorkflowRunResponse(event=_event_message(item))
 
 
 def _event_message(e: WorkflowRunEventRow) -> workflow_run_pb2.WorkflowRunEvent:
@@ -196,11 +218,9 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
         with self._d.streams.open(project):
             await context.send_initial_metadata(())
             try:
-                async for item in watches.workflow_run(self._store, project, run_id, request.after_sequence):
-                    if isinstance(item, Keepalive):
-                        yield R.WatchWorkflowRunResponse(keepalive=run_pb2.Keepalive(time=convert.ts(item.time)))
-                    else:
-                        yield R.WatchWorkflowRunResponse(event=_event_message(item))
+                async for item in watches.workflow_run(self._store, project, run_id, request.after_sequence,
+                                                       snapshot=request.snapshot):
+                    yield _watch_message(item)
             except AgedOut:
                 return
 

@@ -19,12 +19,20 @@ from strait_server.events import EventBus
 from strait_server.model import TERMINAL, EventType, RunEvent
 from strait_server.store.feed import Cursor, FeedFilter, FeedStore
 from strait_server.store.runs import RunStore
-from strait_server.store.workflow_runs import WorkflowRunEventRow, WorkflowRunStore
+from strait_server.store.workflow_runs import (
+    MapCountsRow,
+    StepRunRow,
+    WorkflowRunEventRow,
+    WorkflowRunRow,
+    WorkflowRunStore,
+)
 
 T = TypeVar("T")
 
 # Stored events read per query.
 PAGE = 200
+# How often a watch looks at the counts of a running map step (so at most one MapProgress a second for each).
+MAP_PROGRESS_INTERVAL = 1.0
 _TERMINAL_NAMES = frozenset(s.value for s in TERMINAL)
 _FINAL_WORKFLOW_STATUSES = frozenset({"completed", "failed", "canceled", "timed_out"})
 
@@ -45,6 +53,59 @@ class Replayed:
     """WatchRun with follow_replays: the watched run finished and this run replays it; events follow."""
 
     run_id: str
+
+
+@dataclass(frozen=True)
+class WorkflowRunSnapshot:
+    """A workflow run and its steps as of its event sequence `run.event_seq`."""
+
+    run: WorkflowRunRow
+    steps: list[StepRunRow]
+
+
+@dataclass(frozen=True)
+class MapProgress:
+    """A running map step's counts changed."""
+
+    counts: MapCountsRow
+    time: datetime
+
+
+WorkflowRunItem = WorkflowRunSnapshot | WorkflowRunEventRow | MapProgress | Keepalive
+
+
+class _MapCounts:
+    """Follows the counts of a workflow run's running map steps for a watch: its instances end without events
+    of their own, so the counts are read (at most once a second while a map runs) and sent when they changed."""
+
+    def __init__(self, store: WorkflowRunStore, run_id: str) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._running: bool | None = None  # None: not known (at first, and after a step changed status)
+        self._looked = 0.0
+        self._sent: dict[str, MapCountsRow] = {}
+
+    def next_look(self) -> float | None:
+        """How long a watch may wait before looking again (None: no map runs; events say when one starts)."""
+        if self._running is None:
+            return 0.0
+        if not self._running:
+            return None
+        return max(0.0, self._looked + MAP_PROGRESS_INTERVAL - asyncio.get_running_loop().time())
+
+    async def changes(self, events: list[WorkflowRunEventRow]) -> list[MapProgress]:
+        if any(e.type == "step_status" for e in events):
+            self._running = None
+        now = asyncio.get_running_loop().time()
+        if self._running is False or (self._running and now - self._looked < MAP_PROGRESS_INTERVAL):
+            return []
+        self._looked = now
+        rows = await self._store.running_maps(self._run_id)
+        self._running = bool(rows)
+        changed = [r for r in rows if self._sent.get(r.step_ref) != r]
+        self._sent.update((r.step_ref, r) for r in changed)
+        at = datetime.now(UTC)
+        return [MapProgress(r, at) for r in changed]
 
 
 def ends_run(event: RunEvent) -> bool:
@@ -131,26 +192,37 @@ class Watches:
             async for item in self._tail(read, woken, self.deadline(), max_wait=1.0):
                 yield item
 
-    async def workflow_run(self, store: WorkflowRunStore, project: str, run_id: str,
-                           after: int) -> AsyncIterator[WorkflowRunEventRow | Keepalive]:
-        """A workflow run's events after `after` until its final one. Raises AgedOut at the maximum duration."""
-        async def read() -> tuple[list[WorkflowRunEventRow], bool]:
+    async def workflow_run(self, store: WorkflowRunStore, project: str, run_id: str, after: int, *,
+                           snapshot: bool = False) -> AsyncIterator[WorkflowRunItem]:
+        """A workflow run's events after `after` (or its snapshot and the events after it) until its final one,
+        with the counts of its running map steps as they change. Raises AgedOut at the maximum duration."""
+        if snapshot:
+            run, steps = await store.snapshot(project, run_id)
+            after = run.event_seq
+            yield WorkflowRunSnapshot(run, steps)
+        maps = _MapCounts(store, run_id)
+
+        async def read() -> tuple[list[WorkflowRunEventRow | MapProgress], bool]:
             nonlocal after
             events = await store.events_after(project, run_id, after, PAGE)
+            progress = await maps.changes(events)
             if events:
                 after = events[-1].seq
                 last = events[-1]
                 if not (last.type == "run_status" and last.to_status in _FINAL_WORKFLOW_STATUSES):
-                    return events, False
+                    return [*events, *progress], False
             # An ended run may have opened again since (a retried or replayed step): over only if still ended.
             status, latest = await store.progress(project, run_id)
-            return events, status in _FINAL_WORKFLOW_STATUSES and latest <= after
+            over = status in _FINAL_WORKFLOW_STATUSES and latest <= after
+            return [*events, *([] if over else progress)], over
         with self._events.watch(run_id) as woken:
-            async for item in self._tail(read, woken, self.deadline()):
+            async for item in self._tail(read, woken, self.deadline(), max_wait=maps.next_look):
                 yield item
 
     async def _tail(self, read: Callable[[], Awaitable[tuple[list[T], bool]]], woken: asyncio.Event,
-                    ends_at: float, max_wait: float | None = None) -> AsyncIterator[T | Keepalive]:
+                    ends_at: float, max_wait: float | Callable[[], float | None] | None = None
+                    ) -> AsyncIterator[T | Keepalive]:
+        """`max_wait`: look again at least this often (seconds, or a function saying it before each wait)."""
         loop = asyncio.get_running_loop()
         last_sent = loop.time()
         while True:
@@ -167,7 +239,8 @@ class Watches:
             now = loop.time()
             if now >= ends_at:
                 raise AgedOut
-            wait = min(ends_at - now, max(self._keepalive - (now - last_sent), 0.0), max_wait or float("inf"))
+            look = max_wait() if callable(max_wait) else max_wait
+            wait = min(ends_at - now, max(self._keepalive - (now - last_sent), 0.0), look or float("inf"))
             if not self._events.healthy:
                 wait = min(wait, self._poll)
             if not await _woken_within(woken, wait) and loop.time() - last_sent >= self._keepalive:

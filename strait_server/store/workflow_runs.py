@@ -331,6 +331,12 @@ SELECT {EVENT_COLUMNS} FROM workflow_run_events WHERE workflow_run_id = $1 AND s
 
 RUN_PROGRESS = "SELECT status, event_seq FROM workflow_runs WHERE id = $1 AND project_id = $2"
 
+RUNNING_MAPS = """
+SELECT step_ref, map_total, map_started, map_done, map_failed FROM workflow_step_runs
+WHERE workflow_run_id = $1 AND map_index = -1 AND status = 'running' AND map_total > 0
+"""
+"""The counts of a run's running map steps."""
+
 
 
 
@@ -401,6 +407,14 @@ class StepState(NamedTuple):
     start_time: datetime | None = None
 
 
+class MapCountsRow(NamedTuple):
+    step_ref: str
+    total: int
+    started: int
+    done: int
+    failed: int
+
+
 @dataclass(frozen=True)
 class WorkflowRunEventRow:
     workflow_run_id: str
@@ -442,10 +456,20 @@ class WorkflowRunStore:
     async def steps(self, project_id: str, run_id: str) -> list[StepRunRow]:
         """The run's steps in the order of its definition (no map instances)."""
         await self.get(project_id, run_id)
-        rows = [step_row(r) for r in await self._pool.fetch(STEPS_OF_RUN, run_id)]
-        refs = await self._pool.fetchval(STEP_ORDER, run_id)
-        position = {ref: i for i, ref in enumerate(refs or [])}
-        return sorted(rows, key=lambda s: position.get(s.step_ref, len(position)))
+        return await _steps_in_order(self._pool, run_id)
+
+    async def snapshot(self, project_id: str, run_id: str) -> tuple[WorkflowRunRow, list[StepRunRow]]:
+        """The run and its steps as of one moment (one snapshot of the database): the run's event_seq is the
+        last event they reflect."""
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            row = await conn.fetchrow(GET_RUN, run_id, project_id)
+            if row is None:
+                raise NotFound("workflow run", run_id)
+            return run_row(row), await _steps_in_order(conn, run_id)
+
+    async def running_maps(self, run_id: str) -> list[MapCountsRow]:
+        """The counts of each running map step of the run."""
+        return [MapCountsRow(*r) for r in await self._pool.fetch(RUNNING_MAPS, run_id)]
 
     async def step_with_instances(self, project_id: str, run_id: str, ref: str, after: int,
                                   limit: int) -> list[StepRunRow]:
@@ -471,6 +495,13 @@ class WorkflowRunStore:
         if row is None:
             raise NotFound("workflow run", run_id)
         return str(row["status"]), int(row["event_seq"])
+
+
+async def _steps_in_order(db: Executor, run_id: str) -> list[StepRunRow]:
+    rows = [step_row(r) for r in await db.fetch(STEPS_OF_RUN, run_id)]
+    refs = await db.fetchval(STEP_ORDER, run_id)
+    position = {ref: i for i, ref in enumerate(refs or [])}
+    return sorted(rows, key=lambda s: position.get(s.step_ref, len(position)))
 
 
 def require_open(run: WorkflowRunRow) -> None:

@@ -6,8 +6,25 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from strait_client import FeedEvent, NotFoundError, RunEvent, StraitError, UnavailableError, WorkflowRunEvent
-from strait_client._watch import MAX_FAILURES, WATCH_END_KEY, FeedWatch, RunWatch, WorkflowRunWatch, reconnect_delay
+from strait_client import (
+    FeedEvent,
+    MapProgress,
+    NotFoundError,
+    RunEvent,
+    StraitError,
+    UnavailableError,
+    WorkflowRunEvent,
+    WorkflowRunSnapshot,
+)
+from strait_client._watch import (
+    MAX_FAILURES,
+    WATCH_END_KEY,
+    FeedWatch,
+    RunWatch,
+    WorkflowRunProgressWatch,
+    WorkflowRunWatch,
+    reconnect_delay,
+)
 from strait_client.v1 import run_pb2, workflow_run_pb2
 
 
@@ -154,3 +171,33 @@ def test_a_workflow_run_watch_deadline_is_a_timeout() -> None:
     assert watch.stream_timeout() is not None
     with pytest.raises(TimeoutError, match="workflow run wfr_1"):
         watch.failed(_Failure(grpc.StatusCode.DEADLINE_EXCEEDED))
+
+
+def test_a_progress_watch_asks_for_one_snapshot_then_resumes_after_its_sequence() -> None:
+    watch = WorkflowRunProgressWatch("wfr_1")
+    assert watch.request().snapshot
+    snapshot = watch.receive(workflow_run_pb2.WatchWorkflowRunResponse(snapshot=workflow_run_pb2.WorkflowRunSnapshot(
+        workflow_run=workflow_run_pb2.WorkflowRun(id="wfr_1", status=workflow_run_pb2.WORKFLOW_RUN_STATUS_RUNNING),
+        step_runs=[workflow_run_pb2.StepRun(step_ref="fan")], sequence=7)))
+    assert isinstance(snapshot, WorkflowRunSnapshot) and snapshot.sequence == 7
+    assert [s.step_ref for s in snapshot.step_runs] == ["fan"]
+    progress = watch.receive(workflow_run_pb2.WatchWorkflowRunResponse(map_progress=workflow_run_pb2.MapProgress(
+        step_ref="fan", counts=workflow_run_pb2.MapCounts(total=10, started=4, done=3))))
+    assert isinstance(progress, MapProgress) and (progress.counts.total, progress.counts.done) == (10, 3)
+    watch.stream_ended(())  # aged out: resume after the snapshot, without another
+    again = watch.request()
+    assert not watch.finished and (again.snapshot, again.after_sequence) == (False, 7)
+    # The snapshot of an ended run ends the watch with the stream.
+    ended = WorkflowRunProgressWatch("wfr_2")
+    ended.request()
+    ended.receive(workflow_run_pb2.WatchWorkflowRunResponse(snapshot=workflow_run_pb2.WorkflowRunSnapshot(
+        workflow_run=workflow_run_pb2.WorkflowRun(status=workflow_run_pb2.WORKFLOW_RUN_STATUS_COMPLETED), sequence=5)))
+    ended.stream_ended(())
+    assert ended.finished
+
+
+def test_an_event_watch_passes_over_map_progress() -> None:
+    watch = WorkflowRunWatch("wfr_1")
+    assert not watch.request().snapshot
+    assert watch.receive(workflow_run_pb2.WatchWorkflowRunResponse(
+        map_progress=workflow_run_pb2.MapProgress(step_ref="fan"))) is None
