@@ -57,6 +57,10 @@ class Killer:
         self.armed = self.armed_once = False  # kill at the next step end committed (see on_step_end)
         self.killed = asyncio.Event()
         self.notified = 0  # step-end notifications seen while listening
+        # The endpoint answers while this is set: closed from kill 2 until kill 3 is armed, so that the server
+        # started after kill 2 cannot finish the run while it starts up (before the test can listen).
+        self.answering = asyncio.Event()
+        self.answering.set()
 
     def kill(self, sink: Sink) -> None:
         assert self.proc is not None
@@ -70,6 +74,7 @@ class Killer:
             self.answers += 1
             ref = received.json()["ref"]
             if self.answers == self.kill_at_answer:
+                self.answering.clear()
                 self.kill(sink)
             elif 0 < self.kill_at_answer < self.answers and ref.endswith(f"_{CHAIN - 1}") and not self.armed_once:
                 # After kill 2, a lane's chain ends: its fan-out starts in the move that this answer causes.
@@ -119,7 +124,7 @@ async def test_a_workflow_survives_three_sigkills_of_its_server_with_one_job_run
     parents = dag()
     assert len(parents) == 94
     killer = Killer()
-    url = sink.script("/step", then=Reply(delay=0.05, answer=killer.answer(sink)))
+    url = sink.script("/step", then=Reply(block=killer.answering, delay=0.05, answer=killer.answer(sink)))
     listener = await asyncpg.connect(settings.database_url)
     async with AsyncExitStack() as servers:
         servers.push_async_callback(listener.close)
@@ -157,6 +162,7 @@ async def test_a_workflow_survives_three_sigkills_of_its_server_with_one_job_run
         # may all have come before).
         killer.armed = killer.armed_once = True
         await listener.add_listener("strait_workflow_progress", killer.on_step_end(sink))
+        killer.answering.set()
         api = await restart(api)
 
         done = await Flows(api, sink).wait(run.id, timeout=60)
