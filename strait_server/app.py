@@ -187,6 +187,8 @@ class App:
             if self.cron is not None:
                 self.dispatcher.yield_to = self.cron.idle
             await self.dispatcher.start()
+            if self.workflow_progress is not None:
+                self.workflow_progress.local = self.dispatcher
         if Role.API in self.roles:
             await self.events.start()
             await self._start_api()
@@ -242,7 +244,9 @@ class App:
         if self.events is not None:
             self.events.published([*(r.id for r in changes.job_runs), *changes.canceled_job_runs,
                                    *changes.workflow_runs])
-        if changes.job_runs and self._wake is not None:
+        if changes.claimed and self.dispatcher is not None:
+            self.dispatcher.take_claimed(changes.claimed, changes.claim_started_ns)
+        if len(changes.job_runs) > len(changes.claimed) and self._wake is not None:
             self._wake.notify_soon()
 
     async def _start_api(self) -> None:

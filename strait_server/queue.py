@@ -76,6 +76,20 @@ WITH due AS (
 )""" + _CLAIM_FROM_DUE
 """$1 count, $2 owner, $3 run ids already locked by this transaction (GATE_HEADS)."""
 
+CLAIM_CREATED = """
+WITH due AS (
+    SELECT q.run_id FROM run_queue q
+    WHERE q.run_id = ANY($3::text[]) AND q.gate IS NULL AND q.run_at <= now()
+      -- Only when nothing else claimable is waiting: new runs must not overtake older queued ones.
+      AND NOT EXISTS (SELECT 1 FROM run_queue o WHERE o.gate IS NULL AND o.run_at <= now() AND o.run_id <> ALL($3)
+                      AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = o.job_id))
+    ORDER BY q.run_id
+    LIMIT $1
+)""" + _CLAIM_FROM_DUE
+"""$1 at most this many, $2 owner, $3 runs the calling transaction created. Claims them for a dispatcher in the
+same process as the transaction commits (see workflows/passes.take_progress): no wake-up, no claim round trip."""
+
+
 # -- Flow control (see strait_server/dispatch/gates.py). -------------------------------------------------
 
 GATES_WAITING = """
@@ -428,6 +442,12 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         poison_pill_threshold=row.get("poison_pill_threshold") or 0,
         previous_failures=tuple(row.get("previous_failures") or ()),
     )
+
+
+async def claim_created(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, owner: str,
+                        run_ids: list[str], limit: int) -> list[ClaimedRun]:
+    """Inside the caller's transaction: its new, unthrottled runs, claimed by dispatcher `owner`."""
+    return [claimed_from_row(r) for r in await conn.fetch(CLAIM_CREATED, limit, owner, run_ids)]
 
 
 class Queue:

@@ -64,6 +64,19 @@ class Dispatcher:
         """Whether a trigger in this process may hand its run straight to this dispatcher."""
         return not self._stopping.is_set() and len(self._inflight) < self._settings.dispatch_concurrency // 2
 
+    def direct_room(self) -> int:
+        """How many runs created in this process may be claimed for this dispatcher as they are written (by
+        the workflow engine's moves): up to half its concurrency in flight, like accepts_direct."""
+        if self._stopping.is_set():
+            return 0
+        return max(0, self._settings.dispatch_concurrency // 2 - len(self._inflight))
+
+    def take_claimed(self, runs: list[ClaimedRun], claim_started_ns: int) -> None:
+        """Dispatch runs claimed for this dispatcher in another component's transaction, once it committed."""
+        self._telemetry.claimed(runs, claim_started_ns)
+        for run in runs:
+            self.start_claimed(run)
+
     def start_claimed(self, run: ClaimedRun) -> None:
         """Dispatch a run this dispatcher already holds the lease of (see RunStore.insert_dispatching).
         Once stopping, the run is left to the shutdown hand-back or the recovery sweep."""

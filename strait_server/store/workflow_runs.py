@@ -157,8 +157,8 @@ WITH fin AS (
     INSERT INTO workflow_progress (step_run_id, child_run_id)
     SELECT parent_step_run_id, id FROM fin WHERE parent_step_run_id IS NOT NULL
 )
--- Wakes the engine: a parent step moves on, or a queued run of the key may start.
-SELECT pg_notify('strait_workflow_progress', '') FROM fin
+-- Wakes the engine: a parent step moves on, or (payload 'slot': a full pass) a queued run of the key may start.
+SELECT pg_notify('strait_workflow_progress', CASE WHEN concurrency_key IS NULL THEN '' ELSE 'slot' END) FROM fin
 WHERE parent_step_run_id IS NOT NULL OR concurrency_key IS NOT NULL
 """
 """$1 run, $2 final status, $3 error, $4 output."""

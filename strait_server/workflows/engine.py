@@ -21,6 +21,7 @@ from typing import Any
 from strait_server import ids
 from strait_server.errors import FailedPrecondition, NotFound, PermissionDenied
 from strait_server.model import MAP_INDEX_KEY, TRACE_CONTEXT_KEY, WORKFLOW_RUN_KEY, WORKFLOW_STEP_KEY, NewRun, Run
+from strait_server.queue import ClaimedRun
 from strait_server.store import workflow_runs as sql
 from strait_server.store import workflows as workflows_sql
 from strait_server.store.runs import cancel_runs, write_runs
@@ -70,6 +71,13 @@ class Changes:
     runs_started: int = 0
     runs_ended: list[str] = field(default_factory=list)
     step_durations: list[tuple[str, str, float]] = field(default_factory=list)
+    # A timer was set (a step waits with a wake time, a run has a deadline): the engine's loop looks again
+    # when the next one is due.
+    timers: bool = False
+    # Job runs claimed in the move's transaction by this process's dispatcher (see passes.take_progress), and
+    # when that claim started (time.time_ns()).
+    claimed: list[ClaimedRun] = field(default_factory=list)
+    claim_started_ns: int = 0
 
     def add(self, other: Changes) -> None:
         self.job_runs += other.job_runs
@@ -78,6 +86,9 @@ class Changes:
         self.runs_started += other.runs_started
         self.runs_ended += other.runs_ended
         self.step_durations += other.step_durations
+        self.timers |= other.timers
+        self.claimed += other.claimed
+        self.claim_started_ns = self.claim_started_ns or other.claim_started_ns
 
 
 class Plans:
@@ -483,6 +494,7 @@ class Move:
         await self._flush_steps()
         await self._conn.execute(sql.SET_WAITING, self._steps[ref].id, start.reason, start.wake_time, project,
                                  start.event_key, step.wait.match, start.wake_in_ms)
+        self.changes.timers |= start.wake_in_ms is not None or start.wake_time is not None
         self._set(ref, StepStatus.WAITING, written=True, message=start.reason)
         return None
 
@@ -780,6 +792,7 @@ async def begin(conn: sql.Conn, plans: Plans, run: sql.WorkflowRunRow, plan: Pla
     await conn.execute(sql.INSERT_STEPS, run.id, step_ids, plan.order,
                        [len(plan.steps[ref].parents) for ref in plan.order])
     move = Move(conn, run, plan, await _states(conn, run.id), plans)
+    move.changes.timers = bool(plan.timeout_ms)
     await move.start(from_status)
     return move
 

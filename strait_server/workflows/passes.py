@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
+from strait_server.queue import claim_created
 from strait_server.store import workflow_runs as sql
 from strait_server.workflows import waits
 from strait_server.workflows.engine import Changes, Move, Plans, begin, step_states
@@ -49,10 +51,23 @@ async def start_queued(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[in
     return started, changes
 
 
-async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[int, Changes]:
+class LocalDispatcher(Protocol):
+    """A dispatcher in the engine's process, which takes job runs that a move started as the move commits."""
+
+    owner: str
+
+    def direct_room(self) -> int:
+        """How many runs it takes that way now (0: none; it is busy or stopping)."""
+        ...
+
+
+async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int,
+                        local: LocalDispatcher | None = None) -> tuple[int, Changes]:
     """One transaction: up to `limit` ended step job runs, and the moves they cause. (count taken, changes).
     `pool` may commit without waiting for the WAL flush: a move lost in a crash takes the progress rows it
-    deleted with it (committed before it), so it is made again."""
+    deleted with it (committed before it), so it is made again. With a `local` dispatcher, the job runs the
+    moves started are claimed for it in the same transaction (Changes.claimed), so that the next step of a
+    chain is not a wake-up and a claim away (the latency between steps)."""
     changes = Changes()
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(sql.TAKE_PROGRESS, limit)
@@ -67,6 +82,9 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[i
             await move.steps_ended([_ended(r) for r in mine if r["map_index"] < 0],
                                    [_instance_ended(r) for r in mine if r["map_index"] >= 0])
             changes.add(move.changes)
+        if local is not None and changes.job_runs and (room := local.direct_room()) > 0:
+            changes.claim_started_ns = time.time_ns()
+            changes.claimed = await claim_created(conn, local.owner, [r.id for r in changes.job_runs], room)
     return len(rows), changes
 
 

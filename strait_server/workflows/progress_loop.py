@@ -1,6 +1,11 @@
 """The loop that runs the workflow engine (scheduler role): woken by the NOTIFY of a step's job run ending (or
-of an event a waiting step receives), at the next due timer of a waiting step, and polling meanwhile in case a
-notification was missed (the listening connection lost, say)."""
+of an event a waiting step receives, or of a run ending that frees a concurrency slot), at the next due timer,
+and polling meanwhile in case a notification was missed (the listening connection lost, say).
+
+A step's end (the common wake-up, once per step) only needs its progress taken: the other passes (timers,
+queued runs, deadlines, the next timer) cost four more transactions, which would compete with the next step's
+dispatch on every edge of a chain. They run on the poll, when a timer is due, when a run ended (its slot may
+start a queued run), when a move set a timer, and when asked (nudge, a NOTIFY with a payload)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from strait_server.tasks import Supervisor, cancel_and_wait
 from strait_server.telemetry.metrics import Metrics
 from strait_server.workflows.engine import Changes, Plans
 from strait_server.workflows.passes import (
+    LocalDispatcher,
     expire_runs,
     fire_timers,
     next_timer,
@@ -43,6 +49,9 @@ class WorkflowProgress:
         self._batch = batch
         self._clock = clock  # tests move timers' time on; None: the database's clock
         self._wake = asyncio.Event()
+        self._full = True  # the next pass runs every step (see the module's docstring)
+        # This process's dispatcher, when it has one (App sets it once the dispatcher exists).
+        self.local: LocalDispatcher | None = None
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -50,7 +59,8 @@ class WorkflowProgress:
         self._task = self._supervisor.spawn(self._loop(), name="workflow-progress")
 
     def nudge(self) -> None:
-        """Look at once (this process ended a step's job run, or started a workflow run)."""
+        """Run every pass at once."""
+        self._full = True
         self._wake.set()
 
     async def stop(self) -> None:
@@ -61,21 +71,44 @@ class WorkflowProgress:
                 await self._listener.close()
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()  # when the next full pass is due at the latest (the poll, or the next timer)
         while True:
             self._wake.clear()
-            pause = self._poll
             try:
                 await self._listen()
-                await self.run_pass()
-                left = await next_timer(self._pool, self._now())
-                if left is not None:  # not below 50 ms: a timer that cannot fire must not spin the loop
-                    pause = max(0.05, min(pause, left))
+                if self._full or loop.time() >= due:
+                    self._full = False
+                    due = loop.time() + await self._full_pass()
+                elif await self._progress_pass():
+                    continue  # a run ended or a timer was set: the full pass, at once
             except DATABASE_ERRORS as exc:
                 self._metrics.loop_errors.labels("workflow_progress").inc()
                 log.warning("workflow progress pass failed: %r", exc, extra={"action": "workflow_progress_error"})
                 await self._drop_listener()
+                self._full, due = True, loop.time() + self._poll
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
+
+    async def _full_pass(self) -> float:
+        """Every pass; returns the seconds until the next full one is due."""
+        await self.run_pass()
+        left = await next_timer(self._pool, self._now())
+        # Not below 50 ms: a timer that cannot fire must not spin the loop.
+        return self._poll if left is None else max(0.05, min(self._poll, left))
+
+    async def _progress_pass(self) -> bool:
+        """Takes the ended steps' progress; returns whether a full pass is needed now."""
+        full = False
+        while True:
+            taken, changes = await take_progress(self._pool, self._plans, self._batch, self.local)
+            if changes.workflow_runs:
+                self._on_changes(changes)
+            full |= changes.timers or bool(changes.runs_ended)
+            if taken < self._batch:
+                break
+        self._full |= full
+        return full
 
     def _now(self) -> datetime | None:
         return None if self._clock is None else self._clock()
@@ -84,7 +117,7 @@ class WorkflowProgress:
         """Moves workflow runs on until no ended step and no due timer is left; returns how many were taken."""
         total = 0
         steps: list[Callable[[], Awaitable[tuple[int, Changes]]]] = [
-            lambda: take_progress(self._pool, self._plans, self._batch),
+            lambda: take_progress(self._pool, self._plans, self._batch, self.local),
             lambda: fire_timers(self._pool, self._plans, self._now(), self._batch),
             lambda: start_queued(self._pool, self._plans, self._batch),
             lambda: expire_runs(self._pool, self._plans, self._now(), self._batch)]
@@ -102,8 +135,13 @@ class WorkflowProgress:
         if self._listener is not None and not self._listener.is_closed():
             return
         conn = await asyncpg.connect(self._url)
-        await conn.add_listener(CHANNEL, lambda *_: self._wake.set())
+        await conn.add_listener(CHANNEL, self._notified)
         self._listener = conn
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        """A step's end (no payload) asks for its progress to be taken; anything else for a full pass."""
+        self._full |= bool(payload)
+        self._wake.set()
 
     async def _drop_listener(self) -> None:
         if self._listener is not None:
