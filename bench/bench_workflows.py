@@ -97,7 +97,11 @@ async def chain(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_
     steps = [_step("s0"), *[_step(f"s{i}", f"s{i - 1}") for i in range(1, length)]]
     await defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=W.Workflow(slug="chain", steps=steps)), metadata=md)
     sink.track = True
-    _, run = await _run_to_end(defs, runs, md, "chain")
+    # Waits on the run's watch stream: polling would load the server that the figure should find idle.
+    run = (await defs.TriggerWorkflow(W.TriggerWorkflowRequest(slug="chain"), metadata=md)).workflow_run
+    async for _ in runs.WatchWorkflowRun(R.WatchWorkflowRunRequest(workflow_run_id=run.id), metadata=md):
+        pass
+    run = (await runs.GetWorkflowRun(R.GetWorkflowRunRequest(id=run.id), metadata=md)).workflow_run
     assert run.status == R.WORKFLOW_RUN_STATUS_COMPLETED, run
     step_runs = {s.step_ref: s for s in
                  (await runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run.id), metadata=md)).step_runs}
