@@ -775,7 +775,7 @@ class UpdateWorkflowRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Top-level Workflow fields: name, description, steps, on_failure_step, concurrency, timeout,
-        max_parallel_steps, tags, enabled. Required.
+        max_parallel_steps, tags, enabled, cron, timezone, cron_overlap_policy, schedule_input_json. Required.
         """
 
     def __init__(
