@@ -332,6 +332,7 @@ CREATE INDEX workflow_runs_deadlines ON public.workflow_runs USING btree (deadli
 CREATE INDEX workflow_runs_holding_slots ON public.workflow_runs USING btree (workflow_id, concurrency_key, create_time, id) WHERE ((status = ANY (ARRAY['running'::text, 'paused'::text])) AND (concurrency_key IS NOT NULL));
 CREATE UNIQUE INDEX workflow_runs_idempotency_key ON public.workflow_runs USING btree (workflow_id, idempotency_key) WHERE (idempotency_key <> ''::text);
 CREATE INDEX workflow_runs_list_idx ON public.workflow_runs USING btree (project_id, create_time DESC, id DESC);
+CREATE INDEX workflow_runs_open_top_level ON public.workflow_runs USING btree (workflow_id, id) WHERE ((status = ANY (ARRAY['running'::text, 'paused'::text, 'queued'::text])) AND (parent_workflow_run_id IS NULL));
 CREATE INDEX workflow_runs_queued ON public.workflow_runs USING btree (workflow_id, concurrency_key, create_time, id) WHERE (status = 'queued'::text);
 CREATE INDEX workflow_runs_workflow_idx ON public.workflow_runs USING btree (workflow_id, create_time DESC, id DESC);
 
@@ -392,10 +393,17 @@ CREATE TABLE workflows (
     create_time timestamp with time zone DEFAULT now() NOT NULL,
     update_time timestamp with time zone DEFAULT now() NOT NULL,
     delete_time timestamp with time zone,
+    cron text DEFAULT ''::text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    cron_overlap_policy text DEFAULT 'allow'::text NOT NULL,
+    schedule_input text DEFAULT ''::text NOT NULL,
+    next_fire_time timestamp with time zone,
+    schedule_paused boolean DEFAULT false NOT NULL,
     CONSTRAINT workflows_pkey PRIMARY KEY (id),
     CONSTRAINT workflows_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id)
 );
 CREATE INDEX workflows_list_idx ON public.workflows USING btree (project_id, create_time, id) WHERE (delete_time IS NULL);
+CREATE INDEX workflows_next_fire_idx ON public.workflows USING btree (next_fire_time) WHERE ((cron <> ''::text) AND (delete_time IS NULL));
 CREATE UNIQUE INDEX workflows_project_slug_key ON public.workflows USING btree (project_id, slug) WHERE (delete_time IS NULL);
 
 -- Functions

@@ -16,6 +16,7 @@ from strait_client._convert import fill, mask_paths, top_level_paths
 from strait_client._models import Job, Run, RunEvent, TriggeredRun
 from strait_client._steps import Step
 from strait_client._workflow_models import Workflow, WorkflowVersion
+from strait_client._workflow_run_models import WorkflowRun
 from strait_client.v1 import circuit_pb2, job_pb2, project_pb2, run_pb2, schedule_pb2, workflow_pb2
 
 T = TypeVar("T")
@@ -300,6 +301,32 @@ def resume_schedule(id_or_slug: str) -> Op[Job]:
 
 def trigger_schedule(id_or_slug: str) -> Op[Run]:
     return Op("schedules", "TriggerSchedule", schedule_pb2.TriggerScheduleRequest(**_selector(id_or_slug)), _run)
+
+
+def _workflow_schedule(id_or_slug: str) -> dict[str, Any]:
+    return ({"workflow_id": id_or_slug} if id_or_slug.startswith(WORKFLOW_ID_PREFIX)
+            else {"workflow_slug": id_or_slug})
+
+
+def workflow_schedule_fire_times(id_or_slug: str, count: int) -> Op[list[datetime]]:
+    request = schedule_pb2.ListScheduleFireTimesRequest(count=count, **_workflow_schedule(id_or_slug))
+    return Op("schedules", "ListScheduleFireTimes", request,
+              lambda response: [t.ToDatetime(tzinfo=UTC) for t in response.fire_times])
+
+
+def pause_workflow_schedule(id_or_slug: str) -> Op[Workflow]:
+    request = schedule_pb2.PauseScheduleRequest(**_workflow_schedule(id_or_slug))
+    return Op("schedules", "PauseSchedule", request, _workflow)
+
+
+def resume_workflow_schedule(id_or_slug: str) -> Op[Workflow]:
+    request = schedule_pb2.ResumeScheduleRequest(**_workflow_schedule(id_or_slug))
+    return Op("schedules", "ResumeSchedule", request, _workflow)
+
+
+def trigger_workflow_schedule(id_or_slug: str) -> Op[WorkflowRun]:
+    request = schedule_pb2.TriggerScheduleRequest(**_workflow_schedule(id_or_slug))
+    return Op("schedules", "TriggerSchedule", request, lambda response: WorkflowRun.from_proto(response.workflow_run))
 
 
 def list_circuits(page_size: int) -> Callable[[str], Op[Page[EndpointCircuit]]]:

@@ -1,4 +1,5 @@
-"""`client.schedules`: the cron schedules of jobs, blocking (Schedules) and asyncio (AsyncSchedules)."""
+"""`client.schedules`: the cron schedules of jobs and workflows, blocking (Schedules) and asyncio
+(AsyncSchedules)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from datetime import datetime
 from strait_client import _ops
 from strait_client._models import Job, Run
 from strait_client._transport import AsyncTransport, Transport
+from strait_client._workflow_models import Workflow
+from strait_client._workflow_run_models import WorkflowRun
 
 
 class Schedules:
-    """`client.schedules`: the cron schedules of jobs (Job.cron), named by job id or slug."""
+    """`client.schedules`: the cron schedules of jobs (Job.cron), named by job id or slug, and of workflows
+    (Workflow.cron): the `workflow_` methods, named by workflow id or slug."""
 
     def __init__(self, transport: Transport) -> None:
         self._t = transport
@@ -76,6 +80,68 @@ class Schedules:
             FailedPreconditionError: The job has no schedule, or is disabled.
         """
         return self._t.call(_ops.trigger_schedule(id_or_slug))
+
+    def workflow_fire_times(self, id_or_slug: str, count: int = 10) -> builtins.list[datetime]:
+        """When the workflow's schedule fires next.
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+            count: How many fire times (1..100).
+
+        Returns:
+            The next `count` fire times, as aware UTC datetimes.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule.
+        """
+        return self._t.call(_ops.workflow_schedule_fire_times(id_or_slug, count))
+
+    def pause_workflow(self, id_or_slug: str) -> Workflow:
+        """Stops the workflow's schedule from firing; the workflow still accepts triggers.
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+
+        Returns:
+            The workflow, with `schedule_paused` set.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule.
+        """
+        return self._t.call(_ops.pause_workflow_schedule(id_or_slug))
+
+    def resume_workflow(self, id_or_slug: str) -> Workflow:
+        """Starts a workflow's paused schedule again from its next tick after now (missed ticks do not fire).
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+
+        Returns:
+            The workflow, with its `next_fire_time`.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule.
+        """
+        return self._t.call(_ops.resume_workflow_schedule(id_or_slug))
+
+    def trigger_workflow(self, id_or_slug: str) -> WorkflowRun:
+        """Starts a run of the workflow now, as its schedule would: the current version, with the schedule's
+        input (the overlap policy is not applied, and the schedule is left as it is).
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+
+        Returns:
+            The new workflow run.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule, or is disabled.
+        """
+        return self._t.call(_ops.trigger_workflow_schedule(id_or_slug))
 
 
 class AsyncSchedules:
@@ -144,3 +210,65 @@ class AsyncSchedules:
             FailedPreconditionError: The job has no schedule, or is disabled.
         """
         return await self._t.call(_ops.trigger_schedule(id_or_slug))
+
+    async def workflow_fire_times(self, id_or_slug: str, count: int = 10) -> builtins.list[datetime]:
+        """When the workflow's schedule fires next.
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+            count: How many fire times (1..100).
+
+        Returns:
+            The next `count` fire times, as aware UTC datetimes.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule.
+        """
+        return await self._t.call(_ops.workflow_schedule_fire_times(id_or_slug, count))
+
+    async def pause_workflow(self, id_or_slug: str) -> Workflow:
+        """Stops the workflow's schedule from firing; the workflow still accepts triggers.
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+
+        Returns:
+            The workflow, with `schedule_paused` set.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule.
+        """
+        return await self._t.call(_ops.pause_workflow_schedule(id_or_slug))
+
+    async def resume_workflow(self, id_or_slug: str) -> Workflow:
+        """Starts a workflow's paused schedule again from its next tick after now (missed ticks do not fire).
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+
+        Returns:
+            The workflow, with its `next_fire_time`.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule.
+        """
+        return await self._t.call(_ops.resume_workflow_schedule(id_or_slug))
+
+    async def trigger_workflow(self, id_or_slug: str) -> WorkflowRun:
+        """Starts a run of the workflow now, as its schedule would: the current version, with the schedule's
+        input (the overlap policy is not applied, and the schedule is left as it is).
+
+        Args:
+            id_or_slug: The workflow's id or slug.
+
+        Returns:
+            The new workflow run.
+
+        Raises:
+            NotFoundError: No such workflow.
+            FailedPreconditionError: The workflow has no schedule, or is disabled.
+        """
+        return await self._t.call(_ops.trigger_workflow_schedule(id_or_slug))

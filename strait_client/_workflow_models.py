@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from strait_client._convert import fill
-from strait_client._enums import ConcurrencyStrategy, from_proto
-from strait_client._models import duration_of, time_of
+from strait_client._enums import ConcurrencyStrategy, CronOverlapPolicy, from_proto
+from strait_client._models import duration_of, json_of, time_of
 from strait_client._steps import Step, given, present
 from strait_client.v1 import workflow_pb2
 
@@ -52,8 +53,9 @@ class WorkflowConcurrency:
 class Workflow:
     """A workflow (strait.v1.Workflow): its definition as of `version` (`steps`, `on_failure_step`,
     `concurrency`, `timeout`, `max_parallel_steps`: what a run executes) and its attributes (`name`,
-    `description`, `tags`, `enabled`). Pass `etag` back to `workflows.update`/`delete` to refuse stale
-    writes."""
+    `description`, `tags`, `enabled`, and the cron schedule: `cron`, `timezone`, `cron_overlap_policy`,
+    `schedule_input`, the decoded input of the runs it starts; `next_fire_time` and `schedule_paused` are
+    output only). Pass `etag` back to `workflows.update`/`delete` to refuse stale writes."""
 
     id: str
     project_id: str
@@ -66,6 +68,12 @@ class Workflow:
     concurrency: WorkflowConcurrency | None
     timeout: timedelta | None
     max_parallel_steps: int
+    cron: str
+    timezone: str
+    cron_overlap_policy: CronOverlapPolicy | None
+    schedule_input: Mapping[str, Any]
+    next_fire_time: datetime | None
+    schedule_paused: bool
     tags: Mapping[str, str]
     enabled: bool
     etag: str
@@ -87,7 +95,10 @@ class Workflow:
             version=m.version, steps=tuple(Step.from_proto(s) for s in m.steps),
             on_failure_step=present(m, "on_failure_step", Step.from_proto),
             concurrency=present(m, "concurrency", WorkflowConcurrency.from_proto), timeout=duration_of(m, "timeout"),
-            max_parallel_steps=m.max_parallel_steps, tags=dict(m.tags),
+            max_parallel_steps=m.max_parallel_steps, cron=m.cron, timezone=m.timezone,
+            cron_overlap_policy=from_proto(CronOverlapPolicy, m.cron_overlap_policy),
+            schedule_input=json_of(m.schedule_input_json) or {}, next_fire_time=time_of(m, "next_fire_time"),
+            schedule_paused=m.schedule_paused, tags=dict(m.tags),
             enabled=m.enabled if m.HasField("enabled") else True, etag=m.etag,
             create_time=time_of(m, "create_time"), update_time=time_of(m, "update_time"),
         )

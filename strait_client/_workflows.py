@@ -34,7 +34,8 @@ class Workflows:
             steps: 1-1000 Steps; their depends_on must form a DAG.
             **fields: Other Workflow fields: name, description, on_failure_step=Step(...),
                 concurrency=WorkflowConcurrency(...), timeout=timedelta, max_parallel_steps, tags={...},
-                enabled=False.
+                enabled=False, and a schedule: cron="0 3 * * *", timezone, cron_overlap_policy="skip",
+                schedule_input={...} (the input of the runs it starts).
 
         Returns:
             The workflow as stored.
@@ -78,13 +79,14 @@ class Workflows:
 
     def update(self, id_or_slug: str, *, etag: str = "", **fields: Any) -> Workflow:
         """Replaces exactly the given fields; a new version is written only when the definition (steps,
-        on_failure_step, concurrency, timeout, max_parallel_steps) changes.
+        on_failure_step, concurrency, timeout, max_parallel_steps) changes, not for attributes or the schedule.
 
         Args:
             id_or_slug: The workflow's id or slug.
             etag: When given, update only if the workflow is unchanged since this etag was read.
             **fields: The fields to replace (name, description, steps, on_failure_step, concurrency, timeout,
-                max_parallel_steps, tags, enabled), each whole; None resets one to its default.
+                max_parallel_steps, tags, enabled, cron, timezone, cron_overlap_policy, schedule_input), each
+                whole; None resets one to its default (cron=None removes the schedule).
 
         Returns:
             The updated workflow.
@@ -183,7 +185,8 @@ class AsyncWorkflows:
             steps: 1-1000 Steps; their depends_on must form a DAG.
             **fields: Other Workflow fields: name, description, on_failure_step=Step(...),
                 concurrency=WorkflowConcurrency(...), timeout=timedelta, max_parallel_steps, tags={...},
-                enabled=False.
+                enabled=False, and a schedule: cron="0 3 * * *", timezone, cron_overlap_policy="skip",
+                schedule_input={...} (the input of the runs it starts).
 
         Returns:
             The workflow as stored.
@@ -227,13 +230,14 @@ class AsyncWorkflows:
 
     async def update(self, id_or_slug: str, *, etag: str = "", **fields: Any) -> Workflow:
         """Replaces exactly the given fields; a new version is written only when the definition (steps,
-        on_failure_step, concurrency, timeout, max_parallel_steps) changes.
+        on_failure_step, concurrency, timeout, max_parallel_steps) changes, not for attributes or the schedule.
 
         Args:
             id_or_slug: The workflow's id or slug.
             etag: When given, update only if the workflow is unchanged since this etag was read.
             **fields: The fields to replace (name, description, steps, on_failure_step, concurrency, timeout,
-                max_parallel_steps, tags, enabled), each whole; None resets one to its default.
+                max_parallel_steps, tags, enabled, cron, timezone, cron_overlap_policy, schedule_input), each
+                whole; None resets one to its default (cron=None removes the schedule).
 
         Returns:
             The updated workflow.

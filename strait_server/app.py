@@ -32,6 +32,7 @@ from strait_server.redis_health import CALL_TIMEOUT_S, RedisHealth
 from strait_server.scheduler.cron import Clock, CronScheduler
 from strait_server.scheduler.retention import RetentionSweeper
 from strait_server.scheduler.sweeper import Sweeper
+from strait_server.scheduler.workflow_cron import WorkflowCron
 from strait_server.service.workflow_runs import WorkflowRuns
 from strait_server.store.budgets import BudgetStore
 from strait_server.store.circuits import CircuitStore
@@ -156,10 +157,13 @@ class App:
                                     max_lost_requeues=s.max_lost_requeues, on_requeued=self._wake.notify,
                                     on_events=self.events.published, supervisor=self.supervisor)
             self._sweeper.start()
+            workflow_cron = WorkflowCron(self.pool, WorkflowStore(self.pool), self._workflow_plans,
+                                         on_changes=self._workflows_moved, budgets=self._budgets, metrics=tel.metrics)
             self.cron = CronScheduler(self.pool, JobStore(self.pool, tel.metrics), RunStore(self.pool, tel),
                                       interval=s.cron_interval, clock=self.clock,
                                       on_events=self.events.published, on_enqueued=self._wake.notify,
-                                      metrics=tel.metrics, budgets=self._budgets, supervisor=self.supervisor)
+                                      metrics=tel.metrics, budgets=self._budgets, supervisor=self.supervisor,
+                                      workflows=workflow_cron)
             self.cron.start()
             # Also with retention off (0): trigger request ids are forgotten after a day regardless.
             self._retention = RetentionSweeper(RetentionStore(self.pool), retention=s.retention,

@@ -26,31 +26,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from strait_client.v1 import job_pb2 as strait_dot_v1_dot_job__pb2
 from strait_client.v1 import run_pb2 as strait_dot_v1_dot_run__pb2
+from strait_client.v1 import workflow_pb2 as strait_dot_v1_dot_workflow__pb2
+from strait_client.v1 import workflow_run_pb2 as strait_dot_v1_dot_workflow__run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18strait/v1/schedule.proto\x12\tstrait.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13strait/v1/job.proto\x1a\x13strait/v1/run.proto\"W\n\x1cListScheduleFireTimesRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x42\n\n\x08selector\"O\n\x1dListScheduleFireTimesResponse\x12.\n\nfire_times\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x14PauseScheduleRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"4\n\x15PauseScheduleResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Job\"A\n\x15ResumeScheduleRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"5\n\x16ResumeScheduleResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Job\"B\n\x16TriggerScheduleRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x42\n\n\x08selector\"6\n\x17TriggerScheduleResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run2\x82\x03\n\x0fScheduleService\x12j\n\x15ListScheduleFireTimes\x12\'.strait.v1.ListScheduleFireTimesRequest\x1a(.strait.v1.ListScheduleFireTimesResponse\x12R\n\rPauseSchedule\x12\x1f.strait.v1.PauseScheduleRequest\x1a .strait.v1.PauseScheduleResponse\x12U\n\x0eResumeSchedule\x12 .strait.v1.ResumeScheduleRequest\x1a!.strait.v1.ResumeScheduleResponse\x12X\n\x0fTriggerSchedule\x12!.strait.v1.TriggerScheduleRequest\x1a\".strait.v1.TriggerScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18strait/v1/schedule.proto\x12\tstrait.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13strait/v1/job.proto\x1a\x13strait/v1/run.proto\x1a\x18strait/v1/workflow.proto\x1a\x1cstrait/v1/workflow_run.proto\"\x87\x01\n\x1cListScheduleFireTimesRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x12\x15\n\x0bworkflow_id\x18\x04 \x01(\tH\x00\x12\x17\n\rworkflow_slug\x18\x05 \x01(\tH\x00\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x42\n\n\x08selector\"O\n\x1dListScheduleFireTimesResponse\x12.\n\nfire_times\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x14PauseScheduleRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x12\x15\n\x0bworkflow_id\x18\x04 \x01(\tH\x00\x12\x17\n\rworkflow_slug\x18\x05 \x01(\tH\x00\x42\n\n\x08selector\"[\n\x15PauseScheduleResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Job\x12%\n\x08workflow\x18\x02 \x01(\x0b\x32\x13.strait.v1.Workflow\"q\n\x15ResumeScheduleRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x12\x15\n\x0bworkflow_id\x18\x04 \x01(\tH\x00\x12\x17\n\rworkflow_slug\x18\x05 \x01(\tH\x00\x42\n\n\x08selector\"\\\n\x16ResumeScheduleResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Job\x12%\n\x08workflow\x18\x02 \x01(\x0b\x32\x13.strait.v1.Workflow\"r\n\x16TriggerScheduleRequest\x12\x0c\n\x02id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x02 \x01(\tH\x00\x12\x15\n\x0bworkflow_id\x18\x04 \x01(\tH\x00\x12\x17\n\rworkflow_slug\x18\x05 \x01(\tH\x00\x42\n\n\x08selector\"d\n\x17TriggerScheduleResponse\x12\x1b\n\x03run\x18\x01 \x01(\x0b\x32\x0e.strait.v1.Run\x12,\n\x0cworkflow_run\x18\x02 \x01(\x0b\x32\x16.strait.v1.WorkflowRun2\x82\x03\n\x0fScheduleService\x12j\n\x15ListScheduleFireTimes\x12\'.strait.v1.ListScheduleFireTimesRequest\x1a(.strait.v1.ListScheduleFireTimesResponse\x12R\n\rPauseSchedule\x12\x1f.strait.v1.PauseScheduleRequest\x1a .strait.v1.PauseScheduleResponse\x12U\n\x0eResumeSchedule\x12 .strait.v1.ResumeScheduleRequest\x1a!.strait.v1.ResumeScheduleResponse\x12X\n\x0fTriggerSchedule\x12!.strait.v1.TriggerScheduleRequest\x1a\".strait.v1.TriggerScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strait_client.v1.schedule_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTSCHEDULEFIRETIMESREQUEST']._serialized_start=114
-  _globals['_LISTSCHEDULEFIRETIMESREQUEST']._serialized_end=201
-  _globals['_LISTSCHEDULEFIRETIMESRESPONSE']._serialized_start=203
-  _globals['_LISTSCHEDULEFIRETIMESRESPONSE']._serialized_end=282
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=284
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=348
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=350
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=402
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=404
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=469
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=471
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=524
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=526
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=592
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=594
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=648
-  _globals['_SCHEDULESERVICE']._serialized_start=651
-  _globals['_SCHEDULESERVICE']._serialized_end=1037
+  _globals['_LISTSCHEDULEFIRETIMESREQUEST']._serialized_start=171
+  _globals['_LISTSCHEDULEFIRETIMESREQUEST']._serialized_end=306
+  _globals['_LISTSCHEDULEFIRETIMESRESPONSE']._serialized_start=308
+  _globals['_LISTSCHEDULEFIRETIMESRESPONSE']._serialized_end=387
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=389
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=501
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=503
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=594
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=596
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=709
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=711
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=803
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=805
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=919
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=921
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1021
+  _globals['_SCHEDULESERVICE']._serialized_start=1024
+  _globals['_SCHEDULESERVICE']._serialized_end=1410
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,8 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from strait_client.v1 import job_pb2 as _job_pb2
 from strait_client.v1 import run_pb2 as _run_pb2
+from strait_client.v1 import workflow_pb2 as _workflow_pb2
+from strait_client.v1 import workflow_run_pb2 as _workflow_run_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -28,9 +30,15 @@ class ListScheduleFireTimesRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     SLUG_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_SLUG_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """A job."""
     slug: _builtins.str
+    workflow_id: _builtins.str
+    """A workflow."""
+    workflow_slug: _builtins.str
     count: _builtins.int
     """1..100; 0 means 10."""
     def __init__(
@@ -38,13 +46,15 @@ class ListScheduleFireTimesRequest(_message.Message):
         *,
         id: _builtins.str = ...,
         slug: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
+        workflow_slug: _builtins.str = ...,
         count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
+    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug", "workflow_id", "workflow_slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
 
@@ -76,19 +86,27 @@ class PauseScheduleRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     SLUG_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_SLUG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """A job."""
     slug: _builtins.str
+    workflow_id: _builtins.str
+    """A workflow."""
+    workflow_slug: _builtins.str
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         slug: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
+        workflow_slug: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
+    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug", "workflow_id", "workflow_slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
 
@@ -99,16 +117,24 @@ class PauseScheduleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """Set when the request named a job."""
+
+    @_builtins.property
+    def workflow(self) -> _workflow_pb2.Workflow:
+        """Set when the request named a workflow."""
+
     def __init__(
         self,
         *,
         job: _job_pb2.Job | None = ...,
+        workflow: _workflow_pb2.Workflow | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -120,19 +146,27 @@ class ResumeScheduleRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     SLUG_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_SLUG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """A job."""
     slug: _builtins.str
+    workflow_id: _builtins.str
+    """A workflow."""
+    workflow_slug: _builtins.str
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         slug: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
+        workflow_slug: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
+    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug", "workflow_id", "workflow_slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
 
@@ -143,16 +177,24 @@ class ResumeScheduleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def job(self) -> _job_pb2.Job: ...
+    def job(self) -> _job_pb2.Job:
+        """Set when the request named a job."""
+
+    @_builtins.property
+    def workflow(self) -> _workflow_pb2.Workflow:
+        """Set when the request named a workflow."""
+
     def __init__(
         self,
         *,
         job: _job_pb2.Job | None = ...,
+        workflow: _workflow_pb2.Workflow | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,19 +206,27 @@ class TriggerScheduleRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     SLUG_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_SLUG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
+    """A job."""
     slug: _builtins.str
+    workflow_id: _builtins.str
+    """A workflow."""
+    workflow_slug: _builtins.str
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         slug: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
+        workflow_slug: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug", "workflow_id", b"workflow_id", "workflow_slug", b"workflow_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
+    _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug", "workflow_id", "workflow_slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
 
@@ -187,16 +237,24 @@ class TriggerScheduleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_FIELD_NUMBER: _builtins.int
+    WORKFLOW_RUN_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def run(self) -> _run_pb2.Run: ...
+    def run(self) -> _run_pb2.Run:
+        """Set when the request named a job."""
+
+    @_builtins.property
+    def workflow_run(self) -> _workflow_run_pb2.WorkflowRun:
+        """Set when the request named a workflow."""
+
     def __init__(
         self,
         *,
         run: _run_pb2.Run | None = ...,
+        workflow_run: _workflow_run_pb2.WorkflowRun | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "workflow_run", b"workflow_run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run", "workflow_run", b"workflow_run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class ScheduleServiceStub:
-    """Controls the cron schedules of jobs (Job.cron). A job is named by id or slug.
+    """Controls the cron schedules of jobs (Job.cron) and workflows (Workflow.cron). A request names a job by id or
+    slug, or a workflow by workflow_id or workflow_slug.
     """
 
     def __init__(self, channel):
@@ -59,18 +60,19 @@ class ScheduleServiceStub:
 
 
 class ScheduleServiceServicer:
-    """Controls the cron schedules of jobs (Job.cron). A job is named by id or slug.
+    """Controls the cron schedules of jobs (Job.cron) and workflows (Workflow.cron). A request names a job by id or
+    slug, or a workflow by workflow_id or workflow_slug.
     """
 
     def ListScheduleFireTimes(self, request, context):
-        """The next fire times of a job's schedule.
+        """The next fire times of a job's or workflow's schedule.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PauseSchedule(self, request, context):
-        """Stops a schedule from firing; the job still accepts triggers.
+        """Stops a schedule from firing; the job or workflow still accepts triggers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,7 +86,7 @@ class ScheduleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TriggerSchedule(self, request, context):
-        """Creates a run now, as the schedule would.
+        """Creates a run (of a job) or starts a workflow run now, as the schedule would.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,7 +124,8 @@ def add_ScheduleServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ScheduleService:
-    """Controls the cron schedules of jobs (Job.cron). A job is named by id or slug.
+    """Controls the cron schedules of jobs (Job.cron) and workflows (Workflow.cron). A request names a job by id or
+    slug, or a workflow by workflow_id or workflow_slug.
     """
 
     @staticmethod

@@ -28,37 +28,43 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ScheduleServiceStub:
-    """Controls the cron schedules of jobs (Job.cron). A job is named by id or slug."""
+    """Controls the cron schedules of jobs (Job.cron) and workflows (Workflow.cron). A request names a job by id or
+    slug, or a workflow by workflow_id or workflow_slug.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ScheduleServiceAsyncStub: ...
     ListScheduleFireTimes: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.ListScheduleFireTimesRequest, _schedule_pb2.ListScheduleFireTimesResponse]
-    """The next fire times of a job's schedule."""
+    """The next fire times of a job's or workflow's schedule."""
     PauseSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.PauseScheduleRequest, _schedule_pb2.PauseScheduleResponse]
-    """Stops a schedule from firing; the job still accepts triggers."""
+    """Stops a schedule from firing; the job or workflow still accepts triggers."""
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.ResumeScheduleRequest, _schedule_pb2.ResumeScheduleResponse]
     """Starts a paused schedule again from the next tick after now (missed ticks do not fire)."""
     TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.TriggerScheduleRequest, _schedule_pb2.TriggerScheduleResponse]
-    """Creates a run now, as the schedule would."""
+    """Creates a run (of a job) or starts a workflow run now, as the schedule would."""
 
 @_typing.type_check_only
 class ScheduleServiceAsyncStub(ScheduleServiceStub):
-    """Controls the cron schedules of jobs (Job.cron). A job is named by id or slug."""
+    """Controls the cron schedules of jobs (Job.cron) and workflows (Workflow.cron). A request names a job by id or
+    slug, or a workflow by workflow_id or workflow_slug.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListScheduleFireTimes: _aio.UnaryUnaryMultiCallable[_schedule_pb2.ListScheduleFireTimesRequest, _schedule_pb2.ListScheduleFireTimesResponse]  # type: ignore[assignment]
-    """The next fire times of a job's schedule."""
+    """The next fire times of a job's or workflow's schedule."""
     PauseSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.PauseScheduleRequest, _schedule_pb2.PauseScheduleResponse]  # type: ignore[assignment]
-    """Stops a schedule from firing; the job still accepts triggers."""
+    """Stops a schedule from firing; the job or workflow still accepts triggers."""
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.ResumeScheduleRequest, _schedule_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
     """Starts a paused schedule again from the next tick after now (missed ticks do not fire)."""
     TriggerSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.TriggerScheduleRequest, _schedule_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
-    """Creates a run now, as the schedule would."""
+    """Creates a run (of a job) or starts a workflow run now, as the schedule would."""
 
 class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Controls the cron schedules of jobs (Job.cron). A job is named by id or slug."""
+    """Controls the cron schedules of jobs (Job.cron) and workflows (Workflow.cron). A request names a job by id or
+    slug, or a workflow by workflow_id or workflow_slug.
+    """
 
     @_abc_1.abstractmethod
     def ListScheduleFireTimes(
@@ -66,7 +72,7 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_pb2.ListScheduleFireTimesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_pb2.ListScheduleFireTimesResponse, _abc.Awaitable[_schedule_pb2.ListScheduleFireTimesResponse]]:
-        """The next fire times of a job's schedule."""
+        """The next fire times of a job's or workflow's schedule."""
 
     @_abc_1.abstractmethod
     def PauseSchedule(
@@ -74,7 +80,7 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_pb2.PauseScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_pb2.PauseScheduleResponse, _abc.Awaitable[_schedule_pb2.PauseScheduleResponse]]:
-        """Stops a schedule from firing; the job still accepts triggers."""
+        """Stops a schedule from firing; the job or workflow still accepts triggers."""
 
     @_abc_1.abstractmethod
     def ResumeSchedule(
@@ -90,6 +96,6 @@ class ScheduleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _schedule_pb2.TriggerScheduleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_schedule_pb2.TriggerScheduleResponse, _abc.Awaitable[_schedule_pb2.TriggerScheduleResponse]]:
-        """Creates a run now, as the schedule would."""
+        """Creates a run (of a job) or starts a workflow run now, as the schedule would."""
 
 def add_ScheduleServiceServicer_to_server(servicer: ScheduleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -150,6 +150,12 @@ class Workflow(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     TIMEOUT_FIELD_NUMBER: _builtins.int
     MAX_PARALLEL_STEPS_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    CRON_OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
+    SCHEDULE_INPUT_JSON_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    SCHEDULE_PAUSED_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
@@ -167,6 +173,19 @@ class Workflow(_message.Message):
     """Output only: the current version (1 for a new workflow)."""
     max_parallel_steps: _builtins.int
     """At most this many steps of one run running at once; 0: no limit."""
+    cron: _builtins.str
+    """5-field cron expression (minute hour day-of-month month day-of-week); empty: no schedule. Each tick starts
+    a run of the workflow's current version (at the time of the tick) with schedule_input_json as its input.
+    The schedule is not part of the definition: changing it writes no version.
+    """
+    timezone: _builtins.str
+    """IANA time zone the cron expression is read in; empty means UTC."""
+    cron_overlap_policy: _job_pb2.CronOverlapPolicy.ValueType
+    """What a tick does while an earlier run of the workflow has not ended (as for jobs)."""
+    schedule_input_json: _builtins.str
+    """The input of the runs the schedule starts: a JSON object (at most 1 MiB); empty means {}."""
+    schedule_paused: _builtins.bool
+    """Output only. Set by ScheduleService.PauseSchedule, cleared by ResumeSchedule."""
     enabled: _builtins.bool
     """Unset on create means true."""
     etag: _builtins.str
@@ -184,6 +203,10 @@ class Workflow(_message.Message):
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """A run still unfinished this long after it started times out. Unset: no limit."""
+
+    @_builtins.property
+    def next_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the schedule fires next; unset without a schedule and while it is paused."""
 
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -205,15 +228,21 @@ class Workflow(_message.Message):
         concurrency: Global___WorkflowConcurrency | None = ...,
         timeout: _duration_pb2.Duration | None = ...,
         max_parallel_steps: _builtins.int = ...,
+        cron: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        cron_overlap_policy: _job_pb2.CronOverlapPolicy.ValueType = ...,
+        schedule_input_json: _builtins.str = ...,
+        next_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        schedule_paused: _builtins.bool = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         enabled: _builtins.bool | None = ...,
         etag: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "concurrency", b"concurrency", "create_time", b"create_time", "enabled", b"enabled", "on_failure_step", b"on_failure_step", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "concurrency", b"concurrency", "create_time", b"create_time", "enabled", b"enabled", "next_fire_time", b"next_fire_time", "on_failure_step", b"on_failure_step", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "concurrency", b"concurrency", "create_time", b"create_time", "description", b"description", "enabled", b"enabled", "etag", b"etag", "id", b"id", "max_parallel_steps", b"max_parallel_steps", "name", b"name", "on_failure_step", b"on_failure_step", "project_id", b"project_id", "slug", b"slug", "steps", b"steps", "tags", b"tags", "timeout", b"timeout", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "concurrency", b"concurrency", "create_time", b"create_time", "cron", b"cron", "cron_overlap_policy", b"cron_overlap_policy", "description", b"description", "enabled", b"enabled", "etag", b"etag", "id", b"id", "max_parallel_steps", b"max_parallel_steps", "name", b"name", "next_fire_time", b"next_fire_time", "on_failure_step", b"on_failure_step", "project_id", b"project_id", "schedule_input_json", b"schedule_input_json", "schedule_paused", b"schedule_paused", "slug", b"slug", "steps", b"steps", "tags", b"tags", "timeout", b"timeout", "timezone", b"timezone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -746,7 +775,7 @@ class UpdateWorkflowRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Top-level Workflow fields: name, description, steps, on_failure_step, concurrency, timeout,
-        max_parallel_steps, tags, enabled. Required.
+        max_parallel_steps, tags, enabled, cron, timezone, cron_overlap_policy, schedule_input_json. Required.
         """
 
     def __init__(

@@ -106,6 +106,10 @@ _OVERLAP_NUMBERS = {model.OverlapPolicy.ALLOW: job_pb2.CRON_OVERLAP_POLICY_ALLOW
                     model.OverlapPolicy.CANCEL_RUNNING: job_pb2.CRON_OVERLAP_POLICY_CANCEL_RUNNING}
 
 
+def overlap_number(policy: model.OverlapPolicy) -> job_pb2.CronOverlapPolicy.ValueType:
+    return _OVERLAP_NUMBERS[policy]
+
+
 def run(r: model.Run) -> run_pb2.Run:
     return run_pb2.Run(
         id=r.id, job_id=r.job_id, project_id=r.project_id, status=run_status(r.status.value),  # type: ignore[arg-type]

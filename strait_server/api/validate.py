@@ -236,24 +236,39 @@ def _job_ttl(v: Violations, f: _Fields) -> int:
     return _ttl_ms(v, "job.run_ttl", f.job.run_ttl) if f.job.HasField("run_ttl") else 0
 
 
-_OVERLAP = {job_pb2.CRON_OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ALLOW,
-            job_pb2.CRON_OVERLAP_POLICY_ALLOW: OverlapPolicy.ALLOW,
-            job_pb2.CRON_OVERLAP_POLICY_SKIP: OverlapPolicy.SKIP,
-            job_pb2.CRON_OVERLAP_POLICY_CANCEL_RUNNING: OverlapPolicy.CANCEL_RUNNING}
+_OVERLAP: dict[int, OverlapPolicy] = {
+    job_pb2.CRON_OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ALLOW,
+    job_pb2.CRON_OVERLAP_POLICY_ALLOW: OverlapPolicy.ALLOW,
+    job_pb2.CRON_OVERLAP_POLICY_SKIP: OverlapPolicy.SKIP,
+    job_pb2.CRON_OVERLAP_POLICY_CANCEL_RUNNING: OverlapPolicy.CANCEL_RUNNING,
+}
+
+
+def cron_schedule(v: Violations, prefix: str, cron: str, tz: str) -> tuple[str, str]:
+    """A schedule's expression (runs of spaces collapsed) and time zone (empty: UTC), with a violation on
+    `<prefix>.cron` or `<prefix>.timezone` for each one refused. The rules of jobs and workflows alike."""
+    cron = " ".join(cron.split())
+    if cron and (problem := schedule.cron_problem(cron)) is not None:
+        v.add(f"{prefix}.cron", problem)
+    tz = tz or "UTC"
+    if schedule.zone(tz) is None:
+        v.add(f"{prefix}.timezone", "is not an IANA time zone (e.g. Europe/Berlin, UTC)")
+    return cron, tz
+
+
+def overlap_policy(v: Violations, path: str, number: int) -> OverlapPolicy:
+    """A CronOverlapPolicy number as the model's policy (UNSPECIFIED: ALLOW)."""
+    policy = _OVERLAP.get(number)
+    if policy is None:
+        v.add(path, "is not a known overlap policy")
+        return OverlapPolicy.ALLOW
+    return policy
 
 
 def _schedule(v: Violations, f: _Fields) -> dict[str, Any]:
-    cron = " ".join(f.pick("cron", f.job.cron).split())
-    if cron and (problem := schedule.cron_problem(cron)) is not None:
-        v.add("job.cron", problem)
-    tz = f.pick("timezone", f.job.timezone or "UTC")
-    if schedule.zone(tz) is None:
-        v.add("job.timezone", "is not an IANA time zone (e.g. Europe/Berlin, UTC)")
+    cron, tz = cron_schedule(v, "job", f.pick("cron", f.job.cron), f.pick("timezone", f.job.timezone))
     if f.given("cron_overlap_policy"):
-        policy = _OVERLAP.get(f.job.cron_overlap_policy)
-        if policy is None:
-            v.add("job.cron_overlap_policy", "is not a known overlap policy")
-            policy = OverlapPolicy.ALLOW
+        policy = overlap_policy(v, "job.cron_overlap_policy", f.job.cron_overlap_policy)
     else:
         assert f.base is not None
         policy = f.base.cron_overlap_policy

@@ -14,7 +14,7 @@ from strait_server.api.workflow_runs import run_message
 from strait_server.errors import Violations
 from strait_server.service.workflow_runs import WorkflowRuns
 from strait_server.service.workflows import Workflows
-from strait_server.store.workflows import Attributes, StoredVersion, StoredWorkflow, WorkflowStore
+from strait_server.store.workflows import Attributes, Schedule, StoredVersion, StoredWorkflow, WorkflowStore
 from strait_server.workflows import checks
 
 # A workflow run's input (TriggerWorkflowRequest.input_json).
@@ -29,6 +29,12 @@ def workflow_message(w: StoredWorkflow) -> workflow_pb2.Workflow:
     msg.tags.update(a.tags)
     msg.create_time.FromDatetime(w.create_time)
     msg.update_time.FromDatetime(w.update_time)
+    s = a.schedule
+    msg.cron, msg.timezone, msg.schedule_input_json = s.cron, s.timezone, s.input
+    msg.cron_overlap_policy = convert.overlap_number(s.overlap)
+    msg.schedule_paused = w.schedule_paused
+    if s.cron and not w.schedule_paused and w.next_fire_time is not None:
+        msg.next_fire_time.FromDatetime(w.next_fire_time)
     return msg
 
 
@@ -38,16 +44,18 @@ def _version_message(w: StoredWorkflow, v: StoredVersion) -> workflow_pb2.Workfl
     return workflow_pb2.WorkflowVersion(version=v.version, workflow=definition, create_time=convert.ts(v.create_time))
 
 
-def _attributes(wf: workflow_pb2.Workflow) -> Attributes:
-    return Attributes(wf.slug, wf.name, wf.description, dict(wf.tags), wf.enabled if wf.HasField("enabled") else True)
+def _attributes(wf: workflow_pb2.Workflow, schedule: Schedule) -> Attributes:
+    return Attributes(wf.slug, wf.name, wf.description, dict(wf.tags), wf.enabled if wf.HasField("enabled") else True,
+                      schedule)
 
 
-def _checked(wf: workflow_pb2.Workflow) -> checks.Definition:
+def _checked(wf: workflow_pb2.Workflow) -> tuple[checks.Definition, Schedule]:
     v = Violations()
     checks.check_attributes(v, wf)
     definition = checks.check_definition(v, wf)
+    schedule = checks.check_schedule(v, wf, definition)
     v.raise_if_any()
-    return definition
+    return definition, schedule
 
 
 class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
@@ -68,8 +76,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
 
     async def CreateWorkflow(self, request: workflow_pb2.CreateWorkflowRequest,
                              context: grpc.aio.ServicerContext) -> workflow_pb2.CreateWorkflowResponse:
-        definition = _checked(request.workflow)
-        created = await self._workflows.create(project_id(), _attributes(request.workflow), definition)
+        definition, schedule = _checked(request.workflow)
+        created = await self._workflows.create(project_id(), _attributes(request.workflow, schedule), definition)
         return workflow_pb2.CreateWorkflowResponse(workflow=workflow_message(created))
 
     async def GetWorkflow(self, request: workflow_pb2.GetWorkflowRequest,
@@ -101,8 +109,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         merged = workflow_message(current)
         for path in paths:
             _replace_field(merged, given, path)
-        definition = _checked(merged)
-        updated = await self._workflows.update(current, _attributes(merged), definition, etag=given.etag)
+        definition, schedule = _checked(merged)
+        updated = await self._workflows.update(current, _attributes(merged, schedule), definition, etag=given.etag)
         return workflow_pb2.UpdateWorkflowResponse(workflow=workflow_message(updated))
 
     async def DeleteWorkflow(self, request: workflow_pb2.DeleteWorkflowRequest,
@@ -144,7 +152,7 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
 
     async def ValidateWorkflow(self, request: workflow_pb2.ValidateWorkflowRequest,
                                context: grpc.aio.ServicerContext) -> workflow_pb2.ValidateWorkflowResponse:
-        definition = _checked(request.workflow)
+        definition, _ = _checked(request.workflow)
         await self._workflows.validate(project_id(), definition, request.workflow.slug)
         return workflow_pb2.ValidateWorkflowResponse(order=definition.order)
 

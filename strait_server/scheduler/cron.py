@@ -1,5 +1,6 @@
 """Cron schedules: each tick of a job's schedule creates exactly one run, whatever the number of scheduler
-processes.
+processes (and each tick of a workflow's schedule starts one workflow run: scheduler/workflow_cron.py, in the
+same passes).
 
 A scheduler locks a batch of due jobs (FOR NO KEY UPDATE SKIP LOCKED: any other scheduler skips them),
 creates their runs and moves their next_fire_time past now in the same transaction, and commits: another
@@ -22,6 +23,7 @@ from strait_server import schedule
 from strait_server.budget import BudgetGuard
 from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import Job, NewRun, OverlapPolicy
+from strait_server.scheduler.workflow_cron import WorkflowCron
 from strait_server.store.jobs import JobStore
 from strait_server.store.runs import RunStore
 from strait_server.tasks import Supervisor, cancel_and_wait
@@ -42,8 +44,10 @@ class CronScheduler:
     def __init__(self, pool: asyncpg.Pool, jobs: JobStore, runs: RunStore, *, interval: timedelta,
                  clock: Clock | None = None, on_events: Callable[[Iterable[str]], None],
                  on_enqueued: Callable[[], Awaitable[None]], metrics: Metrics | None = None,
-                 budgets: BudgetGuard | None = None, supervisor: Supervisor | None = None) -> None:
+                 budgets: BudgetGuard | None = None, supervisor: Supervisor | None = None,
+                 workflows: WorkflowCron | None = None) -> None:
         self._pool = pool
+        self._workflows = workflows
         self._supervisor = supervisor or Supervisor()
         self._budgets = budgets
         self._metrics = metrics or Metrics()
@@ -110,15 +114,25 @@ class CronScheduler:
         if self._clock is not None:
             return self._interval  # an injected clock does not move with real time
         try:
-            due = await self._jobs.next_fire_time()
+            times = [await self._jobs.next_fire_time()]
+            if self._workflows is not None:
+                times.append(await self._workflows.next_fire_time())
         except DATABASE_ERRORS:
             return self._interval
+        due = min((t for t in times if t is not None), default=None)
         if due is None:
             return self._interval
         return max(0.0, min(self._interval, (due - datetime.now(UTC)).total_seconds()))
 
     async def fire_due(self) -> int:
-        """One pass: fires every due schedule once (up to BATCH of them). Returns how many were due."""
+        """One pass: fires every due schedule once (up to BATCH jobs, and up to BATCH workflows, each in a
+        transaction of their own). Returns how many were due (the larger count)."""
+        handled = await self._fire_due_jobs()
+        if self._workflows is not None:
+            handled = max(handled, await self._workflows.fire_due(BATCH, self._clock))
+        return handled
+
+    async def _fire_due_jobs(self) -> int:
         created: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
             # PostgreSQL's clock, so that schedulers on machines with skewed clocks agree (tests inject one).

@@ -38,6 +38,14 @@ No row: the idempotency key names an earlier run."""
 
 BY_KEY = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE workflow_id = $1 AND idempotency_key = $2"
 
+OPEN_TOP_LEVEL = """
+SELECT id, idempotency_key FROM workflow_runs
+WHERE workflow_id = $1 AND status IN ('running', 'paused', 'queued') AND parent_workflow_run_id IS NULL
+ORDER BY id
+"""
+"""$1 workflow: its runs that have not ended, other than child runs of sub-workflow steps (which belong to their
+parent run): what a schedule's overlap policy looks at."""
+
 INSERT_STEPS = """
 INSERT INTO workflow_step_runs (id, workflow_run_id, step_ref, status, parents_total)
 SELECT v.id, $1, v.ref, 'pending', v.total FROM unnest($2::text[], $3::text[], $4::int[]) AS v(id, ref, total)

@@ -13,8 +13,8 @@ from strait_server.workflows import expressions
 from strait_server.workflows.plan import Plan
 
 
-def key_of(plan: Plan, run_input: dict[str, Any]) -> str | None:
-    """The run's concurrency key (None: the workflow sets no limit). INVALID_ARGUMENT on `input_json` when the
+def key_of(plan: Plan, run_input: dict[str, Any], path: str = "input_json") -> str | None:
+    """The run's concurrency key (None: the workflow sets no limit). INVALID_ARGUMENT on `path` when the
     key's expression cannot be evaluated on this input."""
     if plan.concurrency is None:
         return None
@@ -24,7 +24,7 @@ def key_of(plan: Plan, run_input: dict[str, Any]) -> str | None:
         value = expressions.evaluate(plan.concurrency.key, {**run_input, "input": run_input})
     except expressions.EvaluationError as exc:
         v = Violations()
-        v.add("input_json", f"the workflow's concurrency key cannot be computed from it: {exc}")
+        v.add(path, f"the workflow's concurrency key cannot be computed from it: {exc}")
         v.raise_if_any()
         raise AssertionError("unreachable") from exc
     return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)

@@ -17,20 +17,25 @@ from google.protobuf.duration_pb2 import Duration
 
 from strait_client.v1 import job_pb2, workflow_pb2
 from strait_server.api import validate
-from strait_server.errors import Violations
-from strait_server.workflows import expressions
+from strait_server.errors import InvalidArgument, Violations
+from strait_server.store.workflows import Schedule
+from strait_server.workflows import admission, expressions
 from strait_server.workflows.graph import Cycle, ancestors, topological_order
-from strait_server.workflows.plan import MAX_MAP_ITEMS
+from strait_server.workflows.plan import MAX_MAP_ITEMS, plan_of
 
 REF_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_STEPS = 1000
 MAX_WAIT = timedelta(days=30)
 MAX_LOOKBACK = timedelta(hours=24)
 MAX_TEMPLATE_BYTES = 1024 * 1024
-# The fields that make a version: what a run executes. Name, description, tags and enabled are attributes.
+# The fields that make a version: what a run executes. Name, description, tags and enabled are attributes, and
+# so is the schedule: it decides when runs start, not what they execute (a tick runs the current version).
 DEFINITION_FIELDS = ("steps", "on_failure_step", "concurrency", "timeout", "max_parallel_steps")
 ATTRIBUTE_FIELDS = ("name", "description", "tags", "enabled")
-UPDATABLE = frozenset(DEFINITION_FIELDS + ATTRIBUTE_FIELDS)
+SCHEDULE_FIELDS = ("cron", "timezone", "cron_overlap_policy", "schedule_input_json")
+UPDATABLE = frozenset(DEFINITION_FIELDS + ATTRIBUTE_FIELDS + SCHEDULE_FIELDS)
+# The input of a scheduled run, as TriggerWorkflowRequest.input_json.
+MAX_SCHEDULE_INPUT_BYTES = 1024 * 1024
 _KNOWN: dict[str, set[int]] = {
     "trigger_rule": set(workflow_pb2.TriggerRule.values()),
     "on_failure": set(workflow_pb2.OnFailure.values()),
@@ -334,6 +339,23 @@ def _all_steps(wf: workflow_pb2.Workflow) -> list[tuple[str, workflow_pb2.Step]]
     if wf.HasField("on_failure_step"):
         steps.append(("workflow.on_failure_step", wf.on_failure_step))
     return steps
+
+
+def check_schedule(v: Violations, wf: workflow_pb2.Workflow, definition: Definition) -> Schedule:
+    """The workflow's schedule, checked as a job's is (workflow.cron, workflow.timezone, ...). With a `cron`,
+    the workflow's concurrency key must be computable from the schedule's input, which every tick uses."""
+    cron, tz = validate.cron_schedule(v, "workflow", wf.cron, wf.timezone)
+    overlap = validate.overlap_policy(v, "workflow.cron_overlap_policy", wf.cron_overlap_policy)
+    path = "workflow.schedule_input_json"
+    run_input = validate.check_json(v, path, wf.schedule_input_json or "{}", MAX_SCHEDULE_INPUT_BYTES,
+                                    object_only=True)
+    if cron and run_input is not None and definition.document:
+        try:
+            admission.key_of(plan_of(definition.document), run_input, path)
+        except InvalidArgument as exc:
+            for violation in exc.violations:
+                v.add(violation.field, violation.description)
+    return Schedule(cron, tz, overlap, wf.schedule_input_json)
 
 
 def check_attributes(v: Violations, wf: workflow_pb2.Workflow) -> None:
