@@ -256,6 +256,10 @@ CREATE TABLE runs (
     cost_microusd bigint DEFAULT 0 NOT NULL,
     lost_count smallint DEFAULT 0 NOT NULL,
     workflow_step_run_id text,
+    retry_strategy text,
+    retry_initial_ms bigint,
+    retry_max_ms bigint,
+    ttl_until_start boolean DEFAULT false NOT NULL,
     CONSTRAINT runs_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id),
     CONSTRAINT runs_pkey PRIMARY KEY (id)
 ) WITH (autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_scale_factor=0.05);

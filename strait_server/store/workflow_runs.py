@@ -11,6 +11,7 @@ import asyncpg
 from strait_server.errors import FailedPrecondition, NotFound
 
 RUNNING, PAUSED, QUEUED, TIMED_OUT = "running", "paused", "queued", "timed_out"
+EXPIRED = "expired"  # a job run that was not started before its TTL passed
 OPEN = (RUNNING, PAUSED, QUEUED)  # a workflow run that has not ended
 REOPENABLE = ("completed", "failed")  # ended runs whose steps may run again (not canceled ones)
 

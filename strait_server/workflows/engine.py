@@ -523,10 +523,12 @@ class Move:
                               items: list[tuple[str, str, str, dict[str, Any]]]) -> list[Run] | None:
         """The job runs of steps or map instances: (step ref, step run id, input, more metadata) each. None
         when the job is gone."""
-        news = [NewRun(payload=payload, timeout_ms=self._plan.steps[ref].timeout_ms,
-                       max_attempts=self._plan.steps[ref].max_attempts, workflow_step_run_id=step_run_id,
+        news = [NewRun(payload=payload, timeout_ms=step.timeout_ms, max_attempts=step.max_attempts,
+                       retry_strategy=step.retry_strategy, retry_initial_ms=step.retry_initial_ms,
+                       retry_max_ms=step.retry_max_ms, ttl_ms=step.schedule_to_start_ms,
+                       ttl_until_start=step.schedule_to_start_ms is not None, workflow_step_run_id=step_run_id,
                        metadata={WORKFLOW_RUN_KEY: self.run.id, WORKFLOW_STEP_KEY: ref, **self._trace, **more})
-                for ref, step_run_id, payload, more in items]
+                for ref, step_run_id, payload, more in items for step in [self._plan.steps[ref]]]
         created = await write_runs(self._conn, self.run.project_id, job_id, slug, news,
                                    ids.new_ids("run", len(news)), {}, checked=True)
         if created is not None:

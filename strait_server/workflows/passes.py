@@ -16,7 +16,7 @@ import asyncpg
 from strait_server.store import workflow_runs as sql
 from strait_server.workflows import waits
 from strait_server.workflows.engine import Changes, Move, Plans, begin, step_states
-from strait_server.workflows.plan import StepPlan, StepStatus, step_status_of_run
+from strait_server.workflows.plan import Plan, StepPlan, StepStatus, step_status_of_run
 
 
 def job_output(text: str | None) -> Any:
@@ -62,15 +62,16 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int) -> tuple[i
         for r in rows:
             by_run[r["workflow_run_id"]].append(r)
         for run, steps in await _lock_with_steps(conn, by_run):
-            move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps, plans)
+            plan = await plans.get(conn, run.workflow_id, run.version)
+            move = Move(conn, run, plan, steps, plans)
             mine = by_run[run.id]
-            await move.steps_ended([_ended(r) for r in mine if r["map_index"] < 0],
-                                   [_instance_ended(r) for r in mine if r["map_index"] >= 0])
+            await move.steps_ended([_ended(r, plan) for r in mine if r["map_index"] < 0],
+                                   [_instance_ended(r, plan) for r in mine if r["map_index"] >= 0])
             changes.add(move.changes)
     return len(rows), changes
 
 
-def _ended(row: Any) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
+def _ended(row: Any, plan: Plan) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
     """A progress row as a step run that ended: its job run ended, an event it waited for arrived, or its child
     run ended."""
     ref, step_run_id = row["step_ref"], row["id"]
@@ -80,13 +81,22 @@ def _ended(row: Any) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
         status = StepStatus.FAILED if row["child_status"] == sql.TIMED_OUT else StepStatus(row["child_status"])
         return ref, step_run_id, StepStatus.RUNNING, status, row["child_output"], row["child_error"] or ""
     return (ref, step_run_id, StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
-            row["error"])
+            _job_run_error(row, plan))
 
 
-def _instance_ended(row: Any) -> tuple[str, str, StepStatus, Any, str]:
+def _instance_ended(row: Any, plan: Plan) -> tuple[str, str, StepStatus, Any, str]:
     status = step_status_of_run(row["run_status"])
     return (row["step_ref"], row["id"], status, job_output(row["output"]) if status is StepStatus.COMPLETED else None,
-            row["error"] or "")
+            _job_run_error(row, plan))
+
+
+def _job_run_error(row: Any, plan: Plan) -> str:
+    """The error of a step's (or map instance's) job run: a run that expired under the step's
+    schedule_to_start_timeout says that it never started."""
+    limit = plan.steps[row["step_ref"]].schedule_to_start_ms
+    if row["run_status"] == sql.EXPIRED and limit is not None:
+        return f"not_started: its job run was not started within {limit / 1000:g}s"
+    return str(row["error"] or "")
 
 
 async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
