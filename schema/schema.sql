@@ -327,6 +327,8 @@ CREATE TABLE workflow_runs (
     concurrency_key text,
     deadline_time timestamp with time zone,
     trace_parent text DEFAULT ''::text NOT NULL,
+    scheduled_time timestamp with time zone,
+    disabled_steps text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT workflow_runs_pkey PRIMARY KEY (id),
     CONSTRAINT workflow_runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id),
     CONSTRAINT workflow_runs_workflow_id_version_fkey FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions(workflow_id, version)
@@ -336,7 +338,8 @@ CREATE INDEX workflow_runs_deadlines ON public.workflow_runs USING btree (deadli
 CREATE INDEX workflow_runs_holding_slots ON public.workflow_runs USING btree (workflow_id, concurrency_key, create_time, id) WHERE ((status = ANY (ARRAY['running'::text, 'paused'::text])) AND (concurrency_key IS NOT NULL));
 CREATE UNIQUE INDEX workflow_runs_idempotency_key ON public.workflow_runs USING btree (workflow_id, idempotency_key) WHERE (idempotency_key <> ''::text);
 CREATE INDEX workflow_runs_list_idx ON public.workflow_runs USING btree (project_id, create_time DESC, id DESC);
-CREATE INDEX workflow_runs_queued ON public.workflow_runs USING btree (workflow_id, concurrency_key, create_time, id) WHERE (status = 'queued'::text);
+CREATE INDEX workflow_runs_queued ON public.workflow_runs USING btree (workflow_id, concurrency_key, COALESCE(scheduled_time, create_time), id) WHERE (status = 'queued'::text);
+CREATE INDEX workflow_runs_scheduled ON public.workflow_runs USING btree (scheduled_time) WHERE (status = 'scheduled'::text);
 CREATE INDEX workflow_runs_workflow_idx ON public.workflow_runs USING btree (workflow_id, create_time DESC, id DESC);
 
 CREATE TABLE workflow_step_runs (

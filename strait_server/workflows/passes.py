@@ -1,6 +1,6 @@
 """The passes of the workflow engine's loop (progress_loop.py), one transaction each: the steps whose job runs
-ended (or whose events arrived, or whose child runs ended) move their runs on; due timers fire; queued runs
-take free concurrency slots; runs past their timeout end."""
+ended (or whose events arrived, or whose child runs ended) move their runs on; due timers fire; scheduled runs
+whose time came start; queued runs take free concurrency slots; runs past their timeout end."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import asyncpg
 
 from strait_server.store import workflow_runs as sql
 from strait_server.workflows import waits
-from strait_server.workflows.engine import Changes, Move, Plans, begin, step_states
+from strait_server.workflows.engine import Changes, Move, Plans, begin, start_scheduled, step_states
 from strait_server.workflows.plan import Plan, StepPlan, StepStatus, step_status_of_run
 
 
@@ -126,6 +126,19 @@ async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, li
             await move.steps_ended(_timer_fired(plan.steps[s.step_ref], s.id) for s in due)
             changes.add(move.changes)
     return len(run_ids), changes
+
+
+async def start_due(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:
+    """One transaction: scheduled runs whose time came (up to `limit`) start, each admitted by its workflow's
+    concurrency limit as a new run would be. `now`: a clock of the caller's (None: the database's)."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        due = [sql.run_row(r) for r in await conn.fetch(sql.DUE_SCHEDULED, now, limit)]
+        # In key order (code points, as QUEUED_KEYS): admission takes each key's lock, and passes that take
+        # several take them in one order, so that they cannot deadlock.
+        for run in sorted(due, key=lambda r: (r.workflow_id, r.concurrency_key or "", r.id)):
+            changes.add(await start_scheduled(conn, plans, run))
+    return len(due), changes
 
 
 async def expire_runs(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:

@@ -30,6 +30,7 @@ class SkipReason(enum.StrEnum):
     ALL_UPSTREAM_SKIPPED = "all_upstream_skipped"
     TRIGGER_RULE_UNSATISFIABLE = "trigger_rule_unsatisfiable"
     MANUAL = "manual"
+    DISABLED = "disabled"  # by the trigger's step_overrides
 
 
 class StepStatus(enum.StrEnum):

@@ -1,6 +1,6 @@
 """The loop that runs the workflow engine (scheduler role): woken by the NOTIFY of a step's job run ending (or
-of an event a waiting step receives), at the next due timer of a waiting step, and polling meanwhile in case a
-notification was missed (the listening connection lost, say)."""
+of an event a waiting step receives), at the next due timer (a waiting step's, a run's deadline, a scheduled
+run's start), and polling meanwhile in case a notification was missed (the listening connection lost, say)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from strait_server.workflows.passes import (
     expire_runs,
     fire_timers,
     next_timer,
+    start_due,
     start_queued,
     take_progress,
 )
@@ -86,6 +87,7 @@ class WorkflowProgress:
         steps: list[Callable[[], Awaitable[tuple[int, Changes]]]] = [
             lambda: take_progress(self._pool, self._plans, self._batch),
             lambda: fire_timers(self._pool, self._plans, self._now(), self._batch),
+            lambda: start_due(self._pool, self._plans, self._now(), self._batch),
             lambda: start_queued(self._pool, self._plans, self._batch),
             lambda: expire_runs(self._pool, self._plans, self._now(), self._batch)]
         for step in steps:
