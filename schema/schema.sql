@@ -256,6 +256,10 @@ CREATE TABLE runs (
     cost_microusd bigint DEFAULT 0 NOT NULL,
     lost_count smallint DEFAULT 0 NOT NULL,
     workflow_step_run_id text,
+    retry_strategy text,
+    retry_initial_ms bigint,
+    retry_max_ms bigint,
+    ttl_until_start boolean DEFAULT false NOT NULL,
     CONSTRAINT runs_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id),
     CONSTRAINT runs_pkey PRIMARY KEY (id)
 ) WITH (autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_scale_factor=0.05);
@@ -323,6 +327,8 @@ CREATE TABLE workflow_runs (
     concurrency_key text,
     deadline_time timestamp with time zone,
     trace_parent text DEFAULT ''::text NOT NULL,
+    scheduled_time timestamp with time zone,
+    disabled_steps text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT workflow_runs_pkey PRIMARY KEY (id),
     CONSTRAINT workflow_runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id),
     CONSTRAINT workflow_runs_workflow_id_version_fkey FOREIGN KEY (workflow_id, version) REFERENCES workflow_versions(workflow_id, version)
@@ -333,7 +339,8 @@ CREATE INDEX workflow_runs_holding_slots ON public.workflow_runs USING btree (wo
 CREATE UNIQUE INDEX workflow_runs_idempotency_key ON public.workflow_runs USING btree (workflow_id, idempotency_key) WHERE (idempotency_key <> ''::text);
 CREATE INDEX workflow_runs_list_idx ON public.workflow_runs USING btree (project_id, create_time DESC, id DESC);
 CREATE INDEX workflow_runs_open_top_level ON public.workflow_runs USING btree (workflow_id, id) WHERE ((status = ANY (ARRAY['running'::text, 'paused'::text, 'queued'::text])) AND (parent_workflow_run_id IS NULL));
-CREATE INDEX workflow_runs_queued ON public.workflow_runs USING btree (workflow_id, concurrency_key, create_time, id) WHERE (status = 'queued'::text);
+CREATE INDEX workflow_runs_queued ON public.workflow_runs USING btree (workflow_id, concurrency_key, COALESCE(scheduled_time, create_time), id) WHERE (status = 'queued'::text);
+CREATE INDEX workflow_runs_scheduled ON public.workflow_runs USING btree (scheduled_time) WHERE (status = 'scheduled'::text);
 CREATE INDEX workflow_runs_workflow_idx ON public.workflow_runs USING btree (workflow_id, create_time DESC, id DESC);
 
 CREATE TABLE workflow_step_runs (

@@ -105,8 +105,9 @@ class ConcurrencyStrategy(enum.StrEnum):
 
 
 class WorkflowRunStatus(enum.StrEnum):
-    """Every state of a workflow run; completed, failed and canceled are final (`is_terminal`). A paused run
-    starts no step until it is resumed; a queued one waits for a concurrency slot of its workflow."""
+    """Every state of a workflow run; completed, failed, canceled and timed out are final (`is_terminal`). A
+    paused run starts no step until it is resumed; a queued one waits for a concurrency slot of its workflow; a
+    scheduled one waits for its `scheduled_time`."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -115,6 +116,7 @@ class WorkflowRunStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
+    SCHEDULED = "scheduled"
 
     @property
     def is_terminal(self) -> bool:
@@ -147,6 +149,7 @@ class SkipReason(enum.StrEnum):
     ALL_UPSTREAM_SKIPPED = "all_upstream_skipped"
     TRIGGER_RULE_UNSATISFIABLE = "trigger_rule_unsatisfiable"
     MANUAL = "manual"
+    DISABLED = "disabled"  # by the trigger's step_overrides
 
 
 TERMINAL_STATUSES: frozenset[RunStatus] = frozenset({

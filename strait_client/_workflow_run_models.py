@@ -22,7 +22,7 @@ def _run_fields(m: workflow_run_pb2.WorkflowRun) -> dict[str, Any]:
         "start_time": time_of(m, "start_time"), "finish_time": time_of(m, "finish_time"),
         "update_time": time_of(m, "update_time"), "parent_workflow_run_id": m.parent_workflow_run_id,
         "parent_step_run_id": m.parent_step_run_id, "concurrency_key": m.concurrency_key,
-        "deadline_time": time_of(m, "deadline_time"),
+        "deadline_time": time_of(m, "deadline_time"), "scheduled_time": time_of(m, "scheduled_time"),
     }
 
 
@@ -48,6 +48,7 @@ class WorkflowRun:
     parent_step_run_id: str = ""  # ... and the parent's step run
     concurrency_key: str = ""  # the value of its workflow's concurrency key for this run
     deadline_time: datetime | None = None  # when it times out (the workflow's timeout after its start)
+    scheduled_time: datetime | None = None  # when a run triggered for later starts (None: it started at once)
 
     @classmethod
     def from_proto(cls, m: workflow_run_pb2.WorkflowRun) -> WorkflowRun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from strait_client._convert import fill
@@ -38,10 +39,26 @@ def _step_run(response: Any) -> StepRun:
     return StepRun.from_proto(response.step_run)
 
 
-def trigger_workflow(id_or_slug: str, run_input: Mapping[str, Any] | None, version: int,
-                     idempotency_key: str) -> Op[TriggeredWorkflowRun]:
+def _step_overrides(overrides: Mapping[str, bool] | None) -> list[workflow_pb2.StepOverride]:
+    if overrides is None:
+        return []
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"step_overrides must be a dict of step ref to enabled, not {type(overrides).__name__}")
+    for ref, enabled in overrides.items():
+        if not isinstance(ref, str) or not isinstance(enabled, bool):
+            raise TypeError(f"step_overrides maps step refs (str) to enabled (bool), not {ref!r}: {enabled!r}")
+    return [workflow_pb2.StepOverride(ref=ref, enabled=enabled) for ref, enabled in overrides.items()]
+
+
+def trigger_workflow(id_or_slug: str, run_input: Mapping[str, Any] | None, version: int, idempotency_key: str,
+                     scheduled_time: datetime | None = None,
+                     step_overrides: Mapping[str, bool] | None = None) -> Op[TriggeredWorkflowRun]:
     request = workflow_pb2.TriggerWorkflowRequest(input_json=_input_json(run_input), version=version,
-                                                  idempotency_key=idempotency_key, **workflow_selector(id_or_slug))
+                                                  idempotency_key=idempotency_key,
+                                                  step_overrides=_step_overrides(step_overrides),
+                                                  **workflow_selector(id_or_slug))
+    if scheduled_time is not None:
+        fill(request, {"scheduled_time": scheduled_time})
     return Op("workflows", "TriggerWorkflow", request,
               lambda response: TriggeredWorkflowRun.from_response(response.workflow_run, response.idempotent_repeat))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from strait_client import _ops
@@ -149,7 +150,8 @@ class Workflows:
         return self._t.call(_ops.validate_workflow(slug, steps, fields))
 
     def trigger(self, id_or_slug: str, input: Mapping[str, Any] | None = None, *,
-                version: int = 0, idempotency_key: str = "") -> TriggeredWorkflowRun:
+                version: int = 0, idempotency_key: str = "", scheduled_time: datetime | None = None,
+                step_overrides: Mapping[str, bool] | None = None) -> TriggeredWorkflowRun:
         """Starts a run of a workflow (docs/workflows.md, "Running a workflow").
 
         Args:
@@ -157,6 +159,10 @@ class Workflows:
             input: The run's input: a dict (a JSON object, at most 1 MiB); None: {}.
             version: The definition version to run; 0: the current one.
             idempotency_key: A repeat with the key of an earlier run of this workflow returns that run instead.
+            scheduled_time: An aware datetime: the run is created SCHEDULED and its steps start then (at once
+                when it is past); at most 30 days ahead.
+            step_overrides: Step refs mapped to enabled: False disables the step for this run (it is skipped,
+                skip reason DISABLED, when it would run).
 
         Returns:
             The run, with `idempotent_repeat` true when the key matched an earlier run.
@@ -164,10 +170,13 @@ class Workflows:
         Raises:
             NotFoundError: No such workflow, or no such version of it.
             FailedPreconditionError: The workflow is disabled.
-            InvalidArgumentError: The input is refused (not an object, too large).
-            TypeError: `input` is not a dict.
+            InvalidArgumentError: The input is refused (not an object, too large), the time is too far ahead, or
+                an override names no step of the workflow (`step_overrides[i].ref`).
+            TypeError: `input` is not a dict, or `step_overrides` not a dict of str to bool.
+            ValueError: `scheduled_time` is a naive datetime.
         """
-        return self._t.call(trigger_workflow(id_or_slug, input, version, idempotency_key))
+        return self._t.call(trigger_workflow(id_or_slug, input, version, idempotency_key, scheduled_time,
+                                             step_overrides))
 
 
 class AsyncWorkflows:
@@ -300,7 +309,8 @@ class AsyncWorkflows:
         return await self._t.call(_ops.validate_workflow(slug, steps, fields))
 
     async def trigger(self, id_or_slug: str, input: Mapping[str, Any] | None = None, *,
-                      version: int = 0, idempotency_key: str = "") -> TriggeredWorkflowRun:
+                      version: int = 0, idempotency_key: str = "", scheduled_time: datetime | None = None,
+                      step_overrides: Mapping[str, bool] | None = None) -> TriggeredWorkflowRun:
         """Starts a run of a workflow (docs/workflows.md, "Running a workflow").
 
         Args:
@@ -308,6 +318,10 @@ class AsyncWorkflows:
             input: The run's input: a dict (a JSON object, at most 1 MiB); None: {}.
             version: The definition version to run; 0: the current one.
             idempotency_key: A repeat with the key of an earlier run of this workflow returns that run instead.
+            scheduled_time: An aware datetime: the run is created SCHEDULED and its steps start then (at once
+                when it is past); at most 30 days ahead.
+            step_overrides: Step refs mapped to enabled: False disables the step for this run (it is skipped,
+                skip reason DISABLED, when it would run).
 
         Returns:
             The run, with `idempotent_repeat` true when the key matched an earlier run.
@@ -315,7 +329,10 @@ class AsyncWorkflows:
         Raises:
             NotFoundError: No such workflow, or no such version of it.
             FailedPreconditionError: The workflow is disabled.
-            InvalidArgumentError: The input is refused (not an object, too large).
-            TypeError: `input` is not a dict.
+            InvalidArgumentError: The input is refused (not an object, too large), the time is too far ahead, or
+                an override names no step of the workflow (`step_overrides[i].ref`).
+            TypeError: `input` is not a dict, or `step_overrides` not a dict of str to bool.
+            ValueError: `scheduled_time` is a naive datetime.
         """
-        return await self._t.call(trigger_workflow(id_or_slug, input, version, idempotency_key))
+        return await self._t.call(trigger_workflow(id_or_slug, input, version, idempotency_key, scheduled_time,
+                                                   step_overrides))

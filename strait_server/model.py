@@ -300,6 +300,13 @@ class NewRun:
     debounce_key: str = ""
     # The workflow step run this run executes, if any (one run per step run).
     workflow_step_run_id: str = ""
+    # A workflow step's retry policy (None: the job's strategy and delays).
+    retry_strategy: str | None = None
+    retry_initial_ms: int | None = None
+    retry_max_ms: int | None = None
+    # The TTL (ttl_ms) bounds only the wait for a first start: once claimed, the run no longer expires (a workflow
+    # step's schedule_to_start_timeout).
+    ttl_until_start: bool = False
 
 
 # Metadata keys on the job run of a workflow step: the workflow run and the step it executes.

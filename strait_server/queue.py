@@ -28,11 +28,13 @@ _CLAIM_FROM_DUE = f"""
     UPDATE runs r
     SET status = 'executing', attempt = r.attempt + 1, start_time = now(), update_time = now(),
         lease_owner = $2, deadline = now() + r.timeout_ms * interval '1 millisecond',
-        event_seq = r.event_seq + 1, wait_reason = ''
+        event_seq = r.event_seq + 1, wait_reason = '',
+        -- A TTL that bounds only the wait for a first start (a workflow step's schedule_to_start_timeout) ends.
+        expires_at = CASE WHEN r.ttl_until_start THEN NULL ELSE r.expires_at END
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM taken)) AND r.status = 'queued'
     RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
         r.event_seq, r.metadata, r.error, r.priority, r.run_at, r.deadline, r.checkpoint, r.concurrency_key,
-        r.attempt_history
+        r.attempt_history, r.retry_strategy, r.retry_initial_ms, r.retry_max_ms
 ), leased AS (
     INSERT INTO run_leases (run_id, owner, deadline, job_id, concurrency_key)
     SELECT id, $2, deadline, job_id, concurrency_key FROM claimed
@@ -40,8 +42,11 @@ _CLAIM_FROM_DUE = f"""
     {status_changes("claimed", RunStatus.QUEUED, RunStatus.EXECUTING)}
 )
 SELECT c.id, c.project_id, c.job_id, c.attempt, c.max_attempts, c.timeout_ms, c.payload, c.metadata, c.error,
-    c.checkpoint, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy,
-    j.retry_initial_ms, j.retry_max_ms, j.poison_pill_threshold,
+    c.checkpoint, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret,
+    -- A workflow step's retry policy on its run, else the job's: the delay the settle schedules.
+    coalesce(c.retry_strategy, j.retry_strategy) AS retry_strategy,
+    coalesce(c.retry_initial_ms, j.retry_initial_ms) AS retry_initial_ms,
+    coalesce(c.retry_max_ms, j.retry_max_ms) AS retry_max_ms, j.poison_pill_threshold,
     -- What the previous attempts failed with, oldest first: only poison-pill detection needs it.
     CASE WHEN j.poison_pill_threshold > 0 THEN
         (SELECT array_agg(coalesce(x.e->>'status_code', '') || ' ' || coalesce(x.e->>'error', '') ORDER BY x.n)
@@ -283,8 +288,9 @@ WITH lost AS (
         lost_count = r.lost_count + g.free::int,
         start_time = CASE WHEN g.free THEN NULL ELSE r.start_time END,
         run_at = now() + CASE WHEN g.free THEN 0
-                              ELSE {retry_delay_sql("j.retry_strategy", "j.retry_initial_ms", "j.retry_max_ms",
-                                                    "r.attempt")}
+                              ELSE {retry_delay_sql("coalesce(r.retry_strategy, j.retry_strategy)",
+                                                    "coalesce(r.retry_initial_ms, j.retry_initial_ms)",
+                                                    "coalesce(r.retry_max_ms, j.retry_max_ms)", "r.attempt")}
                          END * interval '1 millisecond',
         finish_time = CASE WHEN g.free OR g.attempts_left THEN NULL ELSE now() END,
         lease_owner = NULL, deadline = NULL, update_time = now(), event_seq = r.event_seq + 1
@@ -410,6 +416,7 @@ class ClaimedRun:
     endpoint_url: str
     fallback_endpoint_url: str
     signing_secret: str
+    # The run's retry policy: a workflow step's, else its job's.
     retry_strategy: str
     retry_initial_ms: int
     retry_max_ms: int

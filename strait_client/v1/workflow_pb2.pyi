@@ -965,6 +965,8 @@ class TriggerWorkflowRequest(_message.Message):
     INPUT_JSON_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SCHEDULED_TIME_FIELD_NUMBER: _builtins.int
+    STEP_OVERRIDES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     slug: _builtins.str
     input_json: _builtins.str
@@ -973,6 +975,20 @@ class TriggerWorkflowRequest(_message.Message):
     """0: the current version."""
     idempotency_key: _builtins.str
     """A trigger repeating the key of an earlier run of this workflow returns that run instead."""
+    @_builtins.property
+    def scheduled_time(self) -> _timestamp_pb2.Timestamp:
+        """When the run's steps start. A time in the future creates the run SCHEDULED, and it starts then (its
+        concurrency slot, if its workflow limits runs, is taken then too); unset or in the past: at once. At most
+        30 days ahead.
+        """
+
+    @_builtins.property
+    def step_overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepOverride]:
+        """Steps enabled or disabled for this run only; every step is enabled unless an override disables it. A
+        disabled step is skipped (skip reason DISABLED) when it would run; its dependents decide by their trigger
+        rules, as after any skipped step. Each ref must name a step of the version that runs, at most once.
+        """
+
     def __init__(
         self,
         *,
@@ -981,16 +997,44 @@ class TriggerWorkflowRequest(_message.Message):
         input_json: _builtins.str = ...,
         version: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
+        scheduled_time: _timestamp_pb2.Timestamp | None = ...,
+        step_overrides: _abc.Iterable[Global___StepOverride] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "scheduled_time", b"scheduled_time", "selector", b"selector", "slug", b"slug"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "selector", b"selector", "slug", b"slug", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "scheduled_time", b"scheduled_time", "selector", b"selector", "slug", b"slug", "step_overrides", b"step_overrides", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_selector: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
     _WhichOneofArgType_selector: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_selector) -> _WhichOneofReturnType_selector | None: ...
 
 Global___TriggerWorkflowRequest: _TypeAlias = TriggerWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class StepOverride(_message.Message):
+    """A step of a workflow enabled or disabled for one run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    ref: _builtins.str
+    """The step's ref (a step of the definition, or its on_failure_step)."""
+    enabled: _builtins.bool
+    """False (the default) disables the step for the run; true leaves it enabled."""
+    def __init__(
+        self,
+        *,
+        ref: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepOverride: _TypeAlias = StepOverride  # noqa: Y015
 
 @_typing.final
 class TriggerWorkflowResponse(_message.Message):

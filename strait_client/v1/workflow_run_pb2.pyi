@@ -39,6 +39,10 @@ class _WorkflowRunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Wor
     WORKFLOW_RUN_STATUS_CANCELED: _WorkflowRunStatus.ValueType  # 6
     WORKFLOW_RUN_STATUS_TIMED_OUT: _WorkflowRunStatus.ValueType  # 7
     """Still open when the workflow's timeout passed: its open steps were canceled."""
+    WORKFLOW_RUN_STATUS_SCHEDULED: _WorkflowRunStatus.ValueType  # 8
+    """Triggered with a scheduled_time in the future: no step has started; it starts at scheduled_time (and
+    may then wait QUEUED for a concurrency slot).
+    """
 
 class WorkflowRunStatus(_WorkflowRunStatus, metaclass=_WorkflowRunStatusEnumTypeWrapper): ...
 
@@ -53,6 +57,10 @@ WORKFLOW_RUN_STATUS_FAILED: WorkflowRunStatus.ValueType  # 5
 WORKFLOW_RUN_STATUS_CANCELED: WorkflowRunStatus.ValueType  # 6
 WORKFLOW_RUN_STATUS_TIMED_OUT: WorkflowRunStatus.ValueType  # 7
 """Still open when the workflow's timeout passed: its open steps were canceled."""
+WORKFLOW_RUN_STATUS_SCHEDULED: WorkflowRunStatus.ValueType  # 8
+"""Triggered with a scheduled_time in the future: no step has started; it starts at scheduled_time (and
+may then wait QUEUED for a concurrency slot).
+"""
 Global___WorkflowRunStatus: _TypeAlias = WorkflowRunStatus  # noqa: Y015
 
 class _StepRunStatus:
@@ -109,6 +117,8 @@ class _SkipReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SkipReason
     """Every parent ended without the one outcome the rule waits for (ONE_SUCCESS, ONE_FAILED)."""
     SKIP_REASON_MANUAL: _SkipReason.ValueType  # 5
     """Skipped by hand (SkipWorkflowStep)."""
+    SKIP_REASON_DISABLED: _SkipReason.ValueType  # 6
+    """Disabled for this run by the trigger's step_overrides."""
 
 class SkipReason(_SkipReason, metaclass=_SkipReasonEnumTypeWrapper): ...
 
@@ -123,6 +133,8 @@ SKIP_REASON_TRIGGER_RULE_UNSATISFIABLE: SkipReason.ValueType  # 4
 """Every parent ended without the one outcome the rule waits for (ONE_SUCCESS, ONE_FAILED)."""
 SKIP_REASON_MANUAL: SkipReason.ValueType  # 5
 """Skipped by hand (SkipWorkflowStep)."""
+SKIP_REASON_DISABLED: SkipReason.ValueType  # 6
+"""Disabled for this run by the trigger's step_overrides."""
 Global___SkipReason: _TypeAlias = SkipReason  # noqa: Y015
 
 @_typing.final
@@ -145,6 +157,7 @@ class WorkflowRun(_message.Message):
     PARENT_STEP_RUN_ID_FIELD_NUMBER: _builtins.int
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    SCHEDULED_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """"wfr_..."."""
     project_id: _builtins.str
@@ -175,6 +188,10 @@ class WorkflowRun(_message.Message):
     def deadline_time(self) -> _timestamp_pb2.Timestamp:
         """When the run times out (the workflow's timeout after its start; unset: no timeout)."""
 
+    @_builtins.property
+    def scheduled_time(self) -> _timestamp_pb2.Timestamp:
+        """When a run triggered with a scheduled_time in the future starts (unset: it started when triggered)."""
+
     def __init__(
         self,
         *,
@@ -194,10 +211,11 @@ class WorkflowRun(_message.Message):
         parent_step_run_id: _builtins.str = ...,
         concurrency_key: _builtins.str = ...,
         deadline_time: _timestamp_pb2.Timestamp | None = ...,
+        scheduled_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline_time", b"deadline_time", "finish_time", b"finish_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "deadline_time", b"deadline_time", "finish_time", b"finish_time", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "create_time", b"create_time", "deadline_time", b"deadline_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "parent_step_run_id", b"parent_step_run_id", "parent_workflow_run_id", b"parent_workflow_run_id", "project_id", b"project_id", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency_key", b"concurrency_key", "create_time", b"create_time", "deadline_time", b"deadline_time", "error", b"error", "finish_time", b"finish_time", "id", b"id", "idempotency_key", b"idempotency_key", "input_json", b"input_json", "parent_step_run_id", b"parent_step_run_id", "parent_workflow_run_id", b"parent_workflow_run_id", "project_id", b"project_id", "scheduled_time", b"scheduled_time", "start_time", b"start_time", "status", b"status", "update_time", b"update_time", "version", b"version", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,7 +35,7 @@ R = workflow_run_pb2
 _RUN_STATUS = {"running": R.WORKFLOW_RUN_STATUS_RUNNING, "completed": R.WORKFLOW_RUN_STATUS_COMPLETED,
                "failed": R.WORKFLOW_RUN_STATUS_FAILED, "canceled": R.WORKFLOW_RUN_STATUS_CANCELED,
                "paused": R.WORKFLOW_RUN_STATUS_PAUSED, "queued": R.WORKFLOW_RUN_STATUS_QUEUED,
-               "timed_out": R.WORKFLOW_RUN_STATUS_TIMED_OUT}
+               "timed_out": R.WORKFLOW_RUN_STATUS_TIMED_OUT, "scheduled": R.WORKFLOW_RUN_STATUS_SCHEDULED}
 _RUN_STATUS_NAME = {v: k for k, v in _RUN_STATUS.items()}
 _STEP_STATUS = {"pending": R.STEP_RUN_STATUS_PENDING, "ready": R.STEP_RUN_STATUS_READY,
                 "running": R.STEP_RUN_STATUS_RUNNING,
@@ -44,7 +44,8 @@ _STEP_STATUS = {"pending": R.STEP_RUN_STATUS_PENDING, "ready": R.STEP_RUN_STATUS
                 "skipped": R.STEP_RUN_STATUS_SKIPPED, "canceled": R.STEP_RUN_STATUS_CANCELED}
 _SKIP = {"": R.SKIP_REASON_UNSPECIFIED, "condition_false": R.SKIP_REASON_CONDITION_FALSE,
          "upstream_failed": R.SKIP_REASON_UPSTREAM_FAILED, "all_upstream_skipped": R.SKIP_REASON_ALL_UPSTREAM_SKIPPED,
-         "trigger_rule_unsatisfiable": R.SKIP_REASON_TRIGGER_RULE_UNSATISFIABLE, "manual": R.SKIP_REASON_MANUAL}
+         "trigger_rule_unsatisfiable": R.SKIP_REASON_TRIGGER_RULE_UNSATISFIABLE, "manual": R.SKIP_REASON_MANUAL,
+         "disabled": R.SKIP_REASON_DISABLED}
 
 
 def run_message(run: WorkflowRunRow) -> workflow_run_pb2.WorkflowRun:
@@ -55,7 +56,7 @@ def run_message(run: WorkflowRunRow) -> workflow_run_pb2.WorkflowRun:
         start_time=convert.ts(run.start_time), finish_time=convert.ts(run.finish_time),
         update_time=convert.ts(run.update_time), parent_workflow_run_id=run.parent_workflow_run_id or "",
         parent_step_run_id=run.parent_step_run_id or "", concurrency_key=run.concurrency_key or "",
-        deadline_time=convert.ts(run.deadline_time))
+        deadline_time=convert.ts(run.deadline_time), scheduled_time=convert.ts(run.scheduled_time))
 
 
 def _step_message(step: StepRunRow) -> workflow_run_pb2.StepRun:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import grpc
 from google.protobuf import json_format
 
@@ -19,6 +21,10 @@ from strait_server.workflows import checks
 
 # A workflow run's input (TriggerWorkflowRequest.input_json).
 MAX_INPUT_BYTES = 1024 * 1024
+# How far ahead a run may be scheduled (TriggerWorkflowRequest.scheduled_time): as far as a job's run may be.
+MAX_SCHEDULE_AHEAD = validate.MAX_SCHEDULE_AHEAD
+# Step overrides per trigger: one per step of the largest definition and its on_failure_step.
+MAX_OVERRIDES = checks.MAX_STEPS + 1
 
 
 def workflow_message(w: StoredWorkflow) -> workflow_pb2.Workflow:
@@ -144,10 +150,13 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         if request.version < 0:
             v.add("version", "must not be negative")
         validate.check_text(v, "idempotency_key", request.idempotency_key, max_len=256)
+        scheduled = _scheduled_time(v, request)
+        overrides = _step_overrides(v, request)
         v.raise_if_any()
         run, repeat = await self._runs.trigger(project_id(), workflow_id=workflow_id, slug=slug,
                                                version=request.version, run_input=run_input,
-                                               idempotency_key=request.idempotency_key)
+                                               idempotency_key=request.idempotency_key, scheduled_time=scheduled,
+                                               step_overrides=overrides)
         return workflow_pb2.TriggerWorkflowResponse(workflow_run=run_message(run), idempotent_repeat=repeat)
 
     async def ValidateWorkflow(self, request: workflow_pb2.ValidateWorkflowRequest,
@@ -155,6 +164,33 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         definition, _ = _checked(request.workflow)
         await self._workflows.validate(project_id(), definition, request.workflow.slug)
         return workflow_pb2.ValidateWorkflowResponse(order=definition.order)
+
+
+def _scheduled_time(v: Violations, request: workflow_pb2.TriggerWorkflowRequest) -> datetime | None:
+    """When the run's steps start (None: at once). Whether that is still ahead is decided by the database's clock
+    when the run is written; the horizon, by this process's."""
+    if not request.HasField("scheduled_time"):
+        return None
+    at = validate.timestamp(v, "scheduled_time", request.scheduled_time)
+    if at is not None and at - datetime.now(UTC) > MAX_SCHEDULE_AHEAD:
+        v.add("scheduled_time", f"must be at most {MAX_SCHEDULE_AHEAD.days} days ahead")
+    return at
+
+
+def _step_overrides(v: Violations, request: workflow_pb2.TriggerWorkflowRequest) -> list[tuple[str, bool]]:
+    """(ref, enabled) of each override; whether the refs name steps is checked against the version."""
+    overrides = request.step_overrides
+    if len(overrides) > MAX_OVERRIDES:
+        v.add("step_overrides", f"must hold at most {MAX_OVERRIDES:,} overrides")
+        return []
+    first: dict[str, int] = {}
+    for i, o in enumerate(overrides):
+        path = f"step_overrides[{i}].ref"
+        validate.check_text(v, path, o.ref, max_len=63, required=True)
+        if o.ref in first:
+            v.add(path, f"names step {o.ref!r} again (step_overrides[{first[o.ref]}])")
+        first.setdefault(o.ref, i)
+    return [(o.ref, o.enabled) for o in overrides]
 
 
 def _replace_field(target: workflow_pb2.Workflow, source: workflow_pb2.Workflow, name: str) -> None:

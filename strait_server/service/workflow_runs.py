@@ -4,7 +4,8 @@ dispatchers and watchers are woken once the transaction committed."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -30,8 +31,11 @@ class WorkflowRuns:
         self._on_changes = on_changes
 
     async def trigger(self, project_id: str, *, workflow_id: str, slug: str, version: int,
-                      run_input: dict[str, Any], idempotency_key: str) -> tuple[WorkflowRunRow, bool]:
-        """A new run of the workflow (of `version`, 0: the current one), or the run its key names."""
+                      run_input: dict[str, Any], idempotency_key: str, scheduled_time: datetime | None = None,
+                      step_overrides: Sequence[tuple[str, bool]] = ()) -> tuple[WorkflowRunRow, bool]:
+        """A new run of the workflow (of `version`, 0: the current one), or the run its key names. Its steps
+        start at `scheduled_time` (None: now); `step_overrides` (ref, enabled) must name steps of the version
+        (else INVALID_ARGUMENT on step_overrides[i].ref, nothing written)."""
         workflow = await self._workflows.get(project_id, workflow_id=workflow_id, slug=slug, version=version)
         if not workflow.attributes.enabled:
             raise errors.FailedPrecondition(f"workflow {workflow.attributes.slug!r} is disabled",
@@ -41,13 +45,15 @@ class WorkflowRuns:
             raise errors.FailedPrecondition(
                 "this workflow uses what runs cannot do yet: " + "; ".join(unsupported[:10]),
                 reason="WORKFLOW_NOT_RUNNABLE", subject=workflow.id)
-        key = admission.key_of(self._plans.of(workflow.id, workflow.version, workflow.definition), run_input)
+        plan = self._plans.of(workflow.id, workflow.version, workflow.definition)
+        disabled = _disabled_steps(plan, step_overrides)
+        key = admission.key_of(plan, run_input)
         await self._budgets.require(project_id)
         async with self._pool.acquire() as conn, conn.transaction():
             run, repeat, changes = await start_run(
                 conn, self._plans, project_id=project_id, workflow_id=workflow.id, version=workflow.version,
                 run_input=run_input, idempotency_key=idempotency_key, concurrency_key=key,
-                trace_parent=current_traceparent())
+                trace_parent=current_traceparent(), scheduled_time=scheduled_time, disabled_steps=disabled)
         self._on_changes(changes)
         return run, repeat
 
@@ -94,6 +100,18 @@ class WorkflowRuns:
             move = await locked_move(conn, self._plans, project_id=project_id, run_id=run_id, reopen=reopen)
             await action(move)
         self._on_changes(move.changes)
+
+
+def _disabled_steps(plan: Plan, overrides: Sequence[tuple[str, bool]]) -> list[str]:
+    """The steps the overrides disable, in definition order; INVALID_ARGUMENT for a ref that names no step of
+    the version (its definition's steps and on_failure_step)."""
+    v = errors.Violations()
+    for i, (ref, _) in enumerate(overrides):
+        if ref not in plan.steps:
+            v.add(f"step_overrides[{i}].ref", f"{ref!r} is not a step of this workflow version")
+    v.raise_if_any()
+    off = {ref for ref, enabled in overrides if not enabled}
+    return [ref for ref in [*plan.order, plan.on_failure] if ref in off]
 
 
 async def send_event(store: SentEventStore, project_id: str, key: str, payload: Any, idempotency_key: str) -> Sent:

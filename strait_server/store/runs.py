@@ -51,7 +51,7 @@ WITH j AS (
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, max_attempts, priority, timeout_ms, payload,
         run_at, scheduled_time, tags, metadata, event_seq, expires_at, concurrency_key, idempotency_key, replay_of,
-        workflow_step_run_id)
+        workflow_step_run_id, retry_strategy, retry_initial_ms, retry_max_ms, ttl_until_start)
     SELECT v.id, j.project_id, j.id,
         CASE WHEN v.sched > now() THEN 'delayed' ELSE 'queued' END,
         coalesce(v.max_attempts, j.max_attempts), coalesce(v.priority, j.priority),
@@ -59,12 +59,14 @@ WITH j AS (
         greatest(coalesce(v.sched, now()), now()), coalesce(v.sched, now()),
         j.tags || coalesce(v.tags, '{{}}')::jsonb, coalesce(v.metadata, '{{}}')::jsonb, 1,
         {expires_at("greatest(coalesce(v.sched, now()), now())", "coalesce(v.ttl_ms, j.run_ttl_ms)")},
-        coalesce(v.ckey, ''), coalesce(v.idem, ''), $18, v.step_run
+        coalesce(v.ckey, ''), coalesce(v.idem, ''), $18, v.step_run, v.retry_strategy, v.retry_initial_ms,
+        v.retry_max_ms, coalesce(v.until_start, false)
     -- unnest pads a NULL array with NULLs: a column no run sets is sent as one NULL, not 1,000.
     FROM j, unnest($4::text[], $5::int[], $6::int[], $7::bigint[], $8::text[], $9::timestamptz[],
-                   $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[], $17::text[], $20::text[])
+                   $10::text[], $11::text[], $12::int[], $13::bigint[], $14::text[], $17::text[], $20::text[],
+                   $21::text[], $22::bigint[], $23::bigint[], $24::bool[])
          AS v(id, max_attempts, priority, timeout_ms, payload, sched, tags, metadata, ord, ttl_ms, ckey, idem,
-              step_run)
+              step_run, retry_strategy, retry_initial_ms, retry_max_ms, until_start)
     ORDER BY v.ord
     -- Empty tags come back as NULL: decoding '{{}}' 1,000 times showed in batch profiles.
     RETURNING id, project_id, job_id, status, max_attempts, priority, timeout_ms, scheduled_time, create_time,
@@ -94,7 +96,9 @@ FROM ins
 """Every new run but the directly dispatched and cron-fired ones is written here. $1 project, $2 job id (or
 ''), $3 slug, $4..$14 and $17 per-run arrays (NULL overrides take the job's value; $17 idempotency keys),
 $15 request id (or NULL) and $16 its selector (see trigger_requests), $18 the replayed run (or ''), $19 the
-caller read the job and applied its rules, $20 the workflow step runs they execute (NULL: none). Reads the job
+caller read the job and applied its rules, $20 the workflow step runs they execute (NULL: none), $21..$23 their
+retry strategies and delays (a workflow step's retry policy; NULL: the job's), $24 whether their TTL ends at
+their first start (a workflow step's schedule_to_start_timeout; NULL: false). Reads the job
 and writes the runs, their first events and ready rows in one round trip; no row when the job is missing or
 deleted, or (without $19) disabled, or deduplicates or debounces its triggers."""
 
@@ -136,6 +140,8 @@ WITH j AS (
     INSERT INTO trigger_requests (project_id, request_id, selector, run_ids)
     SELECT project_id, $14, $15, ARRAY[id] FROM ins WHERE $14::text IS NOT NULL
 )
+-- The job's retry policy: a run written here is never a workflow step's (INSERT_RUNS writes those), so it has
+-- no retry policy of its own.
 SELECT ins.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry_strategy, j.retry_initial_ms,
     j.retry_max_ms, j.poison_pill_threshold
 FROM ins, j
@@ -453,7 +459,9 @@ async def write_runs(executor: Executor, project_id: str, job_id: str, slug: str
         list(range(len(runs))), _column([r.ttl_ms for r in runs]),
         _column([r.concurrency_key or None for r in runs]), *_request_args(request),
         _column([r.idempotency_key or None for r in runs]), replay_of, checked,
-        _column([r.workflow_step_run_id or None for r in runs]))
+        _column([r.workflow_step_run_id or None for r in runs]), _column([r.retry_strategy for r in runs]),
+        _column([r.retry_initial_ms for r in runs]), _column([r.retry_max_ms for r in runs]),
+        _column([r.ttl_until_start or None for r in runs]))
     if not rows:
         return None
     created = []

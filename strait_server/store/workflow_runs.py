@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -10,8 +10,10 @@ import asyncpg
 
 from strait_server.errors import FailedPrecondition, NotFound
 
-RUNNING, PAUSED, QUEUED, TIMED_OUT = "running", "paused", "queued", "timed_out"
-OPEN = (RUNNING, PAUSED, QUEUED)  # a workflow run that has not ended
+RUNNING, PAUSED, QUEUED, TIMED_OUT, SCHEDULED = "running", "paused", "queued", "timed_out", "scheduled"
+CANCELED = "canceled"
+EXPIRED = "expired"  # a job run that was not started before its TTL passed
+OPEN = (RUNNING, PAUSED, QUEUED, SCHEDULED)  # a workflow run that has not ended
 REOPENABLE = ("completed", "failed")  # ended runs whose steps may run again (not canceled ones)
 
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -19,7 +21,7 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
 event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id, depth,
-concurrency_key, deadline_time, trace_parent"""
+concurrency_key, deadline_time, trace_parent, scheduled_time, disabled_steps"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
 parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
 wake_time, map_index, map_total, map_started, map_done, map_failed, child_workflow_run_id"""
@@ -27,13 +29,16 @@ EVENT_COLUMNS = "workflow_run_id, seq, type, step_ref, from_status, to_status, m
 
 INSERT_RUN = f"""
 INSERT INTO workflow_runs (id, project_id, workflow_id, version, status, input, idempotency_key, steps_open,
-    start_time, parent_workflow_run_id, parent_step_run_id, depth, concurrency_key, trace_parent)
-VALUES ($1, $2, $3, $4, $11, $5, $6, $7, CASE WHEN $11 = 'running' THEN now() END, $8, $9, $10, $12, $13)
+    start_time, parent_workflow_run_id, parent_step_run_id, depth, concurrency_key, trace_parent, scheduled_time,
+    disabled_steps)
+VALUES ($1, $2, $3, $4, $11, $5, $6, $7, CASE WHEN $11 = 'running' THEN now() END, $8, $9, $10, $12, $13, $14,
+    $15)
 ON CONFLICT (workflow_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING
 RETURNING {RUN_COLUMNS}
 """
-"""$8/$9 the parent run and step run of a child run (NULL: none), $10 its depth, $11 its status (running or
-queued), $12 its concurrency key (NULL: none), $13 the W3C traceparent its job runs continue ('': none).
+"""$8/$9 the parent run and step run of a child run (NULL: none), $10 its depth, $11 its status (running,
+queued or scheduled), $12 its concurrency key (NULL: none), $13 the W3C traceparent its job runs continue
+('': none), $14 when a scheduled run starts (NULL: not scheduled), $15 the steps disabled for the run.
 No row: the idempotency key names an earlier run."""
 
 BY_KEY = f"SELECT {RUN_COLUMNS} FROM workflow_runs WHERE workflow_id = $1 AND idempotency_key = $2"
@@ -158,7 +163,7 @@ FINISH_RUN = """
 WITH fin AS (
     UPDATE workflow_runs SET status = $2, error = coalesce(nullif(error, ''), $3), output = $4, finish_time = now(),
         update_time = now()
-    WHERE id = $1 AND status IN ('running', 'paused', 'queued')
+    WHERE id = $1 AND status IN ('running', 'paused', 'queued', 'scheduled')
     RETURNING id, parent_step_run_id, concurrency_key
 ), up AS (
     -- A child run's end moves its parent's step on, like the end of a job run.
@@ -177,8 +182,23 @@ WHERE id = $1 AND status IN ('pending', 'ready')
 """
 
 SET_RUN_STATUS = """
-UPDATE workflow_runs SET status = $2, start_time = coalesce(start_time, now()), update_time = now() WHERE id = $1
+UPDATE workflow_runs SET status = $2,
+    start_time = CASE WHEN $2 IN ('running', 'paused') THEN coalesce(start_time, now()) ELSE start_time END,
+    update_time = now()
+WHERE id = $1
 """
+"""$1 run, $2 its new status (a run starts when it first becomes running)."""
+
+IS_FUTURE = "SELECT $1::timestamptz > now()"
+"""Whether a time is still ahead, by the database's clock."""
+
+DUE_SCHEDULED = f"""
+SELECT {RUN_COLUMNS} FROM workflow_runs
+WHERE status = 'scheduled' AND scheduled_time <= coalesce($1, now())
+ORDER BY scheduled_time, id LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+"""$1 now (NULL: the database's clock), $2 limit: scheduled runs whose time came, locked."""
 
 LOCK_CONCURRENCY_KEY = "SELECT pg_advisory_xact_lock(hashtextextended('strait-wf-key:' || $1 || ':' || $2, 0))"
 """Serialises the admission of a workflow's runs with one concurrency key (triggers and dequeues)."""
@@ -191,15 +211,19 @@ ORDER BY create_time, id
 """The runs of a workflow and key holding a slot, oldest first."""
 
 QUEUED_KEYS = """
-SELECT DISTINCT workflow_id, concurrency_key FROM workflow_runs WHERE status = 'queued' LIMIT $1
+SELECT workflow_id, concurrency_key
+FROM (SELECT DISTINCT workflow_id, concurrency_key FROM workflow_runs WHERE status = 'queued') k
+ORDER BY workflow_id COLLATE "C", concurrency_key COLLATE "C" LIMIT $1
 """
+"""In code point order, as passes.start_due sorts them: passes take several keys' locks in one order."""
 
 OLDEST_QUEUED = f"""
 SELECT {RUN_COLUMNS} FROM workflow_runs
 WHERE workflow_id = $1 AND concurrency_key = $2 AND status = 'queued'
-ORDER BY create_time, id LIMIT $3
+ORDER BY coalesce(scheduled_time, create_time), id LIMIT $3
 FOR UPDATE SKIP LOCKED
 """
+"""The queued runs of a key in the order they came to want a slot: when triggered, or when scheduled."""
 KEEP_ERROR = "UPDATE workflow_runs SET error = $2, update_time = now() WHERE id = $1"
 """The failure that ends the run, written while its on_failure_step runs (FINISH_RUN keeps it)."""
 
@@ -318,10 +342,12 @@ SELECT DISTINCT workflow_run_id FROM (
 NEXT_TIMER = """
 SELECT least(
     (SELECT min(wake_time) FROM workflow_step_runs WHERE status = 'waiting' AND wake_time IS NOT NULL),
-    (SELECT min(deadline_time) FROM workflow_runs WHERE status IN ('running', 'paused') AND deadline_time IS NOT NULL)
+    (SELECT min(deadline_time) FROM workflow_runs WHERE status IN ('running', 'paused') AND deadline_time IS NOT NULL),
+    (SELECT min(scheduled_time) FROM workflow_runs WHERE status = 'scheduled')
 ) - coalesce($1, now())
 """
-"""How long until the next timer is due: a waiting step's or a run's deadline (NULL: none)."""
+"""How long until the next timer is due: a waiting step's, a run's deadline, or a scheduled run's start
+(NULL: none)."""
 
 SET_DEADLINE = "UPDATE workflow_runs SET deadline_time = now() + $2::bigint * interval '1 millisecond' WHERE id = $1"
 
@@ -371,6 +397,8 @@ class WorkflowRunRow:
     concurrency_key: str | None = None
     deadline_time: datetime | None = None
     trace_parent: str = ""
+    scheduled_time: datetime | None = None  # when a run created scheduled starts
+    disabled_steps: list[str] = field(default_factory=list)  # skipped when they would run (step_overrides)
 
 
 @dataclass(frozen=True)

@@ -259,17 +259,24 @@ def _check_run_settings(v: Violations, path: str, step: workflow_pb2.Step) -> No
             if policy.HasField(name):
                 _check_duration(v, f"{path}.retry_policy.{name}", getattr(policy, name), timedelta(hours=24),
                                 allow_zero=True)
+        if (policy.HasField("initial_delay") and policy.HasField("max_delay")
+                and _nanos_of(policy.max_delay) < _nanos_of(policy.initial_delay)):
+            v.add(f"{path}.retry_policy.max_delay", "must not be shorter than initial_delay")
 
 
 def _check_duration(v: Violations, path: str, d: Duration, most: timedelta, *, allow_zero: bool = False,
                     minimum: timedelta | None = None) -> None:
     least = minimum or timedelta(0)
     # Compared as nanoseconds: a Duration may hold seconds no timedelta can (protobuf allows 10,000 years).
-    nanos = d.seconds * 1_000_000_000 + d.nanos
+    nanos = _nanos_of(d)
     fits = 0 <= d.nanos <= 999_999_999 and d.seconds >= 0
     if not fits or not _nanos(least) <= nanos <= _nanos(most) or (nanos == 0 and not allow_zero):
         bounds = f"between {least} and {most}" if minimum else f"positive and at most {most}"
         v.add(path, f"must be {bounds}")
+
+
+def _nanos_of(d: Duration) -> int:
+    return d.seconds * 1_000_000_000 + d.nanos
 
 
 def _nanos(d: timedelta) -> int:

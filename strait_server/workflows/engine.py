@@ -11,9 +11,10 @@ or lost, and no reconciler is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +136,7 @@ class Move:
         self._fail_fast: tuple[str, str] | None = None
         # Paused: steps decided to run wait in READY until resume() (running ones go on).
         self._paused = run.status == sql.PAUSED
+        self._disabled = frozenset(run.disabled_steps)  # the trigger's step_overrides: skipped when they would run
         self._failure: dict[str, str] = {}  # what failed, for the on_failure_step's default input
         # The trigger's trace, continued by the job runs of the steps (hidden from users like any run's).
         self._trace = {TRACE_CONTEXT_KEY: run.trace_parent} if run.trace_parent else {}
@@ -228,9 +230,11 @@ class Move:
         await self._propagate([outcome] if outcome is not None else [])
         await self.close()
 
-    async def queue(self, why: str) -> None:
-        """A new run waits queued for a concurrency slot (start_queued starts it)."""
-        self.event("run_status", "", "", sql.QUEUED, why)
+    async def hold(self, from_status: str, status: str, why: str) -> None:
+        """A new run waits: queued for a concurrency slot (start_queued starts it), or scheduled for its time
+        (start_scheduled starts it); or a scheduled run whose time came waits queued."""
+        self.event("run_status", "", from_status, status, why)
+        self._run_status = status
         await self._record()
 
     async def pause(self) -> None:
@@ -371,7 +375,9 @@ class Move:
         return next_ended + await self._start_steps(to_start)
 
     def _skip(self, ref: str, reason: SkipReason) -> tuple[str, int]:
-        if reason is not SkipReason.MANUAL:
+        if reason is SkipReason.DISABLED:
+            self.event("step_decision", ref, "", "", "skipped: disabled for this run by the trigger")
+        elif reason is not SkipReason.MANUAL:
             self.event("step_decision", ref, "", "", f"skipped: {reason.value}")
         self._set(ref, StepStatus.SKIPPED, skip=reason.value)
         return ref, SKIPPED
@@ -412,8 +418,8 @@ class Move:
 
     async def _start_steps(self, refs: list[str]) -> list[tuple[str, int]]:
         """Conditions, inputs and job runs of the steps decided to run; returns those that ended instead."""
-        refs = self._hold(refs)
-        ended: list[tuple[str, int]] = []
+        ended = [self._skip(ref, SkipReason.DISABLED) for ref in refs if ref in self._disabled]
+        refs = self._hold([ref for ref in refs if ref not in self._disabled])
         by_job: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for ref in refs:
             kind = self._plan.steps[ref].kind
@@ -535,10 +541,12 @@ class Move:
                               items: list[tuple[str, str, str, dict[str, Any]]]) -> list[Run] | None:
         """The job runs of steps or map instances: (step ref, step run id, input, more metadata) each. None
         when the job is gone."""
-        news = [NewRun(payload=payload, timeout_ms=self._plan.steps[ref].timeout_ms,
-                       max_attempts=self._plan.steps[ref].max_attempts, workflow_step_run_id=step_run_id,
+        news = [NewRun(payload=payload, timeout_ms=step.timeout_ms, max_attempts=step.max_attempts,
+                       retry_strategy=step.retry_strategy, retry_initial_ms=step.retry_initial_ms,
+                       retry_max_ms=step.retry_max_ms, ttl_ms=step.schedule_to_start_ms,
+                       ttl_until_start=step.schedule_to_start_ms is not None, workflow_step_run_id=step_run_id,
                        metadata={WORKFLOW_RUN_KEY: self.run.id, WORKFLOW_STEP_KEY: ref, **self._trace, **more})
-                for ref, step_run_id, payload, more in items]
+                for ref, step_run_id, payload, more in items for step in [self._plan.steps[ref]]]
         created = await write_runs(self._conn, self.run.project_id, job_id, slug, news,
                                    ids.new_ids("run", len(news)), {}, checked=True)
         if created is not None:
@@ -746,42 +754,89 @@ async def _states(conn: sql.Conn, run_id: str) -> list[sql.StepState]:
 
 async def start_run(conn: sql.Conn, plans: Plans, *, project_id: str, workflow_id: str, version: int,
                     run_input: dict[str, Any], idempotency_key: str, parent: tuple[str, str, int] | None = None,
-                    concurrency_key: str | None = None,
-                    trace_parent: str = "") -> tuple[sql.WorkflowRunRow, bool, Changes]:
+                    concurrency_key: str | None = None, trace_parent: str = "",
+                    scheduled_time: datetime | None = None,
+                    disabled_steps: Sequence[str] = ()) -> tuple[sql.WorkflowRunRow, bool, Changes]:
     """Inside the caller's transaction: a new run and its first move. (run, repeat, changes). `parent`: the
-    run, step run and depth of a child run; `concurrency_key`: the run's key when its workflow limits runs."""
+    run, step run and depth of a child run; `concurrency_key`: the run's key when its workflow limits runs;
+    `scheduled_time`: when its steps start (None, or a time past by the database's clock: now);
+    `disabled_steps`: steps skipped when they would run."""
     plan = await plans.get(conn, workflow_id, version)
     parent_run, parent_step, depth = parent or (None, None, 0)
-    status, to_cancel = sql.RUNNING, []
-    limit = plan.concurrency if concurrency_key is not None else None
-    if limit is not None:
-        assert concurrency_key is not None
-        await conn.execute(sql.LOCK_CONCURRENCY_KEY, workflow_id, concurrency_key)
-        holding = [r["id"] for r in await conn.fetch(sql.HOLDING_SLOTS, workflow_id, concurrency_key)]
-        over = len(holding) - limit.max_runs + 1
-        if over > 0 and limit.strategy is Strategy.QUEUE:
-            status = sql.QUEUED
-        elif over > 0 and limit.strategy is Strategy.CANCEL_IN_PROGRESS:
-            to_cancel = holding[:over]
+    if scheduled_time is not None and not await conn.fetchval(sql.IS_FUTURE, scheduled_time):
+        scheduled_time = None  # due already: starts now, like any run
+    # A scheduled run takes its concurrency slot (or waits for one) when its time comes, not now.
+    admitted = (Admission(sql.SCHEDULED, why=f"starts at {scheduled_time.isoformat()}")
+                if scheduled_time is not None else await _admit(conn, plan, workflow_id, concurrency_key))
     row = await conn.fetchrow(sql.INSERT_RUN, ids.new_id("wfr"), project_id, workflow_id, version, run_input,
-                              idempotency_key, len(plan.order), parent_run, parent_step, depth, status,
-                              concurrency_key, trace_parent)
+                              idempotency_key, len(plan.order), parent_run, parent_step, depth,
+                              sql.RUNNING if admitted.status == sql.CANCELED else admitted.status,
+                              concurrency_key, trace_parent, scheduled_time, list(dict.fromkeys(disabled_steps)))
     if row is None:
         existing = await conn.fetchrow(sql.BY_KEY, workflow_id, idempotency_key)
         return sql.run_row(existing), True, Changes()
     run = sql.run_row(row)
+    changes = await _apply(conn, plans, run, plan, admitted, "")
+    return sql.run_row(await conn.fetchrow(sql.GET_RUN, run.id, project_id)), False, changes
+
+
+async def start_scheduled(conn: sql.Conn, plans: Plans, run: sql.WorkflowRunRow) -> Changes:
+    """Inside the caller's transaction, which holds the scheduled run's row lock: its time came, and it is
+    admitted as a new run is now (it starts, waits queued for a concurrency slot, or is canceled)."""
+    plan = await plans.get(conn, run.workflow_id, run.version)
+    admitted = await _admit(conn, plan, run.workflow_id, run.concurrency_key)
+    return await _apply(conn, plans, run, plan, admitted, sql.SCHEDULED)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a run's concurrency limit makes of it: running, queued, canceled (CANCEL_NEWEST) or, for a run
+    not due yet, scheduled; and the runs it cancels (CANCEL_IN_PROGRESS)."""
+
+    status: str
+    to_cancel: tuple[str, ...] = ()
+    why: str = ""
+
+
+async def _admit(conn: sql.Conn, plan: Plan, workflow_id: str, concurrency_key: str | None) -> Admission:
+    """A run about to start, by its workflow's concurrency limit; the key's lock is held until commit."""
+    limit = plan.concurrency if concurrency_key is not None else None
+    if limit is None:
+        return Admission(sql.RUNNING)
+    assert concurrency_key is not None
+    await conn.execute(sql.LOCK_CONCURRENCY_KEY, workflow_id, concurrency_key)
+    holding = [r["id"] for r in await conn.fetch(sql.HOLDING_SLOTS, workflow_id, concurrency_key)]
+    over = len(holding) - limit.max_runs + 1
+    if over <= 0:
+        return Admission(sql.RUNNING)
+    if limit.strategy is Strategy.QUEUE:
+        return Admission(sql.QUEUED, why=f"waiting for one of {limit.max_runs} slots of key {concurrency_key!r}")
+    if limit.strategy is Strategy.CANCEL_IN_PROGRESS:
+        return Admission(sql.RUNNING, tuple(holding[:over]))
+    return Admission(sql.CANCELED,
+                     why=f"the workflow runs at most {limit.max_runs} at once for key {concurrency_key!r}")
+
+
+async def _apply(conn: sql.Conn, plans: Plans, run: sql.WorkflowRunRow, plan: Plan, admitted: Admission,
+                 from_status: str) -> Changes:
+    """The first move of a run as admitted: a run just written with the admitted status (`from_status` ''), or
+    a scheduled run whose time came (`from_status` 'scheduled')."""
     changes = Changes(workflow_runs={run.id})
-    for old in to_cancel:
+    for old in admitted.to_cancel:
         changes.add(await cancel_if_open(conn, plans, old, f"a newer run {run.id} took its concurrency slot"))
     move = Move(conn, run, plan, [], plans)
-    if limit is not None and over > 0 and limit.strategy is Strategy.CANCEL_NEWEST:
-        await move.cancel(f"the workflow runs at most {limit.max_runs} at once for key {concurrency_key!r}")
-    elif status == sql.QUEUED:
-        await move.queue(f"waiting for one of {limit.max_runs if limit else 0} slots of key {concurrency_key!r}")
+    if admitted.status == sql.CANCELED:
+        await move.cancel(admitted.why)
+    elif admitted.status in (sql.QUEUED, sql.SCHEDULED):
+        if from_status:
+            await conn.execute(sql.SET_RUN_STATUS, run.id, admitted.status)
+        await move.hold(from_status, admitted.status, admitted.why)
     else:
-        move = await begin(conn, plans, run, plan)
+        if from_status:
+            await conn.execute(sql.SET_RUN_STATUS, run.id, sql.RUNNING)
+        move = await begin(conn, plans, dataclasses.replace(run, status=sql.RUNNING), plan, from_status)
     changes.add(move.changes)
-    return sql.run_row(await conn.fetchrow(sql.GET_RUN, run.id, project_id)), False, changes
+    return changes
 
 
 async def begin(conn: sql.Conn, plans: Plans, run: sql.WorkflowRunRow, plan: Plan, from_status: str = "") -> Move:

@@ -1,6 +1,6 @@
 """The passes of the workflow engine's loop (progress_loop.py), one transaction each: the steps whose job runs
-ended (or whose events arrived, or whose child runs ended) move their runs on; due timers fire; queued runs
-take free concurrency slots; runs past their timeout end."""
+ended (or whose events arrived, or whose child runs ended) move their runs on; due timers fire; scheduled runs
+whose time came start; queued runs take free concurrency slots; runs past their timeout end."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import asyncpg
 from strait_server.queue import claim_created
 from strait_server.store import workflow_runs as sql
 from strait_server.workflows import waits
-from strait_server.workflows.engine import Changes, Move, Plans, begin, step_states
-from strait_server.workflows.plan import StepPlan, StepStatus, step_status_of_run
+from strait_server.workflows.engine import Changes, Move, Plans, begin, start_scheduled, step_states
+from strait_server.workflows.plan import Plan, StepPlan, StepStatus, step_status_of_run
 
 
 def job_output(text: str | None) -> Any:
@@ -77,10 +77,11 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int,
         for r in rows:
             by_run[r["workflow_run_id"]].append(r)
         for run, steps in await _lock_with_steps(conn, by_run):
-            move = Move(conn, run, await plans.get(conn, run.workflow_id, run.version), steps, plans)
+            plan = await plans.get(conn, run.workflow_id, run.version)
+            move = Move(conn, run, plan, steps, plans)
             mine = by_run[run.id]
-            await move.steps_ended([_ended(r) for r in mine if r["map_index"] < 0],
-                                   [_instance_ended(r) for r in mine if r["map_index"] >= 0])
+            await move.steps_ended([_ended(r, plan) for r in mine if r["map_index"] < 0],
+                                   [_instance_ended(r, plan) for r in mine if r["map_index"] >= 0])
             changes.add(move.changes)
         if local is not None and changes.job_runs and (room := local.direct_room()) > 0:
             changes.claim_started_ns = time.time_ns()
@@ -88,7 +89,7 @@ async def take_progress(pool: asyncpg.Pool, plans: Plans, limit: int,
     return len(rows), changes
 
 
-def _ended(row: Any) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
+def _ended(row: Any, plan: Plan) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
     """A progress row as a step run that ended: its job run ended, an event it waited for arrived, or its child
     run ended."""
     ref, step_run_id = row["step_ref"], row["id"]
@@ -98,13 +99,22 @@ def _ended(row: Any) -> tuple[str, str, StepStatus, StepStatus, Any, str]:
         status = StepStatus.FAILED if row["child_status"] == sql.TIMED_OUT else StepStatus(row["child_status"])
         return ref, step_run_id, StepStatus.RUNNING, status, row["child_output"], row["child_error"] or ""
     return (ref, step_run_id, StepStatus.RUNNING, step_status_of_run(row["run_status"]), job_output(row["output"]),
-            row["error"])
+            _job_run_error(row, plan))
 
 
-def _instance_ended(row: Any) -> tuple[str, str, StepStatus, Any, str]:
+def _instance_ended(row: Any, plan: Plan) -> tuple[str, str, StepStatus, Any, str]:
     status = step_status_of_run(row["run_status"])
     return (row["step_ref"], row["id"], status, job_output(row["output"]) if status is StepStatus.COMPLETED else None,
-            row["error"] or "")
+            _job_run_error(row, plan))
+
+
+def _job_run_error(row: Any, plan: Plan) -> str:
+    """The error of a step's (or map instance's) job run: a run that expired under the step's
+    schedule_to_start_timeout says that it never started."""
+    limit = plan.steps[row["step_ref"]].schedule_to_start_ms
+    if row["run_status"] == sql.EXPIRED and limit is not None:
+        return f"not_started: its job run was not started within {limit / 1000:g}s"
+    return str(row["error"] or "")
 
 
 async def _lock_with_steps(conn: sql.Conn, run_ids: Iterable[str]
@@ -134,6 +144,19 @@ async def fire_timers(pool: asyncpg.Pool, plans: Plans, now: datetime | None, li
             await move.steps_ended(_timer_fired(plan.steps[s.step_ref], s.id) for s in due)
             changes.add(move.changes)
     return len(run_ids), changes
+
+
+async def start_due(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:
+    """One transaction: scheduled runs whose time came (up to `limit`) start, each admitted by its workflow's
+    concurrency limit as a new run would be. `now`: a clock of the caller's (None: the database's)."""
+    changes = Changes()
+    async with pool.acquire() as conn, conn.transaction():
+        due = [sql.run_row(r) for r in await conn.fetch(sql.DUE_SCHEDULED, now, limit)]
+        # In key order (code points, as QUEUED_KEYS): admission takes each key's lock, and passes that take
+        # several take them in one order, so that they cannot deadlock.
+        for run in sorted(due, key=lambda r: (r.workflow_id, r.concurrency_key or "", r.id)):
+            changes.add(await start_scheduled(conn, plans, run))
+    return len(due), changes
 
 
 async def expire_runs(pool: asyncpg.Pool, plans: Plans, now: datetime | None, limit: int) -> tuple[int, Changes]:

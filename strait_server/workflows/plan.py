@@ -30,6 +30,7 @@ class SkipReason(enum.StrEnum):
     ALL_UPSTREAM_SKIPPED = "all_upstream_skipped"
     TRIGGER_RULE_UNSATISFIABLE = "trigger_rule_unsatisfiable"
     MANUAL = "manual"
+    DISABLED = "disabled"  # by the trigger's step_overrides
 
 
 class StepStatus(enum.StrEnum):
@@ -125,6 +126,12 @@ class StepPlan:
     sub_workflow: tuple[str, str, int] | None = None  # (workflow id, slug, version; 0: current at start)
     output_selector: str = ""  # CEL over `result` (what the step's run gave): the step's output
     concurrency_key: str = ""  # CEL: at most one step of a run with the same value runs at once
+    # The retry policy of the step's job runs (None: the job's): "exponential" or "fixed", and delays.
+    retry_strategy: str | None = None
+    retry_initial_ms: int | None = None
+    retry_max_ms: int | None = None
+    # How long the step's job run may wait for its first start (None: the job's run_ttl, if any).
+    schedule_to_start_ms: int | None = None
 
 
 class Strategy(enum.StrEnum):
@@ -214,7 +221,11 @@ def plan_of(definition: dict[str, Any]) -> Plan:
             timeout_ms=_duration_ms(s.get("timeout")), max_attempts=retry.get("max_attempts") or None,
             uses_map="map" in s, wait=_wait_plan(kind, s.get(kind, {})), map=_map_plan(s.get("map")),
             sub_workflow=_sub_workflow(s.get("sub_workflow")), output_selector=s.get("output_selector", ""),
-            concurrency_key=s.get("concurrency_key", ""))
+            concurrency_key=s.get("concurrency_key", ""),
+            retry_strategy=_enum_name(retry.get("strategy"), "RETRY_STRATEGY_", "") or None,
+            retry_initial_ms=_duration_ms(retry.get("initial_delay")),
+            retry_max_ms=_duration_ms(retry.get("max_delay")),
+            schedule_to_start_ms=_duration_ms(s.get("schedule_to_start_timeout")))
     handler = on_failure["ref"] if on_failure else ""
     order = topological_order({ref: deps for ref, deps in parents.items() if ref != handler})
     return Plan(steps, order, handler, _concurrency(definition.get("concurrency")),

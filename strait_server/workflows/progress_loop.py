@@ -1,11 +1,12 @@
 """The loop that runs the workflow engine (scheduler role): woken by the NOTIFY of a step's job run ending (or
-of an event a waiting step receives, or of a run ending that frees a concurrency slot), at the next due timer,
-and polling meanwhile in case a notification was missed (the listening connection lost, say).
+of an event a waiting step receives, or of a run ending that frees a concurrency slot), at the next due timer
+(a waiting step's, a run's deadline, a scheduled run's start), and polling meanwhile in case a notification was
+missed (the listening connection lost, say).
 
 A step's end (the common wake-up, once per step) only needs its progress taken: the other passes (timers,
-queued runs, deadlines, the next timer) cost four more transactions, which would compete with the next step's
-dispatch on every edge of a chain. They run on the poll, when a timer is due, when a run ended (its slot may
-start a queued run), when a move set a timer, and when asked (nudge, a NOTIFY with a payload)."""
+scheduled and queued runs, deadlines, the next timer) cost more transactions, which would compete with the next
+step's dispatch on every edge of a chain. They run on the poll, when a timer is due, when a run ended (its slot
+may start a queued run), when a move set a timer, and when asked (nudge, a NOTIFY with a payload)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from strait_server.workflows.passes import (
     expire_runs,
     fire_timers,
     next_timer,
+    start_due,
     start_queued,
     take_progress,
 )
@@ -119,6 +121,7 @@ class WorkflowProgress:
         steps: list[Callable[[], Awaitable[tuple[int, Changes]]]] = [
             lambda: take_progress(self._pool, self._plans, self._batch, self.local),
             lambda: fire_timers(self._pool, self._plans, self._now(), self._batch),
+            lambda: start_due(self._pool, self._plans, self._now(), self._batch),
             lambda: start_queued(self._pool, self._plans, self._batch),
             lambda: expire_runs(self._pool, self._plans, self._now(), self._batch)]
         for step in steps:
