@@ -415,12 +415,13 @@ CREATE UNIQUE INDEX workflows_project_slug_key ON public.workflows USING btree (
 
 -- Functions
 
-CREATE OR REPLACE FUNCTION public.strait_gate(job_id text, concurrency_key text, max_concurrency integer, max_concurrency_per_key integer, rate_limit_max integer, execution_window_cron text)
+CREATE OR REPLACE FUNCTION public.strait_gate(job_id text, concurrency_key text, max_concurrency integer, max_concurrency_per_key integer, rate_limit_max integer, execution_window_cron text, execution_mode text, queue text)
  RETURNS text
  LANGUAGE sql
  IMMUTABLE
 AS $function$
-    SELECT CASE WHEN max_concurrency_per_key > 0 AND concurrency_key <> '' THEN job_id || '/' || concurrency_key
+    SELECT CASE WHEN execution_mode = 'worker' THEN 'w/' || queue || '/' || job_id
+                WHEN max_concurrency_per_key > 0 AND concurrency_key <> '' THEN job_id || '/' || concurrency_key
                 WHEN max_concurrency > 0 OR max_concurrency_per_key > 0 OR rate_limit_max > 0
                      OR execution_window_cron <> '' THEN job_id END
 $function$;
@@ -443,6 +444,6 @@ CREATE OR REPLACE FUNCTION public.strait_run_gate(p_run_id text)
  STABLE
 AS $function$
     SELECT strait_gate(j.id, r.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
-                       j.execution_window_cron)
+                       j.execution_window_cron, j.execution_mode, j.queue)
     FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = p_run_id
 $function$;

@@ -79,6 +79,7 @@ from strait_client._workflow_run_models import (
     WorkflowRunGraphNode,
     WorkflowRunSnapshot,
 )
+from strait_client.worker import NonRetryableError, TaskContext, Worker
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -112,6 +113,7 @@ __all__ = [
     "MapCounts",
     "MapProgress",
     "MapSpec",
+    "NonRetryableError",
     "NotFoundError",
     "OnFailure",
     "PermissionDeniedError",
@@ -133,12 +135,14 @@ __all__ = [
     "StepRunStatus",
     "StraitError",
     "SubWorkflowStep",
+    "TaskContext",
     "TriggerRule",
     "TriggeredRun",
     "TriggeredWorkflowRun",
     "UnauthenticatedError",
     "UnavailableError",
     "WaitForEventStep",
+    "Worker",
     "Workflow",
     "WorkflowConcurrency",
     "WorkflowRun",

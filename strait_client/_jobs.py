@@ -19,12 +19,13 @@ class Jobs:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def create(self, slug: str, endpoint_url: str, **fields: Any) -> Job:
+    def create(self, slug: str, endpoint_url: str = "", **fields: Any) -> Job:
         """Creates a job.
 
         Args:
             slug: Unique in the project: 1-128 of [a-z0-9_-], starting with a letter or digit.
-            endpoint_url: The http(s) URL each run's payload is POSTed to.
+            endpoint_url: The http(s) URL each run's payload is POSTed to; empty for a worker job
+                (execution_mode="worker", with its queue=..., run by workers: see strait_client.worker).
             **fields: Other Job fields: name, max_attempts, timeout=timedelta, retry_policy={...} or a
                 JobRetryPolicy, tags={...}, cron, enabled=False, signing_secret...
 
@@ -173,12 +174,13 @@ class AsyncJobs:
     def __init__(self, transport: AsyncTransport) -> None:
         self._t = transport
 
-    async def create(self, slug: str, endpoint_url: str, **fields: Any) -> Job:
+    async def create(self, slug: str, endpoint_url: str = "", **fields: Any) -> Job:
         """Creates a job.
 
         Args:
             slug: Unique in the project: 1-128 of [a-z0-9_-], starting with a letter or digit.
-            endpoint_url: The http(s) URL each run's payload is POSTed to.
+            endpoint_url: The http(s) URL each run's payload is POSTed to; empty for a worker job
+                (execution_mode="worker", with its queue=..., run by workers: see strait_client.worker).
             **fields: Other Job fields: name, max_attempts, timeout=timedelta, retry_policy={...} or a
                 JobRetryPolicy, tags={...}, cron, enabled=False, signing_secret...
 

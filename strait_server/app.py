@@ -50,6 +50,7 @@ from strait_server.tasks import Supervisor
 from strait_server.telemetry import Telemetry, server_tracer_provider
 from strait_server.telemetry.exposition import MetricsServer
 from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
+from strait_server.workers.hub import WorkerHub
 from strait_server.workflows.engine import Changes, Plans
 from strait_server.workflows.progress_loop import WorkflowProgress
 
@@ -95,6 +96,8 @@ class App:
     pool: db.Pool | None = None
     redis: aioredis.Redis | None = None
     dispatcher: Dispatcher | None = None
+    # The worker plane (API role): the sessions of the workers connected to this process.
+    worker_hub: WorkerHub | None = None
     _server: grpc.aio.Server | None = None
     _health: health.aio.HealthServicer | None = None
     _wake: WakeHub | None = None
@@ -263,6 +266,11 @@ class App:
         tel.metrics.watch_streams.set_function(lambda: streams.open_streams)  # read at scrape time
         budgets = self._budgets
         assert budgets is not None  # made in start(), before the roles
+        assert self._queue_pool is not None
+        self.worker_hub = WorkerHub(Queue(self._queue_pool, tel.metrics), s, RunTokenSigner(s.jwt_signing_key),
+                                    on_events=self.events.published, telemetry=tel, supervisor=self.supervisor)
+        await self.worker_hub.start()
+        self._wake.subscribe(self.worker_hub.notify)
         deps = Deps(
             settings=s, projects=projects, jobs=JobStore(self.pool, tel.metrics), runs=RunStore(self.pool, tel),
             authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
@@ -283,6 +291,7 @@ class App:
                                        self._workflows_moved),
             workflow_run_store=WorkflowRunStore(self.pool),
             sent_events=SentEventStore(self.pool),
+            worker_hub=self.worker_hub,
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
                                                   tel.metrics)
@@ -325,6 +334,8 @@ class App:
         if self.dispatcher is not None:
             tasks.append(self.dispatcher.stop(s.drain_timeout.total_seconds()))
         await asyncio.gather(*tasks)
+        if self.worker_hub is not None:  # after the server: its sessions' streams have ended
+            await self.worker_hub.stop()
 
     async def _stop_telemetry(self) -> None:
         if self._metrics_server is not None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ctypes
 import gc
+import importlib
 import logging
 import os
 import secrets
@@ -13,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -211,7 +213,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mode", choices=("all", "api", "worker", "scheduler"), default="all")
     migrate = sub.add_parser("migrate", help="apply database migrations (or roll them back)")
     migrate.add_argument("--rollback", action="store_true")
+    worker = sub.add_parser("worker", help="run a worker (a strait_client Worker) until SIGTERM or SIGINT")
+    worker.add_argument("target", help="module:attribute naming the Worker, e.g. myapp.tasks:worker")
     return parser
+
+
+def _load_worker(target: str) -> Any:
+    """The Worker that `module:attribute` names (the current directory is importable, as with `python -m`)."""
+    from strait_client.worker import Worker
+
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"name the worker as module:attribute, not {target!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load {target!r}: {exc}") from exc
+    if not isinstance(found, Worker):
+        raise ConfigError(f"{target!r} is a {type(found).__name__}, not a strait_client Worker")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        if args.command == "worker":
+            _load_worker(args.target).run()
+            return 0
         loop_factory = event_loop_factory(os.environ.get("STRAIT_EVENT_LOOP", "uvloop"))
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             if args.command == "dev":

@@ -23,7 +23,8 @@ class ErrorClass(enum.StrEnum):
     INVALID_REQUEST = "invalid_request"  # the request could not be sent (a malformed URL or header)
     CIRCUIT_OPEN = "circuit_open"  # not attempted: the endpoint's circuit is open (the attempt is given back)
     CRASHED = "crashed"  # the dispatching process was lost
-    JOB = "job"  # the run's own code reported the failure (RunContextService.Fail)
+    JOB = "job"  # the run's own code reported the failure (RunContextService.Fail, a worker's non-retryable error)
+    HANDLER = "handler"  # a worker's handler failed (raised), or returned what cannot be stored
 
 
 class EventType(enum.StrEnum):

@@ -15,7 +15,7 @@ import asyncpg
 
 from strait_server.dispatch.backoff import retry_delay_sql
 from strait_server.model import EventType, RunStatus, sources_of
-from strait_server.store.fragments import enqueue, insert_events, literal, status_changes
+from strait_server.store.fragments import enqueue, gate_of, insert_events, literal, status_changes
 from strait_server.telemetry.metrics import Metrics
 
 _CLAIM_FROM_DUE = f"""
@@ -94,6 +94,20 @@ WITH due AS (
 """$1 at most this many, $2 owner, $3 runs the calling transaction created. Claims them for a dispatcher in the
 same process as the transaction commits (see workflows/passes.take_progress): no wake-up, no claim round trip."""
 
+
+CLAIM_ROUTES = """
+WITH due AS (
+    -- Served by run_queue_gate_idx: the routes' gates are 'w/<queue>/<job id>' (see strait_gate).
+    SELECT q.run_id FROM run_queue q JOIN runs r ON r.id = q.run_id
+    WHERE q.gate = ANY($3::text[]) AND q.run_at <= now()
+      AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
+      AND NOT coalesce(r.expires_at <= now(), false)
+    ORDER BY q.priority DESC, q.run_at, q.run_id
+    LIMIT $1
+    FOR UPDATE OF q, r SKIP LOCKED
+)""" + _CLAIM_FROM_DUE
+"""$1 batch size, $2 owner (the worker plane of this process), $3 route gates. Takes due runs of worker jobs off
+the ready queue for the workers connected here."""
 
 # -- Flow control (see strait_server/dispatch/gates.py). -------------------------------------------------
 
@@ -253,19 +267,13 @@ WHERE suspected_at IS NULL AND heartbeat_time < now() - $1::interval
 outage every heartbeat is stale at once, so a live dispatcher is only suspected here, and clears the mark with
 its next heartbeat; RECOVER takes the runs of dispatchers that stayed suspected for another staleness period."""
 
-RECOVER = f"""
+def _requeue_lost(lost: str, cause: str) -> str:
+    """The runs of the CTE `lost` (run_id, detached; their leases and rows locked) lost by `cause` ("dispatcher",
+    "worker"): their leases released, and each run requeued at once without spending the attempt, up to $3
+    losses (after that the loss counts as an attempt), or timed out when the lease was detached."""
+    return f"""
 WITH lost AS (
-    SELECT l.run_id, l.detached FROM run_leases l
-    -- A detached lease (the endpoint answered 202) outlives its dispatcher; only its deadline ends it.
-    JOIN runs r ON r.id = l.run_id
-    WHERE (NOT l.detached AND NOT EXISTS (SELECT 1 FROM dispatchers d
-                                          WHERE d.id = l.owner
-                                            AND coalesce(d.suspected_at > now() - $1::interval, true)))
-       OR l.deadline < now() - CASE WHEN l.detached THEN interval '0' ELSE $2::interval END
-    LIMIT 1000
-    -- The run's row too, and skipping both: a settle, Complete or heartbeat holds the run's row and then
-    -- touches its lease, so waiting for the run while holding the lease could deadlock with it.
-    FOR UPDATE OF l, r SKIP LOCKED
+    {lost}
 ), released AS (
     DELETE FROM run_leases l WHERE l.run_id = ANY(ARRAY(SELECT run_id FROM lost)) RETURNING l.run_id, l.detached
 ), judged AS (
@@ -280,9 +288,9 @@ WITH lost AS (
     SET status = CASE WHEN g.free OR g.attempts_left THEN 'queued'
                       WHEN g.detached THEN 'timed_out' ELSE 'crashed' END,
         error = CASE WHEN g.detached THEN 'no completion reported within the timeout'
-                     WHEN g.free THEN 'dispatcher lost; requeued without spending an attempt'
-                     WHEN g.attempts_left THEN 'dispatcher lost; retry scheduled'
-                     ELSE 'dispatcher lost' END,
+                     WHEN g.free THEN '{cause} lost; requeued without spending an attempt'
+                     WHEN g.attempts_left THEN '{cause} lost; retry scheduled'
+                     ELSE '{cause} lost' END,
         error_class = CASE WHEN g.detached THEN 'timeout' ELSE 'crashed' END,
         attempt = r.attempt - g.free::int,
         lost_count = r.lost_count + g.free::int,
@@ -298,15 +306,34 @@ WITH lost AS (
     WHERE r.id = ANY(ARRAY(SELECT id FROM judged)) AND r.id = g.id AND j.id = r.job_id
       AND r.status = 'executing'
     RETURNING r.id, r.project_id, r.job_id, r.event_seq, r.attempt, r.status, r.error, r.priority, r.run_at,
-        strait_gate(j.id, r.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
-                    j.execution_window_cron) AS gate
+        {gate_of("j", "r.concurrency_key")} AS gate
 ), requeued AS (
     {enqueue("upd", "gate", where=f"status = {literal(RunStatus.QUEUED)}")}
 )
 {status_changes("upd", RunStatus.EXECUTING, "status", message="error", returning="run_id, to_status")}
 """
+
+
+RECOVER = _requeue_lost("""SELECT l.run_id, l.detached FROM run_leases l
+    -- A detached lease (the endpoint answered 202) outlives its dispatcher; only its deadline ends it.
+    JOIN runs r ON r.id = l.run_id
+    WHERE (NOT l.detached AND NOT EXISTS (SELECT 1 FROM dispatchers d
+                                          WHERE d.id = l.owner
+                                            AND coalesce(d.suspected_at > now() - $1::interval, true)))
+       OR l.deadline < now() - CASE WHEN l.detached THEN interval '0' ELSE $2::interval END
+    LIMIT 1000
+    -- The run's row too, and skipping both: a settle, Complete or heartbeat holds the run's row and then
+    -- touches its lease, so waiting for the run while holding the lease could deadlock with it.
+    FOR UPDATE OF l, r SKIP LOCKED""", "dispatcher")
 """$1 owner staleness, $2 deadline grace, $3 how many losses a run is given back. Requeues (or crashes) runs
 whose dispatcher died or stayed silent past their deadline."""
+
+LOSE = _requeue_lost("""SELECT l.run_id, l.detached FROM run_leases l JOIN runs r ON r.id = l.run_id
+    WHERE l.run_id = ANY($1::text[]) AND l.owner = $2
+    ORDER BY l.run_id
+    FOR UPDATE OF l, r""", "worker")
+"""$1 runs, $2 the owner holding them, $3 how many losses a run is given back: the runs of a worker whose stream
+ended, requeued at once (see _requeue_lost)."""
 
 DETACH = f"""
 WITH v AS (
@@ -472,6 +499,18 @@ class Queue:
     @property
     def metrics(self) -> Metrics:
         return self._metrics
+
+    async def claim_routes(self, owner: str, gates: list[str], limit: int) -> list[ClaimedRun]:
+        """Runs of worker jobs on these route gates, for the worker plane `owner`."""
+        rows = await self._pool.fetch(CLAIM_ROUTES, limit, owner, gates)
+        return [claimed_from_row(r) for r in rows]
+
+    async def lose(self, owner: str, run_ids: list[str], max_lost: int) -> list[str]:
+        """A worker's stream ended with these runs unreported: requeued at once (see LOSE); returns the runs
+        whose status changed."""
+        rows = await self._pool.fetch(LOSE, run_ids, owner, max_lost)
+        self._metrics.transitions(("executing", r["to_status"]) for r in rows)
+        return [r["run_id"] for r in rows]
 
     async def claim(self, owner: str, limit: int) -> list[ClaimedRun]:
         rows = await self._claim_pool.fetch(CLAIM, limit, owner)

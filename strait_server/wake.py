@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import asyncpg
@@ -70,11 +71,25 @@ class PostgresTransport:
             await conn.close()
 
 
+class _Fanout(asyncio.Event):
+    """The local wake-up event, which also calls the hub's other subscribers when set (by a local enqueue or a
+    hint from another process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscribers: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        super().set()
+        for subscriber in self.subscribers:
+            subscriber()
+
+
 class WakeHub:
     def __init__(self, transport: _Transport | None, supervisor: Supervisor | None = None) -> None:
         self._transport = transport
         self._supervisor = supervisor or Supervisor()
-        self._local = asyncio.Event()
+        self._local = _Fanout()
         self._task: asyncio.Task[None] | None = None
         self._last_error_log = 0.0
         # Hints asked for while one is being published go out as one more: at most one publish in flight.
@@ -84,6 +99,10 @@ class WakeHub:
     @property
     def event(self) -> asyncio.Event:
         return self._local
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Also calls `callback` at every wake-up (another consumer than the HTTP dispatcher: the worker plane)."""
+        self._local.subscribers.append(callback)
 
     async def start_listening(self, wait_ready_s: float = 5.0) -> None:
         """Subscribes before returning (so no hint sent after start-up is missed), waiting at most

@@ -8,6 +8,7 @@ from strait_client.v1 import project_pb2 as project_pb2
 from strait_client.v1 import run_context_pb2 as run_context_pb2
 from strait_client.v1 import run_pb2 as run_pb2
 from strait_client.v1 import schedule_pb2 as schedule_pb2
+from strait_client.v1 import worker_pb2 as worker_pb2
 from strait_client.v1 import workflow_pb2 as workflow_pb2
 from strait_client.v1 import workflow_run_pb2 as workflow_run_pb2
 from strait_client.v1 import circuit_pb2_grpc as circuit_pb2_grpc
@@ -17,5 +18,6 @@ from strait_client.v1 import project_pb2_grpc as project_pb2_grpc
 from strait_client.v1 import run_context_pb2_grpc as run_context_pb2_grpc
 from strait_client.v1 import run_pb2_grpc as run_pb2_grpc
 from strait_client.v1 import schedule_pb2_grpc as schedule_pb2_grpc
+from strait_client.v1 import worker_pb2_grpc as worker_pb2_grpc
 from strait_client.v1 import workflow_pb2_grpc as workflow_pb2_grpc
 from strait_client.v1 import workflow_run_pb2_grpc as workflow_run_pb2_grpc

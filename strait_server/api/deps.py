@@ -28,6 +28,7 @@ from strait_server.store.runs import RunStore
 from strait_server.store.sent_events import SentEventStore
 from strait_server.store.workflow_runs import WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
+from strait_server.workers.hub import WorkerHub
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Deps:
     workflow_run_store: WorkflowRunStore
     sent_events: SentEventStore
     direct: DirectDispatch | None = None
+    # The worker plane of this process (WorkerService), when it serves workers.
+    worker_hub: WorkerHub | None = None
     # API rate limits and the failed-authentication lockout (None without Redis).
     limiter: Limiter | None = None
 

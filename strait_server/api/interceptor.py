@@ -158,6 +158,13 @@ def _decode(raw: bytes, deserializer: Callable[[bytes], Any] | None) -> Any:
                                      "malformed request message") from None
 
 
+async def _decoded(raw_requests: AsyncIterator[bytes], deserializer: Callable[[bytes], Any] | None
+                   ) -> AsyncIterator[Any]:
+    """A client stream's messages, decoded (a malformed one raises InvalidArgument where it is read)."""
+    async for raw in raw_requests:
+        yield _decode(raw, deserializer)
+
+
 async def _read_one(requests: AsyncIterator[bytes]) -> bytes:
     async for raw in requests:
         return raw
@@ -206,6 +213,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 self._wrap_client_stream(handler.stream_unary, handler.request_deserializer, method),
+                response_serializer=handler.response_serializer)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_bidi(handler.stream_stream, handler.request_deserializer, method),
                 response_serializer=handler.response_serializer)
         return handler
 
@@ -271,12 +282,26 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             deserializer: Callable[[bytes], Any] | None, method: str
                             ) -> Callable[[AsyncIterator[bytes], Any], Awaitable[Any]]:
         async def wrapped(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
-            async def decoded() -> AsyncIterator[Any]:
-                async for raw in raw_requests:
-                    yield _decode(raw, deserializer)
             try:
                 await self._authenticate(context, method)
-                return await behavior(decoded(), context)
+                return await behavior(_decoded(raw_requests, deserializer), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                failure = _map_exception(exc)
+            await _abort(context, failure)
+        return wrapped
+
+    def _wrap_bidi(self, behavior: Callable[[Any, Any], AsyncIterator[Any]],
+                   deserializer: Callable[[bytes], Any] | None, method: str
+                   ) -> Callable[[AsyncIterator[bytes], Any], AsyncIterator[Any]]:
+        async def wrapped(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[Any]:
+            try:
+                await self._authenticate(context, method)
+                async for item in behavior(_decoded(raw_requests, deserializer), context):
+                    yield item
+                return
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:

@@ -24,6 +24,8 @@ from strait_client.v1 import (
     run_pb2_grpc,
     schedule_pb2,
     schedule_pb2_grpc,
+    worker_pb2,
+    worker_pb2_grpc,
     workflow_pb2,
     workflow_pb2_grpc,
     workflow_run_pb2,
@@ -39,6 +41,7 @@ from strait_server.api.projects import ProjectServicer
 from strait_server.api.run_context import RunContextServicer
 from strait_server.api.runs import RunServicer
 from strait_server.api.schedules import ScheduleServicer
+from strait_server.api.workers import WorkerServicer
 from strait_server.api.workflow_runs import WorkflowRunServicer
 from strait_server.api.workflows import WorkflowServicer
 from strait_server.config import Settings
@@ -54,6 +57,7 @@ SERVICE_NAMES = (
     workflow_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
     workflow_run_pb2.DESCRIPTOR.services_by_name["WorkflowRunService"].full_name,
     event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
 )
 
 
@@ -103,6 +107,8 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
     workflow_run_pb2_grpc.add_WorkflowRunServiceServicer_to_server(
         WorkflowRunServicer(deps, deps.workflow_run_store, deps.workflow_runs), server)
     event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(deps.sent_events), server)
+    if deps.worker_hub is not None:
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(deps, deps.worker_hub), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

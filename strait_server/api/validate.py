@@ -153,7 +153,8 @@ def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobS
     """Builds the job's full spec: fields outside `paths` come from `base` (update), the rest from `job`."""
     f = _Fields(job, base, paths)
     slug, name, description = _names(v, f)
-    endpoint, fallback = _endpoints(v, f, allow_private)
+    mode = _mode(v, f)
+    endpoint, fallback = _endpoints(v, f, allow_private) if mode is ExecutionMode.HTTP else _no_endpoints(v, f)
     strategy, initial_ms, max_ms = _retry_policy(v, job, base, f.given)
     tags = f.pick("tags", dict(job.tags))
     check_map(v, "job.tags", tags, max_entries=20)
@@ -161,12 +162,24 @@ def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobS
     check_map(v, "job.metadata", metadata)
     return JobSpec(
         slug=slug, name=name, description=description, endpoint_url=endpoint, fallback_endpoint_url=fallback,
-        execution_mode=_mode(v, f), queue=_queue(v, f), max_attempts=_max_attempts(v, f),
+        execution_mode=mode, queue=_queue(v, f), max_attempts=_max_attempts(v, f),
         timeout_ms=_job_timeout(v, f), retry_strategy=strategy, retry_initial_ms=initial_ms,
         retry_max_ms=max_ms, priority=_priority(v, f), enabled=_enabled(f), signing_secret=_secret(v, f),
-        tags=tags, metadata=metadata, **_schedule(v, f), run_ttl_ms=_job_ttl(v, f), **_flow_control(v, f),
-        max_run_cost_microusd=_max_run_cost(v, f),
+        tags=tags, metadata=metadata, **_schedule(v, f), run_ttl_ms=_job_ttl(v, f),
+        **_worker_rules(v, mode, _flow_control(v, f)), max_run_cost_microusd=_max_run_cost(v, f),
     )
+
+
+# Flow control the worker plane does not apply yet: refused on worker jobs rather than silently ignored.
+_NOT_FOR_WORKERS = ("max_concurrency", "max_concurrency_per_key", "rate_limit_max", "execution_window_cron")
+
+
+def _worker_rules(v: Violations, mode: ExecutionMode, flow: dict[str, Any]) -> dict[str, Any]:
+    if mode is ExecutionMode.WORKER:
+        for name in _NOT_FOR_WORKERS:
+            if flow.get(name):
+                v.add(f"job.{name}", "is not available for worker jobs yet (their workers' slots bound them)")
+    return flow
 
 
 def _max_run_cost(v: Violations, f: _Fields) -> int:
@@ -293,10 +306,18 @@ def _mode(v: Violations, f: _Fields) -> ExecutionMode:
         assert f.base is not None
         return f.base.execution_mode
     if f.job.execution_mode == job_pb2.EXECUTION_MODE_WORKER:
-        v.add("job.execution_mode", "WORKER is reserved and not available yet; use HTTP")
-    elif f.job.execution_mode not in (job_pb2.EXECUTION_MODE_UNSPECIFIED, job_pb2.EXECUTION_MODE_HTTP):
+        return ExecutionMode.WORKER
+    if f.job.execution_mode not in (job_pb2.EXECUTION_MODE_UNSPECIFIED, job_pb2.EXECUTION_MODE_HTTP):
         v.add("job.execution_mode", "is not a known execution mode")
     return ExecutionMode.HTTP
+
+
+def _no_endpoints(v: Violations, f: _Fields) -> tuple[str, str]:
+    """A worker job: its workers run it, so it has no endpoint."""
+    for name in ("endpoint_url", "fallback_endpoint_url"):
+        if f.given(name) and getattr(f.job, name):
+            v.add(f"job.{name}", "must be empty for a worker job (its workers run it)")
+    return "", ""
 
 
 def _endpoints(v: Violations, f: _Fields, allow_private: bool) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from strait_server.model import ErrorClass, RunStatus
 
 E = ErrorClass
 # Error classes that are worth retrying; everything else goes to dead_letter at once.
-RETRYABLE = frozenset({E.RATE_LIMITED, E.REQUEST_TIMEOUT, E.SERVER, E.CONNECTION, E.TIMEOUT, E.UNKNOWN})
+RETRYABLE = frozenset({E.RATE_LIMITED, E.REQUEST_TIMEOUT, E.SERVER, E.CONNECTION, E.TIMEOUT, E.UNKNOWN, E.HANDLER})
 # Classes for which the fallback endpoint is tried within the same attempt.
 TRANSIENT = frozenset({E.RATE_LIMITED, E.CONNECTION, E.TIMEOUT})
 

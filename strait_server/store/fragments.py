@@ -56,6 +56,15 @@ def enqueue(source: str, gate: str, *, where: str = "", columns: str = "") -> st
     return f"{sql} WHERE {where}" if where else sql
 
 
+def gate_of(job: str, concurrency_key: str) -> str:
+    """The ready-queue gate of a run of the job row `job` (an alias, or a table name) with the SQL expression
+    `concurrency_key`: strait_gate (see migrations), the one definition of which runs the plain claim leaves
+    to the gated claim (flow control) or to the worker plane (worker jobs)."""
+    j = f"{job}." if job else ""
+    return (f"strait_gate({j}id, {concurrency_key}, {j}max_concurrency, {j}max_concurrency_per_key, "
+            f"{j}rate_limit_max, {j}execution_window_cron, {j}execution_mode, {j}queue)")
+
+
 def expires_at(start: str, ttl_ms: str) -> str:
     """When a run with time-to-live `ttl_ms` (0: none) counted from `start` expires: NULL for none."""
     return f"CASE WHEN {ttl_ms} > 0 THEN {start} + {ttl_ms} * interval '1 millisecond' END"

@@ -149,9 +149,9 @@ def _spec_args(spec: JobSpec) -> tuple[Any, ...]:
     )
 
 
-def _gating(spec: JobSpec) -> tuple[bool, bool]:
+def _gating(spec: JobSpec) -> tuple[bool, bool, str, str]:
     """What decides the gates of the job's queued runs (see strait_run_gate)."""
-    return spec.flow_controlled, spec.max_concurrency_per_key > 0
+    return spec.flow_controlled, spec.max_concurrency_per_key > 0, spec.execution_mode.value, spec.queue
 
 
 def regates(current: Job, spec: JobSpec) -> bool:

@@ -30,7 +30,7 @@ from strait_server.model import (
     sources_of,
 )
 from strait_server.queue import ClaimedRun, claimed_from_row
-from strait_server.store.fragments import enqueue, expires_at, insert_events, literal, status_changes
+from strait_server.store.fragments import enqueue, expires_at, gate_of, insert_events, literal, status_changes
 from strait_server.telemetry import Telemetry
 
 RUN_COLUMNS = """id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload, output,
@@ -42,7 +42,7 @@ _EVENT_COLUMNS = "run_id, job_id, seq, type, from_status, to_status, attempt, me
 INSERT_RUNS = f"""
 WITH j AS (
     SELECT id, project_id, max_attempts, priority, timeout_ms, tags, run_ttl_ms, max_concurrency,
-        max_concurrency_per_key, rate_limit_max, execution_window_cron
+        max_concurrency_per_key, rate_limit_max, execution_window_cron, execution_mode, queue
     FROM jobs
     WHERE project_id = $1 AND delete_time IS NULL AND (id = $2 OR ($2 = '' AND slug = $3))
       -- Unless the caller read the job and applied its rules ($19): deduplicated and debounced triggers need
@@ -75,8 +75,7 @@ WITH j AS (
     {status_changes("ins", "''", "status", attempt="0", seq="1")}
 ), ready AS (
     {enqueue(
-        "ins, j", "strait_gate(j.id, ins.concurrency_key, j.max_concurrency, j.max_concurrency_per_key, "
-        "j.rate_limit_max, j.execution_window_cron)", where=f"ins.status = {literal(RunStatus.QUEUED)}",
+        "ins, j", gate_of("j", "ins.concurrency_key"), where=f"ins.status = {literal(RunStatus.QUEUED)}",
         columns="ins.")}
 ), steps AS (
     -- The run of a workflow step: from now the step is running it (one statement writes both).
@@ -110,8 +109,7 @@ WITH j AS (
     WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
       -- Flow-controlled jobs always go through the gated claim, which enforces their limits (strait_gate is
       -- the one definition of flow control; it names a gate for any limit, per-key ones included).
-      AND strait_gate(id, '', max_concurrency, max_concurrency_per_key, rate_limit_max, execution_window_cron)
-          IS NULL
+      AND {gate_of("", "''")} IS NULL
       AND dedup_window_ms = 0 AND debounce_window_ms = 0
       -- Only when nothing claimable is waiting: a new run must not overtake older queued runs.
       AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.gate IS NULL AND q.run_at <= now()
@@ -253,8 +251,7 @@ WITH v AS (
     {status_changes("ins", "''", RunStatus.QUEUED, attempt="0", seq="1")}
 ), ready AS (
     {enqueue(
-        "ins JOIN jobs j ON j.id = ins.job_id", "strait_gate(j.id, '', j.max_concurrency, "
-        "j.max_concurrency_per_key, j.rate_limit_max, j.execution_window_cron)", columns="ins.")}
+        "ins JOIN jobs j ON j.id = ins.job_id", gate_of("j", "''"), columns="ins.")}
 )
 SELECT id, job_id FROM ins
 """

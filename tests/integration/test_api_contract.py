@@ -65,7 +65,8 @@ async def _job_count(api: Api) -> int:
     (job_pb2.Job(slug="ok", endpoint_url="http://e.com", timeout=Duration(seconds=90_000)), "job.timeout"),
     (job_pb2.Job(slug="ok", endpoint_url="http://e.com", signing_secret="short"), "job.signing_secret"),
     (job_pb2.Job(slug="ok", endpoint_url="http://e.com", execution_mode=job_pb2.EXECUTION_MODE_WORKER),
-     "job.execution_mode"),
+     "job.endpoint_url"),
+    (job_pb2.Job(slug="ok", endpoint_url="http://e.com", execution_mode=7), "job.execution_mode"),
     (job_pb2.Job(slug="ok", endpoint_url="http://e.com", retry_policy=job_pb2.RetryPolicy(
         initial_delay=Duration(seconds=10), max_delay=Duration(seconds=1))), "job.retry_policy.max_delay"),
     (job_pb2.Job(slug="ok", endpoint_url="http://e.com", queue="no spaces"), "job.queue"),

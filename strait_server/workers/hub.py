@@ -1,0 +1,200 @@
+"""The worker plane of one server process: the sessions of the workers connected here, the claim of the runs
+their handlers take, and the settle of their results.
+
+The hub is a dispatcher like the HTTP one (a row in `dispatchers`, heartbeats, leases in its name), so the
+recovery sweep of another process takes its runs back if this process dies. Runs of worker jobs wait in the
+ready queue under route gates ('w/<queue>/<job id>', see strait_gate): one statement claims, for every route
+with a connected worker that has free slots, as many runs as those workers can take, and the hub spreads them
+over the sessions (most free slots first). Results go through the same settle buffer and statement as HTTP
+outcomes; a session whose stream ends gives its unreported runs back at once (Queue.lose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from strait_server import ids
+from strait_server.auth import RunTokenSigner
+from strait_server.config import Settings
+from strait_server.dispatch.settle import SettleBuffer
+from strait_server.faults import DATABASE_ERRORS
+from strait_server.queue import ClaimedRun, Outcome, Queue
+from strait_server.tasks import Supervisor, cancel_and_wait
+from strait_server.telemetry import Telemetry
+from strait_server.workers.session import Assigned, Session
+
+log = logging.getLogger(__name__)
+
+# Runs claimed per statement at most.
+CLAIM_BATCH = 1000
+
+
+class WorkerHub:
+    def __init__(self, queue: Queue, settings: Settings, tokens: RunTokenSigner, *,
+                 on_events: Callable[[Iterable[str]], None], telemetry: Telemetry, supervisor: Supervisor) -> None:
+        self.owner = ids.new_id("disp")
+        self._queue = queue
+        self._settings = settings
+        self._tokens = tokens
+        self._on_events = on_events
+        self._telemetry = telemetry
+        self._supervisor = supervisor
+        self._sessions: dict[str, Session] = {}
+        # Results handed to the settle buffer and not yet committed: run id -> (session, assignment id).
+        self._settling: dict[str, tuple[Session, str]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._settler = SettleBuffer(queue, self.owner,
+                                     flush_interval_s=settings.settle_flush_interval.total_seconds(),
+                                     batch_size=settings.settle_batch_size, on_settled=self._on_settled,
+                                     supervisor=supervisor)
+
+    async def start(self) -> None:
+        # The heartbeat row must exist before the first claim, or a sweep would take the runs back.
+        await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+        self._settler.start()
+        self._tasks = [self._supervisor.spawn(self._claim_loop(), name="worker-claim-loop"),
+                       self._supervisor.spawn(self._heartbeat_loop(), name="worker-hub-heartbeat")]
+
+    async def stop(self) -> None:
+        """Ends the sessions' assignments: what was reported is settled, the rest goes back to the queue."""
+        await cancel_and_wait(self._tasks)
+        await self._settler.stop()
+        with contextlib.suppress(*DATABASE_ERRORS):
+            self._on_events(await self._queue.hand_back(self.owner))
+            await self._queue.remove_dispatcher(self.owner)
+
+    def notify(self) -> None:
+        """Runs may have been enqueued: claim for the connected workers now."""
+        self._wake.set()
+
+    # Sessions
+
+    def open(self, session: Session) -> None:
+        self._sessions[session.id] = session
+        self._wake.set()
+
+    async def close(self, session: Session) -> None:
+        """The session's stream ended: its unreported runs go back to the queue at once."""
+        self._sessions.pop(session.id, None)
+        held = session.release_all()
+        if held:
+            try:
+                self._on_events(await self._queue.lose(self.owner, held, self._settings.max_lost_requeues))
+            except DATABASE_ERRORS as exc:
+                # Left to the recovery sweep: their leases expire with their deadlines.
+                log.warning("could not give back the runs of a closed worker session: %r", exc,
+                            extra={"action": "worker_release_error", "session": session.id})
+            self._wake.set()
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def submit(self, session: Session, outcome: Outcome, assignment_id: str) -> None:
+        """A result of the session's: settled with the next flush, then acknowledged on its stream."""
+        self._settling[outcome.run_id] = (session, assignment_id)
+        self._settler.add(outcome)
+        self._wake.set()  # a slot is free
+
+    def _on_settled(self, outcomes: list[Outcome], settled: set[str]) -> None:
+        self._on_events(settled)
+        by_session: dict[str, tuple[Session, list[str], list[str]]] = {}
+        for o in outcomes:
+            entry = self._settling.pop(o.run_id, None)
+            if entry is None:
+                continue
+            session, assignment_id = entry
+            _, accepted, moved_on = by_session.setdefault(session.id, (session, [], []))
+            (accepted if o.run_id in settled else moved_on).append(assignment_id)
+        for session, accepted, moved_on in by_session.values():
+            session.acknowledge(accepted, moved_on)
+
+    # Claiming
+
+    async def _claim_loop(self) -> None:
+        poll = self._settings.poll_interval.total_seconds()
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self._claim_once()
+            except DATABASE_ERRORS as exc:
+                self._telemetry.metrics.loop_errors.labels("worker_claim").inc()
+                log.warning("worker claim failed: %r", exc, extra={"action": "worker_claim_error"})
+                claimed = 0
+                await asyncio.sleep(min(poll, 1.0))
+            if claimed:
+                continue  # more may be waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def _claim_once(self) -> int:
+        """One claim for every route with free slots; returns how many runs were assigned."""
+        free: dict[str, int] = {}
+        for session in self._sessions.values():
+            for gate in session.gates:
+                free[gate] = free.get(gate, 0) + session.free
+        gates = [g for g, n in free.items() if n > 0]
+        if not gates:
+            return 0
+        want = min(CLAIM_BATCH, sum(s.free for s in self._sessions.values()))
+        started = time.time_ns()
+        runs = await self._queue.claim_routes(self.owner, gates, want)
+        if not runs:
+            return 0
+        self._telemetry.claimed(runs, started)
+        self._on_events(r.id for r in runs)
+        unplaced = self._place(runs)
+        if unplaced:  # their sessions left meanwhile
+            self._on_events(await self._queue.lose(self.owner, unplaced, self._settings.max_lost_requeues))
+        return len(runs) - len(unplaced)
+
+    def _place(self, runs: list[ClaimedRun]) -> list[str]:
+        """Assigns each run to a session that handles its route, most free slots first; returns the runs no
+        session could take."""
+        unplaced: list[str] = []
+        batches: dict[str, list[Assigned]] = {}
+        by_gate = sorted(runs, key=lambda r: self._gate_of(r))
+        for gate, group in itertools.groupby(by_gate, key=self._gate_of):
+            takers = sorted((s for s in self._sessions.values() if gate in s.gates and s.free > 0),
+                            key=lambda s: -s.free)
+            for run in group:
+                session = next((s for s in takers if s.free > 0), None)
+                if session is None:
+                    unplaced.append(run.id)
+                    continue
+                assigned = Assigned(str(uuid.uuid4()), run, gate, time.monotonic())
+                session.hold(assigned)
+                batches.setdefault(session.id, []).append(assigned)
+        for session_id, assigned_runs in batches.items():
+            self._sessions[session_id].send_assignments(assigned_runs, self._tokens)
+        return unplaced
+
+    def _gate_of(self, run: ClaimedRun) -> str:
+        return _route_of(self._sessions, run)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._settings.heartbeat_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+            except DATABASE_ERRORS as exc:
+                self._telemetry.metrics.loop_errors.labels("worker_heartbeat").inc()
+                log.warning("worker hub heartbeat failed: %r", exc, extra={"action": "heartbeat_error"})
+
+
+def _route_of(sessions: dict[str, Session], run: ClaimedRun) -> str:
+    """The route gate of a claimed run: the one of a session's gates that names its job."""
+    for session in sessions.values():
+        gate = session.gate_of_job.get(run.job_id)
+        if gate is not None:
+            return gate
+    return ""

@@ -1,0 +1,102 @@
+"""One worker's session: what it handles, its slots, the assignments it holds, and its stream's outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from strait_client.v1 import worker_pb2
+from strait_server.auth import RunTokenSigner
+from strait_server.queue import ClaimedRun
+
+W = worker_pb2
+# Margin of a run token beyond the attempt's timeout (a handler may report just after it).
+TOKEN_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """A run given to a session: `assignment_id` names this dispatch of it."""
+
+    assignment_id: str
+    run: ClaimedRun
+    gate: str
+    since: float  # time.monotonic()
+
+
+@dataclass
+class Route:
+    queue: str
+    job_slug: str
+    job_id: str
+
+
+@dataclass
+class Session:
+    id: str
+    project_id: str
+    worker_id: str
+    name: str
+    hostname: str
+    slots: int
+    max_batch: int
+    routes: list[Route]
+    held: dict[str, Assigned] = field(default_factory=dict)
+    # Messages for the stream, in order; None ends it.
+    outbox: asyncio.Queue[W.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    connect_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        self.gate_of_job = {r.job_id: f"w/{r.queue}/{r.job_id}" for r in self.routes}
+        self.gates = frozenset(self.gate_of_job.values())
+        self._slugs = {r.job_id: (r.queue, r.job_slug) for r in self.routes}
+
+    @property
+    def free(self) -> int:
+        return max(0, self.slots - len(self.held))
+
+    def hold(self, assigned: Assigned) -> None:
+        self.held[assigned.assignment_id] = assigned
+
+    def take(self, assignment_id: str) -> Assigned | None:
+        """The assignment a result names, no longer held (its slot is free); None when it is not held."""
+        return self.held.pop(assignment_id, None)
+
+    def release_all(self) -> list[str]:
+        """The runs still held (the stream ended): no longer held."""
+        runs = [a.run.id for a in self.held.values()]
+        self.held.clear()
+        return runs
+
+    def send_assignments(self, assigned: list[Assigned], tokens: RunTokenSigner) -> None:
+        for start in range(0, len(assigned), self.max_batch):
+            batch = [self._assignment(a, tokens) for a in assigned[start:start + self.max_batch]]
+            self.outbox.put_nowait(W.ConnectResponse(assignments=W.AssignmentBatch(assignments=batch)))
+
+    def _assignment(self, a: Assigned, tokens: RunTokenSigner) -> W.Assignment:
+        run = a.run
+        queue, slug = self._slugs.get(run.job_id, ("", ""))
+        timeout_s = run.timeout_ms / 1000
+        message = W.Assignment(
+            assignment_id=a.assignment_id, run_id=run.id, job_id=run.job_id, job_slug=slug, queue=queue,
+            attempt=run.attempt, max_attempts=run.max_attempts, payload_json=run.payload,
+            run_token=tokens.issue(run.id, run.attempt, timeout_s + TOKEN_MARGIN_S),
+            last_checkpoint_json=run.checkpoint or "")
+        message.deadline_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=timeout_s))
+        return message
+
+    def acknowledge(self, accepted: list[str], moved_on: list[str]) -> None:
+        """After the settle of its results committed: which were taken, which the run had moved on from."""
+        self.outbox.put_nowait(W.ConnectResponse(results_accepted=W.ResultsAccepted(
+            assignment_ids=accepted,
+            rejected=[W.RejectedResult(assignment_id=a, reason=W.REJECT_REASON_RUN_MOVED_ON,
+                                       message="the run moved on (canceled, or timed out and taken back)")
+                      for a in moved_on])))
+
+    def reject(self, rejected: list[W.RejectedResult]) -> None:
+        if rejected:
+            self.outbox.put_nowait(W.ConnectResponse(results_accepted=W.ResultsAccepted(rejected=rejected)))
+
+    def end(self) -> None:
+        self.outbox.put_nowait(None)

@@ -1,0 +1,281 @@
+"""The worker plane end to end: runs of worker jobs reach connected workers (the Python SDK, or the raw stream)
+over WorkerService.Connect, routed by the workers' handlers, within their slots; results settle them like any
+outcome; a stream that ends gives its runs to another worker without spending their attempts; bad input gets
+precise codes and leaves the stream up where it can."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from strait_client.v1 import (
+    job_pb2,
+    run_pb2,
+    worker_pb2,
+    worker_pb2_grpc,
+    workflow_pb2,
+    workflow_pb2_grpc,
+    workflow_run_pb2,
+    workflow_run_pb2_grpc,
+)
+from strait_client.worker import NonRetryableError, TaskContext, Worker
+from strait_server.app import App
+from tests.conftest import Api, eventually
+from tests.integration.test_client import address
+
+W = worker_pb2
+S = run_pb2
+
+
+async def worker_job(api: Api, slug: str, queue: str = "default", **fields: Any) -> job_pb2.Job:
+    return (await api.jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
+        slug=slug, execution_mode=job_pb2.EXECUTION_MODE_WORKER, queue=queue, **fields)),
+        metadata=api.metadata)).job
+
+
+@contextlib.asynccontextmanager
+async def serving(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker serving in the background until the block ends."""
+    task = asyncio.create_task(worker.serve())
+    try:
+        await asyncio.wait_for(worker.connected.wait(), 15)
+        yield task
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 15)
+
+
+def sdk_worker(app: App, api: Api, **options: Any) -> Worker:
+    return Worker(address(app), api.key, **options)
+
+
+async def test_a_worker_runs_its_jobs_runs_and_its_output_completes_them(app: App, api: Api) -> None:
+    job = await worker_job(api, "resize")
+    worker = sdk_worker(app, api, slots=4)
+    seen: list[tuple[TaskContext, Any]] = []
+
+    @worker.handler("resize")
+    async def resize(ctx: TaskContext, payload: Any) -> dict[str, Any]:
+        seen.append((ctx, payload))
+        return {"width": payload["width"] // 2}
+
+    async with serving(worker):
+        run = await api.trigger(job, payload_json=json.dumps({"width": 640}))
+        done = await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+    assert json.loads(done.output_json) == {"width": 320} and done.attempt == 1
+    [(ctx, payload)] = seen
+    assert (ctx.run_id, ctx.attempt, ctx.job_slug, ctx.queue, payload) == (run.id, 1, "resize", "default",
+                                                                           {"width": 640})
+    assert ctx.run_token and ctx.deadline is not None
+    statuses = [(e.from_status, e.to_status) for e in await api.events(run.id) if e.type == "status_change"]
+    assert statuses == [(S.RUN_STATUS_UNSPECIFIED, S.RUN_STATUS_QUEUED), (S.RUN_STATUS_QUEUED, S.RUN_STATUS_EXECUTING),
+                        (S.RUN_STATUS_EXECUTING, S.RUN_STATUS_COMPLETED)]
+
+
+async def test_runs_go_only_to_workers_with_a_handler_and_wait_queued_for_one(app: App, api: Api) -> None:
+    a = await worker_job(api, "a")
+    b = await worker_job(api, "b", queue="other")
+    ran: list[str] = []
+    only_a = sdk_worker(app, api)
+
+    @only_a.handler("a")
+    async def handle_a(ctx: TaskContext, payload: Any) -> None:
+        ran.append(f"a:{ctx.job_slug}")
+
+    async with serving(only_a):
+        run_a, run_b = await api.trigger(a), await api.trigger(b)
+        await api.wait_status(run_a.id, S.RUN_STATUS_COMPLETED)
+        # Nobody handles b: it stays queued (a claims only its workers' routes), no attempt spent.
+        waiting = await api.get_run(run_b.id)
+        assert waiting.status == S.RUN_STATUS_QUEUED and waiting.attempt == 0
+        only_b = sdk_worker(app, api)
+
+        @only_b.handler("b", queue="other")
+        def handle_b(ctx: TaskContext, payload: Any) -> str:  # a sync handler: runs in the worker's threads
+            ran.append(f"b:{ctx.job_slug}")
+            return "done"
+
+        async with serving(only_b):
+            done = await api.wait_status(run_b.id, S.RUN_STATUS_COMPLETED)
+    assert sorted(ran) == ["a:a", "b:b"] and json.loads(done.output_json) == "done"
+
+
+async def test_a_worker_never_holds_more_runs_than_its_slots(app: App, api: Api) -> None:
+    job = await worker_job(api, "hold")
+    worker = sdk_worker(app, api, slots=2)
+    running, most, release = 0, 0, asyncio.Event()
+
+    @worker.handler("hold")
+    async def hold(ctx: TaskContext, payload: Any) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+
+    async with serving(worker):
+        runs = [await api.trigger(job) for _ in range(6)]
+        await eventually(lambda: _count(api, runs, S.RUN_STATUS_EXECUTING, 2))
+        assert await _statuses(api, runs) == {S.RUN_STATUS_EXECUTING: 2, S.RUN_STATUS_QUEUED: 4}
+        release.set()
+        for run in runs:
+            await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+    assert most == 2
+
+
+async def test_failures_retry_and_non_retryable_ones_fail_the_run(app: App, api: Api) -> None:
+    flaky = await worker_job(api, "flaky", max_attempts=3,
+                             retry_policy=job_pb2.RetryPolicy(strategy=job_pb2.RETRY_STRATEGY_FIXED,
+                                                              initial_delay={"nanos": 1_000_000}))
+    bad = await worker_job(api, "bad", max_attempts=3)
+    worker = sdk_worker(app, api)
+    calls = 0
+
+    @worker.handler("flaky")
+    async def flaky_handler(ctx: TaskContext, payload: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if ctx.attempt == 1:
+            raise RuntimeError("try again")
+        return "ok"
+
+    @worker.handler("bad")
+    async def bad_handler(ctx: TaskContext, payload: Any) -> None:
+        raise NonRetryableError("this input will never work")
+
+    async with serving(worker):
+        retried, failed = await api.trigger(flaky), await api.trigger(bad)
+        done = await api.wait_status(retried.id, S.RUN_STATUS_COMPLETED)
+        ended = await api.wait_status(failed.id, S.RUN_STATUS_FAILED)
+    assert done.attempt == 2 and calls == 2
+    assert ended.attempt == 1 and "this input will never work" in ended.error
+
+
+async def test_a_lost_stream_gives_its_runs_to_another_worker_without_spending_attempts(app: App, api: Api) -> None:
+    job = await worker_job(api, "long", max_attempts=1)
+    first = sdk_worker(app, api, slots=3)
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    @first.handler("long")
+    async def forever(ctx: TaskContext, payload: Any) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.append(ctx.run_id)
+
+    async with serving(first):
+        runs = [await api.trigger(job) for _ in range(3)]
+        await eventually(lambda: _count(api, runs, S.RUN_STATUS_EXECUTING, 3))
+    # The first worker stopped with three runs held: they go back to the queue at once.
+    assert sorted(cancelled) == sorted(r.id for r in runs)
+    second = sdk_worker(app, api)
+
+    @second.handler("long")
+    async def quick(ctx: TaskContext, payload: Any) -> int:
+        return ctx.attempt
+
+    async with serving(second):
+        for run in runs:
+            done = await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+            # Attempt 1 of 1 again: the loss spent nothing (max_attempts 1 would otherwise have ended it).
+            assert done.attempt == 1 and json.loads(done.output_json) == 1
+            assert "worker lost; requeued without spending an attempt" in [
+                e.message for e in await api.events(run.id)]
+
+
+async def test_the_raw_protocol_refuses_bad_input_precisely(app: App, api: Api) -> None:
+    await worker_job(api, "w")
+    await api.create_job("http", "http://127.0.0.1:9/x")
+    stub = worker_pb2_grpc.WorkerServiceStub(api.channel)
+
+    async def refused(*messages: W.ConnectRequest) -> grpc.aio.AioRpcError:
+        call = stub.Connect(metadata=api.metadata, timeout=10)
+        for m in messages:
+            await call.write(m)
+        await call.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        return err.value
+
+    err = await refused(W.ConnectRequest(heartbeat=W.Heartbeat()))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "hello" in (err.details() or "")
+    err = await refused(W.ConnectRequest(hello=W.Hello(slots=1, handlers=[W.Handler(job_slug="http"),
+                                                                          W.Handler(job_slug="nope"),
+                                                                          W.Handler(queue="q", job_slug="w")])))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.details() or ""
+    assert all(p in details for p in ("hello.handlers[0].job_slug", "hello.handlers[1].job_slug",
+                                      "hello.handlers[2].queue"))
+    err = await refused(W.ConnectRequest(hello=W.Hello(slots=0, handlers=[W.Handler(job_slug="w")])))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "hello.slots" in (err.details() or "")
+
+    # A result for an assignment the session does not hold is rejected in-stream; the stream stays up.
+    call = stub.Connect(metadata=api.metadata, timeout=10)
+    await call.write(W.ConnectRequest(hello=W.Hello(slots=1, handlers=[W.Handler(job_slug="w")])))
+    assert (await call.read()).WhichOneof("message") == "welcome"
+    await call.write(W.ConnectRequest(results=W.SubmitResults(results=[W.TaskResult(
+        assignment_id="nope", run_id="run_x", attempt=1, success=W.TaskSuccess(output_json="1"))])))
+    reply = await call.read()
+    [rejected] = reply.results_accepted.rejected
+    assert (rejected.assignment_id, rejected.reason) == ("nope", W.REJECT_REASON_STALE_ASSIGNMENT)
+    await call.write(W.ConnectRequest(heartbeat=W.Heartbeat()))
+    await call.done_writing()
+    assert await call.read() is grpc.aio.EOF and await call.code() == grpc.StatusCode.OK
+
+
+async def test_worker_jobs_have_no_endpoint_and_no_flow_control_yet(api: Api) -> None:
+    for fields, path in (({"endpoint_url": "http://127.0.0.1:9/x"}, "job.endpoint_url"),
+                         ({"max_concurrency": 2}, "job.max_concurrency")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await worker_job(api, "bad", **fields)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and path in (err.value.details() or "")
+    job = await worker_job(api, "good", queue="images")
+    assert (job.execution_mode, job.queue, job.endpoint_url) == (job_pb2.EXECUTION_MODE_WORKER, "images", "")
+
+
+async def test_a_workflow_step_of_a_worker_job_runs_on_a_worker(app: App, api: Api) -> None:
+    await worker_job(api, "stepwork")
+    worker = sdk_worker(app, api)
+
+    @worker.handler("stepwork")
+    async def step(ctx: TaskContext, payload: Any) -> dict[str, Any]:
+        return {"seen": payload.get("n")}
+
+    flows = workflow_pb2_grpc.WorkflowServiceStub(api.channel)
+    runs = workflow_run_pb2_grpc.WorkflowRunServiceStub(api.channel)
+    await flows.CreateWorkflow(workflow_pb2.CreateWorkflowRequest(workflow=workflow_pb2.Workflow(
+        slug="wf", steps=[workflow_pb2.Step(ref="s", job=workflow_pb2.JobStep(job_slug="stepwork"),
+                                            input_template_json='{"n": "{{ input.n }}"}')])), metadata=api.metadata)
+    async with serving(worker):
+        run = (await flows.TriggerWorkflow(workflow_pb2.TriggerWorkflowRequest(slug="wf", input_json='{"n": 7}'),
+                                           metadata=api.metadata)).workflow_run
+
+        async def ended() -> workflow_run_pb2.WorkflowRun | None:
+            got = (await runs.GetWorkflowRun(workflow_run_pb2.GetWorkflowRunRequest(id=run.id),
+                                             metadata=api.metadata)).workflow_run
+            return got if got.status == workflow_run_pb2.WORKFLOW_RUN_STATUS_COMPLETED else None
+        await eventually(ended)
+    [s] = (await runs.ListStepRuns(workflow_run_pb2.ListStepRunsRequest(workflow_run_id=run.id),
+                                   metadata=api.metadata)).step_runs
+    assert json.loads(s.output_json) == {"seen": 7}
+
+
+async def _statuses(api: Api, runs: list[S.Run]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for r in runs:
+        status = (await api.get_run(r.id)).status
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+async def _count(api: Api, runs: list[S.Run], status: int, n: int) -> bool:
+    return (await _statuses(api, runs)).get(status, 0) >= n
