@@ -90,13 +90,15 @@ class Worker:
     """A worker process's connection to Strait: its handlers, its slots, and the session that feeds them."""
 
     def __init__(self, address: str, api_key: str, *, slots: int = 100, name: str = "", worker_id: str = "",
-                 config: ClientConfig | None = None, credentials: grpc.ChannelCredentials | None = None) -> None:
+                 drain_timeout: float = 30.0, config: ClientConfig | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         if not 1 <= slots <= 10_000:
             raise ValueError("slots must be between 1 and 10,000")
         self.address = address
         self.slots = slots
         self.name = name
         self.worker_id = worker_id
+        self.drain_timeout = drain_timeout
         self._metadata = auth_metadata(api_key)
         self._config = config or ClientConfig()
         self._credentials = credentials
@@ -135,7 +137,7 @@ class Worker:
         return register
 
     def run(self) -> None:
-        """Serves until SIGTERM or SIGINT, then stops: no new runs, running handlers are cancelled."""
+        """Serves until SIGTERM or SIGINT, then stops as `stop` says."""
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,7 +146,9 @@ class Worker:
         asyncio.run(main())
 
     def stop(self) -> None:
-        """Ends `serve` (from the worker's event loop)."""
+        """Ends `serve` (call it from the worker's event loop): the worker takes no new runs, lets the running
+        handlers finish (up to `drain_timeout` seconds), waits until their results are accepted, and closes
+        the stream; handlers still running then are cancelled, and their runs go to other workers."""
         self._stop.set()
 
     async def serve(self) -> None:
@@ -196,6 +200,8 @@ class _Session:
         self._running: dict[str, tuple[asyncio.Task[None], TaskContext]] = {}
         self._results: list[W.TaskResult] = []
         self._has_results = asyncio.Event()
+        self._unacked: set[str] = set()  # results sent, not yet accepted or rejected
+        self._changed = asyncio.Event()  # a handler ended or a result was answered (for the drain)
         self._write_lock = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -208,12 +214,26 @@ class _Session:
             stopping.cancel()
             if reader in done:
                 reader.result()  # raises what ended the stream
-            else:
-                reader.cancel()
+                return
+            await self._drain(reader)
+            reader.cancel()
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
+
+    async def _drain(self, reader: asyncio.Task[None]) -> None:
+        """Stopping: nothing new, the running handlers finish, their results are answered (within the
+        worker's drain timeout, and while the stream lasts)."""
+        await self._write(W.ConnectRequest(capacity=W.SetCapacity(slots=0)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._worker.drain_timeout
+        while (self._running or self._results or self._unacked) and not reader.done():
+            self._changed.clear()
+            if loop.time() >= deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
 
     async def _read(self) -> None:
         while True:
@@ -227,9 +247,24 @@ class _Session:
             elif kind == "assignments":
                 for assignment in message.assignments.assignments:
                     self._start(assignment)
+            elif kind == "cancel":
+                self._cancel(message.cancel)
             elif kind == "results_accepted":
-                for rejected in message.results_accepted.rejected:
+                accepted = message.results_accepted
+                self._unacked.difference_update(accepted.assignment_ids)
+                for rejected in accepted.rejected:
+                    self._unacked.discard(rejected.assignment_id)
                     log.info("result of run assignment %s rejected: %s", rejected.assignment_id, rejected.message)
+                self._changed.set()
+
+    def _cancel(self, cancel: W.CancelAssignments) -> None:
+        """The server took these runs away: their results would be rejected, so their handlers stop."""
+        for canceled in cancel.assignments:
+            running = self._running.get(canceled.assignment_id)
+            if running is not None:
+                task, ctx = running
+                ctx.cancelled.set()
+                task.cancel()
 
     def _start(self, a: W.Assignment) -> None:
         route = self._worker._routes.get(a.job_slug)
@@ -264,6 +299,7 @@ class _Session:
             result.failure.CopyFrom(W.TaskFailure(message=str(exc), error_type=type(exc).__name__))
         finally:
             self._running.pop(a.assignment_id, None)
+            self._changed.set()
         result.duration.FromMilliseconds(int((time.monotonic() - started) * 1000))
         self._results.append(result)
         self._has_results.set()
@@ -275,6 +311,7 @@ class _Session:
             self._has_results.clear()
             while self._results:
                 batch, self._results = self._results[:RESULT_BATCH], self._results[RESULT_BATCH:]
+                self._unacked.update(r.assignment_id for r in batch)
                 await self._write(W.ConnectRequest(results=W.SubmitResults(results=batch)))
 
     async def _write(self, message: W.ConnectRequest) -> None:

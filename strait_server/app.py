@@ -271,6 +271,7 @@ class App:
                                     on_events=self.events.published, telemetry=tel, supervisor=self.supervisor)
         await self.worker_hub.start()
         self._wake.subscribe(self.worker_hub.notify)
+        self.events.on_runs(self.worker_hub.runs_changed)
         deps = Deps(
             settings=s, projects=projects, jobs=JobStore(self.pool, tel.metrics), runs=RunStore(self.pool, tel),
             authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
@@ -329,6 +330,8 @@ class App:
         if self._health is not None:
             await set_serving(self._health, False)
         tasks = []
+        if self.worker_hub is not None:  # workers finish and report what they hold before their streams end
+            await self.worker_hub.drain(s.drain_timeout.total_seconds())
         if self._server is not None:
             tasks.append(self._server.stop(s.shutdown_grace.total_seconds()))
         if self.dispatcher is not None:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import redis.asyncio as aioredis
 
@@ -37,6 +37,8 @@ class EventBus:
         self._channel = f"{namespace}:events"
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._feed_waiters: set[asyncio.Event] = set()  # project feeds: woken by any run's events
+        # Called with the runs of every wake-up (None: any run may have changed): the worker plane.
+        self._run_listeners: list[Callable[[list[str] | None], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._outbox: Outbox | None = None
         if redis is not None and health is not None:
@@ -99,7 +101,16 @@ class EventBus:
         finally:
             self._feed_waiters.discard(woken)
 
+    def on_runs(self, listener: Callable[[list[str] | None], None]) -> None:
+        """Calls `listener` with the run ids of every wake-up, here and (through Redis) from other processes;
+        with None when any run may have changed (Redis came back, or too many ids piled up)."""
+        self._run_listeners.append(listener)
+
     def _wake_runs(self, run_ids: Iterable[str]) -> None:
+        if self._run_listeners:
+            run_ids = list(run_ids)
+            for listener in self._run_listeners:
+                listener(run_ids)
         if self._waiters:
             for run_id in run_ids:
                 for woken in self._waiters.get(run_id, ()):
@@ -108,6 +119,8 @@ class EventBus:
             woken.set()
 
     def _wake_everyone(self) -> None:
+        for listener in self._run_listeners:
+            listener(None)
         for waiters in list(self._waiters.values()):
             for woken in waiters:
                 woken.set()

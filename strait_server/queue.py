@@ -95,6 +95,12 @@ WITH due AS (
 same process as the transaction commits (see workflows/passes.take_progress): no wake-up, no claim round trip."""
 
 
+MOVED_ON = """
+SELECT v.id FROM unnest($1::text[]) AS v(id)
+WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = v.id AND r.status = 'executing' AND r.lease_owner = $2)
+"""
+"""$1 runs, $2 owner: those that are not (any more) executing under its lease."""
+
 CLAIM_ROUTES = """
 WITH due AS (
     -- Served by run_queue_gate_idx: the routes' gates are 'w/<queue>/<job id>' (see strait_gate).
@@ -504,6 +510,11 @@ class Queue:
         """Runs of worker jobs on these route gates, for the worker plane `owner`."""
         rows = await self._pool.fetch(CLAIM_ROUTES, limit, owner, gates)
         return [claimed_from_row(r) for r in rows]
+
+    async def moved_on(self, owner: str, run_ids: list[str]) -> list[str]:
+        """Which of these runs, leased by `owner`, are no longer its executing runs (canceled, taken back)."""
+        rows = await self._pool.fetch(MOVED_ON, run_ids, owner)
+        return [r["id"] for r in rows]
 
     async def lose(self, owner: str, run_ids: list[str], max_lost: int) -> list[str]:
         """A worker's stream ended with these runs unreported: requeued at once (see LOSE); returns the runs

@@ -20,12 +20,15 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 from strait_server import ids
 from strait_server.auth import RunTokenSigner
 from strait_server.config import Settings
+from strait_server.dispatch.http import Attempt, outcome_of
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.faults import DATABASE_ERRORS
+from strait_server.model import ErrorClass
 from strait_server.queue import ClaimedRun, Outcome, Queue
 from strait_server.tasks import Supervisor, cancel_and_wait
 from strait_server.telemetry import Telemetry
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Runs claimed per statement at most.
 CLAIM_BATCH = 1000
+# How often held runs are checked against their deadlines.
+WATCH_INTERVAL_S = 0.25
 
 
 class WorkerHub:
@@ -50,6 +55,12 @@ class WorkerHub:
         self._sessions: dict[str, Session] = {}
         # Results handed to the settle buffer and not yet committed: run id -> (session, assignment id).
         self._settling: dict[str, tuple[Session, str]] = {}
+        # Runs held by sessions here, and those whose events say they may have moved on (to check).
+        self._held: dict[str, Session] = {}
+        self._suspects: set[str] = set()
+        self._suspect = asyncio.Event()
+        self._draining = False
+        self._released = asyncio.Event()  # set whenever a held run was reported, canceled or given back
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._settler = SettleBuffer(queue, self.owner,
@@ -62,7 +73,18 @@ class WorkerHub:
         await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
         self._settler.start()
         self._tasks = [self._supervisor.spawn(self._claim_loop(), name="worker-claim-loop"),
-                       self._supervisor.spawn(self._heartbeat_loop(), name="worker-hub-heartbeat")]
+                       self._supervisor.spawn(self._heartbeat_loop(), name="worker-hub-heartbeat"),
+                       self._supervisor.spawn(self._watch_loop(), name="worker-watch-loop")]
+
+    def runs_changed(self, run_ids: list[str] | None) -> None:
+        """From the event bus: these runs (None: any) have new events. Held ones may have been canceled."""
+        held = self._held
+        if not held:
+            return
+        found = list(held) if run_ids is None else [r for r in run_ids if r in held]
+        if found:
+            self._suspects.update(found)
+            self._suspect.set()
 
     async def stop(self) -> None:
         """Ends the sessions' assignments: what was reported is settled, the rest goes back to the queue."""
@@ -71,6 +93,11 @@ class WorkerHub:
         with contextlib.suppress(*DATABASE_ERRORS):
             self._on_events(await self._queue.hand_back(self.owner))
             await self._queue.remove_dispatcher(self.owner)
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: assigning nothing more (see drain)."""
+        return self._draining
 
     def notify(self) -> None:
         """Runs may have been enqueued: claim for the connected workers now."""
@@ -86,6 +113,9 @@ class WorkerHub:
         """The session's stream ended: its unreported runs go back to the queue at once."""
         self._sessions.pop(session.id, None)
         held = session.release_all()
+        for run_id in held:
+            self._held.pop(run_id, None)
+        self._released.set()
         if held:
             try:
                 self._on_events(await self._queue.lose(self.owner, held, self._settings.max_lost_requeues))
@@ -98,8 +128,22 @@ class WorkerHub:
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
+    async def drain(self, timeout_s: float) -> None:
+        """At shutdown: assign nothing more, tell the workers, and wait (at most `timeout_s`) until their runs
+        are reported and settled, so that only what is still running then goes back to the queue."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for session in self._sessions.values():
+            session.drain(datetime.now(UTC) + timedelta(seconds=timeout_s))
+        while (self._held or self._settling) and loop.time() < deadline:
+            self._released.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), deadline - loop.time())
+
     def submit(self, session: Session, outcome: Outcome, assignment_id: str) -> None:
         """A result of the session's: settled with the next flush, then acknowledged on its stream."""
+        self._held.pop(outcome.run_id, None)
         self._settling[outcome.run_id] = (session, assignment_id)
         self._settler.add(outcome)
         self._wake.set()  # a slot is free
@@ -116,6 +160,7 @@ class WorkerHub:
             (accepted if o.run_id in settled else moved_on).append(assignment_id)
         for session, accepted, moved_on in by_session.values():
             session.acknowledge(accepted, moved_on)
+        self._released.set()
 
     # Claiming
 
@@ -137,6 +182,8 @@ class WorkerHub:
 
     async def _claim_once(self) -> int:
         """One claim for every route with free slots; returns how many runs were assigned."""
+        if self._draining:
+            return 0
         free: dict[str, int] = {}
         for session in self._sessions.values():
             for gate in session.gates:
@@ -172,6 +219,7 @@ class WorkerHub:
                     continue
                 assigned = Assigned(str(uuid.uuid4()), run, gate, time.monotonic())
                 session.hold(assigned)
+                self._held[run.id] = session
                 batches.setdefault(session.id, []).append(assigned)
         for session_id, assigned_runs in batches.items():
             self._sessions[session_id].send_assignments(assigned_runs, self._tokens)
@@ -179,6 +227,49 @@ class WorkerHub:
 
     def _gate_of(self, run: ClaimedRun) -> str:
         return _route_of(self._sessions, run)
+
+    # Runs taken away: canceled elsewhere, or past their deadline here
+
+    async def _watch_loop(self) -> None:
+        """Sends a cancel for held runs that moved on (their events said they may have), and times out the
+        ones past their attempt's deadline."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._suspect.wait(), WATCH_INTERVAL_S)
+            self._suspect.clear()
+            suspects, self._suspects = self._suspects, set()
+            try:
+                if suspects:
+                    await self._cancel_moved_on([r for r in suspects if r in self._held])
+            except DATABASE_ERRORS as exc:
+                self._telemetry.metrics.loop_errors.labels("worker_watch").inc()
+                log.warning("worker run check failed: %r", exc, extra={"action": "worker_watch_error"})
+                self._suspects |= suspects  # looked at again next time
+            self._time_out(time.monotonic())
+
+    async def _cancel_moved_on(self, run_ids: list[str]) -> None:
+        moved_on = await self._queue.moved_on(self.owner, run_ids)
+        for run_id in moved_on:
+            session = self._held.pop(run_id, None)
+            if session is not None and (assigned := session.take_run(run_id)) is not None:
+                session.cancel([assigned], "the run was canceled or taken back")
+        if moved_on:
+            self._released.set()
+            self._wake.set()  # slots are free
+
+    def _time_out(self, now: float) -> None:
+        """Held runs past their attempt's deadline end timed out (retried by their job's policy), as an HTTP
+        attempt does; their workers are told to stop."""
+        for session in list(self._sessions.values()):
+            late = [a for a in session.held.values() if now - a.since > a.run.timeout_ms / 1000]
+            for assigned in late:
+                session.take(assigned.assignment_id)
+                attempt = Attempt(0, "no result within the attempt's timeout", ErrorClass.TIMEOUT, None,
+                                  f"worker:{session.worker_id}")
+                self.submit(session, outcome_of(assigned.run, attempt, datetime.now(UTC),
+                                                (now - assigned.since) * 1000), assigned.assignment_id)
+            if late:
+                session.cancel(late, "the attempt timed out")
 
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.heartbeat_interval.total_seconds()

@@ -48,6 +48,7 @@ class Session:
     connect_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
+        self._by_run: dict[str, str] = {}  # run id -> assignment id, of the held ones
         self.gate_of_job = {r.job_id: f"w/{r.queue}/{r.job_id}" for r in self.routes}
         self.gates = frozenset(self.gate_of_job.values())
         self._slugs = {r.job_id: (r.queue, r.job_slug) for r in self.routes}
@@ -58,15 +59,34 @@ class Session:
 
     def hold(self, assigned: Assigned) -> None:
         self.held[assigned.assignment_id] = assigned
+        self._by_run[assigned.run.id] = assigned.assignment_id
 
     def take(self, assignment_id: str) -> Assigned | None:
         """The assignment a result names, no longer held (its slot is free); None when it is not held."""
-        return self.held.pop(assignment_id, None)
+        assigned = self.held.pop(assignment_id, None)
+        if assigned is not None:
+            self._by_run.pop(assigned.run.id, None)
+        return assigned
+
+    def take_run(self, run_id: str) -> Assigned | None:
+        """The assignment of this run, no longer held; None when it is not held."""
+        assignment_id = self._by_run.get(run_id)
+        return None if assignment_id is None else self.take(assignment_id)
+
+    def cancel(self, assigned: list[Assigned], reason: str) -> None:
+        self.outbox.put_nowait(W.ConnectResponse(cancel=W.CancelAssignments(assignments=[
+            W.CanceledAssignment(assignment_id=a.assignment_id, run_id=a.run.id, reason=reason) for a in assigned])))
+
+    def drain(self, deadline: datetime) -> None:
+        message = W.Drain(reason="the server is shutting down")
+        message.deadline_time.FromDatetime(deadline)
+        self.outbox.put_nowait(W.ConnectResponse(drain=message))
 
     def release_all(self) -> list[str]:
         """The runs still held (the stream ended): no longer held."""
         runs = [a.run.id for a in self.held.values()]
         self.held.clear()
+        self._by_run.clear()
         return runs
 
     def send_assignments(self, assigned: list[Assigned], tokens: RunTokenSigner) -> None:

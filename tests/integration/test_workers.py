@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 
@@ -26,7 +27,8 @@ from strait_client.v1 import (
 )
 from strait_client.worker import NonRetryableError, TaskContext, Worker
 from strait_server.app import App
-from tests.conftest import Api, eventually
+from strait_server.config import Settings
+from tests.conftest import Api, AppFactory, connect, eventually
 from tests.integration.test_client import address
 
 W = worker_pb2
@@ -159,7 +161,7 @@ async def test_failures_retry_and_non_retryable_ones_fail_the_run(app: App, api:
 
 async def test_a_lost_stream_gives_its_runs_to_another_worker_without_spending_attempts(app: App, api: Api) -> None:
     job = await worker_job(api, "long", max_attempts=1)
-    first = sdk_worker(app, api, slots=3)
+    first = sdk_worker(app, api, slots=3, drain_timeout=0)  # stops at once, its handlers cancelled
     started = asyncio.Event()
     cancelled: list[str] = []
 
@@ -279,3 +281,118 @@ async def _statuses(api: Api, runs: list[S.Run]) -> dict[int, int]:
 
 async def _count(api: Api, runs: list[S.Run], status: int, n: int) -> bool:
     return (await _statuses(api, runs)).get(status, 0) >= n
+
+
+async def test_a_canceled_run_stops_its_handler_and_frees_the_slot(app: App, api: Api) -> None:
+    job = await worker_job(api, "slow")
+    worker = sdk_worker(app, api, slots=1)
+    stopped: list[str] = []
+
+    @worker.handler("slow")
+    async def slow(ctx: TaskContext, payload: Any) -> str:
+        if payload["speed"] == "quick":
+            return "quick"
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.append(ctx.run_id)
+        return "never"
+
+    async with serving(worker):
+        held = await api.trigger(job, payload_json='{"speed": "slow"}')
+        await api.wait_status(held.id, S.RUN_STATUS_EXECUTING)
+        queued = await api.trigger(job, payload_json='{"speed": "quick"}')  # waits for the one slot
+        await api.runs.CancelRun(S.CancelRunRequest(id=held.id), metadata=api.metadata)
+        await eventually(lambda: _true(stopped == [held.id]), timeout=5)
+        done = await api.wait_status(queued.id, S.RUN_STATUS_COMPLETED)
+    assert json.loads(done.output_json) == "quick"
+    assert (await api.get_run(held.id)).status == S.RUN_STATUS_CANCELED
+
+
+async def test_an_attempt_past_its_timeout_is_retried_and_its_handler_stopped(app: App, api: Api) -> None:
+    job = await worker_job(api, "stuck", max_attempts=2, timeout={"seconds": 1},
+                           retry_policy=job_pb2.RetryPolicy(strategy=job_pb2.RETRY_STRATEGY_FIXED,
+                                                            initial_delay={"nanos": 1_000_000}))
+    worker = sdk_worker(app, api)
+    stopped: list[int] = []
+
+    @worker.handler("stuck")
+    async def stuck(ctx: TaskContext, payload: Any) -> int:
+        if ctx.attempt == 1:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.append(ctx.attempt)
+        return ctx.attempt
+
+    async with serving(worker):
+        run = await api.trigger(job)
+        done = await api.wait_status(run.id, S.RUN_STATUS_COMPLETED, timeout=20)
+    assert done.attempt == 2 and json.loads(done.output_json) == 2 and stopped == [1]
+    [first, _] = done.attempts
+    assert "timeout" in first.error
+
+
+async def test_a_stopping_worker_finishes_and_reports_what_it_runs(app: App, api: Api) -> None:
+    job = await worker_job(api, "finish")
+    worker = sdk_worker(app, api, slots=2)
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    @worker.handler("finish")
+    async def finish(ctx: TaskContext, payload: Any) -> str:
+        started.set()
+        await release.wait()
+        return "finished"
+
+    task = asyncio.create_task(worker.serve())
+    await asyncio.wait_for(worker.connected.wait(), 15)
+    run = await api.trigger(job)
+    await asyncio.wait_for(started.wait(), 15)
+    worker.stop()  # while the handler runs: it finishes, and its result is accepted before the worker exits
+    later = await api.trigger(job)
+    release.set()
+    await asyncio.wait_for(task, 15)
+    done = await api.get_run(run.id)
+    assert done.status == S.RUN_STATUS_COMPLETED and json.loads(done.output_json) == "finished"
+    assert (await api.get_run(later.id)).status == S.RUN_STATUS_QUEUED  # a stopping worker takes nothing new
+
+
+async def test_a_stopping_server_lets_workers_report_what_they_hold(make_app: AppFactory,
+                                                                     settings: Settings) -> None:
+    app = await make_app()
+    api = await connect(app, settings.admin_key)
+    job = await worker_job(api, "held")
+    worker = sdk_worker(app, api)
+    release, started = asyncio.Event(), asyncio.Event()
+
+    @worker.handler("held")
+    async def held(ctx: TaskContext, payload: Any) -> str:
+        started.set()
+        await release.wait()
+        return "reported"
+
+    serving_task = asyncio.create_task(worker.serve())
+    await asyncio.wait_for(worker.connected.wait(), 15)
+    run = await api.trigger(job)
+    await asyncio.wait_for(started.wait(), 15)
+    stopping = asyncio.create_task(app.stop())
+    hub = app.worker_hub
+    assert hub is not None
+    await eventually(lambda: _true(hub.draining))
+    release.set()  # reported during the drain: settled before the stream ends
+    await asyncio.wait_for(stopping, 30)
+    worker.stop()
+    await asyncio.wait_for(serving_task, 15)
+    await api.channel.close()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        row = await conn.fetchrow("SELECT status, attempt, output FROM runs WHERE id = $1", run.id)
+    finally:
+        await conn.close()
+    assert row is not None and (row["status"], row["attempt"], json.loads(row["output"])) == ("completed", 1,
+                                                                                                "reported")
+
+
+async def _true(value: bool) -> bool:
+    return value

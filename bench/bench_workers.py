@@ -1,0 +1,168 @@
+"""Worker plane benchmark: drain a backlog of no-op worker runs with one SDK worker process, next to the raw
+batched-claim limit of the same database; and the idle latency from a trigger's return to the handler's start.
+
+    python bench/bench_workers.py [--runs 200000] [--slots 1000] [--repeats 3] [--latency 1000]
+
+Runs `strait serve --mode all` on a throwaway database (as bench_dispatch.py does). The backlog is enqueued
+with BatchTriggerJob before the worker starts; the worker (a separate process running strait_client.Worker
+with an async no-op handler) is timed from its start to the last run completed, which includes its connect.
+The raw limit claims the same number of rows of a plain table in batches of 1,000 with one statement per
+batch (`UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1000)`), the most any claim-based
+queue could do on this machine. Environment: STRAIT_BENCH_DATABASE_URL, STRAIT_BENCH_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg
+import grpc
+
+from bench.bench_dispatch import _free_port, _load, _setup
+from bench.bench_flow_control import served
+from strait_client.v1 import job_pb2, job_pb2_grpc
+
+WORKER_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from strait_client import Worker
+    worker = Worker(os.environ["STRAIT_ADDRESS"], os.environ["STRAIT_API_KEY"], slots=int(sys.argv[1]))
+
+    @worker.handler("noop-worker")
+    async def noop(ctx, payload):
+        return None
+
+    if len(sys.argv) > 2:  # latency: print when each handler starts
+        @worker.handler("echo-worker")
+        async def echo(ctx, payload):
+            print(ctx.run_id, time.time(), flush=True)
+
+    worker.run()
+""")
+
+
+async def _worker_job(jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], slug: str) -> job_pb2.Job:
+    reply = await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
+        slug=slug, execution_mode=job_pb2.EXECUTION_MODE_WORKER)), metadata=md)
+    created: job_pb2.Job = reply.job
+    return created
+
+
+async def _enqueue(jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], job: job_pb2.Job,
+                   count: int) -> None:
+    batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions() for _ in range(1000)])
+    for _ in range(count // 1000):
+        await jobs.BatchTriggerJob(batch, metadata=md, timeout=60)
+
+
+async def _start_worker(address: str, key: str, slots: int, *extra: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "STRAIT_ADDRESS": address, "STRAIT_API_KEY": key}
+    return await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_SCRIPT, str(slots), *extra, env=env,
+                                                stdout=asyncio.subprocess.PIPE if extra else None)
+
+
+async def _drain(conn: asyncpg.Connection, args: argparse.Namespace, address: str, key: str,
+                 jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], job: job_pb2.Job) -> float:
+    await _enqueue(jobs, md, job, args.runs)
+    done_before = await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'")
+    started = time.perf_counter()
+    worker = await _start_worker(address, key, args.slots)
+    try:
+        while await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'") - done_before < args.runs:
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        await worker.wait()
+    left = await conn.fetchval("SELECT count(*) FROM runs WHERE job_id = $1 AND status <> 'completed'", job.id)
+    assert left == 0, left
+    return float(args.runs) / elapsed
+
+
+async def _raw_claim_limit(conn: asyncpg.Connection, rows: int) -> float:
+    await conn.execute("CREATE UNLOGGED TABLE IF NOT EXISTS bench_raw (id bigint PRIMARY KEY, status text, "
+                       "priority int, run_at timestamptz, owner text)")
+    await conn.execute("TRUNCATE bench_raw")
+    await conn.execute("INSERT INTO bench_raw SELECT g, 'queued', 0, now(), NULL FROM generate_series(1, $1) g",
+                       rows)
+    await conn.execute("CREATE INDEX IF NOT EXISTS bench_raw_q ON bench_raw (priority DESC, run_at, id) "
+                       "WHERE status = 'queued'")
+    await conn.execute("ANALYZE bench_raw")
+    claim = ("UPDATE bench_raw SET status = 'executing', owner = 'x' WHERE id IN (SELECT id FROM bench_raw "
+             "WHERE status = 'queued' ORDER BY priority DESC, run_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED) "
+             "RETURNING id")
+    started = time.perf_counter()
+    claimed = 0
+    while claimed < rows:
+        got = len(await conn.fetch(claim))
+        if not got:
+            break
+        claimed += got
+    return claimed / (time.perf_counter() - started)
+
+
+async def _latency(args: argparse.Namespace, address: str, key: str, jobs: job_pb2_grpc.JobServiceStub,
+                   md: tuple[tuple[str, str], ...]) -> tuple[float, float]:
+    job = await _worker_job(jobs, md, "echo-worker")
+    worker = await _start_worker(address, key, 100, "latency")
+    assert worker.stdout is not None
+    try:
+        await asyncio.sleep(2)  # connected (the first trigger would otherwise wait for the hello)
+        gaps = []
+        for _ in range(args.latency):
+            run = (await jobs.TriggerJob(job_pb2.TriggerJobRequest(id=job.id), metadata=md)).run
+            returned = time.time()
+            line = (await asyncio.wait_for(worker.stdout.readline(), 10)).decode().split()
+            assert line[0] == run.id, line
+            gaps.append((float(line[1]) - returned) * 1000)
+        gaps.sort()
+        return statistics.median(gaps), gaps[int(len(gaps) * 0.99) - 1]
+    finally:
+        worker.terminate()
+        await worker.wait()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=200_000)
+    parser.add_argument("--slots", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency", type=int, default=1000)
+    args = parser.parse_args()
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    async with served("all", port=port) as (channel, conn, admin_key, _pid):
+        print(f"strait worker bench, {_load()}")
+        _, md, _ = await _setup(channel, admin_key, "http://127.0.0.1:9/unused")
+        key = md[0][1].removeprefix("Bearer ")
+        jobs = job_pb2_grpc.JobServiceStub(channel)
+        job = await _worker_job(jobs, md, "noop-worker")
+        rates, raws = [], []
+        for _ in range(args.repeats):
+            rates.append(await _drain(conn, args, address, key, jobs, md, job))
+            raws.append(await _raw_claim_limit(conn, args.runs))
+            print(f"{f'{args.runs:,} worker runs, 1 worker, {args.slots} slots':<44} {rates[-1]:,.0f} runs/s   "
+                  f"raw claim limit {raws[-1]:,.0f} rows/s ({_load()})")
+        ratio = statistics.median(rates) / statistics.median(raws)
+        print(f"{'median':<44} {statistics.median(rates):,.0f} runs/s = {ratio:.2f} of the raw claim limit")
+        if args.latency:
+            p50, p99 = await _latency(args, address, key, jobs, md)
+            print(f"{'idle trigger return -> handler start':<44} p50 {p50:.2f} ms   p99 {p99:.2f} ms "
+                  f"({args.latency} triggers; {_load()})")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("STRAIT_LOG_LEVEL", "warning")
+    try:
+        asyncio.run(main())
+    except grpc.aio.AioRpcError as err:
+        print(f"bench failed: {err.code().name} {err.details()}", file=sys.stderr)
+        sys.exit(1)
