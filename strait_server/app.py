@@ -115,6 +115,7 @@ class App:
     cron: CronScheduler | None = None
     _queue_pool: db.Pool | None = None
     _claim_pool: db.Pool | None = None
+    _worker_claim_pool: db.Pool | None = None
     events: EventBus | None = None
     # Tests give one (with an in-memory exporter); None: from the OTEL_* variables (tracing off unless set).
     tracer_provider: trace.TracerProvider | None = None
@@ -267,7 +268,11 @@ class App:
         budgets = self._budgets
         assert budgets is not None  # made in start(), before the roles
         assert self._queue_pool is not None
-        self.worker_hub = WorkerHub(Queue(self._queue_pool, tel.metrics), s, RunTokenSigner(s.jwt_signing_key),
+        # The worker plane claims on a session of its own, pinned to index plans like the HTTP claim's.
+        self._worker_claim_pool = await db.create_pool(s.database_url, min_size=1, max_size=1, server_settings={
+            "synchronous_commit": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"})
+        self.worker_hub = WorkerHub(Queue(self._queue_pool, tel.metrics, claim_pool=self._worker_claim_pool), s,
+                                    RunTokenSigner(s.jwt_signing_key),
                                     on_events=self.events.published, telemetry=tel, supervisor=self.supervisor)
         await self.worker_hub.start()
         self._wake.subscribe(self.worker_hub.notify)
@@ -320,7 +325,7 @@ class App:
         await self._stop_telemetry()
         if self.redis is not None:
             await self.redis.aclose()
-        for pool in (self._engine_pool, self._claim_pool, self._queue_pool, self.pool):
+        for pool in (self._engine_pool, self._worker_claim_pool, self._claim_pool, self._queue_pool, self.pool):
             if pool is not None:
                 await _close_pool(pool, s.shutdown_grace.total_seconds() + 5)
 

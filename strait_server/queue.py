@@ -102,15 +102,21 @@ WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = v.id AND r.status = 'executi
 """$1 runs, $2 owner: those that are not (any more) executing under its lease."""
 
 CLAIM_ROUTES = """
-WITH due AS (
-    -- Served by run_queue_gate_idx: the routes' gates are 'w/<queue>/<job id>' (see strait_gate).
-    SELECT q.run_id FROM run_queue q JOIN runs r ON r.id = q.run_id
-    WHERE q.gate = ANY($3::text[]) AND q.run_at <= now()
-      AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
-      AND NOT coalesce(r.expires_at <= now(), false)
-    ORDER BY q.priority DESC, q.run_at, q.run_id
-    LIMIT $1
-    FOR UPDATE OF q, r SKIP LOCKED
+WITH per_route AS (
+    -- One walk of run_queue_gate_idx per route, in claim order (the routes' gates are 'w/<queue>/<job id>',
+    -- see strait_gate): `gate = ANY(...)` over all of them at once was planned as a scan and a sort of
+    -- every queued run (0.4 s per claim of 1,000 from 100,000).
+    SELECT d.run_id, d.priority, d.run_at FROM unnest($3::text[]) AS g(gate) CROSS JOIN LATERAL (
+        SELECT q.run_id, q.priority, q.run_at FROM run_queue q JOIN runs r ON r.id = q.run_id
+        WHERE q.gate = g.gate AND q.run_at <= now()
+          AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
+          AND NOT coalesce(r.expires_at <= now(), false)
+        ORDER BY q.priority DESC, q.run_at, q.run_id
+        LIMIT $1
+        FOR UPDATE OF q, r SKIP LOCKED
+    ) d
+), due AS (
+    SELECT run_id FROM per_route ORDER BY priority DESC, run_at, run_id LIMIT $1
 )""" + _CLAIM_FROM_DUE
 """$1 batch size, $2 owner (the worker plane of this process), $3 route gates. Takes due runs of worker jobs off
 the ready queue for the workers connected here."""
@@ -507,8 +513,9 @@ class Queue:
         return self._metrics
 
     async def claim_routes(self, owner: str, gates: list[str], limit: int) -> list[ClaimedRun]:
-        """Runs of worker jobs on these route gates, for the worker plane `owner`."""
-        rows = await self._pool.fetch(CLAIM_ROUTES, limit, owner, gates)
+        """Runs of worker jobs on these route gates, for the worker plane `owner` (on the claim pool: its
+        sessions are pinned to index plans, see App.start)."""
+        rows = await self._claim_pool.fetch(CLAIM_ROUTES, limit, owner, gates)
         return [claimed_from_row(r) for r in rows]
 
     async def moved_on(self, owner: str, run_ids: list[str]) -> list[str]:

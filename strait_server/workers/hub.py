@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -60,6 +59,8 @@ class WorkerHub:
         self._suspects: set[str] = set()
         self._suspect = asyncio.Event()
         self._draining = False
+        # Assignment ids: this hub's id and a counter (unique, and cheaper than a UUID per dispatch).
+        self._assignments = itertools.count(1)
         self._released = asyncio.Event()  # set whenever a held run was reported, canceled or given back
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -208,6 +209,7 @@ class WorkerHub:
         session could take."""
         unplaced: list[str] = []
         batches: dict[str, list[Assigned]] = {}
+        now = time.monotonic()
         by_gate = sorted(runs, key=lambda r: self._gate_of(r))
         for gate, group in itertools.groupby(by_gate, key=self._gate_of):
             takers = sorted((s for s in self._sessions.values() if gate in s.gates and s.free > 0),
@@ -217,7 +219,7 @@ class WorkerHub:
                 if session is None:
                     unplaced.append(run.id)
                     continue
-                assigned = Assigned(str(uuid.uuid4()), run, gate, time.monotonic())
+                assigned = Assigned(f"{self.owner}.{next(self._assignments)}", run, gate, now)
                 session.hold(assigned)
                 self._held[run.id] = session
                 batches.setdefault(session.id, []).append(assigned)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import worker_pb2
 from strait_server.auth import RunTokenSigner
@@ -90,21 +93,22 @@ class Session:
         return runs
 
     def send_assignments(self, assigned: list[Assigned], tokens: RunTokenSigner) -> None:
+        now = time.time()
         for start in range(0, len(assigned), self.max_batch):
-            batch = [self._assignment(a, tokens) for a in assigned[start:start + self.max_batch]]
+            batch = [self._assignment(a, tokens, now) for a in assigned[start:start + self.max_batch]]
             self.outbox.put_nowait(W.ConnectResponse(assignments=W.AssignmentBatch(assignments=batch)))
 
-    def _assignment(self, a: Assigned, tokens: RunTokenSigner) -> W.Assignment:
+    def _assignment(self, a: Assigned, tokens: RunTokenSigner, now: float) -> W.Assignment:
         run = a.run
         queue, slug = self._slugs.get(run.job_id, ("", ""))
         timeout_s = run.timeout_ms / 1000
-        message = W.Assignment(
+        deadline = now + timeout_s
+        return W.Assignment(
             assignment_id=a.assignment_id, run_id=run.id, job_id=run.job_id, job_slug=slug, queue=queue,
             attempt=run.attempt, max_attempts=run.max_attempts, payload_json=run.payload,
             run_token=tokens.issue(run.id, run.attempt, timeout_s + TOKEN_MARGIN_S),
-            last_checkpoint_json=run.checkpoint or "")
-        message.deadline_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=timeout_s))
-        return message
+            last_checkpoint_json=run.checkpoint or "",
+            deadline_time=Timestamp(seconds=int(deadline), nanos=int(deadline % 1 * 1e9)))
 
     def acknowledge(self, accepted: list[str], moved_on: list[str]) -> None:
         """After the settle of its results committed: which were taken, which the run had moved on from."""
