@@ -3,6 +3,8 @@ UNKNOWN, INTERNAL or UNAVAILABLE."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -21,6 +23,7 @@ from strait_client.v1 import (
     run_context_pb2,
     run_pb2,
     schedule_pb2,
+    worker_pb2,
     workflow_pb2,
     workflow_run_pb2,
 )
@@ -228,3 +231,36 @@ async def _ensure_job(api: Api) -> None:
         await api.create_job("noop", "https://example.com/noop")
     except grpc.aio.AioRpcError as err:
         assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+WORKER_HELLO = worker_pb2.ConnectRequest(hello=worker_pb2.Hello(slots=2, handlers=[worker_pb2.Handler(
+    job_slug="w")])).SerializeToString()
+FRAMES = st.one_of(messages(worker_pb2.ConnectRequest.DESCRIPTOR).map(lambda m: m.SerializeToString()),
+                   st.binary(max_size=48))
+
+
+@FUZZ
+@given(valid_hello=st.booleans(), frames=st.lists(FRAMES, max_size=4))
+async def test_random_worker_streams_get_precise_statuses(api: Api, valid_hello: bool, frames: list[bytes]) -> None:
+    """WorkerService.Connect with random frames, after a valid hello or not: the stream ends OK (the worker
+    closed its side) or with a precise status, and the server takes the next session as usual."""
+    with contextlib.suppress(grpc.aio.AioRpcError):  # made by the first example
+        await api.jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
+            slug="w", execution_mode=job_pb2.EXECUTION_MODE_WORKER)), metadata=api.metadata)
+    for _ in range(2):  # the second: the server still serves sessions
+        connect = api.channel.stream_stream("/strait.v1.WorkerService/Connect", request_serializer=_identity,
+                                            response_deserializer=_identity)
+        call = connect(metadata=api.metadata, timeout=10)
+        try:
+            for frame in ([WORKER_HELLO] if valid_hello else []) + frames:
+                await call.write(frame)
+            await call.done_writing()
+            async for _ in call:
+                pass
+            code = await call.code()
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+        except asyncio.InvalidStateError:  # written after the server ended the stream: its status stands
+            code = await call.code()
+        assert code not in FORBIDDEN, (valid_hello, frames)
+        frames = []

@@ -396,3 +396,29 @@ async def test_a_stopping_server_lets_workers_report_what_they_hold(make_app: Ap
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_run_that_keeps_losing_its_workers_ends_instead_of_looping(make_app: AppFactory,
+                                                                           settings: Settings) -> None:
+    app = await make_app(max_lost_requeues=1)
+    api = await connect(app, settings.admin_key)
+    job = await worker_job(api, "poison", max_attempts=1)
+    run = await api.trigger(job)
+    for lost in (1, 2):
+        worker = sdk_worker(app, api, drain_timeout=0)
+        taken = asyncio.Event()
+
+        async def poison(ctx: TaskContext, payload: Any, taken: asyncio.Event = taken) -> None:
+            taken.set()
+            await asyncio.Event().wait()  # as if it took its worker down
+
+        worker.handler("poison")(poison)
+
+        async with serving(worker):
+            await asyncio.wait_for(taken.wait(), 15)
+        if lost == 1:  # the first loss is free: queued again, attempt given back
+            queued = await api.wait_status(run.id, S.RUN_STATUS_QUEUED)
+            assert queued.attempt == 0
+    ended = await api.wait_status(run.id, S.RUN_STATUS_CRASHED)
+    assert ended.attempt == 1 and ended.error == "worker lost"
+    await api.channel.close()
