@@ -134,6 +134,9 @@ class Settings:
     # disconnecting, stuck in a send that cannot be cancelled, ends then with UNAVAILABLE (resumable).
     watch_stall_grace: timedelta = timedelta(seconds=60)
     watch_max_streams_per_project: int = 100
+    # Worker sessions (WorkerService.Connect) per project and per API key, per server process.
+    worker_max_streams_per_project: int = 1000
+    worker_max_streams_per_key: int = 100
     watch_poll_interval: timedelta = timedelta(milliseconds=500)
     # Prometheus metrics at http://<address>/metrics; empty: not served.
     metrics_address: str = ""

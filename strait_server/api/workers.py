@@ -15,7 +15,7 @@ import grpc
 from strait_client.v1 import worker_pb2, worker_pb2_grpc
 from strait_server import model
 from strait_server.api.deps import Deps
-from strait_server.api.interceptor import project_id
+from strait_server.api.interceptor import principal, project_id
 from strait_server.dispatch.http import Attempt, outcome_of
 from strait_server.errors import FieldViolation, InvalidArgument, Violations
 from strait_server.queue import Outcome
@@ -88,7 +88,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             else:
                 routes.append(Route(job.queue, job.slug, job.id))
         v.raise_if_any()
-        return Session(id=str(uuid.uuid4()), project_id=project, worker_id=hello.worker_id or str(uuid.uuid4()),
+        return Session(id=str(uuid.uuid4()), project_id=project, key_id=principal().key_id,
+                       worker_id=hello.worker_id or str(uuid.uuid4()),
                        name=hello.name, hostname=hello.hostname, slots=hello.slots,
                        max_batch=hello.max_batch_size or DEFAULT_BATCH, routes=routes)
 

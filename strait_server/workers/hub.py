@@ -26,6 +26,7 @@ from strait_server.auth import RunTokenSigner
 from strait_server.config import Settings
 from strait_server.dispatch.http import Attempt, outcome_of
 from strait_server.dispatch.settle import SettleBuffer
+from strait_server.errors import ResourceExhausted
 from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import ErrorClass
 from strait_server.queue import ClaimedRun, Outcome, Queue
@@ -107,6 +108,14 @@ class WorkerHub:
     # Sessions
 
     def open(self, session: Session) -> None:
+        """Admits a new session (RESOURCE_EXHAUSTED past the per-project and per-key caps)."""
+        s = self._settings
+        for attribute, cap, what in (("project_id", s.worker_max_streams_per_project, "project"),
+                                     ("key_id", s.worker_max_streams_per_key, "API key")):
+            value = getattr(session, attribute)
+            if sum(1 for other in self._sessions.values() if getattr(other, attribute) == value) >= cap:
+                raise ResourceExhausted(f"this {what} already has {cap} worker sessions on this server",
+                                        reason="WORKER_STREAMS_EXHAUSTED", retry_after_seconds=5.0)
         self._sessions[session.id] = session
         self._wake.set()
 

@@ -39,6 +39,7 @@ class Route:
 class Session:
     id: str
     project_id: str
+    key_id: str
     worker_id: str
     name: str
     hostname: str

@@ -422,3 +422,26 @@ async def test_a_run_that_keeps_losing_its_workers_ends_instead_of_looping(make_
     ended = await api.wait_status(run.id, S.RUN_STATUS_CRASHED)
     assert ended.attempt == 1 and ended.error == "worker lost"
     await api.channel.close()
+
+
+async def test_worker_sessions_are_capped_per_key(make_app: AppFactory, settings: Settings) -> None:
+    app = await make_app(worker_max_streams_per_key=1)
+    api = await connect(app, settings.admin_key)
+    await worker_job(api, "w")
+    stub = worker_pb2_grpc.WorkerServiceStub(api.channel)
+    hello = W.ConnectRequest(hello=W.Hello(slots=1, handlers=[W.Handler(job_slug="w")]))
+    first = stub.Connect(metadata=api.metadata, timeout=10)
+    await first.write(hello)
+    assert (await first.read()).WhichOneof("message") == "welcome"
+    second = stub.Connect(metadata=api.metadata, timeout=10)
+    await second.write(hello)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await second.read()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    await first.done_writing()
+    assert await first.read() is grpc.aio.EOF
+    third = stub.Connect(metadata=api.metadata, timeout=10)  # the first ended: room again
+    await third.write(hello)
+    assert (await third.read()).WhichOneof("message") == "welcome"
+    third.cancel()
+    await api.channel.close()
