@@ -283,6 +283,25 @@ CREATE TABLE trigger_requests (
 );
 CREATE INDEX trigger_requests_create_time_idx ON public.trigger_requests USING brin (create_time);
 
+CREATE TABLE worker_sessions (
+    id text NOT NULL,
+    project_id text NOT NULL,
+    worker_id text NOT NULL,
+    name text NOT NULL,
+    hostname text NOT NULL,
+    server_id text NOT NULL,
+    handlers jsonb NOT NULL,
+    slots integer NOT NULL,
+    in_flight integer DEFAULT 0 NOT NULL,
+    drain_requested boolean DEFAULT false NOT NULL,
+    create_time timestamp with time zone DEFAULT now() NOT NULL,
+    seen_time timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT worker_sessions_pkey PRIMARY KEY (id),
+    CONSTRAINT worker_sessions_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects(id) ON DELETE CASCADE
+);
+CREATE INDEX worker_sessions_list_idx ON public.worker_sessions USING btree (project_id, create_time, id);
+CREATE INDEX worker_sessions_server_idx ON public.worker_sessions USING btree (server_id);
+
 CREATE TABLE workflow_progress (
     id bigint DEFAULT nextval('workflow_progress_id_seq'::regclass) NOT NULL,
     step_run_id text NOT NULL,

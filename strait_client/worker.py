@@ -107,6 +107,9 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         self.session_id = ""  # the current session's, once welcomed
         self.connected = asyncio.Event()
+        # Set when the server asked this worker to drain (DrainWorker, or the server shutting down): it is
+        # assigned nothing more on this session. Cleared by the next session.
+        self.draining = asyncio.Event()
 
     @classmethod
     def from_env(cls, **options: Any) -> Worker:
@@ -243,7 +246,10 @@ class _Session:
             kind = message.WhichOneof("message")
             if kind == "welcome":
                 self._worker.session_id = message.welcome.session_id
+                self._worker.draining.clear()
                 self._worker.connected.set()
+            elif kind == "drain":
+                self._worker.draining.set()
             elif kind == "assignments":
                 for assignment in message.assignments.assignments:
                     self._start(assignment)

@@ -44,6 +44,7 @@ from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
 from strait_server.store.sent_events import SentEventStore
 from strait_server.store.stats import runs_by_queue
+from strait_server.store.worker_sessions import WorkerSessionStore
 from strait_server.store.workflow_runs import WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
 from strait_server.tasks import Supervisor
@@ -271,8 +272,8 @@ class App:
         # The worker plane claims on a session of its own, pinned to index plans like the HTTP claim's.
         self._worker_claim_pool = await db.create_pool(s.database_url, min_size=1, max_size=1, server_settings={
             "synchronous_commit": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"})
-        self.worker_hub = WorkerHub(Queue(self._queue_pool, tel.metrics, claim_pool=self._worker_claim_pool), s,
-                                    RunTokenSigner(s.jwt_signing_key),
+        self.worker_hub = WorkerHub(Queue(self._queue_pool, tel.metrics, claim_pool=self._worker_claim_pool),
+                                    WorkerSessionStore(self.pool), s, RunTokenSigner(s.jwt_signing_key),
                                     on_events=self.events.published, telemetry=tel, supervisor=self.supervisor)
         await self.worker_hub.start()
         self._wake.subscribe(self.worker_hub.notify)
@@ -298,6 +299,7 @@ class App:
             workflow_run_store=WorkflowRunStore(self.pool),
             sent_events=SentEventStore(self.pool),
             worker_hub=self.worker_hub,
+            worker_sessions=WorkerSessionStore(self.pool),
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
                                                   tel.metrics)

@@ -42,6 +42,21 @@ class WorkerServiceStub:
                 request_serializer=strait_dot_v1_dot_worker__pb2.ConnectRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_worker__pb2.ConnectResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/strait.v1.WorkerService/ListWorkers',
+                request_serializer=strait_dot_v1_dot_worker__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_worker__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
+        self.GetWorker = channel.unary_unary(
+                '/strait.v1.WorkerService/GetWorker',
+                request_serializer=strait_dot_v1_dot_worker__pb2.GetWorkerRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_worker__pb2.GetWorkerResponse.FromString,
+                _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/strait.v1.WorkerService/DrainWorker',
+                request_serializer=strait_dot_v1_dot_worker__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_worker__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -61,6 +76,27 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """The project's connected workers (sessions), oldest first, across server processes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainWorker(self, request, context):
+        """Asks a worker to drain: it is assigned nothing more (within the server's heartbeat interval) and gets a
+        Drain; what it runs it finishes and reports. It stays connected, idle, until it closes its stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -68,6 +104,21 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=strait_dot_v1_dot_worker__pb2.ConnectRequest.FromString,
                     response_serializer=strait_dot_v1_dot_worker__pb2.ConnectResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=strait_dot_v1_dot_worker__pb2.ListWorkersRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_worker__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'GetWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorker,
+                    request_deserializer=strait_dot_v1_dot_worker__pb2.GetWorkerRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_worker__pb2.GetWorkerResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=strait_dot_v1_dot_worker__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_worker__pb2.DrainWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -99,6 +150,87 @@ class WorkerService:
             '/strait.v1.WorkerService/Connect',
             strait_dot_v1_dot_worker__pb2.ConnectRequest.SerializeToString,
             strait_dot_v1_dot_worker__pb2.ConnectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkerService/ListWorkers',
+            strait_dot_v1_dot_worker__pb2.ListWorkersRequest.SerializeToString,
+            strait_dot_v1_dot_worker__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkerService/GetWorker',
+            strait_dot_v1_dot_worker__pb2.GetWorkerRequest.SerializeToString,
+            strait_dot_v1_dot_worker__pb2.GetWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.WorkerService/DrainWorker',
+            strait_dot_v1_dot_worker__pb2.DrainWorkerRequest.SerializeToString,
+            strait_dot_v1_dot_worker__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,13 @@ class WorkerServiceStub:
     to the queue at once without spending an attempt (up to STRAIT_MAX_LOST_REQUEUES losses per run; after
     that a loss counts as a failed attempt).
     """
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ListWorkersRequest, _worker_pb2.ListWorkersResponse]
+    """The project's connected workers (sessions), oldest first, across server processes."""
+    GetWorker: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetWorkerRequest, _worker_pb2.GetWorkerResponse]
+    DrainWorker: _grpc.UnaryUnaryMultiCallable[_worker_pb2.DrainWorkerRequest, _worker_pb2.DrainWorkerResponse]
+    """Asks a worker to drain: it is assigned nothing more (within the server's heartbeat interval) and gets a
+    Drain; what it runs it finishes and reports. It stays connected, idle, until it closes its stream.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -59,6 +66,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     The stream is the worker's liveness: when it ends, the runs assigned to it and not yet reported go back
     to the queue at once without spending an attempt (up to STRAIT_MAX_LOST_REQUEUES losses per run; after
     that a loss counts as a failed attempt).
+    """
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_worker_pb2.ListWorkersRequest, _worker_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """The project's connected workers (sessions), oldest first, across server processes."""
+    GetWorker: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetWorkerRequest, _worker_pb2.GetWorkerResponse]  # type: ignore[assignment]
+    DrainWorker: _aio.UnaryUnaryMultiCallable[_worker_pb2.DrainWorkerRequest, _worker_pb2.DrainWorkerResponse]  # type: ignore[assignment]
+    """Asks a worker to drain: it is assigned nothing more (within the server's heartbeat interval) and gets a
+    Drain; what it runs it finishes and reports. It stays connected, idle, until it closes its stream.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -78,6 +92,31 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         The stream is the worker's liveness: when it ends, the runs assigned to it and not yet reported go back
         to the queue at once without spending an attempt (up to STRAIT_MAX_LOST_REQUEUES losses per run; after
         that a loss counts as a failed attempt).
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _worker_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.ListWorkersResponse, _abc.Awaitable[_worker_pb2.ListWorkersResponse]]:
+        """The project's connected workers (sessions), oldest first, across server processes."""
+
+    @_abc_1.abstractmethod
+    def GetWorker(
+        self,
+        request: _worker_pb2.GetWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.GetWorkerResponse, _abc.Awaitable[_worker_pb2.GetWorkerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DrainWorker(
+        self,
+        request: _worker_pb2.DrainWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.DrainWorkerResponse, _abc.Awaitable[_worker_pb2.DrainWorkerResponse]]:
+        """Asks a worker to drain: it is assigned nothing more (within the server's heartbeat interval) and gets a
+        Drain; what it runs it finishes and reports. It stays connected, idle, until it closes its stream.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,6 +26,7 @@ from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
 from strait_server.store.runs import RunStore
 from strait_server.store.sent_events import SentEventStore
+from strait_server.store.worker_sessions import WorkerSessionStore
 from strait_server.store.workflow_runs import WorkflowRunStore
 from strait_server.store.workflows import WorkflowStore
 from strait_server.workers.hub import WorkerHub
@@ -57,6 +58,7 @@ class Deps:
     direct: DirectDispatch | None = None
     # The worker plane of this process (WorkerService), when it serves workers.
     worker_hub: WorkerHub | None = None
+    worker_sessions: WorkerSessionStore | None = None
     # API rate limits and the failed-authentication lockout (None without Redis).
     limiter: Limiter | None = None
 

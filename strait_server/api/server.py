@@ -107,8 +107,9 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
     workflow_run_pb2_grpc.add_WorkflowRunServiceServicer_to_server(
         WorkflowRunServicer(deps, deps.workflow_run_store, deps.workflow_runs), server)
     event_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(deps.sent_events), server)
-    if deps.worker_hub is not None:
-        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(deps, deps.worker_hub), server)
+    if deps.worker_hub is not None and deps.worker_sessions is not None:
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerServicer(deps, deps.worker_hub, deps.worker_sessions), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -14,11 +14,14 @@ import grpc
 
 from strait_client.v1 import worker_pb2, worker_pb2_grpc
 from strait_server import model
+from strait_server.api import convert
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal, project_id
+from strait_server.api.pagination import fingerprint, keyset_page, page_size
 from strait_server.dispatch.http import Attempt, outcome_of
 from strait_server.errors import FieldViolation, InvalidArgument, Violations
 from strait_server.queue import Outcome
+from strait_server.store.worker_sessions import WorkerSessionRow, WorkerSessionStore
 from strait_server.workers.hub import WorkerHub
 from strait_server.workers.session import Assigned, Route, Session
 
@@ -33,9 +36,10 @@ HEARTBEAT_INTERVAL_S = 5
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    def __init__(self, deps: Deps, hub: WorkerHub) -> None:
+    def __init__(self, deps: Deps, hub: WorkerHub, listing: WorkerSessionStore) -> None:
         self._d = deps
         self._hub = hub
+        self._listing = listing
 
     async def Connect(self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[worker_pb2.ConnectResponse]:
@@ -48,7 +52,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             raise InvalidArgument([FieldViolation("hello", "the first message of a session must be a hello")],
                                   "the first message of a session must be a hello")
         session = await self._session(project, first.hello)
-        self._hub.open(session)
+        await self._hub.open(session)
         reader = asyncio.create_task(self._read(request_iterator, session))
         try:
             welcome = W.Welcome(session_id=session.id, max_batch_size=session.max_batch)
@@ -62,6 +66,24 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             await self._hub.close(session)
+
+    async def ListWorkers(self, request: worker_pb2.ListWorkersRequest,
+                          context: grpc.aio.ServicerContext) -> worker_pb2.ListWorkersResponse:
+        project = project_id()
+        size = page_size(request.page_size)
+        page, token = await keyset_page(
+            self._d.page_tokens, request.page_token, fingerprint("workers", project), size,
+            lambda cursor, limit: self._listing.list_sessions(project, cursor, limit))
+        return W.ListWorkersResponse(workers=[_worker(w) for w in page], next_page_token=token)
+
+    async def GetWorker(self, request: worker_pb2.GetWorkerRequest,
+                        context: grpc.aio.ServicerContext) -> worker_pb2.GetWorkerResponse:
+        return W.GetWorkerResponse(worker=_worker(await self._listing.get(project_id(), _worker_id(request.id))))
+
+    async def DrainWorker(self, request: worker_pb2.DrainWorkerRequest,
+                          context: grpc.aio.ServicerContext) -> worker_pb2.DrainWorkerResponse:
+        row = await self._listing.request_drain(project_id(), _worker_id(request.id))
+        return W.DrainWorkerResponse(worker=_worker(row))
 
     async def _session(self, project: str, hello: worker_pb2.Hello) -> Session:
         v = Violations()
@@ -150,6 +172,19 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             return dataclasses.replace(outcome, to_status=model.RunStatus.FAILED, error_class=model.ErrorClass.JOB,
                                        delay_ms=0)
         return outcome
+
+
+def _worker_id(value: str) -> str:
+    if not value or len(value) > 128:
+        raise InvalidArgument([FieldViolation("id", "must be a worker (session) id")])
+    return value
+
+
+def _worker(w: WorkerSessionRow) -> worker_pb2.Worker:
+    return W.Worker(id=w.id, worker_id=w.worker_id, name=w.name, hostname=w.hostname,
+                    handlers=[W.Handler(queue=h["queue"], job_slug=h["job_slug"]) for h in w.handlers],
+                    slots=w.slots, in_flight=w.in_flight, server_id=w.server_id, draining=w.drain_requested,
+                    connect_time=convert.ts(w.create_time), seen_time=convert.ts(w.seen_time))
 
 
 def _output(text: str, limit: int) -> tuple[str | None, str | None]:

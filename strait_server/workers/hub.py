@@ -30,6 +30,7 @@ from strait_server.errors import ResourceExhausted
 from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import ErrorClass
 from strait_server.queue import ClaimedRun, Outcome, Queue
+from strait_server.store.worker_sessions import WorkerSessionStore
 from strait_server.tasks import Supervisor, cancel_and_wait
 from strait_server.telemetry import Telemetry
 from strait_server.workers.session import Assigned, Session
@@ -43,10 +44,11 @@ WATCH_INTERVAL_S = 0.25
 
 
 class WorkerHub:
-    def __init__(self, queue: Queue, settings: Settings, tokens: RunTokenSigner, *,
+    def __init__(self, queue: Queue, listing: WorkerSessionStore, settings: Settings, tokens: RunTokenSigner, *,
                  on_events: Callable[[Iterable[str]], None], telemetry: Telemetry, supervisor: Supervisor) -> None:
         self.owner = ids.new_id("disp")
         self._queue = queue
+        self._listing = listing
         self._settings = settings
         self._tokens = tokens
         self._on_events = on_events
@@ -107,8 +109,9 @@ class WorkerHub:
 
     # Sessions
 
-    def open(self, session: Session) -> None:
-        """Admits a new session (RESOURCE_EXHAUSTED past the per-project and per-key caps)."""
+    async def open(self, session: Session) -> None:
+        """Admits a new session (RESOURCE_EXHAUSTED past the per-project and per-key caps), listed for
+        ListWorkers."""
         s = self._settings
         for attribute, cap, what in (("project_id", s.worker_max_streams_per_project, "project"),
                                      ("key_id", s.worker_max_streams_per_key, "API key")):
@@ -116,12 +119,16 @@ class WorkerHub:
             if sum(1 for other in self._sessions.values() if getattr(other, attribute) == value) >= cap:
                 raise ResourceExhausted(f"this {what} already has {cap} worker sessions on this server",
                                         reason="WORKER_STREAMS_EXHAUSTED", retry_after_seconds=5.0)
+        await self._listing.insert(session.id, session.project_id, session.worker_id, session.name,
+                                   session.hostname, self.owner, session.handlers(), session.slots)
         self._sessions[session.id] = session
         self._wake.set()
 
     async def close(self, session: Session) -> None:
         """The session's stream ended: its unreported runs go back to the queue at once."""
-        self._sessions.pop(session.id, None)
+        if self._sessions.pop(session.id, None) is not None:
+            with contextlib.suppress(*DATABASE_ERRORS):  # else forgotten with this process's dispatcher row
+                await self._listing.delete(session.id)
         held = session.release_all()
         for run_id in held:
             self._held.pop(run_id, None)
@@ -145,7 +152,7 @@ class WorkerHub:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for session in self._sessions.values():
-            session.drain(datetime.now(UTC) + timedelta(seconds=timeout_s))
+            session.drain(datetime.now(UTC) + timedelta(seconds=timeout_s), "the server is shutting down")
         while (self._held or self._settling) and loop.time() < deadline:
             self._released.clear()
             with contextlib.suppress(TimeoutError):
@@ -288,6 +295,11 @@ class WorkerHub:
             await asyncio.sleep(interval)
             try:
                 await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+                sessions = list(self._sessions.values())
+                drain = set(await self._listing.refresh([(s.id, s.slots, len(s.held)) for s in sessions]))
+                for session in sessions:
+                    if session.id in drain and not session.draining:
+                        session.drain(None, "asked to drain (DrainWorker)")
             except DATABASE_ERRORS as exc:
                 self._telemetry.metrics.loop_errors.labels("worker_heartbeat").inc()
                 log.warning("worker hub heartbeat failed: %r", exc, extra={"action": "heartbeat_error"})

@@ -47,6 +47,7 @@ class Session:
     max_batch: int
     routes: list[Route]
     held: dict[str, Assigned] = field(default_factory=dict)
+    draining: bool = False  # assigned nothing more (a drain of the server, or DrainWorker)
     # Messages for the stream, in order; None ends it.
     outbox: asyncio.Queue[W.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     connect_time: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -59,7 +60,10 @@ class Session:
 
     @property
     def free(self) -> int:
-        return max(0, self.slots - len(self.held))
+        return 0 if self.draining else max(0, self.slots - len(self.held))
+
+    def handlers(self) -> list[dict[str, str]]:
+        return [{"queue": r.queue, "job_slug": r.job_slug} for r in self.routes]
 
     def hold(self, assigned: Assigned) -> None:
         self.held[assigned.assignment_id] = assigned
@@ -81,9 +85,11 @@ class Session:
         self.outbox.put_nowait(W.ConnectResponse(cancel=W.CancelAssignments(assignments=[
             W.CanceledAssignment(assignment_id=a.assignment_id, run_id=a.run.id, reason=reason) for a in assigned])))
 
-    def drain(self, deadline: datetime) -> None:
-        message = W.Drain(reason="the server is shutting down")
-        message.deadline_time.FromDatetime(deadline)
+    def drain(self, deadline: datetime | None, reason: str) -> None:
+        self.draining = True
+        message = W.Drain(reason=reason)
+        if deadline is not None:
+            message.deadline_time.FromDatetime(deadline)
         self.outbox.put_nowait(W.ConnectResponse(drain=message))
 
     def release_all(self) -> list[str]:

@@ -233,6 +233,7 @@ async def _ensure_job(api: Api) -> None:
         assert err.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
+CLIENT_WRITE_RACE = "Internal error from Core"
 WORKER_HELLO = worker_pb2.ConnectRequest(hello=worker_pb2.Hello(slots=2, handlers=[worker_pb2.Handler(
     job_slug="w")])).SerializeToString()
 FRAMES = st.one_of(messages(worker_pb2.ConnectRequest.DESCRIPTOR).map(lambda m: m.SerializeToString()),
@@ -253,14 +254,22 @@ async def test_random_worker_streams_get_precise_statuses(api: Api, valid_hello:
         call = connect(metadata=api.metadata, timeout=10)
         try:
             for frame in ([WORKER_HELLO] if valid_hello else []) + frames:
+                if call.done():
+                    break  # the server ended the stream: what is left goes nowhere
                 await call.write(frame)
-            await call.done_writing()
+            else:
+                await call.done_writing()
             async for _ in call:
                 pass
-            code = await call.code()
         except grpc.aio.AioRpcError as err:
-            code = err.code()
+            if err.details() == CLIENT_WRITE_RACE:
+                # A write that crossed the server's end of the stream: grpc's asyncio client then reports
+                # INTERNAL instead of the server's status (grpc/grpc#36066). The next session shows the
+                # server is fine.
+                frames = []
+                continue
         except asyncio.InvalidStateError:  # written after the server ended the stream: its status stands
-            code = await call.code()
-        assert code not in FORBIDDEN, (valid_hello, frames)
+            pass
+        code = await call.code()
+        assert code not in FORBIDDEN, (valid_hello, frames, await call.details())
         frames = []

@@ -445,3 +445,52 @@ async def test_worker_sessions_are_capped_per_key(make_app: AppFactory, settings
     assert (await third.read()).WhichOneof("message") == "welcome"
     third.cancel()
     await api.channel.close()
+
+
+async def test_workers_are_listed_and_a_drained_one_gets_nothing_new(app: App, api: Api, settings: Settings) -> None:
+    await worker_job(api, "hold2")
+    stub = worker_pb2_grpc.WorkerServiceStub(api.channel)
+    a, b = sdk_worker(app, api, slots=3, name="a"), sdk_worker(app, api, slots=5, name="b")
+    taken: dict[str, list[str]] = {"a": [], "b": []}
+    release = asyncio.Event()
+    for worker in (a, b):
+        async def hold(ctx: TaskContext, payload: Any, name: str = worker.name) -> None:
+            taken[name].append(ctx.run_id)
+            await release.wait()
+        worker.handler("hold2")(hold)
+
+    async with serving(a), serving(b):
+        first = await stub.ListWorkers(W.ListWorkersRequest(page_size=1), metadata=api.metadata)
+        second = await stub.ListWorkers(W.ListWorkersRequest(page_size=1, page_token=first.next_page_token),
+                                        metadata=api.metadata)
+        listed = [*first.workers, *second.workers]
+        assert sorted((w.name, w.slots) for w in listed) == [("a", 3), ("b", 5)] and not second.next_page_token
+        assert all(w.server_id and [(h.queue, h.job_slug) for h in w.handlers] == [("default", "hold2")]
+                   for w in listed)
+        by_name = {w.name: w for w in listed}
+        assert {by_name["a"].id, by_name["b"].id} == {a.session_id, b.session_id}
+
+        drained = await stub.DrainWorker(W.DrainWorkerRequest(id=a.session_id), metadata=api.metadata)
+        assert drained.worker.draining
+
+        await asyncio.wait_for(a.draining.wait(), 15)  # within its server's heartbeat
+        job = (await api.jobs.GetJob(job_pb2.GetJobRequest(slug="hold2"), metadata=api.metadata)).job
+        runs = [await api.trigger(job) for _ in range(4)]
+        await eventually(lambda: _count(api, runs, S.RUN_STATUS_EXECUTING, 4))
+        assert taken["a"] == [] and sorted(taken["b"]) == sorted(r.id for r in runs)
+
+        async def counted() -> bool:
+            got = (await stub.GetWorker(W.GetWorkerRequest(id=b.session_id), metadata=api.metadata)).worker
+            return got.in_flight == 4
+        await eventually(counted)
+        release.set()
+        for run in runs:
+            await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetWorker(W.GetWorkerRequest(id=a.session_id), metadata=api.metadata)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # gone with its session
+    other = await connect(app, settings.admin_key)  # another project sees none of them
+    assert not (await stub.ListWorkers(W.ListWorkersRequest(), metadata=other.metadata)).workers
+    await other.channel.close()
+

@@ -1,0 +1,2 @@
+-- depends: 0022_worker_routes
+DROP TABLE IF EXISTS worker_sessions;
