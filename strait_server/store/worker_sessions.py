@@ -32,19 +32,24 @@ RETURNING w.id, w.drain_requested
 FORGET_GONE_SERVERS = """
 DELETE FROM worker_sessions w WHERE NOT EXISTS (SELECT 1 FROM dispatchers d WHERE d.id = w.server_id)
 """
-"""Sessions of server processes that are gone (their dispatcher rows removed at shutdown or by recovery)."""
+"""Sessions of server processes that are gone (their dispatcher rows removed at shutdown, or pruned an hour
+after their last heartbeat; until then the listing hides them as soon as their process is suspected dead)."""
+
+# A session is shown while its server process is alive (its dispatcher row not suspected of being dead).
+_ALIVE = """EXISTS (SELECT 1 FROM dispatchers d WHERE d.id = worker_sessions.server_id AND d.suspected_at IS NULL)"""
 
 LIST = f"""
 SELECT {COLUMNS} FROM worker_sessions
-WHERE project_id = $1 AND ($2::timestamptz IS NULL OR (create_time, id) > ($2, $3))
+WHERE project_id = $1 AND ($2::timestamptz IS NULL OR (create_time, id) > ($2, $3)) AND {_ALIVE}
 ORDER BY create_time, id
 LIMIT $4
 """
 
-GET = f"SELECT {COLUMNS} FROM worker_sessions WHERE id = $1 AND project_id = $2"
+GET = f"SELECT {COLUMNS} FROM worker_sessions WHERE id = $1 AND project_id = $2 AND {_ALIVE}"
 
 REQUEST_DRAIN = f"""
-UPDATE worker_sessions SET drain_requested = true WHERE id = $1 AND project_id = $2 RETURNING {COLUMNS}
+UPDATE worker_sessions SET drain_requested = true WHERE id = $1 AND project_id = $2 AND {_ALIVE}
+RETURNING {COLUMNS}
 """
 
 
