@@ -61,6 +61,14 @@ class Metrics:
         self.budget_exhausted = Counter(
             "strait_budget_exhausted", "Projects whose reported costs reached their monthly budget (once per "
             "crossing), by the project's budget action.", ["action"], registry=r)
+        self.workers_connected = Gauge(
+            "strait_workers_connected", "Worker sessions connected to this process, by queue they handle (a "
+            "worker with handlers in two queues counts in both); refreshed with its heartbeat.", ["queue"],
+            registry=r)
+        self.worker_runs_in_flight = Gauge(
+            "strait_worker_runs_in_flight", "Runs assigned to the workers connected to this process and not yet "
+            "reported, by job queue; refreshed with its heartbeat.", ["queue"], registry=r)
+        self._worker_queues_seen: set[str] = set()
         self.watch_streams = Gauge(
             "strait_watch_streams", "Open watch streams (WatchRun, WatchRuns, WatchWorkflowRun) on this process.",
             registry=r)
@@ -86,6 +94,14 @@ class Metrics:
         """Counts (from, to) pairs, one label lookup per distinct pair."""
         for (src, dst), n in Tally(pairs).items():
             self.run_transitions.labels(src, dst).inc(n)
+
+    def set_workers(self, connected: Mapping[str, int], in_flight: Mapping[str, int]) -> None:
+        """Sets the worker gauges by queue; a queue seen before and absent now reads 0."""
+        queues = connected.keys() | in_flight.keys()
+        for queue in self._worker_queues_seen | queues:
+            self.workers_connected.labels(queue).set(connected.get(queue, 0))
+            self.worker_runs_in_flight.labels(queue).set(in_flight.get(queue, 0))
+        self._worker_queues_seen |= queues
 
     def set_runs(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Sets the strait_runs gauge to fresh counts; a (queue, status) seen before and absent now reads 0,

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -289,6 +290,15 @@ class WorkerHub:
             if late:
                 session.cancel(late, "the attempt timed out")
 
+    def _count(self, sessions: list[Session]) -> None:
+        connected: Counter[str] = Counter()
+        in_flight: Counter[str] = Counter()
+        for session in sessions:
+            connected.update(_queues(session))
+            queue_of = {r.job_id: r.queue for r in session.routes}
+            in_flight.update(queue_of.get(a.run.job_id, "") for a in session.held.values())
+        self._telemetry.metrics.set_workers(connected, in_flight)
+
     async def _heartbeat_loop(self) -> None:
         interval = self._settings.heartbeat_interval.total_seconds()
         while True:
@@ -296,6 +306,7 @@ class WorkerHub:
             try:
                 await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
                 sessions = list(self._sessions.values())
+                self._count(sessions)
                 drain = set(await self._listing.refresh([(s.id, s.slots, len(s.held)) for s in sessions]))
                 for session in sessions:
                     if session.id in drain and not session.draining:
@@ -303,6 +314,10 @@ class WorkerHub:
             except DATABASE_ERRORS as exc:
                 self._telemetry.metrics.loop_errors.labels("worker_heartbeat").inc()
                 log.warning("worker hub heartbeat failed: %r", exc, extra={"action": "heartbeat_error"})
+
+
+def _queues(session: Session) -> set[str]:
+    return {r.queue for r in session.routes}
 
 
 def _route_of(sessions: dict[str, Session], run: ClaimedRun) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, timedelta
 
 import grpc
 import pytest
 
+from strait_client import TaskContext, Worker
 from strait_client.v1 import run_pb2
 from strait_server.app import App, Role
 from strait_server.config import ConfigError, Settings
 from tests.conftest import AppFactory, connect, eventually
+from tests.integration.test_workers import serving, worker_job
 from tests.sink import Reply, Sink
 from tests.support import FakeClock, Samples, scheduler_passes, scrape, ts_in, value
 
@@ -141,3 +144,33 @@ async def test_schedule_lag_is_observed_when_a_tick_fires(
     assert value(samples, "strait_schedule_lag_seconds_bucket", le="2.5") == 1
     assert value(samples, "strait_schedule_lag_seconds_bucket", le="1.0") == 0
     assert transitions(samples, "", "queued") == 1
+
+
+async def test_connected_workers_and_their_runs_in_flight_by_queue(make_app: AppFactory, settings: Settings) -> None:
+    app = await make_app(metrics_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    job = await worker_job(api, "render", queue="media")
+    worker = Worker(f"127.0.0.1:{app.port}", api.key, slots=4)
+    release = asyncio.Event()
+
+    @worker.handler("render", queue="media")
+    async def render(ctx: TaskContext, payload: object) -> None:
+        await release.wait()
+
+    async with serving(worker):
+        runs = [await api.trigger(job) for _ in range(3)]
+
+        async def busy() -> Samples | None:
+            samples = await scrape(app)
+            return samples if value(samples, "strait_worker_runs_in_flight", queue="media") == 3 else None
+        samples = await eventually(busy)
+        assert value(samples, "strait_workers_connected", queue="media") == 1
+        release.set()
+        for run in runs:
+            await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+
+    async def gone() -> Samples | None:
+        samples = await scrape(app)
+        return samples if value(samples, "strait_workers_connected", queue="media") == 0 else None
+    assert value(await eventually(gone), "strait_worker_runs_in_flight", queue="media") == 0
+    await api.channel.close()
