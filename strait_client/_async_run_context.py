@@ -27,14 +27,17 @@ class AsyncRunContext:
         address: The server's HOST:PORT; default STRAIT_ADDRESS, else 127.0.0.1:50051.
         timeout: Each call's deadline: seconds or a timedelta.
         credentials: TLS credentials; None: plaintext.
+        channel: A channel to use instead of opening one (not closed by `close`).
     """
 
     def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: Timeout = 10.0,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, channel: grpc.aio.Channel | None = None) -> None:
         self.info = info
         target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
-        self._channel = (grpc.aio.secure_channel(target, credentials) if credentials
-                         else grpc.aio.insecure_channel(target))
+        # A channel of the caller's (a worker's) is shared, not closed here.
+        self._owns_channel = channel is None
+        self._channel = channel or (grpc.aio.secure_channel(target, credentials) if credentials
+                                    else grpc.aio.insecure_channel(target))
         self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
         self._metadata = token_metadata(info.token)
         self._timeout = seconds(timeout)
@@ -243,8 +246,9 @@ class AsyncRunContext:
         return int(resp.chunks)
 
     async def close(self) -> None:
-        """Closes the channel."""
-        await self._channel.close()
+        """Closes the channel (unless it was given: a worker's is shared)."""
+        if self._owns_channel:
+            await self._channel.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -29,7 +29,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +37,9 @@ from typing import Any
 
 import grpc
 
+from strait_client._async_run_context import AsyncRunContext
 from strait_client._config import ClientConfig, env_settings, open_aio_channel
+from strait_client._dispatch_info import DispatchInfo
 from strait_client._errors import from_rpc_error
 from strait_client._transport import auth_metadata
 from strait_client.v1 import worker_pb2, worker_pb2_grpc
@@ -76,6 +78,28 @@ class TaskContext:
     last_checkpoint: Any
     # Set when the run is taken away (the stream broke, or the worker stops): the handler should stop.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    job_id: str = ""
+    _channel: grpc.aio.Channel | None = field(default=None, repr=False)
+    _reporter: AsyncRunContext | None = field(default=None, repr=False)
+
+    def _report(self) -> AsyncRunContext:
+        """RunContextService for this run, over the worker's connection (made when first used)."""
+        if self._reporter is None:
+            info = DispatchInfo(self.run_id, self.job_id, self.attempt, self.run_token, self.last_checkpoint)
+            self._reporter = AsyncRunContext(info, channel=self._channel)
+        return self._reporter
+
+    async def log(self, message: str, level: str = "info", data: Mapping[str, Any] | None = None) -> int:
+        """Appends a log line to the run's events (from an async handler); returns its sequence."""
+        return await self._report().log(message, level, data)
+
+    async def progress(self, percent: float, message: str = "", step: str = "") -> int:
+        """Reports progress (0 to 100) as a run event (from an async handler); returns its sequence."""
+        return await self._report().progress(percent, message, step)
+
+    async def checkpoint(self, state: Any) -> int:
+        """Saves state handed to the run's next attempt, as its `last_checkpoint` (at most 4 KiB as JSON)."""
+        return await self._report().checkpoint(state)
 
 
 @dataclass(frozen=True)
@@ -181,7 +205,8 @@ class Worker:
 
     async def _session(self) -> None:
         channel = open_aio_channel(self.address, self._config, self._credentials, None)
-        session = _Session(self, worker_pb2_grpc.WorkerServiceStub(channel).Connect(metadata=self._metadata))
+        session = _Session(self, worker_pb2_grpc.WorkerServiceStub(channel).Connect(metadata=self._metadata),
+                           channel)
         try:
             await session.run(self._stop)
         finally:
@@ -197,9 +222,10 @@ class Worker:
 class _Session:
     """One stream: assignments in, results out."""
 
-    def __init__(self, worker: Worker, call: Any) -> None:
+    def __init__(self, worker: Worker, call: Any, channel: grpc.aio.Channel) -> None:
         self._worker = worker
         self._call = call
+        self._channel = channel
         self._running: dict[str, tuple[asyncio.Task[None], TaskContext]] = {}
         self._results: list[W.TaskResult] = []
         self._has_results = asyncio.Event()
@@ -277,7 +303,8 @@ class _Session:
         ctx = TaskContext(run_id=a.run_id, assignment_id=a.assignment_id, job_slug=a.job_slug, queue=a.queue,
                           attempt=a.attempt, max_attempts=a.max_attempts,
                           deadline=a.deadline_time.ToDatetime() if a.HasField("deadline_time") else None,
-                          run_token=a.run_token, last_checkpoint=_json(a.last_checkpoint_json))
+                          run_token=a.run_token, last_checkpoint=_json(a.last_checkpoint_json), job_id=a.job_id,
+                          _channel=self._channel)
         task = asyncio.create_task(self._handle(route, ctx, a))
         self._running[a.assignment_id] = (task, ctx)
 

@@ -494,3 +494,29 @@ async def test_workers_are_listed_and_a_drained_one_gets_nothing_new(app: App, a
     assert not (await stub.ListWorkers(W.ListWorkersRequest(), metadata=other.metadata)).workers
     await other.channel.close()
 
+
+
+async def test_a_handler_logs_reports_progress_and_checkpoints_through_its_context(app: App, api: Api) -> None:
+    job = await worker_job(api, "resumable", max_attempts=2,
+                           retry_policy=job_pb2.RetryPolicy(strategy=job_pb2.RETRY_STRATEGY_FIXED,
+                                                            initial_delay={"nanos": 1_000_000}))
+    worker = sdk_worker(app, api)
+    seen: list[Any] = []
+
+    @worker.handler("resumable")
+    async def resumable(ctx: TaskContext, payload: Any) -> dict[str, Any]:
+        seen.append(ctx.last_checkpoint)
+        await ctx.log("starting", data={"attempt": ctx.attempt})
+        await ctx.progress(50, "half way")
+        if ctx.attempt == 1:
+            await ctx.checkpoint({"done": 5})
+            raise RuntimeError("lost the connection to the thing")
+        return {"resumed_from": ctx.last_checkpoint}
+
+    async with serving(worker):
+        run = await api.trigger(job)
+        done = await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
+    assert seen == [None, {"done": 5}] and json.loads(done.output_json) == {"resumed_from": {"done": 5}}
+    events = await api.events(run.id)
+    assert [e.message for e in events if e.type == "log"] == ["starting", "starting"]
+    assert [e.message for e in events if e.type == "progress"] == ["half way", "half way"]
