@@ -29,20 +29,30 @@ import grpc
 
 from bench.bench_dispatch import _free_port, _load, _setup
 from bench.bench_flow_control import served
-from strait_client.v1 import job_pb2, job_pb2_grpc
+from strait_client.v1 import job_pb2, job_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 WORKER_SCRIPT = textwrap.dedent("""
-    import os, sys, time
+    import asyncio, os, sys, time
     from strait_client import Worker
     worker = Worker(os.environ["STRAIT_ADDRESS"], os.environ["STRAIT_API_KEY"], slots=int(sys.argv[1]))
+    mode = sys.argv[2]
 
-    @worker.handler("noop-worker")
-    async def noop(ctx, payload):
-        return None
-
-    if len(sys.argv) > 2:  # latency: print when each handler starts
+    if mode == "noop":
+        @worker.handler("noop-worker")
+        async def noop(ctx, payload):
+            return None
+    elif mode == "echo":  # print when each handler starts
         @worker.handler("echo-worker")
         async def echo(ctx, payload):
+            print(ctx.run_id, time.time(), flush=True)
+    elif mode == "block":  # hold every run until killed
+        @worker.handler("block-worker")
+        async def block(ctx, payload):
+            print(ctx.run_id, time.time(), flush=True)
+            await asyncio.Event().wait()
+    else:  # "report": print when each handler starts, then end the run
+        @worker.handler("block-worker")
+        async def report(ctx, payload):
             print(ctx.run_id, time.time(), flush=True)
 
     worker.run()
@@ -63,17 +73,48 @@ async def _enqueue(jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str],
         await jobs.BatchTriggerJob(batch, metadata=md, timeout=60)
 
 
-async def _start_worker(address: str, key: str, slots: int, *extra: str) -> asyncio.subprocess.Process:
+async def _start_worker(address: str, key: str, slots: int, mode: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "STRAIT_ADDRESS": address, "STRAIT_API_KEY": key}
-    return await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_SCRIPT, str(slots), *extra, env=env,
-                                                stdout=asyncio.subprocess.PIPE if extra else None)
+    return await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_SCRIPT, str(slots), mode, env=env,
+                                                stdout=None if mode == "noop" else asyncio.subprocess.PIPE)
+
+
+async def _lines(proc: asyncio.subprocess.Process, count: int, within_s: float) -> list[tuple[str, float]]:
+    assert proc.stdout is not None
+    out = []
+    for _ in range(count):
+        run_id, at = (await asyncio.wait_for(proc.stdout.readline(), within_s)).decode().split()
+        out.append((run_id, float(at)))
+    return out
+
+
+async def _disconnect(address: str, key: str, jobs: job_pb2_grpc.JobServiceStub,
+                      md: tuple[tuple[str, str], ...]) -> float:
+    """Seconds from SIGKILL of a worker holding 100 runs to the last of them starting on a second worker."""
+    job = await _worker_job(jobs, md, "block-worker")
+    first = await _start_worker(address, key, 100, "block")
+    await jobs.BatchTriggerJob(job_pb2.BatchTriggerJobRequest(
+        id=job.id, runs=[job_pb2.RunOptions() for _ in range(100)]), metadata=md)
+    held = {run_id for run_id, _ in await _lines(first, 100, 30)}
+    second = await _start_worker(address, key, 100, "report")
+    await asyncio.sleep(2)  # connected, and idle: nothing is queued
+    killed = time.time()
+    first.kill()
+    await first.wait()
+    try:
+        started = await _lines(second, 100, 30)
+    finally:
+        second.terminate()
+        await second.wait()
+    assert {run_id for run_id, _ in started} == held
+    return max(at for _, at in started) - killed
 
 
 async def _drain(conn: asyncpg.Connection, args: argparse.Namespace, address: str, key: str,
                  jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], job: job_pb2.Job) -> float:
     await _enqueue(jobs, md, job, args.runs)
     started = time.perf_counter()
-    worker = await _start_worker(address, key, args.slots)
+    worker = await _start_worker(address, key, args.slots, "noop")
     try:
         # Cheap to ask (two index probes), unlike counting completed runs, which would load the database
         # the bench measures: done when no run of the job is queued or leased.
@@ -114,22 +155,51 @@ async def _raw_claim_limit(conn: asyncpg.Connection, rows: int) -> float:
 async def _latency(args: argparse.Namespace, address: str, key: str, jobs: job_pb2_grpc.JobServiceStub,
                    md: tuple[tuple[str, str], ...]) -> tuple[float, float]:
     job = await _worker_job(jobs, md, "echo-worker")
-    worker = await _start_worker(address, key, 100, "latency")
-    assert worker.stdout is not None
+    worker = await _start_worker(address, key, 100, "echo")
     try:
         await asyncio.sleep(2)  # connected (the first trigger would otherwise wait for the hello)
         gaps = []
         for _ in range(args.latency):
             run = (await jobs.TriggerJob(job_pb2.TriggerJobRequest(id=job.id), metadata=md)).run
             returned = time.time()
-            line = (await asyncio.wait_for(worker.stdout.readline(), 10)).decode().split()
-            assert line[0] == run.id, line
-            gaps.append((float(line[1]) - returned) * 1000)
+            [(run_id, at)] = await _lines(worker, 1, 10)
+            assert run_id == run.id, run_id
+            gaps.append((at - returned) * 1000)
         gaps.sort()
         return statistics.median(gaps), gaps[int(len(gaps) * 0.99) - 1]
     finally:
         worker.terminate()
         await worker.wait()
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def _idle_workers(address: str, md: tuple[tuple[str, str], ...], pid: int, count: int) -> float:
+    """Extra server RSS (MB) with `count` idle worker sessions open (100 streams per connection)."""
+    before = _rss_mb(pid)
+    channels = [grpc.aio.insecure_channel(address) for _ in range((count + 99) // 100)]
+    hello = worker_pb2.ConnectRequest(hello=worker_pb2.Hello(slots=10, handlers=[
+        worker_pb2.Handler(job_slug="noop-worker")]))
+    calls = []
+    try:
+        for i in range(count):
+            call = worker_pb2_grpc.WorkerServiceStub(channels[i // 100]).Connect(metadata=md)
+            await call.write(hello)
+            assert (await call.read()).WhichOneof("message") == "welcome"
+            calls.append(call)
+        await asyncio.sleep(2)  # let the server settle (heartbeats, listing rows) before measuring
+        return _rss_mb(pid) - before
+    finally:
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            await channel.close()
 
 
 async def main() -> None:
@@ -138,10 +208,11 @@ async def main() -> None:
     parser.add_argument("--slots", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency", type=int, default=1000)
+    parser.add_argument("--idle-workers", type=int, default=1000)
     args = parser.parse_args()
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    async with served("all", port=port) as (channel, conn, admin_key, _pid):
+    async with served("all", port=port) as (channel, conn, admin_key, pid):
         print(f"strait worker bench, {_load()}")
         _, md, _ = await _setup(channel, admin_key, "http://127.0.0.1:9/unused")
         key = md[0][1].removeprefix("Bearer ")
@@ -155,6 +226,11 @@ async def main() -> None:
                   f"raw claim limit {raws[-1]:,.0f} rows/s ({_load()})")
         ratio = statistics.median(rates) / statistics.median(raws)
         print(f"{'median':<44} {statistics.median(rates):,.0f} runs/s = {ratio:.2f} of the raw claim limit")
+        if args.idle_workers:
+            extra = await _idle_workers(address, md, pid, args.idle_workers)
+            print(f"{f'{args.idle_workers:,} idle connected workers':<44} +{extra:.0f} MB server RSS ({_load()})")
+        lag = await _disconnect(address, key, jobs, md)
+        print(f"{'SIGKILLed worker: its 100 runs on another':<44} {lag * 1000:.0f} ms after the kill ({_load()})")
         if args.latency:
             p50, p99 = await _latency(args, address, key, jobs, md)
             print(f"{'idle trigger return -> handler start':<44} p50 {p50:.2f} ms   p99 {p99:.2f} ms "
@@ -163,6 +239,8 @@ async def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("STRAIT_LOG_LEVEL", "warning")
+    # The idle-workers figure opens more sessions with one key than a server takes by default.
+    os.environ.setdefault("STRAIT_WORKER_MAX_STREAMS_PER_KEY", "100000")
     try:
         asyncio.run(main())
     except grpc.aio.AioRpcError as err:
