@@ -30,6 +30,7 @@ from strait_server.app import App
 from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.integration.test_client import address
+from tests.sink import Reply, Sink
 
 W = worker_pb2
 S = run_pb2
@@ -520,3 +521,40 @@ async def test_a_handler_logs_reports_progress_and_checkpoints_through_its_conte
     events = await api.events(run.id)
     assert [e.message for e in events if e.type == "log"] == ["starting", "starting"]
     assert [e.message for e in events if e.type == "progress"] == ["half way", "half way"]
+
+
+async def test_a_failing_workflow_cancels_the_step_a_worker_runs(app: App, api: Api, sink: Sink) -> None:
+    await worker_job(api, "long-step")
+    await api.create_job("breaks", sink.script("/breaks", then=Reply(status=400)), max_attempts=1)
+    worker = sdk_worker(app, api)
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    @worker.handler("long-step")
+    async def long_step(ctx: TaskContext, payload: Any) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    flows = workflow_pb2_grpc.WorkflowServiceStub(api.channel)
+    runs = workflow_run_pb2_grpc.WorkflowRunServiceStub(api.channel)
+    await flows.CreateWorkflow(workflow_pb2.CreateWorkflowRequest(workflow=workflow_pb2.Workflow(slug="ff", steps=[
+        workflow_pb2.Step(ref="long", job=workflow_pb2.JobStep(job_slug="long-step")),
+        workflow_pb2.Step(ref="bad", depends_on=["gate"], job=workflow_pb2.JobStep(job_slug="breaks")),
+        workflow_pb2.Step(ref="gate", approval=workflow_pb2.ApprovalStep())])), metadata=api.metadata)
+    async with serving(worker):
+        run = (await flows.TriggerWorkflow(workflow_pb2.TriggerWorkflowRequest(slug="ff"),
+                                           metadata=api.metadata)).workflow_run
+        await asyncio.wait_for(started.wait(), 15)
+        # The approval lets the failing step run: the run fails fast and cancels the step on the worker.
+        await runs.ApproveStep(workflow_run_pb2.ApproveStepRequest(id=run.id, step_ref="gate"),
+                               metadata=api.metadata)
+        await asyncio.wait_for(stopped.wait(), 15)
+    got = (await runs.GetWorkflowRun(workflow_run_pb2.GetWorkflowRunRequest(id=run.id),
+                                     metadata=api.metadata)).workflow_run
+    assert got.status == workflow_run_pb2.WORKFLOW_RUN_STATUS_FAILED
+    steps = {s.step_ref: s for s in (await runs.ListStepRuns(workflow_run_pb2.ListStepRunsRequest(
+        workflow_run_id=run.id), metadata=api.metadata)).step_runs}
+    assert steps["long"].status == workflow_run_pb2.STEP_RUN_STATUS_CANCELED
+    assert (await api.get_run(steps["long"].job_run_id)).status == S.RUN_STATUS_CANCELED
