@@ -79,15 +79,17 @@ class TaskContext:
     # Set when the run is taken away (the stream broke, or the worker stops): the handler should stop.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     job_id: str = ""
-    _channel: grpc.aio.Channel | None = field(default=None, repr=False)
-    _reporter: AsyncRunContext | None = field(default=None, repr=False)
+    # The worker's current connection (a handler outlives a stream that breaks; the next one carries on).
+    _channel_of: Callable[[], grpc.aio.Channel | None] = field(default=lambda: None, repr=False)
+    _reporter: tuple[grpc.aio.Channel | None, AsyncRunContext] | None = field(default=None, repr=False)
 
     def _report(self) -> AsyncRunContext:
-        """RunContextService for this run, over the worker's connection (made when first used)."""
-        if self._reporter is None:
+        """RunContextService for this run, over the worker's current connection (made when first used)."""
+        channel = self._channel_of()
+        if self._reporter is None or self._reporter[0] is not channel:
             info = DispatchInfo(self.run_id, self.job_id, self.attempt, self.run_token, self.last_checkpoint)
-            self._reporter = AsyncRunContext(info, channel=self._channel)
-        return self._reporter
+            self._reporter = (channel, AsyncRunContext(info, channel=channel))
+        return self._reporter[1]
 
     async def log(self, message: str, level: str = "info", data: Mapping[str, Any] | None = None) -> int:
         """Appends a log line to the run's events (from an async handler); returns its sequence."""
@@ -129,6 +131,8 @@ class Worker:
         self._routes: dict[str, _Route] = {}
         self._stop = asyncio.Event()
         self._pool: ThreadPoolExecutor | None = None
+        self._work = _Work()
+        self._channel: grpc.aio.Channel | None = None  # the current session's
         self.session_id = ""  # the current session's, once welcomed
         self.connected = asyncio.Event()
         # Set when the server asked this worker to drain (DrainWorker, or the server shutting down): it is
@@ -201,17 +205,21 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), min(0.1 * 2 ** failures, 5.0))
         finally:
+            await self._work.stop_all()  # stopped: what still runs goes to other workers
+            self._work = _Work()
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _session(self) -> None:
-        channel = open_aio_channel(self.address, self._config, self._credentials, None)
+        channel = self._channel = open_aio_channel(self.address, self._config, self._credentials, None)
         session = _Session(self, worker_pb2_grpc.WorkerServiceStub(channel).Connect(metadata=self._metadata),
                            channel)
         try:
             await session.run(self._stop)
         finally:
             self.connected.clear()
-            await session.close()
+            if self._stop.is_set():  # stopping: the handlers still running stop before the stream closes
+                await self._work.stop_all()
+            session.close()
             await channel.close()
 
     def _hello(self) -> W.Hello:
@@ -219,22 +227,56 @@ class Worker:
                        handlers=[W.Handler(queue=r.queue, job_slug=r.job_slug) for r in self._routes.values()])
 
 
+@dataclass
+class _Work:
+    """What the worker runs and owes the server, kept across sessions: a stream that breaks (its server died,
+    say) does not stop the handlers; the next session's hello names them and their unaccepted results, and
+    the server readopts those whose runs are still theirs."""
+
+    running: dict[str, tuple[asyncio.Task[None], TaskContext, W.Assignment]] = field(default_factory=dict)
+    to_send: list[W.TaskResult] = field(default_factory=list)
+    unacked: dict[str, W.TaskResult] = field(default_factory=dict)  # sent, not yet accepted or rejected
+    has_results: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # a handler ended, a result was answered
+
+    def held(self) -> list[W.HeldAssignment]:
+        return [W.HeldAssignment(assignment_id=aid, run_id=a.run_id, attempt=a.attempt)
+                for aid, (_, _, a) in self.running.items()]
+
+    def stop(self, assignment_id: str) -> None:
+        """The run was taken away: its handler stops, and nothing is reported for it."""
+        running = self.running.get(assignment_id)
+        if running is not None:
+            task, ctx, _ = running
+            ctx.cancelled.set()
+            task.cancel()
+
+    async def stop_all(self) -> None:
+        for assignment_id in list(self.running):
+            self.stop(assignment_id)
+        await asyncio.gather(*(t for t, _, _ in self.running.values()), return_exceptions=True)
+
+
 class _Session:
     """One stream: assignments in, results out."""
 
     def __init__(self, worker: Worker, call: Any, channel: grpc.aio.Channel) -> None:
         self._worker = worker
+        self._work = worker._work
         self._call = call
         self._channel = channel
-        self._running: dict[str, tuple[asyncio.Task[None], TaskContext]] = {}
-        self._results: list[W.TaskResult] = []
-        self._has_results = asyncio.Event()
-        self._unacked: set[str] = set()  # results sent, not yet accepted or rejected
-        self._changed = asyncio.Event()  # a handler ended or a result was answered (for the drain)
         self._write_lock = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._write(W.ConnectRequest(hello=self._worker._hello()))
+        work = self._work
+        hello = self._worker._hello()
+        hello.held.extend(work.held())
+        # Results not yet accepted go with the hello; the server takes them for the readopted assignments.
+        for result in work.to_send:
+            work.unacked[result.assignment_id] = result
+        work.to_send.clear()
+        hello.unacked_results.extend(work.unacked.values())
+        await self._write(W.ConnectRequest(hello=hello))
         sender = asyncio.create_task(self._send_results())
         try:
             reader = asyncio.create_task(self._read())
@@ -255,14 +297,15 @@ class _Session:
         """Stopping: nothing new, the running handlers finish, their results are answered (within the
         worker's drain timeout, and while the stream lasts)."""
         await self._write(W.ConnectRequest(capacity=W.SetCapacity(slots=0)))
+        work = self._work
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._worker.drain_timeout
-        while (self._running or self._results or self._unacked) and not reader.done():
-            self._changed.clear()
+        while (work.running or work.to_send or work.unacked) and not reader.done():
+            work.changed.clear()
             if loop.time() >= deadline:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
+                await asyncio.wait_for(work.changed.wait(), deadline - loop.time())
 
     async def _read(self) -> None:
         while True:
@@ -271,32 +314,38 @@ class _Session:
                 return
             kind = message.WhichOneof("message")
             if kind == "welcome":
-                self._worker.session_id = message.welcome.session_id
-                self._worker.draining.clear()
-                self._worker.connected.set()
+                self._welcome(message.welcome)
             elif kind == "drain":
                 self._worker.draining.set()
             elif kind == "assignments":
                 for assignment in message.assignments.assignments:
                     self._start(assignment)
             elif kind == "cancel":
-                self._cancel(message.cancel)
+                for canceled in message.cancel.assignments:
+                    self._work.stop(canceled.assignment_id)
             elif kind == "results_accepted":
-                accepted = message.results_accepted
-                self._unacked.difference_update(accepted.assignment_ids)
-                for rejected in accepted.rejected:
-                    self._unacked.discard(rejected.assignment_id)
-                    log.info("result of run assignment %s rejected: %s", rejected.assignment_id, rejected.message)
-                self._changed.set()
+                self._answered(message.results_accepted)
 
-    def _cancel(self, cancel: W.CancelAssignments) -> None:
-        """The server took these runs away: their results would be rejected, so their handlers stop."""
-        for canceled in cancel.assignments:
-            running = self._running.get(canceled.assignment_id)
-            if running is not None:
-                task, ctx = running
-                ctx.cancelled.set()
-                task.cancel()
+    def _welcome(self, welcome: W.Welcome) -> None:
+        """What the hello named and the server did not readopt was given to other workers: stop it."""
+        readopted = set(welcome.readopted_assignment_ids)
+        for assignment_id in [a for a in self._work.running if a not in readopted]:
+            self._work.stop(assignment_id)
+        for assignment_id in [a for a in self._work.unacked if a not in readopted]:
+            del self._work.unacked[assignment_id]
+        self._work.changed.set()
+        self._worker.session_id = welcome.session_id
+        self._worker.draining.clear()
+        self._worker.connected.set()
+
+    def _answered(self, accepted: W.ResultsAccepted) -> None:
+        work = self._work
+        for assignment_id in accepted.assignment_ids:
+            work.unacked.pop(assignment_id, None)
+        for rejected in accepted.rejected:
+            work.unacked.pop(rejected.assignment_id, None)
+            log.info("result of run assignment %s rejected: %s", rejected.assignment_id, rejected.message)
+        work.changed.set()
 
     def _start(self, a: W.Assignment) -> None:
         route = self._worker._routes.get(a.job_slug)
@@ -304,60 +353,59 @@ class _Session:
                           attempt=a.attempt, max_attempts=a.max_attempts,
                           deadline=a.deadline_time.ToDatetime() if a.HasField("deadline_time") else None,
                           run_token=a.run_token, last_checkpoint=_json(a.last_checkpoint_json), job_id=a.job_id,
-                          _channel=self._channel)
-        task = asyncio.create_task(self._handle(route, ctx, a))
-        self._running[a.assignment_id] = (task, ctx)
-
-    async def _handle(self, route: _Route | None, ctx: TaskContext, a: W.Assignment) -> None:
-        started = time.monotonic()
-        result = W.TaskResult(assignment_id=a.assignment_id, run_id=a.run_id, attempt=a.attempt)
-        try:
-            if route is None:
-                raise NonRetryableError(f"this worker has no handler for {a.job_slug!r}")
-            payload = _json(a.payload_json)
-            if route.is_async:
-                output = await route.fn(ctx, payload)
-            else:
-                loop = asyncio.get_running_loop()
-                output = await loop.run_in_executor(self._worker._pool, functools.partial(route.fn, ctx, payload))
-            if inspect.isawaitable(output):
-                output = await output
-            result.success.output_json = "" if output is None else json.dumps(output)
-        except asyncio.CancelledError:
-            ctx.cancelled.set()
-            raise  # the run was taken away: no result
-        except NonRetryableError as exc:
-            result.failure.CopyFrom(W.TaskFailure(message=str(exc), error_type=type(exc).__name__, non_retryable=True))
-        except Exception as exc:  # the handler's failure is the attempt's
-            result.failure.CopyFrom(W.TaskFailure(message=str(exc), error_type=type(exc).__name__))
-        finally:
-            self._running.pop(a.assignment_id, None)
-            self._changed.set()
-        result.duration.FromMilliseconds(int((time.monotonic() - started) * 1000))
-        self._results.append(result)
-        self._has_results.set()
+                          _channel_of=lambda: self._worker._channel)
+        task = asyncio.create_task(_handle(self._worker, route, ctx, a))
+        self._work.running[a.assignment_id] = (task, ctx, a)
 
     async def _send_results(self) -> None:
+        work = self._work
         while True:
-            await self._has_results.wait()
+            await work.has_results.wait()
             await asyncio.sleep(FLUSH_S)  # let results that end together travel together
-            self._has_results.clear()
-            while self._results:
-                batch, self._results = self._results[:RESULT_BATCH], self._results[RESULT_BATCH:]
-                self._unacked.update(r.assignment_id for r in batch)
+            work.has_results.clear()
+            while work.to_send:
+                batch, work.to_send = work.to_send[:RESULT_BATCH], work.to_send[RESULT_BATCH:]
+                work.unacked.update((r.assignment_id, r) for r in batch)
                 await self._write(W.ConnectRequest(results=W.SubmitResults(results=batch)))
 
     async def _write(self, message: W.ConnectRequest) -> None:
         async with self._write_lock:
             await self._call.write(message)
 
-    async def close(self) -> None:
-        """The stream is over: the server gives its runs to other workers, so the handlers stop."""
-        for task, ctx in list(self._running.values()):
-            ctx.cancelled.set()
-            task.cancel()
-        await asyncio.gather(*(t for t, _ in self._running.values()), return_exceptions=True)
+    def close(self) -> None:
         self._call.cancel()
+
+
+async def _handle(worker: Worker, route: _Route | None, ctx: TaskContext, a: W.Assignment) -> None:
+    """Runs one assignment's handler; its result waits in the worker's work to be sent."""
+    work = worker._work
+    started = time.monotonic()
+    result = W.TaskResult(assignment_id=a.assignment_id, run_id=a.run_id, attempt=a.attempt)
+    try:
+        if route is None:
+            raise NonRetryableError(f"this worker has no handler for {a.job_slug!r}")
+        payload = _json(a.payload_json)
+        if route.is_async:
+            output = await route.fn(ctx, payload)
+        else:
+            loop = asyncio.get_running_loop()
+            output = await loop.run_in_executor(worker._pool, functools.partial(route.fn, ctx, payload))
+        if inspect.isawaitable(output):
+            output = await output
+        result.success.output_json = "" if output is None else json.dumps(output)
+    except asyncio.CancelledError:
+        ctx.cancelled.set()
+        raise  # the run was taken away: no result
+    except NonRetryableError as exc:
+        result.failure.CopyFrom(W.TaskFailure(message=str(exc), error_type=type(exc).__name__, non_retryable=True))
+    except Exception as exc:  # the handler's failure is the attempt's
+        result.failure.CopyFrom(W.TaskFailure(message=str(exc), error_type=type(exc).__name__))
+    finally:
+        work.running.pop(a.assignment_id, None)
+        work.changed.set()
+    result.duration.FromMilliseconds(int((time.monotonic() - started) * 1000))
+    work.to_send.append(result)
+    work.has_results.set()
 
 
 def _json(text: str) -> Any:

@@ -34,7 +34,7 @@ _CLAIM_FROM_DUE = f"""
     WHERE r.id = ANY(ARRAY(SELECT run_id FROM taken)) AND r.status = 'queued'
     RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload,
         r.event_seq, r.metadata, r.error, r.priority, r.run_at, r.deadline, r.checkpoint, r.concurrency_key,
-        r.attempt_history, r.retry_strategy, r.retry_initial_ms, r.retry_max_ms
+        r.attempt_history, r.retry_strategy, r.retry_initial_ms, r.retry_max_ms, r.lost_count
 ), leased AS (
     INSERT INTO run_leases (run_id, owner, deadline, job_id, concurrency_key)
     SELECT id, $2, deadline, job_id, concurrency_key FROM claimed
@@ -42,7 +42,7 @@ _CLAIM_FROM_DUE = f"""
     {status_changes("claimed", RunStatus.QUEUED, RunStatus.EXECUTING)}
 )
 SELECT c.id, c.project_id, c.job_id, c.attempt, c.max_attempts, c.timeout_ms, c.payload, c.metadata, c.error,
-    c.checkpoint, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret,
+    c.checkpoint, c.lost_count, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret,
     -- A workflow step's retry policy on its run, else the job's: the delay the settle schedules.
     coalesce(c.retry_strategy, j.retry_strategy) AS retry_strategy,
     coalesce(c.retry_initial_ms, j.retry_initial_ms) AS retry_initial_ms,
@@ -94,6 +94,32 @@ WITH due AS (
 """$1 at most this many, $2 owner, $3 runs the calling transaction created. Claims them for a dispatcher in the
 same process as the transaction commits (see workflows/passes.take_progress): no wake-up, no claim round trip."""
 
+
+ADOPT = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $4::text[], $5::int[]) AS v(id, attempt, owner, lost_count)
+), adopted AS (
+    -- Still that very dispatch (the owner that made it, its attempt, as many losses: any later dispatch
+    -- changes one of them), executing: the lease moves to $3 (from a dead process not yet recovered, or a
+    -- live one that has not given it back yet: the row lock decides who is first).
+    UPDATE runs r SET lease_owner = $3, update_time = now()
+    FROM v WHERE r.id = ANY($1::text[]) AND r.id = v.id AND r.attempt = v.attempt AND r.lease_owner = v.owner
+      AND r.lost_count = v.lost_count AND r.status = 'executing'
+    RETURNING r.id, r.project_id, r.job_id, r.attempt, r.max_attempts, r.timeout_ms, r.payload, r.metadata,
+        r.error, r.checkpoint, r.retry_strategy, r.retry_initial_ms, r.retry_max_ms, r.start_time, r.lost_count
+), moved AS (
+    UPDATE run_leases l SET owner = $3 WHERE l.run_id = ANY(ARRAY(SELECT id FROM adopted))
+)
+SELECT a.id, a.project_id, a.job_id, a.attempt, a.max_attempts, a.timeout_ms, a.payload, a.metadata, a.error,
+    a.checkpoint, a.lost_count, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret,
+    coalesce(a.retry_strategy, j.retry_strategy) AS retry_strategy,
+    coalesce(a.retry_initial_ms, j.retry_initial_ms) AS retry_initial_ms,
+    coalesce(a.retry_max_ms, j.retry_max_ms) AS retry_max_ms, j.poison_pill_threshold,
+    extract(epoch FROM now() - a.start_time)::float8 AS elapsed_s
+FROM adopted a JOIN jobs j ON j.id = a.job_id
+"""
+"""$1 runs, $2 their attempts, $3 the worker plane taking them, $4 the owners and $5 the loss counts of their
+dispatches: a reconnecting worker's assignments."""
 
 MOVED_ON = """
 SELECT v.id FROM unnest($1::text[]) AS v(id)
@@ -463,6 +489,8 @@ class ClaimedRun:
     poison_pill_threshold: int = 0
     # "<status code> <error>" of each earlier attempt, oldest first (only when poison_pill_threshold > 0).
     previous_failures: tuple[str, ...] = ()
+    # Free losses before this dispatch (with the lease owner and the attempt, it names the dispatch).
+    lost_count: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -487,6 +515,7 @@ def claimed_from_row(row: Any) -> ClaimedRun:
         retry_max_ms=row["retry_max_ms"], checkpoint=row.get("checkpoint"),
         poison_pill_threshold=row.get("poison_pill_threshold") or 0,
         previous_failures=tuple(row.get("previous_failures") or ()),
+        lost_count=row.get("lost_count") or 0,
     )
 
 
@@ -517,6 +546,13 @@ class Queue:
         sessions are pinned to index plans, see App.start)."""
         rows = await self._claim_pool.fetch(CLAIM_ROUTES, limit, owner, gates)
         return [claimed_from_row(r) for r in rows]
+
+    async def adopt(self, owner: str, runs: list[tuple[str, int, str, int]]) -> list[tuple[ClaimedRun, float]]:
+        """The runs (id, attempt, owner, lost count of the dispatch) still in that dispatch, executing, their
+        leases now `owner`'s; with the seconds each has been running."""
+        rows = await self._pool.fetch(ADOPT, [r[0] for r in runs], [r[1] for r in runs], owner,
+                                      [r[2] for r in runs], [r[3] for r in runs])
+        return [(claimed_from_row(r), float(r["elapsed_s"] or 0.0)) for r in rows]
 
     async def moved_on(self, owner: str, run_ids: list[str]) -> list[str]:
         """Which of these runs, leased by `owner`, are no longer its executing runs (canceled, taken back)."""

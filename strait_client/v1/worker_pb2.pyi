@@ -314,6 +314,8 @@ class Hello(_message.Message):
     SLOTS_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    UNACKED_RESULTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's own name for itself (for listings and logs); empty: the server makes one up."""
     name: _builtins.str
@@ -326,6 +328,18 @@ class Hello(_message.Message):
     def handlers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Handler]:
         """What it runs: at least one, at most 256."""
 
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldAssignment]:
+        """A worker reconnecting after its stream broke: the assignments it still runs, or whose results were not
+        accepted yet. The server takes back those whose runs are still this attempt's, executing (a dead
+        server's, not yet recovered; or a live one's, not yet given back): they are readopted (Welcome says
+        which) and run on; the others were given to other workers, and the worker should stop them.
+        """
+
+    @_builtins.property
+    def unacked_results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskResult]:
+        """Results the previous session did not see accepted: taken as if submitted, for readopted assignments."""
+
     def __init__(
         self,
         *,
@@ -335,14 +349,41 @@ class Hello(_message.Message):
         slots: _builtins.int = ...,
         max_batch_size: _builtins.int = ...,
         hostname: _builtins.str = ...,
+        held: _abc.Iterable[Global___HeldAssignment] | None = ...,
+        unacked_results: _abc.Iterable[Global___TaskResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["handlers", b"handlers", "hostname", b"hostname", "max_batch_size", b"max_batch_size", "name", b"name", "slots", b"slots", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handlers", b"handlers", "held", b"held", "hostname", b"hostname", "max_batch_size", b"max_batch_size", "name", b"name", "slots", b"slots", "unacked_results", b"unacked_results", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Hello: _TypeAlias = Hello  # noqa: Y015
+
+@_typing.final
+class HeldAssignment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    assignment_id: _builtins.str
+    run_id: _builtins.str
+    attempt: _builtins.int
+    def __init__(
+        self,
+        *,
+        assignment_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "attempt", b"attempt", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldAssignment: _TypeAlias = HeldAssignment  # noqa: Y015
 
 @_typing.final
 class Handler(_message.Message):
@@ -375,11 +416,16 @@ class Welcome(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    READOPTED_ASSIGNMENT_IDS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     max_batch_size: _builtins.int
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
         """How often the worker should send something (a Heartbeat when it has nothing else to send)."""
+
+    @_builtins.property
+    def readopted_assignment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Of the hello's held assignments, those this session holds again."""
 
     def __init__(
         self,
@@ -387,10 +433,11 @@ class Welcome(_message.Message):
         session_id: _builtins.str = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
         max_batch_size: _builtins.int = ...,
+        readopted_assignment_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "max_batch_size", b"max_batch_size", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "max_batch_size", b"max_batch_size", "readopted_assignment_ids", b"readopted_assignment_ids", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

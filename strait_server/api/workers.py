@@ -51,13 +51,23 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         if first is None or first.WhichOneof("message") != "hello":
             raise InvalidArgument([FieldViolation("hello", "the first message of a session must be a hello")],
                                   "the first message of a session must be a hello")
-        session = await self._session(project, first.hello)
+        hello = first.hello
+        session = await self._session(project, hello)
         await self._hub.open(session)
+        try:
+            readopted = await self._readopt(session, hello)
+        except BaseException:
+            await self._hub.close(session)
+            raise
         reader = asyncio.create_task(self._read(request_iterator, session))
         try:
-            welcome = W.Welcome(session_id=session.id, max_batch_size=session.max_batch)
+            welcome = W.Welcome(session_id=session.id, max_batch_size=session.max_batch,
+                                readopted_assignment_ids=readopted)
             welcome.heartbeat_interval.FromSeconds(HEARTBEAT_INTERVAL_S)
             yield W.ConnectResponse(welcome=welcome)
+            unacked = hello.unacked_results  # after the welcome: their acceptance follows it on the stream
+            for start in range(0, len(unacked), MAX_BATCH):
+                self._results(session, W.SubmitResults(results=unacked[start:start + MAX_BATCH]))
             while (message := await session.outbox.get()) is not None:
                 yield message
             reader.result()  # the reader ended the stream: raises what ended it, if anything
@@ -114,6 +124,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                        worker_id=hello.worker_id or str(uuid.uuid4()),
                        name=hello.name, hostname=hello.hostname, slots=hello.slots,
                        max_batch=hello.max_batch_size or DEFAULT_BATCH, routes=routes)
+
+    async def _readopt(self, session: Session, hello: worker_pb2.Hello) -> list[str]:
+        held = {(h.assignment_id, h.run_id, h.attempt) for h in hello.held}
+        held |= {(r.assignment_id, r.run_id, r.attempt) for r in hello.unacked_results}
+        if len(held) > MAX_SLOTS + MAX_BATCH:
+            raise InvalidArgument([FieldViolation("hello.held", "names more assignments than a worker can hold")],
+                                  "too many held assignments")
+        return await self._hub.readopt(session, sorted(held)) if held else []
 
     async def _read(self, requests: AsyncIterator[worker_pb2.ConnectRequest], session: Session) -> None:
         """The worker's messages until it closes its side; then (or on bad input) the stream ends."""

@@ -125,6 +125,31 @@ class WorkerHub:
         self._sessions[session.id] = session
         self._wake.set()
 
+    async def readopt(self, session: Session, held: list[tuple[str, str, int]]) -> list[str]:
+        """A reconnecting worker's assignments (assignment id, run, attempt): those whose runs are still at
+        that attempt and executing are held by `session` again; returns their assignment ids."""
+        by_run: dict[str, tuple[str, int]] = {}
+        dispatches = []
+        for aid, run_id, attempt in held:
+            made = dispatch_of(aid)
+            if made is not None:  # else not an assignment id of ours: nothing to readopt
+                by_run[run_id] = (aid, attempt)
+                dispatches.append((run_id, attempt, *made))
+        adopted = await self._queue.adopt(self.owner, dispatches) if dispatches else []
+        now = time.monotonic()
+        ids = []
+        for run, elapsed in adopted:
+            assignment_id, _ = by_run[run.id]
+            earlier = self._held.get(run.id)
+            if earlier is not None and earlier is not session:  # an older session here, not yet closed
+                earlier.take_run(run.id)
+            session.hold(Assigned(assignment_id, run, session.gate_of_job.get(run.job_id, ""), now - elapsed))
+            self._held[run.id] = session
+            ids.append(assignment_id)
+        if ids:
+            self._on_events(run.id for run, _ in adopted)
+        return ids
+
     async def close(self, session: Session) -> None:
         """The session's stream ended: its unreported runs go back to the queue at once."""
         if self._sessions.pop(session.id, None) is not None:
@@ -236,7 +261,8 @@ class WorkerHub:
                 if session is None:
                     unplaced.append(run.id)
                     continue
-                assigned = Assigned(f"{self.owner}.{next(self._assignments)}", run, gate, now)
+                assigned = Assigned(assignment_id(self.owner, run.lost_count, next(self._assignments)), run,
+                                    gate, now)
                 session.hold(assigned)
                 self._held[run.id] = session
                 batches.setdefault(session.id, []).append(assigned)
@@ -314,6 +340,20 @@ class WorkerHub:
             except DATABASE_ERRORS as exc:
                 self._telemetry.metrics.loop_errors.labels("worker_heartbeat").inc()
                 log.warning("worker hub heartbeat failed: %r", exc, extra={"action": "heartbeat_error"})
+
+
+def assignment_id(owner: str, lost_count: int, n: int) -> str:
+    """A dispatch's assignment id: who made it, the run's loss count then, and a counter. Opaque to workers; a
+    reconnecting worker's held assignments are readopted only while the run is still in that dispatch."""
+    return f"{owner}.{lost_count}.{n}"
+
+
+def dispatch_of(value: str) -> tuple[str, int] | None:
+    """(owner, lost count) of an assignment id made by assignment_id; None for anything else."""
+    parts = value.rsplit(".", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit() or len(parts[1]) > 9:
+        return None
+    return parts[0], int(parts[1])
 
 
 def _queues(session: Session) -> set[str]:
