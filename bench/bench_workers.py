@@ -29,7 +29,7 @@ import grpc
 
 from bench.bench_dispatch import _free_port, _load, _setup
 from bench.bench_flow_control import served
-from strait_client.v1 import job_pb2, job_pb2_grpc, worker_pb2, worker_pb2_grpc
+from strait_client.v1 import job_pb2, job_pb2_grpc, project_pb2, project_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 WORKER_SCRIPT = textwrap.dedent("""
     import asyncio, os, sys, time
@@ -214,8 +214,12 @@ async def main() -> None:
     address = f"127.0.0.1:{port}"
     async with served("all", port=port) as (channel, conn, admin_key, pid):
         print(f"strait worker bench, {_load()}")
-        _, md, _ = await _setup(channel, admin_key, "http://127.0.0.1:9/unused")
-        key = md[0][1].removeprefix("Bearer ")
+        _, md, unused = await _setup(channel, admin_key, "http://127.0.0.1:9/unused")
+        # Workers need a key with the worker scope; the API calls use the same one.
+        key = (await project_pb2_grpc.ProjectServiceStub(channel).CreateApiKey(project_pb2.CreateApiKeyRequest(
+            project_id=unused.project_id, name="workers", scopes=["workers:connect"]),
+            metadata=(("authorization", f"Bearer {admin_key}"),))).secret
+        md = (("authorization", f"Bearer {key}"),)
         jobs = job_pb2_grpc.JobServiceStub(channel)
         job = await _worker_job(jobs, md, "noop-worker")
         rates, raws = [], []

@@ -36,6 +36,7 @@ CREATE TABLE api_keys (
     revoke_time timestamp with time zone,
     api_rate_limit_requests integer,
     api_rate_limit_window_ms bigint,
+    scopes text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT api_keys_api_rate_limit_check CHECK ((((api_rate_limit_requests IS NULL) AND (api_rate_limit_window_ms IS NULL)) OR ((api_rate_limit_requests > 0) AND (api_rate_limit_window_ms > 0)))),
     CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash),
     CONSTRAINT api_keys_pkey PRIMARY KEY (id),

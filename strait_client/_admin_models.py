@@ -67,7 +67,8 @@ class Project:
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key, without its secret (strait.v1.ApiKey). `revoke_time` is set once it is revoked;
-    `api_rate_limit` None: the project's limit, else the server default."""
+    `api_rate_limit` None: the project's limit, else the server default; `scopes` what it may do beyond the
+    API ("workers:connect": open worker sessions)."""
 
     id: str
     project_id: str
@@ -76,6 +77,7 @@ class ApiKey:
     create_time: datetime | None
     revoke_time: datetime | None
     api_rate_limit: ApiRateLimit | None
+    scopes: tuple[str, ...]
 
     @classmethod
     def from_proto(cls, m: project_pb2.ApiKey) -> ApiKey:
@@ -88,7 +90,7 @@ class ApiKey:
             The key.
         """
         return cls(m.id, m.project_id, m.name, m.key_prefix, time_of(m, "create_time"), time_of(m, "revoke_time"),
-                   _rate_limit(m))
+                   _rate_limit(m), tuple(m.scopes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class CreatedApiKey(ApiKey):
         """
         key = ApiKey.from_proto(m.api_key)
         return cls(key.id, key.project_id, key.name, key.key_prefix, key.create_time, key.revoke_time,
-                   key.api_rate_limit, m.secret)
+                   key.api_rate_limit, key.scopes, m.secret)
 
 
 @dataclass(frozen=True, slots=True)

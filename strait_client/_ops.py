@@ -261,8 +261,9 @@ def update_project(project_id: str, values: Mapping[str, Any]) -> Op[Project]:
     return Op("projects", "UpdateProject", request, _project)
 
 
-def create_api_key(name: str, project_id: str, api_rate_limit: RateLimit = None) -> Op[CreatedApiKey]:
-    request = fill(project_pb2.CreateApiKeyRequest(project_id=project_id, name=name),
+def create_api_key(name: str, project_id: str, api_rate_limit: RateLimit = None,
+                   scopes: Sequence[str] = ()) -> Op[CreatedApiKey]:
+    request = fill(project_pb2.CreateApiKeyRequest(project_id=project_id, name=name, scopes=list(scopes)),
                    {"api_rate_limit": api_rate_limit})
     return Op("projects", "CreateApiKey", request, CreatedApiKey.from_response)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from strait_client import _ops
@@ -83,14 +83,15 @@ class Projects:
         """
         return self._t.call(_ops.update_project(project_id, fields))
 
-    def create_api_key(self, name: str = "", project_id: str = "", *,
-                       api_rate_limit: RateLimit = None) -> CreatedApiKey:
+    def create_api_key(self, name: str = "", project_id: str = "", *, api_rate_limit: RateLimit = None,
+                       scopes: Sequence[str] = ()) -> CreatedApiKey:
         """Creates an API key.
 
         Args:
             name: A label for the key.
             project_id: The key's project; empty: the caller's own.
             api_rate_limit: The key's own rate limit (needs the admin key); None: the project's.
+            scopes: What it may do beyond the API: "workers:connect" for a key that workers use.
 
         Returns:
             The key with its `secret`, which is shown only here: store it now.
@@ -99,7 +100,7 @@ class Projects:
             PermissionDeniedError: The key may not create keys in that project.
             NotFoundError: No such project.
         """
-        return self._t.call(_ops.create_api_key(name, project_id, api_rate_limit))
+        return self._t.call(_ops.create_api_key(name, project_id, api_rate_limit, scopes))
 
     def list_api_keys(self, project_id: str = "", *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[ApiKey]:
         """The API keys of a project, revoked ones included, without their secrets.
@@ -222,14 +223,15 @@ class AsyncProjects:
         """
         return await self._t.call(_ops.update_project(project_id, fields))
 
-    async def create_api_key(self, name: str = "", project_id: str = "", *,
-                             api_rate_limit: RateLimit = None) -> CreatedApiKey:
+    async def create_api_key(self, name: str = "", project_id: str = "", *, api_rate_limit: RateLimit = None,
+                             scopes: Sequence[str] = ()) -> CreatedApiKey:
         """Creates an API key.
 
         Args:
             name: A label for the key.
             project_id: The key's project; empty: the caller's own.
             api_rate_limit: The key's own rate limit (needs the admin key); None: the project's.
+            scopes: What it may do beyond the API: "workers:connect" for a key that workers use.
 
         Returns:
             The key with its `secret`, which is shown only here: store it now.
@@ -238,7 +240,7 @@ class AsyncProjects:
             PermissionDeniedError: The key may not create keys in that project.
             NotFoundError: No such project.
         """
-        return await self._t.call(_ops.create_api_key(name, project_id, api_rate_limit))
+        return await self._t.call(_ops.create_api_key(name, project_id, api_rate_limit, scopes))
 
     def list_api_keys(self, project_id: str = "", *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[ApiKey]:
         """The API keys of a project, revoked ones included, without their secrets.

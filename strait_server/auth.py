@@ -18,6 +18,11 @@ KEY_PREFIX = "strait_"
 RUN_TOKEN_ISSUER = "strait:run-token"
 
 
+# An API key's scopes: "workers:connect" lets it open worker sessions (WorkerService.Connect).
+WORKERS_CONNECT = "workers:connect"
+SCOPES = frozenset({WORKERS_CONNECT})
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the admin (no project) or a project API key."""
@@ -30,6 +35,8 @@ class Principal:
     key_rate_limit: ApiRateLimit | None = None
     # The project's limit, shared by its keys without a limit of their own; None: the server default applies.
     project_rate_limit: ApiRateLimit | None = None
+    # What the key may do beyond the API itself (see SCOPES).
+    scopes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -132,16 +132,18 @@ def _write_private(path: Path, value: str) -> None:
 
 
 async def _dev_key(app: App, data_dir: Path) -> str:
-    """The development project's API key: reused from the data directory while it stays valid."""
+    """The development project's API key (which may also connect workers): reused from the data directory while
+    it stays valid."""
     assert app.pool is not None
     store = ProjectStore(app.pool)
     key_file = data_dir / "dev-api-key"
     secret = await asyncio.to_thread(_read, key_file)
-    if secret and await store.authenticate(auth.digest_of(secret)) is not None:
+    found = await store.authenticate(auth.digest_of(secret)) if secret else None
+    if found is not None and auth.WORKERS_CONNECT in found.scopes:
         return secret
     project = await store.get_by_slug("dev") or await store.create("dev", "Development")
     secret, prefix, digest = auth.new_api_key()
-    await store.create_key(project.id, "dev", prefix, digest)
+    await store.create_key(project.id, "dev", prefix, digest, scopes=(auth.WORKERS_CONNECT,))
     await asyncio.to_thread(_write_private, key_file, secret)
     return secret
 

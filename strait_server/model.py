@@ -165,6 +165,7 @@ class ApiKey:
     revoke_time: datetime | None
     # This key's own limit; None: the project's, else the server default.
     api_rate_limit: ApiRateLimit | None = None
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -174,8 +174,10 @@ class Api:
         return list(resp.events)
 
 
-async def connect(target: App | int, admin_key: str, project_id: str = "") -> Api:
-    """A client for a server (an App, or a port): a new project and key, or a new key for `project_id`."""
+async def connect(target: App | int, admin_key: str, project_id: str = "",
+                  scopes: tuple[str, ...] = ("workers:connect",)) -> Api:
+    """A client for a server (an App, or a port): a new project and key, or a new key for `project_id`. The key
+    may also connect workers unless `scopes` says otherwise."""
     port = target if isinstance(target, int) else target.port
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     admin = (("authorization", f"Bearer {admin_key}"),)
@@ -184,8 +186,8 @@ async def connect(target: App | int, admin_key: str, project_id: str = "") -> Ap
         slug = f"p-{uuid.uuid4().hex[:8]}"
         project = await stub.CreateProject(project_pb2.CreateProjectRequest(slug=slug), metadata=admin)
         project_id = project.project.id
-    key = await stub.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project_id, name="test"),
-                                  metadata=admin)
+    key = await stub.CreateApiKey(project_pb2.CreateApiKeyRequest(project_id=project_id, name="test",
+                                                                  scopes=list(scopes)), metadata=admin)
     return Api(channel, key.secret, admin_key)
 
 

@@ -28,53 +28,53 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17strait/v1/project.proto\x12\tstrait.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\x0c\x41piRateLimit\x12\x10\n\x08requests\x18\x01 \x01(\x05\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xab\x02\n\x07Project\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04slug\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0e\x61pi_rate_limit\x18\x05 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\x12$\n\x17monthly_budget_microusd\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12.\n\rbudget_action\x18\x07 \x01(\x0e\x32\x17.strait.v1.BudgetAction\x12$\n\x1cmonth_to_date_spend_microusd\x18\x08 \x01(\x03\x42\x1a\n\x18_monthly_budget_microusd\"\xdd\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0e\x61pi_rate_limit\x18\x07 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\"c\n\x14\x43reateProjectRequest\x12\x0c\n\x04slug\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0e\x61pi_rate_limit\x18\x03 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\"<\n\x15\x43reateProjectResponse\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\"\x1f\n\x11GetProjectRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x12GetProjectResponse\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x14ListProjectsResponse\x12$\n\x08projects\x18\x01 \x03(\x0b\x32\x12.strait.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x14UpdateProjectRequest\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x15UpdateProjectResponse\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\"h\n\x13\x43reateApiKeyRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0e\x61pi_rate_limit\x18\x03 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\"J\n\x14\x43reateApiKeyResponse\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"O\n\x12ListApiKeysRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x13ListApiKeysResponse\x12#\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x11.strait.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"j\n\x13UpdateApiKeyRequest\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\":\n\x14UpdateApiKeyResponse\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x14RevokeApiKeyResponse\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey*a\n\x0c\x42udgetAction\x12\x1d\n\x19\x42UDGET_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42UDGET_ACTION_NOTIFY\x10\x01\x12\x18\n\x14\x42UDGET_ACTION_REJECT\x10\x02\x32\x95\x05\n\x0eProjectService\x12R\n\rCreateProject\x12\x1f.strait.v1.CreateProjectRequest\x1a .strait.v1.CreateProjectResponse\x12I\n\nGetProject\x12\x1c.strait.v1.GetProjectRequest\x1a\x1d.strait.v1.GetProjectResponse\x12O\n\x0cListProjects\x12\x1e.strait.v1.ListProjectsRequest\x1a\x1f.strait.v1.ListProjectsResponse\x12R\n\rUpdateProject\x12\x1f.strait.v1.UpdateProjectRequest\x1a .strait.v1.UpdateProjectResponse\x12O\n\x0c\x43reateApiKey\x12\x1e.strait.v1.CreateApiKeyRequest\x1a\x1f.strait.v1.CreateApiKeyResponse\x12L\n\x0bListApiKeys\x12\x1d.strait.v1.ListApiKeysRequest\x1a\x1e.strait.v1.ListApiKeysResponse\x12O\n\x0cUpdateApiKey\x12\x1e.strait.v1.UpdateApiKeyRequest\x1a\x1f.strait.v1.UpdateApiKeyResponse\x12O\n\x0cRevokeApiKey\x12\x1e.strait.v1.RevokeApiKeyRequest\x1a\x1f.strait.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17strait/v1/project.proto\x12\tstrait.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\x0c\x41piRateLimit\x12\x10\n\x08requests\x18\x01 \x01(\x05\x12)\n\x06window\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xab\x02\n\x07Project\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04slug\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0e\x61pi_rate_limit\x18\x05 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\x12$\n\x17monthly_budget_microusd\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12.\n\rbudget_action\x18\x07 \x01(\x0e\x32\x17.strait.v1.BudgetAction\x12$\n\x1cmonth_to_date_spend_microusd\x18\x08 \x01(\x03\x42\x1a\n\x18_monthly_budget_microusd\"\xed\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0e\x61pi_rate_limit\x18\x07 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\x12\x0e\n\x06scopes\x18\x08 \x03(\t\"c\n\x14\x43reateProjectRequest\x12\x0c\n\x04slug\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0e\x61pi_rate_limit\x18\x03 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\"<\n\x15\x43reateProjectResponse\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\"\x1f\n\x11GetProjectRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x12GetProjectResponse\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\"<\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x14ListProjectsResponse\x12$\n\x08projects\x18\x01 \x03(\x0b\x32\x12.strait.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x14UpdateProjectRequest\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x15UpdateProjectResponse\x12#\n\x07project\x18\x01 \x01(\x0b\x32\x12.strait.v1.Project\"x\n\x13\x43reateApiKeyRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0e\x61pi_rate_limit\x18\x03 \x01(\x0b\x32\x17.strait.v1.ApiRateLimit\x12\x0e\n\x06scopes\x18\x04 \x03(\t\"J\n\x14\x43reateApiKeyResponse\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"O\n\x12ListApiKeysRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x13ListApiKeysResponse\x12#\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x11.strait.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"j\n\x13UpdateApiKeyRequest\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\":\n\x14UpdateApiKeyResponse\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x14RevokeApiKeyResponse\x12\"\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.strait.v1.ApiKey*a\n\x0c\x42udgetAction\x12\x1d\n\x19\x42UDGET_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42UDGET_ACTION_NOTIFY\x10\x01\x12\x18\n\x14\x42UDGET_ACTION_REJECT\x10\x02\x32\x95\x05\n\x0eProjectService\x12R\n\rCreateProject\x12\x1f.strait.v1.CreateProjectRequest\x1a .strait.v1.CreateProjectResponse\x12I\n\nGetProject\x12\x1c.strait.v1.GetProjectRequest\x1a\x1d.strait.v1.GetProjectResponse\x12O\n\x0cListProjects\x12\x1e.strait.v1.ListProjectsRequest\x1a\x1f.strait.v1.ListProjectsResponse\x12R\n\rUpdateProject\x12\x1f.strait.v1.UpdateProjectRequest\x1a .strait.v1.UpdateProjectResponse\x12O\n\x0c\x43reateApiKey\x12\x1e.strait.v1.CreateApiKeyRequest\x1a\x1f.strait.v1.CreateApiKeyResponse\x12L\n\x0bListApiKeys\x12\x1d.strait.v1.ListApiKeysRequest\x1a\x1e.strait.v1.ListApiKeysResponse\x12O\n\x0cUpdateApiKey\x12\x1e.strait.v1.UpdateApiKeyRequest\x1a\x1f.strait.v1.UpdateApiKeyResponse\x12O\n\x0cRevokeApiKey\x12\x1e.strait.v1.RevokeApiKeyRequest\x1a\x1f.strait.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strait_client.v1.project_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BUDGETACTION']._serialized_start=1927
-  _globals['_BUDGETACTION']._serialized_end=2024
+  _globals['_BUDGETACTION']._serialized_start=1959
+  _globals['_BUDGETACTION']._serialized_end=2056
   _globals['_APIRATELIMIT']._serialized_start=137
   _globals['_APIRATELIMIT']._serialized_end=212
   _globals['_PROJECT']._serialized_start=215
   _globals['_PROJECT']._serialized_end=514
   _globals['_APIKEY']._serialized_start=517
-  _globals['_APIKEY']._serialized_end=738
-  _globals['_CREATEPROJECTREQUEST']._serialized_start=740
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=839
-  _globals['_CREATEPROJECTRESPONSE']._serialized_start=841
-  _globals['_CREATEPROJECTRESPONSE']._serialized_end=901
-  _globals['_GETPROJECTREQUEST']._serialized_start=903
-  _globals['_GETPROJECTREQUEST']._serialized_end=934
-  _globals['_GETPROJECTRESPONSE']._serialized_start=936
-  _globals['_GETPROJECTRESPONSE']._serialized_end=993
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=995
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=1055
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=1057
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=1142
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=1144
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=1252
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=1254
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=1314
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1316
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1420
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1422
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1496
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1498
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1577
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1579
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1662
-  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=1664
-  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=1770
-  _globals['_UPDATEAPIKEYRESPONSE']._serialized_start=1772
-  _globals['_UPDATEAPIKEYRESPONSE']._serialized_end=1830
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1832
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1865
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1867
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1925
-  _globals['_PROJECTSERVICE']._serialized_start=2027
-  _globals['_PROJECTSERVICE']._serialized_end=2688
+  _globals['_APIKEY']._serialized_end=754
+  _globals['_CREATEPROJECTREQUEST']._serialized_start=756
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=855
+  _globals['_CREATEPROJECTRESPONSE']._serialized_start=857
+  _globals['_CREATEPROJECTRESPONSE']._serialized_end=917
+  _globals['_GETPROJECTREQUEST']._serialized_start=919
+  _globals['_GETPROJECTREQUEST']._serialized_end=950
+  _globals['_GETPROJECTRESPONSE']._serialized_start=952
+  _globals['_GETPROJECTRESPONSE']._serialized_end=1009
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=1011
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=1071
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=1073
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=1158
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=1160
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=1268
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=1270
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=1330
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1332
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1452
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1454
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1528
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1530
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1609
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1611
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1694
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_start=1696
+  _globals['_UPDATEAPIKEYREQUEST']._serialized_end=1802
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_start=1804
+  _globals['_UPDATEAPIKEYRESPONSE']._serialized_end=1862
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1864
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1897
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1899
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1957
+  _globals['_PROJECTSERVICE']._serialized_start=2059
+  _globals['_PROJECTSERVICE']._serialized_end=2720
 # @@protoc_insertion_point(module_scope)

@@ -152,6 +152,7 @@ class ApiKey(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
     API_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. "key_..."."""
     project_id: _builtins.str
@@ -170,6 +171,12 @@ class ApiKey(_message.Message):
         shared limit. Unset: the project's limit, else the server default. Only the admin key may set it.
         """
 
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the key may do beyond the API: "workers:connect" lets it open worker sessions
+        (WorkerService.Connect). Set when the key is created.
+        """
+
     def __init__(
         self,
         *,
@@ -180,10 +187,11 @@ class ApiKey(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
         api_rate_limit: Global___ApiRateLimit | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "id", b"id", "key_prefix", b"key_prefix", "name", b"name", "project_id", b"project_id", "revoke_time", b"revoke_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "create_time", b"create_time", "id", b"id", "key_prefix", b"key_prefix", "name", b"name", "project_id", b"project_id", "revoke_time", b"revoke_time", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -379,6 +387,7 @@ class CreateApiKeyRequest(_message.Message):
     PROJECT_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     API_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """The project the key belongs to. Empty means the caller's own project."""
     name: _builtins.str
@@ -386,16 +395,21 @@ class CreateApiKeyRequest(_message.Message):
     def api_rate_limit(self) -> Global___ApiRateLimit:
         """Optional; see ApiKey.api_rate_limit. Needs the admin key."""
 
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """See ApiKey.scopes."""
+
     def __init__(
         self,
         *,
         project_id: _builtins.str = ...,
         name: _builtins.str = ...,
         api_rate_limit: Global___ApiRateLimit | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "name", b"name", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_rate_limit", b"api_rate_limit", "name", b"name", "project_id", b"project_id", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

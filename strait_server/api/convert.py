@@ -71,7 +71,7 @@ _BUDGET_ACTIONS = {"notify": project_pb2.BUDGET_ACTION_NOTIFY, "reject": project
 def api_key(k: model.ApiKey) -> project_pb2.ApiKey:
     return project_pb2.ApiKey(id=k.id, project_id=k.project_id, name=k.name, key_prefix=k.key_prefix,
                               create_time=ts(k.create_time), revoke_time=ts(k.revoke_time),
-                              api_rate_limit=api_rate_limit(k.api_rate_limit))
+                              api_rate_limit=api_rate_limit(k.api_rate_limit), scopes=list(k.scopes))
 
 
 def job(j: model.Job) -> job_pb2.Job:

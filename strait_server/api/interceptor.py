@@ -116,7 +116,8 @@ class Authenticator:
         if len(self._cache) > 10_000:
             self._cache.clear()
         principal = auth.Principal(project_id=found.project_id, key_id=found.key_id, key_name=found.key_name,
-                                   key_rate_limit=found.key_rate_limit, project_rate_limit=found.project_rate_limit)
+                                   key_rate_limit=found.key_rate_limit, project_rate_limit=found.project_rate_limit,
+                                   scopes=found.scopes)
         self._cache[digest] = (principal, now + self._ttl)
         return principal
 

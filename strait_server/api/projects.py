@@ -108,6 +108,9 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
         validate.check_text(v, "project_id", request.project_id, max_len=128)
         validate.check_text(v, "name", request.name, max_len=255)
         limit = validate.api_rate_limit(v, "api_rate_limit", request)
+        for i, scope in enumerate(request.scopes):
+            if scope not in auth.SCOPES:
+                v.add(f"scopes[{i}]", f"is not a known scope ({', '.join(sorted(auth.SCOPES))})")
         v.raise_if_any()
         if limit is not None:
             # Otherwise a project key could mint itself a key with a higher limit.
@@ -121,7 +124,8 @@ class ProjectServicer(project_pb2_grpc.ProjectServiceServicer):
                                                                               s.api_key_create_window))
         secret, prefix, digest = auth.new_api_key()
         key = await self._d.projects.create_key(project_id, request.name, prefix, digest, limit,
-                                                max_keys=s.max_api_keys_per_project)
+                                                max_keys=s.max_api_keys_per_project,
+                                                scopes=tuple(sorted(set(request.scopes))))
         if key is None:
             raise errors.ResourceExhausted(
                 f"the project has {s.max_api_keys_per_project} API keys already (STRAIT_MAX_API_KEYS_PER_PROJECT); "

@@ -18,8 +18,9 @@ from strait_server.api import convert
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal, project_id
 from strait_server.api.pagination import fingerprint, keyset_page, page_size
+from strait_server.auth import WORKERS_CONNECT
 from strait_server.dispatch.http import Attempt, outcome_of
-from strait_server.errors import FieldViolation, InvalidArgument, Violations
+from strait_server.errors import FieldViolation, InvalidArgument, PermissionDenied, Violations
 from strait_server.queue import Outcome
 from strait_server.store.worker_sessions import WorkerSessionRow, WorkerSessionStore
 from strait_server.workers.hub import WorkerHub
@@ -44,6 +45,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Connect(self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[worker_pb2.ConnectResponse]:
         project = project_id()
+        if WORKERS_CONNECT not in principal().scopes:
+            raise PermissionDenied(f"worker sessions need an API key with the scope {WORKERS_CONNECT!r} "
+                                   "(ProjectService.CreateApiKey with scopes)")
         try:
             first = await asyncio.wait_for(anext(request_iterator), HELLO_TIMEOUT_S)
         except (StopAsyncIteration, TimeoutError):

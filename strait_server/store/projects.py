@@ -16,7 +16,7 @@ from strait_server.store.budgets import month_spend_of
 _PROJECT_COLUMNS = f"""id, slug, name, create_time, api_rate_limit_requests, api_rate_limit_window_ms,
 monthly_budget_microusd, budget_action, {month_spend_of("projects")} AS month_spend"""
 _KEY_COLUMNS = ("id, project_id, name, key_prefix, create_time, revoke_time, api_rate_limit_requests, "
-                "api_rate_limit_window_ms")
+                "api_rate_limit_window_ms, scopes")
 
 INSERT_PROJECT = f"""
 INSERT INTO projects (id, slug, name, api_rate_limit_requests, api_rate_limit_window_ms) VALUES ($1, $2, $3, $4, $5)
@@ -55,13 +55,14 @@ WITH project AS (
     -- Locked, so that keys created side by side are counted one after the other against the cap.
     SELECT id FROM projects WHERE id = $2 FOR UPDATE
 )
-INSERT INTO api_keys (id, project_id, name, key_prefix, key_hash, api_rate_limit_requests, api_rate_limit_window_ms)
-SELECT $1, project.id, $3, $4, $5, $6, $7 FROM project
+INSERT INTO api_keys (id, project_id, name, key_prefix, key_hash, api_rate_limit_requests, api_rate_limit_window_ms,
+    scopes)
+SELECT $1, project.id, $3, $4, $5, $6, $7, $9 FROM project
 WHERE (SELECT count(*) FROM api_keys WHERE project_id = $2 AND revoke_time IS NULL) < $8
 RETURNING {_KEY_COLUMNS}
 """
 """$1 id, $2 project, $3 name, $4 display prefix, $5 digest, $6/$7 rate limit (NULL: inherit), $8 how many unrevoked
-keys a project may have. No row: the project does not exist, or has that many keys already."""
+keys a project may have, $9 scopes. No row: the project does not exist, or has that many keys already."""
 
 UPDATE_KEY = f"""
 UPDATE api_keys SET
@@ -89,7 +90,7 @@ RETURNING {_KEY_COLUMNS}
 """$1 key id, $2 project scope (NULL for the admin)."""
 
 AUTHENTICATE = """
-SELECT k.id, k.name, k.project_id, k.api_rate_limit_requests, k.api_rate_limit_window_ms,
+SELECT k.id, k.name, k.project_id, k.api_rate_limit_requests, k.api_rate_limit_window_ms, k.scopes,
     p.api_rate_limit_requests AS project_limit_requests, p.api_rate_limit_window_ms AS project_limit_window_ms
 FROM api_keys k JOIN projects p ON p.id = k.project_id
 WHERE k.key_hash = $1 AND k.revoke_time IS NULL
@@ -106,6 +107,7 @@ class KeyGrant:
     project_id: str
     key_rate_limit: ApiRateLimit | None  # the key's own, set by the admin; None: it has none
     project_rate_limit: ApiRateLimit | None  # the project's; None: the server default
+    scopes: frozenset[str] = frozenset()
 
 
 def _rate_limit(row: Any, requests_column: str = "api_rate_limit_requests",
@@ -132,6 +134,7 @@ def _key(row: Any) -> ApiKey:
     return ApiKey(
         id=row["id"], project_id=row["project_id"], name=row["name"], key_prefix=row["key_prefix"],
         create_time=row["create_time"], revoke_time=row["revoke_time"], api_rate_limit=_rate_limit(row),
+        scopes=tuple(row["scopes"]),
     )
 
 
@@ -170,10 +173,11 @@ class ProjectStore:
         return [_project(r) for r in rows]
 
     async def create_key(self, project_id: str, name: str, prefix: str, digest: str,
-                         rate_limit: ApiRateLimit | None = None, *, max_keys: int = 2**31 - 1) -> ApiKey | None:
+                         rate_limit: ApiRateLimit | None = None, *, max_keys: int = 2**31 - 1,
+                         scopes: tuple[str, ...] = ()) -> ApiKey | None:
         """The new key; None when the project has `max_keys` unrevoked keys already (or does not exist)."""
         row = await self._pool.fetchrow(INSERT_KEY, ids.new_id("key"), project_id, name, prefix, digest,
-                                        *_limit_args(rate_limit), max_keys)
+                                        *_limit_args(rate_limit), max_keys, list(scopes))
         return None if row is None else _key(row)
 
     async def update_key(self, key_id: str, project_id: str | None, *, name: str | None = None,
@@ -199,4 +203,5 @@ class ProjectStore:
             return None
         return KeyGrant(key_id=row["id"], key_name=row["name"], project_id=row["project_id"],
                         key_rate_limit=_rate_limit(row),
-                        project_rate_limit=_rate_limit(row, "project_limit_requests", "project_limit_window_ms"))
+                        project_rate_limit=_rate_limit(row, "project_limit_requests", "project_limit_window_ms"),
+                        scopes=frozenset(row["scopes"]))

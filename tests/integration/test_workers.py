@@ -17,6 +17,7 @@ import pytest
 
 from strait_client.v1 import (
     job_pb2,
+    project_pb2,
     run_pb2,
     worker_pb2,
     worker_pb2_grpc,
@@ -488,9 +489,14 @@ async def test_workers_are_listed_and_a_drained_one_gets_nothing_new(app: App, a
         for run in runs:
             await api.wait_status(run.id, S.RUN_STATUS_COMPLETED)
 
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetWorker(W.GetWorkerRequest(id=a.session_id), metadata=api.metadata)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # gone with its session
+    async def gone() -> bool:  # with its session, once the server has seen the stream end
+        try:
+            await stub.GetWorker(W.GetWorkerRequest(id=a.session_id), metadata=api.metadata)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND
+            return True
+        return False
+    await eventually(gone)
     other = await connect(app, settings.admin_key)  # another project sees none of them
     assert not (await stub.ListWorkers(W.ListWorkersRequest(), metadata=other.metadata)).workers
     await other.channel.close()
@@ -558,3 +564,20 @@ async def test_a_failing_workflow_cancels_the_step_a_worker_runs(app: App, api: 
         workflow_run_id=run.id), metadata=api.metadata)).step_runs}
     assert steps["long"].status == workflow_run_pb2.STEP_RUN_STATUS_CANCELED
     assert (await api.get_run(steps["long"].job_run_id)).status == S.RUN_STATUS_CANCELED
+
+
+async def test_worker_sessions_need_a_key_with_the_worker_scope(app: App, api: Api, settings: Settings) -> None:
+    job = await worker_job(api, "w")
+    plain = await connect(app, settings.admin_key, job.project_id, scopes=())
+    call = worker_pb2_grpc.WorkerServiceStub(plain.channel).Connect(metadata=plain.metadata, timeout=10)
+    await call.write(W.ConnectRequest(hello=W.Hello(slots=1, handlers=[W.Handler(job_slug="w")])))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call.read()
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "workers:connect" in (err.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await plain.projects.CreateApiKey(project_pb2.CreateApiKeyRequest(scopes=["admin"]), metadata=plain.metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "scopes[0]" in (err.value.details() or "")
+    made = await plain.projects.CreateApiKey(project_pb2.CreateApiKeyRequest(scopes=["workers:connect"]),
+                                             metadata=plain.metadata)
+    assert list(made.api_key.scopes) == ["workers:connect"]
+    await plain.channel.close()

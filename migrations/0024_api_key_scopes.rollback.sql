@@ -1,0 +1,2 @@
+-- depends: 0023_worker_sessions
+ALTER TABLE api_keys DROP COLUMN scopes;
