@@ -92,15 +92,50 @@ class TaskContext:
         return self._reporter[1]
 
     async def log(self, message: str, level: str = "info", data: Mapping[str, Any] | None = None) -> int:
-        """Appends a log line to the run's events (from an async handler); returns its sequence."""
+        """Appends a log line to the run's events (from an async handler).
+
+        Args:
+            message: The line.
+            level: debug, info, warn or error.
+            data: A JSON object kept with the line.
+
+        Returns:
+            The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+        """
         return await self._report().log(message, level, data)
 
     async def progress(self, percent: float, message: str = "", step: str = "") -> int:
-        """Reports progress (0 to 100) as a run event (from an async handler); returns its sequence."""
+        """Reports progress as a run event (from an async handler).
+
+        Args:
+            percent: 0 to 100.
+            message: What is happening.
+            step: A name for the current step.
+
+        Returns:
+            The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+        """
         return await self._report().progress(percent, message, step)
 
     async def checkpoint(self, state: Any) -> int:
-        """Saves state handed to the run's next attempt, as its `last_checkpoint` (at most 4 KiB as JSON)."""
+        """Saves state handed to the run's next attempt, as its `last_checkpoint`.
+
+        Args:
+            state: JSON-encodable, at most 4 KiB encoded.
+
+        Returns:
+            The event's sequence number.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            InvalidArgumentError: The value is too large or not valid.
+        """
         return await self._report().checkpoint(state)
 
 
