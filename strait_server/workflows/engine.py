@@ -443,24 +443,30 @@ class Move:
         prepared = self._prepare(ref)
         if not isinstance(prepared, str):
             return prepared
+        await self._flush_steps()
+        started = await self._child_run(ref, self._steps[ref].id, prepared)
+        if started.startswith("wfr_"):
+            self._steps[ref] = self._steps[ref]._replace(child_workflow_run_id=started)
+            self._set(ref, StepStatus.RUNNING, written=True, message=f"child run {started}")
+            return None
+        return self._end(ref, StepStatus.FAILED, None, started)
+
+    async def _child_run(self, ref: str, step_run_id: str, payload: str) -> str:
+        """Starts the child run of a sub-workflow step (or of one instance of its map) and marks the step run
+        running with it; returns the child run's id, or why it could not start."""
         if self.run.depth >= MAX_DEPTH:
-            return self._end(ref, StepStatus.FAILED, None,
-                             f"sub_workflow_too_deep: runs nest at most {MAX_DEPTH} deep")
+            return f"sub_workflow_too_deep: runs nest at most {MAX_DEPTH} deep"
         workflow_id, slug, version = self._plan.steps[ref].sub_workflow or ("", "", 0)
         row = await self._conn.fetchrow(workflows_sql.GET_WORKFLOW, self.run.project_id, workflow_id, slug, version)
         if row is None or not row["enabled"]:
-            state = "is disabled" if row is not None else "does not exist"
-            return self._end(ref, StepStatus.FAILED, None, f"workflow {workflow_id or slug!r} {state}")
+            return f"workflow {workflow_id or slug!r} {'is disabled' if row is not None else 'does not exist'}"
         child, _, changes = await start_run(
             self._conn, self._plans, project_id=self.run.project_id, workflow_id=row["id"], version=row["version"],
-            run_input=json.loads(prepared), idempotency_key="",
-            parent=(self.run.id, self._steps[ref].id, self.run.depth + 1), trace_parent=self.run.trace_parent)
+            run_input=json.loads(payload), idempotency_key="",
+            parent=(self.run.id, step_run_id, self.run.depth + 1), trace_parent=self.run.trace_parent)
         self.changes.add(changes)
-        await self._flush_steps()
-        await self._conn.execute(sql.SET_CHILD, self._steps[ref].id, child.id)
-        self._steps[ref] = self._steps[ref]._replace(child_workflow_run_id=child.id)
-        self._set(ref, StepStatus.RUNNING, written=True, message=f"child run {child.id}")
-        return None
+        await self._conn.execute(sql.SET_CHILD, step_run_id, child.id)
+        return child.id
 
     async def _cancel_children(self, child_ids: Iterable[str | None], reason: str) -> None:
         """Child runs of steps that ended by decision of this run (canceled, failed fast, started over) end
@@ -628,7 +634,12 @@ class Move:
                 failed.append((row["id"], f"template_error: {exc}"))
             except InputRefused as exc:
                 failed.append((row["id"], str(exc)))
-        if ready and await self._write_job_runs(step.job_id, step.job_slug, ready) is None:
+        if ready and step.kind == "sub_workflow":
+            for _, step_run_id, payload, _ in ready:  # each instance: a child run of its own
+                started = await self._child_run(ref, step_run_id, payload)
+                if not started.startswith("wfr_"):
+                    failed.append((step_run_id, started))
+        elif ready and await self._write_job_runs(step.job_id, step.job_slug, ready) is None:
             failed += [(step_run_id, f"job {step.job_id or step.job_slug!r} no longer exists")
                        for _, step_run_id, _, _ in ready]
         if failed:

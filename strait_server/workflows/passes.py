@@ -103,6 +103,11 @@ def _ended(row: Any, plan: Plan) -> tuple[str, str, StepStatus, StepStatus, Any,
 
 
 def _instance_ended(row: Any, plan: Plan) -> tuple[str, str, StepStatus, Any, str]:
+    """A progress row of a map instance: its job run ended, or (a map of a sub_workflow step) its child run."""
+    if row["child_run_id"] is not None:
+        child = StepStatus.FAILED if row["child_status"] == sql.TIMED_OUT else StepStatus(row["child_status"])
+        output = row["child_output"] if child is StepStatus.COMPLETED else None
+        return row["step_ref"], row["id"], child, output, row["child_error"] or ""
     status = step_status_of_run(row["run_status"])
     return (row["step_ref"], row["id"], status, job_output(row["output"]) if status is StepStatus.COMPLETED else None,
             _job_run_error(row, plan))

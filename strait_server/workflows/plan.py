@@ -178,7 +178,7 @@ class Plan:
         """What this definition uses that runs cannot do yet (empty: it can run)."""
         found = [f"step {s.ref!r} is a {s.kind} step" for s in self.steps.values() if s.kind not in RUNNABLE_KINDS]
         found += [f"step {s.ref!r} maps over items with a {s.kind} step" for s in self.steps.values()
-                  if s.uses_map and s.kind != "job"]
+                  if s.uses_map and s.kind not in ("job", "sub_workflow")]
         return found
 
 

@@ -108,3 +108,35 @@ async def test_runs_nest_at_most_ten_deep(flows: Flows, settings: Settings) -> N
     # The deepest refused to start another child; each run above failed with its child's error.
     assert sum(e.startswith("sub_workflow_too_deep") for e in errors) == 1
     assert all("sub_workflow_too_deep" in e for e in errors)
+
+
+async def test_a_map_of_a_sub_workflow_runs_one_child_per_item_in_a_window(flows: Flows, sink: Sink,
+                                                                            database_url: str) -> None:
+    release = asyncio.Event()
+    await flows.job("size", then=Reply(block=release, answer=lambda r: json.dumps({"n": r.json()["file"] * 10})))
+    await flows.create(step("size", "size", input_template_json='{"file": "{{ input.file }}"}'), slug="inner")
+    files = [3, 1, 2, 5, 4]
+    await flows.job("join")
+    await flows.create(W.Step(ref="each", sub_workflow=W.SubWorkflowStep(workflow_slug="inner"),
+                              map=W.MapSpec(items="input.files", max_concurrency=2),
+                              input_template_json='{"file": "{{ item }}"}'),
+                       step("join", "join", "each"), slug="outer")
+    run = await flows.trigger("outer", run_input={"files": files})
+    await eventually(lambda: _received(sink, "/size", 2))
+    conn = await asyncpg.connect(database_url)
+    try:
+        children = await conn.fetch("SELECT status FROM workflow_runs WHERE depth = 1")
+    finally:
+        await conn.close()
+    assert [c["status"] for c in children] == ["running", "running"]  # the window: two children at a time
+    release.set()
+    done = await flows.wait(run.id)
+    assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED
+    node, *instances = (await flows.runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run.id, step_ref="each"),
+                                                      metadata=flows.api.metadata)).step_runs
+    assert (node.map_counts.total, node.map_counts.done, node.map_counts.failed) == (5, 5, 0)
+    assert all(i.child_workflow_run_id.startswith("wfr_") for i in instances)
+    # Each instance's output is its child run's (the child's last steps' outputs), joined in item order.
+    assert json.loads(node.output_json) == [{"size": {"n": f * 10}} for f in files]
+    [join] = bodies(sink, "/join")
+    assert join["parent_outputs"]["each"] == [{"size": {"n": f * 10}} for f in files]
