@@ -79,9 +79,6 @@ class WorkflowCron:
         try:
             async with conn.transaction():  # a savepoint: a refused tick leaves nothing behind
                 plan = await self._plans.get(conn, workflow.id, workflow.version)
-                if unsupported := plan.unsupported():
-                    _skipped(workflow, tick, "the workflow uses what runs cannot do yet: " + "; ".join(unsupported))
-                    return Changes()
                 concurrency_key = admission.key_of(plan, run_input, "schedule_input_json")
                 if workflow.overlap is OverlapPolicy.CANCEL_RUNNING:
                     # In id order, as every statement that locks several runs does (no deadlock with the engine).

@@ -40,11 +40,6 @@ class WorkflowRuns:
         if not workflow.attributes.enabled:
             raise errors.FailedPrecondition(f"workflow {workflow.attributes.slug!r} is disabled",
                                             reason="WORKFLOW_DISABLED", subject=workflow.id)
-        unsupported = self._plans.of(workflow.id, workflow.version, workflow.definition).unsupported()
-        if unsupported:
-            raise errors.FailedPrecondition(
-                "this workflow uses what runs cannot do yet: " + "; ".join(unsupported[:10]),
-                reason="WORKFLOW_NOT_RUNNABLE", subject=workflow.id)
         plan = self._plans.of(workflow.id, workflow.version, workflow.definition)
         disabled = _disabled_steps(plan, step_overrides)
         key = admission.key_of(plan, run_input)

@@ -46,8 +46,7 @@ class StepStatus(enum.StrEnum):
 
 FINISHED = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELED})
 
-# Step kinds and features the engine runs so far; a definition using others is refused at trigger time.
-RUNNABLE_KINDS = frozenset({"job", "approval", "wait_for_event", "sleep", "sub_workflow"})
+# Steps that wait for something outside the run: a decision, an event, time.
 WAITING_KINDS = frozenset({"approval", "wait_for_event", "sleep"})
 
 
@@ -174,12 +173,6 @@ class Plan:
     def roots(self) -> list[str]:
         return [ref for ref in self.order if not self.steps[ref].parents]
 
-    def unsupported(self) -> list[str]:
-        """What this definition uses that runs cannot do yet (empty: it can run)."""
-        found = [f"step {s.ref!r} is a {s.kind} step" for s in self.steps.values() if s.kind not in RUNNABLE_KINDS]
-        found += [f"step {s.ref!r} maps over items with a {s.kind} step" for s in self.steps.values()
-                  if s.uses_map and s.kind not in ("job", "sub_workflow")]
-        return found
 
 
 def _enum_name(value: Any, prefix: str, default: str) -> str:

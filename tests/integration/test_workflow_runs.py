@@ -247,13 +247,12 @@ async def test_runs_keep_the_version_they_started_on(flows: Flows, sink: Sink) -
 
 async def test_trigger_refusals_and_idempotency(flows: Flows) -> None:
     await flows.job("a")
-    await flows.create(step("a", "a"), slug="other")
-    await flows.create(step("a", "a"), W.Step(ref="nested", depends_on=["a"], map=W.MapSpec(items="[1]"),
-                                              sub_workflow=W.SubWorkflowStep(workflow_slug="other")), slug="gated")
+    await flows.defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=W.Workflow(
+        slug="off", steps=[step("a", "a")], enabled=False)), metadata=flows.api.metadata)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await flows.trigger("gated")
+        await flows.trigger("off")
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "sub_workflow step" in (err.value.details() or "")
+    assert "disabled" in (err.value.details() or "")
     await flows.create(step("a", "a"), slug="plain")
     for bad in ({"input_json": "[1]"}, {"input_json": "{"}, {"version": -1}):
         with pytest.raises(grpc.aio.AioRpcError) as err:
