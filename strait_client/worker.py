@@ -123,6 +123,18 @@ class TaskContext:
         """
         return await self._report().progress(percent, message, step)
 
+    async def heartbeat(self) -> bool:
+        """Extends the attempt's deadline by the job's timeout from now (for work that takes longer than the
+        timeout but shows it is alive); the server stops counting down from the old deadline.
+
+        Returns:
+            True when the run was canceled meanwhile and the handler should stop.
+
+        Raises:
+            FailedPreconditionError: The attempt has ended (finished, timed out or taken away).
+        """
+        return await self._report().heartbeat()
+
     async def checkpoint(self, state: Any) -> int:
         """Saves state handed to the run's next attempt, as its `last_checkpoint`.
 

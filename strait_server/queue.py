@@ -121,11 +121,12 @@ FROM adopted a JOIN jobs j ON j.id = a.job_id
 """$1 runs, $2 their attempts, $3 the worker plane taking them, $4 the owners and $5 the loss counts of their
 dispatches: a reconnecting worker's assignments."""
 
-MOVED_ON = """
-SELECT v.id FROM unnest($1::text[]) AS v(id)
-WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = v.id AND r.status = 'executing' AND r.lease_owner = $2)
+HELD_STATE = """
+SELECT v.id, coalesce(r.status = 'executing' AND r.lease_owner = $2, false) AS mine,
+    extract(epoch FROM r.deadline - now())::float8 AS left_s
+FROM unnest($1::text[]) AS v(id) LEFT JOIN runs r ON r.id = v.id
 """
-"""$1 runs, $2 owner: those that are not (any more) executing under its lease."""
+"""$1 runs, $2 owner: whether each is still executing under its lease, and the seconds left to its deadline."""
 
 CLAIM_ROUTES = """
 WITH per_route AS (
@@ -554,10 +555,10 @@ class Queue:
                                       [r[2] for r in runs], [r[3] for r in runs])
         return [(claimed_from_row(r), float(r["elapsed_s"] or 0.0)) for r in rows]
 
-    async def moved_on(self, owner: str, run_ids: list[str]) -> list[str]:
-        """Which of these runs, leased by `owner`, are no longer its executing runs (canceled, taken back)."""
-        rows = await self._pool.fetch(MOVED_ON, run_ids, owner)
-        return [r["id"] for r in rows]
+    async def held_state(self, owner: str, run_ids: list[str]) -> list[tuple[str, bool, float | None]]:
+        """(run, still executing under `owner`'s lease, seconds left to its deadline) of these runs."""
+        rows = await self._pool.fetch(HELD_STATE, run_ids, owner)
+        return [(r["id"], bool(r["mine"]), r["left_s"]) for r in rows]
 
     async def lose(self, owner: str, run_ids: list[str], max_lost: int) -> list[str]:
         """A worker's stream ended with these runs unreported: requeued at once (see LOSE); returns the runs

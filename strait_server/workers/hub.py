@@ -293,7 +293,16 @@ class WorkerHub:
             self._time_out(time.monotonic())
 
     async def _cancel_moved_on(self, run_ids: list[str]) -> None:
-        moved_on = await self._queue.moved_on(self.owner, run_ids)
+        """Held runs whose events came: those no longer this hub's are cancelled on their streams; the others
+        take their deadline from the database (a heartbeat through RunContextService extends it)."""
+        moved_on = []
+        now = time.monotonic()
+        for run_id, mine, left_s in await self._queue.held_state(self.owner, run_ids):
+            session = self._held.get(run_id)
+            if not mine:
+                moved_on.append(run_id)
+            elif session is not None and left_s is not None and (assigned := session.assigned(run_id)):
+                assigned.deadline = now + left_s
         for run_id in moved_on:
             session = self._held.pop(run_id, None)
             if session is not None and (assigned := session.take_run(run_id)) is not None:
@@ -306,7 +315,7 @@ class WorkerHub:
         """Held runs past their attempt's deadline end timed out (retried by their job's policy), as an HTTP
         attempt does; their workers are told to stop."""
         for session in list(self._sessions.values()):
-            late = [a for a in session.held.values() if now - a.since > a.run.timeout_ms / 1000]
+            late = [a for a in session.held.values() if now > a.deadline]
             for assigned in late:
                 session.take(assigned.assignment_id)
                 attempt = Attempt(0, "no result within the attempt's timeout", ErrorClass.TIMEOUT, None,

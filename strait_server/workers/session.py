@@ -18,7 +18,7 @@ W = worker_pb2
 TOKEN_MARGIN_S = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Assigned:
     """A run given to a session: `assignment_id` names this dispatch of it."""
 
@@ -26,6 +26,11 @@ class Assigned:
     run: ClaimedRun
     gate: str
     since: float  # time.monotonic()
+    # When its attempt times out (time.monotonic()): its timeout after `since`, later when the run heartbeats.
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.deadline = self.deadline or self.since + self.run.timeout_ms / 1000
 
 
 @dataclass
@@ -75,6 +80,11 @@ class Session:
         if assigned is not None:
             self._by_run.pop(assigned.run.id, None)
         return assigned
+
+    def assigned(self, run_id: str) -> Assigned | None:
+        """The held assignment of this run, if any."""
+        assignment_id = self._by_run.get(run_id)
+        return None if assignment_id is None else self.held.get(assignment_id)
 
     def take_run(self, run_id: str) -> Assigned | None:
         """The assignment of this run, no longer held; None when it is not held."""

@@ -581,3 +581,24 @@ async def test_worker_sessions_need_a_key_with_the_worker_scope(app: App, api: A
                                              metadata=plain.metadata)
     assert list(made.api_key.scopes) == ["workers:connect"]
     await plain.channel.close()
+
+
+async def test_a_heartbeating_handler_outlives_its_timeout(app: App, api: Api) -> None:
+    job = await worker_job(api, "patient", max_attempts=1, timeout={"seconds": 1})
+    worker = sdk_worker(app, api)
+    beats = 0
+
+    @worker.handler("patient")
+    async def patient(ctx: TaskContext, payload: Any) -> int:
+        nonlocal beats
+        started = asyncio.get_running_loop().time()
+        while asyncio.get_running_loop().time() - started < 2.5:  # longer than the 1 s timeout
+            await asyncio.sleep(0.3)  # the work
+            assert not await ctx.heartbeat()
+            beats += 1
+        return beats
+
+    async with serving(worker):
+        run = await api.trigger(job)
+        done = await api.wait_status(run.id, S.RUN_STATUS_COMPLETED, timeout=20)
+    assert done.attempt == 1 and json.loads(done.output_json) == beats and beats >= 5
