@@ -58,6 +58,10 @@ FATAL = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTIC
 Handler = Callable[["TaskContext", Any], Any]
 
 
+class StreamGone(Exception):
+    """The session's stream ended under a write: the worker reconnects."""
+
+
 class NonRetryableError(Exception):
     """Raised by a handler: the run fails now, whatever attempts it has left."""
 
@@ -246,6 +250,8 @@ class Worker:
                     if err.code() in FATAL:
                         raise from_rpc_error(err) from err
                     log.warning("worker stream ended: %s %s", err.code().name, err.details())
+                except StreamGone:
+                    log.warning("worker stream ended")
                 if self._stop.is_set():
                     break
                 failures = 0 if time.monotonic() - started > 30 else failures + 1
@@ -337,7 +343,7 @@ class _Session:
             reader.cancel()
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, StreamGone):  # the reader says how it ended
                 await sender
 
     async def _drain(self, reader: asyncio.Task[None]) -> None:
@@ -416,8 +422,15 @@ class _Session:
                 await self._write(W.ConnectRequest(results=W.SubmitResults(results=batch)))
 
     async def _write(self, message: W.ConnectRequest) -> None:
+        """Sends on the stream; StreamGone when the stream has ended (grpc raises InvalidStateError for a write
+        after the call finished, and the reader reports how it ended)."""
         async with self._write_lock:
-            await self._call.write(message)
+            if self._call.done():
+                raise StreamGone
+            try:
+                await self._call.write(message)
+            except asyncio.InvalidStateError:
+                raise StreamGone from None
 
     def close(self) -> None:
         self._call.cancel()

@@ -23,9 +23,10 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve_subprocess(settings: Settings, **env_overrides: str) -> AsyncIterator[
+async def serve_subprocess(settings: Settings, port: int = 0, **env_overrides: str) -> AsyncIterator[
         tuple[asyncio.subprocess.Process, int]]:
-    port = free_port()
+    """`strait serve --mode all` on the test's database, listening on `port` (0: a free one)."""
+    port = port or free_port()
     env = dict(os.environ)
     env.update({
         "STRAIT_DATABASE_URL": settings.database_url,
