@@ -252,8 +252,12 @@ class WorkerHub:
         unplaced: list[str] = []
         batches: dict[str, list[Assigned]] = {}
         now = time.monotonic()
-        by_gate = sorted(runs, key=lambda r: self._gate_of(r))
-        for gate, group in itertools.groupby(by_gate, key=self._gate_of):
+        # A run's route: the gate a session names for its job (one lookup per run, however many sessions).
+        gate_of_job = {job: gate for s in self._sessions.values() for job, gate in s.gate_of_job.items()}
+
+        def gate_of(run: ClaimedRun) -> str:
+            return gate_of_job.get(run.job_id, "")
+        for gate, group in itertools.groupby(sorted(runs, key=gate_of), key=gate_of):
             takers = sorted((s for s in self._sessions.values() if gate in s.gates and s.free > 0),
                             key=lambda s: -s.free)
             for run in group:
@@ -270,8 +274,6 @@ class WorkerHub:
             self._sessions[session_id].send_assignments(assigned_runs, self._tokens)
         return unplaced
 
-    def _gate_of(self, run: ClaimedRun) -> str:
-        return _route_of(self._sessions, run)
 
     # Runs taken away: canceled elsewhere, or past their deadline here
 
@@ -367,12 +369,3 @@ def dispatch_of(value: str) -> tuple[str, int] | None:
 
 def _queues(session: Session) -> set[str]:
     return {r.queue for r in session.routes}
-
-
-def _route_of(sessions: dict[str, Session], run: ClaimedRun) -> str:
-    """The route gate of a claimed run: the one of a session's gates that names its job."""
-    for session in sessions.values():
-        gate = session.gate_of_job.get(run.job_id)
-        if gate is not None:
-            return gate
-    return ""
