@@ -137,7 +137,7 @@ class WorkerHub:
                 dispatches.append((run_id, attempt, *made))
         adopted = await self._queue.adopt(self.owner, dispatches) if dispatches else []
         now = time.monotonic()
-        ids = []
+        readopted = []
         for run, elapsed in adopted:
             assignment_id, _ = by_run[run.id]
             earlier = self._held.get(run.id)
@@ -145,20 +145,26 @@ class WorkerHub:
                 earlier.take_run(run.id)
             session.hold(Assigned(assignment_id, run, session.gate_of_job.get(run.job_id, ""), now - elapsed))
             self._held[run.id] = session
-            ids.append(assignment_id)
-        if ids:
+            readopted.append(assignment_id)
+        if readopted:
             self._on_events(run.id for run, _ in adopted)
-        return ids
+        return readopted
 
     async def close(self, session: Session) -> None:
-        """The session's stream ended: its unreported runs go back to the queue at once."""
-        if self._sessions.pop(session.id, None) is not None:
-            with contextlib.suppress(*DATABASE_ERRORS):  # else forgotten with this process's dispatcher row
-                await self._listing.delete(session.id)
+        """The session's stream ended: its unreported runs go back to the queue at once. Runs to its end even
+        when the caller is cancelled (a cancelled RPC's handler may be cancelled again while it cleans up):
+        runs left held by a gone session would wait for the recovery sweep."""
+        await asyncio.shield(self._close(session))
+
+    async def _close(self, session: Session) -> None:
+        listed = self._sessions.pop(session.id, None) is not None
         held = session.release_all()
         for run_id in held:
             self._held.pop(run_id, None)
         self._released.set()
+        if listed:
+            with contextlib.suppress(*DATABASE_ERRORS):  # else forgotten with this process's dispatcher row
+                await self._listing.delete(session.id)
         if held:
             try:
                 self._on_events(await self._queue.lose(self.owner, held, self._settings.max_lost_requeues))
@@ -274,7 +280,6 @@ class WorkerHub:
             self._sessions[session_id].send_assignments(assigned_runs, self._tokens)
         return unplaced
 
-
     # Runs taken away: canceled elsewhere, or past their deadline here
 
     async def _watch_loop(self) -> None:
@@ -322,7 +327,7 @@ class WorkerHub:
                 session.take(assigned.assignment_id)
                 attempt = Attempt(0, "no result within the attempt's timeout", ErrorClass.TIMEOUT, None,
                                   f"worker:{session.worker_id}")
-                self.submit(session, outcome_of(assigned.run, attempt, datetime.now(UTC),
+                self.submit(session, outcome_of(assigned.run, attempt, assigned.start_time(),
                                                 (now - assigned.since) * 1000), assigned.assignment_id)
             if late:
                 session.cancel(late, "the attempt timed out")
