@@ -62,11 +62,11 @@ class Dispatcher:
 
     def accepts_direct(self) -> bool:
         """Whether a trigger in this process may hand its run straight to this dispatcher."""
-        return not self._stopping.is_set() and len(self._inflight) < self._settings.dispatch_concurrency // 2
+        return self.direct_room() > 0
 
     def direct_room(self) -> int:
-        """How many runs created in this process may be claimed for this dispatcher as they are written (by
-        the workflow engine's moves): up to half its concurrency in flight, like accepts_direct."""
+        """How many runs created in this process may be handed straight to this dispatcher (triggers, the
+        workflow engine's moves): up to half its concurrency in flight."""
         if self._stopping.is_set():
             return 0
         return max(0, self._settings.dispatch_concurrency // 2 - len(self._inflight))

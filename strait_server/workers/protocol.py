@@ -9,7 +9,6 @@ import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 from strait_client.v1 import worker_pb2
 from strait_server import model
@@ -135,11 +134,12 @@ class WorkerSessions:
         if len(batch.results) > MAX_BATCH:
             raise InvalidArgument([FieldViolation("results.results", f"at most {MAX_BATCH:,} results per batch")],
                                   "too many results in one batch")
+        missing = [FieldViolation(f"results.results[{i}]", "needs a success or a failure")
+                   for i, result in enumerate(batch.results) if result.WhichOneof("outcome") is None]
+        if missing:  # before any result of the batch is taken: a refused batch changes nothing
+            raise InvalidArgument(missing, "a result without an outcome")
         rejected = []
-        for i, result in enumerate(batch.results):
-            if result.WhichOneof("outcome") is None:
-                raise InvalidArgument([FieldViolation(f"results.results[{i}]", "needs a success or a failure")],
-                                      "a result without an outcome")
+        for result in batch.results:
             held = session.held.get(result.assignment_id)
             if held is None or held.run.id != result.run_id or held.run.attempt != result.attempt:
                 rejected.append(W.RejectedResult(
@@ -153,7 +153,7 @@ class WorkerSessions:
     def _outcome(self, session: Session, held: Assigned, result: worker_pb2.TaskResult) -> Outcome:
         run = held.run
         duration_ms = result.duration.ToMilliseconds() if result.HasField("duration") else 0.0
-        started = datetime.now(UTC)
+        started = held.start_time()
         source = f"worker:{session.worker_id}"
         if result.WhichOneof("outcome") == "success":
             output, problem = _output(result.success.output_json, self._settings.max_output_bytes)

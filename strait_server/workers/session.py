@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -32,6 +32,15 @@ class Assigned:
     def __post_init__(self) -> None:
         self.deadline = self.deadline or self.since + self.run.timeout_ms / 1000
 
+    def start_time(self) -> datetime:
+        """When it was dispatched, on the wall clock (for the attempt's record)."""
+        return datetime.now(UTC) - timedelta(seconds=time.monotonic() - self.since)
+
+
+def route_gate(queue: str, job_id: str) -> str:
+    """The ready-queue gate of a worker job's runs: the same text strait_gate (see migrations) gives them."""
+    return f"w/{queue}/{job_id}"
+
 
 @dataclass
 class Route:
@@ -55,11 +64,10 @@ class Session:
     draining: bool = False  # assigned nothing more (a drain of the server, or DrainWorker)
     # Messages for the stream, in order; None ends it.
     outbox: asyncio.Queue[W.ConnectResponse | None] = field(default_factory=asyncio.Queue)
-    connect_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         self._by_run: dict[str, str] = {}  # run id -> assignment id, of the held ones
-        self.gate_of_job = {r.job_id: f"w/{r.queue}/{r.job_id}" for r in self.routes}
+        self.gate_of_job = {r.job_id: route_gate(r.queue, r.job_id) for r in self.routes}
         self.gates = frozenset(self.gate_of_job.values())
         self._slugs = {r.job_id: (r.queue, r.job_slug) for r in self.routes}
 

@@ -6,7 +6,7 @@ missed (the listening connection lost, say).
 A step's end (the common wake-up, once per step) only needs its progress taken: the other passes (timers,
 scheduled and queued runs, deadlines, the next timer) cost more transactions, which would compete with the next
 step's dispatch on every edge of a chain. They run on the poll, when a timer is due, when a run ended (its slot
-may start a queued run), when a move set a timer, and when asked (nudge, a NOTIFY with a payload)."""
+may start a queued run), when a move set a timer, and when a NOTIFY with a payload asks."""
 
 from __future__ import annotations
 
@@ -59,11 +59,6 @@ class WorkflowProgress:
 
     def start(self) -> None:
         self._task = self._supervisor.spawn(self._loop(), name="workflow-progress")
-
-    def nudge(self) -> None:
-        """Run every pass at once."""
-        self._full = True
-        self._wake.set()
 
     async def stop(self) -> None:
         if self._task is not None:
