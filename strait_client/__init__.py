@@ -66,6 +66,7 @@ from strait_client._steps import (
     SubWorkflowStep,
     WaitForEventStep,
 )
+from strait_client._version import distribution_version
 from strait_client._workflow_models import Workflow, WorkflowConcurrency, WorkflowVersion
 from strait_client._workflow_run_models import (
     MapCounts,
@@ -80,6 +81,9 @@ from strait_client._workflow_run_models import (
     WorkflowRunSnapshot,
 )
 from strait_client.worker import NonRetryableError, TaskContext, Worker
+
+__version__ = distribution_version()
+"""The version of the installed `strait` distribution."""
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -153,5 +157,6 @@ __all__ = [
     "WorkflowRunSnapshot",
     "WorkflowRunStatus",
     "WorkflowVersion",
+    "__version__",
     "is_terminal",
 ]

@@ -68,14 +68,54 @@ class AsyncClient:
         provider = tracer_provider or _tracing.env_tracer_provider()
         channel = open_aio_channel(address, self.config, credentials, provider)
         self._transport = AsyncTransport(channel, api_key, self.timeout, self.config.retry)
-        self.jobs = AsyncJobs(self._transport)
-        self.runs = AsyncRuns(self._transport, self.jobs)
-        self.projects = AsyncProjects(self._transport)
-        self.schedules = AsyncSchedules(self._transport)
-        self.circuits = AsyncCircuits(self._transport)
-        self.workflows = AsyncWorkflows(self._transport)
-        self.workflow_runs = AsyncWorkflowRuns(self._transport, self.workflows)
-        self.events = AsyncEvents(self._transport)
+        self._jobs = AsyncJobs(self._transport)
+        self._runs = AsyncRuns(self._transport, self._jobs)
+        self._projects = AsyncProjects(self._transport)
+        self._schedules = AsyncSchedules(self._transport)
+        self._circuits = AsyncCircuits(self._transport)
+        self._workflows = AsyncWorkflows(self._transport)
+        self._workflow_runs = AsyncWorkflowRuns(self._transport, self._workflows)
+        self._events = AsyncEvents(self._transport)
+
+    @property
+    def jobs(self) -> AsyncJobs:
+        """Jobs: create, get, list, update and delete them; trigger runs (one or a batch)."""
+        return self._jobs
+
+    @property
+    def runs(self) -> AsyncRuns:
+        """Runs: get, list, cancel, replay, reset and wait for them; watch one run or the project feed."""
+        return self._runs
+
+    @property
+    def projects(self) -> AsyncProjects:
+        """Projects and their API keys (needs the admin key)."""
+        return self._projects
+
+    @property
+    def schedules(self) -> AsyncSchedules:
+        """Cron schedules of jobs and workflows."""
+        return self._schedules
+
+    @property
+    def circuits(self) -> AsyncCircuits:
+        """Endpoint circuit breakers: list and reset them."""
+        return self._circuits
+
+    @property
+    def workflows(self) -> AsyncWorkflows:
+        """Workflow definitions and their versions; trigger workflow runs."""
+        return self._workflows
+
+    @property
+    def workflow_runs(self) -> AsyncWorkflowRuns:
+        """Workflow runs: get, list, cancel, pause, resume, retry and skip steps, approve, watch, wait."""
+        return self._workflow_runs
+
+    @property
+    def events(self) -> AsyncEvents:
+        """Events that resolve wait_for_event steps."""
+        return self._events
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

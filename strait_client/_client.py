@@ -74,14 +74,54 @@ class Client:
         provider = tracer_provider or _tracing.env_tracer_provider()  # a bad OTEL_* setting raises before it too
         channel = open_channel(address, self.config, credentials, provider)
         self._transport = Transport(channel, api_key, self.timeout, self.config.retry)
-        self.jobs = Jobs(self._transport)
-        self.runs = Runs(self._transport, self.jobs)
-        self.projects = Projects(self._transport)
-        self.schedules = Schedules(self._transport)
-        self.circuits = Circuits(self._transport)
-        self.workflows = Workflows(self._transport)
-        self.workflow_runs = WorkflowRuns(self._transport, self.workflows)
-        self.events = Events(self._transport)
+        self._jobs = Jobs(self._transport)
+        self._runs = Runs(self._transport, self._jobs)
+        self._projects = Projects(self._transport)
+        self._schedules = Schedules(self._transport)
+        self._circuits = Circuits(self._transport)
+        self._workflows = Workflows(self._transport)
+        self._workflow_runs = WorkflowRuns(self._transport, self._workflows)
+        self._events = Events(self._transport)
+
+    @property
+    def jobs(self) -> Jobs:
+        """Jobs: create, get, list, update and delete them; trigger runs (one or a batch)."""
+        return self._jobs
+
+    @property
+    def runs(self) -> Runs:
+        """Runs: get, list, cancel, replay, reset and wait for them; watch one run or the project feed."""
+        return self._runs
+
+    @property
+    def projects(self) -> Projects:
+        """Projects and their API keys (needs the admin key)."""
+        return self._projects
+
+    @property
+    def schedules(self) -> Schedules:
+        """Cron schedules of jobs and workflows."""
+        return self._schedules
+
+    @property
+    def circuits(self) -> Circuits:
+        """Endpoint circuit breakers: list and reset them."""
+        return self._circuits
+
+    @property
+    def workflows(self) -> Workflows:
+        """Workflow definitions and their versions; trigger workflow runs."""
+        return self._workflows
+
+    @property
+    def workflow_runs(self) -> WorkflowRuns:
+        """Workflow runs: get, list, cancel, pause, resume, retry and skip steps, approve, watch, wait."""
+        return self._workflow_runs
+
+    @property
+    def events(self) -> Events:
+        """Events that resolve wait_for_event steps."""
+        return self._events
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:

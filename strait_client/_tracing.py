@@ -93,7 +93,12 @@ def env_tracer_provider() -> TracerProvider | None:
     global _shared
     if not tracing_enabled():
         return None
-    from opentelemetry import trace
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        raise TracingConfigError(
+            "OTEL_* variables turn tracing on, but OpenTelemetry is not installed: pip install 'strait[tracing]'"
+        ) from None
 
     configured = trace.get_tracer_provider()
     if not isinstance(configured, trace.ProxyTracerProvider):

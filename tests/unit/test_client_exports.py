@@ -79,6 +79,7 @@ EXPECTED = [
     "WorkflowRunSnapshot",
     "WorkflowRunStatus",
     "WorkflowVersion",
+    "__version__",
     "is_terminal",
 ]
 
