@@ -1,4 +1,4 @@
-"""A workflow of HTTP and worker steps survives its server being SIGKILLed three times: a `strait serve` process
+"""A 202-step workflow of HTTP and worker steps survives its server being SIGKILLed three times: a `strait serve` process
 running lanes of alternating HTTP job steps and worker job steps (an SDK worker connected to it, reconnecting
 to each new server on the same address) is killed mid-run and restarted on the same database. Every step still
 completes once with one job run, passes its output on, and the run completes."""
@@ -21,7 +21,7 @@ from tests.processes import free_port, serve_subprocess
 from tests.sink import Received, Reply, Sink
 from tests.workflow_checks import completed_once
 
-LANES, CHAIN = 4, 10
+LANES, CHAIN = 10, 20  # 202 steps: a root, 200 in lanes, a join
 SERVER_ENV = {"STRAIT_OWNER_STALE_AFTER": "1s"}
 
 
@@ -69,7 +69,7 @@ async def test_a_workflow_of_http_and_worker_steps_survives_three_sigkills(setti
             run = await flows.trigger()
             conn = await asyncpg.connect(settings.database_url)
             try:
-                for completed in (6, 18, 30):  # kill mid-run, three times, at growing progress
+                for completed in (40, 100, 160):  # kill mid-run, three times, at growing progress
                     async def reached(n: int = completed) -> bool:
                         done = await conn.fetchval("SELECT count(*) FROM workflow_step_runs WHERE "
                                                    "workflow_run_id = $1 AND status = 'completed'", run.id)
@@ -80,7 +80,7 @@ async def test_a_workflow_of_http_and_worker_steps_survives_three_sigkills(setti
                     await api.channel.close()
                     proc, _ = await servers.enter_async_context(serve_subprocess(settings, port, **SERVER_ENV))
                     api = await connect(port, settings.admin_key, job.project_id)
-                done = await Flows(api, sink).wait(run.id, timeout=90)
+                done = await Flows(api, sink).wait(run.id, timeout=120)
                 assert done.status == R.WORKFLOW_RUN_STATUS_COMPLETED, done.error
                 parents = {ref: ps for ref, (_, ps) in steps.items()}
                 rows = await completed_once(conn, run.id, parents)
