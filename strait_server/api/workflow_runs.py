@@ -51,7 +51,7 @@ _SKIP = {"": R.SKIP_REASON_UNSPECIFIED, "condition_false": R.SKIP_REASON_CONDITI
 def run_message(run: WorkflowRunRow) -> workflow_run_pb2.WorkflowRun:
     return R.WorkflowRun(
         id=run.id, project_id=run.project_id, workflow_id=run.workflow_id, version=run.version,
-        status=_RUN_STATUS.get(run.status, R.WORKFLOW_RUN_STATUS_UNSPECIFIED), input_json=json.dumps(run.input),
+        status=_RUN_STATUS.get(run.status, R.WORKFLOW_RUN_STATUS_UNSPECIFIED), input_json=run.input,
         error=run.error, idempotency_key=run.idempotency_key, create_time=convert.ts(run.create_time),
         start_time=convert.ts(run.start_time), finish_time=convert.ts(run.finish_time),
         update_time=convert.ts(run.update_time), parent_workflow_run_id=run.parent_workflow_run_id or "",

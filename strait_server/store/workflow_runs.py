@@ -19,9 +19,11 @@ REOPENABLE = ("completed", "failed")  # ended runs whose steps may run again (no
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
-RUN_COLUMNS = """id, project_id, workflow_id, version, status, input, error, idempotency_key, steps_open, steps_failed,
-event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id, depth,
-concurrency_key, deadline_time, trace_parent, scheduled_time, disabled_steps"""
+# The input as its JSON text: the engine decodes it only when a template or a default input reads it (a map's
+# input often holds its whole list of items), and the API sends it on as it is.
+RUN_COLUMNS = """id, project_id, workflow_id, version, status, input::text AS input, error, idempotency_key, steps_open,
+steps_failed, event_seq, create_time, start_time, finish_time, update_time, parent_workflow_run_id, parent_step_run_id,
+depth, concurrency_key, deadline_time, trace_parent, scheduled_time, disabled_steps"""
 STEP_COLUMNS = """id, workflow_run_id, step_ref, status, skip_reason, parents_total, parents_done, parents_ok,
 parents_failed, parents_skipped, job_run_id, output, error, create_time, start_time, finish_time, waiting_reason,
 wake_time, map_index, map_total, map_started, map_done, map_failed, child_workflow_run_id"""
@@ -381,7 +383,7 @@ class WorkflowRunRow:
     workflow_id: str
     version: int
     status: str
-    input: Any
+    input: str  # JSON text
     error: str
     idempotency_key: str
     steps_open: int

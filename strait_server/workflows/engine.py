@@ -138,6 +138,7 @@ class Move:
         self._paused = run.status == sql.PAUSED
         self._disabled = frozenset(run.disabled_steps)  # the trigger's step_overrides: skipped when they would run
         self._failure: dict[str, str] = {}  # what failed, for the on_failure_step's default input
+        self._input: dict[str, Any] | None = None  # the run's input, decoded when first read
         # The trigger's trace, continued by the job runs of the steps (hidden from users like any run's).
         self._trace = {TRACE_CONTEXT_KEY: run.trace_parent} if run.trace_parent else {}
         self._run_status = run.status
@@ -529,15 +530,21 @@ class Move:
         self._set(ref, StepStatus.SKIPPED, skip=SkipReason.CONDITION_FALSE.value)
         return ref, SKIPPED
 
+    def _run_input(self) -> dict[str, Any]:
+        if self._input is None:
+            document = json.loads(self.run.input)
+            self._input = document if isinstance(document, dict) else {}
+        return self._input
+
     def _context(self) -> dict[str, Any]:
         steps = {ref: {"output": self._outputs.get(ref), "status": status.upper(), "error": self._errors.get(ref, "")}
                  for ref, status in self._status.items()}
-        run_input = self.run.input if isinstance(self.run.input, dict) else {}
+        run_input = self._run_input()
         # A bare {{ name }} that is no root reads the input (as the original templates did).
         return {**run_input, "input": run_input, "steps": steps, "run": {"id": self.run.id}}
 
     def _default_input(self, ref: str) -> dict[str, Any]:
-        run_input = self.run.input if isinstance(self.run.input, dict) else {}
+        run_input = self._run_input()
         if ref == self._plan.on_failure:
             return {**run_input, **self._failure}
         parents = self._plan.steps[ref].parents
@@ -625,7 +632,7 @@ class Move:
         step = self._plan.steps[ref]
         rows = await self._conn.fetch(sql.NEXT_INSTANCES, self.run.id, ref, count)
         ready, failed = [], []
-        context = self._context()
+        context = self._context() if step.template else {}  # without a template an instance reads no context
         for row in rows:
             try:
                 payload = self._instance_input(ref, context, row["item"], row["map_index"])
