@@ -1,4 +1,6 @@
-"""Workflow engine benchmark: a 1,000-way static fan-out/fan-in, and idle step-to-step latency along a chain.
+"""Workflow engine benchmark: a 1,000-way static fan-out/fan-in, idle step-to-step latency along a chain, and a
+dynamic map over 10,000 items (each repeat followed by as many plain runs of the same job: the ratio of the
+two rates says what the workflow machinery costs on whatever else the machine is doing).
 
     python bench/bench_workflows.py [--fan-out 1000] [--chain 60] [--repeats 3]
 
@@ -26,9 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itertools
 
+import asyncpg
+
 from bench.bench_dispatch import FastSink, _load, _setup
 from bench.bench_flow_control import served
 from strait_client.v1 import (
+    job_pb2,
+    job_pb2_grpc,
     run_pb2,
     run_pb2_grpc,
     workflow_pb2,
@@ -113,7 +119,7 @@ async def chain(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_
 
 
 async def dynamic_map(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,
-                      md: Metadata, items: int, window: int) -> None:
+                      md: Metadata, items: int, window: int) -> float:
     """A map over `items` input items, `window` at most at once: instances per second from trigger to
     completed, and the most instances executing at once, sampled from the map's counts meanwhile."""
     step = W.Step(ref="each", job=W.JobStep(job_slug="noop"),
@@ -136,6 +142,24 @@ async def dynamic_map(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflo
     assert most <= window, most
     print(f"{f'map over {items:,} items, window {window}':<44} {items / elapsed:,.0f} steps/s ({elapsed:.2f} s; "
           f"at most {most} executing in {samples} samples; {_load()})")
+    return items / elapsed
+
+
+async def plain_runs(jobs: job_pb2_grpc.JobServiceStub, md: Metadata, job: job_pb2.Job, conn: asyncpg.Connection,
+                     total: int) -> float:
+    """bench_dispatch.py's end-to-end phase on the same server: `total` runs of the same job, triggered in
+    batches of 1,000, from the first call to the last run completed. The yardstick for the map's rate."""
+    batch = job_pb2.BatchTriggerJobRequest(id=job.id, runs=[job_pb2.RunOptions(
+        payload_json=json.dumps({"i": i})) for i in range(1000)])
+    before = await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'")
+    started = time.perf_counter()
+    for _ in range(total // 1000):
+        await jobs.BatchTriggerJob(batch, metadata=md)
+    while await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'completed'") < before + total // 1000 * 1000:
+        await asyncio.sleep(0.05)
+    rate = total // 1000 * 1000 / (time.perf_counter() - started)
+    print(f"{f'end-to-end HTTP runs ({total:,}, no workflow)':<44} {rate:,.0f} runs/s ({_load()})")
+    return rate
 
 
 async def main() -> None:
@@ -148,16 +172,20 @@ async def main() -> None:
     args = parser.parse_args()
     sink = FastSink()
     await sink.start()
-    async with served("all") as (channel, _, admin_key, _pid):
+    async with served("all") as (channel, conn, admin_key, _pid):
         print(f"strait workflow bench, {_load()}")
         # _setup creates the job "noop", which every step runs.
-        _, md, _job = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/noop")
+        jobs, md, job = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/noop")
         defs = workflow_pb2_grpc.WorkflowServiceStub(channel)
         runs = workflow_run_pb2_grpc.WorkflowRunServiceStub(channel)
         await chain(defs, runs, md, sink, args.chain)
         await fan_out(defs, runs, run_pb2_grpc.RunServiceStub(channel), md, args.fan_out, args.repeats)
-        for _ in range(args.repeats):
-            await dynamic_map(defs, runs, md, args.map_items, args.map_window)
+        maps, plain = [], []
+        for _ in range(args.repeats):  # interleaved, so that both see the same machine
+            maps.append(await dynamic_map(defs, runs, md, args.map_items, args.map_window))
+            plain.append(await plain_runs(jobs, md, job, conn, args.map_items))
+        print(f"{'map steps/s over plain runs/s (medians)':<44} {statistics.median(maps):,.0f} / "
+              f"{statistics.median(plain):,.0f} = {statistics.median(maps) / statistics.median(plain):.2f}")
 
 
 if __name__ == "__main__":

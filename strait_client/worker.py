@@ -29,7 +29,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,15 +40,21 @@ import grpc
 from strait_client._async_run_context import AsyncRunContext
 from strait_client._config import ClientConfig, env_settings, open_aio_channel
 from strait_client._dispatch_info import DispatchInfo
-from strait_client._errors import from_rpc_error
+from strait_client._errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    StraitError,
+    from_rpc_error,
+)
 from strait_client._transport import auth_metadata
 from strait_client.v1 import worker_pb2, worker_pb2_grpc
 
 log = logging.getLogger("strait_client.worker")
 W = worker_pb2
 
-# Results are sent in batches: at most this many, gathered for at most FLUSH_S.
+# Results (and logs and progress) are sent in batches: at most this many, gathered for at most FLUSH_S.
 RESULT_BATCH = 256
+REPORT_BATCH = 1000
 FLUSH_S = 0.001
 # Streams that are refused for these reasons are not retried: the worker's setup is wrong.
 FATAL = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
@@ -85,6 +91,8 @@ class TaskContext:
     job_id: str = ""
     # The worker's current connection (a handler outlives a stream that breaks; the next one carries on).
     _channel_of: Callable[[], grpc.aio.Channel | None] = field(default=lambda: None, repr=False)
+    # Sends a log line or progress on the worker's stream; its sequence number once recorded.
+    _submit: Callable[[W.TaskReport], Awaitable[int]] | None = field(default=None, repr=False)
     _reporter: tuple[grpc.aio.Channel | None, AsyncRunContext] | None = field(default=None, repr=False)
 
     def _report(self) -> AsyncRunContext:
@@ -96,7 +104,8 @@ class TaskContext:
         return self._reporter[1]
 
     async def log(self, message: str, level: str = "info", data: Mapping[str, Any] | None = None) -> int:
-        """Appends a log line to the run's events (from an async handler).
+        """Appends a log line to the run's events (from an async handler). It travels on the worker's stream,
+        batched with the other handlers' lines, and returns once the server recorded it.
 
         Args:
             message: The line.
@@ -108,11 +117,15 @@ class TaskContext:
 
         Raises:
             FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            InvalidArgumentError: The line, level or data is not valid.
         """
-        return await self._report().log(message, level, data)
+        if self._submit is None:
+            return await self._report().log(message, level, data)
+        return await self._submit(W.TaskReport(assignment_id=self.assignment_id, log=W.TaskLog(
+            message=message, level=level, data_json="" if data is None else json.dumps(data))))
 
     async def progress(self, percent: float, message: str = "", step: str = "") -> int:
-        """Reports progress as a run event (from an async handler).
+        """Reports progress as a run event (from an async handler), on the worker's stream as `log` does.
 
         Args:
             percent: 0 to 100.
@@ -124,8 +137,12 @@ class TaskContext:
 
         Raises:
             FailedPreconditionError: The attempt has ended (finished, timed out or canceled).
+            InvalidArgumentError: The percent is not between 0 and 100, or a text is too long.
         """
-        return await self._report().progress(percent, message, step)
+        if self._submit is None:
+            return await self._report().progress(percent, message, step)
+        return await self._submit(W.TaskReport(assignment_id=self.assignment_id, progress=W.TaskProgress(
+            percent=percent, message=message, step=step)))
 
     async def heartbeat(self) -> bool:
         """Extends the attempt's deadline by the job's timeout from now (for work that takes longer than the
@@ -291,6 +308,39 @@ class _Work:
     unacked: dict[str, W.TaskResult] = field(default_factory=dict)  # sent, not yet accepted or rejected
     has_results: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # a handler ended, a result was answered
+    # Logs and progress: waiting to be sent, and sent but not answered (sent again by the next session).
+    reports_to_send: list[W.TaskReport] = field(default_factory=list)
+    reports_unanswered: dict[int, tuple[W.TaskReport, asyncio.Future[int]]] = field(default_factory=dict)
+    has_reports: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_report_id: int = 0
+
+    async def submit(self, report: W.TaskReport) -> int:
+        """Queues a report for the stream; its event's sequence number once the server recorded it."""
+        self._last_report_id += 1
+        report.report_id = self._last_report_id
+        recorded: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.reports_unanswered[report.report_id] = (report, recorded)
+        self.reports_to_send.append(report)
+        self.has_reports.set()
+        return await recorded
+
+    def reports_answered(self, answer: W.ReportsRecorded) -> None:
+        for done in answer.recorded:
+            _, recorded = self.reports_unanswered.pop(done.report_id, (None, None))
+            if recorded is not None and not recorded.done():
+                recorded.set_result(done.sequence)
+        for refused in answer.rejected:
+            _, recorded = self.reports_unanswered.pop(refused.report_id, (None, None))
+            if recorded is not None and not recorded.done():
+                recorded.set_exception(_report_error(refused))
+
+    def resend_reports(self) -> None:
+        """A new session: what the last one did not answer is sent again (at least once)."""
+        waiting = {r.report_id for r in self.reports_to_send}
+        self.reports_to_send += [r for rid, (r, f) in sorted(self.reports_unanswered.items())
+                                 if rid not in waiting and not f.done()]
+        if self.reports_to_send:
+            self.has_reports.set()
 
     def held(self) -> list[W.HeldAssignment]:
         return [W.HeldAssignment(assignment_id=aid, run_id=a.run_id, attempt=a.attempt)
@@ -331,6 +381,7 @@ class _Session:
         hello.unacked_results.extend(work.unacked.values())
         await self._write(W.ConnectRequest(hello=hello))
         sender = asyncio.create_task(self._send_results())
+        reporter = asyncio.create_task(self._send_reports())
         try:
             reader = asyncio.create_task(self._read())
             stopping = asyncio.create_task(stop.wait())
@@ -343,8 +394,11 @@ class _Session:
             reader.cancel()
         finally:
             sender.cancel()
+            reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError, StreamGone):  # the reader says how it ended
                 await sender
+            with contextlib.suppress(asyncio.CancelledError, StreamGone):
+                await reporter
 
     async def _drain(self, reader: asyncio.Task[None]) -> None:
         """Stopping: nothing new, the running handlers finish, their results are answered (within the
@@ -365,19 +419,24 @@ class _Session:
             message = await self._call.read()
             if message is grpc.aio.EOF:
                 return
-            kind = message.WhichOneof("message")
-            if kind == "welcome":
-                self._welcome(message.welcome)
-            elif kind == "drain":
-                self._worker.draining.set()
-            elif kind == "assignments":
-                for assignment in message.assignments.assignments:
-                    self._start(assignment)
-            elif kind == "cancel":
-                for canceled in message.cancel.assignments:
-                    self._work.stop(canceled.assignment_id)
-            elif kind == "results_accepted":
-                self._answered(message.results_accepted)
+            self._received(message)
+
+    def _received(self, message: W.ConnectResponse) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "welcome":
+            self._welcome(message.welcome)
+        elif kind == "drain":
+            self._worker.draining.set()
+        elif kind == "assignments":
+            for assignment in message.assignments.assignments:
+                self._start(assignment)
+        elif kind == "cancel":
+            for canceled in message.cancel.assignments:
+                self._work.stop(canceled.assignment_id)
+        elif kind == "results_accepted":
+            self._answered(message.results_accepted)
+        elif kind == "reports_recorded":
+            self._work.reports_answered(message.reports_recorded)
 
     def _welcome(self, welcome: W.Welcome) -> None:
         """What the hello named and the server did not readopt was given to other workers: stop it."""
@@ -387,6 +446,7 @@ class _Session:
         for assignment_id in [a for a in self._work.unacked if a not in readopted]:
             del self._work.unacked[assignment_id]
         self._work.changed.set()
+        self._work.resend_reports()  # after the stops above: reports of stopped handlers are not needed
         self._worker.session_id = welcome.session_id
         self._worker.draining.clear()
         self._worker.connected.set()
@@ -406,7 +466,7 @@ class _Session:
                           attempt=a.attempt, max_attempts=a.max_attempts,
                           deadline=a.deadline_time.ToDatetime() if a.HasField("deadline_time") else None,
                           run_token=a.run_token, last_checkpoint=_json(a.last_checkpoint_json), job_id=a.job_id,
-                          _channel_of=lambda: self._worker._channel)
+                          _channel_of=lambda: self._worker._channel, _submit=self._work.submit)
         task = asyncio.create_task(_handle(self._worker, route, ctx, a))
         self._work.running[a.assignment_id] = (task, ctx, a)
 
@@ -420,6 +480,16 @@ class _Session:
                 batch, work.to_send = work.to_send[:RESULT_BATCH], work.to_send[RESULT_BATCH:]
                 work.unacked.update((r.assignment_id, r) for r in batch)
                 await self._write(W.ConnectRequest(results=W.SubmitResults(results=batch)))
+
+    async def _send_reports(self) -> None:
+        work = self._work
+        while True:
+            await work.has_reports.wait()
+            await asyncio.sleep(FLUSH_S)  # let the lines of handlers that report together travel together
+            work.has_reports.clear()
+            while work.reports_to_send:
+                batch, work.reports_to_send = work.reports_to_send[:REPORT_BATCH], work.reports_to_send[REPORT_BATCH:]
+                await self._write(W.ConnectRequest(reports=W.SubmitReports(reports=batch)))
 
     async def _write(self, message: W.ConnectRequest) -> None:
         """Sends on the stream; StreamGone when the stream has ended (grpc raises InvalidStateError for a write
@@ -466,6 +536,14 @@ async def _handle(worker: Worker, route: _Route | None, ctx: TaskContext, a: W.A
     result.duration.FromMilliseconds(int((time.monotonic() - started) * 1000))
     work.to_send.append(result)
     work.has_results.set()
+
+
+def _report_error(refused: W.RejectedReport) -> StraitError:
+    if refused.reason == W.REJECT_REASON_INVALID_REPORT:
+        return InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, refused.message)
+    error = FailedPreconditionError(grpc.StatusCode.FAILED_PRECONDITION, refused.message)
+    error.reason = "RUN_NOT_EXECUTING"
+    return error
 
 
 def _json(text: str) -> Any:

@@ -27,15 +27,15 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16strait/v1/worker.proto\x12\tstrait.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x02\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12$\n\x08handlers\x18\x05 \x03(\x0b\x32\x12.strait.v1.Handler\x12\r\n\x05slots\x18\x06 \x01(\x05\x12\x11\n\tin_flight\x18\x07 \x01(\x05\x12\x11\n\tserver_id\x18\x08 \x01(\t\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x12\x30\n\x0c\x63onnect_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tseen_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x12ListWorkersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x13ListWorkersResponse\x12\"\n\x07workers\x18\x01 \x03(\x0b\x32\x11.strait.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10GetWorkerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x11GetWorkerResponse\x12!\n\x06worker\x18\x01 \x01(\x0b\x32\x11.strait.v1.Worker\" \n\x12\x44rainWorkerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x13\x44rainWorkerResponse\x12!\n\x06worker\x18\x01 \x01(\x0b\x32\x11.strait.v1.Worker\"\xc2\x01\n\x0e\x43onnectRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.strait.v1.HelloH\x00\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.strait.v1.HeartbeatH\x00\x12+\n\x07results\x18\x04 \x01(\x0b\x32\x18.strait.v1.SubmitResultsH\x00\x12*\n\x08\x63\x61pacity\x18\x08 \x01(\x0b\x32\x16.strait.v1.SetCapacityH\x00\x42\t\n\x07message\"\x81\x02\n\x0f\x43onnectResponse\x12%\n\x07welcome\x18\x01 \x01(\x0b\x32\x12.strait.v1.WelcomeH\x00\x12\x31\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1a.strait.v1.AssignmentBatchH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.strait.v1.CancelAssignmentsH\x00\x12\x36\n\x10results_accepted\x18\x04 \x01(\x0b\x32\x1a.strait.v1.ResultsAcceptedH\x00\x12!\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x10.strait.v1.DrainH\x00\x42\t\n\x07message\"\xe0\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x08handlers\x18\x03 \x03(\x0b\x32\x12.strait.v1.Handler\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\x05\x12\x10\n\x08hostname\x18\x07 \x01(\t\x12\'\n\x04held\x18\n \x03(\x0b\x32\x19.strait.v1.HeldAssignment\x12.\n\x0funacked_results\x18\x0b \x03(\x0b\x32\x15.strait.v1.TaskResult\"H\n\x0eHeldAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"*\n\x07Handler\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08job_slug\x18\x02 \x01(\t\"\x8e\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12 \n\x18readopted_assignment_ids\x18\x06 \x03(\t\"=\n\x0f\x41ssignmentBatch\x12*\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x15.strait.v1.Assignment\"\x85\x02\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x10\n\x08job_slug\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x31\n\rdeadline_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trun_token\x18\x0b \x01(\t\x12\x1c\n\x14last_checkpoint_json\x18\r \x01(\t\"7\n\rSubmitResults\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.strait.v1.TaskResult\"\xd2\x01\n\nTaskResult\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12)\n\x07success\x18\x04 \x01(\x0b\x32\x16.strait.v1.TaskSuccessH\x00\x12)\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.strait.v1.TaskFailureH\x00\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\t\n\x07outcome\"\"\n\x0bTaskSuccess\x12\x13\n\x0boutput_json\x18\x01 \x01(\t\"I\n\x0bTaskFailure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nerror_type\x18\x02 \x01(\t\x12\x15\n\rnon_retryable\x18\x03 \x01(\x08\"V\n\x0fResultsAccepted\x12\x16\n\x0e\x61ssignment_ids\x18\x01 \x03(\t\x12+\n\x08rejected\x18\x02 \x03(\x0b\x32\x19.strait.v1.RejectedResult\"a\n\x0eRejectedResult\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.strait.v1.RejectReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"G\n\x11\x43\x61ncelAssignments\x12\x32\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1d.strait.v1.CanceledAssignment\"K\n\x12\x43\x61nceledAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"J\n\x05\x44rain\x12\x31\n\rdeadline_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1c\n\x0bSetCapacity\x12\r\n\x05slots\x18\x01 \x01(\x05\"\x1c\n\tHeartbeat\x12\x0f\n\x07running\x18\x01 \x01(\x05*\x93\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eREJECT_REASON_STALE_ASSIGNMENT\x10\x01\x12\x1e\n\x1aREJECT_REASON_RUN_MOVED_ON\x10\x02\x12 \n\x1cREJECT_REASON_INVALID_OUTPUT\x10\x03\x32\xb9\x02\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.strait.v1.ConnectRequest\x1a\x1a.strait.v1.ConnectResponse(\x01\x30\x01\x12L\n\x0bListWorkers\x12\x1d.strait.v1.ListWorkersRequest\x1a\x1e.strait.v1.ListWorkersResponse\x12\x46\n\tGetWorker\x12\x1b.strait.v1.GetWorkerRequest\x1a\x1c.strait.v1.GetWorkerResponse\x12L\n\x0b\x44rainWorker\x12\x1d.strait.v1.DrainWorkerRequest\x1a\x1e.strait.v1.DrainWorkerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16strait/v1/worker.proto\x12\tstrait.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x02\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12$\n\x08handlers\x18\x05 \x03(\x0b\x32\x12.strait.v1.Handler\x12\r\n\x05slots\x18\x06 \x01(\x05\x12\x11\n\tin_flight\x18\x07 \x01(\x05\x12\x11\n\tserver_id\x18\x08 \x01(\t\x12\x10\n\x08\x64raining\x18\t \x01(\x08\x12\x30\n\x0c\x63onnect_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tseen_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x12ListWorkersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x13ListWorkersResponse\x12\"\n\x07workers\x18\x01 \x03(\x0b\x32\x11.strait.v1.Worker\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x10GetWorkerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x11GetWorkerResponse\x12!\n\x06worker\x18\x01 \x01(\x0b\x32\x11.strait.v1.Worker\" \n\x12\x44rainWorkerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x13\x44rainWorkerResponse\x12!\n\x06worker\x18\x01 \x01(\x0b\x32\x11.strait.v1.Worker\"\xef\x01\n\x0e\x43onnectRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.strait.v1.HelloH\x00\x12)\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.strait.v1.HeartbeatH\x00\x12+\n\x07results\x18\x04 \x01(\x0b\x32\x18.strait.v1.SubmitResultsH\x00\x12*\n\x08\x63\x61pacity\x18\x08 \x01(\x0b\x32\x16.strait.v1.SetCapacityH\x00\x12+\n\x07reports\x18\t \x01(\x0b\x32\x18.strait.v1.SubmitReportsH\x00\x42\t\n\x07message\"\xb9\x02\n\x0f\x43onnectResponse\x12%\n\x07welcome\x18\x01 \x01(\x0b\x32\x12.strait.v1.WelcomeH\x00\x12\x31\n\x0b\x61ssignments\x18\x02 \x01(\x0b\x32\x1a.strait.v1.AssignmentBatchH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.strait.v1.CancelAssignmentsH\x00\x12\x36\n\x10results_accepted\x18\x04 \x01(\x0b\x32\x1a.strait.v1.ResultsAcceptedH\x00\x12!\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x10.strait.v1.DrainH\x00\x12\x36\n\x10reports_recorded\x18\x06 \x01(\x0b\x32\x1a.strait.v1.ReportsRecordedH\x00\x42\t\n\x07message\"\xe0\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x08handlers\x18\x03 \x03(\x0b\x32\x12.strait.v1.Handler\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\x05\x12\x10\n\x08hostname\x18\x07 \x01(\t\x12\'\n\x04held\x18\n \x03(\x0b\x32\x19.strait.v1.HeldAssignment\x12.\n\x0funacked_results\x18\x0b \x03(\x0b\x32\x15.strait.v1.TaskResult\"H\n\x0eHeldAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\"*\n\x07Handler\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08job_slug\x18\x02 \x01(\t\"\x8e\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\x05\x12 \n\x18readopted_assignment_ids\x18\x06 \x03(\t\"=\n\x0f\x41ssignmentBatch\x12*\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x15.strait.v1.Assignment\"\x85\x02\n\nAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x10\n\x08job_slug\x18\x04 \x01(\t\x12\r\n\x05queue\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x14\n\x0cpayload_json\x18\x08 \x01(\t\x12\x31\n\rdeadline_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trun_token\x18\x0b \x01(\t\x12\x1c\n\x14last_checkpoint_json\x18\r \x01(\t\"7\n\rSubmitResults\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.strait.v1.TaskResult\"\xd2\x01\n\nTaskResult\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12)\n\x07success\x18\x04 \x01(\x0b\x32\x16.strait.v1.TaskSuccessH\x00\x12)\n\x07\x66\x61ilure\x18\x05 \x01(\x0b\x32\x16.strait.v1.TaskFailureH\x00\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\t\n\x07outcome\"\"\n\x0bTaskSuccess\x12\x13\n\x0boutput_json\x18\x01 \x01(\t\"I\n\x0bTaskFailure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nerror_type\x18\x02 \x01(\t\x12\x15\n\rnon_retryable\x18\x03 \x01(\x08\"V\n\x0fResultsAccepted\x12\x16\n\x0e\x61ssignment_ids\x18\x01 \x03(\t\x12+\n\x08rejected\x18\x02 \x03(\x0b\x32\x19.strait.v1.RejectedResult\"a\n\x0eRejectedResult\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.strait.v1.RejectReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"7\n\rSubmitReports\x12&\n\x07reports\x18\x01 \x03(\x0b\x32\x15.strait.v1.TaskReport\"\x90\x01\n\nTaskReport\x12\x11\n\treport_id\x18\x01 \x01(\x04\x12\x15\n\rassignment_id\x18\x02 \x01(\t\x12!\n\x03log\x18\x03 \x01(\x0b\x32\x12.strait.v1.TaskLogH\x00\x12+\n\x08progress\x18\x04 \x01(\x0b\x32\x17.strait.v1.TaskProgressH\x00\x42\x08\n\x06report\"<\n\x07TaskLog\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\t\">\n\x0cTaskProgress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\t\"k\n\x0fReportsRecorded\x12+\n\x08recorded\x18\x01 \x03(\x0b\x32\x19.strait.v1.RecordedReport\x12+\n\x08rejected\x18\x02 \x03(\x0b\x32\x19.strait.v1.RejectedReport\"5\n\x0eRecordedReport\x12\x11\n\treport_id\x18\x01 \x01(\x04\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"]\n\x0eRejectedReport\x12\x11\n\treport_id\x18\x01 \x01(\x04\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.strait.v1.RejectReason\x12\x0f\n\x07message\x18\x03 \x01(\t\"G\n\x11\x43\x61ncelAssignments\x12\x32\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1d.strait.v1.CanceledAssignment\"K\n\x12\x43\x61nceledAssignment\x12\x15\n\rassignment_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"J\n\x05\x44rain\x12\x31\n\rdeadline_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1c\n\x0bSetCapacity\x12\r\n\x05slots\x18\x01 \x01(\x05\"\x1c\n\tHeartbeat\x12\x0f\n\x07running\x18\x01 \x01(\x05*\xb5\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eREJECT_REASON_STALE_ASSIGNMENT\x10\x01\x12\x1e\n\x1aREJECT_REASON_RUN_MOVED_ON\x10\x02\x12 \n\x1cREJECT_REASON_INVALID_OUTPUT\x10\x03\x12 \n\x1cREJECT_REASON_INVALID_REPORT\x10\x04\x32\xb9\x02\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.strait.v1.ConnectRequest\x1a\x1a.strait.v1.ConnectResponse(\x01\x30\x01\x12L\n\x0bListWorkers\x12\x1d.strait.v1.ListWorkersRequest\x1a\x1e.strait.v1.ListWorkersResponse\x12\x46\n\tGetWorker\x12\x1b.strait.v1.GetWorkerRequest\x1a\x1c.strait.v1.GetWorkerResponse\x12L\n\x0b\x44rainWorker\x12\x1d.strait.v1.DrainWorkerRequest\x1a\x1e.strait.v1.DrainWorkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'strait_client.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTREASON']._serialized_start=2836
-  _globals['_REJECTREASON']._serialized_end=2983
+  _globals['_REJECTREASON']._serialized_start=3526
+  _globals['_REJECTREASON']._serialized_end=3707
   _globals['_WORKER']._serialized_start=103
   _globals['_WORKER']._serialized_end=380
   _globals['_LISTWORKERSREQUEST']._serialized_start=382
@@ -51,43 +51,57 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DRAINWORKERRESPONSE']._serialized_start=649
   _globals['_DRAINWORKERRESPONSE']._serialized_end=705
   _globals['_CONNECTREQUEST']._serialized_start=708
-  _globals['_CONNECTREQUEST']._serialized_end=902
-  _globals['_CONNECTRESPONSE']._serialized_start=905
-  _globals['_CONNECTRESPONSE']._serialized_end=1162
-  _globals['_HELLO']._serialized_start=1165
-  _globals['_HELLO']._serialized_end=1389
-  _globals['_HELDASSIGNMENT']._serialized_start=1391
-  _globals['_HELDASSIGNMENT']._serialized_end=1463
-  _globals['_HANDLER']._serialized_start=1465
-  _globals['_HANDLER']._serialized_end=1507
-  _globals['_WELCOME']._serialized_start=1510
-  _globals['_WELCOME']._serialized_end=1652
-  _globals['_ASSIGNMENTBATCH']._serialized_start=1654
-  _globals['_ASSIGNMENTBATCH']._serialized_end=1715
-  _globals['_ASSIGNMENT']._serialized_start=1718
-  _globals['_ASSIGNMENT']._serialized_end=1979
-  _globals['_SUBMITRESULTS']._serialized_start=1981
-  _globals['_SUBMITRESULTS']._serialized_end=2036
-  _globals['_TASKRESULT']._serialized_start=2039
-  _globals['_TASKRESULT']._serialized_end=2249
-  _globals['_TASKSUCCESS']._serialized_start=2251
-  _globals['_TASKSUCCESS']._serialized_end=2285
-  _globals['_TASKFAILURE']._serialized_start=2287
-  _globals['_TASKFAILURE']._serialized_end=2360
-  _globals['_RESULTSACCEPTED']._serialized_start=2362
-  _globals['_RESULTSACCEPTED']._serialized_end=2448
-  _globals['_REJECTEDRESULT']._serialized_start=2450
-  _globals['_REJECTEDRESULT']._serialized_end=2547
-  _globals['_CANCELASSIGNMENTS']._serialized_start=2549
-  _globals['_CANCELASSIGNMENTS']._serialized_end=2620
-  _globals['_CANCELEDASSIGNMENT']._serialized_start=2622
-  _globals['_CANCELEDASSIGNMENT']._serialized_end=2697
-  _globals['_DRAIN']._serialized_start=2699
-  _globals['_DRAIN']._serialized_end=2773
-  _globals['_SETCAPACITY']._serialized_start=2775
-  _globals['_SETCAPACITY']._serialized_end=2803
-  _globals['_HEARTBEAT']._serialized_start=2805
-  _globals['_HEARTBEAT']._serialized_end=2833
-  _globals['_WORKERSERVICE']._serialized_start=2986
-  _globals['_WORKERSERVICE']._serialized_end=3299
+  _globals['_CONNECTREQUEST']._serialized_end=947
+  _globals['_CONNECTRESPONSE']._serialized_start=950
+  _globals['_CONNECTRESPONSE']._serialized_end=1263
+  _globals['_HELLO']._serialized_start=1266
+  _globals['_HELLO']._serialized_end=1490
+  _globals['_HELDASSIGNMENT']._serialized_start=1492
+  _globals['_HELDASSIGNMENT']._serialized_end=1564
+  _globals['_HANDLER']._serialized_start=1566
+  _globals['_HANDLER']._serialized_end=1608
+  _globals['_WELCOME']._serialized_start=1611
+  _globals['_WELCOME']._serialized_end=1753
+  _globals['_ASSIGNMENTBATCH']._serialized_start=1755
+  _globals['_ASSIGNMENTBATCH']._serialized_end=1816
+  _globals['_ASSIGNMENT']._serialized_start=1819
+  _globals['_ASSIGNMENT']._serialized_end=2080
+  _globals['_SUBMITRESULTS']._serialized_start=2082
+  _globals['_SUBMITRESULTS']._serialized_end=2137
+  _globals['_TASKRESULT']._serialized_start=2140
+  _globals['_TASKRESULT']._serialized_end=2350
+  _globals['_TASKSUCCESS']._serialized_start=2352
+  _globals['_TASKSUCCESS']._serialized_end=2386
+  _globals['_TASKFAILURE']._serialized_start=2388
+  _globals['_TASKFAILURE']._serialized_end=2461
+  _globals['_RESULTSACCEPTED']._serialized_start=2463
+  _globals['_RESULTSACCEPTED']._serialized_end=2549
+  _globals['_REJECTEDRESULT']._serialized_start=2551
+  _globals['_REJECTEDRESULT']._serialized_end=2648
+  _globals['_SUBMITREPORTS']._serialized_start=2650
+  _globals['_SUBMITREPORTS']._serialized_end=2705
+  _globals['_TASKREPORT']._serialized_start=2708
+  _globals['_TASKREPORT']._serialized_end=2852
+  _globals['_TASKLOG']._serialized_start=2854
+  _globals['_TASKLOG']._serialized_end=2914
+  _globals['_TASKPROGRESS']._serialized_start=2916
+  _globals['_TASKPROGRESS']._serialized_end=2978
+  _globals['_REPORTSRECORDED']._serialized_start=2980
+  _globals['_REPORTSRECORDED']._serialized_end=3087
+  _globals['_RECORDEDREPORT']._serialized_start=3089
+  _globals['_RECORDEDREPORT']._serialized_end=3142
+  _globals['_REJECTEDREPORT']._serialized_start=3144
+  _globals['_REJECTEDREPORT']._serialized_end=3237
+  _globals['_CANCELASSIGNMENTS']._serialized_start=3239
+  _globals['_CANCELASSIGNMENTS']._serialized_end=3310
+  _globals['_CANCELEDASSIGNMENT']._serialized_start=3312
+  _globals['_CANCELEDASSIGNMENT']._serialized_end=3387
+  _globals['_DRAIN']._serialized_start=3389
+  _globals['_DRAIN']._serialized_end=3463
+  _globals['_SETCAPACITY']._serialized_start=3465
+  _globals['_SETCAPACITY']._serialized_end=3493
+  _globals['_HEARTBEAT']._serialized_start=3495
+  _globals['_HEARTBEAT']._serialized_end=3523
+  _globals['_WORKERSERVICE']._serialized_start=3710
+  _globals['_WORKERSERVICE']._serialized_end=4023
 # @@protoc_insertion_point(module_scope)

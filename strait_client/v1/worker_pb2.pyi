@@ -35,6 +35,8 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     """The run moved on meanwhile (canceled, timed out and taken back)."""
     REJECT_REASON_INVALID_OUTPUT: _RejectReason.ValueType  # 3
     """The output is not JSON or is too large."""
+    REJECT_REASON_INVALID_REPORT: _RejectReason.ValueType  # 4
+    """A report's content is not valid (its message says which field and why)."""
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper): ...
 
@@ -45,6 +47,8 @@ REJECT_REASON_RUN_MOVED_ON: RejectReason.ValueType  # 2
 """The run moved on meanwhile (canceled, timed out and taken back)."""
 REJECT_REASON_INVALID_OUTPUT: RejectReason.ValueType  # 3
 """The output is not JSON or is too large."""
+REJECT_REASON_INVALID_REPORT: RejectReason.ValueType  # 4
+"""A report's content is not valid (its message says which field and why)."""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 @_typing.final
@@ -238,6 +242,7 @@ class ConnectRequest(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -246,6 +251,8 @@ class ConnectRequest(_message.Message):
     def results(self) -> Global___SubmitResults: ...
     @_builtins.property
     def capacity(self) -> Global___SetCapacity: ...
+    @_builtins.property
+    def reports(self) -> Global___SubmitReports: ...
     def __init__(
         self,
         *,
@@ -253,12 +260,13 @@ class ConnectRequest(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         results: Global___SubmitResults | None = ...,
         capacity: Global___SetCapacity | None = ...,
+        reports: Global___SubmitReports | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "results", b"results"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "reports", b"reports", "results", b"results"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "heartbeat", b"heartbeat", "hello", b"hello", "message", b"message", "reports", b"reports", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "results", "capacity"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "results", "capacity", "reports"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -273,6 +281,7 @@ class ConnectResponse(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     RESULTS_ACCEPTED_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    REPORTS_RECORDED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -283,6 +292,8 @@ class ConnectResponse(_message.Message):
     def results_accepted(self) -> Global___ResultsAccepted: ...
     @_builtins.property
     def drain(self) -> Global___Drain: ...
+    @_builtins.property
+    def reports_recorded(self) -> Global___ReportsRecorded: ...
     def __init__(
         self,
         *,
@@ -291,12 +302,13 @@ class ConnectResponse(_message.Message):
         cancel: Global___CancelAssignments | None = ...,
         results_accepted: Global___ResultsAccepted | None = ...,
         drain: Global___Drain | None = ...,
+        reports_recorded: Global___ReportsRecorded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "message", b"message", "results_accepted", b"results_accepted", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "message", b"message", "reports_recorded", b"reports_recorded", "results_accepted", b"results_accepted", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "message", b"message", "results_accepted", b"results_accepted", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "cancel", b"cancel", "drain", b"drain", "message", b"message", "reports_recorded", b"reports_recorded", "results_accepted", b"results_accepted", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "assignments", "cancel", "results_accepted", "drain"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "assignments", "cancel", "results_accepted", "drain", "reports_recorded"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -678,6 +690,193 @@ class RejectedResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RejectedResult: _TypeAlias = RejectedResult  # noqa: Y015
+
+@_typing.final
+class SubmitReports(_message.Message):
+    """Log lines and progress of running handlers, in one batch: each becomes a run event, as RunContextService's
+    Log and Progress make them (types log and progress), in the order sent. ReportsRecorded answers them once
+    they are committed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskReport]: ...
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___TaskReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitReports: _TypeAlias = SubmitReports  # noqa: Y015
+
+@_typing.final
+class TaskReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.int
+    """Chosen by the worker, unique within its session: ReportsRecorded names the report by it."""
+    assignment_id: _builtins.str
+    """The assignment the report is about: one this session holds."""
+    @_builtins.property
+    def log(self) -> Global___TaskLog: ...
+    @_builtins.property
+    def progress(self) -> Global___TaskProgress: ...
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.int = ...,
+        assignment_id: _builtins.str = ...,
+        log: Global___TaskLog | None = ...,
+        progress: Global___TaskProgress | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log", b"log", "progress", b"progress", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "log", b"log", "progress", b"progress", "report", b"report", "report_id", b"report_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_report: _TypeAlias = _typing.Literal["log", "progress"]  # noqa: Y015
+    _WhichOneofArgType_report: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_report) -> _WhichOneofReturnType_report | None: ...
+
+Global___TaskReport: _TypeAlias = TaskReport  # noqa: Y015
+
+@_typing.final
+class TaskLog(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """At most 4,096 characters."""
+    level: _builtins.str
+    """debug, info (the default), warn or error."""
+    data_json: _builtins.str
+    """A JSON object kept with the line, at most 64 KiB (empty: none)."""
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        level: _builtins.str = ...,
+        data_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "level", b"level", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskLog: _TypeAlias = TaskLog  # noqa: Y015
+
+@_typing.final
+class TaskProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    percent: _builtins.float
+    """0 to 100."""
+    message: _builtins.str
+    """At most 4,096 characters."""
+    step: _builtins.str
+    """A name for the current step, at most 256 characters."""
+    def __init__(
+        self,
+        *,
+        percent: _builtins.float = ...,
+        message: _builtins.str = ...,
+        step: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "percent", b"percent", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskProgress: _TypeAlias = TaskProgress  # noqa: Y015
+
+@_typing.final
+class ReportsRecorded(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recorded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedReport]: ...
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedReport]: ...
+    def __init__(
+        self,
+        *,
+        recorded: _abc.Iterable[Global___RecordedReport] | None = ...,
+        rejected: _abc.Iterable[Global___RejectedReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportsRecorded: _TypeAlias = ReportsRecorded  # noqa: Y015
+
+@_typing.final
+class RecordedReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.int
+    sequence: _builtins.int
+    """The run event's sequence number."""
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.int = ...,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordedReport: _TypeAlias = RecordedReport  # noqa: Y015
+
+@_typing.final
+class RejectedReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    report_id: _builtins.int
+    reason: Global___RejectReason.ValueType
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        report_id: _builtins.int = ...,
+        reason: Global___RejectReason.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "report_id", b"report_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedReport: _TypeAlias = RejectedReport  # noqa: Y015
 
 @_typing.final
 class CancelAssignments(_message.Message):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from strait_client.v1 import run_context_pb2, run_context_pb2_grpc
 from strait_server import errors
-from strait_server.api import convert, validate
+from strait_server.api import convert, run_reports, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import run_principal
 from strait_server.errors import Violations
@@ -18,7 +17,6 @@ from strait_server.model import ErrorClass, EventType, RunStatus
 
 # Checkpoints travel in an HTTP header (X-Last-Checkpoint); common servers refuse header lines over 8 KiB.
 MAX_CHECKPOINT_BYTES = 4 * 1024
-LEVELS = frozenset({"debug", "info", "warn", "error"})
 
 
 def _run(request_run_id: str) -> tuple[str, int]:
@@ -40,17 +38,9 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
                   context: grpc.aio.ServicerContext) -> run_context_pb2.LogResponse:
         run_id, attempt = _run(request.run_id)
         v = Violations()
-        level = request.level or "info"
-        if level not in LEVELS:
-            v.add("level", "must be debug, info, warn or error")
-        validate.check_text(v, "message", request.message, max_len=4096, required=True)
-        parsed = (validate.check_json(v, "data_json", request.data_json, 64 * 1024, object_only=True)
-                  if request.data_json else None)
+        message, data = run_reports.log_event(v, "", request.message, request.level, request.data_json)
         v.raise_if_any()
-        data: dict[str, Any] = {"level": level}
-        if parsed is not None:
-            data["data"] = parsed
-        seq = await self._d.context.append(run_id, attempt, EventType.LOG, request.message, data)
+        seq = await self._d.context.append(run_id, attempt, EventType.LOG, message, data)
         self._published(run_id)
         return run_context_pb2.LogResponse(sequence=seq)
 
@@ -58,13 +48,9 @@ class RunContextServicer(run_context_pb2_grpc.RunContextServiceServicer):
                        context: grpc.aio.ServicerContext) -> run_context_pb2.ProgressResponse:
         run_id, attempt = _run(request.run_id)
         v = Violations()
-        if not 0 <= request.percent <= 100:  # also refuses NaN
-            v.add("percent", "must be between 0 and 100")
-        validate.check_text(v, "message", request.message, max_len=4096)
-        validate.check_text(v, "step", request.step, max_len=256)
+        message, data = run_reports.progress_event(v, "", request.percent, request.message, request.step)
         v.raise_if_any()
-        data = {"percent": request.percent, "step": request.step}
-        seq = await self._d.context.append(run_id, attempt, EventType.PROGRESS, request.message, data)
+        seq = await self._d.context.append(run_id, attempt, EventType.PROGRESS, message, data)
         self._published(run_id)
         return run_context_pb2.ProgressResponse(sequence=seq)
 

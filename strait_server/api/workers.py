@@ -16,6 +16,7 @@ from strait_server.errors import FieldViolation, InvalidArgument, PermissionDeni
 from strait_server.store.worker_sessions import WorkerSessionRow, WorkerSessionStore
 from strait_server.workers.hub import WorkerHub
 from strait_server.workers.protocol import WorkerSessions
+from strait_server.workers.reports import ReportRecorder
 
 W = worker_pb2
 
@@ -23,7 +24,8 @@ W = worker_pb2
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, deps: Deps, hub: WorkerHub, listing: WorkerSessionStore) -> None:
         self._d = deps
-        self._sessions = WorkerSessions(hub, deps.jobs, deps.settings)
+        recorder = ReportRecorder(deps.context, deps.events.published)
+        self._sessions = WorkerSessions(hub, deps.jobs, deps.settings, recorder)
         self._listing = listing
 
     async def Connect(self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest],

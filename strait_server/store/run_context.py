@@ -28,6 +28,27 @@ WITH upd AS (
 """
 """$1 run, $2 attempt, $3 event type, $4 message, $5 data, $6 checkpoint (or NULL), $7 output (or NULL)."""
 
+APPEND_EVENTS = f"""
+WITH r AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY
+        AS r(run_id, attempt, type, message, data, n)
+), per_run AS (
+    SELECT run_id, attempt, count(*)::int AS k FROM r GROUP BY run_id, attempt
+), upd AS (
+    UPDATE runs SET event_seq = runs.event_seq + per_run.k, update_time = now()
+    FROM per_run
+    WHERE runs.id = per_run.run_id AND runs.status = 'executing' AND runs.attempt = per_run.attempt
+    RETURNING runs.id, runs.project_id, runs.job_id, runs.event_seq, runs.attempt, per_run.k
+), ev AS (
+    SELECT upd.id, upd.project_id, upd.job_id, upd.attempt, r.type, r.message, r.data,
+        upd.event_seq - upd.k + row_number() OVER (PARTITION BY upd.id ORDER BY r.n) AS seq
+    FROM upd JOIN r ON r.run_id = upd.id AND r.attempt = upd.attempt
+)
+{insert_events("ev", "type", message="message", data="data", seq="seq", returning="run_id, seq")}
+"""
+"""Events of several runs at once ($1 runs, $2 attempts, $3 types, $4 messages, $5 data), each run's in the
+order given; the runs not executing that attempt get none. Returns (run_id, seq) of the events written."""
+
 HEARTBEAT = f"""
 WITH upd AS (
     UPDATE runs SET event_seq = event_seq + 1, update_time = now(),
@@ -92,6 +113,19 @@ class RunContextStore:
         if seq is None:
             raise await self._refuse(run_id, attempt)
         return int(seq)
+
+    async def append_many(self, events: list[tuple[str, int, str, str, dict[str, Any]]]) -> list[int | None]:
+        """Events (run, attempt, type, message, data) in one statement: each one's sequence number, or None
+        where its run is no longer executing that attempt."""
+        if not events:
+            return []
+        rows = await self._pool.fetch(APPEND_EVENTS, *(list(column) for column in zip(*events, strict=True)))
+        seqs: dict[str, list[int]] = {}
+        for row in rows:
+            seqs.setdefault(row["run_id"], []).append(row["seq"])
+        for written in seqs.values():
+            written.sort(reverse=True)  # each run's events were numbered in the order given: pop() hands them out
+        return [seqs[run_id].pop() if seqs.get(run_id) else None for run_id, *_ in events]
 
     async def heartbeat(self, run_id: str, attempt: int) -> Heartbeat:
         deadline = await self._pool.fetchval(HEARTBEAT, run_id, attempt)

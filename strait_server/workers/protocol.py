@@ -18,6 +18,7 @@ from strait_server.errors import FieldViolation, InvalidArgument, Violations
 from strait_server.queue import Outcome
 from strait_server.store.jobs import JobStore
 from strait_server.workers.hub import WorkerHub
+from strait_server.workers.reports import Report, ReportRecorder, checked
 from strait_server.workers.session import Assigned, Route, Session
 
 W = worker_pb2
@@ -31,10 +32,11 @@ HEARTBEAT_INTERVAL_S = 5
 
 
 class WorkerSessions:
-    def __init__(self, hub: WorkerHub, jobs: JobStore, settings: Settings) -> None:
+    def __init__(self, hub: WorkerHub, jobs: JobStore, settings: Settings, recorder: ReportRecorder) -> None:
         self._hub = hub
         self._jobs = jobs
         self._settings = settings
+        self._recorder = recorder
 
     async def serve(self, project: str, key_id: str, request_iterator: AsyncIterator[worker_pb2.ConnectRequest]
                     ) -> AsyncIterator[worker_pb2.ConnectResponse]:
@@ -55,7 +57,9 @@ class WorkerSessions:
         except BaseException:
             await self._hub.close(session)
             raise
-        reader = asyncio.create_task(self._read(request_iterator, session))
+        reports: asyncio.Queue[list[Report]] = asyncio.Queue()
+        recorder = asyncio.create_task(self._recorder.serve(session, reports))
+        reader = asyncio.create_task(self._read(request_iterator, session, reports))
         try:
             welcome = W.Welcome(session_id=session.id, max_batch_size=session.max_batch,
                                 readopted_assignment_ids=readopted)
@@ -69,8 +73,11 @@ class WorkerSessions:
             reader.result()  # the reader ended the stream: raises what ended it, if anything
         finally:
             reader.cancel()
+            recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
             await self._hub.close(session)
 
     async def _session(self, project: str, key_id: str, hello: worker_pb2.Hello) -> Session:
@@ -111,13 +118,21 @@ class WorkerSessions:
                                   "too many held assignments")
         return await self._hub.readopt(session, sorted(held)) if held else []
 
-    async def _read(self, requests: AsyncIterator[worker_pb2.ConnectRequest], session: Session) -> None:
+    async def _read(self, requests: AsyncIterator[worker_pb2.ConnectRequest], session: Session,
+                    reports: asyncio.Queue[list[Report]]) -> None:
         """The worker's messages until it closes its side; then (or on bad input) the stream ends."""
         try:
             async for message in requests:
                 kind = message.WhichOneof("message")
                 if kind == "results":
                     self._results(session, message.results)
+                elif kind == "reports":
+                    accepted, rejected = checked(session, message.reports)
+                    if rejected:
+                        session.outbox.put_nowait(W.ConnectResponse(
+                            reports_recorded=W.ReportsRecorded(rejected=rejected)))
+                    if accepted:
+                        reports.put_nowait(accepted)
                 elif kind == "capacity":
                     if not 0 <= message.capacity.slots <= MAX_SLOTS:
                         problem = f"must be between 0 and {MAX_SLOTS:,}"

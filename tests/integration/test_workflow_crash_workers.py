@@ -1,5 +1,5 @@
-"""A 202-step workflow of HTTP and worker steps survives its server being SIGKILLed three times: a `strait serve` process
-running lanes of alternating HTTP job steps and worker job steps (an SDK worker connected to it, reconnecting
+"""A 202-step workflow of HTTP and worker steps survives its server being SIGKILLed three times: a `strait serve`
+process running lanes of alternating HTTP job steps and worker job steps (an SDK worker connected to it, reconnecting
 to each new server on the same address) is killed mid-run and restarted on the same database. Every step still
 completes once with one job run, passes its output on, and the run completes."""
 
