@@ -158,14 +158,21 @@ async def _latency(args: argparse.Namespace, address: str, key: str, jobs: job_p
     worker = await _start_worker(address, key, 100, "echo")
     try:
         await asyncio.sleep(2)  # connected (the first trigger would otherwise wait for the hello)
-        gaps = []
+        gaps, whole = [], []
         for _ in range(args.latency):
+            called = time.time()
             run = (await jobs.TriggerJob(job_pb2.TriggerJobRequest(id=job.id), metadata=md)).run
             returned = time.time()
             [(run_id, at)] = await _lines(worker, 1, 10)
             assert run_id == run.id, run_id
+            # Negative when the handler started before the answer reached the caller (the run is assigned
+            # before the answer is sent).
             gaps.append((at - returned) * 1000)
+            whole.append((at - called) * 1000)
         gaps.sort()
+        whole.sort()
+        print(f"{'idle trigger call -> handler start':<44} p50 {statistics.median(whole):.2f} ms   "
+              f"p99 {whole[int(len(whole) * 0.99) - 1]:.2f} ms")
         return statistics.median(gaps), gaps[int(len(gaps) * 0.99) - 1]
     finally:
         worker.terminate()

@@ -76,7 +76,7 @@ class Deps:
 
 def triggers_of(deps: Deps) -> Triggers:
     return Triggers(runs=deps.runs, jobs=deps.jobs, budgets=deps.budgets, published=deps.events.published,
-                    announce=deps.announce, direct=deps.direct)
+                    announce=deps.announce, direct=deps.direct, workers=deps.worker_hub)
 
 
 async def selected_job(deps: Deps, v: Violations, request: object) -> Job:

@@ -32,6 +32,15 @@ class DirectDispatch(Protocol):
     def start_claimed(self, run: ClaimedRun) -> None: ...
 
 
+class DirectAssign(Protocol):
+    """This process's worker plane, which can take a triggered run of a worker job without a claim."""
+
+    owner: str
+
+    def direct_route(self, project_id: str, job_id: str, slug: str) -> str | None: ...
+    async def assign_claimed(self, run: ClaimedRun) -> None: ...
+
+
 class ReplyCheck(Protocol):
     """A reply that echoes whole runs and must fit in one message: checked before anything is written, and
     again before the commit when keys return runs written earlier (see api/replies.FullView)."""
@@ -59,21 +68,28 @@ def require_enabled(job: Job) -> None:
 class Triggers:
     def __init__(self, *, runs: RunStore, jobs: JobStore, budgets: BudgetGuard,
                  published: Callable[[Iterable[str]], None], announce: Callable[[Iterable[Run]], None],
-                 direct: DirectDispatch | None = None) -> None:
+                 direct: DirectDispatch | None = None, workers: DirectAssign | None = None) -> None:
         self._runs = runs
         self._jobs = jobs
         self._budgets = budgets
         self._published = published  # after a commit that wrote events of these runs
         self._announce = announce  # after runs were created (wakes dispatchers and the promoter too)
         self._direct = direct
+        self._workers = workers
 
     async def dispatch_now(self, target: Target, new: NewRun, now: datetime) -> Run | None:
         """At idle, in a process that also dispatches: write the run already claimed and start it at
-        once, saving the wake-up and the claim round trip. None when it has to be queued (or was, by an
-        earlier call with the same request id)."""
+        once, saving the wake-up and the claim round trip (for a worker job, when a worker connected here
+        handles it with a free slot). None when it has to be queued (or was, by an earlier call with the same
+        request id)."""
+        if new.idempotency_key or (new.scheduled_time and new.scheduled_time > now):
+            return None
+        workers = self._workers
+        route = workers.direct_route(target.project_id, target.job_id, target.slug) if workers else None
+        if workers is not None and route is not None:
+            return await self._assign_now(workers, route, target, new)
         direct = self._direct
-        if (direct is None or new.idempotency_key or (new.scheduled_time and new.scheduled_time > now)
-                or not direct.accepts_direct()):
+        if direct is None or not direct.accepts_direct():
             return None
         await self._budgets.require(target.project_id)
         try:
@@ -88,6 +104,20 @@ class Triggers:
         # Let the dispatch run up to its request's write before the answer is built and sent: the endpoint
         # hears of the run ~0.4 ms sooner at idle, the caller ~0.1 ms later.
         await asyncio.sleep(0)
+        self._published([run.id])
+        return run
+
+    async def _assign_now(self, workers: DirectAssign, route: str, target: Target, new: NewRun) -> Run | None:
+        await self._budgets.require(target.project_id)
+        try:
+            written = await self._runs.insert_dispatching(target.project_id, target.job_id, target.slug, new,
+                                                          workers.owner, target.request, route=route)
+        except RepeatedRequest:
+            return None  # the usual path answers it
+        if written is None:
+            return None
+        run, claimed = written
+        await workers.assign_claimed(claimed)
         self._published([run.id])
         return run
 

@@ -101,19 +101,17 @@ their first start (a workflow step's schedule_to_start_timeout; NULL: false). Re
 and writes the runs, their first events and ready rows in one round trip; no row when the job is missing or
 deleted, or (without $19) disabled, or deduplicates or debounces its triggers."""
 
-INSERT_DISPATCHING = f"""
+
+def _insert_claimed(route: str) -> str:
+    """The statement that writes one run already claimed (see INSERT_DISPATCHING), for the jobs `route` admits."""
+    return f"""
 WITH j AS (
     SELECT id, project_id, max_attempts, priority, timeout_ms, tags, endpoint_url, fallback_endpoint_url,
         signing_secret, retry_strategy, retry_initial_ms, retry_max_ms, run_ttl_ms, poison_pill_threshold
     FROM jobs
     WHERE project_id = $1 AND delete_time IS NULL AND enabled AND (id = $2 OR ($2 = '' AND slug = $3))
-      -- Flow-controlled jobs always go through the gated claim, which enforces their limits (strait_gate is
-      -- the one definition of flow control; it names a gate for any limit, per-key ones included).
-      AND {gate_of("", "''")} IS NULL
       AND dedup_window_ms = 0 AND debounce_window_ms = 0
-      -- Only when nothing claimable is waiting: a new run must not overtake older queued runs.
-      AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.gate IS NULL AND q.run_at <= now()
-                      AND (SELECT j2.enabled AND j2.delete_time IS NULL FROM jobs j2 WHERE j2.id = q.job_id))
+      {route}
 ), ins AS (
     INSERT INTO runs (id, project_id, job_id, status, attempt, max_attempts, priority, timeout_ms, payload,
         run_at, scheduled_time, start_time, tags, metadata, lease_owner, deadline, event_seq, expires_at,
@@ -144,12 +142,32 @@ SELECT ins.*, j.endpoint_url, j.fallback_endpoint_url, j.signing_secret, j.retry
     j.retry_max_ms, j.poison_pill_threshold
 FROM ins, j
 """
+
+
+INSERT_DISPATCHING = _insert_claimed(f"""
+      -- Flow-controlled jobs always go through the gated claim, which enforces their limits (strait_gate is
+      -- the one definition of flow control; it names a gate for any limit, per-key ones included), and worker
+      -- jobs through the worker plane (INSERT_ASSIGNING).
+      AND {gate_of("", "''")} IS NULL
+      -- Only when nothing claimable is waiting: a new run must not overtake older queued runs.
+      AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.gate IS NULL AND q.run_at <= now()
+                      AND (SELECT j2.enabled AND j2.delete_time IS NULL FROM jobs j2 WHERE j2.id = q.job_id))""")
 """$1 project, $2 job id (or ''), $3 slug, $4 run id, $5 max_attempts, $6 priority, $7 timeout_ms (NULL: the
 job's), $8 payload, $9 tags, $10 metadata, $11 dispatcher, $12 ttl_ms (NULL: the job's), $13 concurrency key,
 $14 request id (or NULL) and $15 its selector.
 When the ready queue holds nothing claimable, writes the run already claimed by that dispatcher (queued and
 executing events, lease) in the same durable commit as the trigger; no row otherwise, and the caller enqueues
 it the usual way (always for flow-controlled, deduplicated or debounced jobs)."""
+
+
+INSERT_ASSIGNING = _insert_claimed(f"""
+      -- A worker job whose route ($16, 'w/<queue>/<job id>': see strait_gate) a worker connected to the
+      -- trigger's process handles with a free slot, and nothing of that route waiting before it.
+      AND {gate_of("", "''")} = $16
+      AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.gate = $16 AND q.run_at <= now())""")
+"""INSERT_DISPATCHING's parameters, $11 the worker plane of this process, and $16 the route: the run written
+already claimed, for that worker plane to assign at once; no row otherwise (the caller enqueues it)."""
+
 
 CLAIM_IDEMPOTENCY_KEYS = """
 INSERT INTO idempotency_keys AS k (scope, key, run_id)
@@ -536,15 +554,18 @@ class RunStore:
         return created
 
     async def insert_dispatching(self, project_id: str, job_id: str, slug: str, new: NewRun, owner: str,
-                                 request: TriggerRequest | None = None) -> tuple[Run, ClaimedRun] | None:
-        """One run, written already claimed by dispatcher `owner`; None when it must be queued instead.
-        Raises RepeatedRequest when `request` was made before."""
+                                 request: TriggerRequest | None = None, *,
+                                 route: str | None = None) -> tuple[Run, ClaimedRun] | None:
+        """One run, written already claimed by dispatcher `owner` (with a `route`: by the worker plane
+        `owner`, for a worker job of that route); None when it must be queued instead. Raises RepeatedRequest
+        when `request` was made before."""
+        statement, route_arg = (INSERT_DISPATCHING, ()) if route is None else (INSERT_ASSIGNING, (route,))
         with self._tracing.trigger(job_id or slug, 1) as trace, _new_request():
             started = time.time_ns()
             row = await self._pool.fetchrow(
-                INSERT_DISPATCHING, project_id, job_id, slug, ids.new_id("run"), new.max_attempts, new.priority,
+                statement, project_id, job_id, slug, ids.new_id("run"), new.max_attempts, new.priority,
                 new.timeout_ms, new.payload, new.tags, {**new.metadata, **trace}, owner, new.ttl_ms,
-                new.concurrency_key, *_request_args(request))
+                new.concurrency_key, *_request_args(request), *route_arg)
             if row is not None:
                 self._tracing.claimed_direct(row["id"], started, time.time_ns())
         if row is None:

@@ -56,6 +56,10 @@ class WorkerHub:
         self._telemetry = telemetry
         self._supervisor = supervisor
         self._sessions: dict[str, Session] = {}
+        # For a trigger's direct handoff: the sessions handling each (project, job id), and the job id of each
+        # (project, slug) they handle.
+        self._by_job: dict[tuple[str, str], list[Session]] = {}
+        self._job_of_slug: dict[tuple[str, str], str] = {}
         # Results handed to the settle buffer and not yet committed: run id -> (session, assignment id).
         self._settling: dict[str, tuple[Session, str]] = {}
         # Runs held by sessions here, and those whose events say they may have moved on (to check).
@@ -123,6 +127,9 @@ class WorkerHub:
         await self._listing.insert(session.id, session.project_id, session.worker_id, session.name,
                                    session.hostname, self.owner, session.handlers(), session.slots)
         self._sessions[session.id] = session
+        for route in session.routes:
+            self._by_job.setdefault((session.project_id, route.job_id), []).append(session)
+            self._job_of_slug[(session.project_id, route.job_slug)] = route.job_id
         self._wake.set()
 
     async def readopt(self, session: Session, held: list[tuple[str, str, int]]) -> list[str]:
@@ -158,6 +165,14 @@ class WorkerHub:
 
     async def _close(self, session: Session) -> None:
         listed = self._sessions.pop(session.id, None) is not None
+        for route in session.routes if listed else ():
+            key = (session.project_id, route.job_id)
+            others = [s for s in self._by_job.get(key, ()) if s is not session]
+            if others:
+                self._by_job[key] = others
+            else:
+                self._by_job.pop(key, None)
+                self._job_of_slug.pop((session.project_id, route.job_slug), None)
         held = session.release_all()
         for run_id in held:
             self._held.pop(run_id, None)
@@ -210,6 +225,26 @@ class WorkerHub:
         for session, accepted, moved_on in by_session.values():
             session.acknowledge(accepted, moved_on)
         self._released.set()
+
+    # A trigger's direct handoff
+
+    def direct_route(self, project_id: str, job_id: str, slug: str) -> str | None:
+        """The route of the job (named by id or slug) when a session here handles it and has a free slot: a
+        trigger may then write its run already claimed by this hub (see assign_claimed)."""
+        if self._draining:
+            return None
+        job = job_id or self._job_of_slug.get((project_id, slug), "")
+        for session in self._by_job.get((project_id, job), ()):
+            if session.free > 0:
+                return session.gate_of_job[job]
+        return None
+
+    async def assign_claimed(self, run: ClaimedRun) -> None:
+        """A run a trigger wrote already claimed by this hub: assigned now, or given back to the queue when its
+        sessions left or filled up meanwhile."""
+        if self._place([run]):
+            self._on_events(await self._queue.lose(self.owner, [run.id], self._settings.max_lost_requeues))
+            self._wake.set()
 
     # Claiming
 
