@@ -35,7 +35,9 @@ def _rewrite(text: str) -> str:
 
 
 def generate(out_dir: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    # Only strait.v1: proto/google/rpc holds googleapis' error details for other languages' clients; Python
+    # gets them from googleapis-common-protos (google.rpc.error_details_pb2).
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "strait").rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,
