@@ -38,18 +38,24 @@ class InvalidArgument(StraitError):
         self.violations = violations
 
 
+def _type_name(noun: str) -> str:
+    """The ResourceInfo type of a resource named by `noun` in messages: "workflow run" is "workflow_run", so
+    that reasons stay UPPER_SNAKE_CASE (WORKFLOW_RUN_NOT_FOUND)."""
+    return noun.replace(" ", "_")
+
+
 class NotFound(StraitError):
     def __init__(self, resource_type: str, name: str) -> None:
-        super().__init__(f"{resource_type} {name!r} not found", reason=f"{resource_type.upper()}_NOT_FOUND")
-        self.resource_type = resource_type
+        self.resource_type = _type_name(resource_type)
+        super().__init__(f"{resource_type} {name!r} not found", reason=f"{self.resource_type.upper()}_NOT_FOUND")
         self.name = name
 
 
 class AlreadyExists(StraitError):
     def __init__(self, resource_type: str, name: str) -> None:
+        self.resource_type = _type_name(resource_type)
         super().__init__(f"{resource_type} {name!r} already exists",
-                         reason=f"{resource_type.upper()}_ALREADY_EXISTS")
-        self.resource_type = resource_type
+                         reason=f"{self.resource_type.upper()}_ALREADY_EXISTS")
         self.name = name
 
 

@@ -161,7 +161,7 @@ class Triggers:
         elif read_first or job.dedup_window_ms or any(r.idempotency_key for r in runs):
             inserted = await self._runs.insert(job, runs, check=check, request=ask)
         else:
-            raise errors.Aborted("the job changed while triggering it; retry")
+            raise errors.Aborted("the job changed while triggering it; retry", reason="CONCURRENT_CONFLICT")
         self._announce(i.run for i in inserted if not (i.repeat or i.deduplicated or i.debounced))
         return inserted
 
@@ -170,7 +170,7 @@ class Triggers:
         """The answer of the earlier call that used this request id, if this call repeats it."""
         found = await self._runs.repeated(project_id, ask.request_id)
         if found is None:  # forgotten between the conflict and this read
-            raise errors.Aborted("the request id was in use meanwhile; retry")
+            raise errors.Aborted("the request id was in use meanwhile; retry", reason="CONCURRENT_CONFLICT")
         selector, results = found
         if selector != ask.selector or len(results) != count:
             v = Violations()

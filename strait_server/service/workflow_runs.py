@@ -39,7 +39,8 @@ class WorkflowRuns:
         workflow = await self._workflows.get(project_id, workflow_id=workflow_id, slug=slug, version=version)
         if not workflow.attributes.enabled:
             raise errors.FailedPrecondition(f"workflow {workflow.attributes.slug!r} is disabled",
-                                            reason="WORKFLOW_DISABLED", subject=workflow.id)
+                                            reason="WORKFLOW_DISABLED", subject=workflow.id,
+                                            violation_type="WORKFLOW_STATE")
         plan = self._plans.of(workflow.id, workflow.version, workflow.definition)
         disabled = _disabled_steps(plan, step_overrides)
         key = admission.key_of(plan, run_input)

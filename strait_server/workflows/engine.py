@@ -211,7 +211,8 @@ class Move:
         if step is None or ref not in self._status:  # (an on_failure_step that never ran has no step run)
             raise NotFound("step", ref)
         if StepStatus(self._status[ref]) not in set(allowed):
-            raise FailedPrecondition(f"step {ref!r} is {self._status[ref]}", reason="STEP_STATE", subject=ref)
+            raise FailedPrecondition(f"step {ref!r} is {self._status[ref]}", reason="STEP_STATE", subject=ref,
+                                     violation_type="STEP_STATE")
         return step
 
     async def decide_approval(self, ref: str, approver: waits.Approver, approved: bool, text: str) -> None:
@@ -219,7 +220,7 @@ class Move:
         step = self._require_step(ref, [StepStatus.WAITING])
         if step.kind != "approval":
             raise FailedPrecondition(f"step {ref!r} is a {step.kind} step, not an approval", reason="STEP_KIND",
-                                     subject=ref)
+                                     subject=ref, violation_type="STEP_KIND")
         if not waits.may_decide(step, approver):
             raise PermissionDenied(f"this API key is not one of the approvers of step {ref!r}")
         who = approver.key_name or approver.key_id
@@ -258,8 +259,7 @@ class Move:
 
     async def _set_run_status(self, before: str, after: str) -> None:
         if self._run_status != before:
-            raise FailedPrecondition(f"workflow run {self.run.id!r} is {self._run_status}", reason="RUN_STATE",
-                                     subject=self.run.id)
+            raise FailedPrecondition(f"workflow run {self.run.id!r} is {self._run_status}", subject=self.run.id)
         await self._conn.execute(sql.SET_RUN_STATUS, self.run.id, after)
         self._run_status = after
         self.event("run_status", "", before, after)
