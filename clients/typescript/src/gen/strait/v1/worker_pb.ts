@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file strait/v1/worker.proto.
  */
 export const file_strait_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChZzdHJhaXQvdjEvd29ya2VyLnByb3RvEglzdHJhaXQudjEilQIKBldvcmtlchIKCgJpZBgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIQCghob3N0bmFtZRgEIAEoCRIkCghoYW5kbGVycxgFIAMoCzISLnN0cmFpdC52MS5IYW5kbGVyEg0KBXNsb3RzGAYgASgFEhEKCWluX2ZsaWdodBgHIAEoBRIRCglzZXJ2ZXJfaWQYCCABKAkSEAoIZHJhaW5pbmcYCSABKAgSMAoMY29ubmVjdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzZWVuX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjsKEkxpc3RXb3JrZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJSChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiIKB3dvcmtlcnMYASADKAsyES5zdHJhaXQudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBHZXRXb3JrZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjYKEUdldFdvcmtlclJlc3BvbnNlEiEKBndvcmtlchgBIAEoCzIRLnN0cmFpdC52MS5Xb3JrZXIiIAoSRHJhaW5Xb3JrZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjgKE0RyYWluV29ya2VyUmVzcG9uc2USIQoGd29ya2VyGAEgASgLMhEuc3RyYWl0LnYxLldvcmtlciLCAQoOQ29ubmVjdFJlcXVlc3QSIQoFaGVsbG8YASABKAsyEC5zdHJhaXQudjEuSGVsbG9IABIpCgloZWFydGJlYXQYAiABKAsyFC5zdHJhaXQudjEuSGVhcnRiZWF0SAASKwoHcmVzdWx0cxgEIAEoCzIYLnN0cmFpdC52MS5TdWJtaXRSZXN1bHRzSAASKgoIY2FwYWNpdHkYCCABKAsyFi5zdHJhaXQudjEuU2V0Q2FwYWNpdHlIAEIJCgdtZXNzYWdlIoECCg9Db25uZWN0UmVzcG9uc2USJQoHd2VsY29tZRgBIAEoCzISLnN0cmFpdC52MS5XZWxjb21lSAASMQoLYXNzaWdubWVudHMYAiABKAsyGi5zdHJhaXQudjEuQXNzaWdubWVudEJhdGNoSAASLgoGY2FuY2VsGAMgASgLMhwuc3RyYWl0LnYxLkNhbmNlbEFzc2lnbm1lbnRzSAASNgoQcmVzdWx0c19hY2NlcHRlZBgEIAEoCzIaLnN0cmFpdC52MS5SZXN1bHRzQWNjZXB0ZWRIABIhCgVkcmFpbhgFIAEoCzIQLnN0cmFpdC52MS5EcmFpbkgAQgkKB21lc3NhZ2Ui4AEKBUhlbGxvEhEKCXdvcmtlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiQKCGhhbmRsZXJzGAMgAygLMhIuc3RyYWl0LnYxLkhhbmRsZXISDQoFc2xvdHMYBCABKAUSFgoObWF4X2JhdGNoX3NpemUYBSABKAUSEAoIaG9zdG5hbWUYByABKAkSJwoEaGVsZBgKIAMoCzIZLnN0cmFpdC52MS5IZWxkQXNzaWdubWVudBIuCg91bmFja2VkX3Jlc3VsdHMYCyADKAsyFS5zdHJhaXQudjEuVGFza1Jlc3VsdCJICg5IZWxkQXNzaWdubWVudBIVCg1hc3NpZ25tZW50X2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgFIioKB0hhbmRsZXISDQoFcXVldWUYASABKAkSEAoIam9iX3NsdWcYAiABKAkijgEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFgoObWF4X2JhdGNoX3NpemUYBCABKAUSIAoYcmVhZG9wdGVkX2Fzc2lnbm1lbnRfaWRzGAYgAygJIj0KD0Fzc2lnbm1lbnRCYXRjaBIqCgthc3NpZ25tZW50cxgBIAMoCzIVLnN0cmFpdC52MS5Bc3NpZ25tZW50IoUCCgpBc3NpZ25tZW50EhUKDWFzc2lnbm1lbnRfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEg4KBmpvYl9pZBgDIAEoCRIQCghqb2Jfc2x1ZxgEIAEoCRINCgVxdWV1ZRgFIAEoCRIPCgdhdHRlbXB0GAYgASgFEhQKDG1heF9hdHRlbXB0cxgHIAEoBRIUCgxwYXlsb2FkX2pzb24YCCABKAkSMQoNZGVhZGxpbmVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcnVuX3Rva2VuGAsgASgJEhwKFGxhc3RfY2hlY2twb2ludF9qc29uGA0gASgJIjcKDVN1Ym1pdFJlc3VsdHMSJgoHcmVzdWx0cxgBIAMoCzIVLnN0cmFpdC52MS5UYXNrUmVzdWx0ItIBCgpUYXNrUmVzdWx0EhUKDWFzc2lnbm1lbnRfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSKQoHc3VjY2VzcxgEIAEoCzIWLnN0cmFpdC52MS5UYXNrU3VjY2Vzc0gAEikKB2ZhaWx1cmUYBSABKAsyFi5zdHJhaXQudjEuVGFza0ZhaWx1cmVIABIrCghkdXJhdGlvbhgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIJCgdvdXRjb21lIiIKC1Rhc2tTdWNjZXNzEhMKC291dHB1dF9qc29uGAEgASgJIkkKC1Rhc2tGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSEgoKZXJyb3JfdHlwZRgCIAEoCRIVCg1ub25fcmV0cnlhYmxlGAMgASgIIlYKD1Jlc3VsdHNBY2NlcHRlZBIWCg5hc3NpZ25tZW50X2lkcxgBIAMoCRIrCghyZWplY3RlZBgCIAMoCzIZLnN0cmFpdC52MS5SZWplY3RlZFJlc3VsdCJhCg5SZWplY3RlZFJlc3VsdBIVCg1hc3NpZ25tZW50X2lkGAEgASgJEicKBnJlYXNvbhgCIAEoDjIXLnN0cmFpdC52MS5SZWplY3RSZWFzb24SDwoHbWVzc2FnZRgDIAEoCSJHChFDYW5jZWxBc3NpZ25tZW50cxIyCgthc3NpZ25tZW50cxgBIAMoCzIdLnN0cmFpdC52MS5DYW5jZWxlZEFzc2lnbm1lbnQiSwoSQ2FuY2VsZWRBc3NpZ25tZW50EhUKDWFzc2lnbm1lbnRfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSJKCgVEcmFpbhIxCg1kZWFkbGluZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YAiABKAkiHAoLU2V0Q2FwYWNpdHkSDQoFc2xvdHMYASABKAUiHAoJSGVhcnRiZWF0Eg8KB3J1bm5pbmcYASABKAUqkwEKDFJlamVjdFJlYXNvbhIdChlSRUpFQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeUkVKRUNUX1JFQVNPTl9TVEFMRV9BU1NJR05NRU5UEAESHgoaUkVKRUNUX1JFQVNPTl9SVU5fTU9WRURfT04QAhIgChxSRUpFQ1RfUkVBU09OX0lOVkFMSURfT1VUUFVUEAMyuQIKDVdvcmtlclNlcnZpY2USRAoHQ29ubmVjdBIZLnN0cmFpdC52MS5Db25uZWN0UmVxdWVzdBoaLnN0cmFpdC52MS5Db25uZWN0UmVzcG9uc2UoATABEkwKC0xpc3RXb3JrZXJzEh0uc3RyYWl0LnYxLkxpc3RXb3JrZXJzUmVxdWVzdBoeLnN0cmFpdC52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlEkYKCUdldFdvcmtlchIbLnN0cmFpdC52MS5HZXRXb3JrZXJSZXF1ZXN0Ghwuc3RyYWl0LnYxLkdldFdvcmtlclJlc3BvbnNlEkwKC0RyYWluV29ya2VyEh0uc3RyYWl0LnYxLkRyYWluV29ya2VyUmVxdWVzdBoeLnN0cmFpdC52MS5EcmFpbldvcmtlclJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChZzdHJhaXQvdjEvd29ya2VyLnByb3RvEglzdHJhaXQudjEilQIKBldvcmtlchIKCgJpZBgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIQCghob3N0bmFtZRgEIAEoCRIkCghoYW5kbGVycxgFIAMoCzISLnN0cmFpdC52MS5IYW5kbGVyEg0KBXNsb3RzGAYgASgFEhEKCWluX2ZsaWdodBgHIAEoBRIRCglzZXJ2ZXJfaWQYCCABKAkSEAoIZHJhaW5pbmcYCSABKAgSMAoMY29ubmVjdF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzZWVuX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjsKEkxpc3RXb3JrZXJzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJSChNMaXN0V29ya2Vyc1Jlc3BvbnNlEiIKB3dvcmtlcnMYASADKAsyES5zdHJhaXQudjEuV29ya2VyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBHZXRXb3JrZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjYKEUdldFdvcmtlclJlc3BvbnNlEiEKBndvcmtlchgBIAEoCzIRLnN0cmFpdC52MS5Xb3JrZXIiIAoSRHJhaW5Xb3JrZXJSZXF1ZXN0EgoKAmlkGAEgASgJIjgKE0RyYWluV29ya2VyUmVzcG9uc2USIQoGd29ya2VyGAEgASgLMhEuc3RyYWl0LnYxLldvcmtlciLvAQoOQ29ubmVjdFJlcXVlc3QSIQoFaGVsbG8YASABKAsyEC5zdHJhaXQudjEuSGVsbG9IABIpCgloZWFydGJlYXQYAiABKAsyFC5zdHJhaXQudjEuSGVhcnRiZWF0SAASKwoHcmVzdWx0cxgEIAEoCzIYLnN0cmFpdC52MS5TdWJtaXRSZXN1bHRzSAASKgoIY2FwYWNpdHkYCCABKAsyFi5zdHJhaXQudjEuU2V0Q2FwYWNpdHlIABIrCgdyZXBvcnRzGAkgASgLMhguc3RyYWl0LnYxLlN1Ym1pdFJlcG9ydHNIAEIJCgdtZXNzYWdlIrkCCg9Db25uZWN0UmVzcG9uc2USJQoHd2VsY29tZRgBIAEoCzISLnN0cmFpdC52MS5XZWxjb21lSAASMQoLYXNzaWdubWVudHMYAiABKAsyGi5zdHJhaXQudjEuQXNzaWdubWVudEJhdGNoSAASLgoGY2FuY2VsGAMgASgLMhwuc3RyYWl0LnYxLkNhbmNlbEFzc2lnbm1lbnRzSAASNgoQcmVzdWx0c19hY2NlcHRlZBgEIAEoCzIaLnN0cmFpdC52MS5SZXN1bHRzQWNjZXB0ZWRIABIhCgVkcmFpbhgFIAEoCzIQLnN0cmFpdC52MS5EcmFpbkgAEjYKEHJlcG9ydHNfcmVjb3JkZWQYBiABKAsyGi5zdHJhaXQudjEuUmVwb3J0c1JlY29yZGVkSABCCQoHbWVzc2FnZSLgAQoFSGVsbG8SEQoJd29ya2VyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoIaGFuZGxlcnMYAyADKAsyEi5zdHJhaXQudjEuSGFuZGxlchINCgVzbG90cxgEIAEoBRIWCg5tYXhfYmF0Y2hfc2l6ZRgFIAEoBRIQCghob3N0bmFtZRgHIAEoCRInCgRoZWxkGAogAygLMhkuc3RyYWl0LnYxLkhlbGRBc3NpZ25tZW50Ei4KD3VuYWNrZWRfcmVzdWx0cxgLIAMoCzIVLnN0cmFpdC52MS5UYXNrUmVzdWx0IkgKDkhlbGRBc3NpZ25tZW50EhUKDWFzc2lnbm1lbnRfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKAUiKgoHSGFuZGxlchINCgVxdWV1ZRgBIAEoCRIQCghqb2Jfc2x1ZxgCIAEoCSKOAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5tYXhfYmF0Y2hfc2l6ZRgEIAEoBRIgChhyZWFkb3B0ZWRfYXNzaWdubWVudF9pZHMYBiADKAkiPQoPQXNzaWdubWVudEJhdGNoEioKC2Fzc2lnbm1lbnRzGAEgAygLMhUuc3RyYWl0LnYxLkFzc2lnbm1lbnQihQIKCkFzc2lnbm1lbnQSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSDgoGam9iX2lkGAMgASgJEhAKCGpvYl9zbHVnGAQgASgJEg0KBXF1ZXVlGAUgASgJEg8KB2F0dGVtcHQYBiABKAUSFAoMbWF4X2F0dGVtcHRzGAcgASgFEhQKDHBheWxvYWRfanNvbhgIIAEoCRIxCg1kZWFkbGluZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglydW5fdG9rZW4YCyABKAkSHAoUbGFzdF9jaGVja3BvaW50X2pzb24YDSABKAkiNwoNU3VibWl0UmVzdWx0cxImCgdyZXN1bHRzGAEgAygLMhUuc3RyYWl0LnYxLlRhc2tSZXN1bHQi0gEKClRhc2tSZXN1bHQSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoBRIpCgdzdWNjZXNzGAQgASgLMhYuc3RyYWl0LnYxLlRhc2tTdWNjZXNzSAASKQoHZmFpbHVyZRgFIAEoCzIWLnN0cmFpdC52MS5UYXNrRmFpbHVyZUgAEisKCGR1cmF0aW9uGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgkKB291dGNvbWUiIgoLVGFza1N1Y2Nlc3MSEwoLb3V0cHV0X2pzb24YASABKAkiSQoLVGFza0ZhaWx1cmUSDwoHbWVzc2FnZRgBIAEoCRISCgplcnJvcl90eXBlGAIgASgJEhUKDW5vbl9yZXRyeWFibGUYAyABKAgiVgoPUmVzdWx0c0FjY2VwdGVkEhYKDmFzc2lnbm1lbnRfaWRzGAEgAygJEisKCHJlamVjdGVkGAIgAygLMhkuc3RyYWl0LnYxLlJlamVjdGVkUmVzdWx0ImEKDlJlamVjdGVkUmVzdWx0EhUKDWFzc2lnbm1lbnRfaWQYASABKAkSJwoGcmVhc29uGAIgASgOMhcuc3RyYWl0LnYxLlJlamVjdFJlYXNvbhIPCgdtZXNzYWdlGAMgASgJIjcKDVN1Ym1pdFJlcG9ydHMSJgoHcmVwb3J0cxgBIAMoCzIVLnN0cmFpdC52MS5UYXNrUmVwb3J0IpABCgpUYXNrUmVwb3J0EhEKCXJlcG9ydF9pZBgBIAEoBBIVCg1hc3NpZ25tZW50X2lkGAIgASgJEiEKA2xvZxgDIAEoCzISLnN0cmFpdC52MS5UYXNrTG9nSAASKwoIcHJvZ3Jlc3MYBCABKAsyFy5zdHJhaXQudjEuVGFza1Byb2dyZXNzSABCCAoGcmVwb3J0IjwKB1Rhc2tMb2cSDwoHbWVzc2FnZRgBIAEoCRINCgVsZXZlbBgCIAEoCRIRCglkYXRhX2pzb24YAyABKAkiPgoMVGFza1Byb2dyZXNzEg8KB3BlcmNlbnQYASABKAESDwoHbWVzc2FnZRgCIAEoCRIMCgRzdGVwGAMgASgJImsKD1JlcG9ydHNSZWNvcmRlZBIrCghyZWNvcmRlZBgBIAMoCzIZLnN0cmFpdC52MS5SZWNvcmRlZFJlcG9ydBIrCghyZWplY3RlZBgCIAMoCzIZLnN0cmFpdC52MS5SZWplY3RlZFJlcG9ydCI1Cg5SZWNvcmRlZFJlcG9ydBIRCglyZXBvcnRfaWQYASABKAQSEAoIc2VxdWVuY2UYAiABKAMiXQoOUmVqZWN0ZWRSZXBvcnQSEQoJcmVwb3J0X2lkGAEgASgEEicKBnJlYXNvbhgCIAEoDjIXLnN0cmFpdC52MS5SZWplY3RSZWFzb24SDwoHbWVzc2FnZRgDIAEoCSJHChFDYW5jZWxBc3NpZ25tZW50cxIyCgthc3NpZ25tZW50cxgBIAMoCzIdLnN0cmFpdC52MS5DYW5jZWxlZEFzc2lnbm1lbnQiSwoSQ2FuY2VsZWRBc3NpZ25tZW50EhUKDWFzc2lnbm1lbnRfaWQYASABKAkSDgoGcnVuX2lkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSJKCgVEcmFpbhIxCg1kZWFkbGluZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YAiABKAkiHAoLU2V0Q2FwYWNpdHkSDQoFc2xvdHMYASABKAUiHAoJSGVhcnRiZWF0Eg8KB3J1bm5pbmcYASABKAUqtQEKDFJlamVjdFJlYXNvbhIdChlSRUpFQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASIgoeUkVKRUNUX1JFQVNPTl9TVEFMRV9BU1NJR05NRU5UEAESHgoaUkVKRUNUX1JFQVNPTl9SVU5fTU9WRURfT04QAhIgChxSRUpFQ1RfUkVBU09OX0lOVkFMSURfT1VUUFVUEAMSIAocUkVKRUNUX1JFQVNPTl9JTlZBTElEX1JFUE9SVBAEMrkCCg1Xb3JrZXJTZXJ2aWNlEkQKB0Nvbm5lY3QSGS5zdHJhaXQudjEuQ29ubmVjdFJlcXVlc3QaGi5zdHJhaXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwARJMCgtMaXN0V29ya2VycxIdLnN0cmFpdC52MS5MaXN0V29ya2Vyc1JlcXVlc3QaHi5zdHJhaXQudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJGCglHZXRXb3JrZXISGy5zdHJhaXQudjEuR2V0V29ya2VyUmVxdWVzdBocLnN0cmFpdC52MS5HZXRXb3JrZXJSZXNwb25zZRJMCgtEcmFpbldvcmtlchIdLnN0cmFpdC52MS5EcmFpbldvcmtlclJlcXVlc3QaHi5zdHJhaXQudjEuRHJhaW5Xb3JrZXJSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A connected worker: one session of WorkerService.Connect.
@@ -236,6 +236,12 @@ export type ConnectRequest = Message<"strait.v1.ConnectRequest"> & {
      */
     value: SetCapacity;
     case: "capacity";
+  } | {
+    /**
+     * @generated from field: strait.v1.SubmitReports reports = 9;
+     */
+    value: SubmitReports;
+    case: "reports";
   } | { case: undefined; value?: undefined };
 };
 
@@ -283,6 +289,12 @@ export type ConnectResponse = Message<"strait.v1.ConnectResponse"> & {
      */
     value: Drain;
     case: "drain";
+  } | {
+    /**
+     * @generated from field: strait.v1.ReportsRecorded reports_recorded = 6;
+     */
+    value: ReportsRecorded;
+    case: "reportsRecorded";
   } | { case: undefined; value?: undefined };
 };
 
@@ -712,6 +724,209 @@ export const RejectedResultSchema: GenMessage<RejectedResult> = /*@__PURE__*/
   messageDesc(file_strait_v1_worker, 20);
 
 /**
+ * Log lines and progress of running handlers, in one batch: each becomes a run event, as RunContextService's
+ * Log and Progress make them (types log and progress), in the order sent. ReportsRecorded answers them once
+ * they are committed.
+ *
+ * @generated from message strait.v1.SubmitReports
+ */
+export type SubmitReports = Message<"strait.v1.SubmitReports"> & {
+  /**
+   * @generated from field: repeated strait.v1.TaskReport reports = 1;
+   */
+  reports: TaskReport[];
+};
+
+/**
+ * Describes the message strait.v1.SubmitReports.
+ * Use `create(SubmitReportsSchema)` to create a new message.
+ */
+export const SubmitReportsSchema: GenMessage<SubmitReports> = /*@__PURE__*/
+  messageDesc(file_strait_v1_worker, 21);
+
+/**
+ * @generated from message strait.v1.TaskReport
+ */
+export type TaskReport = Message<"strait.v1.TaskReport"> & {
+  /**
+   * Chosen by the worker, unique within its session: ReportsRecorded names the report by it.
+   *
+   * @generated from field: uint64 report_id = 1;
+   */
+  reportId: bigint;
+
+  /**
+   * The assignment the report is about: one this session holds.
+   *
+   * @generated from field: string assignment_id = 2;
+   */
+  assignmentId: string;
+
+  /**
+   * @generated from oneof strait.v1.TaskReport.report
+   */
+  report: {
+    /**
+     * @generated from field: strait.v1.TaskLog log = 3;
+     */
+    value: TaskLog;
+    case: "log";
+  } | {
+    /**
+     * @generated from field: strait.v1.TaskProgress progress = 4;
+     */
+    value: TaskProgress;
+    case: "progress";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message strait.v1.TaskReport.
+ * Use `create(TaskReportSchema)` to create a new message.
+ */
+export const TaskReportSchema: GenMessage<TaskReport> = /*@__PURE__*/
+  messageDesc(file_strait_v1_worker, 22);
+
+/**
+ * @generated from message strait.v1.TaskLog
+ */
+export type TaskLog = Message<"strait.v1.TaskLog"> & {
+  /**
+   * At most 4,096 characters.
+   *
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * debug, info (the default), warn or error.
+   *
+   * @generated from field: string level = 2;
+   */
+  level: string;
+
+  /**
+   * A JSON object kept with the line, at most 64 KiB (empty: none).
+   *
+   * @generated from field: string data_json = 3;
+   */
+  dataJson: string;
+};
+
+/**
+ * Describes the message strait.v1.TaskLog.
+ * Use `create(TaskLogSchema)` to create a new message.
+ */
+export const TaskLogSchema: GenMessage<TaskLog> = /*@__PURE__*/
+  messageDesc(file_strait_v1_worker, 23);
+
+/**
+ * @generated from message strait.v1.TaskProgress
+ */
+export type TaskProgress = Message<"strait.v1.TaskProgress"> & {
+  /**
+   * 0 to 100.
+   *
+   * @generated from field: double percent = 1;
+   */
+  percent: number;
+
+  /**
+   * At most 4,096 characters.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * A name for the current step, at most 256 characters.
+   *
+   * @generated from field: string step = 3;
+   */
+  step: string;
+};
+
+/**
+ * Describes the message strait.v1.TaskProgress.
+ * Use `create(TaskProgressSchema)` to create a new message.
+ */
+export const TaskProgressSchema: GenMessage<TaskProgress> = /*@__PURE__*/
+  messageDesc(file_strait_v1_worker, 24);
+
+/**
+ * @generated from message strait.v1.ReportsRecorded
+ */
+export type ReportsRecorded = Message<"strait.v1.ReportsRecorded"> & {
+  /**
+   * @generated from field: repeated strait.v1.RecordedReport recorded = 1;
+   */
+  recorded: RecordedReport[];
+
+  /**
+   * @generated from field: repeated strait.v1.RejectedReport rejected = 2;
+   */
+  rejected: RejectedReport[];
+};
+
+/**
+ * Describes the message strait.v1.ReportsRecorded.
+ * Use `create(ReportsRecordedSchema)` to create a new message.
+ */
+export const ReportsRecordedSchema: GenMessage<ReportsRecorded> = /*@__PURE__*/
+  messageDesc(file_strait_v1_worker, 25);
+
+/**
+ * @generated from message strait.v1.RecordedReport
+ */
+export type RecordedReport = Message<"strait.v1.RecordedReport"> & {
+  /**
+   * @generated from field: uint64 report_id = 1;
+   */
+  reportId: bigint;
+
+  /**
+   * The run event's sequence number.
+   *
+   * @generated from field: int64 sequence = 2;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message strait.v1.RecordedReport.
+ * Use `create(RecordedReportSchema)` to create a new message.
+ */
+export const RecordedReportSchema: GenMessage<RecordedReport> = /*@__PURE__*/
+  messageDesc(file_strait_v1_worker, 26);
+
+/**
+ * @generated from message strait.v1.RejectedReport
+ */
+export type RejectedReport = Message<"strait.v1.RejectedReport"> & {
+  /**
+   * @generated from field: uint64 report_id = 1;
+   */
+  reportId: bigint;
+
+  /**
+   * @generated from field: strait.v1.RejectReason reason = 2;
+   */
+  reason: RejectReason;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message strait.v1.RejectedReport.
+ * Use `create(RejectedReportSchema)` to create a new message.
+ */
+export const RejectedReportSchema: GenMessage<RejectedReport> = /*@__PURE__*/
+  messageDesc(file_strait_v1_worker, 27);
+
+/**
  * The runs of these assignments were taken away (canceled, timed out, their workflow failed): the worker
  * should stop their handlers. Their slots are free; a result sent for one is rejected.
  *
@@ -729,7 +944,7 @@ export type CancelAssignments = Message<"strait.v1.CancelAssignments"> & {
  * Use `create(CancelAssignmentsSchema)` to create a new message.
  */
 export const CancelAssignmentsSchema: GenMessage<CancelAssignments> = /*@__PURE__*/
-  messageDesc(file_strait_v1_worker, 21);
+  messageDesc(file_strait_v1_worker, 28);
 
 /**
  * @generated from message strait.v1.CanceledAssignment
@@ -756,7 +971,7 @@ export type CanceledAssignment = Message<"strait.v1.CanceledAssignment"> & {
  * Use `create(CanceledAssignmentSchema)` to create a new message.
  */
 export const CanceledAssignmentSchema: GenMessage<CanceledAssignment> = /*@__PURE__*/
-  messageDesc(file_strait_v1_worker, 22);
+  messageDesc(file_strait_v1_worker, 29);
 
 /**
  * The server is shutting down: it assigns nothing more, accepts results until the deadline, then ends the
@@ -782,7 +997,7 @@ export type Drain = Message<"strait.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_strait_v1_worker, 23);
+  messageDesc(file_strait_v1_worker, 30);
 
 /**
  * Changes how many assignments the worker may hold (0 pauses it; outstanding ones are kept).
@@ -801,7 +1016,7 @@ export type SetCapacity = Message<"strait.v1.SetCapacity"> & {
  * Use `create(SetCapacitySchema)` to create a new message.
  */
 export const SetCapacitySchema: GenMessage<SetCapacity> = /*@__PURE__*/
-  messageDesc(file_strait_v1_worker, 24);
+  messageDesc(file_strait_v1_worker, 31);
 
 /**
  * @generated from message strait.v1.Heartbeat
@@ -820,7 +1035,7 @@ export type Heartbeat = Message<"strait.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_strait_v1_worker, 25);
+  messageDesc(file_strait_v1_worker, 32);
 
 /**
  * @generated from enum strait.v1.RejectReason
@@ -851,6 +1066,13 @@ export enum RejectReason {
    * @generated from enum value: REJECT_REASON_INVALID_OUTPUT = 3;
    */
   INVALID_OUTPUT = 3,
+
+  /**
+   * A report's content is not valid (its message says which field and why).
+   *
+   * @generated from enum value: REJECT_REASON_INVALID_REPORT = 4;
+   */
+  INVALID_REPORT = 4,
 }
 
 /**
