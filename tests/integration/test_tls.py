@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tests.processes import free_port
 from tests.sink import Sink
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def _client(app: App, key: str, tls: TlsConfig | None) -> AsyncClient:
 async def _project_key(app: App, settings: Settings, tls: TlsConfig) -> str:
     async with _client(app, settings.admin_key, tls) as admin:
         project = await admin.projects.create(f"p-{uuid.uuid4().hex[:8]}")
-        return (await admin.projects.create_api_key("tls", project.id)).secret
+        return (await admin.projects.create_api_key("tls", project.id, scopes=["workers:connect"])).secret
 
 
 async def _trigger_to_completion(client: AsyncClient, sink: Sink) -> None:
@@ -141,6 +143,29 @@ async def test_mutual_tls_requires_a_client_certificate_from_the_ca(
         async with _client(app, key, tls) as client:
             with pytest.raises(UnavailableError):
                 await client.jobs.get("any")
+
+
+async def test_a_worker_serves_its_jobs_over_mutual_tls_from_the_variables(
+        make_app: AppFactory, settings: Settings, pki: Pki) -> None:
+    """examples/worker.py unchanged: Client.from_env and Worker.from_env take TLS from STRAIT_TLS_*."""
+    app = await _tls_app(make_app, pki, mutual=True)
+    with_cert = TlsConfig(ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key)
+    key = await _project_key(app, settings, with_cert)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STRAIT_")},
+           "STRAIT_ADDRESS": f"localhost:{app.port}", "STRAIT_API_KEY": key, "STRAIT_TLS_CA_FILE": str(pki.ca),
+           "STRAIT_TLS_CLIENT_CERT_FILE": str(pki.client_cert), "STRAIT_TLS_CLIENT_KEY_FILE": str(pki.client_key)}
+    setup = await asyncio.create_subprocess_exec(sys.executable, "examples/worker.py", "--setup", cwd=ROOT, env=env)
+    assert await asyncio.wait_for(setup.wait(), 60) == 0
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "worker",
+                                                  "examples.worker:worker", cwd=ROOT, env=env)
+    try:
+        async with _client(app, key, with_cert) as client:
+            run = await client.jobs.trigger("thumbnail", {"width": 1280})
+            done = await client.runs.wait(run.id, timeout=60)
+        assert done.status is RunStatus.COMPLETED and done.output == {"width": 320, "attempt": 1}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), 30) == 0
 
 
 async def _health(port: int, credentials: grpc.ChannelCredentials) -> int:
