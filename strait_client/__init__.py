@@ -10,8 +10,9 @@ JSON fields decoded (`payload`, `output`, `data`, `input_template`, `input`); en
 equal their lower-case names (`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes and
 durations timedeltas. Workflow steps are built from Step and its kind specs (JobStep, ApprovalStep,
 WaitForEventStep, SleepStep, SubWorkflowStep; MapSpec, StepRetryPolicy) and read back as the same types.
-ClientConfig (and Keepalive) gathers a client's settings: timeout, retries, keepalive pings, channel options and
-interceptors. Failed calls raise StraitError subclasses. The generated protobuf modules live in strait_client.v1.
+ClientConfig (with Keepalive and TlsConfig) gathers a client's settings: timeout, retries, keepalive pings, TLS,
+channel options and interceptors. Failed calls raise StraitError subclasses. The generated protobuf modules live in
+strait_client.v1.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ from strait_client._steps import (
     SubWorkflowStep,
     WaitForEventStep,
 )
+from strait_client._tls import TlsConfig
 from strait_client._version import distribution_version
 from strait_client._workflow_models import Workflow, WorkflowConcurrency, WorkflowVersion
 from strait_client._workflow_run_models import (
@@ -140,6 +142,7 @@ __all__ = [
     "StraitError",
     "SubWorkflowStep",
     "TaskContext",
+    "TlsConfig",
     "TriggerRule",
     "TriggeredRun",
     "TriggeredWorkflowRun",

@@ -18,6 +18,7 @@ from strait_client._config import (
     env_settings,
     open_aio_channel,
     resolve,
+    with_env_tls,
 )
 from strait_client._events import AsyncEvents
 from strait_client._jobs import AsyncJobs
@@ -25,6 +26,7 @@ from strait_client._projects import AsyncProjects
 from strait_client._retry import RetryPolicy
 from strait_client._runs import AsyncRuns
 from strait_client._schedules import AsyncSchedules
+from strait_client._tls import TlsConfig
 from strait_client._transport import AsyncTransport, auth_metadata
 from strait_client._workflow_runs import AsyncWorkflowRuns
 from strait_client._workflows import AsyncWorkflows
@@ -39,28 +41,32 @@ class AsyncClient:
     Args:
         address: The server's HOST:PORT.
         api_key: The API key ("strait_...") sent with every call.
-        config: Timeout, retry, keepalive, channel options and interceptors together (default ClientConfig());
+        config: Timeout, retry, keepalive, TLS, channel options and interceptors together (default ClientConfig());
             the keyword arguments below, when given, override its fields.
         timeout: Each call's deadline, retries included: seconds or a timedelta (default 30 s).
         retry: When calls safe to repeat are retried (RetryPolicy(max_attempts=1): never).
         keepalive: Keepalive pings on the connection (see Keepalive).
+        tls: TLS on the connection (see TlsConfig): trusted authorities, a client certificate, the server's name.
         channel_options: Extra gRPC channel options.
         interceptors: grpc.aio.UnaryUnaryClientInterceptor (and the other grpc.aio.*ClientInterceptor kinds),
             first one outermost.
-        credentials: TLS credentials (grpc.ssl_channel_credentials()); None: plaintext.
+        credentials: gRPC channel credentials, used instead of `tls` (e.g. grpc.ssl_channel_credentials());
+            None: those of `tls`, else plaintext.
         tracer_provider: The OpenTelemetry TracerProvider to trace calls with (see Client).
 
     Raises:
-        ValueError: `api_key` is empty, a timeout is not positive, or an interceptor is not a grpc.aio one.
+        ValueError: `api_key` is empty, a timeout is not positive, an interceptor is not a grpc.aio one, or a
+            file of `tls` cannot be read or holds no valid PEM.
     """
 
     def __init__(self, address: str, api_key: str, *, config: ClientConfig | None = None,
                  timeout: Timeout | None = None, retry: RetryPolicy | None = None, keepalive: Keepalive | None = None,
+                 tls: TlsConfig | None = None,
                  channel_options: Sequence[tuple[str, Any]] | None = None, interceptors: Sequence[Any] | None = None,
                  credentials: grpc.ChannelCredentials | None = None,
                  tracer_provider: TracerProvider | None = None) -> None:
         self.address = address
-        self.config = resolve(config, timeout=timeout, retry=retry, keepalive=keepalive,
+        self.config = resolve(config, timeout=timeout, retry=retry, keepalive=keepalive, tls=tls,
                               channel_options=channel_options, interceptors=interceptors)
         self.timeout = self.config.timeout_seconds
         """The calls' deadline in seconds."""
@@ -119,7 +125,8 @@ class AsyncClient:
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:
-        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY.
+        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY, over TLS when the
+        STRAIT_TLS* variables ask for it (see TlsConfig.from_env) and the options choose no TLS of their own.
 
         Args:
             **options: The keyword arguments of AsyncClient.
@@ -128,10 +135,11 @@ class AsyncClient:
             The client.
 
         Raises:
-            ValueError: STRAIT_API_KEY is not set.
+            ValueError: STRAIT_API_KEY is not set, a STRAIT_TLS* variable is malformed, or a TLS file cannot be
+                read or holds no valid PEM.
         """
         address, api_key = env_settings()
-        return cls(address, api_key, **options)
+        return cls(address, api_key, **with_env_tls(options))
 
     async def close(self) -> None:
         """Closes the channel; calls in progress are canceled."""

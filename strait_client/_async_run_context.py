@@ -10,7 +10,7 @@ from typing import Any, Self
 
 import grpc
 
-from strait_client._config import DEFAULT_ADDRESS, Timeout, seconds
+from strait_client._config import DEFAULT_ADDRESS, Timeout, env_credentials, seconds
 from strait_client._dispatch_info import DispatchInfo
 from strait_client._errors import from_rpc_error
 from strait_client._run_context import chunk_requests, log_request, optional_json, token_metadata
@@ -26,7 +26,8 @@ class AsyncRunContext:
         info: The dispatch's run, attempt and token.
         address: The server's HOST:PORT; default STRAIT_ADDRESS, else 127.0.0.1:50051.
         timeout: Each call's deadline: seconds or a timedelta.
-        credentials: TLS credentials; None: plaintext.
+        credentials: TLS credentials; None: TLS as the STRAIT_TLS* variables say (see TlsConfig.from_env), else
+            plaintext.
         channel: A channel to use instead of opening one (not closed by `close`).
     """
 
@@ -36,8 +37,11 @@ class AsyncRunContext:
         target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
         # A channel of the caller's (a worker's) is shared, not closed here.
         self._owns_channel = channel is None
-        self._channel = channel or (grpc.aio.secure_channel(target, credentials) if credentials
-                                    else grpc.aio.insecure_channel(target))
+        if channel is None:
+            credentials, options = env_credentials(credentials)
+            channel = (grpc.aio.secure_channel(target, credentials, options=options) if credentials
+                       else grpc.aio.insecure_channel(target))
+        self._channel = channel
         self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
         self._metadata = token_metadata(info.token)
         self._timeout = seconds(timeout)
@@ -55,7 +59,8 @@ class AsyncRunContext:
             The context.
 
         Raises:
-            ValueError: The headers are not those of a Strait dispatch.
+            ValueError: The headers are not those of a Strait dispatch, or the STRAIT_TLS* variables are
+                malformed or name a file that cannot be used.
         """
         return cls(DispatchInfo.from_headers(headers), address, **kwargs)
 

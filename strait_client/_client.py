@@ -10,13 +10,23 @@ import grpc
 
 from strait_client import _tracing
 from strait_client._circuits import Circuits
-from strait_client._config import ClientConfig, ClientOptions, Keepalive, Timeout, env_settings, open_channel, resolve
+from strait_client._config import (
+    ClientConfig,
+    ClientOptions,
+    Keepalive,
+    Timeout,
+    env_settings,
+    open_channel,
+    resolve,
+    with_env_tls,
+)
 from strait_client._events import Events
 from strait_client._jobs import Jobs
 from strait_client._projects import Projects
 from strait_client._retry import RetryPolicy
 from strait_client._runs import Runs
 from strait_client._schedules import Schedules
+from strait_client._tls import TlsConfig
 from strait_client._transport import Transport, auth_metadata
 from strait_client._workflow_runs import WorkflowRuns
 from strait_client._workflows import Workflows
@@ -44,29 +54,33 @@ class Client:
     Args:
         address: The server's HOST:PORT.
         api_key: The API key ("strait_...") sent with every call.
-        config: Timeout, retry, keepalive, channel options and interceptors together (default ClientConfig());
+        config: Timeout, retry, keepalive, TLS, channel options and interceptors together (default ClientConfig());
             the keyword arguments below, when given, override its fields.
         timeout: Each call's deadline, retries included: seconds or a timedelta (default 30 s).
         retry: When calls safe to repeat are retried (RetryPolicy(max_attempts=1): never).
         keepalive: Keepalive pings on the connection (see Keepalive).
+        tls: TLS on the connection (see TlsConfig): trusted authorities, a client certificate, the server's name.
         channel_options: Extra gRPC channel options, e.g. [("grpc.max_receive_message_length", 16 << 20)].
         interceptors: grpc.UnaryUnaryClientInterceptor (and the other grpc.*ClientInterceptor kinds), first
             one outermost.
-        credentials: TLS credentials (grpc.ssl_channel_credentials()); None: plaintext.
+        credentials: gRPC channel credentials, used instead of `tls` (e.g. grpc.ssl_channel_credentials());
+            None: those of `tls`, else plaintext.
         tracer_provider: The OpenTelemetry TracerProvider to trace calls with.
 
     Raises:
-        ValueError: `api_key` is empty, or a timeout is not positive.
+        ValueError: `api_key` is empty, a timeout is not positive, or a file of `tls` cannot be read or holds no
+            valid PEM.
         TypeError: An interceptor is not a gRPC client interceptor.
     """
 
     def __init__(self, address: str, api_key: str, *, config: ClientConfig | None = None,
                  timeout: Timeout | None = None, retry: RetryPolicy | None = None, keepalive: Keepalive | None = None,
+                 tls: TlsConfig | None = None,
                  channel_options: Sequence[tuple[str, Any]] | None = None, interceptors: Sequence[Any] | None = None,
                  credentials: grpc.ChannelCredentials | None = None,
                  tracer_provider: TracerProvider | None = None) -> None:
         self.address = address
-        self.config = resolve(config, timeout=timeout, retry=retry, keepalive=keepalive,
+        self.config = resolve(config, timeout=timeout, retry=retry, keepalive=keepalive, tls=tls,
                               channel_options=channel_options, interceptors=interceptors)
         self.timeout = self.config.timeout_seconds
         """The calls' deadline in seconds."""
@@ -125,7 +139,8 @@ class Client:
 
     @classmethod
     def from_env(cls, **options: Unpack[ClientOptions]) -> Self:
-        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY.
+        """A client for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY, over TLS when the
+        STRAIT_TLS* variables ask for it (see TlsConfig.from_env) and the options choose no TLS of their own.
 
         Args:
             **options: The keyword arguments of Client (config, timeout, retry, keepalive, channel_options,
@@ -135,10 +150,11 @@ class Client:
             The client.
 
         Raises:
-            ValueError: STRAIT_API_KEY is not set.
+            ValueError: STRAIT_API_KEY is not set, a STRAIT_TLS* variable is malformed, or a TLS file cannot be
+                read or holds no valid PEM.
         """
         address, api_key = env_settings()
-        return cls(address, api_key, **options)
+        return cls(address, api_key, **with_env_tls(options))
 
     def close(self) -> None:
         """Closes the channel; calls in progress are canceled."""

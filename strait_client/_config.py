@@ -1,11 +1,11 @@
-"""How a client connects and calls: ClientConfig (timeout, retries, keepalive, channel options, interceptors),
-shared by Client and AsyncClient, and the channels it opens."""
+"""How a client connects and calls: ClientConfig (timeout, retries, keepalive, TLS, channel options,
+interceptors), shared by Client and AsyncClient, and the channels it opens."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
@@ -14,6 +14,7 @@ import grpc
 
 from strait_client import _tracing
 from strait_client._retry import RetryPolicy
+from strait_client._tls import TlsConfig
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -81,6 +82,7 @@ class ClientConfig:
         timeout: The deadline of each call (its retries included): seconds or a timedelta. Default 30 s.
         retry: When calls safe to repeat are retried after UNAVAILABLE (RetryPolicy(max_attempts=1): never).
         keepalive: Keepalive pings on the connection; None: gRPC's defaults (no pings from the client).
+        tls: TLS on the connection (see TlsConfig); None: plaintext, unless `credentials` are given to the client.
         channel_options: Extra gRPC channel options, e.g. ("grpc.max_receive_message_length", 16 << 20),
             applied after the client's own (so they win).
         interceptors: Client interceptors, first one outermost. A Client takes grpc.UnaryUnaryClientInterceptor
@@ -92,6 +94,7 @@ class ClientConfig:
     timeout: Timeout = 30.0
     retry: RetryPolicy = DEFAULT_RETRY
     keepalive: Keepalive | None = None
+    tls: TlsConfig | None = None
     channel_options: Sequence[tuple[str, Any]] = ()
     interceptors: Sequence[Any] = ()
 
@@ -107,11 +110,13 @@ class ClientConfig:
         """Every channel option a client opens its channel with.
 
         Returns:
-            (name, value) pairs: the user agent, the keepalive options, then `channel_options`.
+            (name, value) pairs: the user agent, the keepalive and TLS options, then `channel_options`.
         """
         options: list[tuple[str, Any]] = [("grpc.primary_user_agent", USER_AGENT)]
         if self.keepalive is not None:
             options.extend(self.keepalive.channel_options())
+        if self.tls is not None:
+            options.extend(self.tls.channel_options())
         options.extend(self.channel_options)
         return options
 
@@ -123,6 +128,7 @@ class ClientOptions(TypedDict, total=False):
     timeout: Timeout | None
     retry: RetryPolicy | None
     keepalive: Keepalive | None
+    tls: TlsConfig | None
     channel_options: Sequence[tuple[str, Any]] | None
     interceptors: Sequence[Any] | None
     credentials: grpc.ChannelCredentials | None
@@ -141,10 +147,39 @@ def env_settings() -> tuple[str, str]:
     return os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS, os.environ.get("STRAIT_API_KEY", "")
 
 
+def with_env_tls(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a from_env(), with `config` given TLS from the STRAIT_TLS* variables unless the
+    caller chose TLS already (`tls`, `credentials`, or a config with tls)."""
+    config: ClientConfig | None = options.get("config")
+    if options.get("tls") is not None or options.get("credentials") is not None or (config and config.tls):
+        return dict(options)
+    tls = TlsConfig.from_env()
+    return {**options, "config": dataclasses.replace(config or ClientConfig(), tls=tls)} if tls else dict(options)
+
+
+def env_credentials(credentials: grpc.ChannelCredentials | None,
+                    ) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, str]]]:
+    """(credentials, channel options) of a channel opened with only an address: the given credentials, else TLS
+    as the STRAIT_TLS* variables say (files read now), else (None, []) for plaintext."""
+    if credentials is not None:
+        return credentials, []
+    tls = TlsConfig.from_env()
+    return (tls.credentials(), tls.channel_options()) if tls is not None else (None, [])
+
+
+def channel_credentials(config: ClientConfig,
+                        credentials: grpc.ChannelCredentials | None) -> grpc.ChannelCredentials | None:
+    """The given credentials, else those of the config's TLS settings (their files read now), else None."""
+    if credentials is not None or config.tls is None:
+        return credentials
+    return config.tls.credentials()
+
+
 def open_channel(address: str, config: ClientConfig, credentials: grpc.ChannelCredentials | None,
                  provider: TracerProvider | None) -> grpc.Channel:
     """The blocking channel of a Client: the config's options and interceptors, and tracing outside them."""
     options = config.grpc_options()
+    credentials = channel_credentials(config, credentials)
     channel = (grpc.insecure_channel(address, options=options) if credentials is None
                else grpc.secure_channel(address, credentials, options=options))
     if config.interceptors:
@@ -157,6 +192,7 @@ def open_aio_channel(address: str, config: ClientConfig, credentials: grpc.Chann
     """The grpc.aio channel of an AsyncClient: the config's options and interceptors, tracing outside them."""
     interceptors = [*(_tracing.aio_interceptors(provider) if provider is not None else ()), *config.interceptors]
     options = config.grpc_options()
+    credentials = channel_credentials(config, credentials)
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors or None)
     return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors or None)

@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import grpc
 
-from strait_client._config import DEFAULT_ADDRESS, Timeout, seconds
+from strait_client._config import DEFAULT_ADDRESS, Timeout, env_credentials, seconds
 from strait_client._dispatch_info import DispatchInfo
 from strait_client._errors import from_rpc_error
 from strait_client.v1 import run_context_pb2 as pb
@@ -50,14 +50,17 @@ class RunContext:
         info: The dispatch's run, attempt and token.
         address: The server's HOST:PORT; default STRAIT_ADDRESS, else 127.0.0.1:50051.
         timeout: Each call's deadline: seconds or a timedelta.
-        credentials: TLS credentials; None: plaintext.
+        credentials: TLS credentials; None: TLS as the STRAIT_TLS* variables say (see TlsConfig.from_env), else
+            plaintext.
     """
 
     def __init__(self, info: DispatchInfo, address: str | None = None, *, timeout: Timeout = 10.0,
                  credentials: grpc.ChannelCredentials | None = None) -> None:
         self.info = info
         target = address or os.environ.get("STRAIT_ADDRESS") or DEFAULT_ADDRESS
-        self._channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        credentials, options = env_credentials(credentials)
+        self._channel = (grpc.secure_channel(target, credentials, options=options) if credentials
+                         else grpc.insecure_channel(target))
         self._stub = run_context_pb2_grpc.RunContextServiceStub(self._channel)
         self._metadata = token_metadata(info.token)
         self._timeout = seconds(timeout)
@@ -75,7 +78,8 @@ class RunContext:
             The context.
 
         Raises:
-            ValueError: The headers are not those of a Strait dispatch.
+            ValueError: The headers are not those of a Strait dispatch, or the STRAIT_TLS* variables are
+                malformed or name a file that cannot be used.
         """
         return cls(DispatchInfo.from_headers(headers), address, **kwargs)
 

@@ -38,7 +38,7 @@ from typing import Any
 import grpc
 
 from strait_client._async_run_context import AsyncRunContext
-from strait_client._config import ClientConfig, env_settings, open_aio_channel
+from strait_client._config import ClientConfig, env_settings, open_aio_channel, with_env_tls
 from strait_client._dispatch_info import DispatchInfo
 from strait_client._errors import (
     FailedPreconditionError,
@@ -209,7 +209,8 @@ class Worker:
 
     @classmethod
     def from_env(cls, **options: Any) -> Worker:
-        """A worker for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY.
+        """A worker for STRAIT_ADDRESS (default 127.0.0.1:50051) with the key in STRAIT_API_KEY, over TLS when the
+        STRAIT_TLS* variables ask for it (see TlsConfig.from_env) and the options choose no TLS of their own.
 
         Args:
             **options: The keyword arguments of Worker (slots, name, worker_id, config, credentials).
@@ -218,7 +219,7 @@ class Worker:
             The worker.
         """
         address, api_key = env_settings()
-        return cls(address, api_key, **options)
+        return cls(address, api_key, **with_env_tls(options))
 
     def handler(self, job_slug: str, *, queue: str = "default") -> Callable[[Handler], Handler]:
         """Registers the decorated function as the handler of the worker job `job_slug` (in `queue`).

@@ -50,6 +50,7 @@ from strait_server.store.workflows import WorkflowStore
 from strait_server.tasks import Supervisor
 from strait_server.telemetry import Telemetry, server_tracer_provider
 from strait_server.telemetry.exposition import MetricsServer
+from strait_server.tls import server_credentials
 from strait_server.wake import PostgresTransport, RedisTransport, WakeHub
 from strait_server.workers.hub import WorkerHub
 from strait_server.workflows.engine import Changes, Plans
@@ -100,6 +101,7 @@ class App:
     # The worker plane (API role): the sessions of the workers connected to this process.
     worker_hub: WorkerHub | None = None
     _server: grpc.aio.Server | None = None
+    _tls: grpc.ServerCredentials | None = None  # None: the gRPC port is plaintext
     _health: health.aio.HealthServicer | None = None
     _wake: WakeHub | None = None
     _redis_health: RedisHealth | None = None
@@ -130,6 +132,8 @@ class App:
 
     async def start(self, *, migrate: bool = True) -> None:
         s = self.settings
+        # Before anything connects: a TLS file that cannot be used stops start-up with its variable's name.
+        self._tls = server_credentials(s) if Role.API in self.roles else None
         if migrate:
             await db.apply_migrations(s.database_url)
         self.pool = await db.create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
@@ -303,12 +307,14 @@ class App:
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
                                                   tel.metrics)
-        self.port = self._server.add_insecure_port(s.address)
+        self.port = (self._server.add_secure_port(s.address, self._tls) if self._tls is not None
+                     else self._server.add_insecure_port(s.address))
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {s.address}")
         await self._server.start()
         await set_serving(self._health, True)
-        log.info("serving gRPC", extra={"action": "serve", "address": s.address, "port": self.port})
+        log.info("serving gRPC", extra={"action": "serve", "address": s.address, "port": self.port,
+                                        "tls": self._tls is not None, "mutual_tls": bool(s.tls_client_ca_file)})
 
     async def stop(self) -> None:
         """Idempotent, ordered shutdown: stop serving and claiming, drain, hand back, close."""

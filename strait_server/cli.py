@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from strait_server import auth, db, embedded
 from strait_server.app import App, roles_for_mode
-from strait_server.config import ConfigError, Settings
+from strait_server.config import MODES, ConfigError, Settings, serve_mode
 from strait_server.faults import DATABASE_ERRORS, REDIS_ERRORS
 from strait_server.store.projects import ProjectStore
 from strait_server.tasks import first_of
@@ -107,7 +107,8 @@ GC_YOUNG_THRESHOLD = 20_000
 LOG_LEVELS = ("debug", "info", "warning", "error")  # allocations between young collections (CPython's default: 700)
 
 
-async def _serve(mode: str) -> None:
+async def _serve(mode: str | None) -> None:
+    mode = serve_mode(mode)
     settings = Settings.from_env()
     settings.require_backends()
     await _preflight(settings)
@@ -212,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--address", default=os.environ.get("STRAIT_ADDRESS", "127.0.0.1:50051"))
     dev.add_argument("--data-dir", type=Path, default=Path(".strait"))
     serve = sub.add_parser("serve", help="serve against STRAIT_DATABASE_URL and STRAIT_REDIS_URL")
-    serve.add_argument("--mode", choices=("all", "api", "worker", "scheduler"), default="all")
+    serve.add_argument("--mode", choices=MODES, help="the roles to run (default: STRAIT_MODE, else all)")
     migrate = sub.add_parser("migrate", help="apply database migrations (or roll them back)")
     migrate.add_argument("--rollback", action="store_true")
     worker = sub.add_parser("worker", help="run a worker (a strait_client Worker) until SIGTERM or SIGINT")

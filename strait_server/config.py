@@ -73,6 +73,19 @@ def split_host_port(address: str, name: str) -> tuple[str, int]:
     return host, port
 
 
+MODES = ("all", "api", "worker", "scheduler")
+
+
+def serve_mode(given: str | None, env: Mapping[str, str] | None = None) -> str:
+    """`strait serve`'s roles: `--mode` when given, else STRAIT_MODE (so that a container image or a unit can set
+    it), else all."""
+    env = os.environ if env is None else env
+    mode = given or env.get("STRAIT_MODE") or "all"
+    if mode not in MODES:
+        raise ConfigError(f"STRAIT_MODE must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Server settings. Field names map to STRAIT_<UPPER_NAME>."""
@@ -80,6 +93,11 @@ class Settings:
     database_url: str = ""
     redis_url: str = ""
     address: str = "127.0.0.1:50051"
+    # TLS on the gRPC port (PEM files): the server's certificate chain and key, and the authorities whose client
+    # certificates it requires (mutual TLS). Empty: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
     admin_key: str = field(default="", repr=False)
     jwt_signing_key: str = field(default="", repr=False)
     # Namespace for every Redis key and channel, so several deployments (or tests) can share a server.
@@ -184,8 +202,19 @@ class Settings:
             raise ConfigError(f"STRAIT_WAKE_VIA: {settings.wake_via!r} is not one of redis, postgres")
         if settings.metrics_address:
             split_host_port(settings.metrics_address, "STRAIT_METRICS_ADDRESS")
+        settings.check_tls()
         settings.check_limits()
         return settings
+
+    def check_tls(self) -> None:
+        """Raises ConfigError for TLS settings that cannot go together (the files are read when serving starts)."""
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = (("STRAIT_TLS_CERT_FILE", "STRAIT_TLS_KEY_FILE") if self.tls_cert_file
+                              else ("STRAIT_TLS_KEY_FILE", "STRAIT_TLS_CERT_FILE"))
+            raise ConfigError(f"{given} is set but {missing} is not: TLS needs both the certificate and its key")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("STRAIT_TLS_CLIENT_CA_FILE (mutual TLS) needs TLS: set STRAIT_TLS_CERT_FILE and "
+                              "STRAIT_TLS_KEY_FILE too")
 
     def check_limits(self) -> None:
         """Raises ConfigError for retention and API-limit settings out of range."""

@@ -62,6 +62,7 @@ EXPECTED = [
     "StraitError",
     "SubWorkflowStep",
     "TaskContext",
+    "TlsConfig",
     "TriggerRule",
     "TriggeredRun",
     "TriggeredWorkflowRun",
