@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -23,6 +25,7 @@ from strait_server.api.streams import StreamLimits
 from strait_server.auth import RunTokenSigner
 from strait_server.budget import BudgetGuard
 from strait_server.config import Settings
+from strait_server.console.server import ConsoleServer
 from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
 from strait_server.events import EventBus
@@ -100,6 +103,8 @@ class App:
     dispatcher: Dispatcher | None = None
     # The worker plane (API role): the sessions of the workers connected to this process.
     worker_hub: WorkerHub | None = None
+    console: ConsoleServer | None = None
+    _console_dir: str = ""
     _server: grpc.aio.Server | None = None
     _tls: grpc.ServerCredentials | None = None  # None: the gRPC port is plaintext
     _health: health.aio.HealthServicer | None = None
@@ -311,7 +316,18 @@ class App:
                      else self._server.add_insecure_port(s.address))
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {s.address}")
+        console_socket = ""
+        if s.console_address:
+            # The console calls the API on a Unix socket in a directory only this user can enter: the same
+            # authorization as any caller, without the TCP port's TLS (or its client certificates), and a
+            # peer the API may believe when it names the browser it calls for (see api.limits).
+            self._console_dir = tempfile.mkdtemp(prefix="strait-console-")
+            console_socket = f"unix:{self._console_dir}/api.sock"
+            self._server.add_insecure_port(console_socket)
         await self._server.start()
+        if s.console_address:
+            self.console = ConsoleServer(s.console_address, console_socket, s.console_session_ttl.total_seconds())
+            await self.console.start()
         await set_serving(self._health, True)
         log.info("serving gRPC", extra={"action": "serve", "address": s.address, "port": self.port,
                                         "tls": self._tls is not None, "mutual_tls": bool(s.tls_client_ca_file)})
@@ -345,6 +361,10 @@ class App:
         tasks = []
         if self.worker_hub is not None:  # workers finish and report what they hold before their streams end
             await self.worker_hub.drain(s.drain_timeout.total_seconds())
+        if self.console is not None:  # its live pages are streams of the API's
+            await self.console.stop()
+        if self._console_dir:
+            shutil.rmtree(self._console_dir, ignore_errors=True)
         if self._server is not None:
             tasks.append(self._server.stop(s.shutdown_grace.total_seconds()))
         if self.dispatcher is not None:

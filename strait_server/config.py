@@ -158,6 +158,10 @@ class Settings:
     watch_poll_interval: timedelta = timedelta(milliseconds=500)
     # Prometheus metrics at http://<address>/metrics; empty: not served.
     metrics_address: str = ""
+    # The web console at http://<address>/ (processes that serve the API); empty: not served.
+    console_address: str = ""
+    # A console sign-in lasts this long after its last request.
+    console_session_ttl: timedelta = timedelta(hours=12)
     # Retention (scheduler role): finished runs older than this are deleted with their events; 0 keeps all.
     retention: timedelta = timedelta(days=30)
     retention_interval: timedelta = timedelta(minutes=1)
@@ -202,6 +206,8 @@ class Settings:
             raise ConfigError(f"STRAIT_WAKE_VIA: {settings.wake_via!r} is not one of redis, postgres")
         if settings.metrics_address:
             split_host_port(settings.metrics_address, "STRAIT_METRICS_ADDRESS")
+        if settings.console_address:
+            split_host_port(settings.console_address, "STRAIT_CONSOLE_ADDRESS")
         settings.check_tls()
         settings.check_limits()
         return settings

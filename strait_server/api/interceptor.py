@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from strait_server import auth, errors
 from strait_server.api import errors as api_errors
 from strait_server.api.inflight import Admission, InFlightBytes
-from strait_server.api.limits import Limiter, client_address
+from strait_server.api.limits import Limiter, caller_address, client_address
 from strait_server.faults import database_unavailable
 from strait_server.store.projects import ProjectStore
 
@@ -235,7 +235,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         limiter = self._limiter
         if limiter is None:
             return await self._auth.authenticate(metadata)
-        address = client_address(context.peer())
+        address = caller_address(context.peer(), metadata)
         try:
             found = await self._auth.authenticate(metadata, before_lookup=lambda: limiter.check_blocked(address))
         except errors.Unauthenticated:

@@ -72,6 +72,21 @@ return {0, block}
 """
 
 
+# The browser's address, sent by the console with each call it makes for a signed-in viewer. Believed only on the
+# console's private Unix socket (see App): on any other connection the peer's own address counts.
+CONSOLE_CLIENT_HEADER = "x-strait-console-client"
+
+
+def caller_address(peer: str, metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """Whose failures count towards a lockout: the peer's address; for the console, the browser's."""
+    address = client_address(peer)
+    if address == "unix":
+        forwarded = next((str(v) for k, v in metadata or () if k == CONSOLE_CLIENT_HEADER), "")
+        if forwarded:
+            return f"console:{forwarded[:64]}"
+    return address
+
+
 def client_address(peer: str) -> str:
     """The client's IP address from grpc's peer string ("ipv4:10.0.0.1:5123", "ipv6:[::1]:5123")."""
     kind, sep, rest = unquote(peer or "").partition(":")

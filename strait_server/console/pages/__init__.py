@@ -1,0 +1,12 @@
+"""The console's pages, one module per area; each registers its routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from strait_server.console.pages import runs
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get("/", runs.home)
+    runs.register(router)

@@ -1,0 +1,174 @@
+"""Runs: the project's runs, filtered and paged, live as they change; one run with its attempts and event
+timeline, live; cancel and replay."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from strait_client._enums import RunStatus
+from strait_client._models import Run, RunEvent
+from strait_client.v1 import job_pb2, run_pb2
+from strait_server.console.sessions import ConsoleSession
+from strait_server.console.web import API, EventStream, caller, fragment, query, render, session_of, with_keepalive
+
+PAGE_SIZE = 50
+STATUS_VALUES = {s.value: getattr(run_pb2, f"RUN_STATUS_{s.name}") for s in RunStatus}
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get("/runs", runs_page)
+    router.add_get("/runs/{id}", run_page)
+    router.add_post("/runs/{id}/cancel", cancel)
+    router.add_post("/runs/{id}/replay", replay)
+    router.add_get("/live/runs", live_runs)
+    router.add_get("/live/runs/{id}", live_run)
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/projects" if session_of(request).is_admin else "/runs")
+
+
+def project_only(session: ConsoleSession) -> None:
+    if session.is_admin:
+        raise web.HTTPSeeOther("/projects")
+
+
+async def job_slugs(request: web.Request) -> dict[str, str]:
+    """Job id -> slug, of the project's first 1,000 jobs (for filters and for naming runs' jobs)."""
+    api = request.app[API]
+    listed = await api.call(caller(request), api.jobs.ListJobs, job_pb2.ListJobsRequest(page_size=1000))
+    return {j.id: j.slug for j in listed.jobs}
+
+
+async def runs_page(request: web.Request) -> web.StreamResponse:
+    session = session_of(request)
+    project_only(session)
+    api = request.app[API]
+    slugs = await job_slugs(request)
+    job = request.query.get("job", "")
+    status = request.query.get("status", "")
+    job_id = next((i for i, s in slugs.items() if s == job or i == job), job)
+    listed = await api.call(caller(request), api.runs.ListRuns, run_pb2.ListRunsRequest(
+        job_id=job_id, statuses=[STATUS_VALUES[status]] if status in STATUS_VALUES else [], page_size=PAGE_SIZE,
+        page_token=request.query.get("page_token", "")))
+    runs = [Run.from_proto(r) for r in listed.runs]
+    first_page = not request.query.get("page_token")
+    # The live rows start from this page's moment: runs created after it (and before the feed opens) are
+    # listed when it opens.
+    since = str(int(time.time()) - 1)
+    live = "/live/runs?" + query(request, page_token="", since=since) if first_page else ""
+    return render(request, "runs.html", runs=runs, slugs=slugs, job=job, status=status,
+                  statuses=[s.value for s in RunStatus], next_page=query(request, page_token=listed.next_page_token)
+                  if listed.next_page_token else "", live=live, title="Runs")
+
+
+async def run_page(request: web.Request) -> web.StreamResponse:
+    session = session_of(request)
+    project_only(session)
+    api = request.app[API]
+    run_id = request.match_info["id"]
+    run = Run.from_proto((await api.call(caller(request), api.runs.GetRun, run_pb2.GetRunRequest(id=run_id))).run)
+    listed = await api.call(caller(request), api.runs.ListRunEvents,
+                            run_pb2.ListRunEventsRequest(run_id=run_id, page_size=1000))
+    events = [RunEvent.from_proto(e) for e in listed.events]
+    slugs = await job_slugs(request)
+    after = events[-1].sequence if events else 0
+    return render(request, "run.html", run=run, events=events, slug=slugs.get(run.job_id, run.job_id),
+                  live=f"/live/runs/{run.id}?after={after}", progress=_progress(events), title=f"Run {run.id}")
+
+
+def _progress(events: list[RunEvent]) -> float | None:
+    reported = [e.data.get("percent") for e in events if e.type == "progress" and isinstance(e.data, dict)]
+    return float(reported[-1]) if reported and reported[-1] is not None else None
+
+
+async def cancel(request: web.Request) -> web.StreamResponse:
+    api = request.app[API]
+    run_id = request.match_info["id"]
+    await api.call(caller(request), api.runs.CancelRun,
+                   run_pb2.CancelRunRequest(id=run_id, reason="canceled in the console"))
+    raise web.HTTPSeeOther(f"/runs/{run_id}")
+
+
+async def replay(request: web.Request) -> web.StreamResponse:
+    api = request.app[API]
+    replayed = await api.call(caller(request), api.runs.ReplayRun,
+                              run_pb2.ReplayRunRequest(id=request.match_info["id"]))
+    raise web.HTTPSeeOther(f"/runs/{replayed.run.id}")
+
+
+async def live_runs(request: web.Request) -> web.StreamResponse:
+    """The project feed's status changes as table rows: a new run's row (prepended), an existing row's
+    replacement (swapped out of band by its id)."""
+    session = session_of(request)
+    project_only(session)
+    api = request.app[API]
+    slugs = await job_slugs(request)
+    job = request.query.get("job", "")
+    status = request.query.get("status", "")
+    job_id = next((i for i, s in slugs.items() if s == job or i == job), job)
+    wanted = [STATUS_VALUES[status]] if status in STATUS_VALUES else []
+    stream = await EventStream.open(request)
+    shown: set[str] = set()  # rows added to the page by this stream
+
+    async def catch_up() -> None:
+        """The runs created since the page was rendered, up to the feed's position."""
+        since = Timestamp(seconds=int(request.query.get("since", "0") or 0))
+        listed = await api.call(caller(request), api.runs.ListRuns, run_pb2.ListRunsRequest(
+            job_id=job_id, statuses=wanted, create_time_after=since, page_size=PAGE_SIZE))
+        for run in reversed([Run.from_proto(r) for r in listed.runs]):
+            shown.add(run.id)
+            row = {"id": run.id, "job": slugs.get(run.job_id, run.job_id), "status": run.status,
+                   "attempt": run.attempt, "time": run.create_time}
+            await stream.send("run", fragment(request, "run_row.html", row=row, fresh=True))
+
+    feed = api.stream(caller(request), api.runs.WatchRuns, run_pb2.WatchRunsRequest(job_id=job_id, statuses=wanted),
+                      opened=catch_up)
+    try:
+        async for message in with_keepalive(stream, feed):
+            if message.WhichOneof("message") != "event" or message.event.type != "status_change":
+                continue
+            event = RunEvent.from_proto(message.event)
+            fresh = event.from_status is None and event.run_id not in shown
+            shown.add(event.run_id)
+            html = fragment(request, "run_row.html", row=_row(event, slugs), fresh=fresh)
+            await stream.send("run", html)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the viewer went away
+    return stream.response
+
+
+def _row(event: RunEvent, slugs: dict[str, str]) -> dict[str, Any]:
+    return {"id": event.run_id, "job": slugs.get(event.job_id, event.job_id), "status": event.to_status,
+            "attempt": event.attempt, "time": event.create_time}
+
+
+async def live_run(request: web.Request) -> web.StreamResponse:
+    """One run's events after the page's last one, as timeline entries, and its status as it changes."""
+    session = session_of(request)
+    project_only(session)
+    api = request.app[API]
+    run_id = request.match_info["id"]
+    after = int(request.query.get("after", "0") or 0)
+    stream = await EventStream.open(request)
+    watch = api.stream(caller(request), api.runs.WatchRun, run_pb2.WatchRunRequest(run_id=run_id, after_sequence=after))
+    try:
+        async for message in with_keepalive(stream, watch):
+            if message.WhichOneof("message") != "event":
+                continue
+            event = RunEvent.from_proto(message.event)
+            html = fragment(request, "run_event.html", event=event)
+            if event.type == "status_change":  # the summary (status, attempts, output) as it is now
+                got = await api.call(caller(request), api.runs.GetRun, run_pb2.GetRunRequest(id=run_id))
+                run = Run.from_proto(got.run)
+                html += fragment(request, "run_summary.html", run=run, oob=True)
+            if event.type == "progress" and isinstance(event.data, dict):
+                html += fragment(request, "run_progress.html", progress=event.data.get("percent"), oob=True)
+            await stream.send("event", html)
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return stream.response

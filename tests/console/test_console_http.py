@@ -1,0 +1,76 @@
+"""The console over HTTP: sign-in, the session cookie, CSRF, security headers, and project scoping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from strait_client.v1 import run_pb2
+from strait_server.config import Settings
+from tests.conftest import AppFactory, connect
+from tests.console.support import browserless
+
+S = run_pb2
+
+
+async def test_pages_need_a_sign_in_and_a_bad_key_is_refused(make_app: AppFactory, settings: Settings) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    async with browserless(app) as b:
+        status, _ = await b.get("/runs?status=failed")
+        assert status == 303
+        token = await b.csrf("/signin")
+        status, page, _ = await b.post("/signin", {"csrf_token": token, "api_key": "strait_nope"})
+        assert status == 401 and "This key was not accepted." in page
+        status, page, _ = await b.post("/signin", {"csrf_token": "forged", "api_key": "strait_nope"})
+        assert status == 403
+
+
+async def test_a_project_key_sees_its_runs_only_and_changes_need_the_csrf_token(make_app: AppFactory,
+                                                                                 settings: Settings) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    mine, theirs = await connect(app, settings.admin_key), await connect(app, settings.admin_key)
+    try:
+        my_job = await mine.create_job("mine", "http://127.0.0.1:9/never", max_attempts=1)
+        their_job = await theirs.create_job("theirs", "http://127.0.0.1:9/never", max_attempts=1)
+        later = Timestamp()
+        later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+        my_run = await mine.trigger(my_job, payload_json='{"order": 41}', scheduled_time=later)  # cancelable
+        their_run = await theirs.trigger(their_job)
+        async with browserless(app) as b:
+            assert await b.sign_in(mine.key) == "/"
+            session_cookie = next(c for c in b.http.cookie_jar if c.key == "strait_console")
+            assert session_cookie["httponly"] and session_cookie["samesite"] == "Strict"
+            async with b.http.get(b.base + "/runs") as response:
+                page = await response.text()
+                assert response.status == 200
+                assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+            assert my_run.id in page and their_run.id not in page
+            status, page = await b.get(f"/runs/{my_run.id}")
+            assert status == 200 and "&#34;order&#34;: 41" in page
+            status, page = await b.get(f"/runs/{their_run.id}")
+            assert status == 404 and their_run.id in page
+
+            # A change without the session's token, or from another origin, is refused and changes nothing.
+            status, _, _ = await b.post(f"/runs/{my_run.id}/cancel", {"csrf_token": "forged"})
+            assert status == 403
+            token = await b.csrf("/runs")
+            status, _, _ = await b.post(f"/runs/{my_run.id}/cancel", {"csrf_token": token},
+                                        headers={"Origin": "http://evil.example"})
+            assert status == 403
+            assert (await mine.get_run(my_run.id)).status != S.RUN_STATUS_CANCELED
+            status, _, location = await b.post(f"/runs/{my_run.id}/cancel", {"csrf_token": token})
+            assert status == 303 and location == f"/runs/{my_run.id}"
+            assert (await mine.get_run(my_run.id)).status == S.RUN_STATUS_CANCELED
+            # Another project's run cannot be canceled through the console either.
+            status, _, _ = await b.post(f"/runs/{their_run.id}/cancel", {"csrf_token": token})
+            assert status == 404
+            assert (await theirs.get_run(their_run.id)).status != S.RUN_STATUS_CANCELED
+
+            status, _, _ = await b.post("/signout", {"csrf_token": token})
+            assert status == 303
+            status, _ = await b.get("/runs")
+            assert status == 303
+    finally:
+        await mine.channel.close()
+        await theirs.channel.close()
