@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -28,26 +26,30 @@ class RunView:
         self.job_slug = job_slug
         self.status: RunStatus | None = run.status
         self.attempt, self.max_attempts = run.attempt, run.max_attempts
-        self.started = time.monotonic()
+        self.created = run.create_time or datetime.now(UTC)
+        self.ended: datetime | None = None
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                  auto_refresh=False)
         self._task = self.progress.add_task("progress", total=100)
+        self.reported_progress = False
 
     def apply(self, event: RunEvent) -> None:
         if event.type == "status_change" and event.to_status is not None:
             self.status = event.to_status
             self.attempt = event.attempt or self.attempt
+            self.ended = event.create_time if event.ends_run else None
         elif event.type == "progress" and isinstance(event.data, dict) and "percent" in event.data:
             described = event.message or event.data.get("step") or "progress"
+            self.reported_progress = True
             self.progress.update(self._task, completed=float(event.data["percent"]), description=described)
 
     def status_line(self) -> Text:
         return Text.assemble((self.run_id, "bold"), f"  job {self.job_slug}  ", status_text(self.status),
                              f"  attempt {self.attempt}/{self.max_attempts}",
-                             f"  {span(timedelta(seconds=time.monotonic() - self.started))}")
+                             f"  {span((self.ended or datetime.now(UTC)) - self.created)}")
 
     def __rich__(self) -> RenderableType:
-        return Group(self.status_line(), self.progress)
+        return Group(self.status_line(), self.progress) if self.reported_progress else self.status_line()
 
 
 def final_line(event: RunEvent | None, run_id: str) -> Text:
@@ -86,9 +88,7 @@ def _live(out: Console, view: RunView, events: Iterable[RunEvent]) -> RunStatus 
                 live.console.print(event_line(event))
             last = event if event.ends_run else last
             live.refresh()
-    out.print(view.status_line())
-    if view.progress.tasks[0].completed:
-        out.print(view.progress)
+    out.print(view)
     out.print(final_line(last, view.run_id))
     return last.to_status if last else None
 
@@ -116,5 +116,5 @@ def tail(client: Client, events: Iterable[FeedEvent], output: str) -> None:
     out = console()
     slug = JobNames(client)
     for event in events:
-        prefix: Any = Text.assemble((event.run_id, "bold"), f"  {slug(event.job_id)}  ")
+        prefix = Text.assemble((event.run_id, "bold"), f"  {slug(event.job_id)}  ")
         out.print(event_line(event, prefix))

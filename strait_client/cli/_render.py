@@ -116,16 +116,17 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str |
     return out
 
 
-def details(value: Any, *, skip: Iterable[str] = ()) -> Table:
-    """A record's fields, one per line (those without a value left out)."""
+def details(value: Any, *, skip: Iterable[str] = (), extra: Iterable[tuple[str, Any]] = ()) -> Table:
+    """A record's fields, one per line (those without a value left out), then the `extra` (name, value) rows."""
     out = Table.grid(padding=(0, 2))
     out.add_column(style="bold")
     out.add_column()
     left_out = set(skip)
-    for f in dataclasses.fields(value):
-        shown = cell(getattr(value, f.name))
-        if f.name not in left_out and shown != "-":
-            out.add_row(f.name, shown)
+    rows = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value) if f.name not in left_out]
+    for name, field_value in [*rows, *extra]:
+        shown = cell(field_value)
+        if shown != "-":
+            out.add_row(name, shown)
     return out
 
 

@@ -42,13 +42,10 @@ def runs_table(runs: Iterable[Run], slug: JobNames) -> RenderableType:
 
 
 def run_details(run: Run, job_slug: str) -> RenderableType:
-    parts: list[RenderableType] = [
-        details(run, skip=("attempts", "payload", "output", "job_id")),
-        Text.assemble(("job", "bold"), f"      {job_slug} ({run.job_id})"),
-        Text.assemble(("payload", "bold"), "  ", json.dumps(run.payload, ensure_ascii=False)),
-    ]
-    if run.output is not None:
-        parts.append(Text.assemble(("output", "bold"), "   ", json.dumps(run.output, ensure_ascii=False)))
+    documents = [(name, json.dumps(value, ensure_ascii=False)) for name, value in (
+        ("payload", run.payload), ("output", run.output)) if value is not None]
+    parts: list[RenderableType] = [details(run, skip=("attempts", "payload", "output", "job_id"),
+                                           extra=[("job", f"{job_slug} ({run.job_id})"), *documents])]
     if run.attempts:
         parts.append(table(["ATTEMPT", "STARTED", "HTTP", "TOOK", "ERROR"],
                            ([a.attempt, a.start_time, a.status_code or "-", a.duration, a.error]
@@ -65,8 +62,8 @@ def what(event: RunEvent) -> Text:
     """The gist of an event: a status change's from → to, a log's level, a progress percentage."""
     data: Any = event.data if isinstance(event.data, dict) else {}
     if event.type == "status_change":
-        return Text.assemble(status_text(event.from_status) if event.from_status else "", " → ",
-                             status_text(event.to_status))
+        arrow = Text.assemble("→ ", status_text(event.to_status))
+        return Text.assemble(status_text(event.from_status), " ", arrow) if event.from_status else arrow
     if event.type == "log":
         return Text(str(data.get("level", "")))
     if event.type == "progress" and "percent" in data:
@@ -75,10 +72,11 @@ def what(event: RunEvent) -> Text:
     return Text("")
 
 
-def event_line(event: RunEvent, prefix: str = "") -> Text:
+def event_line(event: RunEvent, prefix: Text | str = "") -> Text:
     """One event on one line: `12:00:01  type  what  message`."""
-    time = when(event.create_time)[-8:]
-    return Text.assemble(time, "  ", prefix, (event.type, "bold"), "  ", what(event), "  ", event.message)
+    parts = [Text(when(event.create_time)[-8:]), Text.assemble(prefix, (event.type, "bold")), what(event),
+             Text(event.message)]
+    return Text("  ").join(part for part in parts if part)
 
 
 def _clip(text: str, width: int = 60) -> str:
