@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from strait_client.cli._root import run
     except ModuleNotFoundError as missing:
-        if missing.name not in ("click", "rich"):
+        if (missing.name or "").partition(".")[0] not in ("click", "rich"):
             raise
         return _without_terminal_libraries(args, missing)
     return run(args)
