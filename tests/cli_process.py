@@ -24,7 +24,7 @@ CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9
 
 def cli_env(address: str, key: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRAIT_")}
-    env.update({"STRAIT_ADDRESS": address, "STRAIT_API_KEY": key, "COLUMNS": "200", **extra})
+    env.update({"STRAIT_ADDRESS": address, "STRAIT_API_KEY": key, **extra})
     return env
 
 

@@ -11,10 +11,12 @@ from typing import Any, Literal, TypeVar
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 F = TypeVar("F", bound=Callable[..., Any])
+UNBOUNDED = 100_000  # columns: wide enough to measure any table at its natural width
 Output = Literal["table", "json"]
 
 STATUS_STYLES = {
@@ -55,8 +57,16 @@ def print_json(value: Any, *, stream: bool = False) -> None:
 
 
 def console(stderr: bool = False) -> Console:
-    """A console on the current stdout (or stderr); colours only on a terminal."""
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    """A console on the current stdout (or stderr); colours only on a terminal. Lines are never broken or cut
+    (a terminal wraps them), so that ids stay whole and `grep` sees whole lines."""
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def print_whole(out: Console, renderable: Any) -> None:
+    """Prints a table or grid at its natural width, even when wider than the terminal, instead of cutting it."""
+    natural = Measurement.get(out, out.options.update_width(UNBOUNDED), renderable).maximum
+    out.width = max(out.width, natural)  # print(width=) would be capped at the terminal's
+    out.print(renderable)
 
 
 def status_text(status: object) -> Text:
@@ -110,7 +120,9 @@ def cell(value: Any) -> Text | str:
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> Table:
     """A table with these column headings; each row's values go through `cell`."""
-    out = Table(*columns, title=title, box=None, header_style="bold", pad_edge=False)
+    out = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for heading in columns:
+        out.add_column(heading, no_wrap=True)
     for row in rows:
         out.add_row(*(cell(v) for v in row))
     return out
@@ -135,4 +147,4 @@ def show(output: str, value: Any, human: Callable[[], Any]) -> None:
     if output == "json":
         print_json(value)
     else:
-        console().print(human())
+        print_whole(console(), human())

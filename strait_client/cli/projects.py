@@ -103,8 +103,7 @@ def keys_table(found: list[ApiKey]) -> RenderableType:
 
 
 def created_key(key: CreatedApiKey) -> RenderableType:
-    return Group(details(key, skip=("secret",)),
-                 Text.assemble(("secret", "bold"), f"  {key.secret}"),
+    return Group(details(key, skip=("secret",), extra=[("secret", key.secret)]),
                  Text("The secret is shown only this once: store it now.", style="yellow"))
 
 
