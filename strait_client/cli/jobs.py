@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
+from rich.console import RenderableType
 
 from strait_client._models import Job
 from strait_client.cli._context import ClientGroup, Refused, client, refusing_bad_input
@@ -26,7 +27,7 @@ def where(job: Job) -> str:
     return job.endpoint_url or f"worker queue {job.queue}"
 
 
-def jobs_table(found: list[Job]) -> Any:
+def jobs_table(found: list[Job]) -> RenderableType:
     return table(["SLUG", "ID", "RUNS GO TO", "ENABLED", "ATTEMPTS", "TIMEOUT", "SCHEDULE"],
                  ([j.slug, j.id, where(j), j.enabled, j.max_attempts, j.timeout, j.cron] for j in found))
 
