@@ -9,7 +9,7 @@ import click
 from strait_client._client import Client
 from strait_client._enums import RunStatus
 from strait_client._models import Run
-from strait_client.cli._context import EXIT_FAILED, Failed, client, refusing_bad_input
+from strait_client.cli._context import EXIT_FAILED, Failed, Refused, client, refusing_bad_input
 from strait_client.cli._parse import DURATION, KEY_VALUE, read_payload
 from strait_client.cli._render import console, output_option, show, span
 from strait_client.cli._runs_view import JobNames, run_details
@@ -33,10 +33,13 @@ def trigger(ctx: click.Context, job: str, payload: str | None, wait: bool, wait_
             output: str) -> None:
     """Start a run of JOB (a slug or a job_ id). PAYLOAD is a JSON object, or - to read it from standard input;
     without it the payload is {}."""
+    if wait_timeout is not None and not wait:
+        raise Refused("--wait-timeout goes with --wait")
+    body = read_payload(payload)
     strait = client(ctx)
     scheduled = datetime.now(UTC) + delay if delay else None
     with refusing_bad_input("bad run options"):
-        run: Run = strait.jobs.trigger(job, read_payload(payload), scheduled_time=scheduled, priority=priority,
+        run: Run = strait.jobs.trigger(job, body, scheduled_time=scheduled, priority=priority,
                                        idempotency_key=idempotency_key, tags=dict(tags) or None)
     if wait:
         run = _wait(strait, run, wait_timeout, output)

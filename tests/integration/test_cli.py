@@ -98,6 +98,10 @@ async def test_trigger_wait_exits_0_only_when_the_run_completed(cli: Cli, sink: 
 
     not_waited = await cli.json("trigger", "broken")
     assert not_waited["status"] in ("queued", "executing", "dead_letter")
+    late = await cli("trigger", "echo", "--delay", "1h", "--wait", "--wait-timeout", "500ms")
+    assert late.code == 1 and late.err.startswith("strait: run_") and "has not finished after 500ms" in late.err
+    alone = await cli("trigger", "echo", "--wait-timeout", "1s")
+    assert alone.code == 2 and "--wait-timeout goes with --wait" in alone.err
 
     # `runs watch` of a run that already ended: its stored events, then the same exit codes.
     watched = await cli("runs", "watch", done["id"], "-o", "json")
