@@ -1,4 +1,4 @@
-"""Following runs as they happen: one run's live view (`runs watch`, `trigger --wait`) and the project feed
+"""Following runs as they happen: one run's live view (`runs watch`) and the project feed
 (`runs tail`)."""
 
 from __future__ import annotations
