@@ -23,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import inspect
 import json
 import logging
+import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -551,4 +554,31 @@ def _json(text: str) -> Any:
     return json.loads(text) if text else None
 
 
-__all__ = ["NonRetryableError", "TaskContext", "Worker"]
+def load_worker(target: str) -> Worker:
+    """The Worker that `module:attribute` names, as `strait worker` finds it (the current directory is
+    importable, as with `python -m`).
+
+    Args:
+        target: e.g. "myapp.tasks:worker".
+
+    Returns:
+        The Worker object.
+
+    Raises:
+        ValueError: `target` is not module:attribute, cannot be imported, or is not a Worker.
+    """
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"name the worker as module:attribute, not {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load {target!r}: {exc}") from exc
+    if not isinstance(found, Worker):
+        raise ValueError(f"{target!r} is a {type(found).__name__}, not a strait_client Worker")
+    return found
+
+
+__all__ = ["NonRetryableError", "TaskContext", "Worker", "load_worker"]

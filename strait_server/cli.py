@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import ctypes
 import gc
-import importlib
 import logging
 import os
 import secrets
@@ -215,27 +214,38 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve against STRAIT_DATABASE_URL and STRAIT_REDIS_URL")
     serve.add_argument("--mode", choices=MODES, help="the roles to run (default: STRAIT_MODE, else all)")
     migrate = sub.add_parser("migrate", help="apply database migrations (or roll them back)")
-    migrate.add_argument("--rollback", action="store_true")
+    migrate.add_argument("--rollback", action="store_true", help="roll back every migration (drops all data)")
+    migrate.add_argument("--yes", action="store_true", help="roll back without asking for confirmation")
     worker = sub.add_parser("worker", help="run a worker (a strait_client Worker) until SIGTERM or SIGINT")
     worker.add_argument("target", help="module:attribute naming the Worker, e.g. myapp.tasks:worker")
     return parser
 
 
-def _load_worker(target: str) -> Any:
-    """The Worker that `module:attribute` names (the current directory is importable, as with `python -m`)."""
-    from strait_client.worker import Worker
-
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"name the worker as module:attribute, not {target!r}")
-    sys.path.insert(0, os.getcwd())
+def _rollback_confirmed() -> bool:
+    """Asks on a terminal before `migrate --rollback` drops every table; refuses without one (use --yes)."""
+    where = _redact(os.environ.get("STRAIT_DATABASE_URL", "")) or "STRAIT_DATABASE_URL"
+    if not sys.stdin.isatty():
+        print(f"strait: migrate --rollback drops every Strait table and its data in {where}; "
+              "pass --yes to confirm (standard input is not a terminal, so it cannot ask)", file=sys.stderr)
+        return False
     try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load {target!r}: {exc}") from exc
-    if not isinstance(found, Worker):
-        raise ConfigError(f"{target!r} is a {type(found).__name__}, not a strait_client Worker")
-    return found
+        answer = input(f"Roll back every migration of {where}, dropping every Strait table and its data? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("strait: nothing rolled back", file=sys.stderr)
+    return False
+
+
+def _load_worker(target: str) -> Any:
+    """The Worker that `module:attribute` names (see strait_client.worker.load_worker)."""
+    from strait_client.worker import load_worker
+
+    try:
+        return load_worker(target)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             _load_worker(args.target).run()
             return 0
         loop_factory = event_loop_factory(os.environ.get("STRAIT_EVENT_LOOP", "uvloop"))
+        if args.command == "migrate" and args.rollback and not args.yes and not _rollback_confirmed():
+            return 2
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             if args.command == "dev":
                 runner.run(_dev(args.address, args.data_dir.resolve()))

@@ -1,6 +1,6 @@
 """examples/worker.py runs as documented: `--setup` creates its worker jobs, `strait worker
 examples.worker:worker` serves them (an async and a sync handler, a non-retryable failure), and SIGTERM stops
-it with exit code 0."""
+it with exit code 0; `python -m strait_server worker` does the same."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from strait_client.v1 import job_pb2, run_pb2
 from strait_server.app import App
 from tests.conftest import Api
@@ -20,11 +22,12 @@ from tests.integration.test_client import address
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_the_example_worker_serves_its_jobs_and_stops_on_sigterm(app: App, api: Api) -> None:
+@pytest.mark.parametrize("entry_point", ["strait_client.cli", "strait_server"])
+async def test_the_example_worker_serves_its_jobs_and_stops_on_sigterm(app: App, api: Api, entry_point: str) -> None:
     env = {**os.environ, "STRAIT_ADDRESS": address(app), "STRAIT_API_KEY": api.key}
     setup = await asyncio.create_subprocess_exec(sys.executable, "examples/worker.py", "--setup", cwd=ROOT, env=env)
     assert await asyncio.wait_for(setup.wait(), 60) == 0
-    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "strait_server", "worker",
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", entry_point, "worker",
                                                   "examples.worker:worker", cwd=ROOT, env=env)
     try:
         jobs = {j.slug: j for j in await _jobs(api)}

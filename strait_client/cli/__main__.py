@@ -1,0 +1,3 @@
+from strait_client.cli import main
+
+raise SystemExit(main())
