@@ -326,7 +326,8 @@ class App:
             self._server.add_insecure_port(console_socket)
         await self._server.start()
         if s.console_address:
-            self.console = ConsoleServer(s.console_address, console_socket, s.console_session_ttl.total_seconds())
+            self.console = ConsoleServer(s.console_address, console_socket, s.console_session_ttl.total_seconds(),
+                                         secure_cookie=s.console_secure_cookie)
             await self.console.start()
         await set_serving(self._health, True)
         log.info("serving gRPC", extra={"action": "serve", "address": s.address, "port": self.port,

@@ -162,6 +162,8 @@ class Settings:
     console_address: str = ""
     # A console sign-in lasts this long after its last request.
     console_session_ttl: timedelta = timedelta(hours=12)
+    # Mark the console's session cookie Secure even on plain HTTP (the console behind a TLS-terminating proxy).
+    console_secure_cookie: bool = False
     # Retention (scheduler role): finished runs older than this are deleted with their events; 0 keeps all.
     retention: timedelta = timedelta(days=30)
     retention_interval: timedelta = timedelta(minutes=1)

@@ -34,6 +34,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = Path(__file__).parent / "static"
 SIGNIN_COOKIE = "strait_console_signin"
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions", SessionStore)
+SECURE_COOKIE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
 # No script, style or frame from anywhere else; no inline script.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -140,7 +141,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
                                            admin)
     response = web.HTTPSeeOther(_next(request) if not admin else "/projects")
     response.set_cookie(COOKIE, session.id, httponly=True, samesite="Strict", path="/",
-                        secure=request.secure)
+                        secure=request.secure or request.app[SECURE_COOKIE])
     response.del_cookie(SIGNIN_COOKIE, path="/signin")
     raise response
 
@@ -156,11 +157,12 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
-def build_app(channel: grpc.aio.Channel, session_ttl_s: float) -> web.Application:
+def build_app(channel: grpc.aio.Channel, session_ttl_s: float, secure_cookie: bool = False) -> web.Application:
     app = web.Application(middlewares=[security_headers, api_errors, signed_in], client_max_size=1024 * 1024)
     app[API] = ConsoleApi(channel)
     app[TEMPLATES] = environment()
     app[SESSIONS] = SessionStore(session_ttl_s)
+    app[SECURE_COOKIE] = secure_cookie
     app.router.add_get("/signin", signin_page)
     app.router.add_post("/signin", signin)
     app.router.add_post("/signout", signout)
@@ -173,10 +175,11 @@ def build_app(channel: grpc.aio.Channel, session_ttl_s: float) -> web.Applicatio
 class ConsoleServer:
     """The console on `address`, calling the API at `api_target` (this process's private Unix socket)."""
 
-    def __init__(self, address: str, api_target: str, session_ttl_s: float) -> None:
+    def __init__(self, address: str, api_target: str, session_ttl_s: float, *, secure_cookie: bool = False) -> None:
         self._address = address
         self._api_target = api_target
         self._session_ttl_s = session_ttl_s
+        self._secure_cookie = secure_cookie
         self._runner: web.AppRunner | None = None
         self._channel: grpc.aio.Channel | None = None
         self.port = 0
@@ -191,8 +194,8 @@ class ConsoleServer:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self._channel = grpc.aio.insecure_channel(self._api_target)
-        self._runner = web.AppRunner(build_app(self._channel, self._session_ttl_s), access_log=None,
-                                     handle_signals=False, shutdown_timeout=1.0)
+        app = build_app(self._channel, self._session_ttl_s, self._secure_cookie)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
         log.info("serving the console", extra={"action": "console_serve", "address": self._address,

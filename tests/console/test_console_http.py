@@ -74,3 +74,19 @@ async def test_a_project_key_sees_its_runs_only_and_changes_need_the_csrf_token(
     finally:
         await mine.channel.close()
         await theirs.channel.close()
+
+
+async def test_the_session_cookie_is_secure_when_the_console_sits_behind_tls(make_app: AppFactory,
+                                                                            settings: Settings) -> None:
+    app = await make_app(console_address="127.0.0.1:0", console_secure_cookie=True)
+    api = await connect(app, settings.admin_key)
+    try:
+        async with browserless(app) as b:
+            token = await b.csrf("/signin")
+            async with b.http.post(b.base + "/signin", data={"csrf_token": token, "api_key": api.key},
+                                   headers={"Origin": b.base}, allow_redirects=False) as response:
+                assert response.status == 303
+                cookie = response.cookies["strait_console"]
+                assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"
+    finally:
+        await api.channel.close()
