@@ -16,8 +16,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from strait_server import db, embedded
-from strait_server import dev as dev_command
+from strait_server import db
 from strait_server.app import App, roles_for_mode
 from strait_server.config import MODES, ConfigError, Settings, serve_mode
 from strait_server.faults import DATABASE_ERRORS, REDIS_ERRORS
@@ -129,6 +128,21 @@ def _load_worker(target: str) -> Any:
     return found
 
 
+def _dev(address: str, data_dir: Path, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> int:
+    # Imported here: `strait dev` is POSIX-only (process sessions, file locks), `serve` is not.
+    from strait_server import dev
+    from strait_server.embedded import BackendError
+
+    try:
+        dev.run(dev.DevOptions(address, data_dir.resolve(), _HANGUP_IGNORED, _PARENT_PID), loop_factory)
+    except BackendError as exc:
+        print(f"strait: {exc}", file=sys.stderr)
+        return 1
+    except dev.StopRequested as exc:  # stopped while the backends were starting
+        return 128 + exc.signum
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # `strait dev` prints its banner and warnings only, unless asked for more; the others log from info.
@@ -145,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         loop_factory = event_loop_factory(os.environ.get("STRAIT_EVENT_LOOP", "uvloop"))
         if args.command == "dev":
-            dev_command.run(dev_command.DevOptions(args.address, args.data_dir.resolve(), _HANGUP_IGNORED,
-                                                   _PARENT_PID), loop_factory)
-            return 0
+            return _dev(args.address, args.data_dir, loop_factory)
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             if args.command == "serve":
                 runner.run(_serve(args.mode))
@@ -156,14 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"strait: {exc}", file=sys.stderr)
         return 2
-    except embedded.BackendError as exc:
-        print(f"strait: {exc}", file=sys.stderr)
-        return 1
     except LoopDied as exc:
         print(f"strait: stopped because a background loop died ({exc}); see the log above", file=sys.stderr)
         return 1
-    except dev_command.StopRequested as exc:
-        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
     return 0

@@ -56,15 +56,16 @@ def run(options: DevOptions, loop_factory: Callable[[], asyncio.AbstractEventLoo
     except DataDirInUse as exc:
         raise ConfigError(str(exc)) from None
     try:
-        # Started here, on the main thread, and not from the event loop's executor: Linux stops a backend when
-        # the thread that started it ends (children.spawn).
+        # Until the server's own handlers take over, a stop signal interrupts the start-up.
         with _signals_raise(stop_signals(options.hangup_ignored)):
+            # Started here, on the main thread, and not from the event loop's executor: Linux stops a backend
+            # when the thread that started it ends (children.spawn).
             backends = embedded.start(options.data_dir)
-        try:
-            with asyncio.Runner(loop_factory=loop_factory) as runner:
-                runner.run(_serve(options, backends))
-        finally:
-            backends.close()
+            try:
+                with asyncio.Runner(loop_factory=loop_factory) as runner:
+                    runner.run(_serve(options, backends))
+            finally:
+                backends.close()
     finally:
         lock.release()
 
@@ -93,7 +94,7 @@ def check_address_free(address: str) -> None:
 
 @contextmanager
 def _signals_raise(signals: tuple[signal.Signals, ...]) -> Iterator[None]:
-    """While the backends start: a stop signal interrupts the start (what started is then stopped)."""
+    """A stop signal interrupts what runs (the backends' start-up), and what started is then stopped."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise StopRequested(signum)

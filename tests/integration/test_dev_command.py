@@ -237,3 +237,20 @@ async def test_killing_dev_takes_its_backends_with_it(data_dir: Path) -> None:
         await server.process.wait()
     await gone(data_dir)
     assert postmaster and redis
+
+
+async def test_a_stop_during_start_up_leaves_nothing_running(data_dir: Path) -> None:
+    async with dev(data_dir) as server:
+        async def initdb_started() -> bool:  # the embedded PostgreSQL is being created
+            return (data_dir / "postgres.log").exists()
+        await eventually(initdb_started, START_TIMEOUT, interval=0.01)
+        server.process.send_signal(signal.SIGTERM)
+        # 128 + SIGTERM when the start-up was cut short; 0 when the server had started and stopped cleanly.
+        assert await asyncio.wait_for(server.process.wait(), STOP_TIMEOUT) in (0, 128 + signal.SIGTERM)
+    await gone(data_dir)
+
+    async with dev(data_dir) as again:  # and the data directory still works (a cut-short cluster is made anew)
+        await again.read_banner()
+        again.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(again.process.wait(), STOP_TIMEOUT) == 0
+    await gone(data_dir)
