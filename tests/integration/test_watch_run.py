@@ -182,7 +182,7 @@ async def test_push_resumes_when_redis_comes_back(make_app: AppFactory, settings
     front = await make_app(frozenset({Role.API}), redis_url=redis_url)
     await make_app(frozenset({Role.WORKER, Role.SCHEDULER}), redis_url=redis_url)
     assert front.events is not None and front.events.healthy
-    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.shutdown, nosave=True)
 
     async def degraded() -> bool:
         assert front.events is not None
