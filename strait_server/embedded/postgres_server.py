@@ -23,14 +23,20 @@ from typing import IO, Any
 from strait_server.embedded.children import BackendError, alive_pid, spawn, stop_child, stop_leftover
 
 SOCKET_NAME_MAX = 100  # bytes of a Unix socket path, with a margin under the 104-108 that systems allow
-SYSTEM_USER = "pgserver"  # pgserver's own choice: PostgreSQL refuses to run as root
+SYSTEM_USER = "pgserver"
+MISSING = ("the embedded backends need the {package} package, installed with strait[server] on Python 3.11 and "
+           "3.12 (it has no wheel for newer versions yet); elsewhere run `strait serve` against your own "
+           "PostgreSQL and Redis")  # pgserver's own choice: PostgreSQL refuses to run as root
 
 
 def _pgserver() -> tuple[Path, Any]:
     with warnings.catch_warnings():  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        from pgserver import utils
-        from pgserver._commands import POSTGRES_BIN_PATH
+        try:
+            from pgserver import utils
+            from pgserver._commands import POSTGRES_BIN_PATH
+        except ImportError:
+            raise BackendError(MISSING.format(package="pgserver")) from None
     return Path(POSTGRES_BIN_PATH), utils
 
 

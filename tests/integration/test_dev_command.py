@@ -254,3 +254,20 @@ async def test_a_stop_during_start_up_leaves_nothing_running(data_dir: Path) -> 
         again.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(again.process.wait(), STOP_TIMEOUT) == 0
     await gone(data_dir)
+
+
+async def test_without_the_embedded_backends_package_dev_says_what_to_install(data_dir: Path,
+                                                                              tmp_path_factory: pytest.TempPathFactory
+                                                                              ) -> None:
+    # As on a Python without a pgserver wheel: importing it fails.
+    shadow = tmp_path_factory.mktemp("no-pgserver")
+    (shadow / "pgserver").mkdir()
+    (shadow / "pgserver" / "__init__.py").write_text("raise ImportError('no wheel for this Python')\n")
+    env = {**_env(), "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
+    proc = await asyncio.create_subprocess_exec(*_dev_argv(free_port(), data_dir), env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1 and out == b""
+    assert err.decode().startswith("strait: the embedded backends need the pgserver package, installed with "
+                                   "strait[server] on Python 3.11 and 3.12"), err.decode()
+    assert not processes_of(data_dir)
