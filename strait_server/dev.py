@@ -80,6 +80,7 @@ def check_address_free(address: str) -> None:
         found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from None
+    failures = []
     for family, kind, proto, _, sockaddr in found:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
@@ -89,7 +90,10 @@ def check_address_free(address: str) -> None:
                 if exc.errno == errno.EADDRINUSE:
                     raise ConfigError(f"cannot listen on {address}: the port is in use (another strait dev?); "
                                       "stop that process or pass --address HOST:PORT") from None
-                raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from None
+                failures.append(exc.strerror)
+    # The server needs one of a name's addresses (say, not the IPv6 one where IPv6 is off); none is refused.
+    if failures and len(failures) == len(found):
+        raise ConfigError(f"cannot listen on {address}: {failures[0]}")
 
 
 @contextmanager
