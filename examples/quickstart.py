@@ -1,14 +1,16 @@
 """The README's walkthrough with the Python client.
 
 Start `strait dev` and paste the two `export` lines it prints, start `python examples/echo_endpoint.py`,
-then run `python examples/quickstart.py`. Safe to run again: the jobs are created or reset.
+then run `python examples/quickstart.py [ENDPOINT]` (default http://127.0.0.1:8000/). Safe to run again: the
+jobs are created or reset, and so is the circuit breaker of the failing endpoint.
 """
 
+import sys
 from datetime import timedelta
 
 from strait_client import AlreadyExistsError, Client, Job
 
-ENDPOINT = "http://127.0.0.1:8000/"
+ENDPOINT = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000/"
 
 
 def ensure_job(client: Client, slug: str, endpoint_url: str, **fields: object) -> Job:
@@ -30,6 +32,9 @@ with Client.from_env() as client:  # STRAIT_ADDRESS and STRAIT_API_KEY
     # 2. A job whose endpoint answers 503: retried with exponential backoff, then parked in dead_letter.
     ensure_job(client, "flaky", ENDPOINT + "fail", max_attempts=3,
                retry_policy={"initial_delay": timedelta(milliseconds=500)})
+    # Failures add up across runs of this script: after 5 in a row the endpoint's circuit would open and
+    # hold the next run back for a minute (docs/flow-control.md#circuit-breakers). Start from a closed one.
+    client.circuits.reset(ENDPOINT + "fail")
     run = client.jobs.trigger("flaky", {"order": 42})
     run = client.runs.wait(run.id)
     print(run.status, run.error, [(a.attempt, a.status_code) for a in run.attempts])

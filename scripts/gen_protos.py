@@ -6,11 +6,13 @@ protoc writes imports that follow the proto package (``from strait.v1 import x_p
 we generate into a temporary directory and rewrite them to ``strait_client.v1`` so the
 generated modules live inside the installable client package (same approach as
 temporalio's scripts/gen_protos.py). ``--check`` regenerates into a temporary directory
-and exits 1 if the committed files differ (the staleness test runs this).
+and prints one line when the committed files match, or which files differ (and by how many lines) and
+exits 1 (the staleness test and CI run this).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import shutil
 import subprocess
@@ -50,7 +52,11 @@ def generate(out_dir: Path) -> None:
             f"--mypy_grpc_out={tmp}",
             *protos,
         ]
-        subprocess.run(cmd, check=True)
+        # protoc's plugins chatter ("Writing mypy to ..."): shown only when it fails.
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout + done.stderr)
+            raise SystemExit(f"protoc failed (exit {done.returncode})")
         out_dir.mkdir(parents=True, exist_ok=True)
         for old in out_dir.glob("*_pb2*"):
             old.unlink()
@@ -67,22 +73,41 @@ def generate(out_dir: Path) -> None:
     (out_dir / "py.typed").write_text("")
 
 
+def _changed_lines(old: Path, new: Path) -> int:
+    """How many lines differ between the committed file and the fresh one (added plus removed)."""
+    before = old.read_text().splitlines() if old.exists() else []
+    after = new.read_text().splitlines() if new.exists() else []
+    diff = difflib.unified_diff(before, after, lineterm="", n=0)
+    return sum(1 for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+def check() -> int:
+    """One line when the committed code is up to date; otherwise one line per stale file and the fix."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "v1"
+        generate(fresh)
+        names = sorted({p.name for p in fresh.iterdir()} | {p.name for p in OUT_DIR.iterdir() if p.is_file()})
+        stale = [n for n in names if not (OUT_DIR / n).exists() or not (fresh / n).exists()
+                 or (OUT_DIR / n).read_text() != (fresh / n).read_text()]
+        if not stale:
+            print("generated code is up to date")
+            return 0
+        print(f"generated code is stale ({len(stale)} file(s) under {OUT_DIR.relative_to(ROOT)}):")
+        for name in stale:
+            if not (OUT_DIR / name).exists():
+                what = "missing"
+            elif not (fresh / name).exists():
+                what = "no longer generated"
+            else:
+                what = f"{_changed_lines(OUT_DIR / name, fresh / name)} line(s) differ"
+            print(f"  {name}: {what}")
+        print("run: python scripts/gen_protos.py")
+        return 1
+
+
 def main() -> int:
     if "--check" in sys.argv[1:]:
-        with tempfile.TemporaryDirectory() as tmp:
-            fresh = Path(tmp) / "v1"
-            generate(fresh)
-            stale = [
-                p.name
-                for p in sorted(fresh.iterdir())
-                if not (OUT_DIR / p.name).exists() or (OUT_DIR / p.name).read_text() != p.read_text()
-            ]
-            extra = [p.name for p in OUT_DIR.iterdir() if p.is_file() and not (fresh / p.name).exists()]
-            if stale or extra:
-                print("generated code is stale:", ", ".join(stale + extra))
-                print("run: python scripts/gen_protos.py")
-                return 1
-        return 0
+        return check()
     generate(OUT_DIR)
     shutil.rmtree(OUT_DIR / "__pycache__", ignore_errors=True)
     return 0

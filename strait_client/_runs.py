@@ -6,8 +6,9 @@ import builtins
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime
 
-from strait_client import _ops
+from strait_client import _holds, _ops
 from strait_client._config import Timeout, seconds
+from strait_client._errors import StraitError
 from strait_client._jobs import AsyncJobs, Jobs
 from strait_client._models import FeedEvent, Run, RunEvent, TriggeredRun
 from strait_client._ops import DEFAULT_PAGE_SIZE
@@ -167,12 +168,25 @@ class Runs:
             The finished run (as `get` returns it).
 
         Raises:
-            TimeoutError: The run did not finish within `timeout`.
+            TimeoutError: The run did not finish within `timeout`. The message says what holds it, e.g. "run
+                run_... did not finish within 5.0s; still queued: endpoint circuit open: not attempted, next
+                try at ...", or "...; still queued: concurrency limit: ...".
             NotFoundError: No such run.
         """
-        for _ in self.watch(run_id, timeout=timeout):
-            pass
+        try:
+            for _ in self.watch(run_id, timeout=timeout):
+                pass
+        except TimeoutError as timed_out:
+            raise TimeoutError(self._why_unfinished(run_id, str(timed_out))) from None
         return self.get(run_id)
+
+    def _why_unfinished(self, run_id: str, timed_out: str) -> str:
+        try:
+            run = self.get(run_id)
+            job = self._jobs.get(run.job_id) if _holds.needs_job(run) else None
+        except StraitError:  # only an explanation: the timeout stands without it
+            return timed_out
+        return _holds.timeout_message(timed_out, run, job)
 
 
 class AsyncRuns:
@@ -330,9 +344,21 @@ class AsyncRuns:
             The finished run (as `get` returns it).
 
         Raises:
-            TimeoutError: The run did not finish within `timeout`.
+            TimeoutError: The run did not finish within `timeout`. The message says what holds it (see
+                Runs.wait).
             NotFoundError: No such run.
         """
-        async for _ in self.watch(run_id, timeout=timeout):
-            pass
+        try:
+            async for _ in self.watch(run_id, timeout=timeout):
+                pass
+        except TimeoutError as timed_out:
+            raise TimeoutError(await self._why_unfinished(run_id, str(timed_out))) from None
         return await self.get(run_id)
+
+    async def _why_unfinished(self, run_id: str, timed_out: str) -> str:
+        try:
+            run = await self.get(run_id)
+            job = await self._jobs.get(run.job_id) if _holds.needs_job(run) else None
+        except StraitError:  # only an explanation: the timeout stands without it
+            return timed_out
+        return _holds.timeout_message(timed_out, run, job)

@@ -24,7 +24,7 @@ from strait_server.api.server import build_server, set_serving
 from strait_server.api.streams import StreamLimits
 from strait_server.auth import RunTokenSigner
 from strait_server.budget import BudgetGuard
-from strait_server.config import Settings
+from strait_server.config import ConfigError, Settings
 from strait_server.console.server import ConsoleServer
 from strait_server.dispatch.dispatcher import Dispatcher
 from strait_server.dispatch.http import HttpExecutor
@@ -312,10 +312,13 @@ class App:
         )
         self._server, self._health = build_server(deps, tel.server_interceptors(metrics=bool(s.metrics_address)),
                                                   tel.metrics)
-        self.port = (self._server.add_secure_port(s.address, self._tls) if self._tls is not None
-                     else self._server.add_insecure_port(s.address))
+        try:  # gRPC logs why (in use, no such address) and raises RuntimeError, or in older versions returns 0
+            self.port = (self._server.add_secure_port(s.address, self._tls) if self._tls is not None
+                         else self._server.add_insecure_port(s.address))
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise RuntimeError(f"cannot listen on {s.address}")
+            raise ConfigError(f"cannot listen on {s.address}: the address is in use or not available here")
         console_socket = ""
         if s.console_address:
             # The console calls the API on a Unix socket in a directory only this user can enter: the same

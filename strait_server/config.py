@@ -98,6 +98,9 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    # SO_REUSEPORT on the gRPC listener (gRPC's default on Linux): processes of one host may share the address,
+    # and the kernel spreads connections over them. `strait dev` turns it off, so a second one is refused.
+    reuse_port: bool = True
     admin_key: str = field(default="", repr=False)
     jwt_signing_key: str = field(default="", repr=False)
     # Namespace for every Redis key and channel, so several deployments (or tests) can share a server.

@@ -265,8 +265,10 @@ WITH v AS (
     SET status = v.to_status,
         output = coalesce(v.output, r.output),
         error = v.error, error_class = v.error_class,
-        -- Not attempted (its endpoint's circuit is open): the attempt is given back, nothing is recorded.
+        -- Not attempted (its endpoint's circuit is open): the attempt is given back, nothing is recorded, and
+        -- the run says what it waits for, like a run held by a flow-control limit.
         attempt = r.attempt - (v.error_class = 'circuit_open')::int,
+        wait_reason = CASE WHEN v.error_class = 'circuit_open' THEN v.error ELSE '' END,
         finish_time = CASE WHEN v.to_status = 'queued' THEN NULL ELSE now() END,
         run_at = CASE WHEN v.to_status = 'queued' THEN now() + v.delay_ms * interval '1 millisecond'
                       ELSE r.run_at END,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -52,21 +53,22 @@ def start_backend() -> Iterator[Backend]:
         return
     db_url = os.environ.get("STRAIT_TEST_DATABASE_URL", "")
     redis_url = os.environ.get("STRAIT_TEST_REDIS_URL", "")
-    embedded = None
+    started: list[Any] = []  # embedded servers, stopped at the end (and with this process, on Linux)
     if not db_url or not redis_url:
         from strait_server import embedded as emb
 
         data_dir = Path(tempfile.mkdtemp(prefix="strait-test-"))
         if not db_url:
             db_url, pg = emb.start_postgres(data_dir / "pg")
-            embedded = pg
+            started.append(pg)
         if not redis_url:
             redis_url, rd = emb.start_redis(data_dir / "redis")
+            started.append(rd)
     try:
         yield Backend(db_url, redis_url)
     finally:
-        if embedded is not None:
-            embedded.cleanup()
+        for server in started:
+            server.stop()
 
 
 class Databases:

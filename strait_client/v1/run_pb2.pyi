@@ -219,8 +219,9 @@ class Run(_message.Message):
     concurrency_key: _builtins.str
     """Runs of a job with max_concurrency_per_key share a limit per key; empty: no key."""
     wait_reason: _builtins.str
-    """Why a due run is not starting yet, e.g. "concurrency limit: ..." or "outside the execution window ...";
-    empty once it starts. Each change also appears as a "waiting" event (or a move to DELAYED).
+    """Why a due run is not starting yet, e.g. "concurrency limit: ...", "outside the execution window ..." or
+    "endpoint circuit open: ..."; empty once it starts. Each change also appears as an event: "waiting", a
+    move to DELAYED, or (for the circuit) the move back to QUEUED.
     """
     cost_microusd: _builtins.int
     """Costs reported by the run's code (RunContextService.ReportCost), in micro-USD."""
@@ -397,7 +398,7 @@ class ListRunsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Job id; empty for all jobs."""
+    """Job id, or the job's slug; empty for all jobs. A slug that names no job is NOT_FOUND."""
     page_size: _builtins.int
     """0 means 50; above 1000 is lowered to 1000. A page may hold fewer, at least one, to fit in one reply:
     under the server's gRPC message limit and under the 4 MiB clients accept by default.
@@ -699,7 +700,7 @@ class WatchRunsRequest(_message.Message):
     RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     FROM_START_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Only events of this job."""
+    """Only events of this job: its id, or its slug (a slug that names no job is NOT_FOUND)."""
     resume_token: _builtins.str
     """From a previous message's resume_token; empty starts at the end of the feed (live events only)."""
     from_start: _builtins.bool

@@ -63,6 +63,14 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         v.raise_if_any()
         return value
 
+    async def _job_filter(self, project: str, value: str) -> str | None:
+        """A job filter's job id: given as such, or resolved from a slug (NOT_FOUND when no job has it)."""
+        if not value:
+            return None
+        if value.startswith("job_"):  # slugs may not start with it
+            return value
+        return (await self._d.jobs.get(project, slug=value)).id
+
     async def GetRun(self, request: run_pb2.GetRunRequest,
                      context: grpc.aio.ServicerContext) -> run_pb2.GetRunResponse:
         run_id = self._run_id(Violations(), request.id)
@@ -81,9 +89,10 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
             before = validate.timestamp(v, "create_time_before", request.create_time_before)
         size = page_size(request.page_size)
         v.raise_if_any()
-        fp = fingerprint("runs", project, request.job_id, sorted(statuses), after, before)
+        job_id = await self._job_filter(project, request.job_id)
+        fp = fingerprint("runs", project, job_id or "", sorted(statuses), after, before)
         cursor = self._d.page_tokens.decode(request.page_token, fp)
-        listed = await self._d.runs.list_runs(project, job_id=request.job_id or None, statuses=statuses or None,
+        listed = await self._d.runs.list_runs(project, job_id=job_id, statuses=statuses or None,
                                               after=after, before=before, cursor=cursor, limit=size + 1,
                                               max_bytes=self._reply_bytes)
         page = replies.page(listed.items, convert.run, size=size, max_bytes=self._reply_bytes, cut=listed.cut)
@@ -163,7 +172,7 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
             cursor = decode_resume_token(request.resume_token)
         else:
             cursor = Cursor(0, 0) if request.from_start else await self._d.feed.now()
-        feed_filter = FeedFilter(job_id=request.job_id or None, statuses=statuses or None,
+        feed_filter = FeedFilter(job_id=await self._job_filter(project, request.job_id), statuses=statuses or None,
                                  tags=dict(request.tags) or None)
         with self._d.streams.open(project):
             await context.send_initial_metadata(())  # tells the client the feed position is taken

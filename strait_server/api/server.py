@@ -94,6 +94,7 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
             # Healthy streams end themselves at watch_max_duration, before the grace runs out.
             ("grpc.max_connection_age_ms", int(deps.settings.watch_max_duration.total_seconds() * 1000)),
             ("grpc.max_connection_age_grace_ms", int(deps.settings.watch_stall_grace.total_seconds() * 1000)),
+            ("grpc.so_reuseport", int(deps.settings.reuse_port)),
         ],
     )
     project_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(deps), server)

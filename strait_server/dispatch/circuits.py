@@ -29,11 +29,14 @@ COUNTED = frozenset({ErrorClass.SERVER, ErrorClass.CONNECTION, ErrorClass.TIMEOU
 PROBE_WAIT = timedelta(seconds=2)
 
 
-def snoozed(run: ClaimedRun, until: datetime, now: datetime) -> Outcome:
-    """The run goes back to the queue until `until`, its attempt not used (see SETTLE)."""
+def snoozed(run: ClaimedRun, until: datetime, now: datetime, *, probing: bool = False) -> Outcome:
+    """The run goes back to the queue until `until`, its attempt not used; its error becomes its wait_reason
+    (see SETTLE): which circuit holds it, and until when."""
     delay_ms = max(0, int((until - now).total_seconds() * 1000))
+    state = "half-open (another run probes it)" if probing else "open"
     return Outcome(run_id=run.id, attempt=run.attempt, to_status=RunStatus.QUEUED, output=None,
-                   error=f"endpoint circuit open: not attempted, next try at {until.isoformat()}",
+                   error=f"endpoint circuit open: not attempted, next try at {until.isoformat()} "
+                         f"(the circuit of {run.endpoint_url} is {state})",
                    error_class=ErrorClass.CIRCUIT_OPEN, delay_ms=delay_ms, record={})
 
 
@@ -90,7 +93,7 @@ class Circuits:
             return snoozed(run, c.open_until, now)
         if c.state == "half_open" and c.probe_until is not None and c.probe_until > now:
             # Until the probe's deadline: its success closes the circuit and makes the waiting runs due.
-            return snoozed(run, c.probe_until, now)
+            return snoozed(run, c.probe_until, now, probing=True)
         probe_for = timedelta(milliseconds=run.timeout_ms) + timedelta(seconds=10)
         won = await self._store.try_probe(run.project_id, run.endpoint_url, probe_for)
         if won is not None:
@@ -101,8 +104,9 @@ class Circuits:
             self._known.pop(key, None)
             return None  # closed meanwhile
         self._known[key] = current
-        until = current.probe_until if current.state == "half_open" else current.open_until
-        return snoozed(run, until if until is not None and until > now else now + PROBE_WAIT, now)
+        probing = current.state == "half_open"
+        until = current.probe_until if probing else current.open_until
+        return snoozed(run, until if until is not None and until > now else now + PROBE_WAIT, now, probing=probing)
 
     async def record(self, run: ClaimedRun, outcome: Outcome) -> str | None:
         """Counts the dispatch's outcome; returns a message for the run's events when the circuit changed."""

@@ -243,6 +243,13 @@ async def test_list_runs_filters(api: Api, sink: Sink) -> None:
     rb = await api.trigger(b, scheduled_time=later)
     by_job = await api.runs.ListRuns(run_pb2.ListRunsRequest(job_id=a.id), metadata=api.metadata)
     assert [r.id for r in by_job.runs] == [ra.id]
+    # The job filter takes the slug too, and a slug no job has is NOT_FOUND rather than an empty list.
+    by_slug = await api.runs.ListRuns(run_pb2.ListRunsRequest(job_id="a", page_size=1), metadata=api.metadata)
+    assert [r.id for r in by_slug.runs] == [ra.id]
+    err = await _error(api.runs.ListRuns(run_pb2.ListRunsRequest(job_id="nope"), metadata=api.metadata))
+    assert err.code() == grpc.StatusCode.NOT_FOUND and "nope" in (err.details() or "")
+    feed = api.runs.WatchRuns(run_pb2.WatchRunsRequest(job_id="nope"), metadata=api.metadata)
+    assert (await _error(feed.read())).code() == grpc.StatusCode.NOT_FOUND
     delayed = await api.runs.ListRuns(run_pb2.ListRunsRequest(statuses=[run_pb2.RUN_STATUS_DELAYED]),
                                       metadata=api.metadata)
     assert {r.id for r in delayed.runs} == {ra.id, rb.id}
@@ -270,6 +277,7 @@ def test_generated_code_is_up_to_date() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.stdout, result.stderr) == ("generated code is up to date\n", "")  # one line, no chatter
 
 
 async def test_a_thousand_field_violations_still_reach_the_client_summed_up(api: Api, sink: Sink) -> None:

@@ -142,7 +142,7 @@ async def test_stream_survives_redis_going_away_by_polling(make_app: AppFactory,
         seen.append(message.event)
         if message.event.to_status == S.RUN_STATUS_EXECUTING:
             break
-    await asyncio.to_thread(server.shutdown, nosave=True)
+    await asyncio.to_thread(server.stop)
     gate.set()
     rest = await asyncio.wait_for(events_of(call), 15)
     assert rest and rest[-1].to_status == S.RUN_STATUS_COMPLETED

@@ -107,18 +107,19 @@ async def test_feed_filters_and_live_start(api: Api, sink: Sink) -> None:
     await api.wait_status(old.id, S.RUN_STATUS_COMPLETED)
     live = Feed(api)  # from now: the finished run is not replayed
     by_job = Feed(api, job_id=b.id)
+    by_slug = Feed(api, job_id="feed-b")  # the job filter takes the slug too
     completions = Feed(api, statuses=[S.RUN_STATUS_COMPLETED], tags={"team": "x"})
-    for feed in (live, by_job, completions):
+    for feed in (live, by_job, by_slug, completions):
         await feed.ready()
     ra = await api.trigger(a)
     rb = await api.trigger(b, tags={"team": "x"})
-    for feed in (live, by_job, completions):
+    for feed in (live, by_job, by_slug, completions):
         await feed.until(lambda ev: any(e.run_id == rb.id and e.to_status == S.RUN_STATUS_COMPLETED for e in ev))
     await live.until(lambda ev: any(e.run_id == ra.id and e.to_status == S.RUN_STATUS_COMPLETED for e in ev))
     assert old.id not in {e.run_id for e in live.events}
-    assert {e.run_id for e in by_job.events} == {rb.id}
+    assert {e.run_id for e in by_job.events} == {e.run_id for e in by_slug.events} == {rb.id}
     assert [(e.run_id, e.to_status) for e in completions.events] == [(rb.id, S.RUN_STATUS_COMPLETED)]
-    for feed in (live, by_job, completions):
+    for feed in (live, by_job, by_slug, completions):
         feed.close()
 
 

@@ -213,8 +213,9 @@ export type Run = Message<"strait.v1.Run"> & {
   concurrencyKey: string;
 
   /**
-   * Why a due run is not starting yet, e.g. "concurrency limit: ..." or "outside the execution window ...";
-   * empty once it starts. Each change also appears as a "waiting" event (or a move to DELAYED).
+   * Why a due run is not starting yet, e.g. "concurrency limit: ...", "outside the execution window ..." or
+   * "endpoint circuit open: ..."; empty once it starts. Each change also appears as an event: "waiting", a
+   * move to DELAYED, or (for the circuit) the move back to QUEUED.
    *
    * @generated from field: string wait_reason = 25;
    */
@@ -352,7 +353,7 @@ export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
  */
 export type ListRunsRequest = Message<"strait.v1.ListRunsRequest"> & {
   /**
-   * Job id; empty for all jobs.
+   * Job id, or the job's slug; empty for all jobs. A slug that names no job is NOT_FOUND.
    *
    * @generated from field: string job_id = 1;
    */
@@ -644,7 +645,7 @@ export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*
  */
 export type WatchRunsRequest = Message<"strait.v1.WatchRunsRequest"> & {
   /**
-   * Only events of this job.
+   * Only events of this job: its id, or its slug (a slug that names no job is NOT_FOUND).
    *
    * @generated from field: string job_id = 1;
    */
