@@ -28,6 +28,8 @@ from strait_server.lifecycle import run_until_stopped, stop_signals, watch_paren
 from strait_server.store.projects import ProjectStore
 
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:0"  # a free port, printed in the banner
+# The console's usual address; a free port instead when something else holds it (the banner prints the URL).
+DEFAULT_CONSOLE_ADDRESS = "127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,28 @@ def banner(address: str, app: App, data_dir: Path, key: str) -> list[str]:
         f"  export STRAIT_API_KEY={key}",
         f"  admin key (STRAIT_ADMIN_KEY): {app.settings.admin_key}",
         f"  metrics: http://{metrics_host}:{app.metrics_port}/metrics",
+        *([f"  console: http://{_console_host(app)}:{app.console.port}/ (sign in with the API key above)"]
+          if app.console is not None else []),
         "Stop with Ctrl-C.",
     ]
+
+
+def _console_host(app: App) -> str:
+    host = app.settings.console_address.rsplit(":", 1)[0]
+    return "127.0.0.1" if host in ("", "0.0.0.0") else host
+
+
+def console_address(env: dict[str, str]) -> str:
+    """STRAIT_CONSOLE_ADDRESS when set (empty: no console); else 127.0.0.1:8080, or a free port when that one is
+    taken."""
+    if "STRAIT_CONSOLE_ADDRESS" in env:
+        return env["STRAIT_CONSOLE_ADDRESS"]
+    host, port = DEFAULT_CONSOLE_ADDRESS.rsplit(":", 1)
+    try:
+        with socket.create_server((host, int(port))):
+            return DEFAULT_CONSOLE_ADDRESS
+    except OSError:
+        return f"{host}:0"
 
 
 def dev_settings(address: str, data_dir: Path, backends: embedded.EmbeddedBackends) -> Settings:
@@ -147,6 +169,7 @@ def dev_settings(address: str, data_dir: Path, backends: embedded.EmbeddedBacken
         env, database_url=backends.database_url, redis_url=backends.redis_url, address=address,
         allow_private_endpoints=True, reuse_port=False,
         metrics_address=env.get("STRAIT_METRICS_ADDRESS") or DEFAULT_METRICS_ADDRESS,
+        console_address=console_address(env),
         admin_key=env.get("STRAIT_ADMIN_KEY") or _persistent_secret(data_dir / "admin-key"),
         jwt_signing_key=env.get("STRAIT_JWT_SIGNING_KEY") or _persistent_secret(data_dir / "jwt-key"),
     )

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import eventually
 from tests.processes import free_port
 
-BANNER_LINES = 6
+BANNER_LINES = 7
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -153,6 +153,9 @@ async def test_the_first_start_prints_only_the_banner_and_sigterm_stops_the_back
         metrics = banner[4].removeprefix("  metrics: ")
         assert metrics.startswith("http://127.0.0.1:") and metrics.endswith("/metrics")
         assert await _http_get(metrics) == 200
+        console = banner[5].removeprefix("  console: ").removesuffix(" (sign in with the API key above)")
+        assert console.startswith("http://127.0.0.1:") and console.endswith("/")
+        assert await _http_get(console + "signin") == 200  # the sign-in page
         assert all(pid in processes_of(data_dir) for pid in backend_pids(data_dir))
 
         # A second strait dev on the same data directory is refused: it would stop these backends.
@@ -173,7 +176,8 @@ async def _http_get(url: str) -> int:
     host_port = url.removeprefix("http://").split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET /metrics HTTP/1.0\r\nHost: {host_port}\r\n\r\n".encode())
+    path = "/" + url.removeprefix("http://").split("/", 1)[1]
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: {host_port}\r\n\r\n".encode())
     status = (await reader.readline()).split()[1]
     writer.close()
     await writer.wait_closed()
