@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import runs
+from strait_server.console.pages import jobs, runs
 
 
 def register(router: web.UrlDispatcher) -> None:
     router.add_get("/", runs.home)
     runs.register(router)
+    jobs.register(router)
