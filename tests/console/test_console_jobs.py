@@ -1,6 +1,6 @@
-"""The jobs pages over HTTP: listing and paging jobs, a job's settings, recent runs and success
-rate, triggering with a payload the API refuses, enabling and disabling (CSRF, stale etags), and project
-scoping."""
+"""The jobs and dead-letter pages over HTTP: listing and paging jobs, a job's settings, recent runs and success
+rate, triggering with a payload the API refuses, enabling and disabling (CSRF, stale etags), project scoping, and
+the dead letter grouped and replayed."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import html
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import job_pb2, run_pb2
 from strait_server.config import Settings
+from strait_server.console.pages import dead_letter
 from tests.conftest import Api, AppFactory, connect
-from tests.console.support import browserless
+from tests.console.support import Browserless, browserless
 from tests.sink import Reply, Sink
 
 S = run_pb2
@@ -221,3 +223,106 @@ async def test_another_projects_job_is_a_404_page_and_cannot_be_triggered(make_a
     finally:
         await mine.channel.close()
         await theirs.channel.close()
+
+
+async def _dead_runs(api: Api, job: job_pb2.Job, count: int) -> list[run_pb2.Run]:
+    runs = []
+    for _ in range(count):
+        run = await api.trigger(job)
+        runs.append(await api.wait_status(run.id, S.RUN_STATUS_DEAD_LETTER))
+    return runs
+
+
+async def post_fields(b: Browserless, path: str, fields: list[tuple[str, str]]) -> tuple[int, str]:
+    """A form post with repeated fields (ticked checkboxes)."""
+    async with b.http.post(b.base + path, data=fields, headers={"Origin": b.base},
+                           allow_redirects=False) as response:
+        return response.status, await response.text()
+
+
+def outcome_of(page: str) -> str:
+    """What the page says a replay did."""
+    found = re.search(r'<section class="outcome" id="replay-outcome"[^>]*>(.*?)</section>', page, re.S)
+    assert found, page
+    return text_of(found.group(1))
+
+
+def _groups(page: str) -> list[str]:
+    titles = re.findall(r'<h2 id="group-title-[^"]+">(.*?)</h2>', page, re.S)
+    return [html.unescape(re.sub(r"<[^>]+>", "", t)) for t in titles]
+
+
+async def test_the_dead_letter_groups_runs_by_job_and_error_and_replays_one_ticked_or_a_group(
+        make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    try:
+        pay = await api.create_job("pay", sink.script("/pay", *[Reply(status=500)] * 3, Reply(status=404)),
+                                   max_attempts=1)
+        mail = await api.create_job("mail", sink.script("/mail", Reply(status=503)), max_attempts=1)
+        paid = await _dead_runs(api, pay, 4)
+        mailed = await _dead_runs(api, mail, 1)
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            status, page = await b.get("/dead-letter")
+            assert status == 200
+            assert "5 runs in the dead letter, in 3 groups by job and error." in text_of(page)
+            assert _groups(page) == ["mail: endpoint returned 503", "pay: endpoint returned 404",
+                                     "pay: endpoint returned 500"]
+            assert "Replay all in this group (3)" in page
+            assert "more" not in text_of(page.split('id="dead-letter-summary"')[1][:400])
+
+            token = await b.csrf("/dead-letter")
+            status, page, _ = await b.post("/dead-letter/replay", {"csrf_token": token, "action": "selected"})
+            assert status == 400 and "Tick the runs to replay first." in page
+
+            # One run (the button of its row; the ticks of the form do not count then).
+            status, page, _ = await b.post("/dead-letter/replay", {"csrf_token": token, "one": mailed[0].id,
+                                                                   "run": paid[0].id, "group": "x"})
+            assert status == 200 and outcome_of(page).startswith("Replayed 1 run ")
+            [replay] = [r for r in await job_runs(api, mail) if r.replay_of_run_id == mailed[0].id]
+            assert f"{replay.id} queued replays {mailed[0].id}" in outcome_of(page)
+            assert f'href="/runs/{replay.id}"' in page
+            # Again from the page: the first replay comes back, no second one.
+            status, page, _ = await b.post("/dead-letter/replay", {"csrf_token": token, "one": mailed[0].id})
+            assert outcome_of(page).startswith("Replayed 0 runs 1 had been replayed from here already")
+            assert len(await job_runs(api, mail)) == 2
+
+            # Ticked runs (one of them unknown: refused, the others go ahead), then a whole group: the runs of
+            # that job and error in the dead letter now.
+            status, page = await post_fields(b, "/dead-letter/replay", [
+                ("csrf_token", token), ("run", paid[0].id), ("run", paid[3].id), ("run", "run_nope"),
+                ("action", "selected")])
+            outcome = outcome_of(page)
+            assert status == 200 and outcome.startswith("Replayed 2 runs")
+            assert "1 could not be replayed: run_nope:" in outcome
+            pay_500 = dead_letter.group_key(pay.id, "endpoint returned 500")
+            status, page, _ = await b.post("/dead-letter/replay", {"csrf_token": token, "action": "group",
+                                                                   "group": pay_500})
+            outcome = outcome_of(page)
+            assert "Replayed 2 runs" in outcome and "1 had been replayed from here already" in outcome
+            replayed = {r.replay_of_run_id for r in await job_runs(api, pay) if r.replay_of_run_id}
+            assert replayed == {r.id for r in paid}
+    finally:
+        await api.channel.close()
+
+
+async def test_the_dead_letter_reads_a_bounded_number_of_runs_and_says_when_there_are_more(
+        make_app: AppFactory, settings: Settings, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    try:
+        job = await api.create_job("pay", sink.script("/pay", then=Reply(status=500)), max_attempts=1)
+        await _dead_runs(api, job, 4)
+        monkeypatch.setattr(dead_letter, "MAX_RUNS", 3)
+        monkeypatch.setattr(dead_letter, "PAGE_SIZE", 2)
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            _, page = await b.get("/dead-letter")
+            assert "3 runs in the dead letter, in 1 group" in text_of(page)
+            assert "There are more: this page reads the newest 3 only." in text_of(page)
+            monkeypatch.setattr(dead_letter, "MAX_RUNS", 4)
+            _, page = await b.get("/dead-letter")
+            assert "4 runs in the dead letter" in text_of(page) and "There are more" not in page
+    finally:
+        await api.channel.close()

@@ -1,5 +1,6 @@
-"""The jobs pages in a real browser: a job triggered from the console with a JSON payload, whose run page turns
-completed without a reload."""
+"""The jobs and dead-letter pages in a real browser: a job triggered from the console with a JSON payload, whose
+run page turns completed without a reload; a run that failed into the dead letter, replayed from there, and its
+replay completing once the endpoint answers 200."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 
 from playwright.async_api import Frame, expect
 
-from strait_client.v1 import job_pb2
+from strait_client.v1 import job_pb2, run_pb2
 from strait_server.config import Settings
 from tests.conftest import AppFactory, connect
 from tests.console.browser import chromium, screenshot, sign_in
@@ -58,5 +59,38 @@ async def test_a_job_triggered_from_the_console_completes_live_on_its_run_page(m
             await expect(page.locator("#run-status")).to_have_text("completed", timeout=15_000)
             await expect(page.locator("#run-output")).to_contain_text('"shipped": true')
             assert navigations == []  # the status turned without a reload
+    finally:
+        await api.channel.close()
+
+
+async def test_a_dead_letter_run_is_replayed_from_the_dead_letter_page_and_completes(make_app: AppFactory,
+                                                                                    settings: Settings,
+                                                                                    sink: Sink) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    url = sink.script("/charge", Reply(status=500, body='{"error": "card service down"}'), then=Reply())
+    job = await api.create_job("charge", url, max_attempts=1)
+    run = await api.trigger(job, payload_json='{"order": 41}')
+    await api.wait_status(run.id, run_pb2.RUN_STATUS_DEAD_LETTER)
+    try:
+        async with chromium() as browser:
+            page = await browser.new_page()
+            base = console_url(app)
+            await sign_in(page, base, api.key)
+            await page.get_by_role("navigation", name="Main").get_by_role("link", name="Dead letter").click()
+            group = page.locator("section.dead-group")
+            await expect(group.get_by_role("heading")).to_have_text("charge: endpoint returned 500")
+            await group.get_by_role("button", name=f"Replay {run.id}").click()
+
+            outcome = page.locator("#replay-outcome")
+            await expect(outcome.get_by_role("heading")).to_have_text("Replayed 1 run")
+            await screenshot(page, "dead-letter")
+            await outcome.get_by_role("link").first.click()
+            await page.wait_for_url(lambda u: "/runs/run_" in u and run.id not in u)
+            await expect(page.locator("#run-status")).to_have_text("completed", timeout=15_000)
+            await expect(page.get_by_text("replay of")).to_be_visible()
+            replays = sink.for_path("/charge")[1:]
+            assert [r.json() for r in replays] == [{"order": 41}]
+            assert (await api.get_run(run.id)).status == run_pb2.RUN_STATUS_DEAD_LETTER  # kept for inspection
     finally:
         await api.channel.close()
