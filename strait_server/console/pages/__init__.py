@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import runs
+from strait_server.console.pages import dead_letter, jobs, runs
 
 
 def register(router: web.UrlDispatcher) -> None:
     router.add_get("/", runs.home)
     runs.register(router)
+    jobs.register(router)
+    dead_letter.register(router)
