@@ -14,6 +14,8 @@ import grpc
 from aiohttp import web
 
 from strait_client._errors import (
+    AbortedError,
+    AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -45,7 +47,7 @@ SECURITY_HEADERS = {
 }
 STATUS_OF_ERROR: list[tuple[type[StraitError], int]] = [
     (InvalidArgumentError, 400), (NotFoundError, 404), (PermissionDeniedError, 403),
-    (FailedPreconditionError, 409), (ResourceExhaustedError, 429)]
+    (FailedPreconditionError, 409), (AbortedError, 409), (AlreadyExistsError, 409), (ResourceExhaustedError, 429)]
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
