@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import runs
+from strait_server.console.pages import runs, workflow_runs, workflow_steps, workflows
 
 
 def register(router: web.UrlDispatcher) -> None:
     router.add_get("/", runs.home)
     runs.register(router)
+    workflows.register(router)
+    workflow_runs.register(router)
+    workflow_steps.register(router)
