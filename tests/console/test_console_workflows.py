@@ -246,9 +246,39 @@ async def test_another_projects_workflow_runs_are_not_found(make_app: AppFactory
         await theirs.channel.close()
 
 
-async def first_refresh(b: Browserless, path: str, timeout: float = 20.0) -> str:
-    """The data of the first "refresh" event of an event stream."""
-    async def read() -> str:
+async def test_a_map_step_is_one_node_with_its_counts_and_its_page_lists_its_instances_paged(
+        make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    flows = Flows(api, sink)
+    try:
+        await flows.job("each", then=Reply(answer=lambda r: json.dumps({"got": r.json()["item"]})))
+        await flows.create(step("each", "each", map=W.MapSpec(items="input.items"),
+                                input_template_json='{"item": "{{ item }}"}'))
+        run = await flows.trigger(run_input={"items": list(range(60))})
+        await flows.wait(run.id)
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            _, page = await b.get(f"/workflow-runs/{run.id}")
+            assert "<title>each, job, completed, 60/60 done, 0 failed</title>" in page
+            assert page.count("<svg ") == 1 and len(nodes(page)) == 1  # one node for the 60 instances
+
+            _, page = await b.get(f"/workflow-runs/{run.id}/steps/each")
+            rows = re.findall(r"<tr>\s*<td>(\d+)</td>", page)
+            assert rows == [str(i) for i in range(50)]
+            more = re.search(r'<a rel="next" href="([^"]+)">More instances</a>', page)
+            assert more
+            _, page = await b.get(unescape(more.group(1)))
+            assert re.findall(r"<tr>\s*<td>(\d+)</td>", page) == [str(i) for i in range(50, 60)]
+            assert "60/60 done, 0 failed" in page and "More instances" not in page  # the step itself is still shown
+    finally:
+        await api.channel.close()
+
+
+async def events_of(b: Browserless, path: str, until: str, timeout: float = 20.0) -> list[tuple[str, str]]:
+    """The (event, data) pairs of an event stream, up to the first `until` event, or to its end."""
+    async def read() -> list[tuple[str, str]]:
+        got: list[tuple[str, str]] = []
         async with b.http.get(b.base + path, headers={"Accept": "text/event-stream"}) as response:
             assert response.status == 200
             event, data = "", []
@@ -258,12 +288,46 @@ async def first_refresh(b: Browserless, path: str, timeout: float = 20.0) -> str
                     event = line[7:]
                 elif line.startswith("data: "):
                     data.append(line[6:])
-                elif not line and event == "refresh":
-                    return "\n".join(data)
-                elif not line:
+                elif not line and event:
+                    got.append((event, "\n".join(data)))
+                    if event == until:
+                        return got
                     event, data = "", []
-        raise AssertionError("the stream ended without a refresh")
+        return got
     return await asyncio.wait_for(read(), timeout)
+
+
+async def test_the_live_view_sends_what_changed_and_ends_with_the_run(make_app: AppFactory, settings: Settings,
+                                                                      sink: Sink) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    flows = Flows(api, sink)
+    try:
+        await flows.job("ship")
+        await flows.create(approval("review"), step("ship", "ship", "review"))
+        run = await flows.trigger()
+        await flows.wait_step(run.id, "review", R.STEP_RUN_STATUS_WAITING)
+        after = (await flows.events(run.id))[-1].sequence
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            _, page = await b.get(f"/workflow-runs/{run.id}")
+            assert f"/live/workflow-runs/{run.id}?after={after}&amp;steps_from=0" in page
+            following = asyncio.create_task(events_of(b, f"/live/workflow-runs/{run.id}?after={after}", "never"))
+            await flows.runs.ApproveStep(R.ApproveStepRequest(id=run.id, step_ref="review"),
+                                         metadata=api.metadata)
+            got = await following  # the stream ends by itself once the run has ended
+            assert got[-1] == ("end", "")
+            refreshes = [data for event, data in got if event == "refresh"]
+            assert refreshes and nodes(refreshes[-1]) == {"review": "ok", "ship": "ok"}
+            assert '<span id="wfr-status" class="badge ok">completed</span>' in refreshes[-1]
+            assert all('hx-swap-oob="true"' in data for data in refreshes)
+            # A part goes again only when it changed: the approvals (none left) went with the first redraw only.
+            assert 'id="wfr-approvals"' in refreshes[0]
+            assert not any('id="wfr-approvals"' in data for data in refreshes[1:])
+            _, page = await b.get(f"/workflow-runs/{run.id}")
+            assert "sse-connect" not in page  # an ended run is not followed
+    finally:
+        await api.channel.close()
 
 
 async def test_the_graph_of_a_thousand_step_run_is_drawn_on_its_page_and_live(make_app: AppFactory,
@@ -293,7 +357,7 @@ async def test_the_graph_of_a_thousand_step_run_is_drawn_on_its_page_and_live(ma
             assert 'id="wfr-step-s100"' in second and 'id="wfr-step-s99"' not in second
 
             # Live: the events since the start make one redraw with every step.
-            live = await first_refresh(b, f"/live/workflow-runs/{run.id}?after=0")
-            assert 'id="wfr-graph"' in live and len(nodes(live)) == 1000
+            [(event, live)] = await events_of(b, f"/live/workflow-runs/{run.id}?after=0", "refresh")
+            assert event == "refresh" and 'id="wfr-graph"' in live and len(nodes(live)) == 1000
     finally:
         await api.channel.close()
