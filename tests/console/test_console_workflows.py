@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 from html import unescape
 
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -139,6 +140,39 @@ async def test_runs_are_listed_and_filtered_and_a_run_page_shows_its_steps_and_w
             assert f'<a href="/runs/{job_run}">' in page
             status, page = await b.get(f"/workflow-runs/{run.id}/steps/nope")
             assert status == 404
+    finally:
+        await api.channel.close()
+
+
+async def test_the_list_of_runs_shows_new_runs_and_status_changes_live(make_app: AppFactory, settings: Settings,
+                                                                     sink: Sink) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    flows = Flows(api, sink)
+    try:
+        await flows.create(approval("gate"))
+        earlier = await flows.trigger()
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            _, page = await b.get("/workflow-runs")
+            live = unescape(re.search(r'sse-connect="([^"]+)"', page).group(1))
+            assert live.startswith("/live/workflow-runs?since=")
+            later: list[R.WorkflowRun] = []
+
+            def shown(got: Events) -> bool:
+                new_row = later and any(f'<tr id="workflow-run-{later[0].id}">' in d for _, d in got)
+                changed = any(f'<tr id="workflow-run-{earlier.id}" hx-swap-oob="outerHTML">' in d and
+                              ">completed<" in d for _, d in got)
+                return bool(new_row and changed)
+
+            following = asyncio.create_task(events_of(b, live, done=shown, timeout=30))
+            later.append(await flows.trigger())
+            await flows.runs.ApproveStep(R.ApproveStepRequest(id=earlier.id, step_ref="gate"), metadata=api.metadata)
+            got = await following
+            assert all(event == "run" for event, _ in got)
+            # The run that was on the page is never added again; the new one is added once.
+            assert not any(f'<tr id="workflow-run-{earlier.id}">' in d for _, d in got)
+            assert sum(f'<tr id="workflow-run-{later[0].id}">' in d for _, d in got) == 1
     finally:
         await api.channel.close()
 
@@ -275,10 +309,15 @@ async def test_a_map_step_is_one_node_with_its_counts_and_its_page_lists_its_ins
         await api.channel.close()
 
 
-async def events_of(b: Browserless, path: str, until: str, timeout: float = 20.0) -> list[tuple[str, str]]:
-    """The (event, data) pairs of an event stream, up to the first `until` event, or to its end."""
-    async def read() -> list[tuple[str, str]]:
-        got: list[tuple[str, str]] = []
+Events = list[tuple[str, str]]
+
+
+async def events_of(b: Browserless, path: str, until: str = "", done: Callable[[Events], bool] | None = None,
+                    timeout: float = 20.0) -> Events:
+    """The (event, data) pairs of an event stream: up to the first `until` event, until `done` holds of those
+    received, or to the stream's end."""
+    async def read() -> Events:
+        got: Events = []
         async with b.http.get(b.base + path, headers={"Accept": "text/event-stream"}) as response:
             assert response.status == 200
             event, data = "", []
@@ -290,7 +329,7 @@ async def events_of(b: Browserless, path: str, until: str, timeout: float = 20.0
                     data.append(line[6:])
                 elif not line and event:
                     got.append((event, "\n".join(data)))
-                    if event == until:
+                    if event == until or (done is not None and done(got)):
                         return got
                     event, data = "", []
         return got

@@ -26,6 +26,7 @@ PAGE_SIZE = 50
 STEPS_PAGE_SIZE = 100
 EVENTS_PAGE_SIZE = 1000
 REDRAW_INTERVAL_S = 0.3  # a live run page redraws at most about three times a second
+LIST_POLL_S = 2.0  # how often a live list of runs asks for its first page again
 STATUS_VALUES = {s.value: getattr(R, f"WORKFLOW_RUN_STATUS_{s.name}") for s in WorkflowRunStatus}
 
 
@@ -35,6 +36,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_post("/workflow-runs/{id}/cancel", cancel)
     router.add_post("/workflow-runs/{id}/pause", pause)
     router.add_post("/workflow-runs/{id}/resume", resume)
+    router.add_get("/live/workflow-runs", live_workflow_runs)
     router.add_get("/live/workflow-runs/{id}", live_workflow_run)
 
 
@@ -54,29 +56,89 @@ async def workflow_slug(api: ConsoleApi, who: Caller, workflow_id: str, version:
     return str(got.workflow.slug)
 
 
+class RunFilters:
+    """The list's filters from the query string: a workflow (slug) and a status."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.workflow = request.query.get("workflow", "")
+        self.status = request.query.get("status", "")
+        self.slugs: dict[str, str] = {}  # workflow id -> slug
+        self.workflow_id = ""
+
+    async def resolve(self, api: ConsoleApi, who: Caller) -> None:
+        """The workflows' slugs, and the filtered workflow's id (NOT_FOUND for an unknown slug)."""
+        self.slugs = await workflow_slugs(api, who)
+        self.workflow_id = next((i for i, s in self.slugs.items() if self.workflow in (s, i)), "")
+        if self.workflow and not self.workflow_id:  # not on the first page of workflows: ask for it by slug
+            got = await api.call(who, api.workflows.GetWorkflow, workflow_pb2.GetWorkflowRequest(slug=self.workflow))
+            self.workflow_id = got.workflow.id
+            self.slugs[self.workflow_id] = got.workflow.slug
+
+    async def page(self, api: ConsoleApi, who: Caller, page_token: str = "") -> tuple[list[WorkflowRun], str]:
+        """A page of the runs, newest first, and the next page's token; the runs' workflows get slugs."""
+        listed = await api.call(who, api.workflow_runs.ListWorkflowRuns, R.ListWorkflowRunsRequest(
+            workflow_id=self.workflow_id,
+            statuses=[STATUS_VALUES[self.status]] if self.status in STATUS_VALUES else [],
+            page_size=PAGE_SIZE, page_token=page_token))
+        runs = [WorkflowRun.from_proto(r) for r in listed.workflow_runs]
+        missing = list({r.workflow_id for r in runs} - set(self.slugs))
+        found = await asyncio.gather(*(workflow_slug(api, who, i) for i in missing))
+        self.slugs.update(zip(missing, found, strict=True))
+        return runs, listed.next_page_token
+
+
 async def workflow_runs_page(request: web.Request) -> web.StreamResponse:
     project_only(session_of(request))
     api = request.app[API]
     who = caller(request)
-    slugs = await workflow_slugs(api, who)
-    workflow = request.query.get("workflow", "")
-    status = request.query.get("status", "")
-    workflow_id = next((i for i, s in slugs.items() if workflow in (s, i)), "")
-    if workflow and not workflow_id:  # not on the first page of workflows: ask for it by slug
-        got = await api.call(who, api.workflows.GetWorkflow, workflow_pb2.GetWorkflowRequest(slug=workflow))
-        workflow_id = got.workflow.id
-        slugs[workflow_id] = got.workflow.slug
-    listed = await api.call(who, api.workflow_runs.ListWorkflowRuns, R.ListWorkflowRunsRequest(
-        workflow_id=workflow_id, statuses=[STATUS_VALUES[status]] if status in STATUS_VALUES else [],
-        page_size=PAGE_SIZE, page_token=request.query.get("page_token", "")))
-    runs = [WorkflowRun.from_proto(r) for r in listed.workflow_runs]
-    missing = {r.workflow_id for r in runs} - set(slugs)
-    for workflow_id, slug in zip(missing, await asyncio.gather(*(workflow_slug(api, who, i) for i in missing)),
-                                 strict=True):
-        slugs[workflow_id] = slug
-    next_page = query(request, page_token=listed.next_page_token) if listed.next_page_token else ""
-    return render(request, "workflow_runs.html", runs=runs, slugs=slugs, workflow=workflow, status=status,
-                  statuses=[s.value for s in WorkflowRunStatus], next_page=next_page, title="Workflow runs")
+    filters = RunFilters(request)
+    await filters.resolve(api, who)
+    page_token = request.query.get("page_token", "")
+    runs, token = await filters.page(api, who, page_token)
+    newest = max((r.create_time.timestamp() for r in runs if r.create_time), default=0.0)
+    live = "" if page_token else "/live/workflow-runs?" + query(request, since=repr(newest))
+    return render(request, "workflow_runs.html", runs=runs, slugs=filters.slugs, workflow=filters.workflow,
+                  status=filters.status, statuses=[s.value for s in WorkflowRunStatus], live=live,
+                  next_page=query(request, page_token=token) if token else "", title="Workflow runs")
+
+
+async def _polls(interval: float) -> AsyncIterator[None]:
+    while True:
+        yield None
+        await asyncio.sleep(interval)
+
+
+async def live_workflow_runs(request: web.Request) -> web.StreamResponse:
+    """The first page of the list, polled (the API has no feed of workflow runs): a run newer than the page's
+    newest is a new row (prepended), another run whose row changed replaces its row (out of band, by id)."""
+    project_only(session_of(request))
+    api = request.app[API]
+    who = caller(request)
+    filters = RunFilters(request)
+    await filters.resolve(api, who)
+    try:
+        since = float(request.query.get("since", "0"))
+    except ValueError:
+        since = 0.0
+    stream = await EventStream.open(request)
+    sent: dict[str, str] = {}  # run id -> its row as last sent
+    try:
+        async for _ in with_keepalive(stream, _polls(LIST_POLL_S)):
+            runs, _ = await filters.page(api, who)
+            for run in reversed(runs):  # oldest first, so that the newest new row ends on top
+                row = fragment(request, "workflow_run_row.html", run=run, slugs=filters.slugs, fresh=True)
+                if sent.get(run.id) == row:
+                    continue
+                created = run.create_time.timestamp() if run.create_time else 0.0
+                fresh = run.id not in sent and created > since
+                sent[run.id] = row
+                await stream.send("run", row if fresh else fragment(request, "workflow_run_row.html", run=run,
+                                                                     slugs=filters.slugs, fresh=False))
+    except (ConnectionResetError, ConnectionError):
+        pass  # the viewer went away
+    except StraitError:
+        pass  # the key can no longer list runs: the page's next load says why
+    return stream.response
 
 
 async def last_sequence(api: ConsoleApi, who: Caller, run_id: str) -> int:
