@@ -32,8 +32,8 @@ def target(step: Step) -> str:
         return f"workflow {step.sub_workflow.workflow_slug or step.sub_workflow.workflow_id}"
     if step.approval is not None:
         who = ", ".join(step.approval.approvers) or "any key of the project"
-        return f"approval by {who}" + (f", times out after {duration(step.approval.timeout)}"
-                                       if step.approval.timeout else "")
+        return f"decided by {who}" + (f", times out after {duration(step.approval.timeout)}"
+                                      if step.approval.timeout else "")
     if step.wait_for_event is not None:
         return f"event {step.wait_for_event.event_key_template}"
     if step.sleep is not None:

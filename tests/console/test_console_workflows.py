@@ -275,6 +275,11 @@ async def test_another_projects_workflow_runs_are_not_found(make_app: AppFactory
                 assert status == 404, path
             assert await run_status(their_flows, their_run.id) == R.WORKFLOW_RUN_STATUS_RUNNING
             assert (await their_flows.steps(their_run.id))["gate"].status == R.STEP_RUN_STATUS_WAITING
+        async with browserless(app) as admin:  # the admin key has no project: its pages are the projects
+            await admin.sign_in(settings.admin_key)
+            for path in ("/workflows", "/workflow-runs", f"/workflow-runs/{their_run.id}"):
+                status, _ = await admin.get(path)
+                assert status == 303, path
     finally:
         await mine.channel.close()
         await theirs.channel.close()

@@ -67,5 +67,6 @@ async def test_a_run_page_follows_the_run_live_and_decides_its_approval(make_app
             await expect(approve).to_have_count(0)
             await page.get_by_role("link", name=re.compile(r"^review, approval")).click()
             await expect(page.locator("#step-output")).to_contain_text('"comment": "looks right"')
+            await screenshot(page, "workflow-step")
     finally:
         await api.channel.close()
