@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import dead_letter, jobs, runs
+from strait_server.console.pages import dead_letter, jobs, runs, workflow_runs, workflow_steps, workflows
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -12,3 +12,6 @@ def register(router: web.UrlDispatcher) -> None:
     runs.register(router)
     jobs.register(router)
     dead_letter.register(router)
+    workflows.register(router)
+    workflow_runs.register(router)
+    workflow_steps.register(router)
