@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import dead_letter, jobs, runs, workflow_runs, workflow_steps, workflows
+from strait_server.console.pages import dead_letter, job_edits, jobs, runs, workflow_runs, workflow_steps, workflows
 
 
 def register(router: web.UrlDispatcher) -> None:
     router.add_get("/", runs.home)
     runs.register(router)
     jobs.register(router)
+    job_edits.register(router)
     dead_letter.register(router)
     workflows.register(router)
     workflow_runs.register(router)

@@ -1,5 +1,6 @@
-"""Jobs: the project's jobs, paged; one job with its settings, its recent runs and their success rate; trigger a
-run with a JSON payload; enable and disable."""
+"""Jobs: the project's jobs, paged, with the form that creates one; one job with its settings, its recent runs
+and their success rate; trigger a run with a JSON payload; enable and disable. Creating, editing and deleting
+are pages/job_edits.py's; their forms are drawn by these pages."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from strait_client._errors import AbortedError, FailedPreconditionError, InvalidArgumentError
 from strait_client._models import Job, Run
 from strait_client.v1 import job_pb2, run_pb2
-from strait_server.console import job_facts
+from strait_server.console import job_facts, job_form
+from strait_server.console.job_form import JobForm
 from strait_server.console.pages.runs import project_only
 from strait_server.console.web import API, caller, query, render, session_of
 
-Named = TypeVar("Named", job_pb2.GetJobRequest, job_pb2.TriggerJobRequest, job_pb2.Job)
+Named = TypeVar("Named", job_pb2.GetJobRequest, job_pb2.TriggerJobRequest, job_pb2.DeleteJobRequest, job_pb2.Job)
 PAGE_SIZE = 50
 RECENT_RUNS = 50
 PAYLOAD_FIELD = "options.payload_json"
 STALE = ("Someone changed this job after you opened the page, so nothing was changed. The page now shows the job "
          "as it is: check it and try again.")
+SAVED = "Saved: the settings below are the job's now."
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -55,23 +58,36 @@ class TriggerForm:
 
 async def jobs_page(request: web.Request) -> web.StreamResponse:
     project_only(session_of(request))
+    return await jobs_view(request)
+
+
+async def jobs_view(request: web.Request, http_status: int = 200, create: JobForm | None = None) -> web.Response:
+    """The jobs list, with the create form as `create` left it (closed and empty when None, unless there is no
+    job yet)."""
     api = request.app[API]
     token = request.query.get("page_token", "")
     listed = await api.call(caller(request), api.jobs.ListJobs,
                             job_pb2.ListJobsRequest(page_size=PAGE_SIZE, page_token=token))
     jobs = [Job.from_proto(j) for j in listed.jobs]
     next_page = query(request, page_token=listed.next_page_token) if listed.next_page_token else ""
-    return render(request, "jobs.html", jobs=jobs, facts=job_facts, next_page=next_page, later_page=bool(token),
-                  title="Jobs")
+    # Said after a delete's redirect; not for a job that is listed (a link that claims otherwise).
+    deleted = request.query.get("deleted", "") if create is None else ""
+    if deleted in {j.slug for j in jobs}:
+        deleted = ""
+    return render(request, "jobs.html", http_status=http_status, jobs=jobs, facts=job_facts, next_page=next_page,
+                  later_page=bool(token), create=create or job_form.new_form(), create_open=create is not None,
+                  deleted=deleted, title="Jobs")
 
 
 async def job_page(request: web.Request) -> web.StreamResponse:
     project_only(session_of(request))
-    return await _job_view(request)
+    return await job_view(request, note=SAVED if request.query.get("saved") == "1" else "")
 
 
-async def _job_view(request: web.Request, http_status: int = 200, form: TriggerForm | None = None,
-                    notice: str = "") -> web.Response:
+async def job_view(request: web.Request, http_status: int = 200, form: TriggerForm | None = None,
+                   notice: str = "", edit: JobForm | None = None, note: str = "") -> web.Response:
+    """The job page; `form` and `edit` are the trigger and edit forms as the user left them (None: fresh),
+    `notice` a problem to point out, `note` news (a change saved)."""
     api = request.app[API]
     got = await api.call(caller(request), api.jobs.GetJob, naming(request, job_pb2.GetJobRequest()))
     job = Job.from_proto(got.job)
@@ -83,7 +99,8 @@ async def _job_view(request: web.Request, http_status: int = 200, form: TriggerF
     nonce = secrets.token_urlsafe(16)
     return render(request, "job.html", http_status=http_status, job=job, runs=runs,
                   rate=job_facts.success_rate(runs), sections=job_facts.sections(job), form=form or TriggerForm(),
-                  nonce=nonce, notice=notice, title=f"Job {job.slug}")
+                  nonce=nonce, notice=notice, edit=edit or job_form.form_of(job),
+                  edit_fields=job_form.edit_fields(job), note=note, title=f"Job {job.slug}")
 
 
 async def trigger(request: web.Request) -> web.StreamResponse:
@@ -99,9 +116,9 @@ async def trigger(request: web.Request) -> web.StreamResponse:
     try:
         triggered = await api.call(caller(request), api.jobs.TriggerJob, ask)
     except InvalidArgumentError as err:
-        return await _job_view(request, http_status=400, form=_refused(payload, err))
+        return await job_view(request, http_status=400, form=_refused(payload, err))
     except FailedPreconditionError as err:  # e.g. the job is disabled
-        return await _job_view(request, http_status=409, form=TriggerForm(payload, problem=err.message))
+        return await job_view(request, http_status=409, form=TriggerForm(payload, problem=err.message))
     raise web.HTTPSeeOther(f"/runs/{triggered.run.id}")
 
 
@@ -143,5 +160,5 @@ async def set_enabled(request: web.Request) -> web.StreamResponse:
         updated = await api.call(caller(request), api.jobs.UpdateJob,
                                  job_pb2.UpdateJobRequest(job=change, update_mask=FieldMask(paths=["enabled"])))
     except AbortedError:
-        return await _job_view(request, http_status=409, notice=STALE)
+        return await job_view(request, http_status=409, notice=STALE)
     raise web.HTTPSeeOther(f"/jobs/{updated.job.slug}")
