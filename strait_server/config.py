@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
@@ -71,6 +72,19 @@ def split_host_port(address: str, name: str) -> tuple[str, int]:
     if not sep or not 0 <= port <= 65535:
         raise ConfigError(f"{name}: {address!r} is not HOST:PORT (examples: 0.0.0.0:9464, 127.0.0.1:9464)")
     return host, port
+
+
+def listening_socket(address: str, variable: str) -> socket.socket:
+    """A non-blocking socket listening on `address` (HOST:PORT, port 0: a free one) for an HTTP side server;
+    ConfigError naming `variable` when it is malformed or cannot be bound."""
+    host, port = split_host_port(address, variable)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot listen on {address}: {exc}") from None
+    sock.setblocking(False)
+    return sock
 
 
 MODES = ("all", "api", "worker", "scheduler")

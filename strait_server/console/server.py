@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +24,7 @@ from strait_client._errors import (
     UnauthenticatedError,
 )
 from strait_client.v1 import job_pb2, project_pb2
-from strait_server.config import ConfigError, split_host_port
+from strait_server.config import listening_socket
 from strait_server.console import pages
 from strait_server.console.api import Caller, ConsoleApi
 from strait_server.console.sessions import COOKIE, SessionStore
@@ -187,13 +186,7 @@ class ConsoleServer:
         self.port = 0
 
     async def start(self) -> None:
-        host, port = split_host_port(self._address, "STRAIT_CONSOLE_ADDRESS")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            sock = socket.create_server((host, port), family=family)
-        except OSError as exc:
-            raise ConfigError(f"STRAIT_CONSOLE_ADDRESS: cannot listen on {self._address}: {exc}") from None
-        sock.setblocking(False)
+        sock = listening_socket(self._address, "STRAIT_CONSOLE_ADDRESS")
         self.port = sock.getsockname()[1]
         self._channel = grpc.aio.insecure_channel(self._api_target)
         app = build_app(self._channel, self._session_ttl_s, self._secure_cookie)

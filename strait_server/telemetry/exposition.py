@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from strait_server.config import ConfigError, split_host_port
+from strait_server.config import listening_socket
 from strait_server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -30,13 +29,7 @@ class MetricsServer:
         self.port = 0
 
     async def start(self) -> None:
-        host, port = split_host_port(self._address, "STRAIT_METRICS_ADDRESS")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            sock = socket.create_server((host, port), family=family)
-        except OSError as exc:
-            raise ConfigError(f"STRAIT_METRICS_ADDRESS: cannot listen on {self._address}: {exc}") from None
-        sock.setblocking(False)
+        sock = listening_socket(self._address, "STRAIT_METRICS_ADDRESS")
         self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
