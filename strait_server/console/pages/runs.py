@@ -113,7 +113,9 @@ async def live_runs(request: web.Request) -> web.StreamResponse:
     job_id = next((i for i, s in slugs.items() if s == job or i == job), job)
     wanted = [STATUS_VALUES[status]] if status in STATUS_VALUES else []
     stream = await EventStream.open(request)
-    shown: set[str] = set()  # rows added to the page by this stream
+    # Rows the catch-up added: their first live event (if the feed has it too) must not add them again. Only
+    # these are kept, so that a page left open does not grow with every run it sees.
+    shown: set[str] = set()
 
     async def catch_up() -> None:
         """The runs created since the page was rendered, up to the feed's position."""
@@ -134,7 +136,6 @@ async def live_runs(request: web.Request) -> web.StreamResponse:
                 continue
             event = RunEvent.from_proto(message.event)
             fresh = event.from_status is None and event.run_id not in shown
-            shown.add(event.run_id)
             html = fragment(request, "run_row.html", row=_row(event, slugs), fresh=fresh)
             await stream.send("run", html)
     except (ConnectionResetError, ConnectionError):
