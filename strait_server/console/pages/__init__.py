@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import dead_letter, jobs, runs, workflow_runs, workflow_steps, workflows
+from strait_server.console.pages import dead_letter, jobs, overview, runs, workflow_runs, workflow_steps, workflows
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -15,3 +15,4 @@ def register(router: web.UrlDispatcher) -> None:
     workflows.register(router)
     workflow_runs.register(router)
     workflow_steps.register(router)
+    overview.register(router)
