@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import dead_letter, jobs, overview, runs, workflow_runs, workflow_steps, workflows
+from strait_server.console.pages import (
+    dead_letter,
+    jobs,
+    overview,
+    runs,
+    schedules,
+    workflow_runs,
+    workflow_steps,
+    workflows,
+)
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -16,3 +25,4 @@ def register(router: web.UrlDispatcher) -> None:
     workflow_runs.register(router)
     workflow_steps.register(router)
     overview.register(router)
+    schedules.register(router)
