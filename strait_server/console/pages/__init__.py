@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from strait_server.console.pages import (
+    circuits,
     dead_letter,
     jobs,
     overview,
@@ -26,3 +27,4 @@ def register(router: web.UrlDispatcher) -> None:
     workflow_steps.register(router)
     overview.register(router)
     schedules.register(router)
+    circuits.register(router)
