@@ -11,6 +11,7 @@ from strait_server.console.pages import (
     overview,
     runs,
     schedules,
+    workers,
     workflow_runs,
     workflow_steps,
     workflows,
@@ -28,3 +29,4 @@ def register(router: web.UrlDispatcher) -> None:
     overview.register(router)
     schedules.register(router)
     circuits.register(router)
+    workers.register(router)
