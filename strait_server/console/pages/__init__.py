@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from strait_server.console.pages import (
+    admin,
     circuits,
     dead_letter,
     jobs,
@@ -30,3 +31,4 @@ def register(router: web.UrlDispatcher) -> None:
     schedules.register(router)
     circuits.register(router)
     workers.register(router)
+    admin.register(router)
