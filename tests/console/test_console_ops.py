@@ -134,12 +134,12 @@ async def test_circuits_are_listed_and_reset_beside_the_budget(make_app: AppFact
             listed = re.search(r'<table class="circuits">.*?</table>', page, re.S)
             assert listed
             circuit = listed.group(0)
-            assert all(text in circuit for text in (url, ">flaky</a>", ">open</span>", "<td>2</td>",
+            assert all(text in circuit for text in (url, ">flaky</a>", ">open</span>", 'a row">2</td>',
                                                     "endpoint returned 503"))
             assert fact(page, "Monthly budget") == "$12.50"
             assert fact(page, "Spent this month").startswith("$0.00")
             assert fact(page, "When it is reached") == "new runs are refused and cron ticks skipped"
-            assert re.search(r">pricey</a></th><td>\$0\.25</td>", page)
+            assert re.search(r">pricey</a></th><td[^>]*>\$0\.25</td>", page)
 
             token = await b.csrf("/circuits")
             status, _, location = await b.post("/circuits/reset", {"csrf_token": token, "endpoint_url": url})
@@ -216,9 +216,9 @@ async def test_the_overview_counts_the_last_hour_and_the_queues(make_app: AppFac
             assert page.count("<svg") == 3 and re.search(r"<title>\d\d:\d\d: completed \d", page)  # a tooltip
             depth = re.search(r'<table class="figures" id="depth-table">.*?</table>', page, re.S)
             assert depth
-            rows = re.findall(r'<tr><th scope="row"><a href="[^"]+">([^<]+)</a></th><td>(\d+)</td><td>(\d+)</td>'
-                              r"<td>(\d+)</td><td>([^<]+)</td></tr>", depth.group(0))
-            assert rows == [("remind", "0", "4", "0", "4"), ("render", "2", "0", "0", "2")]
+            rows = [re.findall(r">([^<]+)</(?:a|td)>", r)
+                    for r in re.findall(r'<tr><th scope="row">.*?</tr>', depth.group(0))]
+            assert rows == [["remind", "0", "4", "0", "4"], ["render", "2", "0", "0", "2"]]
 
             # Read less than the hour holds: the figures say they are lower bounds.
             monkeypatch.setattr(overview, "LIST_PAGE", 3)

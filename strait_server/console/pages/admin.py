@@ -56,8 +56,9 @@ async def project_page(request: web.Request) -> web.StreamResponse:
     listed = await api.call(who, api.projects.ListApiKeys, project_pb2.ListApiKeysRequest(
         project_id=project_id, page_size=PAGE_SIZE, page_token=request.query.get("page_token", "")))
     keys = [ApiKey.from_proto(k) for k in listed.api_keys]
-    # A secret created for one of this page's keys is shown on this one rendering only.
-    secrets = {k.id: session.shown_once.pop(k.id) for k in keys if k.id in session.shown_once}
+    # A secret created for this project's new key is shown on this one rendering only.
+    secrets = {name.split("/", 1)[1]: session.shown_once.pop(name) for name in list(session.shown_once)
+               if name.startswith(project_id + "/")}
     return render(request, "project.html", title=f"Project {project.slug}", project=project, keys=keys,
                   secrets=secrets, workers_scope=WORKERS_SCOPE,
                   next_page=query(request, page_token=listed.next_page_token) if listed.next_page_token else "")
@@ -72,7 +73,7 @@ async def create_key(request: web.Request) -> web.StreamResponse:
     created = await api.call(caller(request), api.projects.CreateApiKey, project_pb2.CreateApiKeyRequest(
         project_id=project_id, name=str(form.get("name", "")).strip(),
         scopes=[WORKERS_SCOPE] if form.get("workers") else []))
-    session.shown_once[created.api_key.id] = created.secret
+    session.shown_once[f"{project_id}/{created.api_key.id}"] = created.secret
     raise web.HTTPSeeOther(f"/projects/{project_id}#key-{created.api_key.id}")
 
 
