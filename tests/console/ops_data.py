@@ -1,5 +1,6 @@
-"""A project with something on every operations page: scheduled jobs and workflows, a run that went to dead
-letter through a failing endpoint (whose circuit is then listed), a workflow run, and a connected worker."""
+"""A project with something on every list page: scheduled jobs and workflows, a run that went to dead letter
+through a failing endpoint (whose circuit is then listed), a workflow run waiting for an approval, and a
+connected worker."""
 
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ class Seeded:
     names: set[str] = field(default_factory=set)
     shown: set[str] = field(default_factory=set)
     job_id: str = ""
+    job_slug: str = ""
     workflow_id: str = ""
+    workflow_slug: str = ""
+    workflow_run_id: str = ""
     dead_run_id: str = ""
     failing_url: str = ""
     worker: Worker | None = None
@@ -46,8 +50,8 @@ async def seed(app: App, api: Api, sink: Sink, tag: str) -> Seeded:
     await api.wait_status(dead.id, run_pb2.RUN_STATUS_DEAD_LETTER)
     flows = workflow_pb2_grpc.WorkflowServiceStub(api.channel)
     workflow = (await flows.CreateWorkflow(workflow_pb2.CreateWorkflowRequest(workflow=workflow_pb2.Workflow(
-        slug=f"flow-{mark}", cron=YEARLY, steps=[workflow_pb2.Step(
-            ref="only", job=workflow_pb2.JobStep(job_slug=job.slug))])), metadata=api.metadata)).workflow
+        slug=f"flow-{mark}", cron=YEARLY, steps=[workflow_pb2.Step(  # its runs wait for an approval
+            ref="gate", approval=workflow_pb2.ApprovalStep())])), metadata=api.metadata)).workflow
     flow_run = (await flows.TriggerWorkflow(workflow_pb2.TriggerWorkflowRequest(id=workflow.id),
                                             metadata=api.metadata)).workflow_run
     handled = await worker_job(api, f"handled-{mark}")
@@ -56,10 +60,11 @@ async def seed(app: App, api: Api, sink: Sink, tag: str) -> Seeded:
     async def handle(ctx: TaskContext, payload: Any) -> None:
         return None
     out.worker.handler(handled.slug)(handle)
-    out.job_id, out.workflow_id, out.dead_run_id = job.id, workflow.id, dead.id
-    out.shown = {job.slug, failing.slug, dead.id, workflow.slug, handled.slug, out.worker.name,
+    out.job_id, out.job_slug, out.dead_run_id = job.id, job.slug, dead.id
+    out.workflow_id, out.workflow_slug, out.workflow_run_id = workflow.id, workflow.slug, flow_run.id
+    out.shown = {job.slug, failing.slug, dead.id, workflow.slug, flow_run.id, handled.slug, out.worker.name,
                  out.failing_url.removeprefix(sink.base_url)}
-    out.names = out.shown | {job.id, failing.id, workflow.id, flow_run.id, handled.id}
+    out.names = out.shown | {job.id, failing.id, workflow.id, handled.id}
     return out
 
 

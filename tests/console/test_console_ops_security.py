@@ -22,6 +22,8 @@ from strait_client.v1 import (
     worker_pb2_grpc,
     workflow_pb2,
     workflow_pb2_grpc,
+    workflow_run_pb2,
+    workflow_run_pb2_grpc,
 )
 from strait_server.app import App
 from strait_server.config import Settings
@@ -72,7 +74,8 @@ async def test_a_project_key_sees_nothing_of_another_project_on_any_list_page(
         await circuit_listed(mine, ours.failing_url)
         await circuit_listed(theirs, others.failing_url)
         browsed = list_pages()
-        assert {"/overview", "/runs", "/schedules", "/circuits", "/workers"} <= set(browsed)
+        assert {"/overview", "/runs", "/dead-letter", "/jobs", "/schedules", "/circuits", "/workflows",
+                "/workflow-runs", "/workers"} <= set(browsed)  # every page of the navigation
         async with connected(ours), connected(others), browserless(app) as b:
             await b.sign_in(mine.key)
             everything = ""
@@ -100,19 +103,23 @@ async def test_every_action_needs_the_csrf_token_and_changes_nothing_without_it(
         [project] = (await api.projects.ListProjects(project_pb2.ListProjectsRequest(),
                                                      metadata=api.metadata)).projects
         keys = (await api.projects.ListApiKeys(project_pb2.ListApiKeysRequest(), metadata=api.metadata)).api_keys
-        runs_before = await _run_ids(api)
+        runs_before, flows_before = await _run_ids(api), await _workflow_runs(api)
         async with connected(ours) as session_id, browserless(app) as member, browserless(app) as admin:
             await member.sign_in(api.key)
             await admin.sign_in(settings.admin_key)
-            fill = {"id": ours.job_id, "kind": "jobs", "action": "pause", "key": keys[0].id}
+            fill = {"id": ours.job_id, "kind": "jobs", "action": "pause", "key": keys[0].id,
+                    "job": ours.job_slug, "slug": ours.workflow_slug}
             targets = [*action_paths(fill), f"/schedules/workflows/{ours.workflow_id}/pause",
                        f"/schedules/jobs/{ours.job_id}/trigger", f"/workers/{session_id}/drain",
-                       f"/runs/{ours.dead_run_id}/replay", f"/projects/{project.id}/keys",
-                       f"/projects/{project.id}/keys/{keys[0].id}/revoke", "/signout"]
+                       f"/runs/{ours.dead_run_id}/replay", f"/workflow-runs/{ours.workflow_run_id}/cancel",
+                       f"/workflow-runs/{ours.workflow_run_id}/steps/gate/approve",
+                       f"/projects/{project.id}/keys", f"/projects/{project.id}/keys/{keys[0].id}/revoke",
+                       "/signout"]
             assert {"/circuits/reset", "/projects", "/signout"} <= set(targets)
             for b in (member, admin):
                 token = await b.csrf("/workers" if b is member else "/projects")
-                form = {"endpoint_url": ours.failing_url, "slug": "sneaky", "name": "sneaky", "workers": "1"}
+                form = {"endpoint_url": ours.failing_url, "slug": "sneaky", "name": "sneaky", "workers": "1",
+                        "enabled": "false", "one": ours.dead_run_id, "payload": "{}"}
                 for path in targets:
                     refused = [await b.post(path, form), await b.post(path, {**form, "csrf_token": "forged"}),
                                await b.post(path, {**form, "csrf_token": token},
@@ -123,8 +130,9 @@ async def test_every_action_needs_the_csrf_token_and_changes_nothing_without_it(
             job = (await api.jobs.GetJob(job_pb2.GetJobRequest(id=ours.job_id), metadata=api.metadata)).job
             workflow = (await flows.GetWorkflow(workflow_pb2.GetWorkflowRequest(id=ours.workflow_id),
                                                 metadata=api.metadata)).workflow
-            assert not job.schedule_paused and not workflow.schedule_paused
+            assert not job.schedule_paused and not workflow.schedule_paused and job.enabled
             assert await _run_ids(api) == runs_before  # no run fired or replayed
+            assert await _workflow_runs(api) == flows_before  # none started, canceled or paused
             listed = await circuits.ListEndpointCircuits(circuit_pb2.ListEndpointCircuitsRequest(),
                                                          metadata=api.metadata)
             assert [c.endpoint_url for c in listed.circuits] == [ours.failing_url]
@@ -139,6 +147,12 @@ async def test_every_action_needs_the_csrf_token_and_changes_nothing_without_it(
                 assert status == 200
     finally:
         await api.channel.close()
+
+
+async def _workflow_runs(api: Api) -> list[tuple[str, int]]:
+    stub = workflow_run_pb2_grpc.WorkflowRunServiceStub(api.channel)
+    listed = await stub.ListWorkflowRuns(workflow_run_pb2.ListWorkflowRunsRequest(), metadata=api.metadata)
+    return [(r.id, r.status) for r in listed.workflow_runs]
 
 
 async def _run_ids(api: Api) -> list[str]:
