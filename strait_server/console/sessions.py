@@ -23,6 +23,8 @@ class ConsoleSession:
     expires: float  # time.monotonic()
     # Submitted with every form and sent by htmx with every request that changes something.
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # What the next page shows once, after a redirect: a new API key's secret, by "<project id>/<key id>".
+    shown_once: dict[str, str] = field(default_factory=dict)
 
     def csrf_matches(self, token: str) -> bool:
         return hmac.compare_digest(self.csrf.encode(), token.encode())

@@ -103,7 +103,10 @@ async def with_keepalive(stream: EventStream, source: Any) -> Any:
             yield item
             pending = asyncio.ensure_future(iterator.__anext__())
     finally:
+        # The pending __anext__ runs the source in a task of its own: it must have finished before the source
+        # can be closed (closing a generator that is still running raises RuntimeError).
         pending.cancel()
+        await asyncio.wait({pending})
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from strait_server.console.pages import dead_letter, job_edits, jobs, runs, workflow_runs, workflow_steps, workflows
+from strait_server.console.pages import (
+    admin,
+    circuits,
+    dead_letter,
+    job_edits,
+    jobs,
+    overview,
+    runs,
+    schedules,
+    workers,
+    workflow_runs,
+    workflow_steps,
+    workflows,
+)
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -16,3 +29,8 @@ def register(router: web.UrlDispatcher) -> None:
     workflows.register(router)
     workflow_runs.register(router)
     workflow_steps.register(router)
+    overview.register(router)
+    schedules.register(router)
+    circuits.register(router)
+    workers.register(router)
+    admin.register(router)
