@@ -775,8 +775,8 @@ class GetRunStatsRequest(_message.Message):
 
     @_builtins.property
     def bucket(self) -> _duration_pb2.Duration:
-        """The width of each bucket. Unset means 5 minutes; at least 1 minute, at most the window, and at most
-        288 buckets in the window.
+        """The width of each bucket. Unset means 5 minutes (or the window, when shorter); at least 1 minute, at
+        most the window, and at most 288 buckets in the window.
         """
 
     def __init__(

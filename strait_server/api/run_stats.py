@@ -41,7 +41,7 @@ def _span(v: Violations, path: str, d: Duration | None, default: timedelta) -> t
 def spans(v: Violations, request: run_pb2.GetRunStatsRequest) -> tuple[timedelta, timedelta]:
     """The request's window and bucket width (defaults for unset ones), with a violation for each wrong one."""
     window = _span(v, "window", request.window if request.HasField("window") else None, DEFAULT_WINDOW)
-    bucket = _span(v, "bucket", request.bucket if request.HasField("bucket") else None, DEFAULT_BUCKET)
+    bucket = _span(v, "bucket", request.bucket if request.HasField("bucket") else None, min(window, DEFAULT_BUCKET))
     if v.items:
         return window, bucket
     if bucket > window:

@@ -14,6 +14,16 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from strait_client import (
+    AsyncClient,
+    Client,
+    DurationPercentiles,
+    InvalidArgumentError,
+    JobRunQueue,
+    NotFoundError,
+    RunStats,
+    RunStatsBucket,
+)
 from strait_client.v1 import job_pb2, run_pb2
 from strait_client.v1.run_pb2 import RunStatus as S
 from strait_server.app import App
@@ -228,6 +238,8 @@ async def test_a_job_filter_counts_only_that_jobs_runs(app: App, api: Api, setti
     ({"bucket": Duration(seconds=30)}, "bucket", "must be between 1m and 24h"),
     ({"bucket": Duration()}, "bucket", "must be between 1m and 24h"),
     ({"bucket": Duration(seconds=7200)}, "bucket", "must not be longer than the window (1h)"),
+    ({"window": Duration(seconds=600), "bucket": Duration(seconds=660)}, "bucket",
+     "must not be longer than the window (10m)"),
     ({"window": Duration(seconds=86_400), "bucket": Duration(seconds=60)}, "bucket",
      "must divide the window into at most 288 buckets: at least 5m for a window of 24h"),
     ({"job_id": "x" * 129}, "job_id", "must be at most 128 characters"),
@@ -247,3 +259,34 @@ async def test_the_widest_window_and_finest_bucket_allowed(api: Api) -> None:
     assert len(odd.buckets) == 9  # rounded up: the window is covered
     minute = await stats(api, window=Duration(seconds=60), bucket=Duration(seconds=60))
     assert len(minute.buckets) == 1
+
+
+async def test_the_python_clients_return_typed_statistics(app: App, api: Api, sink: Sink) -> None:
+    address = f"127.0.0.1:{app.port}"
+    job = await api.create_job("typed", sink.script("/typed", then=Reply(delay=0.05)))
+    [run] = await finished(api, await batch(api, job, job_pb2.RunOptions()))
+    await batch(api, job, later())
+    async with AsyncClient(address, api.key) as client:
+        got = await client.runs.stats(window=timedelta(minutes=30), bucket=600, job="typed")
+        assert isinstance(got, RunStats) and isinstance(got.totals, RunStatsBucket)
+        assert got.bucket == timedelta(minutes=10) and len(got.buckets) == 3
+        assert got.start_time is not None and got.end_time is not None and got.start_time.tzinfo == UTC
+        assert [b.start_time for b in got.buckets] == [got.start_time + timedelta(minutes=10 * i) for i in range(3)]
+        assert (got.totals.created, got.totals.completed, got.totals.finished) == (2, 1, 1)
+        duration = time_of(run.finish_time) - time_of(run.start_time)
+        assert got.totals.duration == DurationPercentiles(1, duration, duration)
+        assert got.queues == (JobRunQueue(job.id, "typed", 0, 1, 0),) and got.queues[0].total == 1
+        short = await client.runs.stats(job=job.id, window=120)  # the bucket is no longer than the window
+        assert (short.bucket, len(short.buckets)) == (timedelta(minutes=2), 1)
+        with pytest.raises(InvalidArgumentError) as bad:
+            await client.runs.stats(window=timedelta(hours=25), bucket=timedelta(seconds=1))
+        assert dict(bad.value.field_violations) == {"window": "must be between 1m and 24h",
+                                                   "bucket": "must be between 1m and 24h"}
+        with pytest.raises(NotFoundError):
+            await client.runs.stats(job="nope")
+
+    def blocking() -> RunStats:
+        with Client(address, api.key) as client:
+            return client.runs.stats()
+    same = await asyncio.to_thread(blocking)  # the server runs on this event loop
+    assert (same.bucket, len(same.buckets), same.totals.created) == (timedelta(minutes=5), 12, 2)

@@ -735,8 +735,8 @@ export type GetRunStatsRequest = Message<"strait.v1.GetRunStatsRequest"> & {
   window?: Duration | undefined;
 
   /**
-   * The width of each bucket. Unset means 5 minutes; at least 1 minute, at most the window, and at most
-   * 288 buckets in the window.
+   * The width of each bucket. Unset means 5 minutes (or the window, when shorter); at least 1 minute, at
+   * most the window, and at most 288 buckets in the window.
    *
    * @generated from field: google.protobuf.Duration bucket = 2;
    */
