@@ -29,7 +29,7 @@ from strait_client.v1.run_pb2 import RunStatus as S
 from strait_server.app import App
 from strait_server.config import Settings
 from tests.conftest import Api, connect, eventually
-from tests.integration.test_api_contract import violations
+from tests.integration.test_api_contract import details, violations
 from tests.sink import Reply, Sink
 
 FAILED = {S.RUN_STATUS_FAILED, S.RUN_STATUS_DEAD_LETTER, S.RUN_STATUS_TIMED_OUT, S.RUN_STATUS_CRASHED,
@@ -226,6 +226,7 @@ async def test_a_job_filter_counts_only_that_jobs_runs(app: App, api: Api, setti
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stats(api, job_id=unknown)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert details(err.value)["ErrorInfo"].reason == "JOB_NOT_FOUND"  # type: ignore[attr-defined]
     await other.channel.close()
 
 
