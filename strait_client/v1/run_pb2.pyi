@@ -868,10 +868,11 @@ class RunStatsBucket(_message.Message):
     created: _builtins.int
     """Runs created in the bucket."""
     completed: _builtins.int
-    """Runs that reached a final status in the bucket, by status: COMPLETED."""
+    """Runs that reached a final status in the bucket, whenever they were created: COMPLETED ones,"""
     failed: _builtins.int
-    """FAILED, DEAD_LETTER, TIMED_OUT, CRASHED and SYSTEM_FAILED."""
+    """FAILED, DEAD_LETTER, TIMED_OUT, CRASHED and SYSTEM_FAILED ones,"""
     canceled: _builtins.int
+    """CANCELED ones and EXPIRED ones."""
     expired: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...

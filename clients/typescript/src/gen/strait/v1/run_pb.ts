@@ -833,20 +833,22 @@ export type RunStatsBucket = Message<"strait.v1.RunStatsBucket"> & {
   created: bigint;
 
   /**
-   * Runs that reached a final status in the bucket, by status: COMPLETED.
+   * Runs that reached a final status in the bucket, whenever they were created: COMPLETED ones,
    *
    * @generated from field: int64 completed = 3;
    */
   completed: bigint;
 
   /**
-   * FAILED, DEAD_LETTER, TIMED_OUT, CRASHED and SYSTEM_FAILED.
+   * FAILED, DEAD_LETTER, TIMED_OUT, CRASHED and SYSTEM_FAILED ones,
    *
    * @generated from field: int64 failed = 4;
    */
   failed: bigint;
 
   /**
+   * CANCELED ones and EXPIRED ones.
+   *
    * @generated from field: int64 canceled = 5;
    */
   canceled: bigint;
