@@ -8,8 +8,8 @@ has waits and attempt durations to show) and --runs runs due tomorrow (BatchTrig
 future scheduled_time: nothing dispatches them). Then signs in to the console over HTTP and requests every
 list page (the console's routes without a path parameter, plus filtered run lists) --repeat times one after
 another, after one warm-up request, and prints the median and the slowest answer of each with the machine's
-load average. Times are measured by the client on the loopback interface, so they are the server's time to
-answer plus a fraction of a millisecond.
+load average; then the same for the GetRunStats call the overview makes, alone. Times are measured by the
+client on the loopback interface, so they are the server's time to answer plus a fraction of a millisecond.
 
 Same environment variables as bench_dispatch.py.
 """
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_dispatch import FastSink, _free_port, _load, _setup, server_env
 from bench.bench_flow_control import REDIS_URL, _database
-from strait_client.v1 import job_pb2, job_pb2_grpc
+from strait_client.v1 import job_pb2, job_pb2_grpc, run_pb2, run_pb2_grpc
 from strait_server.console import pages
 
 Metadata = tuple[tuple[str, str], ...]
@@ -99,6 +99,20 @@ async def measure(http: aiohttp.ClientSession, base: str, path: str, repeat: int
     return times
 
 
+def report(what: str, times: list[float]) -> None:
+    print(f"{what:32} {statistics.median(times) * 1000:8.1f} ms {max(times) * 1000:8.1f} ms")
+
+
+async def measure_stats(runs: run_pb2_grpc.RunServiceStub, md: Metadata, repeat: int) -> list[float]:
+    times = []
+    for i in range(repeat + 1):
+        start = time.perf_counter()
+        await runs.GetRunStats(run_pb2.GetRunStatsRequest(), metadata=md)
+        if i:
+            times.append(time.perf_counter() - start)
+    return times
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=100_000, help="runs due tomorrow (multiple of 1,000)")
@@ -124,8 +138,8 @@ async def main() -> None:
                 print(f"strait console bench, {_load()}")
                 print(f"{'page':32} {'median':>10} {'slowest':>10}")
                 for path in list_pages():
-                    times = await measure(http, base, path, args.repeat)
-                    print(f"{path:32} {statistics.median(times) * 1000:8.1f} ms {max(times) * 1000:8.1f} ms")
+                    report(path, await measure(http, base, path, args.repeat))
+                report("GetRunStats (gRPC)", await measure_stats(run_pb2_grpc.RunServiceStub(channel), md, args.repeat))
                 print(f"after: {_load()}")
         finally:
             await channel.close()

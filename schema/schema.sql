@@ -266,6 +266,7 @@ CREATE TABLE runs (
 ) WITH (autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_scale_factor=0.05);
 CREATE INDEX runs_delayed_idx ON public.runs USING btree (run_at) WHERE (status = 'delayed'::text);
 CREATE INDEX runs_expiry_idx ON public.runs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (status = ANY (ARRAY['queued'::text, 'delayed'::text])));
+CREATE INDEX runs_finished_idx ON public.runs USING btree (project_id, finish_time) WHERE (finish_time IS NOT NULL);
 CREATE INDEX runs_job_list_idx ON public.runs USING btree (job_id, create_time DESC, id DESC);
 CREATE INDEX runs_project_list_idx ON public.runs USING btree (project_id, create_time DESC, id DESC);
 CREATE INDEX runs_replay_of_idx ON public.runs USING btree (replay_of) WHERE (replay_of <> ''::text);

@@ -4,8 +4,9 @@ Results are frozen dataclasses: Job, Run (TriggeredRun from triggers and replays
 `deduplicated` and `debounced`), AttemptRecord, RunEvent (FeedEvent from `runs.watch_all`, with
 `resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`), EndpointCircuit, Workflow,
 WorkflowVersion, WorkflowRun (TriggeredWorkflowRun from `workflows.trigger`, with `idempotent_repeat`), StepRun,
-WorkflowRunEvent, WorkflowRunGraph (with WorkflowRunGraphNode and WorkflowRunGraphEdge) and Event (SentEvent from
-`events.send`, with `matched_steps` and `idempotent_repeat`). Their fields are named as in the API, with the
+WorkflowRunEvent, WorkflowRunGraph (with WorkflowRunGraphNode and WorkflowRunGraphEdge), Event (SentEvent from
+`events.send`, with `matched_steps` and `idempotent_repeat`) and RunStats (from `runs.stats`, with RunStatsBucket,
+DurationPercentiles and JobRunQueue). Their fields are named as in the API, with the
 JSON fields decoded (`payload`, `output`, `data`, `input_template`, `input`); enums are StrEnum members that
 equal their lower-case names (`RunStatus.COMPLETED == "completed"`); timestamps are aware UTC datetimes and
 durations timedeltas. Workflow steps are built from Step and its kind specs (JobStep, ApprovalStep,
@@ -57,6 +58,7 @@ from strait_client._models import AttemptRecord, FeedEvent, Job, JobRetryPolicy,
 from strait_client._ops import RunOptions
 from strait_client._retry import RetryPolicy
 from strait_client._run_context import RunContext
+from strait_client._run_stats_models import DurationPercentiles, JobRunQueue, RunStats, RunStatsBucket
 from strait_client._steps import (
     ApprovalStep,
     JobStep,
@@ -105,6 +107,7 @@ __all__ = [
     "CreatedApiKey",
     "CronOverlapPolicy",
     "DeadlineExceededError",
+    "DurationPercentiles",
     "EndpointCircuit",
     "Event",
     "ExecutionMode",
@@ -114,6 +117,7 @@ __all__ = [
     "InvalidArgumentError",
     "Job",
     "JobRetryPolicy",
+    "JobRunQueue",
     "JobStep",
     "Keepalive",
     "MapCounts",
@@ -131,6 +135,8 @@ __all__ = [
     "RunContext",
     "RunEvent",
     "RunOptions",
+    "RunStats",
+    "RunStatsBucket",
     "RunStatus",
     "SentEvent",
     "SkipReason",

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from strait_client._admin_models import ApiKey, ApiRateLimit, CreatedApiKey, EndpointCircuit, Project
 from strait_client._convert import fill, mask_paths, top_level_paths
 from strait_client._models import Job, Run, RunEvent, TriggeredRun
+from strait_client._run_stats_models import RunStats
 from strait_client._steps import Step
 from strait_client._workflow_models import Workflow, WorkflowVersion
 from strait_client._workflow_run_models import WorkflowRun
@@ -202,6 +203,11 @@ def list_runs(job_id: str | None, statuses: Iterable[str] | None, created_after:
         request.page_token = token
         return Op("runs", "ListRuns", request, page_of("runs", Run.from_proto))
     return make
+
+
+def run_stats(window: timedelta | float | None, bucket: timedelta | float | None, job: str | None) -> Op[RunStats]:
+    request = fill(run_pb2.GetRunStatsRequest(), {"window": window, "bucket": bucket, "job_id": job})
+    return Op("runs", "GetRunStats", request, RunStats.from_proto)
 
 
 def cancel_run(run_id: str, reason: str) -> Op[Run]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from strait_client import _holds, _ops
 from strait_client._config import Timeout, seconds
@@ -12,6 +12,7 @@ from strait_client._errors import StraitError
 from strait_client._jobs import AsyncJobs, Jobs
 from strait_client._models import FeedEvent, Run, RunEvent, TriggeredRun
 from strait_client._ops import DEFAULT_PAGE_SIZE
+from strait_client._run_stats_models import RunStats
 from strait_client._transport import AsyncTransport, Transport
 from strait_client._watch import FeedWatch, RunWatch, follow, follow_async
 
@@ -62,6 +63,27 @@ class Runs:
             ValueError: A status is not a RunStatus, or a datetime is naive.
         """
         return self._t.pages(_ops.list_runs(self._job_id(job), statuses, created_after, created_before, page_size))
+
+    def stats(self, *, window: timedelta | float | None = None, bucket: timedelta | float | None = None,
+              job: str | None = None) -> RunStats:
+        """The project's runs over a recent window, counted in buckets, and every job's unfinished runs now.
+
+        Args:
+            window: How far back from now (a timedelta or seconds): 1 minute to 24 hours; None means 1 hour.
+            bucket: The width of each bucket: at least 1 minute, at most the window, and at most 288 buckets in
+                it; None means 5 minutes (or the window, when shorter). Buckets start at whole multiples of the
+                width (since the Unix epoch), the last one holding now.
+            job: Only this job's runs and queue (id or slug).
+
+        Returns:
+            The buckets (runs created; finished by final status; wait and duration percentiles of the finished
+            ones), their totals, and the queued, delayed and executing runs of each job that has any.
+
+        Raises:
+            InvalidArgumentError: The window or bucket is out of range (see `field_violations`).
+            NotFoundError: `job` names no job of the project.
+        """
+        return self._t.call(_ops.run_stats(window, bucket, job))
 
     def cancel(self, run_id: str, reason: str = "") -> Run:
         """Cancels a run that has not finished (an executing run's late result is ignored).
@@ -236,6 +258,27 @@ class AsyncRuns:
         make = _ops.list_runs(await self._job_id(job), statuses, created_after, created_before, page_size)
         async for run in self._t.pages(make):
             yield run
+
+    async def stats(self, *, window: timedelta | float | None = None, bucket: timedelta | float | None = None,
+                    job: str | None = None) -> RunStats:
+        """The project's runs over a recent window, counted in buckets, and every job's unfinished runs now.
+
+        Args:
+            window: How far back from now (a timedelta or seconds): 1 minute to 24 hours; None means 1 hour.
+            bucket: The width of each bucket: at least 1 minute, at most the window, and at most 288 buckets in
+                it; None means 5 minutes (or the window, when shorter). Buckets start at whole multiples of the
+                width (since the Unix epoch), the last one holding now.
+            job: Only this job's runs and queue (id or slug).
+
+        Returns:
+            The buckets (runs created; finished by final status; wait and duration percentiles of the finished
+            ones), their totals, and the queued, delayed and executing runs of each job that has any.
+
+        Raises:
+            InvalidArgumentError: The window or bucket is out of range (see `field_violations`).
+            NotFoundError: `job` names no job of the project.
+        """
+        return await self._t.call(_ops.run_stats(window, bucket, job))
 
     async def cancel(self, run_id: str, reason: str = "") -> Run:
         """Cancels a run that has not finished (an executing run's late result is ignored).

@@ -44,6 +44,7 @@ from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.retention import RetentionStore
 from strait_server.store.run_context import RunContextStore
+from strait_server.store.run_stats import RunStatsStore
 from strait_server.store.runs import RunStore
 from strait_server.store.sent_events import SentEventStore
 from strait_server.store.stats import runs_by_queue
@@ -289,7 +290,7 @@ class App:
         self.events.on_runs(self.worker_hub.runs_changed)
         deps = Deps(
             settings=s, projects=projects, jobs=JobStore(self.pool, tel.metrics), runs=RunStore(self.pool, tel),
-            authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
+            run_stats=RunStatsStore(self.pool), authenticator=Authenticator(projects, s.admin_key, s.jwt_signing_key),
             page_tokens=PageTokens(s.jwt_signing_key or s.admin_key),
             on_enqueued=self._wake.notify_soon,
             on_delayed=(sweeper.nudge.set if sweeper is not None else (lambda: None)),

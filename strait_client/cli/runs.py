@@ -1,8 +1,8 @@
-"""`strait runs list|get|events|cancel|replay|watch|tail`."""
+"""`strait runs list|get|events|cancel|replay|watch|tail|stats`."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 
 import click
@@ -10,9 +10,10 @@ import click
 from strait_client._enums import RunStatus
 from strait_client.cli._context import EXIT_FAILED, ClientGroup, client
 from strait_client.cli._follow import follow_run, tail
-from strait_client.cli._parse import MOMENT
+from strait_client.cli._parse import DURATION, MOMENT
 from strait_client.cli._render import output_option, show
 from strait_client.cli._runs_view import JobNames, events_table, run_details, runs_table
+from strait_client.cli._stats_view import stats_view
 
 STATUS = click.Choice([s.value for s in RunStatus])
 
@@ -110,3 +111,18 @@ def tail_runs(ctx: click.Context, job: str | None, statuses: tuple[str, ...], fr
     """Print the project's run events live, in commit order, until Ctrl-C."""
     strait = client(ctx)
     tail(strait, strait.runs.watch_all(job=job, statuses=statuses or None, from_start=from_start), output)
+
+
+@runs.command("stats")
+@click.option("--window", type=DURATION, help="How far back from now: 1m to 24h.  [default: 1h]")
+@click.option("--bucket", type=DURATION,
+              help="The width of each bucket: at least 1m, at most 288 in the window.  [default: 5m]")
+@click.option("--job", help="Only this job's runs (a slug or a job_ id).")
+@output_option
+@click.pass_context
+def run_stats(ctx: click.Context, window: timedelta | None, bucket: timedelta | None, job: str | None,
+              output: str) -> None:
+    """Count the runs of the last hour (or --window) per bucket: created, and finished by final status, with
+    the waits to start and attempt durations of the finished ones; and each job's unfinished runs now."""
+    stats = client(ctx).runs.stats(window=window, bucket=bucket, job=job)
+    show(output, stats, lambda: stats_view(stats))

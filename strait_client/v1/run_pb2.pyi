@@ -759,3 +759,218 @@ class WatchRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___WatchRunsResponse: _TypeAlias = WatchRunsResponse  # noqa: Y015
+
+@_typing.final
+class GetRunStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Only this job's runs: its id, or its slug; empty for every job. A job that does not exist is NOT_FOUND."""
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """How far back to count from now. Unset means 1 hour; at most 24 hours."""
+
+    @_builtins.property
+    def bucket(self) -> _duration_pb2.Duration:
+        """The width of each bucket. Unset means 5 minutes (or the window, when shorter); at least 1 minute, at
+        most the window, and at most 288 buckets in the window.
+        """
+
+    def __init__(
+        self,
+        *,
+        window: _duration_pb2.Duration | None = ...,
+        bucket: _duration_pb2.Duration | None = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "job_id", b"job_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRunStatsRequest: _TypeAlias = GetRunStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetRunStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The first bucket's start. Buckets start at whole multiples of the bucket width since the Unix epoch, and
+        there are window / bucket of them (rounded up), the last one holding end_time: the window reaches back
+        between (buckets - 1) and buckets widths.
+        """
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the statistics were read (the end of the last bucket)."""
+
+    @_builtins.property
+    def bucket(self) -> _duration_pb2.Duration:
+        """The bucket width used."""
+
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunStatsBucket]:
+        """Every bucket from start_time, oldest first, empty ones included."""
+
+    @_builtins.property
+    def totals(self) -> Global___RunStatsBucket:
+        """The whole window, as one bucket starting at start_time."""
+
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRunQueue]:
+        """The unfinished runs of each job that has any (every such job of the project, or the one asked for), most
+        first.
+        """
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        bucket: _duration_pb2.Duration | None = ...,
+        buckets: _abc.Iterable[Global___RunStatsBucket] | None = ...,
+        totals: Global___RunStatsBucket | None = ...,
+        queues: _abc.Iterable[Global___JobRunQueue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "end_time", b"end_time", "start_time", b"start_time", "totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "buckets", b"buckets", "end_time", b"end_time", "queues", b"queues", "start_time", b"start_time", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRunStatsResponse: _TypeAlias = GetRunStatsResponse  # noqa: Y015
+
+@_typing.final
+class RunStatsBucket(_message.Message):
+    """The runs of one time bucket (or of the whole window, in GetRunStatsResponse.totals)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELED_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """Runs created in the bucket."""
+    completed: _builtins.int
+    """Runs that reached a final status in the bucket, whenever they were created: COMPLETED ones,"""
+    failed: _builtins.int
+    """FAILED, DEAD_LETTER, TIMED_OUT, CRASHED and SYSTEM_FAILED ones,"""
+    canceled: _builtins.int
+    """CANCELED ones and EXPIRED ones."""
+    expired: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def wait(self) -> Global___DurationPercentiles:
+        """Over the runs that finished in the bucket and had started: from when each was due (its creation, or its
+        scheduled time when later) to the start of its first attempt.
+        """
+
+    @_builtins.property
+    def duration(self) -> Global___DurationPercentiles:
+        """Over the runs that finished in the bucket after an attempt (canceled and expired runs are left out): from
+        the start of the last attempt to the finish.
+        """
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        created: _builtins.int = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        canceled: _builtins.int = ...,
+        expired: _builtins.int = ...,
+        wait: Global___DurationPercentiles | None = ...,
+        duration: Global___DurationPercentiles | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "start_time", b"start_time", "wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canceled", b"canceled", "completed", b"completed", "created", b"created", "duration", b"duration", "expired", b"expired", "failed", b"failed", "start_time", b"start_time", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunStatsBucket: _TypeAlias = RunStatsBucket  # noqa: Y015
+
+@_typing.final
+class DurationPercentiles(_message.Message):
+    """Nearest-rank percentiles: each is one of the measured values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    P50_FIELD_NUMBER: _builtins.int
+    P95_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """How many values were measured; with none, p50 and p95 are unset."""
+    @_builtins.property
+    def p50(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def p95(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        p50: _duration_pb2.Duration | None = ...,
+        p95: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["p50", b"p50", "p95", b"p95"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "p50", b"p50", "p95", b"p95"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurationPercentiles: _TypeAlias = DurationPercentiles  # noqa: Y015
+
+@_typing.final
+class JobRunQueue(_message.Message):
+    """A job's unfinished runs, now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    JOB_SLUG_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    DELAYED_FIELD_NUMBER: _builtins.int
+    EXECUTING_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    job_slug: _builtins.str
+    queued: _builtins.int
+    """Due and waiting to be claimed (runs a concurrency or rate limit holds back included)."""
+    delayed: _builtins.int
+    """Waiting for a later time: scheduled for later, waiting out the backoff before a retry, or held until the
+    endpoint's open circuit lets a try through or the job's execution window opens.
+    """
+    executing: _builtins.int
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        job_slug: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        delayed: _builtins.int = ...,
+        executing: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delayed", b"delayed", "executing", b"executing", "job_id", b"job_id", "job_slug", b"job_slug", "queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobRunQueue: _TypeAlias = JobRunQueue  # noqa: Y015

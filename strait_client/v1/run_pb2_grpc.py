@@ -71,6 +71,11 @@ class RunServiceStub:
                 request_serializer=strait_dot_v1_dot_run__pb2.WatchRunsRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_run__pb2.WatchRunsResponse.FromString,
                 _registered_method=True)
+        self.GetRunStats = channel.unary_unary(
+                '/strait.v1.RunService/GetRunStats',
+                request_serializer=strait_dot_v1_dot_run__pb2.GetRunStatsRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_run__pb2.GetRunStatsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -129,6 +134,16 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRunStats(self, request, context):
+        """The project's runs over a recent window, counted in time buckets (created, and finished by final
+        status), with percentiles of how long they waited to start and how long their attempts took; and each
+        job's unfinished runs now. Its cost grows with the runs of the window and the runs not finished, never
+        with older history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +181,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.WatchRuns,
                     request_deserializer=strait_dot_v1_dot_run__pb2.WatchRunsRequest.FromString,
                     response_serializer=strait_dot_v1_dot_run__pb2.WatchRunsResponse.SerializeToString,
+            ),
+            'GetRunStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRunStats,
+                    request_deserializer=strait_dot_v1_dot_run__pb2.GetRunStatsRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_run__pb2.GetRunStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +378,33 @@ class RunService:
             '/strait.v1.RunService/WatchRuns',
             strait_dot_v1_dot_run__pb2.WatchRunsRequest.SerializeToString,
             strait_dot_v1_dot_run__pb2.WatchRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/strait.v1.RunService/GetRunStats',
+            strait_dot_v1_dot_run__pb2.GetRunStatsRequest.SerializeToString,
+            strait_dot_v1_dot_run__pb2.GetRunStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,12 @@ class RunServiceStub:
     that wrote them (within a run, rely on sequence). Every message carries a resume token; resuming from
     it misses nothing, even when transactions commit out of id order.
     """
+    GetRunStats: _grpc.UnaryUnaryMultiCallable[_run_pb2.GetRunStatsRequest, _run_pb2.GetRunStatsResponse]
+    """The project's runs over a recent window, counted in time buckets (created, and finished by final
+    status), with percentiles of how long they waited to start and how long their attempts took; and each
+    job's unfinished runs now. Its cost grows with the runs of the window and the runs not finished, never
+    with older history.
+    """
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
@@ -79,6 +85,12 @@ class RunServiceAsyncStub(RunServiceStub):
     """The project's activity feed: every run event, optionally filtered, in the order of the transactions
     that wrote them (within a run, rely on sequence). Every message carries a resume token; resuming from
     it misses nothing, even when transactions commit out of id order.
+    """
+    GetRunStats: _aio.UnaryUnaryMultiCallable[_run_pb2.GetRunStatsRequest, _run_pb2.GetRunStatsResponse]  # type: ignore[assignment]
+    """The project's runs over a recent window, counted in time buckets (created, and finished by final
+    status), with percentiles of how long they waited to start and how long their attempts took; and each
+    job's unfinished runs now. Its cost grows with the runs of the window and the runs not finished, never
+    with older history.
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -144,6 +156,18 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         """The project's activity feed: every run event, optionally filtered, in the order of the transactions
         that wrote them (within a run, rely on sequence). Every message carries a resume token; resuming from
         it misses nothing, even when transactions commit out of id order.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRunStats(
+        self,
+        request: _run_pb2.GetRunStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_run_pb2.GetRunStatsResponse, _abc.Awaitable[_run_pb2.GetRunStatsResponse]]:
+        """The project's runs over a recent window, counted in time buckets (created, and finished by final
+        status), with percentiles of how long they waited to start and how long their attempts took; and each
+        job's unfinished runs now. Its cost grows with the runs of the window and the runs not finished, never
+        with older history.
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,6 +24,7 @@ from strait_server.store.feed import FeedStore
 from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.run_context import RunContextStore
+from strait_server.store.run_stats import RunStatsStore
 from strait_server.store.runs import RunStore
 from strait_server.store.sent_events import SentEventStore
 from strait_server.store.worker_sessions import WorkerSessionStore
@@ -38,6 +39,8 @@ class Deps:
     projects: ProjectStore
     jobs: JobStore
     runs: RunStore
+    # GetRunStats's reads.
+    run_stats: RunStatsStore
     authenticator: Authenticator
     page_tokens: PageTokens
     # Called after runs are enqueued (wakes dispatchers) and after delayed runs are created.

@@ -9,13 +9,14 @@ import grpc
 
 from strait_client.v1 import run_pb2, run_pb2_grpc
 from strait_server import errors
-from strait_server.api import convert, replies, validate
+from strait_server.api import convert, replies, run_stats, validate
 from strait_server.api.deps import Deps, triggers_of
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
 from strait_server.errors import Violations
 from strait_server.service.watch import AgedOut, Keepalive, Replayed, Watches
 from strait_server.store.feed import Cursor, FeedFilter
+from strait_server.store.run_stats import StatsWindow
 
 WATCH_END_KEY = "strait-watch-end"
 
@@ -99,6 +100,21 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         last = page.last
         token = self._d.page_tokens.encode(last.create_time, last.id, fp) if last else ""
         return run_pb2.ListRunsResponse(runs=page.messages, next_page_token=token)
+
+    async def GetRunStats(self, request: run_pb2.GetRunStatsRequest,
+                          context: grpc.aio.ServicerContext) -> run_pb2.GetRunStatsResponse:
+        project = project_id()
+        v = Violations()
+        validate.check_text(v, "job_id", request.job_id, max_len=128)
+        window, bucket = run_stats.spans(v, request)
+        v.raise_if_any()
+        job_id = None
+        if request.job_id:  # NOT_FOUND for an id too (ListRuns lists nothing for one)
+            by_id = request.job_id.startswith("job_")  # slugs may not start with it
+            job_id = (await self._d.jobs.get(project, job_id=request.job_id if by_id else "",
+                                             slug="" if by_id else request.job_id)).id
+        stats = await self._d.run_stats.read(project, job_id, StatsWindow.ending(validate.utc_now(), window, bucket))
+        return run_stats.reply(stats)
 
     async def CancelRun(self, request: run_pb2.CancelRunRequest,
                         context: grpc.aio.ServicerContext) -> run_pb2.CancelRunResponse:

@@ -83,8 +83,8 @@ def columns(title: str, labels: Sequence[str], stacks: Sequence[Sequence[float]]
 
 
 def rows(title: str, labels: Sequence[str], stacks: Sequence[Sequence[float]], tones: Sequence[str],
-         names: Sequence[str], fmt: Callable[[float], str], totals: Sequence[str] | None = None) -> Chart:
-    """Stacked rows, one per label (jobs), with each row's total (or `totals[i]`) after it."""
+         names: Sequence[str], fmt: Callable[[float], str]) -> Chart:
+    """Stacked rows, one per label (jobs), with each row's total after it."""
     top = _scale(stacks)
     plot_width = ROW_WIDTH - LABEL_WIDTH - 70
     bars = []
@@ -98,9 +98,8 @@ def rows(title: str, labels: Sequence[str], stacks: Sequence[Sequence[float]], t
                 segments.append(Segment(x, y, width, ROW_HEIGHT - 6, tone))
                 x += width
         short = label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
-        total = totals[i] if totals is not None else fmt(sum(stack))
         bars.append(Bar(short, LABEL_WIDTH - 6, y + ROW_HEIGHT - 9, _title(label, stack, names, fmt),
-                        tuple(segments), total, x + 4))
+                        tuple(segments), fmt(sum(stack)), x + 4))
     height = max(len(labels), 1) * ROW_HEIGHT
     return Chart(title, ROW_WIDTH, height, tuple(bars), fmt(top), (LABEL_WIDTH, 0, LABEL_WIDTH, height),
                  tuple(zip(tones, names, strict=True)), False)

@@ -139,6 +139,35 @@ async def test_runs_list_filters(cli: Cli, sink: Sink) -> None:
     assert bad_status.code == 2 and "'finished' is not one of" in bad_status.err
 
 
+async def test_runs_stats(cli: Cli, sink: Sink) -> None:
+    await cli.json("jobs", "create", "a", sink.script("/a"))
+    await cli.json("jobs", "create", "b", sink.script("/b", then=Reply(503)), "--max-attempts", "1")
+    done = await cli.json("trigger", "a", "--wait")
+    assert (await cli("trigger", "b", "--wait")).code == 1
+    await cli.json("trigger", "a", "--delay", "1h")
+
+    stats = await cli.json("runs", "stats")
+    assert stats["bucket"] == 300 and len(stats["buckets"]) == 12 and stats["start_time"].endswith("Z")
+    totals = stats["totals"]
+    assert (totals["created"], totals["completed"], totals["failed"]) == (3, 1, 1)
+    assert totals["duration"]["count"] == 2 and totals["wait"]["p50"] is not None
+    assert stats["queues"] == [{"job_id": done["job_id"], "job_slug": "a", "queued": 0, "delayed": 1,
+                                "executing": 0}]
+    only_b = await cli.json("runs", "stats", "--job", "b", "--window", "2h", "--bucket", "10m")
+    assert (len(only_b["buckets"]), only_b["totals"]["failed"], only_b["queues"]) == (12, 1, [])
+
+    shown = await cli("runs", "stats")
+    assert shown.code == 0
+    assert re.search(r"^created +3 *$", shown.out, re.M) and re.search(r"^failed +1 *$", shown.out, re.M)
+    assert re.search(r"^wait +p50 \S+, p95 \S+ \(of 2\) *$", shown.out, re.M)
+    assert re.search(r"^JOB +QUEUED +DELAYED +EXECUTING *$", shown.out, re.M)
+    assert re.search(r"^a +0 +1 +0 *$", shown.out, re.M)
+    assert re.search(r"^FROM +CREATED +COMPLETED +FAILED", shown.out, re.M)
+    bad = await cli("runs", "stats", "--bucket", "10s")
+    assert bad.code == 1 and bad.err.startswith("strait: INVALID_ARGUMENT: ") and "bucket" in bad.err
+    assert (await cli("runs", "stats", "--window", "soon")).code == 2
+
+
 async def test_events_cancel_and_replay_of_a_dead_letter_run(cli: Cli, sink: Sink) -> None:
     url = sink.script("/flaky", then=Reply(503))
     await cli.json("jobs", "create", "flaky", url, "--max-attempts", "2", "--set",

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file strait/v1/run.proto.
  */
 export const file_strait_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChNzdHJhaXQvdjEvcnVuLnByb3RvEglzdHJhaXQudjEitAEKClJ1bkF0dGVtcHQSDwoHYXR0ZW1wdBgBIAEoBRITCgtzdGF0dXNfY29kZRgCIAEoBRIrCghkdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVlcnJvchgEIAEoCRIUCgxlbmRwb2ludF91cmwYBSABKAkSLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiogcKA1J1bhIKCgJpZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRIkCgZzdGF0dXMYBCABKA4yFC5zdHJhaXQudjEuUnVuU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSFAoMbWF4X2F0dGVtcHRzGAYgASgFEhAKCHByaW9yaXR5GAcgASgFEhQKDHBheWxvYWRfanNvbhgIIAEoCRITCgtvdXRwdXRfanNvbhgJIAEoCRINCgVlcnJvchgKIAEoCRIyCg5zY2hlZHVsZWRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYDyABKAkSJgoEdGFncxgQIAMoCzIYLnN0cmFpdC52MS5SdW4uVGFnc0VudHJ5Ei4KCG1ldGFkYXRhGBEgAygLMhwuc3RyYWl0LnYxLlJ1bi5NZXRhZGF0YUVudHJ5EicKCGF0dGVtcHRzGBIgAygLMhUuc3RyYWl0LnYxLlJ1bkF0dGVtcHQSKgoHdGltZW91dBgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhITCgtlcnJvcl9jbGFzcxgUIAEoCRIYChByZXBsYXlfb2ZfcnVuX2lkGBUgASgJEi8KC3VwZGF0ZV90aW1lGBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgXIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPY29uY3VycmVuY3lfa2V5GBggASgJEhMKC3dhaXRfcmVhc29uGBkgASgJEhUKDWNvc3RfbWljcm91c2QYGiABKAMSEgoKbG9zdF9jb3VudBgbIAEoBRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihAIKCFJ1bkV2ZW50Eg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIMCgR0eXBlGAMgASgJEikKC2Zyb21fc3RhdHVzGAQgASgOMhQuc3RyYWl0LnYxLlJ1blN0YXR1cxInCgl0b19zdGF0dXMYBSABKA4yFC5zdHJhaXQudjEuUnVuU3RhdHVzEg8KB21lc3NhZ2UYBiABKAkSEQoJZGF0YV9qc29uGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZqb2JfaWQYCSABKAkSDwoHYXR0ZW1wdBgKIAEoBSIbCg1HZXRSdW5SZXF1ZXN0EgoKAmlkGAEgASgJIi0KDkdldFJ1blJlc3BvbnNlEhsKA3J1bhgBIAEoCzIOLnN0cmFpdC52MS5SdW4i3wEKD0xpc3RSdW5zUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSJgoIc3RhdHVzZXMYAiADKA4yFC5zdHJhaXQudjEuUnVuU3RhdHVzEjUKEWNyZWF0ZV90aW1lX2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJjcmVhdGVfdGltZV9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIkkKEExpc3RSdW5zUmVzcG9uc2USHAoEcnVucxgBIAMoCzIOLnN0cmFpdC52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi4KEENhbmNlbFJ1blJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIjAKEUNhbmNlbFJ1blJlc3BvbnNlEhsKA3J1bhgBIAEoCzIOLnN0cmFpdC52MS5SdW4iNwoQUmVwbGF5UnVuUmVxdWVzdBIKCgJpZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiSwoRUmVwbGF5UnVuUmVzcG9uc2USGwoDcnVuGAEgASgLMg4uc3RyYWl0LnYxLlJ1bhIZChFpZGVtcG90ZW50X3JlcGVhdBgCIAEoCCJlChRMaXN0UnVuRXZlbnRzUmVxdWVzdBIOCgZydW5faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVQoVTGlzdFJ1bkV2ZW50c1Jlc3BvbnNlEiMKBmV2ZW50cxgBIAMoCzITLnN0cmFpdC52MS5SdW5FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIWCg5mb2xsb3dfcmVwbGF5cxgDIAEoCCI1CglLZWVwYWxpdmUSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibgoQV2F0Y2hSdW5SZXNwb25zZRIkCgVldmVudBgBIAEoCzITLnN0cmFpdC52MS5SdW5FdmVudEgAEikKCWtlZXBhbGl2ZRgCIAEoCzIULnN0cmFpdC52MS5LZWVwYWxpdmVIAEIJCgdtZXNzYWdlItYBChBXYXRjaFJ1bnNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRImCghzdGF0dXNlcxgCIAMoDjIULnN0cmFpdC52MS5SdW5TdGF0dXMSMwoEdGFncxgDIAMoCzIlLnN0cmFpdC52MS5XYXRjaFJ1bnNSZXF1ZXN0LlRhZ3NFbnRyeRIUCgxyZXN1bWVfdG9rZW4YBCABKAkSEgoKZnJvbV9zdGFydBgFIAEoCBorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKFAQoRV2F0Y2hSdW5zUmVzcG9uc2USJAoFZXZlbnQYASABKAsyEy5zdHJhaXQudjEuUnVuRXZlbnRIABIpCglrZWVwYWxpdmUYAiABKAsyFC5zdHJhaXQudjEuS2VlcGFsaXZlSAASFAoMcmVzdW1lX3Rva2VuGAMgASgJQgkKB21lc3NhZ2UqpAMKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSUlVOX1NUQVRVU19ERUxBWUVEEAESFQoRUlVOX1NUQVRVU19RVUVVRUQQAhIXChNSVU5fU1RBVFVTX0RFUVVFVUVEEAMSGAoUUlVOX1NUQVRVU19FWEVDVVRJTkcQBBIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBRIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBAGEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAcSGAoUUlVOX1NUQVRVU19USU1FRF9PVVQQCBIWChJSVU5fU1RBVFVTX0NSQVNIRUQQCRIcChhSVU5fU1RBVFVTX1NZU1RFTV9GQUlMRUQQChIXChNSVU5fU1RBVFVTX0NBTkNFTEVEEAsSFgoSUlVOX1NUQVRVU19FWFBJUkVEEAwSGgoWUlVOX1NUQVRVU19ERUFEX0xFVFRFUhANEhwKGFJVTl9TVEFUVVNfUkVQTEFZX1NUQUdFRBAOEhUKEVJVTl9TVEFUVVNfUEFVU0VEEA8yhQQKClJ1blNlcnZpY2USPQoGR2V0UnVuEhguc3RyYWl0LnYxLkdldFJ1blJlcXVlc3QaGS5zdHJhaXQudjEuR2V0UnVuUmVzcG9uc2USQwoITGlzdFJ1bnMSGi5zdHJhaXQudjEuTGlzdFJ1bnNSZXF1ZXN0Ghsuc3RyYWl0LnYxLkxpc3RSdW5zUmVzcG9uc2USRgoJQ2FuY2VsUnVuEhsuc3RyYWl0LnYxLkNhbmNlbFJ1blJlcXVlc3QaHC5zdHJhaXQudjEuQ2FuY2VsUnVuUmVzcG9uc2USRgoJUmVwbGF5UnVuEhsuc3RyYWl0LnYxLlJlcGxheVJ1blJlcXVlc3QaHC5zdHJhaXQudjEuUmVwbGF5UnVuUmVzcG9uc2USUgoNTGlzdFJ1bkV2ZW50cxIfLnN0cmFpdC52MS5MaXN0UnVuRXZlbnRzUmVxdWVzdBogLnN0cmFpdC52MS5MaXN0UnVuRXZlbnRzUmVzcG9uc2USRQoIV2F0Y2hSdW4SGi5zdHJhaXQudjEuV2F0Y2hSdW5SZXF1ZXN0Ghsuc3RyYWl0LnYxLldhdGNoUnVuUmVzcG9uc2UwARJICglXYXRjaFJ1bnMSGy5zdHJhaXQudjEuV2F0Y2hSdW5zUmVxdWVzdBocLnN0cmFpdC52MS5XYXRjaFJ1bnNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChNzdHJhaXQvdjEvcnVuLnByb3RvEglzdHJhaXQudjEitAEKClJ1bkF0dGVtcHQSDwoHYXR0ZW1wdBgBIAEoBRITCgtzdGF0dXNfY29kZRgCIAEoBRIrCghkdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVlcnJvchgEIAEoCRIUCgxlbmRwb2ludF91cmwYBSABKAkSLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiogcKA1J1bhIKCgJpZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRIkCgZzdGF0dXMYBCABKA4yFC5zdHJhaXQudjEuUnVuU3RhdHVzEg8KB2F0dGVtcHQYBSABKAUSFAoMbWF4X2F0dGVtcHRzGAYgASgFEhAKCHByaW9yaXR5GAcgASgFEhQKDHBheWxvYWRfanNvbhgIIAEoCRITCgtvdXRwdXRfanNvbhgJIAEoCRINCgVlcnJvchgKIAEoCRIyCg5zY2hlZHVsZWRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYDyABKAkSJgoEdGFncxgQIAMoCzIYLnN0cmFpdC52MS5SdW4uVGFnc0VudHJ5Ei4KCG1ldGFkYXRhGBEgAygLMhwuc3RyYWl0LnYxLlJ1bi5NZXRhZGF0YUVudHJ5EicKCGF0dGVtcHRzGBIgAygLMhUuc3RyYWl0LnYxLlJ1bkF0dGVtcHQSKgoHdGltZW91dBgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhITCgtlcnJvcl9jbGFzcxgUIAEoCRIYChByZXBsYXlfb2ZfcnVuX2lkGBUgASgJEi8KC3VwZGF0ZV90aW1lGBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgXIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPY29uY3VycmVuY3lfa2V5GBggASgJEhMKC3dhaXRfcmVhc29uGBkgASgJEhUKDWNvc3RfbWljcm91c2QYGiABKAMSEgoKbG9zdF9jb3VudBgbIAEoBRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihAIKCFJ1bkV2ZW50Eg4KBnJ1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIMCgR0eXBlGAMgASgJEikKC2Zyb21fc3RhdHVzGAQgASgOMhQuc3RyYWl0LnYxLlJ1blN0YXR1cxInCgl0b19zdGF0dXMYBSABKA4yFC5zdHJhaXQudjEuUnVuU3RhdHVzEg8KB21lc3NhZ2UYBiABKAkSEQoJZGF0YV9qc29uGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZqb2JfaWQYCSABKAkSDwoHYXR0ZW1wdBgKIAEoBSIbCg1HZXRSdW5SZXF1ZXN0EgoKAmlkGAEgASgJIi0KDkdldFJ1blJlc3BvbnNlEhsKA3J1bhgBIAEoCzIOLnN0cmFpdC52MS5SdW4i3wEKD0xpc3RSdW5zUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSJgoIc3RhdHVzZXMYAiADKA4yFC5zdHJhaXQudjEuUnVuU3RhdHVzEjUKEWNyZWF0ZV90aW1lX2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI2ChJjcmVhdGVfdGltZV9iZWZvcmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJIkkKEExpc3RSdW5zUmVzcG9uc2USHAoEcnVucxgBIAMoCzIOLnN0cmFpdC52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi4KEENhbmNlbFJ1blJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIjAKEUNhbmNlbFJ1blJlc3BvbnNlEhsKA3J1bhgBIAEoCzIOLnN0cmFpdC52MS5SdW4iNwoQUmVwbGF5UnVuUmVxdWVzdBIKCgJpZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkiSwoRUmVwbGF5UnVuUmVzcG9uc2USGwoDcnVuGAEgASgLMg4uc3RyYWl0LnYxLlJ1bhIZChFpZGVtcG90ZW50X3JlcGVhdBgCIAEoCCJlChRMaXN0UnVuRXZlbnRzUmVxdWVzdBIOCgZydW5faWQYASABKAkSFgoOYWZ0ZXJfc2VxdWVuY2UYAiABKAMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVQoVTGlzdFJ1bkV2ZW50c1Jlc3BvbnNlEiMKBmV2ZW50cxgBIAMoCzITLnN0cmFpdC52MS5SdW5FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIWCg5mb2xsb3dfcmVwbGF5cxgDIAEoCCI1CglLZWVwYWxpdmUSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibgoQV2F0Y2hSdW5SZXNwb25zZRIkCgVldmVudBgBIAEoCzITLnN0cmFpdC52MS5SdW5FdmVudEgAEikKCWtlZXBhbGl2ZRgCIAEoCzIULnN0cmFpdC52MS5LZWVwYWxpdmVIAEIJCgdtZXNzYWdlItYBChBXYXRjaFJ1bnNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRImCghzdGF0dXNlcxgCIAMoDjIULnN0cmFpdC52MS5SdW5TdGF0dXMSMwoEdGFncxgDIAMoCzIlLnN0cmFpdC52MS5XYXRjaFJ1bnNSZXF1ZXN0LlRhZ3NFbnRyeRIUCgxyZXN1bWVfdG9rZW4YBCABKAkSEgoKZnJvbV9zdGFydBgFIAEoCBorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKFAQoRV2F0Y2hSdW5zUmVzcG9uc2USJAoFZXZlbnQYASABKAsyEy5zdHJhaXQudjEuUnVuRXZlbnRIABIpCglrZWVwYWxpdmUYAiABKAsyFC5zdHJhaXQudjEuS2VlcGFsaXZlSAASFAoMcmVzdW1lX3Rva2VuGAMgASgJQgkKB21lc3NhZ2UiegoSR2V0UnVuU3RhdHNSZXF1ZXN0EikKBndpbmRvdxgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZidWNrZXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGam9iX2lkGAMgASgJIp0CChNHZXRSdW5TdGF0c1Jlc3BvbnNlEi4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZidWNrZXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKgoHYnVja2V0cxgEIAMoCzIZLnN0cmFpdC52MS5SdW5TdGF0c0J1Y2tldBIpCgZ0b3RhbHMYBSABKAsyGS5zdHJhaXQudjEuUnVuU3RhdHNCdWNrZXQSJgoGcXVldWVzGAYgAygLMhYuc3RyYWl0LnYxLkpvYlJ1blF1ZXVlIvcBCg5SdW5TdGF0c0J1Y2tldBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjcmVhdGVkGAIgASgDEhEKCWNvbXBsZXRlZBgDIAEoAxIOCgZmYWlsZWQYBCABKAMSEAoIY2FuY2VsZWQYBSABKAMSDwoHZXhwaXJlZBgGIAEoAxIsCgR3YWl0GAcgASgLMh4uc3RyYWl0LnYxLkR1cmF0aW9uUGVyY2VudGlsZXMSMAoIZHVyYXRpb24YCCABKAsyHi5zdHJhaXQudjEuRHVyYXRpb25QZXJjZW50aWxlcyJ0ChNEdXJhdGlvblBlcmNlbnRpbGVzEg0KBWNvdW50GAEgASgDEiYKA3A1MBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNwOTUYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iYwoLSm9iUnVuUXVldWUSDgoGam9iX2lkGAEgASgJEhAKCGpvYl9zbHVnGAIgASgJEg4KBnF1ZXVlZBgDIAEoAxIPCgdkZWxheWVkGAQgASgDEhEKCWV4ZWN1dGluZxgFIAEoAyqkAwoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJSVU5fU1RBVFVTX0RFTEFZRUQQARIVChFSVU5fU1RBVFVTX1FVRVVFRBACEhcKE1JVTl9TVEFUVVNfREVRVUVVRUQQAxIYChRSVU5fU1RBVFVTX0VYRUNVVElORxAEEhYKElJVTl9TVEFUVVNfV0FJVElORxAFEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAYSFQoRUlVOX1NUQVRVU19GQUlMRUQQBxIYChRSVU5fU1RBVFVTX1RJTUVEX09VVBAIEhYKElJVTl9TVEFUVVNfQ1JBU0hFRBAJEhwKGFJVTl9TVEFUVVNfU1lTVEVNX0ZBSUxFRBAKEhcKE1JVTl9TVEFUVVNfQ0FOQ0VMRUQQCxIWChJSVU5fU1RBVFVTX0VYUElSRUQQDBIaChZSVU5fU1RBVFVTX0RFQURfTEVUVEVSEA0SHAoYUlVOX1NUQVRVU19SRVBMQVlfU1RBR0VEEA4SFQoRUlVOX1NUQVRVU19QQVVTRUQQDzLTBAoKUnVuU2VydmljZRI9CgZHZXRSdW4SGC5zdHJhaXQudjEuR2V0UnVuUmVxdWVzdBoZLnN0cmFpdC52MS5HZXRSdW5SZXNwb25zZRJDCghMaXN0UnVucxIaLnN0cmFpdC52MS5MaXN0UnVuc1JlcXVlc3QaGy5zdHJhaXQudjEuTGlzdFJ1bnNSZXNwb25zZRJGCglDYW5jZWxSdW4SGy5zdHJhaXQudjEuQ2FuY2VsUnVuUmVxdWVzdBocLnN0cmFpdC52MS5DYW5jZWxSdW5SZXNwb25zZRJGCglSZXBsYXlSdW4SGy5zdHJhaXQudjEuUmVwbGF5UnVuUmVxdWVzdBocLnN0cmFpdC52MS5SZXBsYXlSdW5SZXNwb25zZRJSCg1MaXN0UnVuRXZlbnRzEh8uc3RyYWl0LnYxLkxpc3RSdW5FdmVudHNSZXF1ZXN0GiAuc3RyYWl0LnYxLkxpc3RSdW5FdmVudHNSZXNwb25zZRJFCghXYXRjaFJ1bhIaLnN0cmFpdC52MS5XYXRjaFJ1blJlcXVlc3QaGy5zdHJhaXQudjEuV2F0Y2hSdW5SZXNwb25zZTABEkgKCVdhdGNoUnVucxIbLnN0cmFpdC52MS5XYXRjaFJ1bnNSZXF1ZXN0Ghwuc3RyYWl0LnYxLldhdGNoUnVuc1Jlc3BvbnNlMAESTAoLR2V0UnVuU3RhdHMSHS5zdHJhaXQudjEuR2V0UnVuU3RhdHNSZXF1ZXN0Gh4uc3RyYWl0LnYxLkdldFJ1blN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * One dispatch attempt of a run.
@@ -724,6 +724,240 @@ export const WatchRunsResponseSchema: GenMessage<WatchRunsResponse> = /*@__PURE_
   messageDesc(file_strait_v1_run, 17);
 
 /**
+ * @generated from message strait.v1.GetRunStatsRequest
+ */
+export type GetRunStatsRequest = Message<"strait.v1.GetRunStatsRequest"> & {
+  /**
+   * How far back to count from now. Unset means 1 hour; at most 24 hours.
+   *
+   * @generated from field: google.protobuf.Duration window = 1;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * The width of each bucket. Unset means 5 minutes (or the window, when shorter); at least 1 minute, at
+   * most the window, and at most 288 buckets in the window.
+   *
+   * @generated from field: google.protobuf.Duration bucket = 2;
+   */
+  bucket?: Duration | undefined;
+
+  /**
+   * Only this job's runs: its id, or its slug; empty for every job. A job that does not exist is NOT_FOUND.
+   *
+   * @generated from field: string job_id = 3;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message strait.v1.GetRunStatsRequest.
+ * Use `create(GetRunStatsRequestSchema)` to create a new message.
+ */
+export const GetRunStatsRequestSchema: GenMessage<GetRunStatsRequest> = /*@__PURE__*/
+  messageDesc(file_strait_v1_run, 18);
+
+/**
+ * @generated from message strait.v1.GetRunStatsResponse
+ */
+export type GetRunStatsResponse = Message<"strait.v1.GetRunStatsResponse"> & {
+  /**
+   * The first bucket's start. Buckets start at whole multiples of the bucket width since the Unix epoch, and
+   * there are window / bucket of them (rounded up), the last one holding end_time: the window reaches back
+   * between (buckets - 1) and buckets widths.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When the statistics were read (the end of the last bucket).
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * The bucket width used.
+   *
+   * @generated from field: google.protobuf.Duration bucket = 3;
+   */
+  bucket?: Duration | undefined;
+
+  /**
+   * Every bucket from start_time, oldest first, empty ones included.
+   *
+   * @generated from field: repeated strait.v1.RunStatsBucket buckets = 4;
+   */
+  buckets: RunStatsBucket[];
+
+  /**
+   * The whole window, as one bucket starting at start_time.
+   *
+   * @generated from field: strait.v1.RunStatsBucket totals = 5;
+   */
+  totals?: RunStatsBucket | undefined;
+
+  /**
+   * The unfinished runs of each job that has any (every such job of the project, or the one asked for), most
+   * first.
+   *
+   * @generated from field: repeated strait.v1.JobRunQueue queues = 6;
+   */
+  queues: JobRunQueue[];
+};
+
+/**
+ * Describes the message strait.v1.GetRunStatsResponse.
+ * Use `create(GetRunStatsResponseSchema)` to create a new message.
+ */
+export const GetRunStatsResponseSchema: GenMessage<GetRunStatsResponse> = /*@__PURE__*/
+  messageDesc(file_strait_v1_run, 19);
+
+/**
+ * The runs of one time bucket (or of the whole window, in GetRunStatsResponse.totals).
+ *
+ * @generated from message strait.v1.RunStatsBucket
+ */
+export type RunStatsBucket = Message<"strait.v1.RunStatsBucket"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Runs created in the bucket.
+   *
+   * @generated from field: int64 created = 2;
+   */
+  created: bigint;
+
+  /**
+   * Runs that reached a final status in the bucket, whenever they were created: COMPLETED ones,
+   *
+   * @generated from field: int64 completed = 3;
+   */
+  completed: bigint;
+
+  /**
+   * FAILED, DEAD_LETTER, TIMED_OUT, CRASHED and SYSTEM_FAILED ones,
+   *
+   * @generated from field: int64 failed = 4;
+   */
+  failed: bigint;
+
+  /**
+   * CANCELED ones and EXPIRED ones.
+   *
+   * @generated from field: int64 canceled = 5;
+   */
+  canceled: bigint;
+
+  /**
+   * @generated from field: int64 expired = 6;
+   */
+  expired: bigint;
+
+  /**
+   * Over the runs that finished in the bucket and had started: from when each was due (its creation, or its
+   * scheduled time when later) to the start of its first attempt.
+   *
+   * @generated from field: strait.v1.DurationPercentiles wait = 7;
+   */
+  wait?: DurationPercentiles | undefined;
+
+  /**
+   * Over the runs that finished in the bucket after an attempt (canceled and expired runs are left out): from
+   * the start of the last attempt to the finish.
+   *
+   * @generated from field: strait.v1.DurationPercentiles duration = 8;
+   */
+  duration?: DurationPercentiles | undefined;
+};
+
+/**
+ * Describes the message strait.v1.RunStatsBucket.
+ * Use `create(RunStatsBucketSchema)` to create a new message.
+ */
+export const RunStatsBucketSchema: GenMessage<RunStatsBucket> = /*@__PURE__*/
+  messageDesc(file_strait_v1_run, 20);
+
+/**
+ * Nearest-rank percentiles: each is one of the measured values.
+ *
+ * @generated from message strait.v1.DurationPercentiles
+ */
+export type DurationPercentiles = Message<"strait.v1.DurationPercentiles"> & {
+  /**
+   * How many values were measured; with none, p50 and p95 are unset.
+   *
+   * @generated from field: int64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration p50 = 2;
+   */
+  p50?: Duration | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration p95 = 3;
+   */
+  p95?: Duration | undefined;
+};
+
+/**
+ * Describes the message strait.v1.DurationPercentiles.
+ * Use `create(DurationPercentilesSchema)` to create a new message.
+ */
+export const DurationPercentilesSchema: GenMessage<DurationPercentiles> = /*@__PURE__*/
+  messageDesc(file_strait_v1_run, 21);
+
+/**
+ * A job's unfinished runs, now.
+ *
+ * @generated from message strait.v1.JobRunQueue
+ */
+export type JobRunQueue = Message<"strait.v1.JobRunQueue"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string job_slug = 2;
+   */
+  jobSlug: string;
+
+  /**
+   * Due and waiting to be claimed (runs a concurrency or rate limit holds back included).
+   *
+   * @generated from field: int64 queued = 3;
+   */
+  queued: bigint;
+
+  /**
+   * Waiting for a later time: scheduled for later, waiting out the backoff before a retry, or held until the
+   * endpoint's open circuit lets a try through or the job's execution window opens.
+   *
+   * @generated from field: int64 delayed = 4;
+   */
+  delayed: bigint;
+
+  /**
+   * @generated from field: int64 executing = 5;
+   */
+  executing: bigint;
+};
+
+/**
+ * Describes the message strait.v1.JobRunQueue.
+ * Use `create(JobRunQueueSchema)` to create a new message.
+ */
+export const JobRunQueueSchema: GenMessage<JobRunQueue> = /*@__PURE__*/
+  messageDesc(file_strait_v1_run, 22);
+
+/**
  * Every state of a run. Terminal: COMPLETED, FAILED, TIMED_OUT, CRASHED, SYSTEM_FAILED, CANCELED, EXPIRED, DEAD_LETTER.
  *
  * @generated from enum strait.v1.RunStatus
@@ -911,6 +1145,19 @@ export const RunService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchRunsRequestSchema;
     output: typeof WatchRunsResponseSchema;
+  },
+  /**
+   * The project's runs over a recent window, counted in time buckets (created, and finished by final
+   * status), with percentiles of how long they waited to start and how long their attempts took; and each
+   * job's unfinished runs now. Its cost grows with the runs of the window and the runs not finished, never
+   * with older history.
+   *
+   * @generated from rpc strait.v1.RunService.GetRunStats
+   */
+  getRunStats: {
+    methodKind: "unary";
+    input: typeof GetRunStatsRequestSchema;
+    output: typeof GetRunStatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_strait_v1_run, 0);
