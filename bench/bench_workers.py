@@ -8,7 +8,8 @@ with BatchTriggerJob before the worker starts; the worker (a separate process ru
 with an async no-op handler) is timed from its start to the last run completed, which includes its connect.
 The raw limit claims the same number of rows of a plain table in batches of 1,000 with one statement per
 batch (`UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1000)`), the most any claim-based
-queue could do on this machine. Environment: STRAIT_BENCH_DATABASE_URL, STRAIT_BENCH_REDIS_URL.
+queue could do on this machine. Environment: STRAIT_BENCH_DATABASE_URL, STRAIT_BENCH_REDIS_URL. `--pg-stats`
+prints what each drain cost PostgreSQL (see bench/pg_stats.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import asyncpg
 import grpc
 
 from bench.bench_dispatch import _free_port, _load, _setup
-from bench.bench_flow_control import served
+from bench.bench_flow_control import ADMIN_URL, served
+from bench.cpu_time import CpuMeter
+from bench.pg_stats import PgStats
 from strait_client.v1 import job_pb2, job_pb2_grpc, project_pb2, project_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 WORKER_SCRIPT = textwrap.dedent("""
@@ -111,10 +114,19 @@ async def _disconnect(address: str, key: str, jobs: job_pb2_grpc.JobServiceStub,
 
 
 async def _drain(conn: asyncpg.Connection, args: argparse.Namespace, address: str, key: str,
-                 jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], job: job_pb2.Job) -> float:
+                 jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], job: job_pb2.Job,
+                 server_pid: int) -> tuple[float, dict[str, float]]:
+    """Runs/s, and the CPU seconds per run that the server, the worker and PostgreSQL spent on the drain."""
     await _enqueue(jobs, md, job, args.runs)
+    stats = None
+    if args.pg_stats:
+        stats = PgStats(await asyncpg.connect(ADMIN_URL), conn)
+        await stats.start()
+    meter = CpuMeter(conn, {"server": server_pid})
+    await meter.start()
     started = time.perf_counter()
     worker = await _start_worker(address, key, args.slots, "noop")
+    meter.add("worker", worker.pid)
     try:
         # Cheap to ask (two index probes), unlike counting completed runs, which would load the database
         # the bench measures: done when no run of the job is queued or leased.
@@ -122,12 +134,18 @@ async def _drain(conn: asyncpg.Connection, args: argparse.Namespace, address: st
                                   "OR EXISTS (SELECT 1 FROM run_leases WHERE job_id = $1)", job.id):
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
+        spent = await meter.stop()
     finally:
         worker.terminate()
         await worker.wait()
+    if stats is not None:
+        try:
+            print(await stats.report(args.runs))
+        finally:
+            await stats.admin.close()
     left = await conn.fetchval("SELECT count(*) FROM runs WHERE job_id = $1 AND status <> 'completed'", job.id)
     assert left == 0, left
-    return float(args.runs) / elapsed
+    return float(args.runs) / elapsed, {name: seconds / args.runs for name, seconds in spent.items()}
 
 
 async def _raw_claim_limit(conn: asyncpg.Connection, rows: int) -> float:
@@ -216,6 +234,9 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency", type=int, default=1000)
     parser.add_argument("--idle-workers", type=int, default=1000)
+    parser.add_argument("--pg-stats", action="store_true",
+                        help="print what each drain cost PostgreSQL: per statement (pg_stat_statements, which the "
+                             "server must preload), per table and index")
     args = parser.parse_args()
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -229,14 +250,20 @@ async def main() -> None:
         md = (("authorization", f"Bearer {key}"),)
         jobs = job_pb2_grpc.JobServiceStub(channel)
         job = await _worker_job(jobs, md, "noop-worker")
-        rates, raws = [], []
+        rates, raws, cpus = [], [], []
         for _ in range(args.repeats):
-            rates.append(await _drain(conn, args, address, key, jobs, md, job))
+            rate, cpu = await _drain(conn, args, address, key, jobs, md, job, pid)
+            rates.append(rate)
+            cpus.append(cpu)
             raws.append(await _raw_claim_limit(conn, args.runs))
             print(f"{f'{args.runs:,} worker runs, 1 worker, {args.slots} slots':<44} {rates[-1]:,.0f} runs/s   "
                   f"raw claim limit {raws[-1]:,.0f} rows/s ({_load()})")
+            print(f"{'  CPU per run':<44} " + "   ".join(f"{name} {seconds * 1e6:.0f} us"
+                                                         for name, seconds in cpu.items()))
         ratio = statistics.median(rates) / statistics.median(raws)
-        print(f"{'median':<44} {statistics.median(rates):,.0f} runs/s = {ratio:.2f} of the raw claim limit")
+        print(f"{'median':<44} {statistics.median(rates):,.0f} runs/s = {ratio:.2f} of the raw claim limit; CPU per "
+              "run " + "   ".join(f"{name} {statistics.median(c[name] for c in cpus) * 1e6:.0f} us"
+                                  for name in cpus[0]))
         if args.idle_workers:
             extra = await _idle_workers(address, md, pid, args.idle_workers)
             print(f"{f'{args.idle_workers:,} idle connected workers':<44} +{extra:.0f} MB server RSS ({_load()})")
