@@ -2,7 +2,9 @@
 
 Events themselves are only ever read from run_events (by per-run sequence), so a watcher can never skip
 or repeat one; a message on the Redis channel <namespace>:events, listing the run ids whose events were
-just committed (one message per commit, however many runs it touched), only wakes their watchers.
+just committed (one message per commit, however many runs it touched), only wakes their watchers. A message
+starts with a line naming the bus that sent it ("@<random id>"): a process ignores its own messages, whose
+watchers it woke when it published them.
 Watchers register before their first read, so an event committed while a stream is being set up is seen
 either by that read or through the wake-up that follows it. Without Redis, watchers poll.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Published instead of run ids when too many piled up while Redis was slow: every watcher looks.
 _EVERY_RUN = "*"
+# The first line of a message names its sender: never a run id, which starts with "run_".
+_ORIGIN_PREFIX = "@"
 
 
 class EventBus:
@@ -41,10 +46,14 @@ class EventBus:
         self._run_listeners: list[Callable[[list[str] | None], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._outbox: Outbox | None = None
+        self._origin = _ORIGIN_PREFIX + secrets.token_hex(8)
         if redis is not None and health is not None:
             # One message per batch of commits, off the caller's path (see redis_health.py).
             publisher = RedisPublisher(redis, self._channel, health, what="event")
-            self._outbox = Outbox(publisher.send, self._supervisor, name="event-publisher", overflow=_EVERY_RUN)
+
+            async def send(batch: list[str]) -> None:
+                await publisher.send([self._origin, *batch])
+            self._outbox = Outbox(send, self._supervisor, name="event-publisher", overflow=_EVERY_RUN)
             # Redis stopped answering: nothing may come through the subscription, so watchers look now, and
             # poll until it answers again; when it does, whatever was missed is read.
             health.on_change(lambda _healthy: self._wake_everyone())
@@ -137,6 +146,19 @@ class EventBus:
         if self._outbox is not None:
             self._outbox.put(ids)
 
+    def _received(self, text: str) -> None:
+        lines = text.split("\n")
+        if lines[0].startswith(_ORIGIN_PREFIX):
+            if lines[0] == self._origin:
+                # Our own: published() woke this process's watchers already. (Woken again, the worker plane
+                # would look up every run it had just claimed, to see whether it was canceled meanwhile.)
+                return
+            lines = lines[1:]
+        if lines == [_EVERY_RUN]:
+            self._wake_everyone()
+        else:
+            self._wake_runs(lines)
+
     def _log_error(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
         if now - self._last_error_log > 30:
@@ -157,11 +179,7 @@ class EventBus:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             data = message["data"]
-                            text = data.decode() if isinstance(data, bytes) else str(data)
-                            if text == _EVERY_RUN:
-                                self._wake_everyone()
-                            else:
-                                self._wake_runs(text.split("\n"))
+                            self._received(data.decode() if isinstance(data, bytes) else str(data))
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:
