@@ -1,8 +1,9 @@
 """What a benchmark phase cost PostgreSQL: per statement (pg_stat_statements) and per table and index.
 
 The server the bench uses must load pg_stat_statements (`shared_preload_libraries = 'pg_stat_statements'`);
-`track_io_timing = on` adds the read and write times. Statements are counted for the benchmark's database only,
-tables and indexes from the counters of that database (a difference of two snapshots).
+`pg_stat_statements.track_planning = on` adds the time spent planning (plan ms, in all). Statements are
+counted for the benchmark's database only, tables and indexes from the counters of that database (a
+difference of two snapshots).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ FROM pg_stat_user_indexes i ORDER BY i.relname, i.indexrelname
 """
 
 _STATEMENTS = """
-SELECT calls, total_exec_time, rows, shared_blks_hit, shared_blks_read, shared_blks_dirtied, shared_blks_written,
-    wal_records, wal_fpi, wal_bytes, regexp_replace(query, '\\s+', ' ', 'g') AS query
+SELECT calls, total_exec_time, total_plan_time, rows, shared_blks_hit, shared_blks_read, shared_blks_dirtied,
+    shared_blks_written, wal_records, wal_fpi, wal_bytes, regexp_replace(query, '\\s+', ' ', 'g') AS query
 FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1)
 ORDER BY total_exec_time DESC LIMIT $2
 """
@@ -52,15 +53,15 @@ class PgStats:
         database = await self.conn.fetchval("SELECT current_database()")
         lines = [
             f"per statement ({database}; per run = divided by {runs:,} runs)",
-            f"{'calls':>7} {'total ms':>9} {'mean ms':>8} {'rows':>8} {'hit/run':>8} {'dirt/run':>8} "
+            f"{'calls':>7} {'total ms':>9} {'mean ms':>8} {'plan ms':>8} {'rows':>8} {'hit/run':>8} {'dirt/run':>8} "
             f"{'wrt/run':>8} {'WAL B/run':>9} {'fpi':>6}  statement",
         ]
         for s in await self.admin.fetch(_STATEMENTS, database, top):
             lines.append(
                 f"{s['calls']:>7} {s['total_exec_time']:>9.0f} {s['total_exec_time'] / s['calls']:>8.2f} "
-                f"{s['rows']:>8} {s['shared_blks_hit'] / runs:>8.1f} {s['shared_blks_dirtied'] / runs:>8.2f} "
-                f"{s['shared_blks_written'] / runs:>8.2f} {int(s['wal_bytes']) / runs:>9.0f} "
-                f"{s['wal_fpi']:>6}  {_shorten(s['query'])}"
+                f"{s['total_plan_time']:>8.0f} {s['rows']:>8} {s['shared_blks_hit'] / runs:>8.1f} "
+                f"{s['shared_blks_dirtied'] / runs:>8.2f} {s['shared_blks_written'] / runs:>8.2f} "
+                f"{int(s['wal_bytes']) / runs:>9.0f} {s['wal_fpi']:>6}  {_shorten(s['query'])}"
             )
         wal = await self._wal()
         lines.append(
