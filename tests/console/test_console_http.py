@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import run_pb2
@@ -88,5 +89,35 @@ async def test_the_session_cookie_is_secure_when_the_console_sits_behind_tls(mak
                 assert response.status == 303
                 cookie = response.cookies["strait_console"]
                 assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"
+    finally:
+        await api.channel.close()
+
+
+async def test_the_runs_list_filters_by_job_status_and_creation_time(make_app: AppFactory, settings: Settings) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    later = Timestamp()
+    later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    try:
+        nightly = await api.create_job("nightly", "http://127.0.0.1:9/never")
+        hourly = await api.create_job("hourly", "http://127.0.0.1:9/never")
+        old = await api.trigger(nightly, scheduled_time=later)
+        recent = await api.trigger(nightly, scheduled_time=later)
+        other = await api.trigger(hourly, scheduled_time=later)
+        conn = await asyncpg.connect(settings.database_url)
+        try:  # as if triggered two days ago
+            await conn.execute("UPDATE runs SET create_time = now() - interval '2 days' WHERE id = $1", old.id)
+        finally:
+            await conn.close()
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            _, page = await b.get("/runs")
+            assert all(r.id in page for r in (old, recent, other))
+            _, page = await b.get("/runs?created=24h")
+            assert recent.id in page and other.id in page and old.id not in page
+            _, page = await b.get("/runs?job=nightly&created=7d&status=delayed")
+            assert old.id in page and recent.id in page and other.id not in page
+            _, page = await b.get("/runs?job=hourly&status=completed")
+            assert "No runs match." in page and other.id not in page
     finally:
         await api.channel.close()

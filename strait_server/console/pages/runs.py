@@ -16,6 +16,8 @@ from strait_server.console.sessions import ConsoleSession
 from strait_server.console.web import API, EventStream, caller, fragment, query, render, session_of, with_keepalive
 
 PAGE_SIZE = 50
+# The runs list's time filter: created within the last ...
+CREATED_WITHIN = {"1h": ("the last hour", 3600), "24h": ("the last 24 hours", 86400), "7d": ("the last 7 days", 604800)}
 STATUS_VALUES = {s.value: getattr(run_pb2, f"RUN_STATUS_{s.name}") for s in RunStatus}
 
 
@@ -52,16 +54,19 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     job = request.query.get("job", "")
     status = request.query.get("status", "")
     job_id = next((i for i, s in slugs.items() if s == job or i == job), job)
+    created = request.query.get("created", "")
+    after = Timestamp(seconds=int(time.time()) - CREATED_WITHIN[created][1]) if created in CREATED_WITHIN else None
     listed = await api.call(caller(request), api.runs.ListRuns, run_pb2.ListRunsRequest(
         job_id=job_id, statuses=[STATUS_VALUES[status]] if status in STATUS_VALUES else [], page_size=PAGE_SIZE,
-        page_token=request.query.get("page_token", "")))
+        create_time_after=after, page_token=request.query.get("page_token", "")))
     runs = [Run.from_proto(r) for r in listed.runs]
     first_page = not request.query.get("page_token")
     # The live rows start from this page's moment: runs created after it (and before the feed opens) are
     # listed when it opens.
     since = str(int(time.time()) - 1)
     live = "/live/runs?" + query(request, page_token="", since=since) if first_page else ""
-    return render(request, "runs.html", runs=runs, slugs=slugs, job=job, status=status,
+    return render(request, "runs.html", runs=runs, slugs=slugs, job=job, status=status, created=created,
+                  created_choices=[(k, label) for k, (label, _) in CREATED_WITHIN.items()],
                   statuses=[s.value for s in RunStatus], next_page=query(request, page_token=listed.next_page_token)
                   if listed.next_page_token else "", live=live, title="Runs")
 
