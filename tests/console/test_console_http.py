@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
+import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -119,5 +122,32 @@ async def test_the_runs_list_filters_by_job_status_and_creation_time(make_app: A
             assert old.id in page and recent.id in page and other.id not in page
             _, page = await b.get("/runs?job=hourly&status=completed")
             assert "No runs match." in page and other.id not in page
+    finally:
+        await api.channel.close()
+
+
+async def test_the_live_list_adds_new_runs_once_and_never_the_rows_already_shown(make_app: AppFactory,
+                                                                               settings: Settings) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    later = Timestamp()
+    later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    try:
+        job = await api.create_job("nightly", "http://127.0.0.1:9/never")
+        shown = await api.trigger(job, scheduled_time=later)  # created just before the page: on it already
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            _, page = await b.get("/runs")
+            assert page.count(f'id="run-{shown.id}"') == 1
+            live = re.search(r'sse-connect="([^"]+)"', page)
+            assert live is not None
+            async with b.http.get(b.base + html.unescape(live.group(1)),
+                                  headers={"Accept": "text/event-stream"}) as stream:
+                new = await api.trigger(job, scheduled_time=later)
+                received = ""
+                while f'<tr id="run-{new.id}">' not in received:
+                    received += (await asyncio.wait_for(stream.content.readline(), 10)).decode()
+            assert f'<tr id="run-{shown.id}">' not in received  # not added a second time
+            assert received.count(f'<tr id="run-{new.id}">') == 1
     finally:
         await api.channel.close()

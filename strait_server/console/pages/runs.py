@@ -61,10 +61,11 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
         create_time_after=after, page_token=request.query.get("page_token", "")))
     runs = [Run.from_proto(r) for r in listed.runs]
     first_page = not request.query.get("page_token")
-    # The live rows start from this page's moment: runs created after it (and before the feed opens) are
-    # listed when it opens.
-    since = str(int(time.time()) - 1)
-    live = "/live/runs?" + query(request, page_token="", since=since) if first_page else ""
+    # The live rows start after the newest row shown (in microseconds): runs created after it, and before the
+    # feed opens, are listed when it opens, and none of the rows shown comes twice.
+    newest = max((r.create_time for r in runs if r.create_time), default=None)
+    since = (int(newest.timestamp()) * 1_000_000 + newest.microsecond) if newest else int((time.time() - 1) * 1e6)
+    live = "/live/runs?" + query(request, page_token="", since=str(since)) if first_page else ""
     return render(request, "runs.html", runs=runs, slugs=slugs, job=job, status=status, created=created,
                   created_choices=[(k, label) for k, (label, _) in CREATED_WITHIN.items()],
                   statuses=[s.value for s in RunStatus], next_page=query(request, page_token=listed.next_page_token)
@@ -124,7 +125,8 @@ async def live_runs(request: web.Request) -> web.StreamResponse:
 
     async def catch_up() -> None:
         """The runs created since the page was rendered, up to the feed's position."""
-        since = Timestamp(seconds=int(request.query.get("since", "0") or 0))
+        raw, since = request.query.get("since", ""), Timestamp()
+        since.FromMicroseconds(int(raw) if raw.isdigit() else 0)
         listed = await api.call(caller(request), api.runs.ListRuns, run_pb2.ListRunsRequest(
             job_id=job_id, statuses=wanted, create_time_after=since, page_size=PAGE_SIZE))
         for run in reversed([Run.from_proto(r) for r in listed.runs]):
