@@ -8,11 +8,11 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
 
-from strait_client._enums import RunStatus
 from strait_server.console.api import Caller, ConsoleApi
 from strait_server.console.sessions import ConsoleSession
 
@@ -136,13 +136,7 @@ def duration(value: timedelta | None) -> str:
     return f"{value.total_seconds():g}s" if value is not None else "—"
 
 
-def statuses(names: list[str]) -> list[RunStatus]:
-    known = {s.value: s for s in RunStatus}
-    return [known[n] for n in names if n in known]
-
-
 def query(request: web.Request, **changes: str) -> str:
     """The current query string with `changes` applied (empty values dropped)."""
     values: Mapping[str, str] = {**request.query, **changes}
-    from urllib.parse import urlencode
     return urlencode({k: v for k, v in values.items() if v})
