@@ -192,8 +192,9 @@ def get_run(run_id: str) -> Op[Run]:
 
 
 def list_runs(job_id: str | None, statuses: Iterable[str] | None, created_after: datetime | None,
-              created_before: datetime | None, page_size: int) -> Callable[[str], Op[Page[Run]]]:
-    base = run_pb2.ListRunsRequest(page_size=page_size)
+              created_before: datetime | None, page_size: int,
+              tags: Mapping[str, str] | None = None) -> Callable[[str], Op[Page[Run]]]:
+    base = run_pb2.ListRunsRequest(page_size=page_size, tags=dict(tags or {}))
     fill(base, {"job_id": job_id, "statuses": status_list(statuses),
                 "create_time_after": created_after, "create_time_before": created_before})
 

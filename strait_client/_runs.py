@@ -45,7 +45,7 @@ class Runs:
 
     def list(self, job: str | None = None, statuses: Iterable[str] | None = None,
              created_after: datetime | None = None, created_before: datetime | None = None, *,
-             page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Run]:
+             tags: Mapping[str, str] | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Run]:
         """The project's runs, newest first, fetching pages as the iteration proceeds.
 
         Args:
@@ -53,6 +53,7 @@ class Runs:
             statuses: Only runs in one of these statuses (RunStatus members or their names).
             created_after: Only runs created after this aware datetime.
             created_before: Only runs created before this aware datetime.
+            tags: Only runs carrying all these tags (key and value).
             page_size: Runs per call (1..1000; a page holds fewer when big runs would not fit in one reply).
 
         Returns:
@@ -62,7 +63,8 @@ class Runs:
             NotFoundError: `job` names no job.
             ValueError: A status is not a RunStatus, or a datetime is naive.
         """
-        return self._t.pages(_ops.list_runs(self._job_id(job), statuses, created_after, created_before, page_size))
+        return self._t.pages(_ops.list_runs(self._job_id(job), statuses, created_after, created_before, page_size,
+                                            tags))
 
     def stats(self, *, window: timedelta | float | None = None, bucket: timedelta | float | None = None,
               job: str | None = None) -> RunStats:
@@ -238,6 +240,7 @@ class AsyncRuns:
 
     async def list(self, job: str | None = None, statuses: Iterable[str] | None = None,
                    created_after: datetime | None = None, created_before: datetime | None = None, *,
+                   tags: Mapping[str, str] | None = None,
                    page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[Run]:
         """The project's runs, newest first, fetching pages as the iteration proceeds.
 
@@ -246,6 +249,7 @@ class AsyncRuns:
             statuses: Only runs in one of these statuses (RunStatus members or their names).
             created_after: Only runs created after this aware datetime.
             created_before: Only runs created before this aware datetime.
+            tags: Only runs carrying all these tags (key and value).
             page_size: Runs per call (1..1000; a page holds fewer when big runs would not fit in one reply).
 
         Returns:
@@ -255,7 +259,8 @@ class AsyncRuns:
             NotFoundError: `job` names no job.
             ValueError: A status is not a RunStatus, or a datetime is naive.
         """
-        make = _ops.list_runs(await self._job_id(job), statuses, created_after, created_before, page_size)
+        make = _ops.list_runs(await self._job_id(job), statuses, created_after, created_before, page_size,
+                              tags)
         async for run in self._t.pages(make):
             yield run
 

@@ -10,7 +10,7 @@ import click
 from strait_client._enums import RunStatus
 from strait_client.cli._context import EXIT_FAILED, ClientGroup, client
 from strait_client.cli._follow import follow_run, tail
-from strait_client.cli._parse import DURATION, MOMENT
+from strait_client.cli._parse import DURATION, KEY_VALUE, MOMENT
 from strait_client.cli._render import output_option, show
 from strait_client.cli._runs_view import JobNames, events_table, run_details, runs_table
 from strait_client.cli._stats_view import stats_view
@@ -29,15 +29,17 @@ def runs() -> None:
 @click.option("--since", type=MOMENT, metavar="DURATION|TIME",
               help="Only runs created after this: a duration ago (15m, 2h, 1d) or an ISO 8601 time "
                    "(local time unless it has an offset).")
+@click.option("--tag", "tags", type=KEY_VALUE, multiple=True,
+              help="Only runs with this KEY=VALUE tag; repeat for more (all must match).")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
               help="Show at most this many runs (0: all).")
 @output_option
 @click.pass_context
-def list_runs(ctx: click.Context, job: str | None, statuses: tuple[str, ...], since: datetime | None, limit: int,
-              output: str) -> None:
+def list_runs(ctx: click.Context, job: str | None, statuses: tuple[str, ...], since: datetime | None,
+              tags: tuple[tuple[str, str], ...], limit: int, output: str) -> None:
     """List the project's runs, newest first."""
     strait = client(ctx)
-    found = strait.runs.list(job, statuses or None, since, page_size=min(limit or 200, 200))
+    found = strait.runs.list(job, statuses or None, since, tags=dict(tags) or None, page_size=min(limit or 200, 200))
     listed = list(islice(found, limit) if limit else found)
     show(output, listed, lambda: runs_table(listed, JobNames(strait)))
 

@@ -82,6 +82,8 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         project = project_id()
         v = Violations()
         validate.check_text(v, "job_id", request.job_id, max_len=128)
+        tags = dict(request.tags)
+        validate.check_map(v, "tags", tags, max_entries=20)
         statuses = _statuses(v, request.statuses)
         after = before = None
         if request.HasField("create_time_after"):
@@ -91,11 +93,11 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
         size = page_size(request.page_size)
         v.raise_if_any()
         job_id = await self._job_filter(project, request.job_id)
-        fp = fingerprint("runs", project, job_id or "", sorted(statuses), after, before)
+        fp = fingerprint("runs", project, job_id or "", sorted(statuses), after, before, sorted(tags.items()))
         cursor = self._d.page_tokens.decode(request.page_token, fp)
         listed = await self._d.runs.list_runs(project, job_id=job_id, statuses=statuses or None,
                                               after=after, before=before, cursor=cursor, limit=size + 1,
-                                              max_bytes=self._reply_bytes)
+                                              max_bytes=self._reply_bytes, tags=tags or None)
         page = replies.page(listed.items, convert.run, size=size, max_bytes=self._reply_bytes, cut=listed.cut)
         last = page.last
         token = self._d.page_tokens.encode(last.create_time, last.id, fp) if last else ""

@@ -214,6 +214,7 @@ WITH listed AS (
       AND ($4::timestamptz IS NULL OR create_time > $4)
       AND ($5::timestamptz IS NULL OR create_time < $5)
       AND ($6::timestamptz IS NULL OR (create_time, id) < ($6, $7))
+      AND ($10::jsonb IS NULL OR tags @> $10)
     ORDER BY create_time DESC, id DESC
     LIMIT $8
 ), sized AS (
@@ -227,7 +228,8 @@ SELECT {RUN_COLUMNS}, (SELECT count(*) FROM listed) AS listed_count FROM runs
 WHERE id = ANY(ARRAY(SELECT listed_id FROM sized WHERE bytes_before < $9)) AND project_id = $1
 ORDER BY create_time DESC, id DESC
 """
-"""$1 project, $2 job, $3 statuses, $4/$5 create-time range, $6/$7 keyset cursor, $8 limit, $9 bytes: the
+"""$1 project, $2 job, $3 statuses, $4/$5 create-time range, $6/$7 keyset cursor, $8 limit, $10 tags (all of
+them, as a jsonb object), $9 bytes: the
 runs read stop at the first whose estimated size brings the total to $9 or more (that one included).
 listed_count: how many runs the count limit alone gives (more than the rows returned: the byte bound stopped)."""
 
@@ -725,12 +727,12 @@ class RunStore:
 
     async def list_runs(self, project_id: str, *, job_id: str | None, statuses: list[str] | None,
                         after: datetime | None, before: datetime | None, cursor: tuple[datetime, str] | None,
-                        limit: int, max_bytes: int) -> Listed[Run]:
+                        limit: int, max_bytes: int, tags: dict[str, str] | None = None) -> Listed[Run]:
         """Up to `limit` runs, newest first, and fewer once their (estimated) sizes pass `max_bytes`: a page
         of big runs reads little more than what can be sent."""
         t, i = cursor if cursor else (None, None)
         rows = await self._pool.fetch(LIST_RUNS, project_id, job_id, statuses, after, before, t, i, limit,
-                                      max_bytes)
+                                      max_bytes, tags or None)
         return _listed(rows, run_from_row)
 
     async def cancel(self, project_id: str, run_id: str, reason: str) -> Run:

@@ -122,6 +122,13 @@ async def test_the_runs_list_filters_by_job_status_and_creation_time(make_app: A
             assert old.id in page and recent.id in page and other.id not in page
             _, page = await b.get("/runs?job=hourly&status=completed")
             assert "No runs match." in page and other.id not in page
+            tagged = await api.trigger(hourly, scheduled_time=later, tags={"region": "eu", "tier": "gold"})
+            _, page = await b.get("/runs?tags=region%3Deu%2C+tier%3Dgold")
+            assert tagged.id in page and other.id not in page and 'value="region=eu, tier=gold"' in page
+            _, page = await b.get("/runs?tags=region%3Dus")
+            assert "No runs match." in page
+            status, page = await b.get("/runs?tags=region")
+            assert status == 400 and "KEY=VALUE" in page
     finally:
         await api.channel.close()
 
@@ -149,5 +156,17 @@ async def test_the_live_list_adds_new_runs_once_and_never_the_rows_already_shown
                     received += (await asyncio.wait_for(stream.content.readline(), 10)).decode()
             assert f'<tr id="run-{shown.id}">' not in received  # not added a second time
             assert received.count(f'<tr id="run-{new.id}">') == 1
+            # A tags filter applies to the live rows too.
+            _, page = await b.get("/runs?tags=region%3Deu")
+            live = re.search(r'sse-connect="([^"]+)"', page)
+            assert live is not None
+            async with b.http.get(b.base + html.unescape(live.group(1)),
+                                  headers={"Accept": "text/event-stream"}) as stream:
+                elsewhere = await api.trigger(job, scheduled_time=later, tags={"region": "us"})
+                wanted = await api.trigger(job, scheduled_time=later, tags={"region": "eu"})
+                received = ""
+                while f'<tr id="run-{wanted.id}">' not in received:
+                    received += (await asyncio.wait_for(stream.content.readline(), 10)).decode()
+            assert elsewhere.id not in received
     finally:
         await api.channel.close()

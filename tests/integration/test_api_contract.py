@@ -259,6 +259,31 @@ async def test_list_runs_filters(api: Api, sink: Sink) -> None:
     assert "statuses[0]" in violations(err)
 
 
+async def test_list_runs_by_tags_keeps_the_runs_carrying_every_tag_and_pages_within_the_filter(api: Api,
+                                                                                           sink: Sink) -> None:
+    job = await api.create_job("tagged", sink.script("/t"), tags={"team": "billing"})
+    later = Timestamp()
+    later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    eu = [await api.trigger(job, scheduled_time=later, tags={"region": "eu"}) for _ in range(3)]
+    us = await api.trigger(job, scheduled_time=later, tags={"region": "us"})
+
+    async def listed(tags: dict[str, str], page_size: int = 0, token: str = "") -> run_pb2.ListRunsResponse:
+        return await api.runs.ListRuns(run_pb2.ListRunsRequest(tags=tags, page_size=page_size, page_token=token),
+                                       metadata=api.metadata)
+    # The job's tags are the run's too; every tag asked for must match.
+    assert {r.id for r in (await listed({"team": "billing"})).runs} == {r.id for r in [*eu, us]}
+    assert [r.id for r in (await listed({"team": "billing", "region": "us"})).runs] == [us.id]
+    assert list((await listed({"team": "billing", "region": "asia"})).runs) == []
+    first = await listed({"region": "eu"}, page_size=2)
+    second = await listed({"region": "eu"}, page_size=2, token=first.next_page_token)
+    assert [r.id for r in [*first.runs, *second.runs]] == [r.id for r in reversed(eu)] and not second.next_page_token
+    # A page token belongs to its filter.
+    err = await _error(listed({"region": "us"}, token=first.next_page_token))
+    assert "page_token" in violations(err)
+    err = await _error(listed({f"k{i}": "v" for i in range(21)}))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "tags" in violations(err)
+
+
 async def test_health_and_reflection_need_no_key(app: App) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         resp = await health_pb2_grpc.HealthStub(channel).Check(

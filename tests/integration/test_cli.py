@@ -113,8 +113,8 @@ async def test_trigger_wait_exits_0_only_when_the_run_completed(cli: Cli, sink: 
 async def test_runs_list_filters(cli: Cli, sink: Sink) -> None:
     await cli.json("jobs", "create", "a", sink.script("/a"))
     await cli.json("jobs", "create", "b", sink.script("/b", then=Reply(503)), "--max-attempts", "1")
-    first = await cli.json("trigger", "a", '{"i": 1}', "--wait")
-    second = await cli.json("trigger", "a", '{"i": 2}', "--wait")
+    first = await cli.json("trigger", "a", '{"i": 1}', "--wait", "--tag", "region=eu", "--tag", "tier=gold")
+    second = await cli.json("trigger", "a", '{"i": 2}', "--wait", "--tag", "region=eu")
     dead = (await cli("trigger", "b", "--wait", "-o", "json")).out
 
     every = await cli.json("runs", "list")
@@ -129,6 +129,10 @@ async def test_runs_list_filters(cli: Cli, sink: Sink) -> None:
     local = datetime.fromisoformat(first["create_time"]).astimezone() + timedelta(hours=1)
     assert await cli.json("runs", "list", "--since", local.replace(tzinfo=None).isoformat()) == []
     assert len(await cli.json("runs", "list", "--limit", "1")) == 1
+    in_eu = await cli.json("runs", "list", "--tag", "region=eu")
+    assert [r["id"] for r in in_eu] == [second["id"], first["id"]]
+    gold = await cli.json("runs", "list", "--tag", "region=eu", "--tag", "tier=gold")
+    assert [r["id"] for r in gold] == [first["id"]]
 
     table = await cli("runs", "list", "--job", "b")
     assert table.code == 0

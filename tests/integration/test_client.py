@@ -149,6 +149,8 @@ async def test_trigger_and_wait_decodes_the_run(app: App, api: Api, sink: Sink) 
         assert [r.id async for r in client.runs.list(job="work")] == [run.id]
         assert [r.id async for r in client.runs.list(job=job.id, statuses=["completed"])] == [run.id]
         assert [r async for r in client.runs.list(statuses=["dead_letter", "failed"])] == []
+        assert [r.id async for r in client.runs.list(tags={"kind": "unit", "env": "test"})] == [run.id]
+        assert [r async for r in client.runs.list(tags={"kind": "other"})] == []
         after = [r.id async for r in client.runs.list(created_after=done.create_time - timedelta(seconds=1),
                                                           created_before=datetime.now(UTC) + timedelta(minutes=1))]
         assert after == [run.id]

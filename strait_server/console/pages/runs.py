@@ -3,13 +3,16 @@ timeline, live; cancel and replay."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
+import grpc
 from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client._enums import RunStatus
+from strait_client._errors import InvalidArgumentError
 from strait_client._models import Run, RunEvent
 from strait_client.v1 import job_pb2, run_pb2
 from strait_server.console.sessions import ConsoleSession
@@ -39,6 +42,19 @@ def project_only(session: ConsoleSession) -> None:
         raise web.HTTPSeeOther("/projects")
 
 
+def tag_filter(request: web.Request) -> dict[str, str]:
+    """The tags filter: KEY=VALUE pairs, separated by commas or spaces."""
+    tags: dict[str, str] = {}
+    for pair in re.split(r"[,\s]+", request.query.get("tags", "").strip()):
+        key, sep, value = pair.partition("=")
+        if pair and (not sep or not key):
+            raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"the tags filter takes KEY=VALUE pairs; {pair!r} is not one")
+        if pair:
+            tags[key] = value
+    return tags
+
+
 async def job_slugs(request: web.Request) -> dict[str, str]:
     """Job id -> slug, of the project's first 1,000 jobs (for filters and for naming runs' jobs)."""
     api = request.app[API]
@@ -55,10 +71,11 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     status = request.query.get("status", "")
     job_id = next((i for i, s in slugs.items() if s == job or i == job), job)
     created = request.query.get("created", "")
+    tags = tag_filter(request)
     after = Timestamp(seconds=int(time.time()) - CREATED_WITHIN[created][1]) if created in CREATED_WITHIN else None
     listed = await api.call(caller(request), api.runs.ListRuns, run_pb2.ListRunsRequest(
         job_id=job_id, statuses=[STATUS_VALUES[status]] if status in STATUS_VALUES else [], page_size=PAGE_SIZE,
-        create_time_after=after, page_token=request.query.get("page_token", "")))
+        create_time_after=after, tags=tags, page_token=request.query.get("page_token", "")))
     runs = [Run.from_proto(r) for r in listed.runs]
     first_page = not request.query.get("page_token")
     # The live rows start after the newest row shown (in microseconds): runs created after it, and before the
@@ -67,6 +84,7 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
     since = (int(newest.timestamp()) * 1_000_000 + newest.microsecond) if newest else int((time.time() - 1) * 1e6)
     live = "/live/runs?" + query(request, page_token="", since=str(since)) if first_page else ""
     return render(request, "runs.html", runs=runs, slugs=slugs, job=job, status=status, created=created,
+                  tags=request.query.get("tags", "").strip(),
                   created_choices=[(k, label) for k, (label, _) in CREATED_WITHIN.items()],
                   statuses=[s.value for s in RunStatus], next_page=query(request, page_token=listed.next_page_token)
                   if listed.next_page_token else "", live=live, title="Runs")
@@ -118,6 +136,7 @@ async def live_runs(request: web.Request) -> web.StreamResponse:
     status = request.query.get("status", "")
     job_id = next((i for i, s in slugs.items() if s == job or i == job), job)
     wanted = [STATUS_VALUES[status]] if status in STATUS_VALUES else []
+    tags = tag_filter(request)
     stream = await EventStream.open(request)
     # Rows the catch-up added: their first live event (if the feed has it too) must not add them again. Only
     # these are kept, so that a page left open does not grow with every run it sees.
@@ -128,15 +147,15 @@ async def live_runs(request: web.Request) -> web.StreamResponse:
         raw, since = request.query.get("since", ""), Timestamp()
         since.FromMicroseconds(int(raw) if raw.isdigit() else 0)
         listed = await api.call(caller(request), api.runs.ListRuns, run_pb2.ListRunsRequest(
-            job_id=job_id, statuses=wanted, create_time_after=since, page_size=PAGE_SIZE))
+            job_id=job_id, statuses=wanted, create_time_after=since, tags=tags, page_size=PAGE_SIZE))
         for run in reversed([Run.from_proto(r) for r in listed.runs]):
             shown.add(run.id)
             row = {"id": run.id, "job": slugs.get(run.job_id, run.job_id), "status": run.status,
                    "attempt": run.attempt, "time": run.create_time}
             await stream.send("run", fragment(request, "run_row.html", row=row, fresh=True))
 
-    feed = api.stream(caller(request), api.runs.WatchRuns, run_pb2.WatchRunsRequest(job_id=job_id, statuses=wanted),
-                      opened=catch_up)
+    feed = api.stream(caller(request), api.runs.WatchRuns,
+                      run_pb2.WatchRunsRequest(job_id=job_id, statuses=wanted, tags=tags), opened=catch_up)
     try:
         async for message in with_keepalive(stream, feed):
             if message.WhichOneof("message") != "event" or message.event.type != "status_change":
