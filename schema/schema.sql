@@ -322,8 +322,11 @@ CREATE TABLE workflow_run_events (
     to_status text DEFAULT ''::text NOT NULL,
     message text DEFAULT ''::text NOT NULL,
     create_time timestamp with time zone DEFAULT now() NOT NULL,
+    project_id text,
+    xid xid8 DEFAULT pg_current_xact_id(),
     CONSTRAINT workflow_run_events_pkey PRIMARY KEY (workflow_run_id, seq)
 );
+CREATE INDEX workflow_run_events_feed_idx ON public.workflow_run_events USING btree (project_id, xid, workflow_run_id, seq) WHERE (type = 'run_status'::text);
 
 CREATE TABLE workflow_runs (
     id text NOT NULL,

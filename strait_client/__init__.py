@@ -4,7 +4,8 @@ Results are frozen dataclasses: Job, Run (TriggeredRun from triggers and replays
 `deduplicated` and `debounced`), AttemptRecord, RunEvent (FeedEvent from `runs.watch_all`, with
 `resume_token`), Project, ApiKey (CreatedApiKey, with its `secret`), EndpointCircuit, Workflow,
 WorkflowVersion, WorkflowRun (TriggeredWorkflowRun from `workflows.trigger`, with `idempotent_repeat`), StepRun,
-WorkflowRunEvent, WorkflowRunGraph (with WorkflowRunGraphNode and WorkflowRunGraphEdge), Event (SentEvent from
+WorkflowRunEvent (WorkflowRunChange from `workflow_runs.watch_all`, with its workflow and `resume_token`),
+WorkflowRunGraph (with WorkflowRunGraphNode and WorkflowRunGraphEdge), Event (SentEvent from
 `events.send`, with `matched_steps` and `idempotent_repeat`) and RunStats (from `runs.stats`, with RunStatsBucket,
 DurationPercentiles and JobRunQueue). Their fields are named as in the API, with the
 JSON fields decoded (`payload`, `output`, `data`, `input_template`, `input`); enums are StrEnum members that
@@ -78,6 +79,7 @@ from strait_client._workflow_run_models import (
     StepRun,
     TriggeredWorkflowRun,
     WorkflowRun,
+    WorkflowRunChange,
     WorkflowRunEvent,
     WorkflowRunGraph,
     WorkflowRunGraphEdge,
@@ -159,6 +161,7 @@ __all__ = [
     "Workflow",
     "WorkflowConcurrency",
     "WorkflowRun",
+    "WorkflowRunChange",
     "WorkflowRunEvent",
     "WorkflowRunGraph",
     "WorkflowRunGraphEdge",

@@ -16,7 +16,7 @@ import grpc
 from strait_client import _ops, _workflow_run_ops
 from strait_client._errors import from_rpc_error
 from strait_client._models import FeedEvent, RunEvent
-from strait_client._workflow_run_models import MapProgress, WorkflowRunEvent, WorkflowRunSnapshot
+from strait_client._workflow_run_models import MapProgress, WorkflowRunChange, WorkflowRunEvent, WorkflowRunSnapshot
 
 E_co = TypeVar("E_co", covariant=True)
 
@@ -208,6 +208,37 @@ class FeedWatch(_Reconnects):
         if message.WhichOneof("message") != "event":
             return None
         return FeedEvent.from_feed(message.event, self.token)
+
+    def stream_ended(self, trailing: Iterable[tuple[str, Any]] | None) -> None:
+        """The feed aged out on the server: the next stream resumes from the token."""
+
+
+class WorkflowRunsFeedWatch(_Reconnects):
+    """The project's workflow-run status changes (WatchWorkflowRuns), resumed from the last resume token
+    received; never finishes."""
+
+    def __init__(self, workflow_id: str | None, resume_token: str, from_start: bool) -> None:
+        super().__init__()
+        self._workflow_id = workflow_id or ""
+        self.token = resume_token
+        self._from_start = from_start
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def request(self) -> Any:
+        return _workflow_run_ops.watch_workflow_runs_request(self._workflow_id, self.token,
+                                                             self._from_start and not self.token)
+
+    def stream_timeout(self) -> float | None:
+        return None
+
+    def receive(self, message: Any) -> WorkflowRunChange | None:
+        self.token, self._failures = message.resume_token or self.token, 0
+        if message.WhichOneof("message") != "event":
+            return None
+        return WorkflowRunChange.from_proto(message)
 
     def stream_ended(self, trailing: Iterable[tuple[str, Any]] | None) -> None:
         """The feed aged out on the server: the next stream resumes from the token."""

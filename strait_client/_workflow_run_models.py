@@ -300,6 +300,32 @@ class WorkflowRunEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowRunChange:
+    """A workflow run created or changing status, from the project's feed (`workflow_runs.watch_all`): its
+    "run_status" event, its workflow, and the token to resume the feed after it."""
+
+    event: WorkflowRunEvent
+    workflow_id: str
+    resume_token: str
+
+    @property
+    def workflow_run_id(self) -> str:
+        return self.event.workflow_run_id
+
+    @classmethod
+    def from_proto(cls, m: workflow_run_pb2.WatchWorkflowRunsResponse) -> WorkflowRunChange:
+        """Decodes a strait.v1.WatchWorkflowRunsResponse that carries an event.
+
+        Args:
+            m: The message.
+
+        Returns:
+            The change.
+        """
+        return cls(WorkflowRunEvent.from_proto(m.event), m.workflow_id, m.resume_token)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowRunSnapshot:
     """A workflow run and its steps as of one event sequence (strait.v1.WorkflowRunSnapshot): every event up to
     `sequence` is reflected, none after it. The first item of `workflow_runs.watch(..., snapshot=True)`."""

@@ -116,6 +116,10 @@ def watch_workflow_run_request(run_id: str, after_sequence: int, *, snapshot: bo
     return R.WatchWorkflowRunRequest(workflow_run_id=run_id, after_sequence=after_sequence, snapshot=snapshot)
 
 
+def watch_workflow_runs_request(workflow_id: str, resume_token: str, from_start: bool) -> R.WatchWorkflowRunsRequest:
+    return R.WatchWorkflowRunsRequest(workflow_id=workflow_id, resume_token=resume_token, from_start=from_start)
+
+
 # Operating runs: approvals, steps ended by hand, pause and resume (none retried: each changes the run once).
 
 

@@ -12,11 +12,18 @@ from strait_client import _workflow_run_ops as ops
 from strait_client._config import Timeout, seconds
 from strait_client._ops import DEFAULT_PAGE_SIZE, WORKFLOW_ID_PREFIX
 from strait_client._transport import AsyncTransport, Transport
-from strait_client._watch import WorkflowRunProgressWatch, WorkflowRunWatch, follow, follow_async
+from strait_client._watch import (
+    WorkflowRunProgressWatch,
+    WorkflowRunsFeedWatch,
+    WorkflowRunWatch,
+    follow,
+    follow_async,
+)
 from strait_client._workflow_run_models import (
     MapProgress,
     StepRun,
     WorkflowRun,
+    WorkflowRunChange,
     WorkflowRunEvent,
     WorkflowRunGraph,
     WorkflowRunSnapshot,
@@ -147,6 +154,29 @@ class WorkflowRuns:
         """
         watch = WorkflowRunWatch(run_id, after_sequence, None if timeout is None else seconds(timeout))
         return follow(self._t.stub("workflow_runs").WatchWorkflowRun, watch, self._t.metadata)
+
+    def watch_all(self, *, workflow: str | None = None, resume_token: str = "",
+                  from_start: bool = False) -> Iterator[WorkflowRunChange]:
+        """The project's workflow runs as they are created and change status, in commit order, live, until
+        you stop iterating. Reconnects by itself from the last resume token when the connection drops or the
+        stream ages out, so nothing is missed or repeated.
+
+        Args:
+            workflow: Only this workflow's runs (id or slug; a slug is resolved first).
+            resume_token: Continue after the change that carried this token (WorkflowRunChange.resume_token);
+                empty: from now.
+            from_start: Without a resume token, start from the oldest stored change instead of now.
+
+        Returns:
+            An endless iterator of changes, each with its `resume_token`: store the last one processed.
+
+        Raises:
+            NotFoundError: `workflow` names no workflow.
+            UnavailableError: The server stayed unreachable through 8 reconnects in a row.
+        """
+        workflow_id = workflow if _is_id(workflow) else self._workflows.get(workflow or "").id
+        watch = WorkflowRunsFeedWatch(workflow_id, resume_token, from_start)
+        return follow(self._t.stub("workflow_runs").WatchWorkflowRuns, watch, self._t.metadata)
 
     def watch_progress(self, run_id: str, *, timeout: Timeout | None = None) -> Iterator[WorkflowRunProgressItem]:
         """What a live view of the run needs: a snapshot of the run and its steps, then the events after it and
@@ -464,6 +494,30 @@ class AsyncWorkflowRuns:
         """
         watch = WorkflowRunWatch(run_id, after_sequence, None if timeout is None else seconds(timeout))
         return follow_async(self._t.stub("workflow_runs").WatchWorkflowRun, watch, self._t.metadata)
+
+    async def watch_all(self, *, workflow: str | None = None, resume_token: str = "",
+                        from_start: bool = False) -> AsyncIterator[WorkflowRunChange]:
+        """The project's workflow runs as they are created and change status, in commit order, live, until
+        you stop iterating. Reconnects by itself from the last resume token when the connection drops or the
+        stream ages out, so nothing is missed or repeated.
+
+        Args:
+            workflow: Only this workflow's runs (id or slug; a slug is resolved first).
+            resume_token: Continue after the change that carried this token (WorkflowRunChange.resume_token);
+                empty: from now.
+            from_start: Without a resume token, start from the oldest stored change instead of now.
+
+        Returns:
+            An endless async iterator of changes, each with its `resume_token`: store the last one processed.
+
+        Raises:
+            NotFoundError: `workflow` names no workflow.
+            UnavailableError: The server stayed unreachable through 8 reconnects in a row.
+        """
+        workflow_id = workflow if _is_id(workflow) else (await self._workflows.get(workflow or "")).id
+        watch = WorkflowRunsFeedWatch(workflow_id, resume_token, from_start)
+        async for change in follow_async(self._t.stub("workflow_runs").WatchWorkflowRuns, watch, self._t.metadata):
+            yield change
 
     def watch_progress(self, run_id: str, *, timeout: Timeout | None = None
                        ) -> AsyncIterator[WorkflowRunProgressItem]:

@@ -680,6 +680,70 @@ class WatchWorkflowRunResponse(_message.Message):
 Global___WatchWorkflowRunResponse: _TypeAlias = WatchWorkflowRunResponse  # noqa: Y015
 
 @_typing.final
+class WatchWorkflowRunsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    FROM_START_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """Only runs of this workflow (id); empty for all."""
+    resume_token: _builtins.str
+    """Continue after the change that carried this token; empty: from now (or from the start)."""
+    from_start: _builtins.bool
+    """Without a resume token: start from the oldest stored change instead of now."""
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
+        from_start: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_start", b"from_start", "resume_token", b"resume_token", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchWorkflowRunsRequest: _TypeAlias = WatchWorkflowRunsRequest  # noqa: Y015
+
+@_typing.final
+class WatchWorkflowRunsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    KEEPALIVE_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """The run's workflow, with an event."""
+    resume_token: _builtins.str
+    """The position after this message (on keepalives too): pass it to resume."""
+    @_builtins.property
+    def event(self) -> Global___WorkflowRunEvent:
+        """A "run_status" event: a run was created (from_status empty) or changed status."""
+
+    @_builtins.property
+    def keepalive(self) -> _run_pb2.Keepalive: ...
+    def __init__(
+        self,
+        *,
+        event: Global___WorkflowRunEvent | None = ...,
+        keepalive: _run_pb2.Keepalive | None = ...,
+        workflow_id: _builtins.str = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "keepalive", b"keepalive", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "keepalive", b"keepalive", "message", b"message", "resume_token", b"resume_token", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "keepalive"]  # noqa: Y015
+    _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
+
+Global___WatchWorkflowRunsResponse: _TypeAlias = WatchWorkflowRunsResponse  # noqa: Y015
+
+@_typing.final
 class WorkflowRunSnapshot(_message.Message):
     """The run and its steps as of one event sequence: every event up to it is reflected, none after it."""
 

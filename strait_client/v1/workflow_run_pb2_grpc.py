@@ -66,6 +66,11 @@ class WorkflowRunServiceStub:
                 request_serializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunRequest.SerializeToString,
                 response_deserializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunResponse.FromString,
                 _registered_method=True)
+        self.WatchWorkflowRuns = channel.unary_stream(
+                '/strait.v1.WorkflowRunService/WatchWorkflowRuns',
+                request_serializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunsRequest.SerializeToString,
+                response_deserializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunsResponse.FromString,
+                _registered_method=True)
         self.ApproveStep = channel.unary_unary(
                 '/strait.v1.WorkflowRunService/ApproveStep',
                 request_serializer=strait_dot_v1_dot_workflow__run__pb2.ApproveStepRequest.SerializeToString,
@@ -157,6 +162,17 @@ class WorkflowRunServiceServicer:
         without gaps or duplicates; the counts of running map steps at most once a second; keepalives while
         idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
         last sequence received).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchWorkflowRuns(self, request, context):
+        """The project's workflow runs as their statuses change, in commit order: the live form of
+        ListWorkflowRuns. Starts from now (or after a resume token, or from the oldest stored change), sends
+        keepalives while idle, and never ends
+        by itself except at the server's maximum stream duration: reconnect with the last resume token received,
+        and nothing is missed or repeated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -263,6 +279,11 @@ def add_WorkflowRunServiceServicer_to_server(servicer, server):
                     servicer.WatchWorkflowRun,
                     request_deserializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunRequest.FromString,
                     response_serializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunResponse.SerializeToString,
+            ),
+            'WatchWorkflowRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWorkflowRuns,
+                    request_deserializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunsRequest.FromString,
+                    response_serializer=strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunsResponse.SerializeToString,
             ),
             'ApproveStep': grpc.unary_unary_rpc_method_handler(
                     servicer.ApproveStep,
@@ -473,6 +494,33 @@ class WorkflowRunService:
             '/strait.v1.WorkflowRunService/WatchWorkflowRun',
             strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunRequest.SerializeToString,
             strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchWorkflowRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/strait.v1.WorkflowRunService/WatchWorkflowRuns',
+            strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunsRequest.SerializeToString,
+            strait_dot_v1_dot_workflow__run__pb2.WatchWorkflowRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,13 @@ class WorkflowRunServiceStub:
     idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
     last sequence received).
     """
+    WatchWorkflowRuns: _grpc.UnaryStreamMultiCallable[_workflow_run_pb2.WatchWorkflowRunsRequest, _workflow_run_pb2.WatchWorkflowRunsResponse]
+    """The project's workflow runs as their statuses change, in commit order: the live form of
+    ListWorkflowRuns. Starts from now (or after a resume token, or from the oldest stored change), sends
+    keepalives while idle, and never ends
+    by itself except at the server's maximum stream duration: reconnect with the last resume token received,
+    and nothing is missed or repeated.
+    """
     ApproveStep: _grpc.UnaryUnaryMultiCallable[_workflow_run_pb2.ApproveStepRequest, _workflow_run_pb2.ApproveStepResponse]
     """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
     its approvers name (by key id or name) may decide it, any key of the project when it names none.
@@ -103,6 +110,13 @@ class WorkflowRunServiceAsyncStub(WorkflowRunServiceStub):
     without gaps or duplicates; the counts of running map steps at most once a second; keepalives while
     idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
     last sequence received).
+    """
+    WatchWorkflowRuns: _aio.UnaryStreamMultiCallable[_workflow_run_pb2.WatchWorkflowRunsRequest, _workflow_run_pb2.WatchWorkflowRunsResponse]  # type: ignore[assignment]
+    """The project's workflow runs as their statuses change, in commit order: the live form of
+    ListWorkflowRuns. Starts from now (or after a resume token, or from the oldest stored change), sends
+    keepalives while idle, and never ends
+    by itself except at the server's maximum stream duration: reconnect with the last resume token received,
+    and nothing is missed or repeated.
     """
     ApproveStep: _aio.UnaryUnaryMultiCallable[_workflow_run_pb2.ApproveStepRequest, _workflow_run_pb2.ApproveStepResponse]  # type: ignore[assignment]
     """Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
@@ -189,6 +203,19 @@ class WorkflowRunServiceServicer(metaclass=_abc_1.ABCMeta):
         without gaps or duplicates; the counts of running map steps at most once a second; keepalives while
         idle; ends after the run's final event (or at the server's maximum stream duration: resume from the
         last sequence received).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchWorkflowRuns(
+        self,
+        request: _workflow_run_pb2.WatchWorkflowRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_workflow_run_pb2.WatchWorkflowRunsResponse], _abc.AsyncIterator[_workflow_run_pb2.WatchWorkflowRunsResponse]]:
+        """The project's workflow runs as their statuses change, in commit order: the live form of
+        ListWorkflowRuns. Starts from now (or after a resume token, or from the oldest stored change), sends
+        keepalives while idle, and never ends
+        by itself except at the server's maximum stream duration: reconnect with the last resume token received,
+        and nothing is missed or repeated.
         """
 
     @_abc_1.abstractmethod

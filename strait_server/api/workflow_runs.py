@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import grpc
 
 from strait_client.v1 import run_pb2, workflow_run_pb2, workflow_run_pb2_grpc
+from strait_server import errors
 from strait_server.api import convert, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal, project_id
@@ -23,7 +25,13 @@ from strait_server.service.watch import (
     WorkflowRunSnapshot,
 )
 from strait_server.service.workflow_runs import WorkflowRuns
-from strait_server.store.workflow_runs import StepRunRow, WorkflowRunEventRow, WorkflowRunRow, WorkflowRunStore
+from strait_server.store.workflow_runs import (
+    StatusFeedCursor,
+    StepRunRow,
+    WorkflowRunEventRow,
+    WorkflowRunRow,
+    WorkflowRunStore,
+)
 from strait_server.workflows import waits
 from strait_server.workflows.checks import REF_RE
 from strait_server.workflows.plan import Plan
@@ -111,6 +119,25 @@ def _event_message(e: WorkflowRunEventRow) -> workflow_run_pb2.WorkflowRunEvent:
     return R.WorkflowRunEvent(workflow_run_id=e.workflow_run_id, sequence=e.seq, type=e.type, step_ref=e.step_ref,
                               from_status=e.from_status, to_status=e.to_status, message=e.message,
                               create_time=convert.ts(e.create_time))
+
+
+def encode_resume_token(cursor: StatusFeedCursor) -> str:
+    text = f"w1:{cursor.xid}:{cursor.workflow_run_id}:{cursor.seq}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_resume_token(token: str) -> StatusFeedCursor:
+    try:
+        version, xid, run_id, seq = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+        cursor = StatusFeedCursor(int(xid), run_id, int(seq))
+        # Outside xid8 and bigint, PostgreSQL (or asyncpg) would refuse it later, less precisely.
+        if version != "w1" or not (0 <= cursor.xid < 2**64 and 0 <= cursor.seq < 2**63 and len(run_id) <= 64
+                                   and run_id.isascii() and run_id.isprintable()):
+            raise ValueError(version)
+        return cursor
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidArgument([errors.FieldViolation("resume_token", "is not a token this feed issued")]
+                                     ) from None
 
 
 def _run_id(v: Violations, value: str, path: str = "id") -> str:
@@ -222,6 +249,36 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
                 async for item in watches.workflow_run(self._store, project, run_id, request.after_sequence,
                                                        snapshot=request.snapshot):
                     yield _watch_message(item)
+            except AgedOut:
+                return
+
+    async def WatchWorkflowRuns(self, request: workflow_run_pb2.WatchWorkflowRunsRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> AsyncIterator[workflow_run_pb2.WatchWorkflowRunsResponse]:
+        v = Violations()
+        validate.check_text(v, "workflow_id", request.workflow_id, max_len=64)
+        v.raise_if_any()
+        project = project_id()
+        if request.resume_token:
+            cursor = decode_resume_token(request.resume_token)
+        elif request.from_start:
+            cursor = StatusFeedCursor(0, "", 0)
+        else:
+            cursor = StatusFeedCursor((await self._d.feed.now()).xid, "", 0)
+        watches = Watches(self._d.runs, self._d.feed, self._d.events, self._d.settings)
+        with self._d.streams.open(project):
+            await context.send_initial_metadata(())  # tells the client the feed position is taken
+            try:
+                async for item in watches.workflow_runs(self._store, project, cursor, request.workflow_id or None):
+                    if isinstance(item, Keepalive):
+                        yield R.WatchWorkflowRunsResponse(
+                            keepalive=run_pb2.Keepalive(time=convert.ts(item.time)),
+                            resume_token=encode_resume_token(cursor))
+                    else:
+                        cursor = item.cursor
+                        yield R.WatchWorkflowRunsResponse(event=_event_message(item.event),
+                                                          workflow_id=item.workflow_id,
+                                                          resume_token=encode_resume_token(cursor))
             except AgedOut:
                 return
 

@@ -1,4 +1,5 @@
-"""Following stored events as they are committed: the loops behind WatchRun and WatchRuns.
+"""Following stored events as they are committed: the loops behind WatchRun, WatchRuns, WatchWorkflowRun and
+WatchWorkflowRuns.
 
 One tailing rule serves both (and any later watch stream): read what is stored after the cursor, then wait for
 a wake-up from the event bus (or poll while the bus is unhealthy), send a keepalive when idle for the keepalive
@@ -21,6 +22,8 @@ from strait_server.store.feed import Cursor, FeedFilter, FeedStore
 from strait_server.store.runs import RunStore
 from strait_server.store.workflow_runs import (
     MapCountsRow,
+    StatusChangeRow,
+    StatusFeedCursor,
     StepRunRow,
     WorkflowRunEventRow,
     WorkflowRunRow,
@@ -189,6 +192,21 @@ class Watches:
         with self._events.watch_all() as woken:
             # A transaction that holds the feed's horizon back may end without writing events (so without a
             # wake-up): look again within a second regardless.
+            async for item in self._tail(read, woken, self.deadline(), max_wait=1.0):
+                yield item
+
+    async def workflow_runs(self, store: WorkflowRunStore, project: str, cursor: StatusFeedCursor,
+                            workflow_id: str | None) -> AsyncIterator[StatusChangeRow | Keepalive]:
+        """The project's workflow-run status changes after `cursor`, in commit order. Raises AgedOut at the
+        maximum duration."""
+        async def read() -> tuple[list[StatusChangeRow], bool]:
+            nonlocal cursor
+            rows = await store.status_changes(project, cursor, workflow_id, PAGE)
+            if rows:
+                cursor = rows[-1].cursor
+            return rows, False
+        with self._events.watch_all() as woken:
+            # As in feed(): a transaction holding the horizon back may end without a wake-up.
             async for item in self._tail(read, woken, self.deadline(), max_wait=1.0):
                 yield item
 

@@ -149,10 +149,12 @@ WITH upd AS (
     UPDATE workflow_runs SET steps_open = steps_open - $2, steps_failed = steps_failed + $3,
         event_seq = event_seq + cardinality($4::text[]), update_time = now()
     WHERE id = $1
-    RETURNING steps_open, steps_failed, event_seq
+    RETURNING steps_open, steps_failed, event_seq, project_id
 ), ev AS (
-    INSERT INTO workflow_run_events (workflow_run_id, seq, type, step_ref, from_status, to_status, message)
-    SELECT $1, upd.event_seq - cardinality($4::text[]) + v.n, v.type, v.ref, v.from_status, v.to_status, v.message
+    INSERT INTO workflow_run_events (workflow_run_id, seq, type, step_ref, from_status, to_status, message,
+        project_id)
+    SELECT $1, upd.event_seq - cardinality($4::text[]) + v.n, v.type, v.ref, v.from_status, v.to_status, v.message,
+        upd.project_id
     FROM upd, unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
         WITH ORDINALITY AS v(type, ref, from_status, to_status, message, n)
 )
@@ -361,6 +363,20 @@ ORDER BY deadline_time LIMIT $2
 """$1 now (NULL: the database's clock), $2 limit: the runs past their workflow's timeout."""
 
 
+STATUS_FEED = """
+SELECT e.xid::text AS xid, r.workflow_id, e.workflow_run_id, e.seq, e.type, e.step_ref, e.from_status,
+    e.to_status, e.message, e.create_time
+FROM workflow_run_events e JOIN workflow_runs r ON r.id = e.workflow_run_id
+WHERE e.project_id = $1 AND e.type = 'run_status'
+  AND (e.xid, e.workflow_run_id, e.seq) > ($2::text::xid8, $3::text, $4::bigint)
+  AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
+  AND ($5::text IS NULL OR r.workflow_id = $5)
+ORDER BY e.xid, e.workflow_run_id, e.seq
+LIMIT $6
+"""
+"""The project's workflow-run status changes in commit order (see store/feed.py for why by transaction id):
+$2..$4 the position after which to read (xid as text, run, sequence), $5 a workflow (NULL: all), $6 limit."""
+
 EVENTS_AFTER = f"""
 SELECT {EVENT_COLUMNS} FROM workflow_run_events WHERE workflow_run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
@@ -465,6 +481,22 @@ class WorkflowRunEventRow:
     create_time: datetime
 
 
+@dataclass(frozen=True, order=True)
+class StatusFeedCursor:
+    """A position in the workflow-run status feed: after this event of this transaction."""
+
+    xid: int
+    workflow_run_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class StatusChangeRow:
+    cursor: StatusFeedCursor
+    workflow_id: str
+    event: WorkflowRunEventRow
+
+
 def run_row(row: Any) -> WorkflowRunRow:
     return WorkflowRunRow(**dict(row))
 
@@ -527,6 +559,14 @@ class WorkflowRunStore:
         if not rows:
             await self.get(project_id, run_id)  # NOT_FOUND for a run that is not there
         return [WorkflowRunEventRow(**dict(r)) for r in rows]
+
+    async def status_changes(self, project_id: str, after: StatusFeedCursor, workflow_id: str | None,
+                             limit: int) -> list[StatusChangeRow]:
+        rows = await self._pool.fetch(STATUS_FEED, project_id, str(after.xid), after.workflow_run_id, after.seq,
+                                      workflow_id, limit)
+        return [StatusChangeRow(StatusFeedCursor(int(r["xid"]), r["workflow_run_id"], r["seq"]), r["workflow_id"],
+                                WorkflowRunEventRow(**{k: r[k] for k in EVENT_COLUMNS.split(", ")}))
+                for r in rows]
 
     async def progress(self, project_id: str, run_id: str) -> tuple[str, int]:
         row = await self._pool.fetchrow(RUN_PROGRESS, run_id, project_id)

@@ -70,7 +70,8 @@ class Metrics:
             "reported, by job queue; refreshed with its heartbeat.", ["queue"], registry=r)
         self._worker_queues_seen: set[str] = set()
         self.watch_streams = Gauge(
-            "strait_watch_streams", "Open watch streams (WatchRun, WatchRuns, WatchWorkflowRun) on this process.",
+            "strait_watch_streams",
+            "Open watch streams (WatchRun, WatchRuns, WatchWorkflowRun, WatchWorkflowRuns) on this process.",
             registry=r)
         self.large_requests_waiting = Gauge(
             "strait_large_requests_waiting", "BatchTriggerJob calls waiting, unread, for their turn to be read "

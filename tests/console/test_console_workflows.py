@@ -8,9 +8,10 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from html import unescape
 
+import aiohttp
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from strait_client.v1 import workflow_pb2, workflow_run_pb2
@@ -371,4 +372,79 @@ async def test_the_graph_of_a_thousand_step_run_is_drawn_on_its_page_and_live(ma
             [(event, live)] = await events_of(b, f"/live/workflow-runs/{run.id}?after=0", "refresh")
             assert event == "refresh" and 'id="wfr-graph"' in live and len(nodes(live)) == 1000
     finally:
+        await api.channel.close()
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
+    """The (event, data) pairs of an open event stream, as they come."""
+    event, data = "", []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif not line and event:
+            yield event, "\n".join(data)
+            event, data = "", []
+
+
+async def rows_until(events: AsyncIterator[tuple[str, str]], run_id: str, status: str) -> str:
+    """The rows received until one of run `run_id` in `status`."""
+    got = ""
+    async def read() -> str:
+        nonlocal got
+        async for _, data in events:
+            got += data
+            if re.search(f'<tr id="workflow-run-{run_id}"[^>]*>(?:(?!</tr>).)*>{status}<', data, re.S):
+                return got
+        raise AssertionError(f"the stream ended before {run_id} was {status}")
+    return await asyncio.wait_for(read(), 20)
+
+
+async def test_the_runs_list_adds_new_runs_once_and_swaps_rows_as_their_status_changes(
+        make_app: AppFactory, settings: Settings, sink: Sink) -> None:
+    app = await make_app(console_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    flows = Flows(api, sink)
+    release = asyncio.Event()
+    try:
+        await flows.job("ship", then=Reply(block=release))
+        await flows.job("quick")
+        await flows.create(step("ship", "ship"))
+        await flows.create(step("quick", "quick"), slug="other")
+        shown = await flows.trigger()  # created before the page: on it already
+        earlier = await flows.trigger("other")
+        await flows.wait(earlier.id)
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            _, page = await b.get("/workflow-runs")
+            assert page.count(f'id="workflow-run-{shown.id}"') == 1 and 'data-keep="200"' in page
+            live = re.search(r'sse-connect="([^"]+)"', page)
+            assert live is not None and live.group(1).startswith("/live/workflow-runs?")
+            async with b.http.get(b.base + unescape(live.group(1)), headers={"Accept": "text/event-stream"}) as r:
+                events = sse_events(r)
+                _, first = await anext(events)  # the catch-up, once the feed is open: the page's rows again
+                assert f'<tr id="workflow-run-{shown.id}" hx-swap-oob="outerHTML">' in first
+                new = await flows.trigger()
+                release.set()
+                got = await rows_until(events, new.id, "completed")
+            assert got.count(f'<tr id="workflow-run-{new.id}">') == 1  # added once, at the top
+            assert f'<tr id="workflow-run-{shown.id}">' not in got  # never added a second time
+            assert f'<tr id="workflow-run-{new.id}" hx-swap-oob="outerHTML">' in got  # then swapped in place
+
+            # A workflow filter applies to the live rows too.
+            _, page = await b.get("/workflow-runs?workflow=other")
+            live = re.search(r'sse-connect="([^"]+)"', page)
+            assert live is not None and shown.id not in page
+            async with b.http.get(b.base + unescape(live.group(1)), headers={"Accept": "text/event-stream"}) as r:
+                events = sse_events(r)
+                _, first = await anext(events)
+                assert earlier.id in first
+                elsewhere = await flows.trigger()
+                wanted = await flows.trigger("other")
+                got = await rows_until(events, wanted.id, "completed")
+            assert elsewhere.id not in got
+    finally:
+        release.set()
         await api.channel.close()

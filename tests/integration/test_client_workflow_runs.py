@@ -20,6 +20,7 @@ from strait_client import (
     StepRunStatus,
     TriggeredWorkflowRun,
     WorkflowRun,
+    WorkflowRunChange,
     WorkflowRunEvent,
     WorkflowRunStatus,
 )
@@ -117,6 +118,12 @@ async def test_watch_live_cancel_and_list(app: App, api: Api, sink: Sink) -> Non
         assert [r.id async for r in client.workflow_runs.list(statuses=["completed"])] == [other.id]
         assert [r.id async for r in client.workflow_runs.list(statuses=WorkflowRunStatus.CANCELED, page_size=1)] == [
             run.id]
+        changes: list[tuple[str, str | None, str | None]] = []
+        async for change in client.workflow_runs.watch_all(workflow="orders", from_start=True):
+            changes.append((change.workflow_run_id, change.event.from_status, change.event.to_status))
+            if len(changes) == 2:
+                break
+        assert changes == [(run.id, None, "running"), (run.id, "running", "canceled")]  # "other" left out
         with pytest.raises(NotFoundError):
             await client.workflow_runs.get("wfr_missing")
 
@@ -141,6 +148,15 @@ async def test_the_blocking_client(app: App, api: Api, sink: Sink) -> None:
             assert steps == {"fetch": ("completed", {"total": 1, "fetch": 1}), "bill": ("skipped", None),
                              "mail": ("completed", {"total": 1, "mail": 1})}
             assert [r.id for r in client.workflow_runs.list("orders", ["completed"])] == [run.id]
+            # The project's feed of workflow runs: this run's creation and completion, then on from a token.
+            changes = client.workflow_runs.watch_all(workflow="orders", from_start=True)
+            first, second = next(changes), next(changes)
+            assert isinstance(first, WorkflowRunChange) and first.workflow_id == client.workflows.get("orders").id
+            assert [(c.workflow_run_id, c.event.from_status, c.event.to_status) for c in (first, second)] == [
+                (run.id, None, "running"), (run.id, "running", "completed")]
+            again = client.workflows.trigger("orders", {"order": 4})
+            resumed = client.workflow_runs.watch_all(resume_token=second.resume_token)
+            assert (next(resumed).workflow_run_id, next(resumed).event.to_status) == (again.id, "completed")
             with pytest.raises(FailedPreconditionError):
                 client.workflow_runs.cancel(run.id)
 

@@ -19,6 +19,8 @@ from strait_server.console.sessions import ConsoleSession
 from strait_server.console.web import API, EventStream, caller, fragment, query, render, session_of, with_keepalive
 
 PAGE_SIZE = 50
+# A live list keeps this many of its newest rows (console.js drops older ones): an open page stays the same size.
+LIVE_ROWS = 200
 # The runs list's time filter: created within the last ...
 CREATED_WITHIN = {"1h": ("the last hour", 3600), "24h": ("the last 24 hours", 86400), "7d": ("the last 7 days", 604800)}
 STATUS_VALUES = {s.value: getattr(run_pb2, f"RUN_STATUS_{s.name}") for s in RunStatus}
@@ -87,7 +89,7 @@ async def runs_page(request: web.Request) -> web.StreamResponse:
                   tags=request.query.get("tags", "").strip(),
                   created_choices=[(k, label) for k, (label, _) in CREATED_WITHIN.items()],
                   statuses=[s.value for s in RunStatus], next_page=query(request, page_token=listed.next_page_token)
-                  if listed.next_page_token else "", live=live, title="Runs")
+                  if listed.next_page_token else "", live=live, keep=LIVE_ROWS, title="Runs")
 
 
 async def run_page(request: web.Request) -> web.StreamResponse:

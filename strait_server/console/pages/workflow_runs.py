@@ -5,7 +5,9 @@ runs; pause, resume and cancel."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +18,7 @@ from strait_client._workflow_run_models import StepRun, WorkflowRun, WorkflowRun
 from strait_client.v1 import workflow_pb2, workflow_run_pb2
 from strait_server.console import graph
 from strait_server.console.api import Caller, ConsoleApi
-from strait_server.console.pages.runs import project_only
+from strait_server.console.pages.runs import LIVE_ROWS, project_only
 from strait_server.console.throttle import coalesced
 from strait_server.console.web import API, EventStream, caller, fragment, query, render, session_of, with_keepalive
 from strait_server.console.workflow_views import counts, run_drawing, run_layout
@@ -35,6 +37,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_post("/workflow-runs/{id}/cancel", cancel)
     router.add_post("/workflow-runs/{id}/pause", pause)
     router.add_post("/workflow-runs/{id}/resume", resume)
+    router.add_get("/live/workflow-runs", live_workflow_runs)
     router.add_get("/live/workflow-runs/{id}", live_workflow_run)
 
 
@@ -93,11 +96,65 @@ async def workflow_runs_page(request: web.Request) -> web.StreamResponse:
     await filters.resolve(api, who)
     page_token = request.query.get("page_token", "")
     runs, token = await filters.page(api, who, page_token)
-    # Not live: the API has no feed of workflow runs to follow (each run's page is live).
-    live = ""
+    # The live rows start after the newest row shown (in microseconds), as in the runs list.
+    newest = max((_micros(r.create_time) for r in runs), default=int((time.time() - 1) * 1e6))
+    live = "/live/workflow-runs?" + query(request, page_token="", since=str(newest)) if not page_token else ""
     return render(request, "workflow_runs.html", runs=runs, slugs=filters.slugs, workflow=filters.workflow,
-                  status=filters.status, statuses=[s.value for s in WorkflowRunStatus], live=live,
+                  status=filters.status, statuses=[s.value for s in WorkflowRunStatus], live=live, keep=LIVE_ROWS,
                   next_page=query(request, page_token=token) if token else "", title="Workflow runs")
+
+
+def _micros(value: datetime | None) -> int:
+    return int(value.timestamp()) * 1_000_000 + value.microsecond if value else 0
+
+
+async def live_workflow_runs(request: web.Request) -> web.StreamResponse:
+    """The project's workflow runs as they are created (rows prepended) and change status (rows swapped by id),
+    from WatchWorkflowRuns."""
+    project_only(session_of(request))
+    api = request.app[API]
+    who = caller(request)
+    filters = RunFilters(request)
+    await filters.resolve(api, who)
+    stream = await EventStream.open(request)
+    shown: set[str] = set()  # rows the catch-up sent: their creation, if the feed has it too, is not added again
+
+    def row(run: WorkflowRun, fresh: bool) -> str:
+        return fragment(request, "workflow_run_row.html", run=run, slugs=filters.slugs, fresh=fresh)
+
+    async def catch_up() -> None:
+        """What changed between the page's rendering and the feed's start, from the first page read again:
+        runs created after the page's newest row are added, the others swapped in place (a swap of a row the
+        page does not show does nothing)."""
+        raw = request.query.get("since", "")
+        since = int(raw) if raw.isdigit() else 0
+        runs, _ = await filters.page(api, who)
+        for run in reversed(runs):
+            shown.add(run.id)
+            await stream.send("run", row(run, fresh=_micros(run.create_time) > since))
+
+    feed = api.stream(who, api.workflow_runs.WatchWorkflowRuns,
+                      R.WatchWorkflowRunsRequest(workflow_id=filters.workflow_id), opened=catch_up)
+    try:
+        async for message in with_keepalive(stream, feed):
+            if message.WhichOneof("message") != "event":
+                continue
+            event = message.event
+            if filters.status and event.to_status != filters.status:
+                continue
+            try:
+                got = await api.call(who, api.workflow_runs.GetWorkflowRun,
+                                     R.GetWorkflowRunRequest(id=event.workflow_run_id))
+            except NotFoundError:
+                continue  # deleted with its workflow meanwhile
+            run = WorkflowRun.from_proto(got.workflow_run)
+            if run.workflow_id not in filters.slugs:
+                filters.slugs[run.workflow_id] = await workflow_slug(api, who, run.workflow_id)
+            fresh = not event.from_status and run.id not in shown
+            await stream.send("run", row(run, fresh=fresh))
+    except (ConnectionResetError, ConnectionError):
+        pass  # the viewer went away
+    return stream.response
 
 
 async def last_sequence(api: ConsoleApi, who: Caller, run_id: str) -> int:

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file strait/v1/workflow_run.proto.
  */
 export const file_strait_v1_workflow_run: GenFile = /*@__PURE__*/
-  fileDesc("ChxzdHJhaXQvdjEvd29ya2Zsb3dfcnVuLnByb3RvEglzdHJhaXQudjEivAQKC1dvcmtmbG93UnVuEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEwoLd29ya2Zsb3dfaWQYAyABKAkSDwoHdmVyc2lvbhgEIAEoBRIsCgZzdGF0dXMYBSABKA4yHC5zdHJhaXQudjEuV29ya2Zsb3dSdW5TdGF0dXMSEgoKaW5wdXRfanNvbhgGIAEoCRINCgVlcnJvchgHIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcGFyZW50X3dvcmtmbG93X3J1bl9pZBgNIAEoCRIaChJwYXJlbnRfc3RlcF9ydW5faWQYDiABKAkSFwoPY29uY3VycmVuY3lfa2V5GA8gASgJEjEKDWRlYWRsaW5lX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNjaGVkdWxlZF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDBAoHU3RlcFJ1bhIKCgJpZBgBIAEoCRIXCg93b3JrZmxvd19ydW5faWQYAiABKAkSEAoIc3RlcF9yZWYYAyABKAkSKAoGc3RhdHVzGAQgASgOMhguc3RyYWl0LnYxLlN0ZXBSdW5TdGF0dXMSKgoLc2tpcF9yZWFzb24YBSABKA4yFS5zdHJhaXQudjEuU2tpcFJlYXNvbhISCgpqb2JfcnVuX2lkGAYgASgJEhMKC291dHB1dF9qc29uGAcgASgJEg0KBWVycm9yGAggASgJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOd2FpdGluZ19yZWFzb24YDCABKAkSLQoJd2FrZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgltYXBfaW5kZXgYDiABKAUSKAoKbWFwX2NvdW50cxgPIAEoCzIULnN0cmFpdC52MS5NYXBDb3VudHMSHQoVY2hpbGRfd29ya2Zsb3dfcnVuX2lkGBAgASgJIkkKCU1hcENvdW50cxINCgV0b3RhbBgBIAEoBRIPCgdzdGFydGVkGAIgASgFEgwKBGRvbmUYAyABKAUSDgoGZmFpbGVkGAQgASgFIscBChBXb3JrZmxvd1J1bkV2ZW50EhcKD3dvcmtmbG93X3J1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIMCgR0eXBlGAMgASgJEhAKCHN0ZXBfcmVmGAQgASgJEhMKC2Zyb21fc3RhdHVzGAUgASgJEhEKCXRvX3N0YXR1cxgGIAEoCRIPCgdtZXNzYWdlGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIjChVHZXRXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkiRgoWR2V0V29ya2Zsb3dSdW5SZXNwb25zZRIsCgx3b3JrZmxvd19ydW4YASABKAsyFi5zdHJhaXQudjEuV29ya2Zsb3dSdW4ihQEKF0xpc3RXb3JrZmxvd1J1bnNSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEi4KCHN0YXR1c2VzGAIgAygOMhwuc3RyYWl0LnYxLldvcmtmbG93UnVuU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImIKGExpc3RXb3JrZmxvd1J1bnNSZXNwb25zZRItCg13b3JrZmxvd19ydW5zGAEgAygLMhYuc3RyYWl0LnYxLldvcmtmbG93UnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI2ChhDYW5jZWxXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIkkKGUNhbmNlbFdvcmtmbG93UnVuUmVzcG9uc2USLAoMd29ya2Zsb3dfcnVuGAEgASgLMhYuc3RyYWl0LnYxLldvcmtmbG93UnVuImcKE0xpc3RTdGVwUnVuc1JlcXVlc3QSFwoPd29ya2Zsb3dfcnVuX2lkGAEgASgJEhAKCHN0ZXBfcmVmGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIlYKFExpc3RTdGVwUnVuc1Jlc3BvbnNlEiUKCXN0ZXBfcnVucxgBIAMoCzISLnN0cmFpdC52MS5TdGVwUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJiChxMaXN0V29ya2Zsb3dSdW5FdmVudHNSZXF1ZXN0EhcKD3dvcmtmbG93X3J1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUiTAodTGlzdFdvcmtmbG93UnVuRXZlbnRzUmVzcG9uc2USKwoGZXZlbnRzGAEgAygLMhsuc3RyYWl0LnYxLldvcmtmbG93UnVuRXZlbnQiXAoXV2F0Y2hXb3JrZmxvd1J1blJlcXVlc3QSFwoPd29ya2Zsb3dfcnVuX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDEhAKCHNuYXBzaG90GAMgASgIIuIBChhXYXRjaFdvcmtmbG93UnVuUmVzcG9uc2USLAoFZXZlbnQYASABKAsyGy5zdHJhaXQudjEuV29ya2Zsb3dSdW5FdmVudEgAEikKCWtlZXBhbGl2ZRgCIAEoCzIULnN0cmFpdC52MS5LZWVwYWxpdmVIABIyCghzbmFwc2hvdBgDIAEoCzIeLnN0cmFpdC52MS5Xb3JrZmxvd1J1blNuYXBzaG90SAASLgoMbWFwX3Byb2dyZXNzGAQgASgLMhYuc3RyYWl0LnYxLk1hcFByb2dyZXNzSABCCQoHbWVzc2FnZSJ8ChNXb3JrZmxvd1J1blNuYXBzaG90EiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1bhIlCglzdGVwX3J1bnMYAiADKAsyEi5zdHJhaXQudjEuU3RlcFJ1bhIQCghzZXF1ZW5jZRgDIAEoAyJvCgtNYXBQcm9ncmVzcxIQCghzdGVwX3JlZhgBIAEoCRIkCgZjb3VudHMYAiABKAsyFC5zdHJhaXQudjEuTWFwQ291bnRzEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKEkFwcHJvdmVTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCRIPCgdjb21tZW50GAMgASgJIjsKE0FwcHJvdmVTdGVwUmVzcG9uc2USJAoIc3RlcF9ydW4YASABKAsyEi5zdHJhaXQudjEuU3RlcFJ1biJBChFSZWplY3RTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCRIOCgZyZWFzb24YAyABKAkiOgoSUmVqZWN0U3RlcFJlc3BvbnNlEiQKCHN0ZXBfcnVuGAEgASgLMhIuc3RyYWl0LnYxLlN0ZXBSdW4iUAobQ29tcGxldGVXb3JrZmxvd1N0ZXBSZXF1ZXN0EgoKAmlkGAEgASgJEhAKCHN0ZXBfcmVmGAIgASgJEhMKC291dHB1dF9qc29uGAMgASgJIkQKHENvbXBsZXRlV29ya2Zsb3dTdGVwUmVzcG9uc2USJAoIc3RlcF9ydW4YASABKAsyEi5zdHJhaXQudjEuU3RlcFJ1biJHChdTa2lwV29ya2Zsb3dTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCRIOCgZyZWFzb24YAyABKAkiQAoYU2tpcFdvcmtmbG93U3RlcFJlc3BvbnNlEiQKCHN0ZXBfcnVuGAEgASgLMhIuc3RyYWl0LnYxLlN0ZXBSdW4iJQoXUGF1c2VXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkiSAoYUGF1c2VXb3JrZmxvd1J1blJlc3BvbnNlEiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1biImChhSZXN1bWVXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkiSQoZUmVzdW1lV29ya2Zsb3dSdW5SZXNwb25zZRIsCgx3b3JrZmxvd19ydW4YASABKAsyFi5zdHJhaXQudjEuV29ya2Zsb3dSdW4iKAoaR2V0V29ya2Zsb3dSdW5HcmFwaFJlcXVlc3QSCgoCaWQYASABKAkiSQobR2V0V29ya2Zsb3dSdW5HcmFwaFJlc3BvbnNlEioKBWdyYXBoGAEgASgLMhsuc3RyYWl0LnYxLldvcmtmbG93UnVuR3JhcGgi6AEKEFdvcmtmbG93UnVuR3JhcGgSFwoPd29ya2Zsb3dfcnVuX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAUSLAoGc3RhdHVzGAMgASgOMhwuc3RyYWl0LnYxLldvcmtmbG93UnVuU3RhdHVzEi4KBW5vZGVzGAQgAygLMh8uc3RyYWl0LnYxLldvcmtmbG93UnVuR3JhcGhOb2RlEi4KBWVkZ2VzGAUgAygLMh8uc3RyYWl0LnYxLldvcmtmbG93UnVuR3JhcGhFZGdlEg0KBXJvb3RzGAYgAygJEg0KBXJlYWR5GAcgAygJItICChRXb3JrZmxvd1J1bkdyYXBoTm9kZRIQCghzdGVwX3JlZhgBIAEoCRIMCgRraW5kGAIgASgJEigKBnN0YXR1cxgDIAEoDjIYLnN0cmFpdC52MS5TdGVwUnVuU3RhdHVzEioKC3NraXBfcmVhc29uGAQgASgOMhUuc3RyYWl0LnYxLlNraXBSZWFzb24SFgoOd2FpdGluZ19yZWFzb24YBSABKAkSEgoKam9iX3J1bl9pZBgGIAEoCRINCgVlcnJvchgHIAEoCRIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoKbWFwX2NvdW50cxgKIAEoCzIULnN0cmFpdC52MS5NYXBDb3VudHMiNQoUV29ya2Zsb3dSdW5HcmFwaEVkZ2USDgoGcGFyZW50GAEgASgJEg0KBWNoaWxkGAIgASgJIjgKGFJldHJ5V29ya2Zsb3dTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCSJJChlSZXRyeVdvcmtmbG93U3RlcFJlc3BvbnNlEiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1biI8ChxSZXBsYXlXb3JrZmxvd1N1YnRyZWVSZXF1ZXN0EgoKAmlkGAEgASgJEhAKCHN0ZXBfcmVmGAIgASgJIk0KHVJlcGxheVdvcmtmbG93U3VidHJlZVJlc3BvbnNlEiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1birEAgoRV29ya2Zsb3dSdW5TdGF0dXMSIwofV09SS0ZMT1dfUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEh4KGldPUktGTE9XX1JVTl9TVEFUVVNfUVVFVUVEEAESHwobV09SS0ZMT1dfUlVOX1NUQVRVU19SVU5OSU5HEAISHgoaV09SS0ZMT1dfUlVOX1NUQVRVU19QQVVTRUQQAxIhCh1XT1JLRkxPV19SVU5fU1RBVFVTX0NPTVBMRVRFRBAEEh4KGldPUktGTE9XX1JVTl9TVEFUVVNfRkFJTEVEEAUSIAocV09SS0ZMT1dfUlVOX1NUQVRVU19DQU5DRUxFRBAGEiEKHVdPUktGTE9XX1JVTl9TVEFUVVNfVElNRURfT1VUEAcSIQodV09SS0ZMT1dfUlVOX1NUQVRVU19TQ0hFRFVMRUQQCCqYAgoNU3RlcFJ1blN0YXR1cxIfChtTVEVQX1JVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdTVEVQX1JVTl9TVEFUVVNfUEVORElORxABEhkKFVNURVBfUlVOX1NUQVRVU19SRUFEWRACEhsKF1NURVBfUlVOX1NUQVRVU19SVU5OSU5HEAMSGwoXU1RFUF9SVU5fU1RBVFVTX1dBSVRJTkcQBBIdChlTVEVQX1JVTl9TVEFUVVNfQ09NUExFVEVEEAUSGgoWU1RFUF9SVU5fU1RBVFVTX0ZBSUxFRBAGEhsKF1NURVBfUlVOX1NUQVRVU19TS0lQUEVEEAcSHAoYU1RFUF9SVU5fU1RBVFVTX0NBTkNFTEVEEAgq7wEKClNraXBSZWFzb24SGwoXU0tJUF9SRUFTT05fVU5TUEVDSUZJRUQQABIfChtTS0lQX1JFQVNPTl9DT05ESVRJT05fRkFMU0UQARIfChtTS0lQX1JFQVNPTl9VUFNUUkVBTV9GQUlMRUQQAhIkCiBTS0lQX1JFQVNPTl9BTExfVVBTVFJFQU1fU0tJUFBFRBADEioKJlNLSVBfUkVBU09OX1RSSUdHRVJfUlVMRV9VTlNBVElTRklBQkxFEAQSFgoSU0tJUF9SRUFTT05fTUFOVUFMEAUSGAoUU0tJUF9SRUFTT05fRElTQUJMRUQQBjKSCwoSV29ya2Zsb3dSdW5TZXJ2aWNlElUKDkdldFdvcmtmbG93UnVuEiAuc3RyYWl0LnYxLkdldFdvcmtmbG93UnVuUmVxdWVzdBohLnN0cmFpdC52MS5HZXRXb3JrZmxvd1J1blJlc3BvbnNlElsKEExpc3RXb3JrZmxvd1J1bnMSIi5zdHJhaXQudjEuTGlzdFdvcmtmbG93UnVuc1JlcXVlc3QaIy5zdHJhaXQudjEuTGlzdFdvcmtmbG93UnVuc1Jlc3BvbnNlEl4KEUNhbmNlbFdvcmtmbG93UnVuEiMuc3RyYWl0LnYxLkNhbmNlbFdvcmtmbG93UnVuUmVxdWVzdBokLnN0cmFpdC52MS5DYW5jZWxXb3JrZmxvd1J1blJlc3BvbnNlEk8KDExpc3RTdGVwUnVucxIeLnN0cmFpdC52MS5MaXN0U3RlcFJ1bnNSZXF1ZXN0Gh8uc3RyYWl0LnYxLkxpc3RTdGVwUnVuc1Jlc3BvbnNlEmoKFUxpc3RXb3JrZmxvd1J1bkV2ZW50cxInLnN0cmFpdC52MS5MaXN0V29ya2Zsb3dSdW5FdmVudHNSZXF1ZXN0Giguc3RyYWl0LnYxLkxpc3RXb3JrZmxvd1J1bkV2ZW50c1Jlc3BvbnNlEl0KEFdhdGNoV29ya2Zsb3dSdW4SIi5zdHJhaXQudjEuV2F0Y2hXb3JrZmxvd1J1blJlcXVlc3QaIy5zdHJhaXQudjEuV2F0Y2hXb3JrZmxvd1J1blJlc3BvbnNlMAESTAoLQXBwcm92ZVN0ZXASHS5zdHJhaXQudjEuQXBwcm92ZVN0ZXBSZXF1ZXN0Gh4uc3RyYWl0LnYxLkFwcHJvdmVTdGVwUmVzcG9uc2USSQoKUmVqZWN0U3RlcBIcLnN0cmFpdC52MS5SZWplY3RTdGVwUmVxdWVzdBodLnN0cmFpdC52MS5SZWplY3RTdGVwUmVzcG9uc2USZwoUQ29tcGxldGVXb3JrZmxvd1N0ZXASJi5zdHJhaXQudjEuQ29tcGxldGVXb3JrZmxvd1N0ZXBSZXF1ZXN0Gicuc3RyYWl0LnYxLkNvbXBsZXRlV29ya2Zsb3dTdGVwUmVzcG9uc2USWwoQU2tpcFdvcmtmbG93U3RlcBIiLnN0cmFpdC52MS5Ta2lwV29ya2Zsb3dTdGVwUmVxdWVzdBojLnN0cmFpdC52MS5Ta2lwV29ya2Zsb3dTdGVwUmVzcG9uc2USWwoQUGF1c2VXb3JrZmxvd1J1bhIiLnN0cmFpdC52MS5QYXVzZVdvcmtmbG93UnVuUmVxdWVzdBojLnN0cmFpdC52MS5QYXVzZVdvcmtmbG93UnVuUmVzcG9uc2USXgoRUmVzdW1lV29ya2Zsb3dSdW4SIy5zdHJhaXQudjEuUmVzdW1lV29ya2Zsb3dSdW5SZXF1ZXN0GiQuc3RyYWl0LnYxLlJlc3VtZVdvcmtmbG93UnVuUmVzcG9uc2USZAoTR2V0V29ya2Zsb3dSdW5HcmFwaBIlLnN0cmFpdC52MS5HZXRXb3JrZmxvd1J1bkdyYXBoUmVxdWVzdBomLnN0cmFpdC52MS5HZXRXb3JrZmxvd1J1bkdyYXBoUmVzcG9uc2USXgoRUmV0cnlXb3JrZmxvd1N0ZXASIy5zdHJhaXQudjEuUmV0cnlXb3JrZmxvd1N0ZXBSZXF1ZXN0GiQuc3RyYWl0LnYxLlJldHJ5V29ya2Zsb3dTdGVwUmVzcG9uc2USagoVUmVwbGF5V29ya2Zsb3dTdWJ0cmVlEicuc3RyYWl0LnYxLlJlcGxheVdvcmtmbG93U3VidHJlZVJlcXVlc3QaKC5zdHJhaXQudjEuUmVwbGF5V29ya2Zsb3dTdWJ0cmVlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_strait_v1_run]);
+  fileDesc("ChxzdHJhaXQvdjEvd29ya2Zsb3dfcnVuLnByb3RvEglzdHJhaXQudjEivAQKC1dvcmtmbG93UnVuEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEwoLd29ya2Zsb3dfaWQYAyABKAkSDwoHdmVyc2lvbhgEIAEoBRIsCgZzdGF0dXMYBSABKA4yHC5zdHJhaXQudjEuV29ya2Zsb3dSdW5TdGF0dXMSEgoKaW5wdXRfanNvbhgGIAEoCRINCgVlcnJvchgHIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYCCABKAkSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcGFyZW50X3dvcmtmbG93X3J1bl9pZBgNIAEoCRIaChJwYXJlbnRfc3RlcF9ydW5faWQYDiABKAkSFwoPY29uY3VycmVuY3lfa2V5GA8gASgJEjEKDWRlYWRsaW5lX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNjaGVkdWxlZF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDBAoHU3RlcFJ1bhIKCgJpZBgBIAEoCRIXCg93b3JrZmxvd19ydW5faWQYAiABKAkSEAoIc3RlcF9yZWYYAyABKAkSKAoGc3RhdHVzGAQgASgOMhguc3RyYWl0LnYxLlN0ZXBSdW5TdGF0dXMSKgoLc2tpcF9yZWFzb24YBSABKA4yFS5zdHJhaXQudjEuU2tpcFJlYXNvbhISCgpqb2JfcnVuX2lkGAYgASgJEhMKC291dHB1dF9qc29uGAcgASgJEg0KBWVycm9yGAggASgJEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOd2FpdGluZ19yZWFzb24YDCABKAkSLQoJd2FrZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgltYXBfaW5kZXgYDiABKAUSKAoKbWFwX2NvdW50cxgPIAEoCzIULnN0cmFpdC52MS5NYXBDb3VudHMSHQoVY2hpbGRfd29ya2Zsb3dfcnVuX2lkGBAgASgJIkkKCU1hcENvdW50cxINCgV0b3RhbBgBIAEoBRIPCgdzdGFydGVkGAIgASgFEgwKBGRvbmUYAyABKAUSDgoGZmFpbGVkGAQgASgFIscBChBXb3JrZmxvd1J1bkV2ZW50EhcKD3dvcmtmbG93X3J1bl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoAxIMCgR0eXBlGAMgASgJEhAKCHN0ZXBfcmVmGAQgASgJEhMKC2Zyb21fc3RhdHVzGAUgASgJEhEKCXRvX3N0YXR1cxgGIAEoCRIPCgdtZXNzYWdlGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIjChVHZXRXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkiRgoWR2V0V29ya2Zsb3dSdW5SZXNwb25zZRIsCgx3b3JrZmxvd19ydW4YASABKAsyFi5zdHJhaXQudjEuV29ya2Zsb3dSdW4ihQEKF0xpc3RXb3JrZmxvd1J1bnNSZXF1ZXN0EhMKC3dvcmtmbG93X2lkGAEgASgJEi4KCHN0YXR1c2VzGAIgAygOMhwuc3RyYWl0LnYxLldvcmtmbG93UnVuU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJImIKGExpc3RXb3JrZmxvd1J1bnNSZXNwb25zZRItCg13b3JrZmxvd19ydW5zGAEgAygLMhYuc3RyYWl0LnYxLldvcmtmbG93UnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI2ChhDYW5jZWxXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkSDgoGcmVhc29uGAIgASgJIkkKGUNhbmNlbFdvcmtmbG93UnVuUmVzcG9uc2USLAoMd29ya2Zsb3dfcnVuGAEgASgLMhYuc3RyYWl0LnYxLldvcmtmbG93UnVuImcKE0xpc3RTdGVwUnVuc1JlcXVlc3QSFwoPd29ya2Zsb3dfcnVuX2lkGAEgASgJEhAKCHN0ZXBfcmVmGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIlYKFExpc3RTdGVwUnVuc1Jlc3BvbnNlEiUKCXN0ZXBfcnVucxgBIAMoCzISLnN0cmFpdC52MS5TdGVwUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJiChxMaXN0V29ya2Zsb3dSdW5FdmVudHNSZXF1ZXN0EhcKD3dvcmtmbG93X3J1bl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIRCglwYWdlX3NpemUYAyABKAUiTAodTGlzdFdvcmtmbG93UnVuRXZlbnRzUmVzcG9uc2USKwoGZXZlbnRzGAEgAygLMhsuc3RyYWl0LnYxLldvcmtmbG93UnVuRXZlbnQiXAoXV2F0Y2hXb3JrZmxvd1J1blJlcXVlc3QSFwoPd29ya2Zsb3dfcnVuX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDEhAKCHNuYXBzaG90GAMgASgIIuIBChhXYXRjaFdvcmtmbG93UnVuUmVzcG9uc2USLAoFZXZlbnQYASABKAsyGy5zdHJhaXQudjEuV29ya2Zsb3dSdW5FdmVudEgAEikKCWtlZXBhbGl2ZRgCIAEoCzIULnN0cmFpdC52MS5LZWVwYWxpdmVIABIyCghzbmFwc2hvdBgDIAEoCzIeLnN0cmFpdC52MS5Xb3JrZmxvd1J1blNuYXBzaG90SAASLgoMbWFwX3Byb2dyZXNzGAQgASgLMhYuc3RyYWl0LnYxLk1hcFByb2dyZXNzSABCCQoHbWVzc2FnZSJZChhXYXRjaFdvcmtmbG93UnVuc1JlcXVlc3QSEwoLd29ya2Zsb3dfaWQYASABKAkSFAoMcmVzdW1lX3Rva2VuGAIgASgJEhIKCmZyb21fc3RhcnQYAyABKAgiqgEKGVdhdGNoV29ya2Zsb3dSdW5zUmVzcG9uc2USLAoFZXZlbnQYASABKAsyGy5zdHJhaXQudjEuV29ya2Zsb3dSdW5FdmVudEgAEikKCWtlZXBhbGl2ZRgCIAEoCzIULnN0cmFpdC52MS5LZWVwYWxpdmVIABITCgt3b3JrZmxvd19pZBgDIAEoCRIUCgxyZXN1bWVfdG9rZW4YBCABKAlCCQoHbWVzc2FnZSJ8ChNXb3JrZmxvd1J1blNuYXBzaG90EiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1bhIlCglzdGVwX3J1bnMYAiADKAsyEi5zdHJhaXQudjEuU3RlcFJ1bhIQCghzZXF1ZW5jZRgDIAEoAyJvCgtNYXBQcm9ncmVzcxIQCghzdGVwX3JlZhgBIAEoCRIkCgZjb3VudHMYAiABKAsyFC5zdHJhaXQudjEuTWFwQ291bnRzEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKEkFwcHJvdmVTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCRIPCgdjb21tZW50GAMgASgJIjsKE0FwcHJvdmVTdGVwUmVzcG9uc2USJAoIc3RlcF9ydW4YASABKAsyEi5zdHJhaXQudjEuU3RlcFJ1biJBChFSZWplY3RTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCRIOCgZyZWFzb24YAyABKAkiOgoSUmVqZWN0U3RlcFJlc3BvbnNlEiQKCHN0ZXBfcnVuGAEgASgLMhIuc3RyYWl0LnYxLlN0ZXBSdW4iUAobQ29tcGxldGVXb3JrZmxvd1N0ZXBSZXF1ZXN0EgoKAmlkGAEgASgJEhAKCHN0ZXBfcmVmGAIgASgJEhMKC291dHB1dF9qc29uGAMgASgJIkQKHENvbXBsZXRlV29ya2Zsb3dTdGVwUmVzcG9uc2USJAoIc3RlcF9ydW4YASABKAsyEi5zdHJhaXQudjEuU3RlcFJ1biJHChdTa2lwV29ya2Zsb3dTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCRIOCgZyZWFzb24YAyABKAkiQAoYU2tpcFdvcmtmbG93U3RlcFJlc3BvbnNlEiQKCHN0ZXBfcnVuGAEgASgLMhIuc3RyYWl0LnYxLlN0ZXBSdW4iJQoXUGF1c2VXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkiSAoYUGF1c2VXb3JrZmxvd1J1blJlc3BvbnNlEiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1biImChhSZXN1bWVXb3JrZmxvd1J1blJlcXVlc3QSCgoCaWQYASABKAkiSQoZUmVzdW1lV29ya2Zsb3dSdW5SZXNwb25zZRIsCgx3b3JrZmxvd19ydW4YASABKAsyFi5zdHJhaXQudjEuV29ya2Zsb3dSdW4iKAoaR2V0V29ya2Zsb3dSdW5HcmFwaFJlcXVlc3QSCgoCaWQYASABKAkiSQobR2V0V29ya2Zsb3dSdW5HcmFwaFJlc3BvbnNlEioKBWdyYXBoGAEgASgLMhsuc3RyYWl0LnYxLldvcmtmbG93UnVuR3JhcGgi6AEKEFdvcmtmbG93UnVuR3JhcGgSFwoPd29ya2Zsb3dfcnVuX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAUSLAoGc3RhdHVzGAMgASgOMhwuc3RyYWl0LnYxLldvcmtmbG93UnVuU3RhdHVzEi4KBW5vZGVzGAQgAygLMh8uc3RyYWl0LnYxLldvcmtmbG93UnVuR3JhcGhOb2RlEi4KBWVkZ2VzGAUgAygLMh8uc3RyYWl0LnYxLldvcmtmbG93UnVuR3JhcGhFZGdlEg0KBXJvb3RzGAYgAygJEg0KBXJlYWR5GAcgAygJItICChRXb3JrZmxvd1J1bkdyYXBoTm9kZRIQCghzdGVwX3JlZhgBIAEoCRIMCgRraW5kGAIgASgJEigKBnN0YXR1cxgDIAEoDjIYLnN0cmFpdC52MS5TdGVwUnVuU3RhdHVzEioKC3NraXBfcmVhc29uGAQgASgOMhUuc3RyYWl0LnYxLlNraXBSZWFzb24SFgoOd2FpdGluZ19yZWFzb24YBSABKAkSEgoKam9iX3J1bl9pZBgGIAEoCRINCgVlcnJvchgHIAEoCRIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoKbWFwX2NvdW50cxgKIAEoCzIULnN0cmFpdC52MS5NYXBDb3VudHMiNQoUV29ya2Zsb3dSdW5HcmFwaEVkZ2USDgoGcGFyZW50GAEgASgJEg0KBWNoaWxkGAIgASgJIjgKGFJldHJ5V29ya2Zsb3dTdGVwUmVxdWVzdBIKCgJpZBgBIAEoCRIQCghzdGVwX3JlZhgCIAEoCSJJChlSZXRyeVdvcmtmbG93U3RlcFJlc3BvbnNlEiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1biI8ChxSZXBsYXlXb3JrZmxvd1N1YnRyZWVSZXF1ZXN0EgoKAmlkGAEgASgJEhAKCHN0ZXBfcmVmGAIgASgJIk0KHVJlcGxheVdvcmtmbG93U3VidHJlZVJlc3BvbnNlEiwKDHdvcmtmbG93X3J1bhgBIAEoCzIWLnN0cmFpdC52MS5Xb3JrZmxvd1J1birEAgoRV29ya2Zsb3dSdW5TdGF0dXMSIwofV09SS0ZMT1dfUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEh4KGldPUktGTE9XX1JVTl9TVEFUVVNfUVVFVUVEEAESHwobV09SS0ZMT1dfUlVOX1NUQVRVU19SVU5OSU5HEAISHgoaV09SS0ZMT1dfUlVOX1NUQVRVU19QQVVTRUQQAxIhCh1XT1JLRkxPV19SVU5fU1RBVFVTX0NPTVBMRVRFRBAEEh4KGldPUktGTE9XX1JVTl9TVEFUVVNfRkFJTEVEEAUSIAocV09SS0ZMT1dfUlVOX1NUQVRVU19DQU5DRUxFRBAGEiEKHVdPUktGTE9XX1JVTl9TVEFUVVNfVElNRURfT1VUEAcSIQodV09SS0ZMT1dfUlVOX1NUQVRVU19TQ0hFRFVMRUQQCCqYAgoNU3RlcFJ1blN0YXR1cxIfChtTVEVQX1JVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdTVEVQX1JVTl9TVEFUVVNfUEVORElORxABEhkKFVNURVBfUlVOX1NUQVRVU19SRUFEWRACEhsKF1NURVBfUlVOX1NUQVRVU19SVU5OSU5HEAMSGwoXU1RFUF9SVU5fU1RBVFVTX1dBSVRJTkcQBBIdChlTVEVQX1JVTl9TVEFUVVNfQ09NUExFVEVEEAUSGgoWU1RFUF9SVU5fU1RBVFVTX0ZBSUxFRBAGEhsKF1NURVBfUlVOX1NUQVRVU19TS0lQUEVEEAcSHAoYU1RFUF9SVU5fU1RBVFVTX0NBTkNFTEVEEAgq7wEKClNraXBSZWFzb24SGwoXU0tJUF9SRUFTT05fVU5TUEVDSUZJRUQQABIfChtTS0lQX1JFQVNPTl9DT05ESVRJT05fRkFMU0UQARIfChtTS0lQX1JFQVNPTl9VUFNUUkVBTV9GQUlMRUQQAhIkCiBTS0lQX1JFQVNPTl9BTExfVVBTVFJFQU1fU0tJUFBFRBADEioKJlNLSVBfUkVBU09OX1RSSUdHRVJfUlVMRV9VTlNBVElTRklBQkxFEAQSFgoSU0tJUF9SRUFTT05fTUFOVUFMEAUSGAoUU0tJUF9SRUFTT05fRElTQUJMRUQQBjL0CwoSV29ya2Zsb3dSdW5TZXJ2aWNlElUKDkdldFdvcmtmbG93UnVuEiAuc3RyYWl0LnYxLkdldFdvcmtmbG93UnVuUmVxdWVzdBohLnN0cmFpdC52MS5HZXRXb3JrZmxvd1J1blJlc3BvbnNlElsKEExpc3RXb3JrZmxvd1J1bnMSIi5zdHJhaXQudjEuTGlzdFdvcmtmbG93UnVuc1JlcXVlc3QaIy5zdHJhaXQudjEuTGlzdFdvcmtmbG93UnVuc1Jlc3BvbnNlEl4KEUNhbmNlbFdvcmtmbG93UnVuEiMuc3RyYWl0LnYxLkNhbmNlbFdvcmtmbG93UnVuUmVxdWVzdBokLnN0cmFpdC52MS5DYW5jZWxXb3JrZmxvd1J1blJlc3BvbnNlEk8KDExpc3RTdGVwUnVucxIeLnN0cmFpdC52MS5MaXN0U3RlcFJ1bnNSZXF1ZXN0Gh8uc3RyYWl0LnYxLkxpc3RTdGVwUnVuc1Jlc3BvbnNlEmoKFUxpc3RXb3JrZmxvd1J1bkV2ZW50cxInLnN0cmFpdC52MS5MaXN0V29ya2Zsb3dSdW5FdmVudHNSZXF1ZXN0Giguc3RyYWl0LnYxLkxpc3RXb3JrZmxvd1J1bkV2ZW50c1Jlc3BvbnNlEl0KEFdhdGNoV29ya2Zsb3dSdW4SIi5zdHJhaXQudjEuV2F0Y2hXb3JrZmxvd1J1blJlcXVlc3QaIy5zdHJhaXQudjEuV2F0Y2hXb3JrZmxvd1J1blJlc3BvbnNlMAESYAoRV2F0Y2hXb3JrZmxvd1J1bnMSIy5zdHJhaXQudjEuV2F0Y2hXb3JrZmxvd1J1bnNSZXF1ZXN0GiQuc3RyYWl0LnYxLldhdGNoV29ya2Zsb3dSdW5zUmVzcG9uc2UwARJMCgtBcHByb3ZlU3RlcBIdLnN0cmFpdC52MS5BcHByb3ZlU3RlcFJlcXVlc3QaHi5zdHJhaXQudjEuQXBwcm92ZVN0ZXBSZXNwb25zZRJJCgpSZWplY3RTdGVwEhwuc3RyYWl0LnYxLlJlamVjdFN0ZXBSZXF1ZXN0Gh0uc3RyYWl0LnYxLlJlamVjdFN0ZXBSZXNwb25zZRJnChRDb21wbGV0ZVdvcmtmbG93U3RlcBImLnN0cmFpdC52MS5Db21wbGV0ZVdvcmtmbG93U3RlcFJlcXVlc3QaJy5zdHJhaXQudjEuQ29tcGxldGVXb3JrZmxvd1N0ZXBSZXNwb25zZRJbChBTa2lwV29ya2Zsb3dTdGVwEiIuc3RyYWl0LnYxLlNraXBXb3JrZmxvd1N0ZXBSZXF1ZXN0GiMuc3RyYWl0LnYxLlNraXBXb3JrZmxvd1N0ZXBSZXNwb25zZRJbChBQYXVzZVdvcmtmbG93UnVuEiIuc3RyYWl0LnYxLlBhdXNlV29ya2Zsb3dSdW5SZXF1ZXN0GiMuc3RyYWl0LnYxLlBhdXNlV29ya2Zsb3dSdW5SZXNwb25zZRJeChFSZXN1bWVXb3JrZmxvd1J1bhIjLnN0cmFpdC52MS5SZXN1bWVXb3JrZmxvd1J1blJlcXVlc3QaJC5zdHJhaXQudjEuUmVzdW1lV29ya2Zsb3dSdW5SZXNwb25zZRJkChNHZXRXb3JrZmxvd1J1bkdyYXBoEiUuc3RyYWl0LnYxLkdldFdvcmtmbG93UnVuR3JhcGhSZXF1ZXN0GiYuc3RyYWl0LnYxLkdldFdvcmtmbG93UnVuR3JhcGhSZXNwb25zZRJeChFSZXRyeVdvcmtmbG93U3RlcBIjLnN0cmFpdC52MS5SZXRyeVdvcmtmbG93U3RlcFJlcXVlc3QaJC5zdHJhaXQudjEuUmV0cnlXb3JrZmxvd1N0ZXBSZXNwb25zZRJqChVSZXBsYXlXb3JrZmxvd1N1YnRyZWUSJy5zdHJhaXQudjEuUmVwbGF5V29ya2Zsb3dTdWJ0cmVlUmVxdWVzdBooLnN0cmFpdC52MS5SZXBsYXlXb3JrZmxvd1N1YnRyZWVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_strait_v1_run]);
 
 /**
  * @generated from message strait.v1.WorkflowRun
@@ -642,6 +642,84 @@ export const WatchWorkflowRunResponseSchema: GenMessage<WatchWorkflowRunResponse
   messageDesc(file_strait_v1_workflow_run, 15);
 
 /**
+ * @generated from message strait.v1.WatchWorkflowRunsRequest
+ */
+export type WatchWorkflowRunsRequest = Message<"strait.v1.WatchWorkflowRunsRequest"> & {
+  /**
+   * Only runs of this workflow (id); empty for all.
+   *
+   * @generated from field: string workflow_id = 1;
+   */
+  workflowId: string;
+
+  /**
+   * Continue after the change that carried this token; empty: from now (or from the start).
+   *
+   * @generated from field: string resume_token = 2;
+   */
+  resumeToken: string;
+
+  /**
+   * Without a resume token: start from the oldest stored change instead of now.
+   *
+   * @generated from field: bool from_start = 3;
+   */
+  fromStart: boolean;
+};
+
+/**
+ * Describes the message strait.v1.WatchWorkflowRunsRequest.
+ * Use `create(WatchWorkflowRunsRequestSchema)` to create a new message.
+ */
+export const WatchWorkflowRunsRequestSchema: GenMessage<WatchWorkflowRunsRequest> = /*@__PURE__*/
+  messageDesc(file_strait_v1_workflow_run, 16);
+
+/**
+ * @generated from message strait.v1.WatchWorkflowRunsResponse
+ */
+export type WatchWorkflowRunsResponse = Message<"strait.v1.WatchWorkflowRunsResponse"> & {
+  /**
+   * @generated from oneof strait.v1.WatchWorkflowRunsResponse.message
+   */
+  message: {
+    /**
+     * A "run_status" event: a run was created (from_status empty) or changed status.
+     *
+     * @generated from field: strait.v1.WorkflowRunEvent event = 1;
+     */
+    value: WorkflowRunEvent;
+    case: "event";
+  } | {
+    /**
+     * @generated from field: strait.v1.Keepalive keepalive = 2;
+     */
+    value: Keepalive;
+    case: "keepalive";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The run's workflow, with an event.
+   *
+   * @generated from field: string workflow_id = 3;
+   */
+  workflowId: string;
+
+  /**
+   * The position after this message (on keepalives too): pass it to resume.
+   *
+   * @generated from field: string resume_token = 4;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message strait.v1.WatchWorkflowRunsResponse.
+ * Use `create(WatchWorkflowRunsResponseSchema)` to create a new message.
+ */
+export const WatchWorkflowRunsResponseSchema: GenMessage<WatchWorkflowRunsResponse> = /*@__PURE__*/
+  messageDesc(file_strait_v1_workflow_run, 17);
+
+/**
  * The run and its steps as of one event sequence: every event up to it is reflected, none after it.
  *
  * @generated from message strait.v1.WorkflowRunSnapshot
@@ -672,7 +750,7 @@ export type WorkflowRunSnapshot = Message<"strait.v1.WorkflowRunSnapshot"> & {
  * Use `create(WorkflowRunSnapshotSchema)` to create a new message.
  */
 export const WorkflowRunSnapshotSchema: GenMessage<WorkflowRunSnapshot> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 16);
+  messageDesc(file_strait_v1_workflow_run, 18);
 
 /**
  * @generated from message strait.v1.MapProgress
@@ -699,7 +777,7 @@ export type MapProgress = Message<"strait.v1.MapProgress"> & {
  * Use `create(MapProgressSchema)` to create a new message.
  */
 export const MapProgressSchema: GenMessage<MapProgress> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 17);
+  messageDesc(file_strait_v1_workflow_run, 19);
 
 /**
  * @generated from message strait.v1.ApproveStepRequest
@@ -728,7 +806,7 @@ export type ApproveStepRequest = Message<"strait.v1.ApproveStepRequest"> & {
  * Use `create(ApproveStepRequestSchema)` to create a new message.
  */
 export const ApproveStepRequestSchema: GenMessage<ApproveStepRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 18);
+  messageDesc(file_strait_v1_workflow_run, 20);
 
 /**
  * @generated from message strait.v1.ApproveStepResponse
@@ -745,7 +823,7 @@ export type ApproveStepResponse = Message<"strait.v1.ApproveStepResponse"> & {
  * Use `create(ApproveStepResponseSchema)` to create a new message.
  */
 export const ApproveStepResponseSchema: GenMessage<ApproveStepResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 19);
+  messageDesc(file_strait_v1_workflow_run, 21);
 
 /**
  * @generated from message strait.v1.RejectStepRequest
@@ -774,7 +852,7 @@ export type RejectStepRequest = Message<"strait.v1.RejectStepRequest"> & {
  * Use `create(RejectStepRequestSchema)` to create a new message.
  */
 export const RejectStepRequestSchema: GenMessage<RejectStepRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 20);
+  messageDesc(file_strait_v1_workflow_run, 22);
 
 /**
  * @generated from message strait.v1.RejectStepResponse
@@ -791,7 +869,7 @@ export type RejectStepResponse = Message<"strait.v1.RejectStepResponse"> & {
  * Use `create(RejectStepResponseSchema)` to create a new message.
  */
 export const RejectStepResponseSchema: GenMessage<RejectStepResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 21);
+  messageDesc(file_strait_v1_workflow_run, 23);
 
 /**
  * @generated from message strait.v1.CompleteWorkflowStepRequest
@@ -822,7 +900,7 @@ export type CompleteWorkflowStepRequest = Message<"strait.v1.CompleteWorkflowSte
  * Use `create(CompleteWorkflowStepRequestSchema)` to create a new message.
  */
 export const CompleteWorkflowStepRequestSchema: GenMessage<CompleteWorkflowStepRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 22);
+  messageDesc(file_strait_v1_workflow_run, 24);
 
 /**
  * @generated from message strait.v1.CompleteWorkflowStepResponse
@@ -839,7 +917,7 @@ export type CompleteWorkflowStepResponse = Message<"strait.v1.CompleteWorkflowSt
  * Use `create(CompleteWorkflowStepResponseSchema)` to create a new message.
  */
 export const CompleteWorkflowStepResponseSchema: GenMessage<CompleteWorkflowStepResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 23);
+  messageDesc(file_strait_v1_workflow_run, 25);
 
 /**
  * @generated from message strait.v1.SkipWorkflowStepRequest
@@ -868,7 +946,7 @@ export type SkipWorkflowStepRequest = Message<"strait.v1.SkipWorkflowStepRequest
  * Use `create(SkipWorkflowStepRequestSchema)` to create a new message.
  */
 export const SkipWorkflowStepRequestSchema: GenMessage<SkipWorkflowStepRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 24);
+  messageDesc(file_strait_v1_workflow_run, 26);
 
 /**
  * @generated from message strait.v1.SkipWorkflowStepResponse
@@ -885,7 +963,7 @@ export type SkipWorkflowStepResponse = Message<"strait.v1.SkipWorkflowStepRespon
  * Use `create(SkipWorkflowStepResponseSchema)` to create a new message.
  */
 export const SkipWorkflowStepResponseSchema: GenMessage<SkipWorkflowStepResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 25);
+  messageDesc(file_strait_v1_workflow_run, 27);
 
 /**
  * @generated from message strait.v1.PauseWorkflowRunRequest
@@ -902,7 +980,7 @@ export type PauseWorkflowRunRequest = Message<"strait.v1.PauseWorkflowRunRequest
  * Use `create(PauseWorkflowRunRequestSchema)` to create a new message.
  */
 export const PauseWorkflowRunRequestSchema: GenMessage<PauseWorkflowRunRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 26);
+  messageDesc(file_strait_v1_workflow_run, 28);
 
 /**
  * @generated from message strait.v1.PauseWorkflowRunResponse
@@ -919,7 +997,7 @@ export type PauseWorkflowRunResponse = Message<"strait.v1.PauseWorkflowRunRespon
  * Use `create(PauseWorkflowRunResponseSchema)` to create a new message.
  */
 export const PauseWorkflowRunResponseSchema: GenMessage<PauseWorkflowRunResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 27);
+  messageDesc(file_strait_v1_workflow_run, 29);
 
 /**
  * @generated from message strait.v1.ResumeWorkflowRunRequest
@@ -936,7 +1014,7 @@ export type ResumeWorkflowRunRequest = Message<"strait.v1.ResumeWorkflowRunReque
  * Use `create(ResumeWorkflowRunRequestSchema)` to create a new message.
  */
 export const ResumeWorkflowRunRequestSchema: GenMessage<ResumeWorkflowRunRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 28);
+  messageDesc(file_strait_v1_workflow_run, 30);
 
 /**
  * @generated from message strait.v1.ResumeWorkflowRunResponse
@@ -953,7 +1031,7 @@ export type ResumeWorkflowRunResponse = Message<"strait.v1.ResumeWorkflowRunResp
  * Use `create(ResumeWorkflowRunResponseSchema)` to create a new message.
  */
 export const ResumeWorkflowRunResponseSchema: GenMessage<ResumeWorkflowRunResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 29);
+  messageDesc(file_strait_v1_workflow_run, 31);
 
 /**
  * @generated from message strait.v1.GetWorkflowRunGraphRequest
@@ -970,7 +1048,7 @@ export type GetWorkflowRunGraphRequest = Message<"strait.v1.GetWorkflowRunGraphR
  * Use `create(GetWorkflowRunGraphRequestSchema)` to create a new message.
  */
 export const GetWorkflowRunGraphRequestSchema: GenMessage<GetWorkflowRunGraphRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 30);
+  messageDesc(file_strait_v1_workflow_run, 32);
 
 /**
  * @generated from message strait.v1.GetWorkflowRunGraphResponse
@@ -987,7 +1065,7 @@ export type GetWorkflowRunGraphResponse = Message<"strait.v1.GetWorkflowRunGraph
  * Use `create(GetWorkflowRunGraphResponseSchema)` to create a new message.
  */
 export const GetWorkflowRunGraphResponseSchema: GenMessage<GetWorkflowRunGraphResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 31);
+  messageDesc(file_strait_v1_workflow_run, 33);
 
 /**
  * @generated from message strait.v1.WorkflowRunGraph
@@ -1042,7 +1120,7 @@ export type WorkflowRunGraph = Message<"strait.v1.WorkflowRunGraph"> & {
  * Use `create(WorkflowRunGraphSchema)` to create a new message.
  */
 export const WorkflowRunGraphSchema: GenMessage<WorkflowRunGraph> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 32);
+  messageDesc(file_strait_v1_workflow_run, 34);
 
 /**
  * @generated from message strait.v1.WorkflowRunGraphNode
@@ -1108,7 +1186,7 @@ export type WorkflowRunGraphNode = Message<"strait.v1.WorkflowRunGraphNode"> & {
  * Use `create(WorkflowRunGraphNodeSchema)` to create a new message.
  */
 export const WorkflowRunGraphNodeSchema: GenMessage<WorkflowRunGraphNode> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 33);
+  messageDesc(file_strait_v1_workflow_run, 35);
 
 /**
  * @generated from message strait.v1.WorkflowRunGraphEdge
@@ -1130,7 +1208,7 @@ export type WorkflowRunGraphEdge = Message<"strait.v1.WorkflowRunGraphEdge"> & {
  * Use `create(WorkflowRunGraphEdgeSchema)` to create a new message.
  */
 export const WorkflowRunGraphEdgeSchema: GenMessage<WorkflowRunGraphEdge> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 34);
+  messageDesc(file_strait_v1_workflow_run, 36);
 
 /**
  * @generated from message strait.v1.RetryWorkflowStepRequest
@@ -1154,7 +1232,7 @@ export type RetryWorkflowStepRequest = Message<"strait.v1.RetryWorkflowStepReque
  * Use `create(RetryWorkflowStepRequestSchema)` to create a new message.
  */
 export const RetryWorkflowStepRequestSchema: GenMessage<RetryWorkflowStepRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 35);
+  messageDesc(file_strait_v1_workflow_run, 37);
 
 /**
  * @generated from message strait.v1.RetryWorkflowStepResponse
@@ -1171,7 +1249,7 @@ export type RetryWorkflowStepResponse = Message<"strait.v1.RetryWorkflowStepResp
  * Use `create(RetryWorkflowStepResponseSchema)` to create a new message.
  */
 export const RetryWorkflowStepResponseSchema: GenMessage<RetryWorkflowStepResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 36);
+  messageDesc(file_strait_v1_workflow_run, 38);
 
 /**
  * @generated from message strait.v1.ReplayWorkflowSubtreeRequest
@@ -1195,7 +1273,7 @@ export type ReplayWorkflowSubtreeRequest = Message<"strait.v1.ReplayWorkflowSubt
  * Use `create(ReplayWorkflowSubtreeRequestSchema)` to create a new message.
  */
 export const ReplayWorkflowSubtreeRequestSchema: GenMessage<ReplayWorkflowSubtreeRequest> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 37);
+  messageDesc(file_strait_v1_workflow_run, 39);
 
 /**
  * @generated from message strait.v1.ReplayWorkflowSubtreeResponse
@@ -1212,7 +1290,7 @@ export type ReplayWorkflowSubtreeResponse = Message<"strait.v1.ReplayWorkflowSub
  * Use `create(ReplayWorkflowSubtreeResponseSchema)` to create a new message.
  */
 export const ReplayWorkflowSubtreeResponseSchema: GenMessage<ReplayWorkflowSubtreeResponse> = /*@__PURE__*/
-  messageDesc(file_strait_v1_workflow_run, 38);
+  messageDesc(file_strait_v1_workflow_run, 40);
 
 /**
  * @generated from enum strait.v1.WorkflowRunStatus
@@ -1468,6 +1546,20 @@ export const WorkflowRunService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchWorkflowRunRequestSchema;
     output: typeof WatchWorkflowRunResponseSchema;
+  },
+  /**
+   * The project's workflow runs as their statuses change, in commit order: the live form of
+   * ListWorkflowRuns. Starts from now (or after a resume token, or from the oldest stored change), sends
+   * keepalives while idle, and never ends
+   * by itself except at the server's maximum stream duration: reconnect with the last resume token received,
+   * and nothing is missed or repeated.
+   *
+   * @generated from rpc strait.v1.WorkflowRunService.WatchWorkflowRuns
+   */
+  watchWorkflowRuns: {
+    methodKind: "server_streaming";
+    input: typeof WatchWorkflowRunsRequestSchema;
+    output: typeof WatchWorkflowRunsResponseSchema;
   },
   /**
    * Approves a waiting approval step: it completes with the output {approver, comment, time}. Only the keys
