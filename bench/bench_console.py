@@ -39,7 +39,8 @@ from strait_client.v1 import job_pb2, job_pb2_grpc, run_pb2, run_pb2_grpc
 from strait_server.console import pages
 
 Metadata = tuple[tuple[str, str], ...]
-FILTERED = ("/runs?status=delayed", "/runs?status=completed", "/runs?job=bulk", "/runs?job=noop")
+FILTERED = ("/runs?status=delayed", "/runs?status=completed", "/runs?job=bulk", "/runs?job=noop",
+            "/runs?tags=region%3Deu", "/workflow-runs?status=completed")
 
 
 def list_pages() -> list[str]:
