@@ -85,17 +85,31 @@ class EmbeddedPostgres:
             stop_child(self._process, signal.SIGINT, timeout=30)
 
     def _initdb(self, log: IO[str]) -> None:
-        process = spawn([str(self._bin / "initdb"), "-D", str(self.pgdata), "--auth=trust", "--auth-local=trust",
+        """Into a directory of its own, renamed to the data directory once complete: PG_VERSION is among the
+        first files initdb writes, so a start cut short in the middle (a signal the process could not answer,
+        a power cut) would otherwise leave a cluster that looks made and lacks its databases."""
+        fresh = self.pgdata.with_name(self.pgdata.name + ".initdb")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(mode=0o700)
+        if self._user:
+            import pwd
+
+            entry = pwd.getpwnam(self._user)
+            os.chown(fresh, entry.pw_uid, entry.pw_gid)
+        process = spawn([str(self._bin / "initdb"), "-D", str(fresh), "--auth=trust", "--auth-local=trust",
                          "--encoding=utf8", "-U", "postgres"],
-                        death_signal=signal.SIGKILL, user=self._user, output=log, cwd=self.pgdata)
+                        death_signal=signal.SIGKILL, user=self._user, output=log, cwd=fresh)
         try:
             if process.wait(timeout=120) != 0:
                 raise BackendError(f"initdb failed for {self.pgdata}; see {self.log}")
-        except BaseException:  # a half-made cluster would not start next time: the next start makes it anew
+        except BaseException:
             process.kill()
             process.wait()
-            shutil.rmtree(self.pgdata, ignore_errors=True)
+            shutil.rmtree(fresh, ignore_errors=True)
             raise
+        # The data directory holds no cluster (no PG_VERSION): at most the socket of an earlier start.
+        shutil.rmtree(self.pgdata)
+        fresh.rename(self.pgdata)
 
     def _wait_ready(self, timeout: float) -> None:
         """Until postmaster.pid says `ready` (its eighth line) for this very process."""

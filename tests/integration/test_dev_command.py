@@ -103,7 +103,10 @@ class Dev:
         assert self.process.stdout is not None
         while not self.banner or not self.banner[-1].startswith("Stop with Ctrl-C."):
             line = await asyncio.wait_for(self.process.stdout.readline(), START_TIMEOUT)
-            assert line, f"strait dev exited before its banner: {self.banner}"
+            if not line:
+                assert self.process.stderr is not None
+                said = (await self.process.stderr.read()).decode(errors="replace")[-3000:]
+                raise AssertionError(f"strait dev exited before its banner: {self.banner}\n{said}")
             self.banner.append(line.decode().rstrip("\n"))
         return self.banner
 
