@@ -57,8 +57,9 @@ class Killer:
         self.armed = self.armed_once = False  # kill at the next step end committed (see on_step_end)
         self.killed = asyncio.Event()
         self.notified = 0  # step-end notifications seen while listening
-        # The endpoint answers while this is set: closed from kill 2 until kill 3 is armed, so that the server
-        # started after kill 2 cannot finish the run while it starts up (before the test can listen).
+        # The endpoint answers while this is set: closed from kill 1 until kill 2 is armed and from kill 2 until
+        # kill 3 is, so that a server started after a kill cannot run far ahead (or finish the run) while it
+        # starts up, before the test arms the next kill.
         self.answering = asyncio.Event()
         self.answering.set()
 
@@ -152,10 +153,12 @@ async def test_a_workflow_survives_three_sigkills_of_its_server_with_one_job_run
 
         # 1. While the first chain steps are at the endpoint: they are lost in flight.
         await sink.wait_for(8, "/step", timeout=30)
+        killer.answering.clear()  # until kill 2 is armed: the next server must not run far ahead meanwhile
         killer.kill(sink)
         api = await restart(api)
         # 2. Instead of an answer (the endpoint did the work; the server never hears of it).
         killer.kill_at_answer = killer.answers + 20
+        killer.answering.set()
         api = await restart(api)
         # 3. As the end of a step is committed, when the engine wakes up to move the run on (a lane's chain end,
         # fanning the lane out, when one comes after kill 2; else the next step end: under load the chain ends
