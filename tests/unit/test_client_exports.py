@@ -77,6 +77,7 @@ EXPECTED = [
     "Workflow",
     "WorkflowConcurrency",
     "WorkflowRun",
+    "WorkflowRunChange",
     "WorkflowRunEvent",
     "WorkflowRunGraph",
     "WorkflowRunGraphEdge",
