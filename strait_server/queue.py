@@ -530,9 +530,10 @@ async def claim_created(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionPr
 
 class Queue:
     def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None, *,
-                 claim_pool: asyncpg.Pool | None = None) -> None:
+                 claim_pool: asyncpg.Pool | None = None, settle_pool: asyncpg.Pool | None = None) -> None:
         self._pool = pool
         self._claim_pool = claim_pool or pool  # sessions pinned to index plans (see App.start)
+        self._settle_pool = settle_pool or pool  # sessions on generic plans (see App.start)
         # Counts the transitions these statements commit (claims are counted by the dispatcher).
         self._metrics = metrics or Metrics()
 
@@ -575,7 +576,7 @@ class Queue:
 
     async def settle(self, owner: str, outcomes: list[Outcome]) -> set[str]:
         started = time.perf_counter()
-        rows = await self._pool.fetch(
+        rows = await self._settle_pool.fetch(
             SETTLE,
             [o.run_id for o in outcomes],
             [o.attempt for o in outcomes],
@@ -593,7 +594,7 @@ class Queue:
         return settled
 
     async def detach(self, owner: str, outcomes: list[Outcome]) -> set[str]:
-        rows = await self._pool.fetch(DETACH, [o.run_id for o in outcomes], [o.attempt for o in outcomes],
+        rows = await self._settle_pool.fetch(DETACH, [o.run_id for o in outcomes], [o.attempt for o in outcomes],
                                       [o.record for o in outcomes], owner)
         return {r["run_id"] for r in rows}
 
