@@ -514,7 +514,8 @@ class Move:
     def _prepare(self, ref: str) -> str | tuple[str, int] | None:
         """The step's input as JSON text; or how it ended instead (skipped by its condition, failed)."""
         step = self._plan.steps[ref]
-        context = self._context()
+        # Built only for a condition or a template: it holds every step, and most steps start with neither.
+        context = self._context() if step.condition or step.template else {}
         try:
             if self._condition_false(ref, context):
                 return self._skip_condition(ref)
