@@ -241,13 +241,14 @@ class WorkflowRunServicer(workflow_run_pb2_grpc.WorkflowRunServiceServicer):
             v.add("after_sequence", "must not be negative")
         run_id = _run_id(v, request.workflow_run_id, "workflow_run_id")
         project = project_id()
-        await self._store.get(project, run_id)  # NOT_FOUND before the stream starts
+        run = await self._store.get(project, run_id)  # NOT_FOUND before the stream starts
+        maps = await self._runs.has_maps(run)
         watches = Watches(self._d.runs, self._d.feed, self._d.events, self._d.settings)
         with self._d.streams.open(project):
             await context.send_initial_metadata(())
             try:
                 async for item in watches.workflow_run(self._store, project, run_id, request.after_sequence,
-                                                       snapshot=request.snapshot):
+                                                       snapshot=request.snapshot, maps=maps):
                     yield _watch_message(item)
             except AgedOut:
                 return

@@ -81,10 +81,12 @@ class _MapCounts:
     """Follows the counts of a workflow run's running map steps for a watch: its instances end without events
     of their own, so the counts are read (at most once a second while a map runs) and sent when they changed."""
 
-    def __init__(self, store: WorkflowRunStore, run_id: str) -> None:
+    def __init__(self, store: WorkflowRunStore, run_id: str, maps: bool = True) -> None:
         self._store = store
         self._run_id = run_id
-        self._running: bool | None = None  # None: not known (at first, and after a step changed status)
+        self._maps = maps  # False: the run has no map step, so there is never anything to read
+        # None: not known (at first, and after a step changed status).
+        self._running: bool | None = None if maps else False
         self._looked = 0.0
         self._sent: dict[str, MapCountsRow] = {}
 
@@ -97,6 +99,8 @@ class _MapCounts:
         return max(0.0, self._looked + MAP_PROGRESS_INTERVAL - asyncio.get_running_loop().time())
 
     async def changes(self, events: list[WorkflowRunEventRow]) -> list[MapProgress]:
+        if not self._maps:
+            return []
         if any(e.type == "step_status" for e in events):
             self._running = None
         now = asyncio.get_running_loop().time()
@@ -211,19 +215,20 @@ class Watches:
                 yield item
 
     async def workflow_run(self, store: WorkflowRunStore, project: str, run_id: str, after: int, *,
-                           snapshot: bool = False) -> AsyncIterator[WorkflowRunItem]:
+                           snapshot: bool = False, maps: bool = True) -> AsyncIterator[WorkflowRunItem]:
         """A workflow run's events after `after` (or its snapshot and the events after it) until its final one,
-        with the counts of its running map steps as they change. Raises AgedOut at the maximum duration."""
+        with the counts of its running map steps as they change (`maps`: whether it has map steps at all).
+        Raises AgedOut at the maximum duration."""
         if snapshot:
             run, steps = await store.snapshot(project, run_id)
             after = run.event_seq
             yield WorkflowRunSnapshot(run, steps)
-        maps = _MapCounts(store, run_id)
+        counts = _MapCounts(store, run_id, maps)
 
         async def read() -> tuple[list[WorkflowRunEventRow | MapProgress], bool]:
             nonlocal after
             events = await store.events_after(project, run_id, after, PAGE)
-            progress = await maps.changes(events)
+            progress = await counts.changes(events)
             if events:
                 after = events[-1].seq
                 last = events[-1]
@@ -234,7 +239,7 @@ class Watches:
             over = status in _FINAL_WORKFLOW_STATUSES and latest <= after
             return [*events, *([] if over else progress)], over
         with self._events.watch(run_id) as woken:
-            async for item in self._tail(read, woken, self.deadline(), max_wait=maps.next_look):
+            async for item in self._tail(read, woken, self.deadline(), max_wait=counts.next_look):
                 yield item
 
     async def _tail(self, read: Callable[[], Awaitable[tuple[list[T], bool]]], woken: asyncio.Event,

@@ -84,6 +84,11 @@ class WorkflowRuns:
             plan = await self._plans.get(conn, run.workflow_id, run.version)
         return run, plan, await store.steps(project_id, run_id)
 
+    async def has_maps(self, run: WorkflowRunRow) -> bool:
+        """Whether the run's version has a map step (a watch of a run without one never reads map counts)."""
+        async with self._pool.acquire() as conn:
+            return (await self._plans.get(conn, run.workflow_id, run.version)).has_maps
+
     async def retry_step(self, project_id: str, run_id: str, ref: str) -> None:
         await self._move(project_id, run_id, lambda move: move.retry(ref), reopen=True)
 

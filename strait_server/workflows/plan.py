@@ -170,6 +170,10 @@ class Plan:
         return bool(self.max_parallel_steps) or any(s.concurrency_key for s in self.steps.values())
 
     @property
+    def has_maps(self) -> bool:
+        return any(s.map is not None for s in self.steps.values())
+
+    @property
     def roots(self) -> list[str]:
         return [ref for ref in self.order if not self.steps[ref].parents]
 
