@@ -1,7 +1,7 @@
 """Worker plane benchmark: drain a backlog of no-op worker runs with one SDK worker process, next to the raw
 batched-claim limit of the same database; and the idle latency from a trigger's return to the handler's start.
 
-    python bench/bench_workers.py [--runs 200000] [--slots 1000] [--repeats 3] [--latency 1000]
+    python bench/bench_workers.py [--runs 200000] [--slots 1000] [--repeats 3] [--latency 1000] [--curve 100,1000]
 
 Runs `strait serve --mode all` on a throwaway database (as bench_dispatch.py does). The backlog is enqueued
 with BatchTriggerJob before the worker starts; the worker (a separate process running strait_client.Worker
@@ -237,6 +237,9 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency", type=int, default=1000)
     parser.add_argument("--idle-workers", type=int, default=1000)
+    parser.add_argument("--curve", default="",
+                        help="slot counts, comma-separated (e.g. 100,250,500,1000,2000): one more drain of --runs "
+                             "runs for each, printed with its CPU per run, after the repeats")
     parser.add_argument("--pg-stats", action="store_true",
                         help="print what each drain cost PostgreSQL: per statement (pg_stat_statements, which the "
                              "server must preload), per table and index")
@@ -267,6 +270,11 @@ async def main() -> None:
         print(f"{'median':<44} {statistics.median(rates):,.0f} runs/s = {ratio:.2f} of the raw claim limit; CPU per "
               "run " + "   ".join(f"{name} {statistics.median(c[name] for c in cpus) * 1e6:.0f} us"
                                   for name in cpus[0]))
+        for slots in [int(n) for n in args.curve.split(",") if n.strip()]:
+            rate, cpu = await _drain(conn, argparse.Namespace(**{**vars(args), "slots": slots}), address, key, jobs,
+                                     md, job, pid)
+            print(f"{f'  curve: {slots:,} slots':<44} {rate:,.0f} runs/s   CPU per run " + "   ".join(
+                f"{name} {seconds * 1e6:.0f} us" for name, seconds in cpu.items()) + f" ({_load()})")
         if args.idle_workers:
             extra = await _idle_workers(address, md, pid, args.idle_workers)
             print(f"{f'{args.idle_workers:,} idle connected workers':<44} +{extra:.0f} MB server RSS ({_load()})")
