@@ -124,6 +124,13 @@ class SettleBuffer:
                 log.warning("settle failed, retrying: %r", exc, extra={"action": "settle_retry"})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except asyncio.CancelledError:
+                # stop() cancels this loop, then flushes what is buffered: the batch goes back first, written
+                # or not (writing an outcome twice is harmless, see above). Dropped, a 202's detach was lost and
+                # the hand-back that follows requeued the run its endpoint had accepted.
+                self._items[:0] = batch
+                self._has_items.set()
+                raise
         self._unconfirmed.extend(batch)
         self._appended += len(batch)
         self._on_settled(batch, settled)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -15,6 +16,7 @@ from strait_server.store.jobs import JobStore
 from strait_server.store.projects import ProjectStore
 from strait_server.store.runs import RunStore
 from strait_server.tasks import Supervisor
+from tests.conftest import eventually
 
 OWNER = "disp_settle"
 
@@ -50,3 +52,39 @@ async def test_an_unstorable_outcome_is_written_without_its_output_and_the_batch
     assert (rows[good]["status"], rows[good]["output"]) == ("completed", '{"ok": true}')
     assert rows[bad]["status"] == "completed" and rows[bad]["output"] is None
     assert rows[bad]["error"].startswith("outcome not storable: ")
+
+
+async def test_stopping_during_a_write_keeps_the_batch_and_writes_it(pool: asyncpg.Pool, database_url: str) -> None:
+    project = await ProjectStore(pool).create("settle", "settle")
+    job = await JobStore(pool).create(project.id, JobSpec(slug="j", name="j", endpoint_url="http://x"))
+    await RunStore(pool).insert(job, [NewRun()])
+    queue = Queue(pool)
+    [run] = await queue.claim(OWNER, 10)
+    buffer = SettleBuffer(queue, OWNER, flush_interval_s=0.001, batch_size=10, supervisor=Supervisor(),
+                          on_settled=lambda _outcomes, _ids: None)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        # The run's row locked elsewhere: the buffer's write waits on it, and stop() comes in the middle.
+        writing = blocker.transaction()
+        await writing.start()
+        await blocker.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", run.id)
+        buffer.start()
+        buffer.add(_completed(run.id, '{"ok": true}'))
+
+        async def waiting() -> bool:
+            return bool(await pool.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                            "WHERE wait_event_type = 'Lock' AND datname = current_database()"))
+        await eventually(waiting, 10)
+        stopping = asyncio.create_task(buffer.stop())
+        await eventually(lambda: _settle_canceled(buffer), 10)
+        await writing.rollback()
+        await asyncio.wait_for(stopping, 10)
+    finally:
+        await blocker.close()
+    assert await pool.fetchval("SELECT status FROM runs WHERE id = $1", run.id) == "completed"
+
+
+async def _settle_canceled(buffer: SettleBuffer) -> bool:
+    """Whether stop() has cancelled the buffer's loop (the write it was in goes back to the buffer)."""
+    task = buffer._task  # what the test waits for is internal to the buffer
+    return task is None or task.done()
