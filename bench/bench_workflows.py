@@ -6,8 +6,9 @@ two rates says what the workflow machinery costs on whatever else the machine is
 
 Runs `strait serve --mode all` on a throwaway database (as bench_dispatch.py does) with a keep-alive HTTP
 endpoint in this process that answers 200 at once. Prints the median of --repeats fan-out runs (trigger to the
-run completed, the join's input checked to hold every leaf's output) and the p50/p99 of the time from a
-step's endpoint receiving its POST (the answer follows at once) to the next step's endpoint receiving its.
+run completed, the join's input checked to hold every leaf's output) and, for each of --repeats runs of a
+chain, the p50/p99 of the time from a step's endpoint receiving its POST (the answer follows at once) to the
+next step's endpoint receiving its, and their medians.
 
 Same environment variables as bench_dispatch.py: STRAIT_BENCH_DATABASE_URL, STRAIT_BENCH_REDIS_URL.
 """
@@ -99,10 +100,25 @@ async def run_graph(runs: workflow_run_pb2_grpc.WorkflowRunServiceStub, md: Meta
 
 
 async def chain(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,
-                md: Metadata, sink: FastSink, length: int) -> None:
+                md: Metadata, sink: FastSink, length: int, repeats: int) -> None:
+    """`repeats` runs of a chain of `length` steps, one after the other: the p50 and p99 of each run's gaps, and
+    their medians."""
     steps = [_step("s0"), *[_step(f"s{i}", f"s{i - 1}") for i in range(1, length)]]
     await defs.CreateWorkflow(W.CreateWorkflowRequest(workflow=W.Workflow(slug="chain", steps=steps)), metadata=md)
     sink.track = True
+    p50s, p99s = [], []
+    for _ in range(repeats):
+        p50, p99 = await _chain_run(runs, defs, md, sink, length)
+        p50s.append(p50)
+        p99s.append(p99)
+        print(f"{'idle step-to-step latency':<44} p50 {p50:.2f} ms   p99 {p99:.2f} ms ({length - 1} edges; "
+              f"{_load()})")
+    print(f"{'idle step-to-step latency (medians)':<44} p50 {statistics.median(p50s):.2f} ms   "
+          f"p99 {statistics.median(p99s):.2f} ms")
+
+
+async def _chain_run(runs: workflow_run_pb2_grpc.WorkflowRunServiceStub, defs: workflow_pb2_grpc.WorkflowServiceStub,
+                     md: Metadata, sink: FastSink, length: int) -> tuple[float, float]:
     # Waits on the run's watch stream: polling would load the server that the figure should find idle.
     run = (await defs.TriggerWorkflow(W.TriggerWorkflowRequest(slug="chain"), metadata=md)).workflow_run
     async for _ in runs.WatchWorkflowRun(R.WatchWorkflowRunRequest(workflow_run_id=run.id), metadata=md):
@@ -113,9 +129,7 @@ async def chain(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_
                  (await runs.ListStepRuns(R.ListStepRunsRequest(workflow_run_id=run.id), metadata=md)).step_runs}
     arrivals = [sink.arrivals[step_runs[f"s{i}"].job_run_id] for i in range(length)]
     gaps = sorted((b - a) * 1000 for a, b in itertools.pairwise(arrivals))
-    p99 = gaps[max(0, int(len(gaps) * 0.99) - 1)]
-    print(f"{'idle step-to-step latency':<44} p50 {statistics.median(gaps):.2f} ms   p99 {p99:.2f} ms "
-          f"({len(gaps)} edges)")
+    return statistics.median(gaps), gaps[max(0, int(len(gaps) * 0.99) - 1)]
 
 
 async def dynamic_map(defs: workflow_pb2_grpc.WorkflowServiceStub, runs: workflow_run_pb2_grpc.WorkflowRunServiceStub,
@@ -178,7 +192,7 @@ async def main() -> None:
         jobs, md, job = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/noop")
         defs = workflow_pb2_grpc.WorkflowServiceStub(channel)
         runs = workflow_run_pb2_grpc.WorkflowRunServiceStub(channel)
-        await chain(defs, runs, md, sink, args.chain)
+        await chain(defs, runs, md, sink, args.chain, args.repeats)
         await fan_out(defs, runs, run_pb2_grpc.RunServiceStub(channel), md, args.fan_out, args.repeats)
         maps, plain = [], []
         for _ in range(args.repeats):  # interleaved, so that both see the same machine
