@@ -4,6 +4,7 @@ project scoping, rate limits and audit), and a failed call raises the client's t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +26,8 @@ from strait_server.api.limits import CONSOLE_CLIENT_HEADER
 
 T = TypeVar("T")
 CALL_TIMEOUT_S = 10.0
+# A followed watch whose call lasted less than this waits as long before the next call.
+MIN_STREAM_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,22 @@ class ConsoleApi:
                 raise from_rpc_error(err) from None
         finally:
             call.cancel()
+
+    async def followed(self, caller: Caller, method: Callable[..., Any], request_for: Callable[[], Any],
+                       opened: Callable[[], Awaitable[None]] | None = None,
+                       goes_on: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[Any]:
+        """A watch followed past the API's maximum stream duration (STRAIT_WATCH_MAX_DURATION), so that a page
+        left open keeps up: when a call ends by itself and `goes_on()` (None: always) says there is more to
+        follow, another call continues where it stopped. `request_for()` makes each call's request from what
+        the caller kept of the messages it was given (a resume token, a sequence); `opened` runs for the first."""
+        loop = asyncio.get_running_loop()
+        first = True
+        while True:
+            started = loop.time()
+            async for message in self.stream(caller, method, request_for(), opened=opened if first else None):
+                yield message
+            first = False
+            if goes_on is not None and not await goes_on():
+                return
+            if loop.time() - started < MIN_STREAM_S:
+                await asyncio.sleep(MIN_STREAM_S)  # a server ending streams at once is not called in a loop

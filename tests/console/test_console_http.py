@@ -12,8 +12,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from strait_client.v1 import run_pb2
 from strait_server.config import Settings
-from tests.conftest import AppFactory, connect
+from tests.conftest import AppFactory, connect, eventually
 from tests.console.support import browserless
+from tests.integration.test_workflow_runs import Flows, step
+from tests.sink import Sink
+from tests.support import scrape, value
 
 S = run_pb2
 
@@ -168,5 +171,56 @@ async def test_the_live_list_adds_new_runs_once_and_never_the_rows_already_shown
                 while f'<tr id="run-{wanted.id}">' not in received:
                     received += (await asyncio.wait_for(stream.content.readline(), 10)).decode()
             assert elsewhere.id not in received
+    finally:
+        await api.channel.close()
+
+
+async def test_live_views_keep_up_after_the_api_ends_their_watch_streams(make_app: AppFactory,
+                                                                          settings: Settings, sink: Sink) -> None:
+    # The API ends every watch stream after 1 s here (STRAIT_WATCH_MAX_DURATION): the console's live views go on
+    # from where each stream stopped, on the same event stream to the browser.
+    app = await make_app(console_address="127.0.0.1:0", watch_max_duration=timedelta(seconds=1),
+                         metrics_address="127.0.0.1:0")
+    api = await connect(app, settings.admin_key)
+    flows = Flows(api, sink)
+    later = Timestamp()
+    later.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+
+    async def ended(method: str, at_least: float) -> bool:
+        return value(await scrape(app), "strait_grpc_requests_total", method=method, code="OK") >= at_least
+
+    try:
+        job = await api.create_job("nightly", "http://127.0.0.1:9/never")
+        await flows.job("quick")
+        await flows.create(step("quick", "quick"))
+        waiting = await api.trigger(job, scheduled_time=later)
+        async with browserless(app) as b:
+            await b.sign_in(api.key)
+            streams = {}
+            for path in ("/runs", "/workflow-runs", f"/runs/{waiting.id}"):
+                _, page = await b.get(path)
+                live = re.search(r'sse-connect="([^"]+)"', page)
+                assert live is not None, path
+                streams[path] = await b.http.get(b.base + html.unescape(live.group(1)),
+                                                 headers={"Accept": "text/event-stream"}).__aenter__()
+            try:
+                # Each API stream behind them ended at least once (the run page's twice: it was opened first).
+                await eventually(lambda: ended("/strait.v1.RunService/WatchRuns", 2), 15)
+                await eventually(lambda: ended("/strait.v1.WorkflowRunService/WatchWorkflowRuns", 2), 15)
+                await eventually(lambda: ended("/strait.v1.RunService/WatchRun", 2), 15)
+                new = await api.trigger(job, scheduled_time=later)
+                workflow_run = await flows.trigger()
+                await api.runs.CancelRun(S.CancelRunRequest(id=waiting.id), metadata=api.metadata)
+                for path, wanted in (("/runs", f'<tr id="run-{new.id}">'),
+                                     ("/workflow-runs", f'<tr id="workflow-run-{workflow_run.id}">'),
+                                     (f"/runs/{waiting.id}", ">canceled<")):
+                    received = ""
+                    while wanted not in received:
+                        line = await asyncio.wait_for(streams[path].content.readline(), 10)
+                        assert line, f"{path}: the event stream ended"
+                        received += line.decode()
+            finally:
+                for response in streams.values():
+                    response.close()
     finally:
         await api.channel.close()

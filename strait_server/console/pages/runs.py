@@ -156,10 +156,12 @@ async def live_runs(request: web.Request) -> web.StreamResponse:
                    "attempt": run.attempt, "time": run.create_time}
             await stream.send("run", fragment(request, "run_row.html", row=row, fresh=True))
 
-    feed = api.stream(caller(request), api.runs.WatchRuns,
-                      run_pb2.WatchRunsRequest(job_id=job_id, statuses=wanted, tags=tags), opened=catch_up)
+    token = ""  # the feed's position, to resume from when the API ends the stream at its maximum duration
+    feed = api.followed(caller(request), api.runs.WatchRuns, lambda: run_pb2.WatchRunsRequest(
+        job_id=job_id, statuses=wanted, tags=tags, resume_token=token), opened=catch_up)
     try:
         async for message in with_keepalive(stream, feed):
+            token = message.resume_token or token
             if message.WhichOneof("message") != "event" or message.event.type != "status_change":
                 continue
             event = RunEvent.from_proto(message.event)
@@ -184,11 +186,18 @@ async def live_run(request: web.Request) -> web.StreamResponse:
     run_id = request.match_info["id"]
     after = int(request.query.get("after", "0") or 0)
     stream = await EventStream.open(request)
-    watch = api.stream(caller(request), api.runs.WatchRun, run_pb2.WatchRunRequest(run_id=run_id, after_sequence=after))
+
+    async def unfinished() -> bool:
+        got = await api.call(caller(request), api.runs.GetRun, run_pb2.GetRunRequest(id=run_id))
+        return not Run.from_proto(got.run).is_terminal
+
+    watch = api.followed(caller(request), api.runs.WatchRun,
+                         lambda: run_pb2.WatchRunRequest(run_id=run_id, after_sequence=after), goes_on=unfinished)
     try:
         async for message in with_keepalive(stream, watch):
             if message.WhichOneof("message") != "event":
                 continue
+            after = max(after, message.event.sequence)
             event = RunEvent.from_proto(message.event)
             html = fragment(request, "run_event.html", event=event)
             if event.type == "status_change":  # the summary (status, attempts, output) as it is now

@@ -133,10 +133,12 @@ async def live_workflow_runs(request: web.Request) -> web.StreamResponse:
             shown.add(run.id)
             await stream.send("run", row(run, fresh=_micros(run.create_time) > since))
 
-    feed = api.stream(who, api.workflow_runs.WatchWorkflowRuns,
-                      R.WatchWorkflowRunsRequest(workflow_id=filters.workflow_id), opened=catch_up)
+    token = ""  # the feed's position, to resume from when the API ends the stream at its maximum duration
+    feed = api.followed(who, api.workflow_runs.WatchWorkflowRuns, lambda: R.WatchWorkflowRunsRequest(
+        workflow_id=filters.workflow_id, resume_token=token), opened=catch_up)
     try:
         async for message in with_keepalive(stream, feed):
+            token = message.resume_token or token
             if message.WhichOneof("message") != "event":
                 continue
             event = message.event
@@ -229,10 +231,23 @@ async def workflow_run_page(request: web.Request) -> web.StreamResponse:
                   **context)
 
 
-async def _changes(watch: AsyncIterator[Any]) -> AsyncIterator[None]:
-    """The watch's events and map counts (keepalives change nothing)."""
+async def _changes(request: web.Request, run_id: str, after: int) -> AsyncIterator[None]:
+    """The run's events and map counts after sequence `after` (keepalives change nothing), followed past the API's
+    maximum stream duration while the run has not ended."""
+    api = request.app[API]
+    who = caller(request)
+
+    async def unfinished() -> bool:
+        got = await api.call(who, api.workflow_runs.GetWorkflowRun, R.GetWorkflowRunRequest(id=run_id))
+        return not WorkflowRun.from_proto(got.workflow_run).is_terminal
+
+    watch = api.followed(who, api.workflow_runs.WatchWorkflowRun, lambda: R.WatchWorkflowRunRequest(
+        workflow_run_id=run_id, after_sequence=after), goes_on=unfinished)
     async for message in watch:
-        if message.WhichOneof("message") in ("event", "map_progress"):
+        kind = message.WhichOneof("message")
+        if kind == "event":
+            after = max(after, message.event.sequence)
+        if kind in ("event", "map_progress"):
             yield None
 
 
@@ -243,15 +258,14 @@ async def live_workflow_run(request: web.Request) -> web.StreamResponse:
     project_only(session_of(request))
     api = request.app[API]
     run_id = request.match_info["id"]
-    after = request.query.get("after", "0")
+    raw = request.query.get("after", "0")
+    after = int(raw) if raw.isdigit() else 0
     view = RunView(request, run_id, _steps_from(request))
     await api.call(caller(request), api.workflow_runs.GetWorkflowRun, R.GetWorkflowRunRequest(id=run_id))  # 404
     stream = await EventStream.open(request)
-    watch = api.stream(caller(request), api.workflow_runs.WatchWorkflowRun, R.WatchWorkflowRunRequest(
-        workflow_run_id=run_id, after_sequence=int(after) if after.isdigit() else 0))
     sent: dict[str, str] = {}
     try:
-        async for finished in with_keepalive(stream, coalesced(_changes(watch), REDRAW_INTERVAL_S)):
+        async for finished in with_keepalive(stream, coalesced(_changes(request, run_id, after), REDRAW_INTERVAL_S)):
             parts = view.fragments(await view.read())
             changed = "".join(html for name, html in parts.items() if sent.get(name) != html)
             sent.update(parts)
