@@ -23,6 +23,8 @@ import secrets
 import statistics
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -114,12 +116,10 @@ async def measure_stats(runs: run_pb2_grpc.RunServiceStub, md: Metadata, repeat:
     return times
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=100_000, help="runs due tomorrow (multiple of 1,000)")
-    parser.add_argument("--completed", type=int, default=2_000, help="runs dispatched first (multiple of 1,000)")
-    parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args()
+@asynccontextmanager
+async def console_server() -> AsyncIterator[tuple[grpc.aio.Channel, asyncio.subprocess.Process, FastSink, str, str]]:
+    """`strait serve --mode all` with the console on a free port, against a fresh database, and a local HTTP
+    endpoint answering 200: (channel to the server, its process, the endpoint, the console's URL, admin key)."""
     async with _database() as database_url:
         sink = FastSink()
         await sink.start()
@@ -131,21 +131,30 @@ async def main() -> None:
                                                       "all", env=env)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         try:
-            jobs, md, noop = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/run")
-            await seed(jobs, md, noop, args.runs, args.completed, sink)
-            base = f"http://127.0.0.1:{console_port}"
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-                await sign_in(http, base, md[0][1].removeprefix("Bearer "))
-                print(f"strait console bench, {_load()}")
-                print(f"{'page':32} {'median':>10} {'slowest':>10}")
-                for path in list_pages():
-                    report(path, await measure(http, base, path, args.repeat))
-                report("GetRunStats (gRPC)", await measure_stats(run_pb2_grpc.RunServiceStub(channel), md, args.repeat))
-                print(f"after: {_load()}")
+            yield channel, server, sink, f"http://127.0.0.1:{console_port}", admin_key
         finally:
             await channel.close()
             server.terminate()
             await server.wait()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100_000, help="runs due tomorrow (multiple of 1,000)")
+    parser.add_argument("--completed", type=int, default=2_000, help="runs dispatched first (multiple of 1,000)")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    async with console_server() as (channel, _server, sink, base, admin_key):
+        jobs, md, noop = await _setup(channel, admin_key, f"http://127.0.0.1:{sink.port}/run")
+        await seed(jobs, md, noop, args.runs, args.completed, sink)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await sign_in(http, base, md[0][1].removeprefix("Bearer "))
+            print(f"strait console bench, {_load()}")
+            print(f"{'page':32} {'median':>10} {'slowest':>10}")
+            for path in list_pages():
+                report(path, await measure(http, base, path, args.repeat))
+            report("GetRunStats (gRPC)", await measure_stats(run_pb2_grpc.RunServiceStub(channel), md, args.repeat))
+            print(f"after: {_load()}")
 
 
 if __name__ == "__main__":
