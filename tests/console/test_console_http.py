@@ -10,15 +10,17 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from strait_client.v1 import run_pb2
+from strait_client.v1 import run_pb2, workflow_run_pb2
 from strait_server.config import Settings
 from tests.conftest import AppFactory, connect, eventually
 from tests.console.support import browserless
 from tests.integration.test_workflow_runs import Flows, step
+from tests.integration.test_workflow_waits import approval
 from tests.sink import Sink
 from tests.support import scrape, value
 
 S = run_pb2
+R = workflow_run_pb2
 
 
 async def test_pages_need_a_sign_in_and_a_bad_key_is_refused(make_app: AppFactory, settings: Settings) -> None:
@@ -193,27 +195,34 @@ async def test_live_views_keep_up_after_the_api_ends_their_watch_streams(make_ap
         job = await api.create_job("nightly", "http://127.0.0.1:9/never")
         await flows.job("quick")
         await flows.create(step("quick", "quick"))
+        await flows.create(approval("review"), slug="reviewed")
         waiting = await api.trigger(job, scheduled_time=later)
+        reviewed = await flows.trigger("reviewed")
+        await flows.wait_step(reviewed.id, "review", R.STEP_RUN_STATUS_WAITING)
         async with browserless(app) as b:
             await b.sign_in(api.key)
             streams = {}
-            for path in ("/runs", "/workflow-runs", f"/runs/{waiting.id}"):
+            for path in ("/runs", "/workflow-runs", f"/runs/{waiting.id}", f"/workflow-runs/{reviewed.id}"):
                 _, page = await b.get(path)
                 live = re.search(r'sse-connect="([^"]+)"', page)
                 assert live is not None, path
                 streams[path] = await b.http.get(b.base + html.unescape(live.group(1)),
                                                  headers={"Accept": "text/event-stream"}).__aenter__()
             try:
-                # Each API stream behind them ended at least once (the run page's twice: it was opened first).
+                # The API streams behind each view ended twice: the views are on their third call by now.
                 await eventually(lambda: ended("/strait.v1.RunService/WatchRuns", 2), 15)
                 await eventually(lambda: ended("/strait.v1.WorkflowRunService/WatchWorkflowRuns", 2), 15)
                 await eventually(lambda: ended("/strait.v1.RunService/WatchRun", 2), 15)
+                await eventually(lambda: ended("/strait.v1.WorkflowRunService/WatchWorkflowRun", 2), 15)
                 new = await api.trigger(job, scheduled_time=later)
                 workflow_run = await flows.trigger()
                 await api.runs.CancelRun(S.CancelRunRequest(id=waiting.id), metadata=api.metadata)
+                await flows.runs.ApproveStep(R.ApproveStepRequest(id=reviewed.id, step_ref="review"),
+                                             metadata=api.metadata)
                 for path, wanted in (("/runs", f'<tr id="run-{new.id}">'),
                                      ("/workflow-runs", f'<tr id="workflow-run-{workflow_run.id}">'),
-                                     (f"/runs/{waiting.id}", ">canceled<")):
+                                     (f"/runs/{waiting.id}", ">canceled<"),
+                                     (f"/workflow-runs/{reviewed.id}", ">completed<")):
                     received = ""
                     while wanted not in received:
                         line = await asyncio.wait_for(streams[path].content.readline(), 10)
