@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
 from strait_client.v1 import run_pb2, run_pb2_grpc
 from strait_server import errors
-from strait_server.api import convert, replies, run_stats, validate
+from strait_server.api import convert, replies, resume_tokens, run_stats, validate
 from strait_server.api.deps import Deps, triggers_of
 from strait_server.api.interceptor import project_id
 from strait_server.api.pagination import fingerprint, page_size
@@ -22,20 +21,18 @@ WATCH_END_KEY = "strait-watch-end"
 
 
 def encode_resume_token(cursor: Cursor) -> str:
-    return base64.urlsafe_b64encode(f"f1:{cursor.xid}:{cursor.id}".encode()).decode().rstrip("=")
+    return resume_tokens.encode("f1", cursor.xid, cursor.id)
 
 
 def decode_resume_token(token: str) -> Cursor:
-    try:
-        version, xid, event_id = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+    def parse(parts: list[str]) -> Cursor:
+        xid, event_id = parts
         cursor = Cursor(int(xid), int(event_id))
         # Outside xid8 and bigint, PostgreSQL (or asyncpg) would refuse it later, less precisely.
-        if version != "f1" or not (0 <= cursor.xid < 2**64 and 0 <= cursor.id < 2**63):
-            raise ValueError(version)
+        if not (0 <= cursor.xid < 2**64 and 0 <= cursor.id < 2**63):
+            raise ValueError(token)
         return cursor
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidArgument([errors.FieldViolation("resume_token", "is not a token this feed issued")]
-                                     ) from None
+    return resume_tokens.decode(token, "f1", parse)
 
 
 def _statuses(v: Violations, values: Iterable[int]) -> list[str]:

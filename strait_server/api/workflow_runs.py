@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,8 +9,7 @@ from typing import Any
 import grpc
 
 from strait_client.v1 import run_pb2, workflow_run_pb2, workflow_run_pb2_grpc
-from strait_server import errors
-from strait_server.api import convert, validate
+from strait_server.api import convert, resume_tokens, validate
 from strait_server.api.deps import Deps
 from strait_server.api.interceptor import principal, project_id
 from strait_server.api.pagination import MAX_PAGE_SIZE, fingerprint, keyset_page, page_size
@@ -122,22 +120,19 @@ def _event_message(e: WorkflowRunEventRow) -> workflow_run_pb2.WorkflowRunEvent:
 
 
 def encode_resume_token(cursor: StatusFeedCursor) -> str:
-    text = f"w1:{cursor.xid}:{cursor.workflow_run_id}:{cursor.seq}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return resume_tokens.encode("w1", cursor.xid, cursor.workflow_run_id, cursor.seq)
 
 
 def decode_resume_token(token: str) -> StatusFeedCursor:
-    try:
-        version, xid, run_id, seq = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+    def parse(parts: list[str]) -> StatusFeedCursor:
+        xid, run_id, seq = parts
         cursor = StatusFeedCursor(int(xid), run_id, int(seq))
-        # Outside xid8 and bigint, PostgreSQL (or asyncpg) would refuse it later, less precisely.
-        if version != "w1" or not (0 <= cursor.xid < 2**64 and 0 <= cursor.seq < 2**63 and len(run_id) <= 64
-                                   and run_id.isascii() and run_id.isprintable()):
-            raise ValueError(version)
+        # Outside xid8 and bigint, or not a run id's characters: PostgreSQL would refuse it later, less precisely.
+        if not (0 <= cursor.xid < 2**64 and 0 <= cursor.seq < 2**63 and len(run_id) <= 64 and run_id.isascii()
+                and run_id.isprintable()):
+            raise ValueError(token)
         return cursor
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidArgument([errors.FieldViolation("resume_token", "is not a token this feed issued")]
-                                     ) from None
+    return resume_tokens.decode(token, "w1", parse)
 
 
 def _run_id(v: Violations, value: str, path: str = "id") -> str:
