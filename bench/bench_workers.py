@@ -40,8 +40,8 @@ WORKER_SCRIPT = textwrap.dedent("""
     worker = Worker(os.environ["STRAIT_ADDRESS"], os.environ["STRAIT_API_KEY"], slots=int(sys.argv[1]))
     mode = sys.argv[2]
 
-    if mode == "noop":
-        @worker.handler("noop-worker")
+    if mode == "noop":  # the job named by the third argument
+        @worker.handler(sys.argv[3])
         async def noop(ctx, payload):
             return None
     elif mode == "echo":  # print when each handler starts
@@ -62,9 +62,10 @@ WORKER_SCRIPT = textwrap.dedent("""
 """)
 
 
-async def _worker_job(jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], slug: str) -> job_pb2.Job:
+async def _worker_job(jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str], ...], slug: str,
+                      max_concurrency: int = 0) -> job_pb2.Job:
     reply = await jobs.CreateJob(job_pb2.CreateJobRequest(job=job_pb2.Job(
-        slug=slug, execution_mode=job_pb2.EXECUTION_MODE_WORKER)), metadata=md)
+        slug=slug, execution_mode=job_pb2.EXECUTION_MODE_WORKER, max_concurrency=max_concurrency)), metadata=md)
     created: job_pb2.Job = reply.job
     return created
 
@@ -76,9 +77,9 @@ async def _enqueue(jobs: job_pb2_grpc.JobServiceStub, md: tuple[tuple[str, str],
         await jobs.BatchTriggerJob(batch, metadata=md, timeout=60)
 
 
-async def _start_worker(address: str, key: str, slots: int, mode: str) -> asyncio.subprocess.Process:
+async def _start_worker(address: str, key: str, slots: int, mode: str, slug: str = "") -> asyncio.subprocess.Process:
     env = {**os.environ, "STRAIT_ADDRESS": address, "STRAIT_API_KEY": key}
-    return await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_SCRIPT, str(slots), mode, env=env,
+    return await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER_SCRIPT, str(slots), mode, slug, env=env,
                                                 stdout=None if mode == "noop" else asyncio.subprocess.PIPE)
 
 
@@ -125,16 +126,17 @@ async def _drain(conn: asyncpg.Connection, args: argparse.Namespace, address: st
     meter = CpuMeter(conn, {"server": server_pid})
     await meter.start()
     started = time.perf_counter()
-    worker = await _start_worker(address, key, args.slots, "noop")
+    worker = await _start_worker(address, key, args.slots, "noop", job.slug)
     meter.add("worker", worker.pid)
     try:
         # Done when no run of the job is queued or leased. Cheaper to ask than counting completed runs, but
         # not free (the lease table has no index by job, and both tables hold dead rows until vacuumed: about
         # 1 ms), and PostgreSQL's CPU is part of what the bench measures: every 50 ms (at 20 ms, and asked
         # by job_id in run_queue too, it cost 6 us of PostgreSQL's CPU per run).
+        # (A flow-controlled job's runs wait under 'w/<queue>/<job id>/'.)
+        gate = f"w/{job.queue or 'default'}/{job.id}" + ("/" if job.max_concurrency else "")
         while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM run_queue WHERE gate = $2) "
-                                  "OR EXISTS (SELECT 1 FROM run_leases WHERE job_id = $1)",
-                                  job.id, f"w/{job.queue or 'default'}/{job.id}"):
+                                  "OR EXISTS (SELECT 1 FROM run_leases WHERE job_id = $1)", job.id, gate):
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
         spent = await meter.stop()
@@ -240,6 +242,9 @@ async def main() -> None:
     parser.add_argument("--curve", default="",
                         help="slot counts, comma-separated (e.g. 100,250,500,1000,2000): one more drain of --runs "
                              "runs for each, printed with its CPU per run, after the repeats")
+    parser.add_argument("--limited", type=int, default=0,
+                        help="one more drain, of a job with this max_concurrency (flow control through the gated "
+                             "claim; at --slots or more it never binds), printed against the median")
     parser.add_argument("--pg-stats", action="store_true",
                         help="print what each drain cost PostgreSQL: per statement (pg_stat_statements, which the "
                              "server must preload), per table and index")
@@ -275,6 +280,12 @@ async def main() -> None:
                                      md, job, pid)
             print(f"{f'  curve: {slots:,} slots':<44} {rate:,.0f} runs/s   CPU per run " + "   ".join(
                 f"{name} {seconds * 1e6:.0f} us" for name, seconds in cpu.items()) + f" ({_load()})")
+        if args.limited:
+            limited = await _worker_job(jobs, md, "limited-worker", max_concurrency=args.limited)
+            rate, cpu = await _drain(conn, args, address, key, jobs, md, limited, pid)
+            print(f"{f'  max_concurrency={args.limited:,}':<44} {rate:,.0f} runs/s = "
+                  f"{rate / statistics.median(rates):.2f} of the median   CPU per run " + "   ".join(
+                      f"{name} {seconds * 1e6:.0f} us" for name, seconds in cpu.items()) + f" ({_load()})")
         if args.idle_workers:
             extra = await _idle_workers(address, md, pid, args.idle_workers)
             print(f"{f'{args.idle_workers:,} idle connected workers':<44} +{extra:.0f} MB server RSS ({_load()})")

@@ -216,7 +216,7 @@ CREATE TABLE run_queue (
     job_id text NOT NULL,
     priority integer NOT NULL,
     run_at timestamp with time zone NOT NULL,
-    gate text,
+    gate text COLLATE "C",
     CONSTRAINT run_queue_pkey PRIMARY KEY (run_id)
 ) WITH (autovacuum_vacuum_cost_delay=0, autovacuum_vacuum_scale_factor=0.0, autovacuum_vacuum_threshold=500, vacuum_truncate=false);
 CREATE INDEX run_queue_claim_idx ON public.run_queue USING btree (priority DESC, run_at, run_id) WHERE (gate IS NULL);
@@ -444,7 +444,12 @@ CREATE OR REPLACE FUNCTION public.strait_gate(job_id text, concurrency_key text,
  LANGUAGE sql
  IMMUTABLE
 AS $function$
-    SELECT CASE WHEN execution_mode = 'worker' THEN 'w/' || queue || '/' || job_id
+    SELECT CASE WHEN execution_mode = 'worker' THEN
+                    'w/' || queue || '/' || job_id
+                    || CASE WHEN max_concurrency > 0 OR max_concurrency_per_key > 0 OR rate_limit_max > 0
+                                 OR execution_window_cron <> ''
+                            THEN '/' || CASE WHEN max_concurrency_per_key > 0 THEN concurrency_key ELSE '' END
+                            ELSE '' END
                 WHEN max_concurrency_per_key > 0 AND concurrency_key <> '' THEN job_id || '/' || concurrency_key
                 WHEN max_concurrency > 0 OR max_concurrency_per_key > 0 OR rate_limit_max > 0
                      OR execution_window_cron <> '' THEN job_id END

@@ -133,19 +133,20 @@ WITH per_route AS (
     -- One walk of run_queue_gate_idx per route, in claim order (the routes' gates are 'w/<queue>/<job id>',
     -- see strait_gate): `gate = ANY(...)` over all of them at once was planned as a scan and a sort of
     -- every queued run (0.4 s per claim of 1,000 from 100,000).
-    SELECT d.run_id, d.priority, d.run_at FROM unnest($3::text[]) AS g(gate) CROSS JOIN LATERAL (
+    SELECT d.run_id, d.priority, d.run_at FROM unnest($3::text[], $4::int[]) AS g(gate, n) CROSS JOIN LATERAL (
         SELECT q.run_id, q.priority, q.run_at FROM run_queue q JOIN runs r ON r.id = q.run_id
         WHERE q.gate = g.gate AND q.run_at <= now()
           AND (SELECT j.enabled AND j.delete_time IS NULL FROM jobs j WHERE j.id = q.job_id)
           AND NOT coalesce(r.expires_at <= now(), false)
         ORDER BY q.priority DESC, q.run_at, q.run_id
-        LIMIT $1
+        LIMIT least($1, g.n)  -- no more than the route's workers can take
         FOR UPDATE OF q, r SKIP LOCKED
     ) d
 ), due AS (
     SELECT run_id FROM per_route ORDER BY priority DESC, run_at, run_id LIMIT $1
 )""" + _CLAIM_FROM_DUE
-"""$1 batch size, $2 owner (the worker plane of this process), $3 route gates. Takes due runs of worker jobs off
+"""$1 batch size, $2 owner (the worker plane of this process), $3 route gates, $4 how many runs each route's
+workers can take. Takes due runs of worker jobs off
 the ready queue for the workers connected here."""
 
 # -- Flow control (see strait_server/dispatch/gates.py). -------------------------------------------------
@@ -154,9 +155,11 @@ GATES_WAITING = """
 WITH RECURSIVE g AS (
     -- A loose index scan over run_queue_gate_idx: one probe per distinct gate, however deep its backlog,
     -- starting after $1 and stopping after $2 gates (the recursion is evaluated only as far as needed).
-    (SELECT gate FROM run_queue WHERE gate > $1 ORDER BY gate LIMIT 1)
+    -- Gates of HTTP jobs only ('<job id>...', before 'w/'): the worker plane's ('w/...') may be many (one per
+    -- concurrency key) and are claimed by the worker plane (ROUTE_GATES_WAITING).
+    (SELECT gate FROM run_queue WHERE gate > $1 AND gate < 'w/' ORDER BY gate LIMIT 1)
     UNION ALL
-    SELECT (SELECT q.gate FROM run_queue q WHERE q.gate > g.gate ORDER BY q.gate LIMIT 1)
+    SELECT (SELECT q.gate FROM run_queue q WHERE q.gate > g.gate AND q.gate < 'w/' ORDER BY q.gate LIMIT 1)
     FROM g WHERE g.gate IS NOT NULL
 )
 SELECT g.gate, j.id AS job_id, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
@@ -169,6 +172,31 @@ ORDER BY g.gate
 """$1 the gate to start after ('' from the first), $2 how many gates: gates with runs in the ready queue (due
 or not), in gate order, and their job's limits. Gates of disabled or deleted jobs come back too (usable
 false), so that the round-robin cursor moves past them."""
+
+ROUTE_GATES_WAITING = """
+WITH RECURSIVE g AS (
+    -- A loose index scan per route over run_queue_gate_idx, as in GATES_WAITING: the limited gates of route
+    -- 'w/<queue>/<job id>' are 'w/<queue>/<job id>/<key>' (see strait_gate), a range of the index in its
+    -- byte order. Each route starts after its cursor and stops after its count of gates.
+    SELECT p.route, p.n, 1 AS i,
+        (SELECT q.gate FROM run_queue q WHERE q.gate >= p.route || '/' AND q.gate > p.after
+             AND q.gate < p.route || '0' ORDER BY q.gate LIMIT 1) AS gate
+    FROM unnest($1::text[], $2::text[], $3::int[]) AS p(route, after, n)
+    UNION ALL
+    SELECT g.route, g.n, g.i + 1,
+        (SELECT q.gate FROM run_queue q WHERE q.gate > g.gate AND q.gate < g.route || '0' ORDER BY q.gate LIMIT 1)
+    FROM g WHERE g.gate IS NOT NULL AND g.i < g.n
+)
+SELECT g.route, g.gate, j.id AS job_id, j.max_concurrency, j.max_concurrency_per_key, j.rate_limit_max,
+    j.rate_limit_window_ms, j.execution_window_cron, j.timezone,
+    coalesce(j.enabled AND j.delete_time IS NULL, false) AS usable
+FROM g LEFT JOIN jobs j ON j.id = split_part(g.gate, '/', 3)
+WHERE g.gate IS NOT NULL
+ORDER BY g.route, g.gate
+"""
+"""$1 routes ('w/<queue>/<job id>'), $2 the gate to start after in each ('' from the first), $3 how many gates
+in each: the limited gates of the routes with runs in the ready queue, with their job's limits (as
+GATES_WAITING)."""
 
 LOCK_JOBS = """
 SELECT count(pg_advisory_xact_lock(hashtextextended('strait-gate:' || k, 0))), now()
@@ -545,10 +573,11 @@ class Queue:
     def metrics(self) -> Metrics:
         return self._metrics
 
-    async def claim_routes(self, owner: str, gates: list[str], limit: int) -> list[ClaimedRun]:
-        """Runs of worker jobs on these route gates, for the worker plane `owner` (on the claim pool: its
-        sessions are pinned to index plans, see App.start)."""
-        rows = await self._claim_pool.fetch(CLAIM_ROUTES, limit, owner, gates)
+    async def claim_routes(self, owner: str, routes: dict[str, int], limit: int) -> list[ClaimedRun]:
+        """Runs of worker jobs on these route gates (each with how many runs its workers can take), at most
+        `limit`, for the worker plane `owner` (on the claim pool: its sessions are pinned to index plans, see
+        App.start)."""
+        rows = await self._claim_pool.fetch(CLAIM_ROUTES, limit, owner, list(routes), list(routes.values()))
         return [claimed_from_row(r) for r in rows]
 
     async def adopt(self, owner: str, runs: list[tuple[str, int, str, int]]) -> list[tuple[ClaimedRun, float]]:

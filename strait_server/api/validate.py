@@ -166,20 +166,8 @@ def job_spec(v: Violations, job: job_pb2.Job, *, allow_private: bool, base: JobS
         timeout_ms=_job_timeout(v, f), retry_strategy=strategy, retry_initial_ms=initial_ms,
         retry_max_ms=max_ms, priority=_priority(v, f), enabled=_enabled(f), signing_secret=_secret(v, f),
         tags=tags, metadata=metadata, **_schedule(v, f), run_ttl_ms=_job_ttl(v, f),
-        **_worker_rules(v, mode, _flow_control(v, f)), max_run_cost_microusd=_max_run_cost(v, f),
+        **_flow_control(v, f), max_run_cost_microusd=_max_run_cost(v, f),
     )
-
-
-# Flow control the worker plane does not apply yet: refused on worker jobs rather than silently ignored.
-_NOT_FOR_WORKERS = ("max_concurrency", "max_concurrency_per_key", "rate_limit_max", "execution_window_cron")
-
-
-def _worker_rules(v: Violations, mode: ExecutionMode, flow: dict[str, Any]) -> dict[str, Any]:
-    if mode is ExecutionMode.WORKER:
-        for name in _NOT_FOR_WORKERS:
-            if flow.get(name):
-                v.add(f"job.{name}", "is not available for worker jobs yet (their workers' slots bound them)")
-    return flow
 
 
 def _max_run_cost(v: Violations, f: _Fields) -> int:

@@ -14,6 +14,10 @@ looks. A dispatcher with free slots claims gated runs in one transaction:
 
 Limits are therefore exact however many dispatchers run, and a held gate costs one probe per claim, not a
 busy loop: the dispatcher sleeps until a run of its own ends, a wake-up hint, or its poll.
+
+The worker plane claims flow-controlled runs of worker jobs the same way (claim_routes), from the gates of
+the routes its connected workers handle ('w/<queue>/<job id>/<key>', see strait_gate), each job also capped
+by its workers' free slots.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from strait_server.queue import (
     GATES_WAITING,
     LOCK_JOBS,
     MARK_WAITING,
+    ROUTE_GATES_WAITING,
     SAVE_RATE_WINDOWS,
     ClaimedRun,
     claimed_from_row,
@@ -70,7 +75,10 @@ class GatedClaim:
 
 def _gate(row: Any) -> Gate:
     gate = row["gate"]
-    job_id, _, key = gate.partition("/")
+    if gate.startswith("w/"):  # a worker job's: 'w/<queue>/<job id>/<key>'
+        _, _, job_id, key = gate.split("/", 3)
+    else:
+        job_id, _, key = gate.partition("/")
     return Gate(gate=gate, job_id=job_id, key=key, max_concurrency=row["max_concurrency"],
                 max_per_key=row["max_concurrency_per_key"], rate_max=row["rate_limit_max"],
                 rate_window=timedelta(milliseconds=row["rate_limit_window_ms"]),
@@ -86,6 +94,8 @@ class _Round:
     per_key: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     windows: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # rate window start, starts in it
     job_free: dict[str, float] = field(default_factory=dict)
+    # What each job's workers can still take (worker jobs; unbounded for HTTP ones): a cap, not a limit.
+    slots_free: dict[str, float] = field(default_factory=dict)
     rate_left: dict[str, float] = field(default_factory=dict)
     retry_at: datetime | None = None
     stored: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # rate windows as last saved
@@ -99,8 +109,10 @@ class _Round:
             else:
                 self.stored[r["job_id"]] = (r["since"], r["n"])
 
-    def open_job(self, g: Gate) -> None:
-        """Sets what the job may still start: its concurrency headroom and what is left of its rate window."""
+    def open_job(self, g: Gate, slots: float = math.inf) -> None:
+        """Sets what the job may still start: its concurrency headroom, what is left of its rate window, and
+        what its workers can take."""
+        self.slots_free[g.job_id] = slots
         self.job_free[g.job_id] = (g.max_concurrency - self.executing[g.job_id]) if g.max_concurrency else math.inf
         if not (g.rate_max and g.rate_window):
             self.rate_left[g.job_id] = math.inf
@@ -114,16 +126,27 @@ class _Round:
             ends = start + g.rate_window
             self.retry_at = ends if self.retry_at is None else min(self.retry_at, ends)
 
-    def quota(self, g: Gate, limit: int) -> int:
+    def _allowed(self, g: Gate) -> float:
         key_free = (g.max_per_key - self.per_key[(g.job_id, g.key)]) if g.max_per_key and g.key else math.inf
-        return int(max(0, min(key_free, self.job_free[g.job_id], self.rate_left[g.job_id], limit)))
+        return min(key_free, self.job_free[g.job_id], self.rate_left[g.job_id])
 
-    def take(self, job_id: str) -> bool:
-        """Counts one start against the job's limits, if they allow it."""
+    def quota(self, g: Gate, limit: int) -> int:
+        return int(max(0, min(self._allowed(g), self.slots_free[g.job_id], limit)))
+
+    def held_by_limits(self, g: Gate) -> bool:
+        """The gate's limits let none of its runs start (a gate held only by busy workers is not)."""
+        return self._allowed(g) <= 0
+
+    def take(self, job_id: str) -> bool | None:
+        """Counts one start against the job's limits and its workers' slots: True if they allow it; False if
+        its limits do not, None if only its workers are busy."""
         if self.job_free[job_id] <= 0 or self.rate_left[job_id] <= 0:
             return False
+        if self.slots_free[job_id] <= 0:
+            return None
         self.job_free[job_id] -= 1
         self.rate_left[job_id] -= 1
+        self.slots_free[job_id] -= 1
         if job_id in self.windows:
             start, started = self.windows[job_id]
             self.windows[job_id] = (start, started + 1)
@@ -153,13 +176,18 @@ def _choose(heads: list[Any], gates: dict[str, Gate], state: _Round, limit: int,
         if len(chosen) >= limit:
             break
         gate = gates[h["gate"]]
-        if state.take(gate.job_id):
+        took = state.take(gate.job_id)
+        if took:
             chosen.append(h["run_id"])
             taken[gate.gate] += 1
-        else:
+        elif took is False:
             reasons.setdefault(gate.gate, state.why_held(gate))
     full = any(taken[name] == n == offered[name] for name, n in wanted.items() if n == quota[name])
     return chosen, full
+
+
+def _nothing() -> GatedClaim:
+    return GatedClaim(runs=[], touched=[], deferred=0, held=False, retry_in=None)
 
 
 class GatedClaimer:
@@ -168,6 +196,8 @@ class GatedClaimer:
         # Gates are visited round-robin, a batch's worth per claim: with thousands of gates (one per
         # concurrency key) a claim costs O(batch), not O(gates). The last gate this claimer visited:
         self._cursor = ""
+        # The same for each worker route (claim_routes): the last gate visited among the route's.
+        self._route_cursors: dict[str, str] = {}
 
     async def _visit(self, count: int) -> list[Gate]:
         rows = list(await self._pool.fetch(GATES_WAITING, self._cursor, count))
@@ -179,12 +209,46 @@ class GatedClaimer:
         # Runs of disabled (or deleted) jobs wait in the queue until the job is enabled again.
         return [_gate(r) for r in rows if r["usable"]]
 
+    async def _visit_routes(self, routes: dict[str, int]) -> list[Gate]:
+        counts = {route: max(free, 16) for route, free in routes.items()}
+        names = list(counts)
+        rows = list(await self._pool.fetch(ROUTE_GATES_WAITING, names,
+                                           [self._route_cursors.get(r, "") for r in names],
+                                           [counts[r] for r in names]))
+        found: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            found[r["route"]].append(r)
+        wrap = [r for r in names if len(found[r]) < counts[r] and self._route_cursors.get(r)]
+        if wrap:  # wrapped around: on from the route's first gate, up to where this round started
+            for r in await self._pool.fetch(ROUTE_GATES_WAITING, wrap, [""] * len(wrap),
+                                            [counts[w] - len(found[w]) for w in wrap]):
+                if r["gate"] <= self._route_cursors[r["route"]]:
+                    found[r["route"]].append(r)
+        for route in names:
+            seen = found[route]
+            self._route_cursors[route] = seen[-1]["gate"] if len(seen) == counts[route] else ""
+        return [_gate(r) for seen in found.values() for r in seen if r["usable"]]
+
     async def claim(self, owner: str, limit: int) -> GatedClaim:
+        """Flow-controlled runs of HTTP jobs, at most `limit`, for the dispatcher `owner`."""
         if limit <= 0:
-            return GatedClaim(runs=[], touched=[], deferred=0, held=False, retry_in=None)
-        visited = await self._visit(max(limit, 16))
+            return _nothing()
+        return await self._claim(owner, limit, await self._visit(max(limit, 16)), {})
+
+    async def claim_routes(self, owner: str, routes: dict[str, int], limit: int) -> GatedClaim:
+        """Flow-controlled runs of worker jobs, at most `limit`, for the worker plane `owner`: `routes` are the
+        routes ('w/<queue>/<job id>') its workers handle, with how many runs they can take."""
+        if limit <= 0 or not routes:
+            return _nothing()
+        slots: dict[str, float] = defaultdict(float)
+        for route, free in routes.items():
+            slots[route.split("/", 2)[2]] += free
+        return await self._claim(owner, limit, await self._visit_routes(routes), slots)
+
+    async def _claim(self, owner: str, limit: int, visited: list[Gate], slots: dict[str, float]) -> GatedClaim:
+        """Claims among the `visited` gates within their limits, each job also within its `slots` if given."""
         if not visited:
-            return GatedClaim(runs=[], touched=[], deferred=0, held=False, retry_in=None)
+            return _nothing()
         gates = {g.gate: g for g in visited}
         jobs = {g.job_id: g for g in gates.values()}
         keyed = [g for g in gates.values() if g.key and g.max_per_key]
@@ -200,9 +264,10 @@ class GatedClaimer:
                     touched += moved
                     deferred += len(moved)
                 else:
-                    state.open_job(g)
+                    state.open_job(g, slots.get(job_id, math.inf))
             quota = {name: state.quota(g, limit) for name, g in gates.items() if g.job_id in state.job_free}
-            reasons = {name: state.why_held(gates[name]) for name, n in quota.items() if n == 0}
+            reasons = {name: state.why_held(gates[name]) for name, n in quota.items()
+                       if n == 0 and state.held_by_limits(gates[name])}
             # Each gate offers its best few runs (enough to fill the batch if the gates are few), not up to
             # `limit` each: a hundred gates would otherwise lock ten thousand rows per claim.
             per_gate = max(2, math.ceil(2 * limit / max(1, len(quota))))
