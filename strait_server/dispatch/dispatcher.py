@@ -9,7 +9,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 
 from strait_server import ids
 from strait_server.config import Settings
@@ -58,7 +57,6 @@ class Dispatcher:
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
                                      batch_size=settings.settle_batch_size, on_settled=self._on_settled,
                                      supervisor=self._supervisor)
-        self._database_started: datetime | None = None  # when the database server started, at the last heartbeat
 
     def accepts_direct(self) -> bool:
         """Whether a trigger in this process may hand its run straight to this dispatcher."""
@@ -85,7 +83,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         # The heartbeat row must exist before the first claim, or a sweep would take the runs back.
-        self._database_started = await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+        await self._heartbeat(socket.gethostname(), os.getpid())
         self._settler.start()
         self._tasks = [self._supervisor.spawn(self._claim_loop(), name="claim-loop", may_return=True),
                        self._supervisor.spawn(self._heartbeat_loop(), name="dispatcher-heartbeat")]
@@ -256,12 +254,4 @@ class Dispatcher:
     async def _heartbeat(self, host: str, pid: int) -> None:
         """Renews this dispatcher's liveness, durably: so the settles written before it are on disk too, unless
         the database server restarted since the last heartbeat, in which case they are written again."""
-        mark = self._settler.mark()
-        started = await self._queue.heartbeat(self.owner, host, pid)
-        if started != self._database_started:
-            log.warning("the database server restarted; re-writing recent outcomes",
-                        extra={"action": "database_restarted"})
-            await self._settler.rewrite_unconfirmed()
-            self._database_started = started
-            return  # what was re-written is confirmed by the next heartbeat
-        self._settler.confirm(mark)
+        await self._settler.heartbeat(lambda: self._queue.heartbeat(self.owner, host, pid))

@@ -1,10 +1,10 @@
 """Settle buffer: outcomes are written in batches, one statement per flush (round trips are the cost).
 
 Settles commit without waiting for the WAL flush (see App.start), so a PostgreSQL crash can lose the last of
-them. The buffer keeps what it settled until a durable commit that started later (the dispatcher's heartbeat)
-has returned, which puts the earlier ones on disk too; when the heartbeat shows that the database server
-restarted in between, those outcomes are written again. Writing one twice is harmless: a settle only applies
-to the attempt this dispatcher still holds.
+them. The buffer keeps what it settled until a durable commit that started later (its owner's heartbeat, see
+heartbeat) has returned, which puts the earlier ones on disk too; when the heartbeat shows that the database
+server restarted in between, those outcomes are written again. Writing one twice is harmless: a settle only
+applies to the attempt its owner (an HTTP dispatcher or a worker hub) still holds.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 
 from strait_server.faults import DATABASE_ERRORS, statement_refused
 from strait_server.model import RunStatus
@@ -42,6 +43,7 @@ class SettleBuffer:
         # Outcomes written but perhaps not yet on disk, and how many were ever appended (for marks).
         self._unconfirmed: deque[Outcome] = deque(maxlen=MAX_UNCONFIRMED)
         self._appended = 0
+        self._database_started: datetime | None = None  # when the database server started, at the last heartbeat
 
     def start(self) -> None:
         self._task = self._supervisor.spawn(self._run(), name="settle-buffer")
@@ -64,6 +66,21 @@ class SettleBuffer:
             await cancel_and_wait([self._task])
             self._task = None
         await self.flush()
+
+    async def heartbeat(self, beat: Callable[[], Awaitable[datetime]]) -> None:
+        """Runs `beat`, the owner's heartbeat: a durable commit that returns when the database server started.
+        What was settled before it started is then on disk, unless the server restarted since the last beat:
+        then it is written again (and confirmed by the next beat)."""
+        mark = self.mark()
+        started = await beat()
+        if self._database_started is not None and started != self._database_started:
+            log.warning("the database server restarted; re-writing recent outcomes",
+                        extra={"action": "database_restarted", "owner": self._owner})
+            await self.rewrite_unconfirmed()
+            self._database_started = started
+            return
+        self._database_started = started
+        self.confirm(mark)
 
     def mark(self) -> int:
         """Taken before a durable commit starts: confirm(mark) once it has returned."""

@@ -85,7 +85,7 @@ class WorkerHub:
 
     async def start(self) -> None:
         # The heartbeat row must exist before the first claim, or a sweep would take the runs back.
-        await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+        await self._heartbeat()
         self._settler.start()
         self._tasks = [self._supervisor.spawn(self._claim_loop(), name="worker-claim-loop"),
                        self._supervisor.spawn(self._heartbeat_loop(), name="worker-hub-heartbeat"),
@@ -416,7 +416,7 @@ class WorkerHub:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._queue.heartbeat(self.owner, socket.gethostname(), os.getpid())
+                await self._heartbeat()
                 sessions = list(self._sessions.values())
                 self._count(sessions)
                 drain = set(await self._listing.refresh([(s.id, s.slots, len(s.held)) for s in sessions]))
@@ -426,6 +426,14 @@ class WorkerHub:
             except DATABASE_ERRORS as exc:
                 self._telemetry.metrics.loop_errors.labels("worker_heartbeat").inc()
                 log.warning("worker hub heartbeat failed: %r", exc, extra={"action": "heartbeat_error"})
+
+
+    async def _heartbeat(self) -> None:
+        """Renews the hub's liveness durably, which also confirms the results settled before it, or writes them
+        again if the database server restarted meanwhile (results are acknowledged to workers at commit, which
+        a crash may undo: see SettleBuffer)."""
+        host, pid = socket.gethostname(), os.getpid()
+        await self._settler.heartbeat(lambda: self._queue.heartbeat(self.owner, host, pid))
 
 
 def assignment_id(owner: str, lost_count: int, n: int) -> str:
