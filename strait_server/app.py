@@ -289,10 +289,13 @@ class App:
         # The worker plane claims on a session of its own, pinned to index plans like the HTTP claim's.
         self._worker_claim_pool = await db.create_pool(s.database_url, min_size=1, max_size=1, server_settings={
             "synchronous_commit": "off", "enable_seqscan": "off", "enable_bitmapscan": "off"})
+        bus = self.events
+        assert bus is not None  # made in start(), before the roles
         self.worker_hub = WorkerHub(Queue(self._queue_pool, tel.metrics, claim_pool=self._worker_claim_pool,
                                           settle_pool=self._settle_pool),
                                     WorkerSessionStore(self.pool), s, RunTokenSigner(s.jwt_signing_key),
-                                    on_events=self.events.published, telemetry=tel, supervisor=self.supervisor)
+                                    on_events=self.events.published, telemetry=tel, supervisor=self.supervisor,
+                                    events_live=lambda: bus.healthy)
         await self.worker_hub.start()
         self._wake.subscribe(self.worker_hub.notify)
         self.events.on_runs(self.worker_hub.runs_changed)

@@ -49,13 +49,16 @@ WATCH_INTERVAL_S = 0.25
 
 class WorkerHub:
     def __init__(self, queue: Queue, listing: WorkerSessionStore, settings: Settings, tokens: RunTokenSigner, *,
-                 on_events: Callable[[Iterable[str]], None], telemetry: Telemetry, supervisor: Supervisor) -> None:
+                 on_events: Callable[[Iterable[str]], None], telemetry: Telemetry, supervisor: Supervisor,
+                 events_live: Callable[[], bool] = lambda: True) -> None:
         self.owner = ids.new_id("disp")
         self._queue = queue
         self._listing = listing
         self._settings = settings
         self._tokens = tokens
         self._on_events = on_events
+        # Whether other processes' events reach runs_changed (the event bus is up); if not, held runs are polled.
+        self._events_live = events_live
         self._telemetry = telemetry
         self._supervisor = supervisor
         self._sessions: dict[str, Session] = {}
@@ -355,11 +358,17 @@ class WorkerHub:
     async def _watch_loop(self) -> None:
         """Sends a cancel for held runs that moved on (their events said they may have), and times out the
         ones past their attempt's deadline."""
+        poll_interval = self._settings.watch_poll_interval.total_seconds()
+        next_poll = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._suspect.wait(), WATCH_INTERVAL_S)
             self._suspect.clear()
             suspects, self._suspects = self._suspects, set()
+            if self._held and not self._events_live() and time.monotonic() >= next_poll:
+                # A cancel in another process would not be heard of: every held run is looked at instead.
+                suspects.update(self._held)
+                next_poll = time.monotonic() + poll_interval
             try:
                 if suspects:
                     await self._cancel_moved_on([r for r in suspects if r in self._held])

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from strait_client.v1 import run_pb2
-from strait_server.app import Role
+from strait_client.worker import TaskContext, Worker
+from strait_server.app import App, Role
 from strait_server.config import Settings
-from tests.conftest import AppFactory, connect
+from tests.conftest import AppFactory, connect, eventually
+from tests.integration.test_client import address
+from tests.integration.test_workers import serving, worker_job
 from tests.own_redis import own_redis
 from tests.sink import Reply, Sink
 
@@ -58,6 +62,43 @@ async def test_watchers_see_a_run_finish_promptly_while_redis_is_frozen(
         # Before: the watcher waited for a wake-up that never came, until its 15 s keepalive.
         assert took < 5, took
         await api.channel.close()
+
+
+async def test_a_cancel_in_another_process_reaches_the_worker_while_redis_is_frozen(
+        make_app: AppFactory, settings: Settings) -> None:
+    """The worker's server hears of the cancel through Redis, or, while Redis does not answer, by polling."""
+    async with own_redis() as rd:
+        hub_app = await make_app(redis_url=rd.url)
+        other_app = await make_app(frozenset({Role.API}), redis_url=rd.url)
+        api = await connect(hub_app, settings.admin_key)
+        job = await worker_job(api, "long")
+        other = await connect(other_app, settings.admin_key, job.project_id)
+        started, stopped = asyncio.Event(), asyncio.Event()
+        worker = Worker(address(hub_app), api.key)
+
+        @worker.handler("long")
+        async def long(ctx: TaskContext, payload: Any) -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.set()
+
+        async with serving(worker):
+            run = await api.trigger(job)
+            await asyncio.wait_for(started.wait(), 15)
+            with rd.frozen():
+                # Once the worker's server knows Redis is not answering (and has looked at its runs once):
+                await eventually(lambda: _not_healthy(hub_app))
+                await other.runs.CancelRun(run_pb2.CancelRunRequest(id=run.id), metadata=other.metadata)
+                # Before: nothing reached the worker until Redis answered again.
+                await asyncio.wait_for(stopped.wait(), 10)
+        await api.channel.close()
+        await other.channel.close()
+
+
+async def _not_healthy(app: App) -> bool:
+    return app.events is not None and not app.events.healthy
 
 
 async def test_a_burst_of_callers_stays_within_the_redis_connection_budget(
