@@ -67,11 +67,16 @@ class Keepalive:
         """The gRPC channel options these settings stand for.
 
         Returns:
-            (name, value) pairs for grpc.keepalive_time_ms, keepalive_timeout_ms and
-            keepalive_permit_without_calls.
+            (name, value) pairs for grpc.keepalive_time_ms, keepalive_timeout_ms, http2.ping_timeout_ms,
+            keepalive_permit_without_calls and http2.max_pings_without_data.
         """
+        # Without max_pings_without_data 0, gRPC stops pinging after two pings on a connection that sends
+        # nothing (a quiet stream), and a dead connection then goes unnoticed for good; and it waits for a
+        # ping's answer for ping_timeout_ms (1 minute), whatever keepalive_timeout_ms says.
         return [("grpc.keepalive_time_ms", _ms(self.time)), ("grpc.keepalive_timeout_ms", _ms(self.timeout)),
-                ("grpc.keepalive_permit_without_calls", int(self.without_calls))]
+                ("grpc.http2.ping_timeout_ms", _ms(self.timeout)),
+                ("grpc.keepalive_permit_without_calls", int(self.without_calls)),
+                ("grpc.http2.max_pings_without_data", 0)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,13 +35,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
 
 from strait_client._async_run_context import AsyncRunContext
-from strait_client._config import ClientConfig, env_settings, open_aio_channel, with_env_tls
+from strait_client._config import ClientConfig, Keepalive, env_settings, open_aio_channel, with_env_tls
 from strait_client._dispatch_info import DispatchInfo
 from strait_client._errors import (
     FailedPreconditionError,
@@ -183,8 +183,17 @@ class _Route:
     is_async: bool
 
 
+# A worker's stream may stay quiet for long: without pings, a connection that died silently (a server machine
+# gone, a NAT or load balancer that dropped it) would keep the worker waiting on it for good. Pinging every 20 s
+# (the server accepts one every 10 s), a dead connection is noticed within 30 s and the worker connects again.
+WORKER_KEEPALIVE = Keepalive(time=timedelta(seconds=20), timeout=timedelta(seconds=10))
+
+
 class Worker:
-    """A worker process's connection to Strait: its handlers, its slots, and the session that feeds them."""
+    """A worker process's connection to Strait: its handlers, its slots, and the session that feeds them.
+
+    Without a `config`, the worker's connection sends keepalive pings (WORKER_KEEPALIVE); a config of your
+    own decides for itself (its `keepalive`)."""
 
     def __init__(self, address: str, api_key: str, *, slots: int = 100, name: str = "", worker_id: str = "",
                  drain_timeout: float = 30.0, config: ClientConfig | None = None,
@@ -197,7 +206,7 @@ class Worker:
         self.worker_id = worker_id
         self.drain_timeout = drain_timeout
         self._metadata = auth_metadata(api_key)
-        self._config = config or ClientConfig()
+        self._config = config or ClientConfig(keepalive=WORKER_KEEPALIVE)
         self._credentials = credentials
         self._routes: dict[str, _Route] = {}
         self._stop = asyncio.Event()

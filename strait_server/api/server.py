@@ -80,8 +80,13 @@ def build_server(deps: Deps, outer_interceptors: Sequence[Any] = (),
         options=[
             ("grpc.max_receive_message_length", max_msg),
             ("grpc.max_send_message_length", max_msg),
+            # A peer that stopped answering without closing (a worker's machine gone, a frozen process) is
+            # dropped within 40 s, and with it the runs its worker held: gRPC otherwise stops pinging a quiet
+            # connection after two pings, and waits for an answer for ping_timeout_ms (1 minute).
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.ping_timeout_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
             # Without it, the transport grows each stream's receive window to the connection's estimated

@@ -30,7 +30,8 @@ def test_channel_options_put_the_callers_last() -> None:
                           channel_options=[("grpc.max_receive_message_length", 1 << 24)])
     assert config.grpc_options() == [
         ("grpc.primary_user_agent", USER_AGENT), ("grpc.keepalive_time_ms", 20_000),
-        ("grpc.keepalive_timeout_ms", 5_000), ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.keepalive_timeout_ms", 5_000), ("grpc.http2.ping_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_receive_message_length", 1 << 24)]
     with pytest.raises(ValueError):
         Keepalive(time=timedelta(0))
