@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from strait_server import ids
 from strait_server.config import Settings
 from strait_server.dispatch.circuits import Circuits
-from strait_server.dispatch.gates import GatedClaimer
+from strait_server.dispatch.gates import GatedFirst
 from strait_server.dispatch.http import HttpExecutor, failed_outcome
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.faults import DATABASE_ERRORS
@@ -45,7 +45,7 @@ class Dispatcher:
         self.outcomes_dropped = 0
         self.outcomes_settled = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._gates = GatedClaimer(queue.pool)
+        self._gated = GatedFirst(queue.pool, on_events=on_events, metrics=self._telemetry.metrics, wake=self._wake)
         self._circuit_store = CircuitStore(queue.pool)
         self._circuits = Circuits(self._circuit_store, threshold=settings.circuit_failure_threshold,
                                   open_for=settings.circuit_open_for)
@@ -117,7 +117,7 @@ class Dispatcher:
         self._telemetry.tracing.settled(outcomes, settled)
         self.outcomes_settled += len(settled)
         self.outcomes_dropped += len(outcomes) - len(settled)
-        if self._gates_held and settled:
+        if self._gated.held and settled:
             self._wake.set()
         for o in outcomes:
             if o.run_id in settled and o.to_status is RunStatus.QUEUED:
@@ -173,26 +173,8 @@ class Dispatcher:
         await first_of(idle.wait(), self._stopping.wait())
 
     async def _claim(self, want: int) -> list[ClaimedRun]:
-        # Flow-controlled runs first: the plain claim could otherwise fill every batch and starve them.
-        gated = await self._gates.claim(self.owner, want)
-        self._on_events(gated.touched)
-        if gated.deferred:
-            self._telemetry.metrics.transition("queued", "delayed", gated.deferred)
-        self._gates_held = gated.held
-        if gated.retry_in is not None:
-            asyncio.get_running_loop().call_later(gated.retry_in + 0.005, self._wake.set)
-        rest = want - len(gated.runs)
-        if rest <= 0:
-            return gated.runs
-        try:
-            return gated.runs + await self._queue.claim(self.owner, rest)
-        except DATABASE_ERRORS as exc:
-            if not gated.runs:
-                raise
-            # The gated runs are committed to this dispatcher already: run them, or they would sit executing
-            # until their deadline passed and the recovery sweep took them back, an attempt spent.
-            log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
-            return gated.runs
+        return await self._gated.claim(self._gated.claimer.claim(self.owner, want),
+                                       lambda _, rest: self._queue.claim(self.owner, rest), want)
 
     async def _run_one(self, run: ClaimedRun) -> None:
         started = time.perf_counter()
@@ -212,7 +194,7 @@ class Dispatcher:
             await self._circuit_record(run, outcome)
         try:
             # A workflow step's next step waits for this outcome: write it without waiting for others to join.
-            self._settler.add(outcome, at_once=self._gates_held or WORKFLOW_RUN_KEY in run.metadata)
+            self._settler.add(outcome, at_once=self._gated.held or WORKFLOW_RUN_KEY in run.metadata)
         finally:
             self._inflight.pop(run.id, None)
             self._slot_freed.set()

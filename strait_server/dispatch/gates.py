@@ -22,8 +22,11 @@ by its workers' free slots.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +34,7 @@ from typing import Any
 import asyncpg
 
 from strait_server import schedule
+from strait_server.faults import DATABASE_ERRORS
 from strait_server.model import WINDOW_WAIT_PREFIX
 from strait_server.queue import (
     CLAIM_IDS,
@@ -45,6 +49,9 @@ from strait_server.queue import (
     ClaimedRun,
     claimed_from_row,
 )
+from strait_server.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -294,3 +301,44 @@ class GatedClaimer:
         reason = (f"{WINDOW_WAIT_PREFIX} {g.window_cron!r} ({g.timezone or 'UTC'}); "
                   f"opens at {opens.isoformat()}")
         return [r["run_id"] for r in await conn.fetch(DEFER_TO_WINDOW, own_gates, opens, reason)]
+
+
+class GatedFirst:
+    """A claimer's claims (an HTTP dispatcher's, a worker hub's): flow-controlled runs first, since the plain
+    claim could otherwise fill every batch and starve them, then plain ones for the rest. Does what a gated
+    claim leaves to do: publish the events of the runs it touched, count its deferrals, wake the claimer when
+    a held rate window ends, and remember whether gates were held (`held`: a run ending should then bring the
+    claimer back, its outcome written at once)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, on_events: Callable[[Iterable[str]], None], metrics: Metrics,
+                 wake: asyncio.Event) -> None:
+        self.claimer = GatedClaimer(pool)
+        self.held = False
+        self._on_events = on_events
+        self._metrics = metrics
+        self._wake = wake
+
+    async def claim(self, gated_claim: Awaitable[GatedClaim],
+                    claim_rest: Callable[[list[ClaimedRun], int], Awaitable[list[ClaimedRun]]],
+                    want: int) -> list[ClaimedRun]:
+        """The runs of `gated_claim` (a claim of this claimer's), then what `claim_rest(gated runs, count)`
+        claims to make up `want`."""
+        gated = await gated_claim
+        self._on_events(gated.touched)
+        if gated.deferred:
+            self._metrics.transition("queued", "delayed", gated.deferred)
+        self.held = gated.held
+        if gated.retry_in is not None:
+            asyncio.get_running_loop().call_later(gated.retry_in + 0.005, self._wake.set)
+        rest = want - len(gated.runs)
+        if rest <= 0:
+            return gated.runs
+        try:
+            return gated.runs + await claim_rest(gated.runs, rest)
+        except DATABASE_ERRORS as exc:
+            if not gated.runs:
+                raise
+            # The gated runs are the claimer's already: it must start them, or they would sit executing until
+            # their deadline passed and the recovery sweep took them back, an attempt spent.
+            log.warning("claim failed after a gated claim: %r", exc, extra={"action": "claim_error"})
+            return gated.runs

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from strait_server import ids
 from strait_server.auth import RunTokenSigner
 from strait_server.config import Settings
-from strait_server.dispatch.gates import GatedClaimer
+from strait_server.dispatch.gates import GatedFirst
 from strait_server.dispatch.http import Attempt, outcome_of
 from strait_server.dispatch.settle import SettleBuffer
 from strait_server.errors import ResourceExhausted
@@ -77,9 +77,8 @@ class WorkerHub:
         self._assignments = itertools.count(1)
         self._released = asyncio.Event()  # set whenever a held run was reported, canceled or given back
         self._wake = asyncio.Event()
-        self._gates = GatedClaimer(queue.pool)
-        # A gated claim held runs back: a run of theirs settling may free their turn, so claim again then.
-        self._gates_held = False
+        # A gated claim that held runs back (`held`): a run of theirs settling may free their turn.
+        self._gated = GatedFirst(queue.pool, on_events=on_events, metrics=telemetry.metrics, wake=self._wake)
         self._tasks: list[asyncio.Task[None]] = []
         self._settler = SettleBuffer(queue, self.owner,
                                      flush_interval_s=settings.settle_flush_interval.total_seconds(),
@@ -219,7 +218,7 @@ class WorkerHub:
         self._held.pop(outcome.run_id, None)
         self._settling[outcome.run_id] = (session, assignment_id)
         # While limits hold runs back, the slot this run frees counts only once its outcome is written.
-        self._settler.add(outcome, at_once=self._gates_held)
+        self._settler.add(outcome, at_once=self._gated.held)
         self._wake.set()  # a slot is free
 
     def _on_settled(self, outcomes: list[Outcome], settled: set[str]) -> None:
@@ -235,7 +234,7 @@ class WorkerHub:
         for session, accepted, moved_on in by_session.values():
             session.acknowledge(accepted, moved_on)
         self._released.set()
-        if self._gates_held and settled:
+        if self._gated.held and settled:
             self._wake.set()  # their leases are gone now: the limits count them no more
 
     # A trigger's direct handoff
@@ -300,30 +299,13 @@ class WorkerHub:
         return len(runs) - len(unplaced)
 
     async def _claim(self, gates: list[str], free: dict[str, int], want: int) -> list[ClaimedRun]:
-        # Flow-controlled runs first, as the HTTP dispatcher does: the plain claim could fill every batch.
-        gated = await self._gates.claim_routes(self.owner, {g: free[g] for g in gates}, want)
-        self._on_events(gated.touched)
-        if gated.deferred:
-            self._telemetry.metrics.transition("queued", "delayed", gated.deferred)
-        self._gates_held = gated.held
-        if gated.retry_in is not None:
-            asyncio.get_running_loop().call_later(gated.retry_in + 0.005, self._wake.set)
-        rest = want - len(gated.runs)
-        if rest <= 0:
-            return gated.runs
-        taken = Counter(run.job_id for run in gated.runs)
-        plain = {g: n for g in gates if (n := free[g] - taken[g.split("/", 2)[2]]) > 0}
-        if not plain:
-            return gated.runs
-        try:
-            return gated.runs + await self._queue.claim_routes(self.owner, plain, rest)
-        except DATABASE_ERRORS as exc:
-            if not gated.runs:
-                raise
-            # The gated runs are this hub's already: assign them, or they would sit executing until their
-            # deadline passed and the recovery sweep took them back, an attempt spent.
-            log.warning("worker claim failed: %r", exc, extra={"action": "worker_claim_error"})
-            return gated.runs
+        async def plain(gated: list[ClaimedRun], rest: int) -> list[ClaimedRun]:
+            # What each route's workers can still take once the gated runs are theirs.
+            taken = Counter(run.job_id for run in gated)
+            routes = {g: n for g in gates if (n := free[g] - taken[g.split("/", 2)[2]]) > 0}
+            return await self._queue.claim_routes(self.owner, routes, rest) if routes else []
+        return await self._gated.claim(self._gated.claimer.claim_routes(self.owner, {g: free[g] for g in gates},
+                                                                        want), plain, want)
 
     def _place(self, runs: list[ClaimedRun]) -> list[str]:
         """Assigns each run to a session that handles its route, most free slots first; returns the runs no

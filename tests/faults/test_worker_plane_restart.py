@@ -9,26 +9,16 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
-import asyncpg
-
 from strait_client.v1 import job_pb2
 from strait_client.worker import TaskContext, Worker
 from strait_server.config import Settings
 from tests.conftest import connect, eventually
+from tests.faults.test_postgres_restart import _statuses
 from tests.integration.test_workers import serving, worker_job
-from tests.own_postgres import OwnPostgres, own_postgres
+from tests.own_postgres import own_postgres
 from tests.processes import serve_subprocess
 
 PLAIN, LIMITED, LIMIT = 3_000, 300, 5
-
-
-async def _statuses(pg: OwnPostgres) -> Counter[str]:
-    conn = await asyncpg.connect(pg.url)
-    try:
-        return Counter({r["status"]: r["n"] for r in await conn.fetch(
-            "SELECT status, count(*) AS n FROM runs GROUP BY status")})
-    finally:
-        await conn.close()
 
 
 async def test_restarts_under_a_worker_load_complete_every_run_within_its_limit(settings: Settings) -> None:
