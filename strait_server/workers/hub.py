@@ -283,12 +283,12 @@ class WorkerHub:
         for session in self._sessions.values():
             for gate in session.gates:
                 free[gate] = free.get(gate, 0) + session.free
-        gates = [g for g, n in free.items() if n > 0]
-        if not gates:
+        routes = {g: n for g, n in free.items() if n > 0}
+        if not routes:
             return 0
         want = min(CLAIM_BATCH, sum(s.free for s in self._sessions.values()))
         started = time.time_ns()
-        runs = await self._claim(gates, free, want)
+        runs = await self._claim(routes, want)
         if not runs:
             return 0
         self._telemetry.claimed(runs, started)
@@ -298,14 +298,14 @@ class WorkerHub:
             self._on_events(await self._queue.lose(self.owner, unplaced, self._settings.max_lost_requeues))
         return len(runs) - len(unplaced)
 
-    async def _claim(self, gates: list[str], free: dict[str, int], want: int) -> list[ClaimedRun]:
+    async def _claim(self, routes: dict[str, int], want: int) -> list[ClaimedRun]:
+        """Runs for these routes (each with its workers' free slots), flow-controlled ones first."""
         async def plain(gated: list[ClaimedRun], rest: int) -> list[ClaimedRun]:
             # What each route's workers can still take once the gated runs are theirs.
             taken = Counter(run.job_id for run in gated)
-            routes = {g: n for g in gates if (n := free[g] - taken[g.split("/", 2)[2]]) > 0}
-            return await self._queue.claim_routes(self.owner, routes, rest) if routes else []
-        return await self._gated.claim(self._gated.claimer.claim_routes(self.owner, {g: free[g] for g in gates},
-                                                                        want), plain, want)
+            left = {g: n for g, free in routes.items() if (n := free - taken[g.split("/", 2)[2]]) > 0}
+            return await self._queue.claim_routes(self.owner, left, rest) if left else []
+        return await self._gated.claim(self._gated.claimer.claim_routes(self.owner, routes, want), plain, want)
 
     def _place(self, runs: list[ClaimedRun]) -> list[str]:
         """Assigns each run to a session that handles its route, most free slots first; returns the runs no

@@ -18,7 +18,7 @@ from strait_server.app import App
 from strait_server.config import Settings
 from tests.conftest import Api, AppFactory, connect, eventually
 from tests.integration.test_client import address
-from tests.integration.test_workers import serving, worker_job
+from tests.integration.test_workers import _statuses, serving, worker_job
 from tests.sink import Sink
 
 S = run_pb2
@@ -56,10 +56,6 @@ async def trigger(api: Api, job: job_pb2.Job, count: int, key: str = "") -> list
         job_pb2.RunOptions(payload_json=f'{{"k": "{key}"}}', concurrency_key=key) for _ in range(count)]),
         metadata=api.metadata)
     return list(resp.runs)
-
-
-async def statuses(api: Api, runs: list[run_pb2.Run]) -> Counter[int]:
-    return Counter([(await api.get_run(r.id)).status for r in runs])
 
 
 async def all_completed(api: Api, runs: list[run_pb2.Run]) -> None:
@@ -223,4 +219,4 @@ async def _running(tracker: Tracker, count: int) -> bool:
 
 
 async def _counted(api: Api, runs: list[run_pb2.Run], expected: dict[int, int]) -> bool:
-    return await statuses(api, runs) == Counter(expected)
+    return await _statuses(api, runs) == expected
